@@ -159,11 +159,11 @@ func TestLoadFileErrors(t *testing.T) {
 		return p
 	}
 	cases := map[string]string{
-		write("a.txt", "{}"):                         "unknown file type",
-		write("b.yaml", "regions: [\n"):              "yaml",
+		write("a.txt", "{}"):                                     "unknown file type",
+		write("b.yaml", "regions: [\n"):                          "yaml",
 		write("c.yaml", "regions:\n  - name: x\n    code: 20\n"): "code",
-		write("d.yaml", "bogus: 1\n"):                "unknown field",
-		filepath.Join(dir, "missing.yaml"):           "no such file",
+		write("d.yaml", "bogus: 1\n"):                            "unknown field",
+		filepath.Join(dir, "missing.yaml"):                       "no such file",
 	}
 	for path, want := range cases {
 		_, err := LoadFile(path)

@@ -1,0 +1,297 @@
+// Package localcluster brings up and tears down a whole three-region Meridian on one machine: a
+// PostgreSQL cluster per region (wal_level=logical, private ports and folders), a Redis per region, one
+// Consul agent, the schema on every shard and the topology in Consul. Starting again is safe: running
+// servers are reused, databases and migrations are idempotent, and a topology already in Consul is kept.
+package localcluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"text/tabwriter"
+	"time"
+
+	consul "github.com/hashicorp/consul/api"
+
+	"github.com/8thdegree/meridian/deploy/local"
+	"github.com/8thdegree/meridian/shardmgr/migrate"
+	"github.com/8thdegree/meridian/shardmgr/shardpool"
+	"github.com/8thdegree/meridian/shardmgr/topology"
+	"github.com/8thdegree/meridian/shardmgr/topostore"
+)
+
+// Config says where the cluster lives and what it runs.
+type Config struct {
+	// Dir holds every server's data, logs and pid files.
+	Dir string
+	// TopologyFile is the local topology (deploy/regions/local/topology.yaml).
+	TopologyFile string
+	// ConsulHTTPPort, ConsulServerPort and ConsulSerfPort are the agent's ports.
+	ConsulHTTPPort, ConsulServerPort, ConsulSerfPort int
+	// TopologyKey is the Consul KV key of the topology document.
+	TopologyKey string
+	// ResetTopology replaces a topology already in Consul with the file's.
+	ResetTopology bool
+}
+
+// DefaultConfig returns the layout the README documents.
+func DefaultConfig(dir string) Config {
+	return Config{
+		Dir:              dir,
+		TopologyFile:     filepath.Join("deploy", "regions", "local", "topology.yaml"),
+		ConsulHTTPPort:   18500,
+		ConsulServerPort: 18300,
+		ConsulSerfPort:   18301,
+		TopologyKey:      topostore.DefaultKey,
+	}
+}
+
+// Validate names the first bad field.
+func (c Config) Validate() error {
+	if c.Dir == "" {
+		return errors.New("localcluster: Dir is required")
+	}
+	if c.TopologyFile == "" {
+		return errors.New("localcluster: TopologyFile is required")
+	}
+	for name, p := range map[string]int{"ConsulHTTPPort": c.ConsulHTTPPort, "ConsulServerPort": c.ConsulServerPort, "ConsulSerfPort": c.ConsulSerfPort} {
+		if p < 1 || p > 65535 {
+			return fmt.Errorf("localcluster: %s %d is out of range", name, p)
+		}
+	}
+	if c.TopologyKey == "" {
+		return errors.New("localcluster: TopologyKey is required")
+	}
+	return nil
+}
+
+// pgCluster is one region's PostgreSQL cluster and the shard databases it holds.
+type pgCluster struct {
+	region string
+	port   int
+	dbs    []string
+}
+
+// plan derives the servers to run from the topology: one PostgreSQL per region and port, one Redis per
+// region.
+func plan(t *topology.Topology) ([]pgCluster, map[string]int, error) {
+	var pgs []pgCluster
+	idx := map[string]int{}
+	for _, s := range t.Shards {
+		if s.Conn.Host != "127.0.0.1" && s.Conn.Host != "localhost" {
+			return nil, nil, fmt.Errorf("shard %s: host %s is not local; the local cluster only runs servers on 127.0.0.1", s.Name, s.Conn.Host)
+		}
+		key := s.Region + "/" + strconv.Itoa(s.Conn.Port)
+		i, ok := idx[key]
+		if !ok {
+			i = len(pgs)
+			idx[key] = i
+			pgs = append(pgs, pgCluster{region: s.Region, port: s.Conn.Port})
+		}
+		pgs[i].dbs = append(pgs[i].dbs, s.Conn.Database)
+	}
+	redis := map[string]int{}
+	for _, r := range t.Regions {
+		_, port, err := net.SplitHostPort(r.RedisAddr)
+		if err != nil {
+			return nil, nil, err
+		}
+		p, _ := strconv.Atoi(port)
+		redis[r.Name] = p
+	}
+	return pgs, redis, nil
+}
+
+func (c Config) pgConfig(pc pgCluster) local.PostgresConfig {
+	return local.DefaultPostgresConfig(filepath.Join(c.Dir, "postgres", fmt.Sprintf("%s-%d", pc.region, pc.port)), pc.port)
+}
+
+func (c Config) redisConfig(region string, port int) local.RedisConfig {
+	return local.DefaultRedisConfig(filepath.Join(c.Dir, "redis", region), port)
+}
+
+func (c Config) consulConfig() local.ConsulConfig {
+	cc := local.DefaultConsulConfig(filepath.Join(c.Dir, "consul"))
+	cc.HTTPPort, cc.ServerPort, cc.SerfLANPort = c.ConsulHTTPPort, c.ConsulServerPort, c.ConsulSerfPort
+	return cc
+}
+
+// Up starts everything that is not running, creates the shard databases, applies migrations and writes
+// the topology if Consul has none. It prints what it did and how to use the cluster to out.
+func Up(ctx context.Context, cfg Config, log *slog.Logger, out io.Writer) error {
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	topo, err := topology.LoadFile(cfg.TopologyFile)
+	if err != nil {
+		return err
+	}
+	pgs, redis, err := plan(topo)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
+		return err
+	}
+
+	fmt.Fprintln(out, "starting PostgreSQL (one cluster per region, wal_level=logical)...")
+	for _, pc := range pgs {
+		pg, err := local.StartPostgres(ctx, cfg.pgConfig(pc), log)
+		if err != nil {
+			return fmt.Errorf("region %s: %w", pc.region, err)
+		}
+		for _, db := range pc.dbs {
+			if err := pg.CreateDatabase(ctx, db); err != nil {
+				return fmt.Errorf("region %s: %w", pc.region, err)
+			}
+		}
+	}
+	fmt.Fprintln(out, "starting Redis (one per region)...")
+	for _, r := range topo.Regions {
+		if _, err := local.StartRedis(ctx, cfg.redisConfig(r.Name, redis[r.Name]), log); err != nil {
+			return fmt.Errorf("region %s: %w", r.Name, err)
+		}
+	}
+	fmt.Fprintln(out, "starting Consul...")
+	agent, err := local.StartConsul(ctx, cfg.consulConfig(), log)
+	if err != nil {
+		return err
+	}
+
+	ccfg := consul.DefaultConfig()
+	ccfg.Address = agent.HTTPAddr()
+	client, err := consul.NewClient(ccfg)
+	if err != nil {
+		return err
+	}
+	store := topostore.NewStore(client, cfg.TopologyKey)
+	inForce, note, err := writeTopology(ctx, store, topo, cfg.ResetTopology)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(out, note)
+
+	fmt.Fprintln(out, "applying migrations to every shard...")
+	var targets []migrate.Target
+	for _, s := range inForce.Shards {
+		targets = append(targets, migrate.Target{Shard: s.Name, DSN: shardpool.ConnString(s.Conn, "")})
+	}
+	results, err := migrate.Up(ctx, targets, migrate.Options{Logger: log})
+	if err != nil {
+		return err
+	}
+	applied := 0
+	for _, r := range results {
+		applied += len(r.Applied)
+	}
+	fmt.Fprintf(out, "migrations: %d applied now across %d shards (the rest were already applied)\n\n", applied, len(results))
+	printSummary(out, cfg, inForce, agent.HTTPAddr())
+	return nil
+}
+
+// writeTopology creates the topology in Consul, or keeps the one there (an SRE may have changed it since)
+// unless reset is set.
+func writeTopology(ctx context.Context, store *topostore.Store, file *topology.Topology, reset bool) (*topology.Topology, string, error) {
+	cur, idx, err := store.Load(ctx)
+	switch {
+	case errors.Is(err, topostore.ErrNotFound):
+		if _, err := store.Create(ctx, file); err != nil {
+			return nil, "", fmt.Errorf("writing the topology: %w", err)
+		}
+		return file, fmt.Sprintf("topology written to Consul (version %d)", file.Version), nil
+	case err != nil:
+		return nil, "", fmt.Errorf("reading the topology: %w", err)
+	}
+	if sameLayout(cur, file) {
+		return cur, fmt.Sprintf("topology already in Consul (version %d)", cur.Version), nil
+	}
+	if !reset {
+		return cur, fmt.Sprintf("topology in Consul (version %d) differs from %s; kept it (use --reset-topology to replace it)", cur.Version, "the file"), nil
+	}
+	next := file.Clone()
+	next.Version = cur.Version
+	if _, err := store.Update(ctx, next, idx); err != nil {
+		return nil, "", fmt.Errorf("replacing the topology: %w", err)
+	}
+	return next, fmt.Sprintf("topology replaced from the file (version %d)", next.Version), nil
+}
+
+func sameLayout(a, b *topology.Topology) bool {
+	x, y := a.Clone(), b.Clone()
+	x.Version, y.Version = 0, 0
+	x.UpdatedAt, y.UpdatedAt = time.Time{}, time.Time{}
+	ea, _ := x.Encode()
+	eb, _ := y.Encode()
+	return string(ea) == string(eb)
+}
+
+func printSummary(out io.Writer, cfg Config, t *topology.Topology, consulAddr string) {
+	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "REGION\tCODE\tPOSTGRESQL\tSHARDS\tREDIS")
+	for _, r := range t.Regions {
+		shards, port := "", 0
+		for _, s := range t.ShardsIn(r.Name) {
+			if shards != "" {
+				shards += ", "
+			}
+			shards += s.Name
+			port = s.Conn.Port
+		}
+		fmt.Fprintf(tw, "%s\t%s\t127.0.0.1:%d\t%s\t%s\n", r.Name, r.Code, port, shards, r.RedisAddr)
+	}
+	tw.Flush()
+	fmt.Fprintf(out, `
+Consul:  http://%[1]s  (topology at key %[2]s)
+Data:    %[3]s
+
+Try:
+  export CONSUL_HTTP_ADDR=%[1]s
+  go run ./cmd/shardmgr status            # regions, shards, keyranges, rows and bytes
+  go run ./cmd/shardmgr topology show     # the topology document (add -o json)
+  go run ./cmd/shardmgr migrate status    # schema version of every shard
+  psql "postgres://meridian@127.0.0.1:15432/meridian_us_east_1"   # a shard, by hand
+Stop everything with: ./scripts/down.sh
+`, consulAddr, cfg.TopologyKey, cfg.Dir)
+}
+
+// Down stops every server of the cluster in cfg.Dir. Data stays on disk; the next Up reuses it.
+func Down(ctx context.Context, cfg Config, log *slog.Logger, out io.Writer) error {
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	topo, err := topology.LoadFile(cfg.TopologyFile)
+	if err != nil {
+		return err
+	}
+	pgs, redis, err := plan(topo)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	if err := local.StopConsulDir(ctx, cfg.consulConfig()); err != nil {
+		errs = append(errs, err)
+	}
+	for _, r := range topo.Regions {
+		if err := local.StopRedisDir(ctx, cfg.redisConfig(r.Name, redis[r.Name])); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	for _, pc := range pgs {
+		if err := local.StopPostgresDir(ctx, cfg.pgConfig(pc)); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if len(errs) == 0 {
+		fmt.Fprintf(out, "stopped Consul, %d Redis and %d PostgreSQL servers (data kept in %s)\n", len(redis), len(pgs), cfg.Dir)
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,159 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+	"time"
+
+	consul "github.com/hashicorp/consul/api"
+	"github.com/spf13/cobra"
+
+	"github.com/8thdegree/meridian/shardmgr/topology"
+	"github.com/8thdegree/meridian/shardmgr/topostore"
+)
+
+// Exit codes.
+const (
+	ExitOK    = 0
+	ExitError = 1 // the command ran and failed (a shard down, a conflict, a refused document)
+	ExitUsage = 2 // the command line itself is wrong
+)
+
+// usageError marks errors in the command line, which exit with ExitUsage.
+type usageError struct{ err error }
+
+func (e usageError) Error() string { return e.err.Error() }
+func (e usageError) Unwrap() error { return e.err }
+
+func usagef(format string, args ...any) error { return usageError{fmt.Errorf(format, args...)} }
+
+// Env is what the commands need from the process: streams and the environment.
+type Env struct {
+	Stdout, Stderr io.Writer
+	Getenv         func(string) string
+}
+
+type options struct {
+	consulAddr string
+	key        string
+	output     string
+	timeout    time.Duration
+	verbose    bool
+}
+
+// Run executes the shardmgr command line and returns the process exit code.
+func Run(ctx context.Context, args []string, env Env) int {
+	if env.Getenv == nil {
+		env.Getenv = os.Getenv
+	}
+	root := newRoot(env)
+	root.SetArgs(args)
+	root.SetOut(env.Stdout)
+	root.SetErr(env.Stderr)
+	err := root.ExecuteContext(ctx)
+	if err == nil {
+		return ExitOK
+	}
+	fmt.Fprintf(env.Stderr, "shardmgr: %v\n", err)
+	var ue usageError
+	if errors.As(err, &ue) || isCobraUsageError(err) {
+		fmt.Fprintln(env.Stderr, "Run 'shardmgr --help' for usage.")
+		return ExitUsage
+	}
+	return ExitError
+}
+
+// isCobraUsageError recognises the flag and argument errors cobra returns unwrapped.
+func isCobraUsageError(err error) bool {
+	msg := err.Error()
+	for _, p := range []string{"unknown command", "unknown flag", "unknown shorthand flag", "flag needs an argument", "invalid argument", "accepts ", "requires at least", "required flag"} {
+		if strings.Contains(msg, p) {
+			return true
+		}
+	}
+	return false
+}
+
+func newRoot(env Env) *cobra.Command {
+	o := &options{}
+	defConsul := env.Getenv("CONSUL_HTTP_ADDR")
+	if defConsul == "" {
+		defConsul = "127.0.0.1:8500"
+	}
+	defKey := env.Getenv("MERIDIAN_TOPOLOGY_KEY")
+	if defKey == "" {
+		defKey = topostore.DefaultKey
+	}
+	root := &cobra.Command{
+		Use:           "shardmgr",
+		Short:         "Inspect and operate Meridian's shards and topology",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			if o.output != "table" && o.output != "json" {
+				return usagef("--output must be table or json, got %q", o.output)
+			}
+			if o.timeout <= 0 {
+				return usagef("--timeout must be positive")
+			}
+			return nil
+		},
+	}
+	pf := root.PersistentFlags()
+	pf.StringVar(&o.consulAddr, "consul", defConsul, "Consul HTTP address (env CONSUL_HTTP_ADDR)")
+	pf.StringVar(&o.key, "key", defKey, "Consul KV key of the topology document (env MERIDIAN_TOPOLOGY_KEY)")
+	pf.StringVarP(&o.output, "output", "o", "table", "output format: table or json")
+	pf.DurationVar(&o.timeout, "timeout", 30*time.Second, "deadline for the whole command")
+	pf.BoolVarP(&o.verbose, "verbose", "v", false, "log progress to stderr")
+	root.AddCommand(newTopologyCmd(o, env), newStatusCmd(o, env), newMigrateCmd(o, env))
+	return root
+}
+
+func (o *options) logger(env Env) *slog.Logger {
+	if !o.verbose {
+		return slog.New(slog.DiscardHandler)
+	}
+	return slog.New(slog.NewTextHandler(env.Stderr, nil))
+}
+
+func (o *options) store() (*topostore.Store, error) {
+	cfg := consul.DefaultConfig()
+	cfg.Address = o.consulAddr
+	client, err := consul.NewClient(cfg)
+	if err != nil {
+		return nil, usagef("--consul %q: %v", o.consulAddr, err)
+	}
+	return topostore.NewStore(client, o.key), nil
+}
+
+// load reads the topology in force from Consul.
+func (o *options) load(ctx context.Context) (*topology.Topology, uint64, error) {
+	st, err := o.store()
+	if err != nil {
+		return nil, 0, err
+	}
+	t, idx, err := st.Load(ctx)
+	if errors.Is(err, topostore.ErrNotFound) {
+		return nil, 0, fmt.Errorf("no topology at %s on %s: create it with 'shardmgr topology init --from <file>'", o.key, o.consulAddr)
+	}
+	if err != nil {
+		return nil, 0, fmt.Errorf("reading the topology from Consul at %s: %w", o.consulAddr, err)
+	}
+	return t, idx, nil
+}
+
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func withTimeout(cmd *cobra.Command, o *options) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(cmd.Context(), o.timeout)
+}
