@@ -1,0 +1,257 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/8thdegree/meridian/deploy/local/testenv"
+	"github.com/8thdegree/meridian/shardmgr/topology"
+)
+
+func TestMain(m *testing.M) { testenv.Main(m) }
+
+type run struct {
+	code           int
+	stdout, stderr string
+}
+
+func shardmgr(t *testing.T, env map[string]string, args ...string) run {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code := Run(context.Background(), args, Env{Stdout: &out, Stderr: &errb, Getenv: func(k string) string { return env[k] }})
+	return run{code, out.String(), errb.String()}
+}
+
+// fixture is a Consul key of the test's own and six shard databases on the test PostgreSQL.
+type fixture struct {
+	env  map[string]string
+	file string // topology file pointing at the test's databases
+	topo *topology.Topology
+}
+
+func newFixture(t *testing.T) fixture {
+	t.Helper()
+	agent := testenv.Consul(t)
+	pg := testenv.Postgres(t)
+	topo := topology.Example()
+	for i := range topo.Shards {
+		cfg, err := pgx.ParseConfig(pg.NewDatabase(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		topo.Shards[i].Conn = topology.Conn{Host: cfg.Host, Port: int(cfg.Port), Database: cfg.Database, User: cfg.User, SSLMode: "disable"}
+	}
+	data, err := topo.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(t.TempDir(), "topology.json")
+	if err := os.WriteFile(file, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	key := "test/" + strings.NewReplacer("/", "-", " ", "-").Replace(t.Name()) + "/topology"
+	return fixture{env: map[string]string{"CONSUL_HTTP_ADDR": agent.HTTPAddr(), "MERIDIAN_TOPOLOGY_KEY": key}, file: file, topo: topo}
+}
+
+func TestUsageErrors(t *testing.T) {
+	env := map[string]string{"CONSUL_HTTP_ADDR": "127.0.0.1:1"}
+	for _, args := range [][]string{
+		{"frobnicate"},
+		{"status", "--bogus"},
+		{"--output", "xml", "topology", "show"},
+		{"topology", "init"},
+		{"topology", "init", "--from"},
+		{"topology", "show", "extra-arg"},
+		{"--timeout", "0s", "status"},
+	} {
+		r := shardmgr(t, env, args...)
+		if r.code != ExitUsage {
+			t.Errorf("%v: exit %d, want %d (stderr %q)", args, r.code, ExitUsage, r.stderr)
+		}
+		if !strings.HasPrefix(r.stderr, "shardmgr: ") {
+			t.Errorf("%v: stderr %q does not say what is wrong", args, r.stderr)
+		}
+	}
+	if r := shardmgr(t, env, "--help"); r.code != ExitOK || !strings.Contains(r.stdout, "topology") {
+		t.Errorf("--help: exit %d, %q", r.code, r.stdout)
+	}
+}
+
+func TestConsulUnreachable(t *testing.T) {
+	r := shardmgr(t, map[string]string{"CONSUL_HTTP_ADDR": "127.0.0.1:1"}, "--timeout", "2s", "topology", "show")
+	if r.code != ExitError || !strings.Contains(r.stderr, "127.0.0.1:1") {
+		t.Fatalf("exit %d, stderr %q", r.code, r.stderr)
+	}
+}
+
+func TestValidateFiles(t *testing.T) {
+	good := filepath.Join("..", "..", "deploy", "regions", "local", "topology.yaml")
+	if r := shardmgr(t, nil, "topology", "validate", "--from", good); r.code != 0 || !strings.Contains(r.stdout, "valid (3 regions, 6 shards, 6 keyranges)") {
+		t.Fatalf("good file: %+v", r)
+	}
+	bad := filepath.Join(t.TempDir(), "bad.yaml")
+	data, _ := os.ReadFile(good)
+	os.WriteFile(bad, bytes.Replace(data, []byte(`range: "2080-21"`), []byte(`range: "2080-2f"`), 1), 0o644)
+	r := shardmgr(t, nil, "topology", "validate", "--from", bad)
+	if r.code != ExitError || !strings.Contains(r.stderr, "outside region us-east") {
+		t.Fatalf("bad file: %+v", r)
+	}
+}
+
+func TestTopologyLifecycle(t *testing.T) {
+	f := newFixture(t)
+	if r := shardmgr(t, f.env, "topology", "show"); r.code != ExitError || !strings.Contains(r.stderr, "topology init") {
+		t.Fatalf("show before init: %+v", r)
+	}
+	// A bad file changes nothing.
+	bad := filepath.Join(t.TempDir(), "bad.json")
+	os.WriteFile(bad, []byte(`{"regions": []}`), 0o644)
+	if r := shardmgr(t, f.env, "topology", "init", "--from", bad); r.code != ExitError || !strings.Contains(r.stderr, "at least one region") {
+		t.Fatalf("init with a bad file: %+v", r)
+	}
+	if r := shardmgr(t, f.env, "topology", "show"); r.code != ExitError {
+		t.Fatalf("a bad init wrote something: %+v", r)
+	}
+
+	if r := shardmgr(t, f.env, "topology", "init", "--from", f.file); r.code != 0 || !strings.Contains(r.stdout, "version 1") {
+		t.Fatalf("init: %+v", r)
+	}
+	if r := shardmgr(t, f.env, "topology", "init", "--from", f.file); r.code != ExitError || !strings.Contains(r.stderr, "already exists") {
+		t.Fatalf("second init: %+v", r)
+	}
+	r := shardmgr(t, f.env, "topology", "show")
+	for _, want := range []string{"us-east", "eu-west", "ap-south", "20-2080", "meridian-api-eu-west", "ap-south-2"} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("show does not mention %s:\n%s", want, r.stdout)
+		}
+	}
+	r = shardmgr(t, f.env, "-o", "json", "topology", "show")
+	got, err := topology.Decode([]byte(r.stdout))
+	if err != nil {
+		t.Fatalf("show -o json is not a topology: %v\n%s", err, r.stdout)
+	}
+	if got.Version != 1 || len(got.Shards) != 6 {
+		t.Fatalf("show -o json: version %d, %d shards", got.Version, len(got.Shards))
+	}
+
+	// apply: a frozen keyrange is protected unless --force.
+	frozen := f.topo.Clone()
+	frozen.KeyRanges[0].State = topology.Frozen
+	frozenFile := writeTopo(t, frozen)
+	if r := shardmgr(t, f.env, "topology", "apply", "--from", frozenFile); r.code != 0 || !strings.Contains(r.stdout, "version 2") {
+		t.Fatalf("apply: %+v", r)
+	}
+	if r := shardmgr(t, f.env, "topology", "apply", "--from", f.file); r.code != ExitError || !strings.Contains(r.stderr, "frozen") {
+		t.Fatalf("apply over a frozen keyrange: %+v", r)
+	}
+	if r := shardmgr(t, f.env, "topology", "apply", "--from", f.file, "--expect-version", "1"); r.code != ExitError || !strings.Contains(r.stderr, "not the expected 1") {
+		t.Fatalf("apply with a stale --expect-version: %+v", r)
+	}
+	if r := shardmgr(t, f.env, "topology", "apply", "--from", f.file, "--force", "--expect-version", "2"); r.code != 0 || !strings.Contains(r.stdout, "version 3") {
+		t.Fatalf("apply --force: %+v", r)
+	}
+}
+
+func writeTopo(t *testing.T, topo *topology.Topology) string {
+	t.Helper()
+	data, err := topo.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(t.TempDir(), "t.json")
+	if err := os.WriteFile(p, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestMigrateAndStatus(t *testing.T) {
+	f := newFixture(t)
+	if r := shardmgr(t, f.env, "topology", "init", "--from", f.file); r.code != 0 {
+		t.Fatalf("init: %+v", r)
+	}
+	r := shardmgr(t, f.env, "migrate")
+	if r.code != 0 {
+		t.Fatalf("migrate: %+v", r)
+	}
+	if strings.Count(r.stdout, "ok") != 6 {
+		t.Fatalf("migrate did not report six shards ok:\n%s", r.stdout)
+	}
+	r = shardmgr(t, f.env, "-o", "json", "migrate")
+	var up struct {
+		Shards []struct {
+			Shard   string
+			Applied []int64
+			Current int64
+		}
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &up); err != nil || len(up.Shards) != 6 {
+		t.Fatalf("migrate -o json: %v\n%s", err, r.stdout)
+	}
+	for _, s := range up.Shards {
+		if len(s.Applied) != 0 || s.Current == 0 {
+			t.Fatalf("second migrate applied %v on %s (current %d)", s.Applied, s.Shard, s.Current)
+		}
+	}
+	if r := shardmgr(t, f.env, "migrate", "status"); r.code != 0 || strings.Count(r.stdout, "none") != 6 {
+		t.Fatalf("migrate status: %+v", r)
+	}
+	if r := shardmgr(t, f.env, "migrate", "--shard", "nope"); r.code != ExitUsage || !strings.Contains(r.stderr, "no such shard") {
+		t.Fatalf("migrate --shard nope: %+v", r)
+	}
+
+	// Put rows on one shard so status has something to count.
+	s0 := f.topo.Shards[0].Conn
+	conn, err := pgx.Connect(context.Background(), fmt.Sprintf("postgres://%s@%s:%d/%s?sslmode=disable", s0.User, s0.Host, s0.Port, s0.Database))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	if _, err := conn.Exec(context.Background(), `
+		INSERT INTO auth.users (ksid, id, email, email_normalized, name, role, region)
+		SELECT decode('20' || lpad(to_hex(g), 14, '0'), 'hex'), decode(lpad(to_hex(g), 40, '0'), 'hex'),
+		       'u' || g || '@example.test', 'u' || g || '@example.test', 'User ' || g, 'client', 'us-east'
+		  FROM generate_series(1, 25) g`); err != nil {
+		t.Fatalf("seeding rows: %v", err)
+	}
+
+	r = shardmgr(t, f.env, "status", "--exact")
+	if r.code != 0 {
+		t.Fatalf("status: %+v", r)
+	}
+	for _, want := range []string{"3 regions, 6 shards", "us-east-1", "ap-south-2", "20-2080", "25"} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("status does not show %q:\n%s", want, r.stdout)
+		}
+	}
+	r = shardmgr(t, f.env, "-o", "json", "status", "--exact")
+	var st struct {
+		Regions []regionStats
+		Shards  []shardStats
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &st); err != nil {
+		t.Fatalf("status -o json: %v\n%s", err, r.stdout)
+	}
+	if len(st.Regions) != 3 || len(st.Shards) != 6 || st.Shards[0].Rows != 25 || !st.Shards[0].Exact || st.Regions[0].Rows != 25 {
+		t.Fatalf("status -o json: %+v", st)
+	}
+
+	// A shard that does not answer: status still reports the others and exits non-zero.
+	down := f.topo.Clone()
+	down.Shards[4].Conn.Port = 1
+	if r := shardmgr(t, f.env, "topology", "apply", "--from", writeTopo(t, down)); r.code != 0 {
+		t.Fatalf("apply: %+v", r)
+	}
+	r = shardmgr(t, f.env, "status", "--shard-timeout", "2s")
+	if r.code != ExitError || !strings.Contains(r.stdout, "unreachable") || !strings.Contains(r.stderr, "1 of 6 shards") || !strings.Contains(r.stdout, "us-east-1") {
+		t.Fatalf("status with a shard down: %+v", r)
+	}
+}
