@@ -1,0 +1,324 @@
+// Package apitest runs real API nodes for integration tests: six shard databases on the test
+// PostgreSQL with every migration applied, the example three-region topology pointing at them, the test
+// Redis, real Ed25519 token keys, and one HTTP server per region mounting the routes under test with the
+// production handler assembly. Users can be created straight in their home shard, with a real access
+// token, so a feature's tests do not depend on the registration endpoint.
+package apitest
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/8thdegree/meridian/api/authtoken"
+	"github.com/8thdegree/meridian/api/internal/app"
+	"github.com/8thdegree/meridian/api/internal/authn"
+	"github.com/8thdegree/meridian/api/internal/mw"
+	"github.com/8thdegree/meridian/api/internal/peers"
+	"github.com/8thdegree/meridian/api/internal/server"
+	"github.com/8thdegree/meridian/deploy/local/testenv"
+	"github.com/8thdegree/meridian/pkg/shardkey"
+	"github.com/8thdegree/meridian/shardmgr/migrate"
+	"github.com/8thdegree/meridian/shardmgr/shardpool"
+	"github.com/8thdegree/meridian/shardmgr/topology"
+)
+
+// Regions of the example topology.
+var Regions = []string{"us-east", "eu-west", "ap-south"}
+
+// Issuer and Audience of test tokens.
+const (
+	Issuer   = "https://meridian.test"
+	Audience = "meridian-api"
+	// InternalToken is the node-to-node secret of test nodes.
+	InternalToken = "test-internal-secret"
+)
+
+// Options say what the nodes serve.
+type Options struct {
+	// Routes returns the routes of one region's node.
+	Routes func(a *app.App, tokens *authtoken.Tokens) []app.Route
+	// APIKeys, if set, verifies API keys for one region's node.
+	APIKeys func(a *app.App) authn.APIKeyVerifier
+	// Middleware, if set, returns extra middleware for one region's node.
+	Middleware func(a *app.App) []mw.Middleware
+	// Now replaces the clock of every node.
+	Now func() time.Time
+}
+
+// Node is one region's API node.
+type Node struct {
+	Region string
+	App    *app.App
+	Server *httptest.Server
+}
+
+// Harness is a running three-region test deployment.
+type Harness struct {
+	T        *testing.T
+	Topology *topology.Topology
+	Pools    *shardpool.Manager
+	Tokens   *authtoken.Tokens
+	Redis    *redis.Client
+	Nodes    map[string]*Node
+	IDs      *shardkey.Generator
+	seq      atomic.Int64
+}
+
+// New starts the harness; everything stops in t.Cleanup.
+func New(t *testing.T, opts Options) *Harness {
+	t.Helper()
+	ctx := context.Background()
+	pg := testenv.Postgres(t)
+	topo := topology.Example()
+	var targets []migrate.Target
+	for i := range topo.Shards {
+		dsn := pg.NewDatabase(t)
+		cfg, err := pgx.ParseConfig(dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		topo.Shards[i].Conn = topology.Conn{Host: cfg.Host, Port: int(cfg.Port), Database: cfg.Database, User: cfg.User, SSLMode: "disable", MaxConns: 8}
+		targets = append(targets, migrate.Target{Shard: topo.Shards[i].Name, DSN: dsn})
+	}
+	if _, err := migrate.Up(ctx, targets, migrate.Options{Concurrency: 6}); err != nil {
+		t.Fatal(err)
+	}
+	pools, err := shardpool.New(shardpool.DefaultConfig(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pools.Close)
+	if err := pools.Apply(ctx, topo); err != nil {
+		t.Fatal(err)
+	}
+	rdb := redis.NewClient(&redis.Options{Addr: testenv.Redis(t)})
+	t.Cleanup(func() { rdb.Close() })
+	key, err := authtoken.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys, err := authtoken.NewKeySet([]authtoken.Key{key}, key.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := opts.Now
+	if now == nil {
+		now = time.Now
+	}
+	tokens, err := authtoken.New(authtoken.Config{Issuer: Issuer, Audience: Audience, TTL: 15 * time.Minute, Leeway: 5 * time.Second}, keys, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &Harness{T: t, Topology: topo, Pools: pools, Tokens: tokens, Redis: rdb, Nodes: map[string]*Node{}, IDs: shardkey.NewGenerator(now, nil)}
+	for _, region := range Regions {
+		a := &app.App{Region: region, Pools: pools, Redis: rdb, IDs: h.IDs, Log: testLogger(t), Now: now, FreezeWait: 2 * time.Second}
+		a.Peers = &testPeers{h: h}
+		var routes []app.Route
+		if opts.Routes != nil {
+			routes = opts.Routes(a, tokens)
+		}
+		auth := &authn.HeaderAuthenticator{Tokens: tokens}
+		if opts.APIKeys != nil {
+			auth.APIKeys = opts.APIKeys(a)
+		}
+		so := server.Options{Region: region, Log: a.Log, Auth: auth, InternalToken: InternalToken}
+		if opts.Middleware != nil {
+			so.Middleware = opts.Middleware(a)
+		}
+		handler, err := server.Handler(routes, so)
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv := httptest.NewServer(handler)
+		t.Cleanup(srv.Close)
+		h.Nodes[region] = &Node{Region: region, App: a, Server: srv}
+	}
+	return h
+}
+
+// User is a user created by the harness.
+type User struct {
+	ID     shardkey.ID
+	KSID   shardkey.KeyspaceID
+	Email  string
+	Name   string
+	Role   authn.Role
+	Region string
+	Token  string
+}
+
+// CreateUser inserts a user straight into its home shard and mints an access token for it.
+func (h *Harness) CreateUser(t *testing.T, role authn.Role, region string) User {
+	t.Helper()
+	r, ok := h.Topology.Region(region)
+	if !ok {
+		t.Fatalf("unknown region %s", region)
+	}
+	n := h.seq.Add(1)
+	email := fmt.Sprintf("user%d-%d@example.test", n, time.Now().UnixNano())
+	k := shardkey.NewKeyspaceID(r.Code, []byte(email))
+	id, err := h.IDs.New(shardkey.KindUser, k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	routed, err := h.Pools.Route(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := User{ID: id, KSID: k, Email: email, Name: fmt.Sprintf("Test User %d", n), Role: role, Region: region}
+	if _, err := routed.Pool.Exec(context.Background(),
+		`INSERT INTO auth.users (ksid, id, email, email_normalized, name, role, region) VALUES ($1, $2, $3, $3, $4, $5, $6)`,
+		k.Bytes(), id.Bytes(), email, u.Name, string(role), region); err != nil {
+		t.Fatal(err)
+	}
+	u.Token = h.TokenFor(t, u)
+	return u
+}
+
+// TokenFor mints an access token for u.
+func (h *Harness) TokenFor(t *testing.T, u User) string {
+	t.Helper()
+	tok, _, err := h.Tokens.Issue(authtoken.Subject{UserID: u.ID, KSID: u.KSID, Role: string(u.Role), Region: u.Region})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}
+
+// Response is a recorded answer.
+type Response struct {
+	Status int
+	Header http.Header
+	Body   []byte
+}
+
+// JSON decodes the body into v, failing the test if it is not JSON.
+func (r *Response) JSON(t *testing.T, v any) {
+	t.Helper()
+	if err := json.Unmarshal(r.Body, v); err != nil {
+		t.Fatalf("response %d is not JSON: %v\n%s", r.Status, err, r.Body)
+	}
+}
+
+// Map decodes the body as a JSON object.
+func (r *Response) Map(t *testing.T) map[string]any {
+	t.Helper()
+	var m map[string]any
+	r.JSON(t, &m)
+	return m
+}
+
+// ErrorCode returns error.code of an error response ("" if none).
+func (r *Response) ErrorCode() string {
+	var e struct {
+		Error struct {
+			Code string `json:"code"`
+		} `json:"error"`
+	}
+	_ = json.Unmarshal(r.Body, &e)
+	return e.Error.Code
+}
+
+// Request describes a call.
+type Request struct {
+	Method string
+	Path   string
+	// Token is sent as a bearer token; Auth, when set, is the whole Authorization header instead.
+	Token  string
+	Auth   string
+	Body   any    // encoded as JSON unless it is a string or []byte (sent raw)
+	Header http.Header
+}
+
+// Do sends req to the node of region.
+func (h *Harness) Do(t *testing.T, region string, req Request) *Response {
+	t.Helper()
+	node, ok := h.Nodes[region]
+	if !ok {
+		t.Fatalf("no node for region %s", region)
+	}
+	var body io.Reader
+	switch b := req.Body.(type) {
+	case nil:
+	case string:
+		body = strings.NewReader(b)
+	case []byte:
+		body = bytes.NewReader(b)
+	default:
+		data, err := json.Marshal(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body = bytes.NewReader(data)
+	}
+	hr, err := http.NewRequest(req.Method, node.Server.URL+req.Path, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if body != nil {
+		hr.Header.Set("Content-Type", "application/json")
+	}
+	if req.Token != "" {
+		hr.Header.Set("Authorization", "Bearer "+req.Token)
+	}
+	if req.Auth != "" {
+		hr.Header.Set("Authorization", req.Auth)
+	}
+	for k, vs := range req.Header {
+		hr.Header[k] = vs
+	}
+	resp, err := node.Server.Client().Do(hr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &Response{Status: resp.StatusCode, Header: resp.Header, Body: data}
+}
+
+// testPeers lets test nodes call each other in-process over HTTP, as production nodes do through Consul.
+type testPeers struct{ h *Harness }
+
+func (p *testPeers) Call(ctx context.Context, region, method, path string, body, out any) error {
+	node, ok := p.h.Nodes[region]
+	if !ok {
+		return fmt.Errorf("apitest: no node for region %s", region)
+	}
+	return peers.Call(ctx, node.Server.Client(), node.Server.URL, InternalToken, method, path, body, out)
+}
+
+// testLogger sends node logs to the test log, shown only when a test fails.
+// Logging stops when the test ends: a straggling goroutine must not log into a finished test.
+func testLogger(t *testing.T) *slog.Logger {
+	w := &tWriter{t: t}
+	t.Cleanup(func() { w.done.Store(true) })
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelWarn}))
+}
+
+type tWriter struct {
+	t    *testing.T
+	done atomic.Bool
+}
+
+func (w *tWriter) Write(p []byte) (int, error) {
+	if !w.done.Load() {
+		w.t.Log(strings.TrimRight(string(p), "\n"))
+	}
+	return len(p), nil
+}

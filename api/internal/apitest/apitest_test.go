@@ -1,0 +1,103 @@
+package apitest
+
+import (
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/8thdegree/meridian/api/authtoken"
+	"github.com/8thdegree/meridian/api/internal/app"
+	"github.com/8thdegree/meridian/api/internal/authn"
+	"github.com/8thdegree/meridian/api/internal/httpx"
+	"github.com/8thdegree/meridian/deploy/local/testenv"
+)
+
+func TestMain(m *testing.M) { testenv.Main(m) }
+
+// The harness and the server's route assembly, through a small route set.
+func TestHarnessServesRoutesWithAccessRules(t *testing.T) {
+	h := New(t, Options{Routes: func(a *app.App, _ *authtoken.Tokens) []app.Route {
+		return []app.Route{
+			{Name: "whoami", Method: http.MethodGet, Path: "/whoami", Access: app.Authenticated, Handler: func(w http.ResponseWriter, r *http.Request) error {
+				p := app.Caller(r)
+				shard, err := a.ReadShard(p.KSID)
+				if err != nil {
+					return err
+				}
+				var email string
+				if err := shard.Pool.QueryRow(r.Context(), `SELECT email FROM auth.users WHERE ksid = $1 AND id = $2`, p.KSID.Bytes(), p.UserID.Bytes()).Scan(&email); err != nil {
+					return err
+				}
+				httpx.WriteJSON(w, http.StatusOK, map[string]string{"id": p.UserID.String(), "email": email, "shard": shard.Shard})
+				return nil
+			}},
+			{Name: "clientsOnly", Method: http.MethodPost, Path: "/clients-only/", Access: app.Authenticated, Roles: []authn.Role{authn.Client}, Handler: func(w http.ResponseWriter, r *http.Request) error {
+				var body struct {
+					N int `json:"n"`
+				}
+				if err := httpx.Decode(w, r, &body); err != nil {
+					return err
+				}
+				httpx.WriteJSON(w, http.StatusCreated, body)
+				return nil
+			}},
+			{Name: "panics", Method: http.MethodGet, Path: "/panics", Access: app.Public, Handler: func(w http.ResponseWriter, r *http.Request) error {
+				panic("handler bug")
+			}},
+			{Name: "internalOnly", Method: http.MethodGet, Path: "/internal/ping", Access: app.Internal, Handler: func(w http.ResponseWriter, r *http.Request) error {
+				httpx.WriteJSON(w, http.StatusOK, map[string]string{"region": a.Region})
+				return nil
+			}},
+		}
+	}})
+	u := h.CreateUser(t, authn.Client, "eu-west")
+	f := h.CreateUser(t, authn.Freelancer, "us-east")
+
+	r := h.Do(t, "eu-west", Request{Method: "GET", Path: "/api/v1/whoami", Token: u.Token})
+	if r.Status != 200 || !strings.Contains(string(r.Body), u.Email) || r.Header.Get("X-Meridian-Region") != "eu-west" || r.Header.Get("X-Request-ID") == "" {
+		t.Fatalf("whoami: %d %s %v", r.Status, r.Body, r.Header)
+	}
+	if r := h.Do(t, "eu-west", Request{Method: "GET", Path: "/api/whoami", Token: u.Token}); r.Status != 200 {
+		t.Fatalf("the /api alias: %d %s", r.Status, r.Body)
+	}
+	// Asked in the wrong region, the node answers with a replay hint.
+	r = h.Do(t, "us-east", Request{Method: "GET", Path: "/api/v1/whoami", Token: u.Token})
+	if r.Status != http.StatusMisdirectedRequest || r.Header.Get(app.ReplayHeader) != "eu-west" || r.ErrorCode() != "wrong_region" {
+		t.Fatalf("wrong region: %d %s %v", r.Status, r.Body, r.Header)
+	}
+	for name, req := range map[string]Request{
+		"no token":         {Method: "GET", Path: "/api/v1/whoami"},
+		"garbage token":    {Method: "GET", Path: "/api/v1/whoami", Token: "abc.def.ghi"},
+		"unknown scheme":   {Method: "GET", Path: "/api/v1/whoami", Auth: "Basic dTpw"},
+		"api keys are off": {Method: "GET", Path: "/api/v1/whoami", Auth: "ApiKey mk_x"},
+	} {
+		if r := h.Do(t, "eu-west", req); r.Status != 401 || r.ErrorCode() != "unauthenticated" {
+			t.Errorf("%s: %d %s", name, r.Status, r.Body)
+		}
+	}
+	if r := h.Do(t, "us-east", Request{Method: "POST", Path: "/api/v1/clients-only/", Token: f.Token, Body: map[string]int{"n": 1}}); r.Status != 403 {
+		t.Errorf("freelancer on a clients-only route: %d %s", r.Status, r.Body)
+	}
+	if r := h.Do(t, "eu-west", Request{Method: "POST", Path: "/api/v1/clients-only", Token: u.Token, Body: map[string]int{"n": 1}}); r.Status != 201 {
+		t.Errorf("client, without the trailing slash: %d %s", r.Status, r.Body)
+	}
+	if r := h.Do(t, "eu-west", Request{Method: "POST", Path: "/api/v1/clients-only/", Token: u.Token, Body: `{"n": 1, "x": 2}`}); r.Status != 400 || !strings.Contains(string(r.Body), `"x":"unknown field"`) {
+		t.Errorf("unknown field: %d %s", r.Status, r.Body)
+	}
+	if r := h.Do(t, "eu-west", Request{Method: "GET", Path: "/api/v1/panics"}); r.Status != 500 || r.ErrorCode() != "internal" || strings.Contains(string(r.Body), "handler bug") {
+		t.Errorf("panic: %d %s", r.Status, r.Body)
+	}
+	if r := h.Do(t, "eu-west", Request{Method: "GET", Path: "/api/v1/nope"}); r.Status != 404 || r.ErrorCode() != "not_found" {
+		t.Errorf("unknown route: %d %s", r.Status, r.Body)
+	}
+	if r := h.Do(t, "eu-west", Request{Method: "DELETE", Path: "/api/v1/whoami", Token: u.Token}); r.Status != 405 {
+		t.Errorf("wrong method: %d %s", r.Status, r.Body)
+	}
+	if r := h.Do(t, "eu-west", Request{Method: "GET", Path: "/api/v1/internal/ping"}); r.Status != 404 {
+		t.Errorf("internal route without the secret: %d", r.Status)
+	}
+	var got map[string]string
+	if err := h.Nodes["eu-west"].App.Peers.Call(t.Context(), "ap-south", "GET", "/api/v1/internal/ping", nil, &got); err != nil || got["region"] != "ap-south" {
+		t.Errorf("peer call: %v %v", got, err)
+	}
+}

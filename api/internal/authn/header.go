@@ -1,0 +1,58 @@
+package authn
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"strings"
+
+	"github.com/8thdegree/meridian/api/authtoken"
+	"github.com/8thdegree/meridian/api/internal/httpx"
+)
+
+// APIKeyVerifier checks an API key (the accounts feature implements it).
+type APIKeyVerifier interface {
+	VerifyAPIKey(ctx context.Context, key string) (Principal, error)
+}
+
+// HeaderAuthenticator reads the Authorization header: "Bearer <access token>" or "ApiKey <key>".
+type HeaderAuthenticator struct {
+	Tokens  *authtoken.Tokens
+	APIKeys APIKeyVerifier
+}
+
+var _ Authenticator = (*HeaderAuthenticator)(nil)
+
+// Authenticate implements Authenticator.
+func (h *HeaderAuthenticator) Authenticate(r *http.Request) (Principal, error) {
+	auth := r.Header.Get("Authorization")
+	if auth == "" {
+		return Principal{}, ErrNoCredentials
+	}
+	scheme, cred, ok := strings.Cut(auth, " ")
+	cred = strings.TrimSpace(cred)
+	if !ok || cred == "" {
+		return Principal{}, httpx.Unauthenticated("malformed Authorization header")
+	}
+	switch strings.ToLower(scheme) {
+	case "bearer":
+		s, err := h.Tokens.Verify(cred)
+		if errors.Is(err, authtoken.ErrExpired) {
+			return Principal{}, httpx.Unauthenticated("the access token has expired").WithCause(err)
+		}
+		if err != nil {
+			return Principal{}, httpx.Unauthenticated("invalid access token").WithCause(err)
+		}
+		role := Role(s.Role)
+		if !role.Valid() {
+			return Principal{}, httpx.Unauthenticated("invalid access token")
+		}
+		return Principal{UserID: s.UserID, KSID: s.KSID, Role: role, Region: s.Region, Method: MethodJWT}, nil
+	case "apikey":
+		if h.APIKeys == nil {
+			return Principal{}, httpx.Unauthenticated("API keys are not enabled")
+		}
+		return h.APIKeys.VerifyAPIKey(r.Context(), cred)
+	}
+	return Principal{}, httpx.Unauthenticated("unsupported Authorization scheme " + scheme + " (use Bearer or ApiKey)")
+}

@@ -1,0 +1,130 @@
+// Package mw holds the API node's HTTP middleware: request IDs, access logs, panic recovery and the
+// region header on every response.
+package mw
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"runtime/debug"
+	"time"
+
+	"github.com/8thdegree/meridian/api/internal/httpx"
+)
+
+// Middleware wraps a handler.
+type Middleware func(http.Handler) http.Handler
+
+// Chain applies ms so that the first is outermost.
+func Chain(h http.Handler, ms ...Middleware) http.Handler {
+	for i := len(ms) - 1; i >= 0; i-- {
+		h = ms[i](h)
+	}
+	return h
+}
+
+// RequestIDHeader is the request ID header; the edge router sets it, clients cannot (it overwrites theirs).
+const RequestIDHeader = "X-Request-ID"
+
+// RequestID takes the router's request ID when it is well-formed, else makes one, and echoes it.
+func RequestID(trustIncoming bool) Middleware {
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			id := r.Header.Get(RequestIDHeader)
+			if !trustIncoming || !validRequestID(id) {
+				id = newRequestID()
+			}
+			w.Header().Set(RequestIDHeader, id)
+			next.ServeHTTP(w, r.WithContext(httpx.WithRequestID(r.Context(), id)))
+		})
+	}
+}
+
+func validRequestID(id string) bool {
+	if id == "" || len(id) > 64 {
+		return false
+	}
+	for _, c := range id {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.') {
+			return false
+		}
+	}
+	return true
+}
+
+func newRequestID() string {
+	var b [12]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// Region sets X-Meridian-Region on every response.
+func Region(name string) Middleware {
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("X-Meridian-Region", name)
+			next.ServeHTTP(w, r)
+		})
+	}
+}
+
+// StatusRecorder remembers the status and size of a response.
+type StatusRecorder struct {
+	http.ResponseWriter
+	Status int
+	Bytes  int64
+}
+
+func (s *StatusRecorder) WriteHeader(code int) {
+	if s.Status == 0 {
+		s.Status = code
+	}
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s *StatusRecorder) Write(b []byte) (int, error) {
+	if s.Status == 0 {
+		s.Status = http.StatusOK
+	}
+	n, err := s.ResponseWriter.Write(b)
+	s.Bytes += int64(n)
+	return n, err
+}
+
+// Unwrap lets http.ResponseController reach the underlying writer.
+func (s *StatusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter }
+
+// Logging writes one structured access-log line per request and gives handlers a request-scoped logger.
+func Logging(log *slog.Logger) Middleware {
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			start := time.Now()
+			l := log.With("request_id", httpx.RequestID(r.Context()))
+			rec := &StatusRecorder{ResponseWriter: w}
+			next.ServeHTTP(rec, r.WithContext(httpx.WithLogger(r.Context(), l)))
+			if rec.Status == 0 {
+				rec.Status = http.StatusOK
+			}
+			l.Info("request", "method", r.Method, "path", r.URL.Path, "status", rec.Status, "bytes", rec.Bytes,
+				"duration_ms", float64(time.Since(start).Microseconds())/1000)
+		})
+	}
+}
+
+// Recover turns a panic in a handler into a 500 JSON error and logs the stack; no panic reaches a client.
+func Recover(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer func() {
+			if p := recover(); p != nil {
+				if p == http.ErrAbortHandler {
+					panic(p)
+				}
+				httpx.Logger(r.Context()).Error("panic in handler", "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+				httpx.WriteError(w, r, fmt.Errorf("panic: %v", p))
+			}
+		}()
+		next.ServeHTTP(w, r)
+	})
+}

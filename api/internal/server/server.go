@@ -1,0 +1,143 @@
+// Package server assembles the API node's HTTP handler from the routes feature packages declare: it
+// mounts each under /api/v1 and the /api alias, enforces each route's access rule (authentication,
+// roles, API-key scopes, node-to-node secret) in one place, and wraps everything in the middleware chain.
+package server
+
+import (
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"slices"
+	"strings"
+
+	"github.com/gorilla/mux"
+
+	"github.com/8thdegree/meridian/api/internal/app"
+	"github.com/8thdegree/meridian/api/internal/authn"
+	"github.com/8thdegree/meridian/api/internal/httpx"
+	"github.com/8thdegree/meridian/api/internal/mw"
+)
+
+// Prefixes under which every route is served; the second is the original 8thDegree alias.
+var Prefixes = []string{"/api/v1", "/api"}
+
+// Options configure the handler.
+type Options struct {
+	Region string
+	Log    *slog.Logger
+	Auth   authn.Authenticator
+	// InternalToken is the shared secret of node-to-node calls; Internal routes are refused without it.
+	InternalToken string
+	// Middleware runs inside request-ID, region, logging and recovery, outside routing (metrics, tracing,
+	// CORS, rate limits).
+	Middleware []mw.Middleware
+	// Ops are extra handlers mounted at the root, outside /api (healthz, readyz, metrics).
+	Ops map[string]http.Handler
+}
+
+// Handler returns the node's handler.
+func Handler(routes []app.Route, opts Options) (http.Handler, error) {
+	if opts.Log == nil {
+		opts.Log = slog.New(slog.DiscardHandler)
+	}
+	r := mux.NewRouter()
+	r.NotFoundHandler = app.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+		return httpx.NotFound("route")
+	})
+	r.MethodNotAllowedHandler = app.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+		return httpx.MethodNotAllowed()
+	})
+	seen := map[string]string{}
+	for _, rt := range routes {
+		if err := check(rt); err != nil {
+			return nil, err
+		}
+		key := rt.Method + " " + rt.Path
+		if prev, dup := seen[key]; dup {
+			return nil, fmt.Errorf("server: route %s declared twice (%s and %s)", key, prev, rt.Name)
+		}
+		seen[key] = rt.Name
+		h := guard(rt, opts)
+		for _, prefix := range Prefixes {
+			for _, p := range variants(prefix + rt.Path) {
+				r.Handle(p, h).Methods(rt.Method).Name(rt.Name + " " + p)
+			}
+		}
+	}
+	for path, h := range opts.Ops {
+		r.Handle(path, h)
+	}
+	chain := append([]mw.Middleware{
+		mw.RequestID(true),
+		mw.Region(opts.Region),
+		mw.Logging(opts.Log),
+		mw.Recover,
+	}, opts.Middleware...)
+	return mw.Chain(r, chain...), nil
+}
+
+func check(rt app.Route) error {
+	switch {
+	case rt.Name == "":
+		return fmt.Errorf("server: route %s %s has no name", rt.Method, rt.Path)
+	case rt.Handler == nil:
+		return fmt.Errorf("server: route %s has no handler", rt.Name)
+	case !strings.HasPrefix(rt.Path, "/"):
+		return fmt.Errorf("server: route %s: path %q must start with /", rt.Name, rt.Path)
+	case rt.Method == "":
+		return fmt.Errorf("server: route %s has no method", rt.Name)
+	case rt.Access == app.Public && (len(rt.Roles) > 0 || rt.Scope != ""):
+		return fmt.Errorf("server: route %s is public but names roles or a scope", rt.Name)
+	}
+	return nil
+}
+
+// variants serves "/jobs/" also as "/jobs", so clients need not guess the slash.
+func variants(p string) []string {
+	if len(p) > 1 && strings.HasSuffix(p, "/") {
+		return []string{p, strings.TrimSuffix(p, "/")}
+	}
+	return []string{p}
+}
+
+// guard enforces a route's access rule before its handler runs.
+func guard(rt app.Route, opts Options) http.Handler {
+	return app.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+		switch rt.Access {
+		case app.Internal:
+			got := r.Header.Get(app.InternalHeader)
+			if opts.InternalToken == "" || subtle.ConstantTimeCompare([]byte(got), []byte(opts.InternalToken)) != 1 {
+				return httpx.NotFound("route")
+			}
+		case app.Authenticated:
+			if opts.Auth == nil {
+				return httpx.Unauthenticated("authentication is not configured")
+			}
+			p, err := opts.Auth.Authenticate(r)
+			if errors.Is(err, authn.ErrNoCredentials) {
+				return httpx.Unauthenticated("an access token (Authorization: Bearer) or API key (Authorization: ApiKey) is required")
+			}
+			if err != nil {
+				return err
+			}
+			if len(rt.Roles) > 0 && !slices.Contains(rt.Roles, p.Role) {
+				return httpx.Forbidden(fmt.Sprintf("this operation is for the roles %s", roleList(rt.Roles)))
+			}
+			if rt.Scope != "" && !p.HasScope(rt.Scope) {
+				return httpx.Forbidden("the API key lacks the scope " + rt.Scope)
+			}
+			r = r.WithContext(authn.With(r.Context(), p))
+		}
+		return rt.Handler(w, r)
+	})
+}
+
+func roleList(roles []authn.Role) string {
+	s := make([]string, len(roles))
+	for i, r := range roles {
+		s[i] = string(r)
+	}
+	return strings.Join(s, ", ")
+}
