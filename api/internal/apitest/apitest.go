@@ -239,7 +239,7 @@ type Request struct {
 	// Token is sent as a bearer token; Auth, when set, is the whole Authorization header instead.
 	Token  string
 	Auth   string
-	Body   any    // encoded as JSON unless it is a string or []byte (sent raw)
+	Body   any // encoded as JSON unless it is a string or []byte (sent raw)
 	Header http.Header
 }
 
