@@ -38,6 +38,13 @@ type Config struct {
 	TopologyKey string
 	// ResetTopology replaces a topology already in Consul with the file's.
 	ResetTopology bool
+	// RepoDir is the module's root, where the programs are built from.
+	RepoDir string
+	// NodesPerRegion is how many API nodes run in each region.
+	NodesPerRegion int
+	// PortBase places the programs: region i (from 0) has its edge router on PortBase+100*(i+1) and its
+	// API nodes on the ports after it.
+	PortBase int
 }
 
 // DefaultConfig returns the layout the README documents.
@@ -49,6 +56,9 @@ func DefaultConfig(dir string) Config {
 		ConsulServerPort: 18300,
 		ConsulSerfPort:   18301,
 		TopologyKey:      topostore.DefaultKey,
+		RepoDir:          ".",
+		NodesPerRegion:   2,
+		PortBase:         17000,
 	}
 }
 
@@ -67,6 +77,12 @@ func (c Config) Validate() error {
 	}
 	if c.TopologyKey == "" {
 		return errors.New("localcluster: TopologyKey is required")
+	}
+	if c.NodesPerRegion < 1 || c.NodesPerRegion > 9 {
+		return fmt.Errorf("localcluster: NodesPerRegion %d must be 1..9", c.NodesPerRegion)
+	}
+	if c.PortBase < 1024 || c.PortBase > 65000 {
+		return fmt.Errorf("localcluster: PortBase %d must be 1024..65000", c.PortBase)
 	}
 	return nil
 }
@@ -193,7 +209,20 @@ func Up(ctx context.Context, cfg Config, log *slog.Logger, out io.Writer) error 
 	for _, r := range results {
 		applied += len(r.Applied)
 	}
-	fmt.Fprintf(out, "migrations: %d applied now across %d shards (the rest were already applied)\n\n", applied, len(results))
+	fmt.Fprintf(out, "migrations: %d applied now across %d shards (the rest were already applied)\n", applied, len(results))
+
+	if err := ensureSecrets(cfg.Dir); err != nil {
+		return err
+	}
+	fmt.Fprintln(out, "building the API node...")
+	if err := buildBinaries(ctx, cfg, out, "api"); err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "starting %d API nodes per region...\n", cfg.NodesPerRegion)
+	if err := startAPINodes(ctx, cfg, inForce, agent.HTTPAddr(), log); err != nil {
+		return err
+	}
+	fmt.Fprintln(out)
 	printSummary(out, cfg, inForce, agent.HTTPAddr())
 	return nil
 }
@@ -236,8 +265,18 @@ func sameLayout(a, b *topology.Topology) bool {
 
 func printSummary(out io.Writer, cfg Config, t *topology.Topology, consulAddr string) {
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "REGION\tCODE\tPOSTGRESQL\tSHARDS\tREDIS")
+	fmt.Fprintln(tw, "REGION\tCODE\tAPI NODES\tPOSTGRESQL\tSHARDS\tREDIS")
+	nodes := cfg.apiNodes(t)
 	for _, r := range t.Regions {
+		addrs := ""
+		for _, n := range nodes {
+			if n.region == r.Name {
+				if addrs != "" {
+					addrs += " "
+				}
+				addrs += fmt.Sprintf("127.0.0.1:%d", n.port)
+			}
+		}
 		shards, port := "", 0
 		for _, s := range t.ShardsIn(r.Name) {
 			if shards != "" {
@@ -246,7 +285,7 @@ func printSummary(out io.Writer, cfg Config, t *topology.Topology, consulAddr st
 			shards += s.Name
 			port = s.Conn.Port
 		}
-		fmt.Fprintf(tw, "%s\t%s\t127.0.0.1:%d\t%s\t%s\n", r.Name, r.Code, port, shards, r.RedisAddr)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t127.0.0.1:%d\t%s\t%s\n", r.Name, r.Code, addrs, port, shards, r.RedisAddr)
 	}
 	tw.Flush()
 	fmt.Fprintf(out, `
@@ -277,6 +316,9 @@ func Down(ctx context.Context, cfg Config, log *slog.Logger, out io.Writer) erro
 		return err
 	}
 	var errs []error
+	if err := stopAPINodes(ctx, cfg, topo); err != nil {
+		errs = append(errs, err)
+	}
 	if err := local.StopConsulDir(ctx, cfg.consulConfig()); err != nil {
 		errs = append(errs, err)
 	}
@@ -291,7 +333,7 @@ func Down(ctx context.Context, cfg Config, log *slog.Logger, out io.Writer) erro
 		}
 	}
 	if len(errs) == 0 {
-		fmt.Fprintf(out, "stopped Consul, %d Redis and %d PostgreSQL servers (data kept in %s)\n", len(redis), len(pgs), cfg.Dir)
+		fmt.Fprintf(out, "stopped %d API nodes, Consul, %d Redis and %d PostgreSQL servers (data kept in %s)\n", len(cfg.apiNodes(topo)), len(redis), len(pgs), cfg.Dir)
 	}
 	return errors.Join(errs...)
 }

@@ -1,0 +1,171 @@
+package api
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/caarlos0/env/v11"
+
+	"github.com/8thdegree/meridian/shardmgr/topology"
+	"github.com/8thdegree/meridian/shardmgr/topostore"
+)
+
+// Secret is a configuration value that must never be logged. It is read from the environment variable
+// or, when NAME_FILE is set, from that file.
+type Secret string
+
+// String redacts the value, so a Secret printed by accident shows nothing.
+func (s Secret) String() string {
+	if s == "" {
+		return ""
+	}
+	return "[redacted]"
+}
+
+// Config is the API node's configuration, read from the environment (FromEnv) and checked by Validate.
+type Config struct {
+	// Region is the name of the node's region in the topology.
+	Region string `env:"MERIDIAN_REGION"`
+	// RegionFile, if set, is the region's file (deploy/regions/<region>.yaml); its code must match the topology's.
+	RegionFile string `env:"MERIDIAN_REGION_FILE"`
+	// Listen is the address the node serves on.
+	Listen string `env:"MERIDIAN_LISTEN" envDefault:"127.0.0.1:8080"`
+	// AdvertiseAddr is the host:port registered in Consul; defaults to Listen.
+	AdvertiseAddr string `env:"MERIDIAN_ADVERTISE_ADDR"`
+	// NodeID names the node in Consul; defaults to <region>-<host>-<port>.
+	NodeID string `env:"MERIDIAN_NODE_ID"`
+	// RegisterService registers the node in Consul with a health check on /readyz.
+	RegisterService bool `env:"MERIDIAN_REGISTER_SERVICE" envDefault:"true"`
+
+	ConsulAddr  string `env:"CONSUL_HTTP_ADDR" envDefault:"127.0.0.1:8500"`
+	TopologyKey string `env:"MERIDIAN_TOPOLOGY_KEY" envDefault:"meridian/topology"`
+	// TopologyCache is the disk copy of the last good topology, loaded when Consul is unreachable at start.
+	TopologyCache string `env:"MERIDIAN_TOPOLOGY_CACHE"`
+	// RedisAddr overrides the region's redis_addr from the topology.
+	RedisAddr string `env:"MERIDIAN_REDIS_ADDR"`
+
+	TokenIssuer   string        `env:"MERIDIAN_TOKEN_ISSUER" envDefault:"https://api.8thdegree.example"`
+	TokenAudience string        `env:"MERIDIAN_TOKEN_AUDIENCE" envDefault:"meridian-api"`
+	AccessTTL     time.Duration `env:"MERIDIAN_ACCESS_TTL" envDefault:"15m"`
+	RefreshTTL    time.Duration `env:"MERIDIAN_REFRESH_TTL" envDefault:"720h"`
+	// SigningKeyDir holds the Ed25519 signing keys (*.pem); the newest file name signs.
+	SigningKeyDir string `env:"MERIDIAN_SIGNING_KEY_DIR"`
+	// InternalToken authenticates node-to-node calls.
+	InternalToken Secret `env:"MERIDIAN_INTERNAL_TOKEN"`
+	// EmailPepper keys the email hashes of the cross-region email directory.
+	EmailPepper Secret `env:"MERIDIAN_EMAIL_PEPPER"`
+	// StateKey signs OAuth state cookies.
+	StateKey Secret `env:"MERIDIAN_OAUTH_STATE_KEY"`
+	// PublicURL is the node's public base URL as clients see it (OAuth redirect URIs).
+	PublicURL string `env:"MERIDIAN_PUBLIC_URL" envDefault:"http://127.0.0.1:8000"`
+
+	CORSOrigins []string `env:"MERIDIAN_CORS_ORIGINS" envSeparator:","`
+
+	// FreezeWait bounds how long a write to a frozen keyrange waits for its cutover.
+	FreezeWait    time.Duration `env:"MERIDIAN_FREEZE_WAIT" envDefault:"2s"`
+	ShutdownGrace time.Duration `env:"MERIDIAN_SHUTDOWN_GRACE" envDefault:"15s"`
+	// LogLevel is debug, info, warn or error.
+	LogLevel string `env:"MERIDIAN_LOG_LEVEL" envDefault:"info"`
+}
+
+// FromEnv reads the configuration from the environment. For each Secret, NAME_FILE may name a file
+// holding it instead of NAME.
+func FromEnv() (Config, error) {
+	var c Config
+	if err := env.Parse(&c); err != nil {
+		return c, err
+	}
+	for _, s := range []struct {
+		name string
+		dst  *Secret
+	}{
+		{"MERIDIAN_INTERNAL_TOKEN", &c.InternalToken},
+		{"MERIDIAN_EMAIL_PEPPER", &c.EmailPepper},
+		{"MERIDIAN_OAUTH_STATE_KEY", &c.StateKey},
+	} {
+		path := os.Getenv(s.name + "_FILE")
+		if path == "" {
+			continue
+		}
+		if *s.dst != "" {
+			return c, fmt.Errorf("%s and %s_FILE are both set; set one", s.name, s.name)
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return c, fmt.Errorf("%s_FILE: %w", s.name, err)
+		}
+		*s.dst = Secret(strings.TrimRight(string(b), "\r\n"))
+	}
+	return c, nil
+}
+
+// Validate checks every field and names the first bad one by its environment variable.
+func (c Config) Validate() error {
+	check := func(ok bool, field, msg string) error {
+		if ok {
+			return nil
+		}
+		return fmt.Errorf("config: %s %s", field, msg)
+	}
+	hostPort := func(s string) bool { _, _, err := net.SplitHostPort(s); return err == nil }
+	for _, err := range []error{
+		check(c.Region != "", "MERIDIAN_REGION", "is required (a region name of the topology, e.g. us-east)"),
+		check(hostPort(c.Listen), "MERIDIAN_LISTEN", fmt.Sprintf("%q is not host:port", c.Listen)),
+		check(c.AdvertiseAddr == "" || hostPort(c.AdvertiseAddr), "MERIDIAN_ADVERTISE_ADDR", fmt.Sprintf("%q is not host:port", c.AdvertiseAddr)),
+		check(c.ConsulAddr != "", "CONSUL_HTTP_ADDR", "is required"),
+		check(c.TopologyKey != "", "MERIDIAN_TOPOLOGY_KEY", "is required"),
+		check(c.RedisAddr == "" || hostPort(c.RedisAddr), "MERIDIAN_REDIS_ADDR", fmt.Sprintf("%q is not host:port", c.RedisAddr)),
+		check(c.TokenIssuer != "", "MERIDIAN_TOKEN_ISSUER", "is required"),
+		check(c.TokenAudience != "", "MERIDIAN_TOKEN_AUDIENCE", "is required"),
+		check(c.AccessTTL >= time.Minute && c.AccessTTL <= 24*time.Hour, "MERIDIAN_ACCESS_TTL", "must be between 1m and 24h"),
+		check(c.RefreshTTL >= time.Hour, "MERIDIAN_REFRESH_TTL", "must be at least 1h"),
+		check(c.SigningKeyDir != "", "MERIDIAN_SIGNING_KEY_DIR", "is required (a folder of Ed25519 *.pem keys)"),
+		check(len(c.InternalToken) >= 16, "MERIDIAN_INTERNAL_TOKEN", "must be at least 16 characters"),
+		check(len(c.EmailPepper) >= 16, "MERIDIAN_EMAIL_PEPPER", "must be at least 16 characters"),
+		check(len(c.StateKey) >= 16, "MERIDIAN_OAUTH_STATE_KEY", "must be at least 16 characters"),
+		check(strings.HasPrefix(c.PublicURL, "http://") || strings.HasPrefix(c.PublicURL, "https://"), "MERIDIAN_PUBLIC_URL", "must be an http(s) URL"),
+		check(c.FreezeWait > 0 && c.FreezeWait <= time.Minute, "MERIDIAN_FREEZE_WAIT", "must be between 0 and 1m"),
+		check(c.ShutdownGrace > 0, "MERIDIAN_SHUTDOWN_GRACE", "must be positive"),
+		check(map[string]bool{"debug": true, "info": true, "warn": true, "error": true}[c.LogLevel], "MERIDIAN_LOG_LEVEL", "must be debug, info, warn or error"),
+	} {
+		if err != nil {
+			return err
+		}
+	}
+	if c.RegionFile != "" {
+		r, err := topology.LoadRegionFile(c.RegionFile)
+		if err != nil {
+			return fmt.Errorf("config: MERIDIAN_REGION_FILE: %w", err)
+		}
+		if r.Name != c.Region {
+			return fmt.Errorf("config: MERIDIAN_REGION_FILE is for region %s, not MERIDIAN_REGION=%s", r.Name, c.Region)
+		}
+	}
+	return nil
+}
+
+// checkRegion checks that the topology knows the node's region and agrees with the region file.
+func (c Config) checkRegion(t *topology.Topology) (topology.Region, error) {
+	r, ok := t.Region(c.Region)
+	if !ok {
+		return r, fmt.Errorf("config: MERIDIAN_REGION=%s is not a region of topology version %d", c.Region, t.Version)
+	}
+	if c.RegionFile != "" {
+		f, err := topology.LoadRegionFile(c.RegionFile)
+		if err != nil {
+			return r, err
+		}
+		if f.Code != r.Code {
+			return r, fmt.Errorf("config: region file code %s differs from the topology's %s for %s", f.Code, r.Code, r.Name)
+		}
+	}
+	return r, nil
+}
+
+var errNoTopology = errors.New("no topology: neither Consul nor the disk copy had one")
+
+var _ = topostore.DefaultKey

@@ -1,0 +1,142 @@
+package localcluster
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+
+	"github.com/8thdegree/meridian/api/authtoken"
+	"github.com/8thdegree/meridian/deploy/local"
+	"github.com/8thdegree/meridian/shardmgr/topology"
+)
+
+// secretNames are the shared secrets every node of the local cluster reads from files.
+var secretNames = []string{"internal-token", "email-pepper", "oauth-state-key"}
+
+// ensureSecrets creates, once, the signing key and the shared secrets the nodes read. They are kept, so a
+// restarted cluster still accepts the tokens it issued.
+func ensureSecrets(dir string) error {
+	keys := filepath.Join(dir, "keys")
+	if err := os.MkdirAll(keys, 0o700); err != nil {
+		return err
+	}
+	if m, _ := filepath.Glob(filepath.Join(keys, "*.pem")); len(m) == 0 {
+		k, err := authtoken.GenerateKey()
+		if err != nil {
+			return err
+		}
+		if err := authtoken.WriteKeyFile(filepath.Join(keys, "0001.pem"), k); err != nil {
+			return err
+		}
+	}
+	secrets := filepath.Join(dir, "secrets")
+	if err := os.MkdirAll(secrets, 0o700); err != nil {
+		return err
+	}
+	for _, name := range secretNames {
+		p := filepath.Join(secrets, name)
+		if _, err := os.Stat(p); err == nil {
+			continue
+		}
+		var b [32]byte
+		if _, err := rand.Read(b[:]); err != nil {
+			return err
+		}
+		if err := os.WriteFile(p, []byte(base64.RawURLEncoding.EncodeToString(b[:])), 0o600); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// buildBinaries compiles the programs the cluster runs into <dir>/bin.
+func buildBinaries(ctx context.Context, cfg Config, out io.Writer, names ...string) error {
+	bin := filepath.Join(cfg.Dir, "bin")
+	if err := os.MkdirAll(bin, 0o755); err != nil {
+		return err
+	}
+	args := []string{"build", "-o", bin + string(filepath.Separator)}
+	for _, n := range names {
+		args = append(args, "./cmd/"+n)
+	}
+	cmd := exec.CommandContext(ctx, "go", args...)
+	cmd.Dir = cfg.RepoDir
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("building %v: %w", names, err)
+	}
+	return nil
+}
+
+// apiNode is one API node process of the cluster.
+type apiNode struct {
+	region string
+	index  int
+	port   int
+}
+
+func (n apiNode) name() string { return fmt.Sprintf("api-%s-%d", n.region, n.index) }
+
+func (c Config) apiNodes(t *topology.Topology) []apiNode {
+	var out []apiNode
+	for i, r := range t.Regions {
+		for j := 1; j <= c.NodesPerRegion; j++ {
+			out = append(out, apiNode{region: r.Name, index: j, port: c.PortBase + 100*(i+1) + j})
+		}
+	}
+	return out
+}
+
+// RouterPort is the port of the edge router of the i-th region.
+func (c Config) RouterPort(i int) int { return c.PortBase + 100*(i+1) }
+
+func (c Config) apiProcess(n apiNode, consulAddr string) local.ProcessConfig {
+	dir := filepath.Join(c.Dir, "api", n.name())
+	addr := fmt.Sprintf("127.0.0.1:%d", n.port)
+	env := []string{
+		"MERIDIAN_REGION=" + n.region,
+		"MERIDIAN_LISTEN=" + addr,
+		"MERIDIAN_NODE_ID=" + n.name(),
+		"CONSUL_HTTP_ADDR=" + consulAddr,
+		"MERIDIAN_TOPOLOGY_KEY=" + c.TopologyKey,
+		"MERIDIAN_TOPOLOGY_CACHE=" + filepath.Join(dir, "topology.json"),
+		"MERIDIAN_SIGNING_KEY_DIR=" + filepath.Join(c.Dir, "keys"),
+		"MERIDIAN_INTERNAL_TOKEN_FILE=" + filepath.Join(c.Dir, "secrets", "internal-token"),
+		"MERIDIAN_EMAIL_PEPPER_FILE=" + filepath.Join(c.Dir, "secrets", "email-pepper"),
+		"MERIDIAN_OAUTH_STATE_KEY_FILE=" + filepath.Join(c.Dir, "secrets", "oauth-state-key"),
+		"MERIDIAN_PUBLIC_URL=" + fmt.Sprintf("http://127.0.0.1:%d", c.PortBase+100),
+	}
+	return local.ProcessConfig{
+		Name:     n.name(),
+		Bin:      filepath.Join(c.Dir, "bin", "api"),
+		Env:      env,
+		Dir:      dir,
+		ReadyURL: "http://" + addr + "/readyz",
+	}
+}
+
+func startAPINodes(ctx context.Context, cfg Config, t *topology.Topology, consulAddr string, log *slog.Logger) error {
+	for _, n := range cfg.apiNodes(t) {
+		if _, err := local.StartProcess(ctx, cfg.apiProcess(n, consulAddr), log); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func stopAPINodes(ctx context.Context, cfg Config, t *topology.Topology) error {
+	var errs []error
+	for _, n := range cfg.apiNodes(t) {
+		if err := local.StopProcess(ctx, cfg.apiProcess(n, "")); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
