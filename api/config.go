@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"reflect"
 	"strings"
 	"time"
 
@@ -77,7 +78,7 @@ type Config struct {
 func FromEnv() (Config, error) {
 	var c Config
 	if err := env.Parse(&c); err != nil {
-		return c, err
+		return c, namedEnvError(err)
 	}
 	for _, s := range []struct {
 		name string
@@ -164,6 +165,28 @@ func (c Config) checkRegion(t *topology.Topology) (topology.Region, error) {
 		}
 	}
 	return r, nil
+}
+
+// namedEnvError rewrites the env library's parse errors, which name Go fields, to name the variables.
+func namedEnvError(err error) error {
+	var agg env.AggregateError
+	if !errors.As(err, &agg) {
+		return err
+	}
+	t := reflect.TypeOf(Config{})
+	var msgs []string
+	for _, e := range agg.Errors {
+		var pe env.ParseError
+		if errors.As(e, &pe) {
+			if f, ok := t.FieldByName(pe.Name); ok {
+				name, _, _ := strings.Cut(f.Tag.Get("env"), ",")
+				msgs = append(msgs, fmt.Sprintf("config: %s: %v", name, pe.Err))
+				continue
+			}
+		}
+		msgs = append(msgs, e.Error())
+	}
+	return errors.New(strings.Join(msgs, "; "))
 }
 
 var errNoTopology = errors.New("no topology: neither Consul nor the disk copy had one")

@@ -1,0 +1,99 @@
+package api
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func validConfig(t *testing.T) Config {
+	t.Helper()
+	for k, v := range map[string]string{
+		"MERIDIAN_REGION":          "eu-west",
+		"MERIDIAN_SIGNING_KEY_DIR": t.TempDir(),
+		"MERIDIAN_INTERNAL_TOKEN":  "0123456789abcdef-internal",
+		"MERIDIAN_EMAIL_PEPPER":    "0123456789abcdef-pepper",
+		"MERIDIAN_OAUTH_STATE_KEY": "0123456789abcdef-state",
+	} {
+		t.Setenv(k, v)
+	}
+	c, err := FromEnv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Validate(); err != nil {
+		t.Fatalf("valid config refused: %v", err)
+	}
+	return c
+}
+
+func TestConfigValidateNamesTheField(t *testing.T) {
+	cases := map[string]func(*Config){
+		"MERIDIAN_REGION":          func(c *Config) { c.Region = "" },
+		"MERIDIAN_LISTEN":          func(c *Config) { c.Listen = "8080" },
+		"MERIDIAN_ADVERTISE_ADDR":  func(c *Config) { c.AdvertiseAddr = "nope" },
+		"MERIDIAN_REDIS_ADDR":      func(c *Config) { c.RedisAddr = "redis" },
+		"MERIDIAN_ACCESS_TTL":      func(c *Config) { c.AccessTTL = time.Second },
+		"MERIDIAN_REFRESH_TTL":     func(c *Config) { c.RefreshTTL = time.Minute },
+		"MERIDIAN_SIGNING_KEY_DIR": func(c *Config) { c.SigningKeyDir = "" },
+		"MERIDIAN_INTERNAL_TOKEN":  func(c *Config) { c.InternalToken = "short" },
+		"MERIDIAN_EMAIL_PEPPER":    func(c *Config) { c.EmailPepper = "" },
+		"MERIDIAN_OAUTH_STATE_KEY": func(c *Config) { c.StateKey = "x" },
+		"MERIDIAN_PUBLIC_URL":      func(c *Config) { c.PublicURL = "ftp://x" },
+		"MERIDIAN_FREEZE_WAIT":     func(c *Config) { c.FreezeWait = 0 },
+		"MERIDIAN_LOG_LEVEL":       func(c *Config) { c.LogLevel = "loud" },
+		"MERIDIAN_REGION_FILE":     func(c *Config) { c.RegionFile = "/nonexistent.yaml" },
+	}
+	for field, mutate := range cases {
+		c := validConfig(t)
+		mutate(&c)
+		err := c.Validate()
+		if err == nil || !strings.Contains(err.Error(), field) {
+			t.Errorf("%s: got %v", field, err)
+		}
+	}
+	c := validConfig(t)
+	c.RegionFile = filepath.Join("..", "deploy", "regions", "us-east.yaml")
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "not MERIDIAN_REGION=eu-west") {
+		t.Errorf("region file of another region: %v", err)
+	}
+	c.RegionFile = filepath.Join("..", "deploy", "regions", "eu-west.yaml")
+	if err := c.Validate(); err != nil {
+		t.Errorf("matching region file: %v", err)
+	}
+}
+
+func TestConfigSecretsFromFiles(t *testing.T) {
+	validConfig(t)
+	p := filepath.Join(t.TempDir(), "pepper")
+	os.WriteFile(p, []byte("pepper-from-a-file-0123456789\n"), 0o600)
+	t.Setenv("MERIDIAN_EMAIL_PEPPER", "")
+	t.Setenv("MERIDIAN_EMAIL_PEPPER_FILE", p)
+	c, err := FromEnv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.EmailPepper != "pepper-from-a-file-0123456789" {
+		t.Fatalf("pepper = %q", string(c.EmailPepper))
+	}
+	if s := fmt.Sprintf("%v %s", c.EmailPepper, c.InternalToken); strings.Contains(s, "pepper") || strings.Contains(s, "internal") {
+		t.Fatalf("a secret printed in clear: %s", s)
+	}
+	t.Setenv("MERIDIAN_EMAIL_PEPPER", "also-set-in-env-0123456789")
+	if _, err := FromEnv(); err == nil || !strings.Contains(err.Error(), "both set") {
+		t.Fatalf("both env and file: %v", err)
+	}
+	t.Setenv("MERIDIAN_EMAIL_PEPPER", "")
+	t.Setenv("MERIDIAN_EMAIL_PEPPER_FILE", "/nonexistent")
+	if _, err := FromEnv(); err == nil || !strings.Contains(err.Error(), "MERIDIAN_EMAIL_PEPPER_FILE") {
+		t.Fatalf("missing file: %v", err)
+	}
+	t.Setenv("MERIDIAN_EMAIL_PEPPER_FILE", "")
+	t.Setenv("MERIDIAN_ACCESS_TTL", "soon")
+	if _, err := FromEnv(); err == nil || !strings.Contains(err.Error(), "MERIDIAN_ACCESS_TTL") {
+		t.Fatalf("bad duration: %v", err)
+	}
+}
