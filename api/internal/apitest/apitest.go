@@ -54,6 +54,8 @@ type Options struct {
 	APIKeys func(a *app.App) authn.APIKeyVerifier
 	// Middleware, if set, returns extra middleware for one region's node.
 	Middleware func(a *app.App) []mw.Middleware
+	// RouteMiddleware, if set, returns one region's route middleware (server.Options.RouteMiddleware).
+	RouteMiddleware func(a *app.App) []mw.Middleware
 	// Now replaces the clock of every node.
 	Now func() time.Time
 }
@@ -137,6 +139,9 @@ func New(t *testing.T, opts Options) *Harness {
 		so := server.Options{Region: region, Log: a.Log, Auth: auth, InternalToken: InternalToken}
 		if opts.Middleware != nil {
 			so.Middleware = opts.Middleware(a)
+		}
+		if opts.RouteMiddleware != nil {
+			so.RouteMiddleware = opts.RouteMiddleware(a)
 		}
 		handler, err := server.Handler(routes, so)
 		if err != nil {

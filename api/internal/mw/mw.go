@@ -1,5 +1,9 @@
-// Package mw holds the API node's HTTP middleware: request IDs, access logs, panic recovery and the
-// region header on every response.
+// Package mw holds the API node's HTTP middleware: request IDs, access logs, panic recovery, the region
+// header on every response, Prometheus metrics and OpenTelemetry tracing per route template, CORS, the
+// body size limit, and per-user and per-IP rate limits.
+//
+// Most of it wraps the whole handler (server.Options.Middleware). Rate limits are route middleware
+// (server.Options.RouteMiddleware): they run after the route's access rule, when the caller is known.
 package mw
 
 import (
@@ -103,11 +107,12 @@ func Logging(log *slog.Logger) Middleware {
 			start := time.Now()
 			l := log.With("request_id", httpx.RequestID(r.Context()))
 			rec := &StatusRecorder{ResponseWriter: w}
+			r, slot := withSlot(r)
 			next.ServeHTTP(rec, r.WithContext(httpx.WithLogger(r.Context(), l)))
 			if rec.Status == 0 {
 				rec.Status = http.StatusOK
 			}
-			l.Info("request", "method", r.Method, "path", r.URL.Path, "status", rec.Status, "bytes", rec.Bytes,
+			l.Info("request", "method", r.Method, "path", r.URL.Path, "route", slot.template, "status", rec.Status, "bytes", rec.Bytes,
 				"duration_ms", float64(time.Since(start).Microseconds())/1000)
 		})
 	}

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -19,6 +20,7 @@ import (
 
 	consul "github.com/hashicorp/consul/api"
 
+	"github.com/8thdegree/meridian/api/breaker"
 	"github.com/8thdegree/meridian/api/internal/app"
 	"github.com/8thdegree/meridian/api/internal/httpx"
 	"github.com/8thdegree/meridian/shardmgr/topology"
@@ -89,6 +91,7 @@ type Consul struct {
 	http     *http.Client
 	secret   string
 	ttl      time.Duration
+	breakers *breaker.Set
 
 	mu    sync.Mutex
 	cache map[string]cached
@@ -103,18 +106,49 @@ var _ app.Peers = (*Consul)(nil)
 
 // NewConsul returns a Peers that looks nodes up in Consul, caching each region's list for ttl.
 func NewConsul(client *consul.Client, topo func() *topology.Table, secret string, ttl time.Duration) *Consul {
+	return NewConsulWith(client, topo, secret, ttl, Options{})
+}
+
+// Options are the optional parts of a Consul peers client.
+type Options struct {
+	// WrapTransport wraps the HTTP transport: mw.Tracing.Transport, so that peer calls carry the trace.
+	WrapTransport func(http.RoundTripper) http.RoundTripper
+	// Breakers, when set, guards each region's calls with its own circuit breaker (NewBreakers): while a
+	// region's nodes keep failing, calls to it fail at once with 503 region_unavailable.
+	Breakers *breaker.Set
+}
+
+// NewConsulWith is NewConsul with options.
+func NewConsulWith(client *consul.Client, topo func() *topology.Table, secret string, ttl time.Duration, opts Options) *Consul {
+	var rt http.RoundTripper = &http.Transport{
+		MaxIdleConnsPerHost: 16,
+		IdleConnTimeout:     90 * time.Second,
+		DialContext:         (&net.Dialer{Timeout: 2 * time.Second}).DialContext,
+	}
+	if opts.WrapTransport != nil {
+		rt = opts.WrapTransport(rt)
+	}
 	return &Consul{
 		client:   client,
 		topology: topo,
 		secret:   secret,
 		ttl:      ttl,
+		breakers: opts.Breakers,
 		cache:    map[string]cached{},
-		http: &http.Client{Transport: &http.Transport{
-			MaxIdleConnsPerHost: 16,
-			IdleConnTimeout:     90 * time.Second,
-			DialContext:         (&net.Dialer{Timeout: 2 * time.Second}).DialContext,
-		}},
+		http:     &http.Client{Transport: rt},
 	}
+}
+
+// NewBreakers returns the per-region breakers for Options.Breakers: breaker.DefaultConfig named
+// "peer:<region>", where an answer below 500 (a peer's 404 or 400) counts as the peer being healthy.
+func NewBreakers(log *slog.Logger, metrics *breaker.Metrics) *breaker.Set {
+	cfg := breaker.DefaultConfig("peer")
+	cfg.Healthy = func(err error) bool {
+		var e *httpx.Error
+		return errors.As(err, &e) && e.Status < 500
+	}
+	s, _ := breaker.NewSet(cfg, log, metrics) // the defaults are valid
+	return s
 }
 
 // Call implements app.Peers.
@@ -124,7 +158,20 @@ func (c *Consul) Call(ctx context.Context, region, method, path string, body, ou
 		return err
 	}
 	addr := addrs[rand.IntN(len(addrs))]
-	return Call(ctx, c.http, "http://"+addr, c.secret, method, path, body, out)
+	return c.callNode(ctx, region, "http://"+addr, method, path, body, out)
+}
+
+func (c *Consul) callNode(ctx context.Context, region, baseURL, method, path string, body, out any) error {
+	if c.breakers == nil {
+		return Call(ctx, c.http, baseURL, c.secret, method, path, body, out)
+	}
+	err := c.breakers.Get(region).Do(ctx, func(ctx context.Context) error {
+		return Call(ctx, c.http, baseURL, c.secret, method, path, body, out)
+	})
+	if errors.Is(err, breaker.ErrOpen) {
+		return httpx.RegionUnavailable(region, time.Second).WithCause(err)
+	}
+	return err
 }
 
 func (c *Consul) nodes(ctx context.Context, region string) ([]string, error) {

@@ -30,9 +30,13 @@ type Options struct {
 	Auth   authn.Authenticator
 	// InternalToken is the shared secret of node-to-node calls; Internal routes are refused without it.
 	InternalToken string
-	// Middleware runs inside request-ID, region, logging and recovery, outside routing (metrics, tracing,
-	// CORS, rate limits).
+	// Middleware runs inside request-ID, region, logging and recovery, outside routing (tracing, metrics,
+	// CORS, the body limit). The router records the matched route's template for it (mw.RecordRoute).
 	Middleware []mw.Middleware
+	// RouteMiddleware runs for a matched route once its access rule has passed, just before the handler:
+	// the principal of an authenticated route is in the context (authn.From), and so are the route's
+	// name and access (mw.RouteFrom). Per-user rate limits go here.
+	RouteMiddleware []mw.Middleware
 	// Ops are extra handlers mounted at the root, outside /api (healthz, readyz, metrics).
 	Ops map[string]http.Handler
 }
@@ -49,6 +53,7 @@ func Handler(routes []app.Route, opts Options) (http.Handler, error) {
 	r.MethodNotAllowedHandler = app.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
 		return httpx.MethodNotAllowed()
 	})
+	r.Use(mw.RecordRoute)
 	seen := map[string]string{}
 	for _, rt := range routes {
 		if err := check(rt); err != nil {
@@ -102,8 +107,10 @@ func variants(p string) []string {
 	return []string{p}
 }
 
-// guard enforces a route's access rule before its handler runs.
+// guard enforces a route's access rule before its route middleware and handler run.
 func guard(rt app.Route, opts Options) http.Handler {
+	inner := mw.Chain(rt.Handler, opts.RouteMiddleware...)
+	info := mw.RouteInfo{Name: rt.Name, Access: rt.Access}
 	return app.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
 		switch rt.Access {
 		case app.Internal:
@@ -130,7 +137,8 @@ func guard(rt app.Route, opts Options) http.Handler {
 			}
 			r = r.WithContext(authn.With(r.Context(), p))
 		}
-		return rt.Handler(w, r)
+		inner.ServeHTTP(w, r.WithContext(mw.WithRoute(r.Context(), info)))
+		return nil
 	})
 }
 

@@ -1,0 +1,169 @@
+package jobs
+
+import (
+	"net/http"
+	"strconv"
+)
+
+// OpenAPI helpers: every route's Doc is an OpenAPI 3.1 Operation object. Error responses refer to
+// #/components/schemas/Error, which the document's assembler provides.
+
+func op(summary, description string, params []any, requestBody map[string]any, responses map[string]any) map[string]any {
+	o := map[string]any{"summary": summary, "description": description, "tags": []string{"jobs"}, "responses": responses}
+	if len(params) > 0 {
+		o["parameters"] = params
+	}
+	if requestBody != nil {
+		o["requestBody"] = requestBody
+	}
+	return o
+}
+
+func ref(name string) map[string]any { return map[string]any{"$ref": "#/components/schemas/" + name} }
+
+func jsonContent(schema map[string]any) map[string]any {
+	return map[string]any{"application/json": map[string]any{"schema": schema}}
+}
+
+func body(schema string) map[string]any {
+	return map[string]any{"required": true, "content": jsonContent(ref(schema))}
+}
+
+func pathParam(name, description string) map[string]any {
+	return map[string]any{"name": name, "in": "path", "required": true, "description": description,
+		"schema": map[string]any{"type": "string"}}
+}
+
+func queryParam(name, description string, schema map[string]any) map[string]any {
+	return map[string]any{"name": name, "in": "query", "required": false, "description": description, "schema": schema}
+}
+
+func limitParam() map[string]any {
+	return queryParam("limit", "Page size, 1 to 100.", map[string]any{"type": "integer", "minimum": 1, "maximum": 100, "default": 20})
+}
+
+func cursorParam() map[string]any {
+	return queryParam("cursor", "The next_cursor of the previous page, with the same other parameters.", map[string]any{"type": "string"})
+}
+
+func errResponse(status int) map[string]any {
+	return map[string]any{"description": http.StatusText(status), "content": jsonContent(ref("Error"))}
+}
+
+// responses is the success response plus the listed error statuses.
+func responses(status int, description, schema string, errs ...int) map[string]any {
+	out := map[string]any{strconv.Itoa(status): map[string]any{"description": description, "content": jsonContent(ref(schema))}}
+	for _, e := range errs {
+		out[strconv.Itoa(e)] = errResponse(e)
+	}
+	return out
+}
+
+func withHeader(resps map[string]any, status, header, description string) map[string]any {
+	r := resps[status].(map[string]any)
+	r["headers"] = map[string]any{header: map[string]any{"description": description, "schema": map[string]any{"type": "string"}}}
+	return resps
+}
+
+// Schemas returns the OpenAPI 3.1 component schemas the routes reference.
+func Schemas() map[string]any {
+	money := func(desc string) map[string]any {
+		return map[string]any{"type": []string{"number", "null"}, "minimum": 0, "maximum": 9999999999.99, "multipleOf": 0.01,
+			"description": desc}
+	}
+	skills := map[string]any{"type": "array", "maxItems": MaxSkills,
+		"items": map[string]any{"type": "string", "minLength": 1, "maxLength": MaxSkill, "pattern": "^[^,]+$"}}
+	fields := func(patch bool) map[string]any {
+		p := map[string]any{
+			"title":       map[string]any{"type": "string", "minLength": 1, "maxLength": MaxTitle, "description": "Plain text."},
+			"description": map[string]any{"type": "string", "maxLength": MaxDescription, "description": "Rich text (sanitised HTML); the limit applies after sanitising."},
+			"skills":      skills,
+			"budget_min":  money("Lower bound; null for none."),
+			"budget_max":  money("Upper bound; null for none."),
+			"currency":    map[string]any{"type": "string", "pattern": "^[A-Za-z]{3}$", "description": "ISO 4217 code, stored upper case; default USD."},
+			"remote":      map[string]any{"type": "boolean", "description": "Default true."},
+		}
+		if patch {
+			p["status"] = map[string]any{"type": "string", "enum": []string{StatusOpen, StatusClosed, StatusFilled}}
+		}
+		return p
+	}
+	job := fields(true)
+	job["id"] = map[string]any{"type": "string", "pattern": "^job_[0-9a-z]{32}$"}
+	job["owner_id"] = map[string]any{"type": "string", "pattern": "^usr_[0-9a-z]{32}$"}
+	job["created_at"] = map[string]any{"type": "string", "format": "date-time"}
+	job["updated_at"] = map[string]any{"type": "string", "format": "date-time"}
+	jobRequired := []string{"id", "owner_id", "title", "description", "skills", "budget_min", "budget_max", "currency",
+		"remote", "status", "created_at", "updated_at"}
+
+	searchItem := map[string]any{"allOf": []any{ref("Job"), map[string]any{
+		"type": "object", "required": []string{"rank"},
+		"properties": map[string]any{"rank": map[string]any{"type": "number", "minimum": 0,
+			"description": "Relevance (ts_rank, or the number of wanted skills listed); comparable within one search only."}},
+	}}}
+	fairness := map[string]any{
+		"type": "object",
+		"properties": map[string]any{
+			"method":                  map[string]any{"type": "string", "enum": []string{"skill_overlap"}},
+			"engine":                  map[string]any{"type": "string"},
+			"score":                   map[string]any{"type": "string", "description": "How the score is computed."},
+			"signals_used":            map[string]any{"type": "array", "items": map[string]any{"type": "string"}},
+			"signals_not_used":        map[string]any{"type": "array", "items": map[string]any{"type": "string"}},
+			"eligible":                map[string]any{"type": "string", "description": "Who could be ranked at all."},
+			"region":                  map[string]any{"type": "string"},
+			"candidates_considered":   map[string]any{"type": "integer", "minimum": 0},
+			"candidates_with_overlap": map[string]any{"type": "integer", "minimum": 0},
+			"returned":                map[string]any{"type": "integer", "minimum": 0},
+			"tie_break":               map[string]any{"type": "string"},
+			"partial":                 map[string]any{"type": "boolean"},
+			"shards_failed":           map[string]any{"type": "array", "items": map[string]any{"type": "string"}},
+			"notes":                   map[string]any{"type": "array", "items": map[string]any{"type": "string"}},
+		},
+		"required": []string{"method", "engine", "score", "signals_used", "signals_not_used", "eligible", "region",
+			"candidates_considered", "candidates_with_overlap", "returned", "tie_break", "partial", "shards_failed"},
+	}
+	score := map[string]any{"type": "number", "minimum": 0, "maximum": 1, "description": "Jaccard index of the skill sets, rounded to 4 places."}
+	reasons := map[string]any{"type": "array", "items": map[string]any{"type": "string"},
+		"description": `E.g. "shared skills: go, postgresql", "missing skills: kubernetes".`}
+	return map[string]any{
+		"Job": map[string]any{"type": "object", "properties": job, "required": jobRequired},
+		"JobCreate": map[string]any{"type": "object", "properties": fields(false), "required": []string{"title"},
+			"additionalProperties": false},
+		"JobUpdate": map[string]any{"type": "object", "properties": fields(true), "additionalProperties": false,
+			"description": "Any subset of the fields; null only for budget_min and budget_max."},
+		"JobPage": map[string]any{"type": "object", "required": []string{"items"},
+			"properties": map[string]any{
+				"items":       map[string]any{"type": "array", "items": ref("Job")},
+				"next_cursor": map[string]any{"type": "string", "description": "Absent on the last page."},
+			}},
+		"JobSearchItem": searchItem,
+		"JobSearchPage": map[string]any{"type": "object", "required": []string{"items", "partial", "failed_shards"},
+			"properties": map[string]any{
+				"items":         map[string]any{"type": "array", "items": ref("JobSearchItem")},
+				"next_cursor":   map[string]any{"type": "string", "description": "Absent on the last page."},
+				"partial":       map[string]any{"type": "boolean", "description": "Some shard or region did not answer."},
+				"failed_shards": map[string]any{"type": "array", "items": map[string]any{"type": "string"}, "description": `Shard names, or "<region>/*".`},
+			}},
+		"JobMatchFairness": fairness,
+		"JobMatchFreelancers": map[string]any{"type": "object", "required": []string{"items", "fairness"},
+			"properties": map[string]any{
+				"items": map[string]any{"type": "array", "items": map[string]any{
+					"type": "object", "required": []string{"freelancer_id", "score", "reasons"},
+					"properties": map[string]any{
+						"freelancer_id": map[string]any{"type": "string", "pattern": "^usr_[0-9a-z]{32}$"},
+						"score":         score, "reasons": reasons,
+					}}},
+				"fairness": ref("JobMatchFairness"),
+			}},
+		"JobMatchJobs": map[string]any{"type": "object", "required": []string{"items", "fairness"},
+			"properties": map[string]any{
+				"items": map[string]any{"type": "array", "items": map[string]any{
+					"type": "object", "required": []string{"job_id", "score", "reasons", "job"},
+					"properties": map[string]any{
+						"job_id": map[string]any{"type": "string", "pattern": "^job_[0-9a-z]{32}$"},
+						"score":  score, "reasons": reasons, "job": ref("Job"),
+					}}},
+				"fairness": ref("JobMatchFairness"),
+			}},
+	}
+}

@@ -1,0 +1,450 @@
+package jobs
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/8thdegree/meridian/api/internal/httpx"
+	"github.com/8thdegree/meridian/pkg/shardkey"
+	"github.com/8thdegree/meridian/shardmgr/shardpool"
+)
+
+// Bounds of a search request.
+const (
+	MaxQuery        = 500 // characters of q
+	MaxSearchSkills = 20  // distinct skills in ?skills=
+)
+
+// internalSearchPath is the route other regions' nodes call for their part of a global search.
+const internalSearchPath = "/internal/jobs/search"
+
+// Each shard ranks its matches and returns the best limit+1 after the cursor. The rank is computed in a
+// subquery so that the keyset condition can compare it. Title words weigh A, description words B and
+// skills C in the generated search column, so with ts_rank a title match outranks a description match.
+// The EXISTS keeps each shard to the keyranges the topology gives it ($lo, $hi: parallel arrays of
+// bounds): a shard can hold rows of a keyrange it does not own — the copy a move is filling, or the
+// source's rows until cleanup — and without it a search would count them twice.
+const (
+	searchTextSQL = `
+SELECT * FROM (
+	SELECT ` + jobCols + `, ts_rank(j.search, q.query) AS rank
+	FROM core.jobs AS j, websearch_to_tsquery('english', $1) AS q(query)
+	WHERE j.search @@ q.query
+	  AND j.status = 'open'
+	  AND ($2::text[] IS NULL OR j.skills && $2::text[])
+	  AND EXISTS (SELECT 1 FROM unnest($3::bytea[], $4::bytea[]) AS r(lo, hi) WHERE j.ksid >= r.lo AND j.ksid < r.hi)
+) AS m
+WHERE (m.rank, m.id) < ($5::real, $6::bytea)
+ORDER BY m.rank DESC, m.id DESC
+LIMIT $7`
+
+	// Without words, the rank is how many of the wanted skills a job lists; ties go to the newer job,
+	// which is the larger ID (IDs start with their creation time).
+	searchSkillsSQL = `
+SELECT * FROM (
+	SELECT ` + jobCols + `,
+	       (SELECT count(DISTINCT s) FROM unnest(j.skills) AS s WHERE s = ANY($1::text[]))::real AS rank
+	FROM core.jobs AS j
+	WHERE j.skills && $1::text[]
+	  AND j.status = 'open'
+	  AND EXISTS (SELECT 1 FROM unnest($2::bytea[], $3::bytea[]) AS r(lo, hi) WHERE j.ksid >= r.lo AND j.ksid < r.hi)
+) AS m
+WHERE (m.rank, m.id) < ($4::real, $5::bytea)
+ORDER BY m.rank DESC, m.id DESC
+LIMIT $6`
+)
+
+// SearchItem is a job in search results with its rank (higher is better; comparable only within one
+// query).
+type SearchItem struct {
+	Job
+	Rank float32 `json:"rank"`
+}
+
+// SearchPage is the answer of a search, and of a region's part of a global search.
+type SearchPage struct {
+	Items      []SearchItem `json:"items"`
+	NextCursor string       `json:"next_cursor,omitempty"`
+	// Partial is true when some shard (or region) did not answer: the items are the best of those that
+	// did, and FailedShards names the others.
+	Partial      bool     `json:"partial"`
+	FailedShards []string `json:"failed_shards"`
+}
+
+// searchParams is a parsed, validated search request.
+type searchParams struct {
+	Q      string
+	Skills []string
+	Limit  int
+	Global bool
+	// After is the position of the previous page's last item, when HasAfter.
+	After    rankKey
+	HasAfter bool
+	// cursor is the cursor as sent (forwarded to peers); fp the query's fingerprint.
+	cursor string
+	fp     string
+}
+
+// rankKey orders search results: rank descending, then ID descending. IDs are unique across shards and
+// regions, so the order is total and one key positions a cursor anywhere.
+type rankKey struct {
+	Rank float32
+	ID   shardkey.ID
+}
+
+// searchCursor is the opaque cursor of a search: the last item's key and the query it belongs to.
+type searchCursor struct {
+	V  int         `json:"v"`
+	R  float32     `json:"r"`
+	ID shardkey.ID `json:"id"`
+	H  string      `json:"h"`
+}
+
+// parseSearch validates ?q=&skills=&limit=&cursor=&scope=.
+func parseSearch(v url.Values) (searchParams, error) {
+	bad := map[string]string{}
+	p := searchParams{Limit: httpx.DefaultLimit}
+	p.Q = strings.TrimSpace(v.Get("q"))
+	switch {
+	case !utf8.ValidString(p.Q):
+		bad["q"] = "must be UTF-8 text"
+	case strings.ContainsRune(p.Q, 0):
+		bad["q"] = "must not contain NUL characters"
+	case utf8.RuneCountInString(p.Q) > MaxQuery:
+		bad["q"] = fmt.Sprintf("must be at most %d characters", MaxQuery)
+	}
+	if raw := v.Get("skills"); raw != "" {
+		if !utf8.ValidString(raw) {
+			bad["skills"] = "must be UTF-8 text"
+		} else {
+			skills, problems := NormalizeSkills(queryList(raw), "skills")
+			for k, msg := range problems {
+				bad[k] = msg
+			}
+			if len(skills) > MaxSearchSkills {
+				bad["skills"] = fmt.Sprintf("must hold at most %d distinct skills", MaxSearchSkills)
+			}
+			p.Skills = skills
+		}
+	}
+	if p.Q == "" && len(p.Skills) == 0 && len(bad) == 0 {
+		bad["q"] = "q or skills is required"
+	}
+	if s := v.Get("limit"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 || n > httpx.MaxLimit {
+			bad["limit"] = fmt.Sprintf("must be an integer from 1 to %d", httpx.MaxLimit)
+		}
+		p.Limit = n
+	}
+	scope := v.Get("scope")
+	switch scope {
+	case "", "region":
+		scope = "region"
+	case "global":
+		p.Global = true
+	default:
+		bad["scope"] = "must be region or global"
+	}
+	if len(bad) > 0 {
+		return p, httpx.Invalid(bad)
+	}
+	p.fp = fingerprint("search", scope, p.Q, strings.Join(p.Skills, ","))
+	if c := v.Get("cursor"); c != "" {
+		var cur searchCursor
+		if err := httpx.DecodeCursor(c, &cur); err != nil {
+			return p, err
+		}
+		if cur.V != 1 || cur.H != p.fp || cur.ID.Kind() != shardkey.KindJob || cur.R < 0 || math.IsInf(float64(cur.R), 0) {
+			return p, httpx.Invalid(map[string]string{"cursor": "is not a cursor of this search"})
+		}
+		p.After, p.HasAfter, p.cursor = rankKey{Rank: cur.R, ID: cur.ID}, true, c
+	}
+	return p, nil
+}
+
+// values is p as query parameters, for a peer's part of a global search.
+func (p searchParams) values() url.Values {
+	v := url.Values{"limit": {strconv.Itoa(p.Limit)}, "scope": {"global"}}
+	if p.Q != "" {
+		v.Set("q", p.Q)
+	}
+	if len(p.Skills) > 0 {
+		v.Set("skills", strings.Join(p.Skills, ","))
+	}
+	if p.cursor != "" {
+		v.Set("cursor", p.cursor)
+	}
+	return v
+}
+
+func compareRanked(a, b SearchItem) int {
+	if c := cmp.Compare(b.Rank, a.Rank); c != 0 {
+		return c
+	}
+	return bytes.Compare(b.ID[:], a.ID[:])
+}
+
+// mergeRanked merges per-shard (or per-region) answers, each already in rank order, into the best limit
+// items, dropping repeats of one ID (a job briefly on two shards during a move or a relocation). more says
+// whether anything lies beyond: each part sent up to limit+1 (a shard) or said it had more (a region).
+func mergeRanked(parts [][]SearchItem, limit int) (items []SearchItem, more bool) {
+	n := 0
+	for _, p := range parts {
+		n += len(p)
+	}
+	all := make([]SearchItem, 0, n)
+	for _, p := range parts {
+		all = append(all, p...)
+	}
+	slices.SortFunc(all, compareRanked)
+	seen := make(map[shardkey.ID]struct{}, len(all))
+	out := all[:0]
+	for _, it := range all {
+		if _, dup := seen[it.ID]; dup {
+			continue
+		}
+		seen[it.ID] = struct{}{}
+		out = append(out, it)
+	}
+	if len(out) > limit {
+		return out[:limit], true
+	}
+	return out, false
+}
+
+func (s *Service) searchShard(ctx context.Context, t shardpool.Target, ra rangeArgs, p searchParams) ([]SearchItem, error) {
+	afterRank, afterID := float32(math.Inf(1)), []byte(unbounded)
+	if p.HasAfter {
+		afterRank, afterID = p.After.Rank, p.After.ID.Bytes()
+	}
+	var (
+		rows pgx.Rows
+		err  error
+	)
+	if p.Q != "" {
+		var skills []string // NULL: no skill filter
+		if len(p.Skills) > 0 {
+			skills = p.Skills
+		}
+		rows, err = t.Pool.Query(ctx, searchTextSQL, p.Q, skills, ra.lo, ra.hi, afterRank, afterID, p.Limit+1)
+	} else {
+		rows, err = t.Pool.Query(ctx, searchSkillsSQL, p.Skills, ra.lo, ra.hi, afterRank, afterID, p.Limit+1)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, func(row pgx.CollectableRow) (SearchItem, error) {
+		var it SearchItem
+		var err error
+		it.Job, err = scanJob(row, &it.Rank)
+		return it, err
+	})
+}
+
+// regionAnswer is this region's part of a search.
+type regionAnswer struct {
+	Items    []SearchItem
+	More     bool
+	Failed   []string
+	Answered int // shards that answered
+}
+
+// searchRegion runs p on every shard of this node's region, one query per shard, and merges.
+func (s *Service) searchRegion(ctx context.Context, p searchParams) (regionAnswer, error) {
+	targets := s.a.Pools.Targets(s.a.Region)
+	if len(targets) == 0 {
+		return regionAnswer{}, httpx.Unavailable("the node has no shards for its region yet", time.Second)
+	}
+	ranges := s.ownedRanges()
+	res := shardpool.Scatter(ctx, targets, shardpool.ScatterOptions{Concurrency: s.cfg.Concurrency, PerShardTimeout: s.cfg.ShardTimeout},
+		func(ctx context.Context, t shardpool.Target) ([]SearchItem, error) {
+			return s.searchShard(ctx, t, ranges[t.Shard], p)
+		})
+	for _, f := range res.Failed {
+		httpx.Logger(ctx).Warn("job search: shard did not answer", "shard", f.Shard, "err", f.Err)
+	}
+	parts := make([][]SearchItem, len(res.Values))
+	for i, v := range res.Values {
+		parts[i] = v.Value
+	}
+	items, more := mergeRanked(parts, p.Limit)
+	return regionAnswer{Items: items, More: more, Failed: res.FailedShards(), Answered: len(res.Values)}, nil
+}
+
+// page makes the response: a cursor after the last item when there is more.
+func (p searchParams) page(items []SearchItem, more bool, failed []string) SearchPage {
+	if items == nil {
+		items = []SearchItem{}
+	}
+	if failed == nil {
+		failed = []string{}
+	}
+	slices.Sort(failed)
+	pg := SearchPage{Items: items, Partial: len(failed) > 0, FailedShards: failed}
+	if more && len(items) > 0 {
+		last := items[len(items)-1]
+		pg.NextCursor = httpx.EncodeCursor(searchCursor{V: 1, R: last.Rank, ID: last.ID, H: p.fp})
+	}
+	return pg
+}
+
+// errNoShardAnswered is the private cause of a 503 when a fan-out got no answer at all.
+var errNoShardAnswered = errors.New("no shard answered")
+
+func (s *Service) search(w http.ResponseWriter, r *http.Request) error {
+	p, err := parseSearch(r.URL.Query())
+	if err != nil {
+		return err
+	}
+	var pg SearchPage
+	if p.Global {
+		pg, err = s.searchGlobal(r.Context(), p)
+	} else {
+		pg, err = s.searchLocal(r.Context(), p)
+	}
+	if err != nil {
+		return err
+	}
+	httpx.WriteJSON(w, http.StatusOK, pg)
+	return nil
+}
+
+// searchLocal is a region-scope search; it is also what a peer asks for in a global search.
+func (s *Service) searchLocal(ctx context.Context, p searchParams) (SearchPage, error) {
+	ans, err := s.searchRegion(ctx, p)
+	if err != nil {
+		return SearchPage{}, err
+	}
+	if ans.Answered == 0 {
+		// Nothing to show at all: say so with a status a client retries, rather than an empty page.
+		return SearchPage{}, httpx.Unavailable("no shard of region "+s.a.Region+" answered; retry shortly", time.Second).
+			WithCause(fmt.Errorf("%w: %s", errNoShardAnswered, strings.Join(ans.Failed, ", ")))
+	}
+	return p.page(ans.Items, ans.More, ans.Failed), nil
+}
+
+// searchInternal serves another region's node its part of a global search.
+func (s *Service) searchInternal(w http.ResponseWriter, r *http.Request) error {
+	p, err := parseSearch(r.URL.Query())
+	if err != nil {
+		return err
+	}
+	pg, err := s.searchLocal(r.Context(), p)
+	if err != nil {
+		return err
+	}
+	httpx.WriteJSON(w, http.StatusOK, pg)
+	return nil
+}
+
+// searchGlobal searches this region and asks every other region's node for its part, all at once, then
+// merges by the same (rank, id) key, so the cursor of the merged page positions every region's next part.
+// A region that does not answer is reported by its shards' names (or "<region>/*" when the topology
+// names none).
+func (s *Service) searchGlobal(ctx context.Context, p searchParams) (SearchPage, error) {
+	var regions []string
+	if tab := s.a.Topology(); tab != nil {
+		for _, rg := range tab.Topology().Regions {
+			if rg.Name != s.a.Region {
+				regions = append(regions, rg.Name)
+			}
+		}
+	}
+	type peerOut struct {
+		page SearchPage
+		err  error
+	}
+	outs := make([]peerOut, len(regions))
+	path := "/api/v1" + internalSearchPath + "?" + p.values().Encode()
+	var wg sync.WaitGroup
+	for i, region := range regions {
+		wg.Go(func() {
+			if s.a.Peers == nil {
+				outs[i].err = errors.New("jobs: no peers configured")
+				return
+			}
+			cctx, cancel := context.WithTimeout(ctx, s.cfg.PeerTimeout)
+			defer cancel()
+			outs[i].err = s.a.Peers.Call(cctx, region, http.MethodGet, path, nil, &outs[i].page)
+		})
+	}
+	local, localErr := s.searchRegion(ctx, p)
+	wg.Wait()
+
+	var (
+		parts    [][]SearchItem
+		failed   []string
+		more     bool
+		answered bool
+	)
+	if localErr == nil {
+		parts = append(parts, local.Items)
+		failed = append(failed, local.Failed...)
+		more = local.More
+		answered = local.Answered > 0
+	} else {
+		failed = append(failed, s.shardsOf(s.a.Region)...)
+	}
+	for i, region := range regions {
+		o := outs[i]
+		if o.err != nil {
+			httpx.Logger(ctx).Warn("job search: region did not answer", "region", region, "err", o.err)
+			failed = append(failed, s.shardsOf(region)...)
+			continue
+		}
+		answered = true
+		parts = append(parts, o.page.Items)
+		failed = append(failed, o.page.FailedShards...)
+		more = more || o.page.NextCursor != ""
+	}
+	if !answered {
+		return SearchPage{}, httpx.Unavailable("no region answered the search; retry shortly", time.Second).
+			WithCause(fmt.Errorf("%w: %s", errNoShardAnswered, strings.Join(failed, ", ")))
+	}
+	items, over := mergeRanked(parts, p.Limit)
+	return p.page(items, more || over, failed), nil
+}
+
+// shardsOf names a region's shards for failed_shards, or "<region>/*" when the topology names none.
+func (s *Service) shardsOf(region string) []string {
+	var out []string
+	if tab := s.a.Topology(); tab != nil {
+		for _, sh := range tab.Topology().ShardsIn(region) {
+			out = append(out, sh.Name)
+		}
+	}
+	if len(out) == 0 {
+		return []string{region + "/*"}
+	}
+	return out
+}
+
+// queryList splits a comma list (?skills=go,sql), dropping empty entries.
+func queryList(v string) []string {
+	if v == "" {
+		return nil
+	}
+	parts := strings.Split(v, ",")
+	out := parts[:0]
+	for _, p := range parts {
+		if strings.TrimSpace(p) != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}

@@ -1,0 +1,504 @@
+package reviews
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/gorilla/mux"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/8thdegree/meridian/api/internal/app"
+	"github.com/8thdegree/meridian/api/internal/httpx"
+	"github.com/8thdegree/meridian/api/internal/richtext"
+	"github.com/8thdegree/meridian/pkg/shardkey"
+	"github.com/8thdegree/meridian/shardmgr/shardpool"
+	"github.com/8thdegree/meridian/shardmgr/topology"
+)
+
+// ScopeWrite is the API-key scope needed to write reviews. Reading reviews needs no credentials.
+const ScopeWrite = "reviews:write"
+
+// Config tunes the stats cache.
+type Config struct {
+	// StatsTTL is how long cached stats live. Correctness does not depend on it (changes invalidate
+	// the entry); it bounds staleness only when an invalidation is lost with the node that made it.
+	StatsTTL time.Duration
+	// CacheTimeout bounds each Redis call, so a slow Redis costs a request little before it falls
+	// back to PostgreSQL.
+	CacheTimeout time.Duration
+	// MaxPendingInvalidations is how many failed invalidations a node remembers for retry.
+	MaxPendingInvalidations int
+	// FailureBackoff is how long the node leaves Redis alone after an error (0: try every time).
+	// Meanwhile stats come from PostgreSQL and invalidations are queued for retry.
+	FailureBackoff time.Duration
+}
+
+// DefaultConfig returns the defaults: a 10-minute TTL, 150 ms per Redis call, 10 000 pending
+// invalidations, 1 s of backoff after a Redis error.
+func DefaultConfig() Config {
+	return Config{StatsTTL: 10 * time.Minute, CacheTimeout: 150 * time.Millisecond, MaxPendingInvalidations: 10000,
+		FailureBackoff: time.Second}
+}
+
+// Validate names the first bad field.
+func (c Config) Validate() error {
+	switch {
+	case c.StatsTTL < time.Second:
+		return fmt.Errorf("reviews: StatsTTL %v must be at least 1s", c.StatsTTL)
+	case c.CacheTimeout <= 0:
+		return fmt.Errorf("reviews: CacheTimeout %v must be positive", c.CacheTimeout)
+	case c.MaxPendingInvalidations < 1:
+		return fmt.Errorf("reviews: MaxPendingInvalidations %d must be at least 1", c.MaxPendingInvalidations)
+	case c.FailureBackoff < 0 || c.FailureBackoff > c.StatsTTL:
+		return fmt.Errorf("reviews: FailureBackoff %v must be from 0 to StatsTTL", c.FailureBackoff)
+	}
+	return nil
+}
+
+// generationTTL keeps a generation counter far longer than any request that read it can live, and
+// longer than the entries it guards.
+func (c Config) generationTTL() time.Duration { return max(2*c.StatsTTL, time.Hour) }
+
+// Service serves reviews and review stats.
+type Service struct {
+	a     *app.App
+	san   *richtext.Sanitizer
+	cache *statsCache
+}
+
+// New returns the reviews service. Stats are cached in a.Redis (nil disables the cache).
+func New(a *app.App, cfg Config) (*Service, error) {
+	if a == nil || a.Pools == nil || a.IDs == nil {
+		return nil, errors.New("reviews: app with shard pools and an ID generator required")
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	now, log := a.Now, a.Log
+	if now == nil {
+		now = time.Now
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Service{a: a, san: richtext.New(), cache: newStatsCache(a.Redis, cfg, now, log)}, nil
+}
+
+// Rating returns the number of reviews user received and their average rating, from the same
+// cached stats as GET /reviews/stats. The public profile shows it.
+func (s *Service) Rating(ctx context.Context, user shardkey.ID) (int, float64, error) {
+	st, err := s.stats(ctx, user)
+	if err != nil {
+		return 0, 0, err
+	}
+	return st.Count, st.Average, nil
+}
+
+// stats answers for a user homed in this region (a replay error otherwise).
+func (s *Service) stats(ctx context.Context, user shardkey.ID) (Stats, error) {
+	shard, err := s.a.ReadShard(user.KeyspaceID())
+	if err != nil {
+		return Stats{}, err
+	}
+	look := s.cache.lookup(ctx, user)
+	if look.hit {
+		return statsOf(user, look.dist), nil
+	}
+	d, err := countRatings(ctx, shard.Pool, shard.Route.KeyspaceID, user)
+	if errors.Is(err, ErrUnknownUser) {
+		return Stats{}, httpx.NotFound("user").WithCause(err)
+	}
+	if err != nil {
+		return Stats{}, err
+	}
+	if look.canStore {
+		s.cache.store(ctx, user, look.gen, d)
+	}
+	return statsOf(user, d), nil
+}
+
+// Review is a review as the API shows it.
+type Review struct {
+	ID         shardkey.ID `json:"id"`
+	JobID      shardkey.ID `json:"job_id"`
+	ReviewerID shardkey.ID `json:"reviewer_id"`
+	RevieweeID shardkey.ID `json:"reviewee_id"`
+	Rating     int         `json:"rating"`
+	Comment    string      `json:"comment"`
+	CreatedAt  time.Time   `json:"created_at"`
+	UpdatedAt  time.Time   `json:"updated_at"`
+}
+
+const reviewColumns = `id, job_id, reviewer_id, reviewee_id, rating, comment, created_at, updated_at`
+
+func scanReview(row pgx.Row) (Review, error) {
+	var (
+		rv                Review
+		id, job, from, to []byte
+		rating            int16
+		created, updated  time.Time
+	)
+	if err := row.Scan(&id, &job, &from, &to, &rating, &rv.Comment, &created, &updated); err != nil {
+		return Review{}, err
+	}
+	var err error
+	for _, f := range []struct {
+		dst *shardkey.ID
+		b   []byte
+	}{{&rv.ID, id}, {&rv.JobID, job}, {&rv.ReviewerID, from}, {&rv.RevieweeID, to}} {
+		if *f.dst, err = shardkey.IDFromBytes(f.b); err != nil {
+			return Review{}, fmt.Errorf("reviews: stored ID: %w", err)
+		}
+	}
+	rv.Rating = int(rating)
+	rv.CreatedAt, rv.UpdatedAt = created.UTC(), updated.UTC()
+	return rv, nil
+}
+
+func invalid(field, problem string) error {
+	return httpx.Invalid(map[string]string{field: problem})
+}
+
+// pgCode returns the SQLSTATE of a PostgreSQL error ("" for any other error).
+func pgCode(err error) string {
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		return pe.Code
+	}
+	return ""
+}
+
+func (s *Service) create(w http.ResponseWriter, r *http.Request) error {
+	ctx := r.Context()
+	caller := app.Caller(r)
+	var req createRequest
+	if err := httpx.Decode(w, r, &req); err != nil {
+		return err
+	}
+	in, bad := req.normalize(s.san)
+	if len(bad) > 0 {
+		return httpx.Invalid(bad)
+	}
+	if in.revieweeID == caller.UserID {
+		return invalid("reviewee_id", "you cannot review yourself")
+	}
+	// The review is written where the reviewee lives. Asking first, before the job lookup, means a
+	// node of the wrong region answers 421 at once and the work is done once, in the right region.
+	if _, err := s.a.ReadShard(in.revieweeID.KeyspaceID()); err != nil {
+		if errors.Is(err, topology.ErrNoShard) {
+			return invalid("reviewee_id", "no such user")
+		}
+		return err
+	}
+	owner, err := s.jobOwner(ctx, in.jobID)
+	if err != nil {
+		return err
+	}
+	if owner != caller.UserID && owner != in.revieweeID {
+		return invalid("job_id", "a review must be about a job that you or the reviewee posted")
+	}
+	shard, err := s.a.WriteShard(ctx, in.revieweeID.KeyspaceID())
+	if err != nil {
+		return err
+	}
+	ksid := shard.Route.KeyspaceID
+	id, err := s.a.IDs.New(shardkey.KindReview, ksid)
+	if err != nil {
+		return fmt.Errorf("reviews: new ID: %w", err)
+	}
+	// The EXISTS makes "the reviewee exists and is not deleted" part of the insert itself.
+	rv, err := scanReview(shard.Pool.QueryRow(ctx, `
+		INSERT INTO core.reviews (ksid, id, reviewer_id, reviewee_id, job_id, rating, comment)
+		SELECT $1, $2, $3, $4, $5, $6, $7
+		WHERE EXISTS (SELECT 1 FROM auth.users WHERE ksid = $1 AND id = $4 AND deleted_at IS NULL)
+		RETURNING `+reviewColumns,
+		ksid.Bytes(), id.Bytes(), caller.UserID.Bytes(), in.revieweeID.Bytes(), in.jobID.Bytes(), int16(in.rating), in.comment))
+	switch {
+	case errors.Is(err, pgx.ErrNoRows), pgCode(err) == "23503":
+		return invalid("reviewee_id", "no such user")
+	case pgCode(err) == "23505":
+		return httpx.Conflict("conflict", "you have already reviewed this user for this job").WithCause(err)
+	case err != nil:
+		return fmt.Errorf("reviews: insert: %w", err)
+	}
+	s.cache.invalidate(ctx, rv.RevieweeID)
+	w.Header().Set("Location", "/api/v1/reviews/"+rv.ID.String())
+	httpx.WriteJSON(w, http.StatusCreated, rv)
+	return nil
+}
+
+// jobOwner returns the owner of a job: from the owner's shard when it is in this region, else from
+// the owner's region's node. A job that does not exist is a field error of the request.
+func (s *Service) jobOwner(ctx context.Context, job shardkey.ID) (shardkey.ID, error) {
+	rt, err := s.a.Pools.Route(job.KeyspaceID())
+	switch {
+	case errors.Is(err, topology.ErrNoShard):
+		return shardkey.ID{}, invalid("job_id", "no such job")
+	case errors.Is(err, shardpool.ErrNoTopology):
+		return shardkey.ID{}, httpx.Unavailable("the node has no topology yet", time.Second).WithCause(err)
+	case err != nil:
+		return shardkey.ID{}, err
+	}
+	if rt.Region == s.a.Region {
+		var owner []byte
+		err := rt.Pool.QueryRow(ctx, `SELECT owner_id FROM core.jobs WHERE ksid = $1 AND id = $2`,
+			rt.Route.KeyspaceID.Bytes(), job.Bytes()).Scan(&owner)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return shardkey.ID{}, invalid("job_id", "no such job")
+		}
+		if err != nil {
+			return shardkey.ID{}, fmt.Errorf("reviews: reading job: %w", err)
+		}
+		id, err := shardkey.IDFromBytes(owner)
+		if err != nil {
+			return shardkey.ID{}, fmt.Errorf("reviews: stored job owner: %w", err)
+		}
+		return id, nil
+	}
+	if s.a.Peers == nil {
+		return shardkey.ID{}, httpx.RegionUnavailable(rt.Region, 5*time.Second)
+	}
+	var remote struct {
+		OwnerID string `json:"owner_id"`
+	}
+	err = s.a.Peers.Call(ctx, rt.Region, http.MethodGet, "/api/v1/jobs/"+job.String(), nil, &remote)
+	var he *httpx.Error
+	switch {
+	case errors.As(err, &he) && he.Status == http.StatusNotFound:
+		return shardkey.ID{}, invalid("job_id", "no such job")
+	case err != nil:
+		return shardkey.ID{}, httpx.RegionUnavailable(rt.Region, 5*time.Second).WithCause(err)
+	}
+	owner, err := shardkey.ParseIDOfKind(remote.OwnerID, shardkey.KindUser)
+	if err != nil {
+		return shardkey.ID{}, fmt.Errorf("reviews: job %s from region %s: bad owner_id: %w", job, rt.Region, err)
+	}
+	return owner, nil
+}
+
+// reviewID reads the {id} path variable. A malformed ID names no review: 404, like an unknown one.
+func reviewID(r *http.Request) (shardkey.ID, error) {
+	id, err := shardkey.ParseIDOfKind(mux.Vars(r)["id"], shardkey.KindReview)
+	if err != nil {
+		return shardkey.ID{}, httpx.NotFound("review").WithCause(err)
+	}
+	return id, nil
+}
+
+func (s *Service) get(w http.ResponseWriter, r *http.Request) error {
+	id, err := reviewID(r)
+	if err != nil {
+		return err
+	}
+	shard, err := s.a.ReadShard(id.KeyspaceID())
+	if errors.Is(err, topology.ErrNoShard) {
+		return httpx.NotFound("review").WithCause(err)
+	}
+	if err != nil {
+		return err
+	}
+	rv, err := scanReview(shard.Pool.QueryRow(r.Context(),
+		`SELECT `+reviewColumns+` FROM core.reviews WHERE ksid = $1 AND id = $2`,
+		shard.Route.KeyspaceID.Bytes(), id.Bytes()))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return httpx.NotFound("review")
+	}
+	if err != nil {
+		return fmt.Errorf("reviews: read: %w", err)
+	}
+	httpx.WriteJSON(w, http.StatusOK, rv)
+	return nil
+}
+
+func (s *Service) patch(w http.ResponseWriter, r *http.Request) error {
+	ctx := r.Context()
+	caller := app.Caller(r)
+	id, err := reviewID(r)
+	if err != nil {
+		return err
+	}
+	var req patchRequest
+	if err := httpx.Decode(w, r, &req); err != nil {
+		return err
+	}
+	in, bad := req.normalize(s.san)
+	if len(bad) > 0 {
+		return httpx.Invalid(bad)
+	}
+	shard, err := s.a.WriteShard(ctx, id.KeyspaceID())
+	if err != nil {
+		return err
+	}
+	ksid := shard.Route.KeyspaceID
+	var row pgx.Row
+	if in.empty() {
+		// Nothing to change: still only the author may see the answer, and updated_at stays.
+		row = shard.Pool.QueryRow(ctx, `SELECT `+reviewColumns+` FROM core.reviews
+			WHERE ksid = $1 AND id = $2 AND reviewer_id = $3`, ksid.Bytes(), id.Bytes(), caller.UserID.Bytes())
+	} else {
+		var rating *int16
+		if in.rating != nil {
+			v := int16(*in.rating)
+			rating = &v
+		}
+		row = shard.Pool.QueryRow(ctx, `UPDATE core.reviews
+			SET rating = COALESCE($4::smallint, rating), comment = COALESCE($5::text, comment)
+			WHERE ksid = $1 AND id = $2 AND reviewer_id = $3
+			RETURNING `+reviewColumns, ksid.Bytes(), id.Bytes(), caller.UserID.Bytes(), rating, in.comment)
+	}
+	rv, err := scanReview(row)
+	if errors.Is(err, pgx.ErrNoRows) {
+		// Someone else's review and no review at all look the same.
+		return httpx.NotFound("review")
+	}
+	if err != nil {
+		return fmt.Errorf("reviews: update: %w", err)
+	}
+	if in.rating != nil {
+		s.cache.invalidate(ctx, rv.RevieweeID)
+	}
+	httpx.WriteJSON(w, http.StatusOK, rv)
+	return nil
+}
+
+func (s *Service) delete(w http.ResponseWriter, r *http.Request) error {
+	ctx := r.Context()
+	caller := app.Caller(r)
+	id, err := reviewID(r)
+	if err != nil {
+		return err
+	}
+	shard, err := s.a.WriteShard(ctx, id.KeyspaceID())
+	if err != nil {
+		return err
+	}
+	var reviewee []byte
+	err = shard.Pool.QueryRow(ctx, `DELETE FROM core.reviews WHERE ksid = $1 AND id = $2 AND reviewer_id = $3 RETURNING reviewee_id`,
+		shard.Route.KeyspaceID.Bytes(), id.Bytes(), caller.UserID.Bytes()).Scan(&reviewee)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return httpx.NotFound("review")
+	}
+	if err != nil {
+		return fmt.Errorf("reviews: delete: %w", err)
+	}
+	user, err := shardkey.IDFromBytes(reviewee)
+	if err != nil {
+		return fmt.Errorf("reviews: stored reviewee: %w", err)
+	}
+	s.cache.invalidate(ctx, user)
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// listCursor is the position after the last review of a page. It names the reviewee so that a cursor
+// of one list cannot be replayed against another.
+type listCursor struct {
+	User      string    `json:"u"`
+	CreatedAt time.Time `json:"t"`
+	ID        string    `json:"i"`
+}
+
+func userParam(r *http.Request) (shardkey.ID, error) {
+	s := r.URL.Query().Get("user_id")
+	id, err := parseIDField(s, shardkey.KindUser)
+	if err != nil {
+		return shardkey.ID{}, invalid("user_id", err.Error())
+	}
+	return id, nil
+}
+
+func (s *Service) list(w http.ResponseWriter, r *http.Request) error {
+	ctx := r.Context()
+	user, err := userParam(r)
+	if err != nil {
+		return err
+	}
+	limit, err := httpx.Limit(r)
+	if err != nil {
+		return err
+	}
+	var (
+		after   *listCursor
+		afterID shardkey.ID
+	)
+	if c := r.URL.Query().Get("cursor"); c != "" {
+		var cur listCursor
+		if err := httpx.DecodeCursor(c, &cur); err != nil {
+			return err
+		}
+		if afterID, err = shardkey.ParseIDOfKind(cur.ID, shardkey.KindReview); err != nil || cur.User != user.String() {
+			return invalid("cursor", "is not a cursor of this list")
+		}
+		after = &cur
+	}
+	shard, err := s.a.ReadShard(user.KeyspaceID())
+	if err != nil {
+		if errors.Is(err, topology.ErrNoShard) {
+			return httpx.NotFound("user").WithCause(err)
+		}
+		return err
+	}
+	ksid := shard.Route.KeyspaceID
+	var exists bool
+	if err := shard.Pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM auth.users WHERE ksid = $1 AND id = $2 AND deleted_at IS NULL)`,
+		ksid.Bytes(), user.Bytes()).Scan(&exists); err != nil {
+		return fmt.Errorf("reviews: reading user: %w", err)
+	}
+	if !exists {
+		return httpx.NotFound("user")
+	}
+	// Newest first; (created_at, id) is unique, so the keyset never skips or repeats a review.
+	var rows pgx.Rows
+	if after == nil {
+		rows, err = shard.Pool.Query(ctx, `SELECT `+reviewColumns+` FROM core.reviews
+			WHERE ksid = $1 AND reviewee_id = $2
+			ORDER BY created_at DESC, id DESC LIMIT $3`, ksid.Bytes(), user.Bytes(), limit+1)
+	} else {
+		rows, err = shard.Pool.Query(ctx, `SELECT `+reviewColumns+` FROM core.reviews
+			WHERE ksid = $1 AND reviewee_id = $2 AND (created_at, id) < ($3, $4)
+			ORDER BY created_at DESC, id DESC LIMIT $5`, ksid.Bytes(), user.Bytes(), after.CreatedAt, afterID.Bytes(), limit+1)
+	}
+	if err != nil {
+		return fmt.Errorf("reviews: list: %w", err)
+	}
+	defer rows.Close()
+	page := httpx.Page[Review]{Items: make([]Review, 0, limit)}
+	for rows.Next() {
+		rv, err := scanReview(rows)
+		if err != nil {
+			return fmt.Errorf("reviews: list: %w", err)
+		}
+		page.Items = append(page.Items, rv)
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("reviews: list: %w", err)
+	}
+	if len(page.Items) > limit {
+		page.Items = page.Items[:limit]
+		last := page.Items[limit-1]
+		page.NextCursor = httpx.EncodeCursor(listCursor{User: user.String(), CreatedAt: last.CreatedAt, ID: last.ID.String()})
+	}
+	httpx.WriteJSON(w, http.StatusOK, page)
+	return nil
+}
+
+func (s *Service) getStats(w http.ResponseWriter, r *http.Request) error {
+	user, err := userParam(r)
+	if err != nil {
+		return err
+	}
+	st, err := s.stats(r.Context(), user)
+	if errors.Is(err, topology.ErrNoShard) {
+		return httpx.NotFound("user").WithCause(err)
+	}
+	if err != nil {
+		return err
+	}
+	httpx.WriteJSON(w, http.StatusOK, st)
+	return nil
+}
