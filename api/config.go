@@ -4,12 +4,15 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"reflect"
 	"strings"
 	"time"
 
 	"github.com/caarlos0/env/v11"
+
+	"github.com/8thdegree/meridian/api/internal/accounts"
 
 	"github.com/8thdegree/meridian/shardmgr/topology"
 	"github.com/8thdegree/meridian/shardmgr/topostore"
@@ -65,6 +68,25 @@ type Config struct {
 	PublicURL string `env:"MERIDIAN_PUBLIC_URL" envDefault:"http://127.0.0.1:8000"`
 
 	CORSOrigins []string `env:"MERIDIAN_CORS_ORIGINS" envSeparator:","`
+	// TrustedProxies are the networks of the edge routers, whose X-Forwarded-For names the client.
+	TrustedProxies []netip.Prefix `env:"MERIDIAN_TRUSTED_PROXIES" envSeparator:"," envDefault:"127.0.0.0/8,::1/128"`
+
+	// FeatureAPIKeys enables API keys (the /auth/api-keys routes and "Authorization: ApiKey").
+	FeatureAPIKeys bool `env:"MERIDIAN_FEATURE_API_KEYS" envDefault:"true"`
+	// OAuth login is enabled per provider by configuring its client: MERIDIAN_OAUTH_GOOGLE_CLIENT_ID and
+	// MERIDIAN_OAUTH_GOOGLE_CLIENT_SECRET (secret), and the same for GITHUB. The endpoints default to the
+	// providers' own and can be pointed elsewhere (a stand-in provider, an enterprise GitHub).
+	GoogleClientID     string `env:"MERIDIAN_OAUTH_GOOGLE_CLIENT_ID"`
+	GoogleClientSecret Secret `env:"MERIDIAN_OAUTH_GOOGLE_CLIENT_SECRET"`
+	GoogleAuthURL      string `env:"MERIDIAN_OAUTH_GOOGLE_AUTH_URL"`
+	GoogleTokenURL     string `env:"MERIDIAN_OAUTH_GOOGLE_TOKEN_URL"`
+	GoogleIssuer       string `env:"MERIDIAN_OAUTH_GOOGLE_ISSUER"`
+	GoogleJWKSURL      string `env:"MERIDIAN_OAUTH_GOOGLE_JWKS_URL"`
+	GitHubClientID     string `env:"MERIDIAN_OAUTH_GITHUB_CLIENT_ID"`
+	GitHubClientSecret Secret `env:"MERIDIAN_OAUTH_GITHUB_CLIENT_SECRET"`
+	GitHubAuthURL      string `env:"MERIDIAN_OAUTH_GITHUB_AUTH_URL"`
+	GitHubTokenURL     string `env:"MERIDIAN_OAUTH_GITHUB_TOKEN_URL"`
+	GitHubAPIBaseURL   string `env:"MERIDIAN_OAUTH_GITHUB_API_URL"`
 
 	// FreezeWait bounds how long a write to a frozen keyrange waits for its cutover.
 	FreezeWait    time.Duration `env:"MERIDIAN_FREEZE_WAIT" envDefault:"2s"`
@@ -87,6 +109,8 @@ func FromEnv() (Config, error) {
 		{"MERIDIAN_INTERNAL_TOKEN", &c.InternalToken},
 		{"MERIDIAN_EMAIL_PEPPER", &c.EmailPepper},
 		{"MERIDIAN_OAUTH_STATE_KEY", &c.StateKey},
+		{"MERIDIAN_OAUTH_GOOGLE_CLIENT_SECRET", &c.GoogleClientSecret},
+		{"MERIDIAN_OAUTH_GITHUB_CLIENT_SECRET", &c.GitHubClientSecret},
 	} {
 		path := os.Getenv(s.name + "_FILE")
 		if path == "" {
@@ -137,6 +161,12 @@ func (c Config) Validate() error {
 			return err
 		}
 	}
+	if (c.GoogleClientID == "") != (c.GoogleClientSecret == "") {
+		return errors.New("config: MERIDIAN_OAUTH_GOOGLE_CLIENT_ID and MERIDIAN_OAUTH_GOOGLE_CLIENT_SECRET go together")
+	}
+	if (c.GitHubClientID == "") != (c.GitHubClientSecret == "") {
+		return errors.New("config: MERIDIAN_OAUTH_GITHUB_CLIENT_ID and MERIDIAN_OAUTH_GITHUB_CLIENT_SECRET go together")
+	}
 	if c.RegionFile != "" {
 		r, err := topology.LoadRegionFile(c.RegionFile)
 		if err != nil {
@@ -165,6 +195,32 @@ func (c Config) checkRegion(t *topology.Topology) (topology.Region, error) {
 		}
 	}
 	return r, nil
+}
+
+// oauthProviders returns the configured OAuth providers, production endpoints unless overridden.
+func (c Config) oauthProviders() (map[string]accounts.ProviderConfig, error) {
+	out := map[string]accounts.ProviderConfig{}
+	set := func(dst *string, v string) {
+		if v != "" {
+			*dst = v
+		}
+	}
+	if c.GoogleClientID != "" {
+		p := accounts.GoogleProvider(c.GoogleClientID, string(c.GoogleClientSecret))
+		set(&p.AuthURL, c.GoogleAuthURL)
+		set(&p.TokenURL, c.GoogleTokenURL)
+		set(&p.Issuer, c.GoogleIssuer)
+		set(&p.JWKSURL, c.GoogleJWKSURL)
+		out[accounts.ProviderGoogle] = p
+	}
+	if c.GitHubClientID != "" {
+		p := accounts.GitHubProvider(c.GitHubClientID, string(c.GitHubClientSecret))
+		set(&p.AuthURL, c.GitHubAuthURL)
+		set(&p.TokenURL, c.GitHubTokenURL)
+		set(&p.APIBaseURL, c.GitHubAPIBaseURL)
+		out[accounts.ProviderGitHub] = p
+	}
+	return out, nil
 }
 
 // namedEnvError rewrites the env library's parse errors, which name Go fields, to name the variables.

@@ -1,22 +1,177 @@
 package api
 
 import (
+	"fmt"
+	"maps"
 	"net/http"
+	"net/netip"
+	"strings"
+	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace/noop"
+
+	"github.com/8thdegree/meridian/api/authtoken"
+	"github.com/8thdegree/meridian/api/breaker"
+	"github.com/8thdegree/meridian/api/internal/accounts"
 	"github.com/8thdegree/meridian/api/internal/app"
 	"github.com/8thdegree/meridian/api/internal/authn"
+	"github.com/8thdegree/meridian/api/internal/httpx"
+	"github.com/8thdegree/meridian/api/internal/jobs"
+	"github.com/8thdegree/meridian/api/internal/mw"
+	"github.com/8thdegree/meridian/api/internal/openapi"
+	"github.com/8thdegree/meridian/api/internal/peers"
+	"github.com/8thdegree/meridian/api/internal/profiles"
+	"github.com/8thdegree/meridian/api/internal/reviews"
 	"github.com/8thdegree/meridian/api/internal/server"
+	"github.com/8thdegree/meridian/api/ratelimit"
 )
+
+// Version is the API version reported in the OpenAPI document.
+const Version = "1.0.0"
+
+// featureConfig is what the feature packages need beyond the App.
+type featureConfig struct {
+	Tokens          *authtoken.Tokens
+	EmailPepper     []byte
+	StateKey        []byte
+	RefreshTTL      time.Duration
+	OAuth           map[string]accounts.ProviderConfig
+	RedirectBaseURL string
+	Limiter         *ratelimit.Limiter
+	APIKeys         bool
+}
+
+// assembly is every feature of one node: its routes (the OpenAPI route included), their schemas, and
+// the API-key verifier.
+type assembly struct {
+	routes   []app.Route
+	schemas  map[string]any
+	accounts *accounts.Service
+	spec     *openapi.Spec
+}
+
+// assemble builds the feature packages on a and the OpenAPI document of their routes.
+func assemble(a *app.App, fc featureConfig) (*assembly, error) {
+	acfg := accounts.DefaultConfig()
+	acfg.Tokens, acfg.EmailPepper, acfg.StateKey = fc.Tokens, fc.EmailPepper, fc.StateKey
+	acfg.RefreshTTL, acfg.OAuth, acfg.RedirectBaseURL, acfg.Limiter = fc.RefreshTTL, fc.OAuth, fc.RedirectBaseURL, fc.Limiter
+	acc, err := accounts.New(a, acfg)
+	if err != nil {
+		return nil, err
+	}
+	rv, err := reviews.New(a, reviews.DefaultConfig())
+	if err != nil {
+		return nil, err
+	}
+	pf, err := profiles.New(a, rv)
+	if err != nil {
+		return nil, err
+	}
+	jb, err := jobs.New(a, jobs.DefaultConfig())
+	if err != nil {
+		return nil, err
+	}
+	var routes []app.Route
+	for _, r := range acc.Routes() {
+		if !fc.APIKeys && strings.HasPrefix(r.Path, "/auth/api-keys") {
+			continue
+		}
+		routes = append(routes, r)
+	}
+	// Order matters within each package (/jobs/search before /jobs/{id}); keep each package's own order.
+	routes = append(routes, pf.Routes()...)
+	routes = append(routes, rv.Routes()...)
+	routes = append(routes, jb.Routes()...)
+	schemas := map[string]any{}
+	for _, s := range []map[string]any{accounts.Schemas(), profiles.Schemas(), reviews.Schemas(), jobs.Schemas()} {
+		maps.Copy(schemas, s)
+	}
+	spec := openapi.NewSpec()
+	routes = append(routes, spec.Route())
+	if err := spec.Build(openapi.Info{
+		Title:       "Meridian API",
+		Version:     Version,
+		Description: "The 8thDegree marketplace API. Every path is also served without the /v1 segment (/api/...), with identical behaviour.",
+	}, routes, schemas); err != nil {
+		return nil, fmt.Errorf("openapi: %w", err)
+	}
+	return &assembly{routes: routes, schemas: schemas, accounts: acc, spec: spec}, nil
+}
+
+// authenticator verifies bearer tokens and, when enabled, API keys.
+func (asm *assembly) authenticator(tokens *authtoken.Tokens, apiKeys bool) authn.Authenticator {
+	h := &authn.HeaderAuthenticator{Tokens: tokens}
+	if apiKeys {
+		h.APIKeys = asm.accounts
+	}
+	return h
+}
+
+// middlewares returns the node-wide middleware and the per-route middleware (rate limits, which need
+// the authenticated caller).
+func middlewares(reg prometheus.Registerer, lim *ratelimit.Limiter, tracing *mw.Tracing, corsOrigins []string, trusted []netip.Prefix) (global, route []mw.Middleware, err error) {
+	metrics, err := mw.NewMetrics(reg)
+	if err != nil {
+		return nil, nil, err
+	}
+	cc := mw.DefaultCORSConfig()
+	cc.AllowedOrigins = corsOrigins
+	cors, err := mw.CORS(cc)
+	if err != nil {
+		return nil, nil, err
+	}
+	rl := mw.DefaultRateLimitConfig()
+	rl.Metrics = metrics
+	rl.TrustedProxies = trusted
+	if err := rl.Validate(); err != nil {
+		return nil, nil, err
+	}
+	global = []mw.Middleware{tracing.Middleware, metrics.Middleware, cors, mw.BodyLimit(httpx.MaxBodyBytes)}
+	return global, []mw.Middleware{mw.RateLimit(lim, rl)}, nil
+}
 
 // buildHandler assembles the feature packages' routes and the middleware into the node's handler.
 func (n *Node) buildHandler() (http.Handler, error) {
-	var routes []app.Route
-	auth := &authn.HeaderAuthenticator{Tokens: n.tokens}
-	return server.Handler(routes, server.Options{
-		Region:        n.cfg.Region,
-		Log:           n.log,
-		Auth:          auth,
-		InternalToken: string(n.cfg.InternalToken),
-		Ops:           n.opsHandlers(),
+	lim := ratelimit.New(n.redis, n.log)
+	if err := lim.Register(n.registry); err != nil {
+		return nil, err
+	}
+	tracing := mw.NewTracing(noop.NewTracerProvider(), nil)
+	bm, err := breaker.NewMetrics(n.registry)
+	if err != nil {
+		return nil, err
+	}
+	n.app.Peers = peers.NewConsulWith(n.consul, n.pools.Table, string(n.cfg.InternalToken), 2*time.Second,
+		peers.Options{WrapTransport: tracing.Transport, Breakers: peers.NewBreakers(n.log, bm)})
+	oauth, err := n.cfg.oauthProviders()
+	if err != nil {
+		return nil, err
+	}
+	asm, err := assemble(n.app, featureConfig{
+		Tokens:          n.tokens,
+		EmailPepper:     []byte(n.cfg.EmailPepper),
+		StateKey:        []byte(n.cfg.StateKey),
+		RefreshTTL:      n.cfg.RefreshTTL,
+		OAuth:           oauth,
+		RedirectBaseURL: n.cfg.PublicURL,
+		Limiter:         lim,
+		APIKeys:         n.cfg.FeatureAPIKeys,
+	})
+	if err != nil {
+		return nil, err
+	}
+	global, route, err := middlewares(n.registry, lim, tracing, n.cfg.CORSOrigins, n.cfg.TrustedProxies)
+	if err != nil {
+		return nil, err
+	}
+	return server.Handler(asm.routes, server.Options{
+		Region:          n.cfg.Region,
+		Log:             n.log,
+		Auth:            asm.authenticator(n.tokens, n.cfg.FeatureAPIKeys),
+		InternalToken:   string(n.cfg.InternalToken),
+		Middleware:      global,
+		RouteMiddleware: route,
+		Ops:             n.opsHandlers(),
 	})
 }

@@ -25,7 +25,6 @@ import (
 
 	"github.com/8thdegree/meridian/api/authtoken"
 	"github.com/8thdegree/meridian/api/internal/app"
-	"github.com/8thdegree/meridian/api/internal/peers"
 	"github.com/8thdegree/meridian/pkg/shardkey"
 	"github.com/8thdegree/meridian/shardmgr/shardpool"
 	"github.com/8thdegree/meridian/shardmgr/topostore"
@@ -119,7 +118,7 @@ func (n *Node) Run(ctx context.Context, ln net.Listener) error {
 	if redisAddr == "" {
 		redisAddr = region.RedisAddr
 	}
-	n.redis = redis.NewClient(&redis.Options{Addr: redisAddr, DialTimeout: time.Second, ReadTimeout: 500 * time.Millisecond, WriteTimeout: 500 * time.Millisecond, MaxRetries: 1})
+	n.redis = redis.NewClient(&redis.Options{Addr: redisAddr, DialTimeout: time.Second, ReadTimeout: 500 * time.Millisecond, WriteTimeout: 500 * time.Millisecond, MaxRetries: 1, ContextTimeoutEnabled: true})
 	defer n.redis.Close()
 
 	n.app = &app.App{
@@ -130,7 +129,6 @@ func (n *Node) Run(ctx context.Context, ln net.Listener) error {
 		Log:        n.log,
 		Now:        time.Now,
 		FreezeWait: n.cfg.FreezeWait,
-		Peers:      peers.NewConsul(n.consul, n.pools.Table, string(n.cfg.InternalToken), 2*time.Second),
 	}
 	n.handler, err = n.buildHandler()
 	if err != nil {

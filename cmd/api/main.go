@@ -11,6 +11,7 @@ import (
 	"os/signal"
 	"syscall"
 	"time"
+	_ "time/tzdata" // settings validate time zones whatever the host has installed
 
 	"github.com/8thdegree/meridian/api"
 )

@@ -1,0 +1,212 @@
+package accounts
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/alexedwards/argon2id"
+
+	"github.com/8thdegree/meridian/api/authtoken"
+	"github.com/8thdegree/meridian/api/ratelimit"
+)
+
+// OAuth providers this package knows how to talk to.
+const (
+	ProviderGoogle = "google"
+	ProviderGitHub = "github"
+)
+
+// ProviderConfig is one OAuth provider's client registration and endpoints. Every endpoint is
+// configurable, so tests run the whole code flow against a local stand-in provider.
+type ProviderConfig struct {
+	ClientID     string
+	ClientSecret string
+	AuthURL      string
+	TokenURL     string
+	// Issuer and JWKSURL verify Google's ID tokens (OIDC). Unused for GitHub.
+	Issuer  string
+	JWKSURL string
+	// APIBaseURL is GitHub's REST API (/user, /user/emails). Unused for Google.
+	APIBaseURL string
+	// Scopes requested; empty takes the provider's default (openid email profile; read:user user:email).
+	Scopes []string
+}
+
+// GoogleProvider returns Google's production endpoints for a client registration.
+func GoogleProvider(clientID, clientSecret string) ProviderConfig {
+	return ProviderConfig{
+		ClientID:     clientID,
+		ClientSecret: clientSecret,
+		AuthURL:      "https://accounts.google.com/o/oauth2/v2/auth",
+		TokenURL:     "https://oauth2.googleapis.com/token",
+		Issuer:       "https://accounts.google.com",
+		JWKSURL:      "https://www.googleapis.com/oauth2/v3/certs",
+	}
+}
+
+// GitHubProvider returns GitHub's production endpoints for a client registration.
+func GitHubProvider(clientID, clientSecret string) ProviderConfig {
+	return ProviderConfig{
+		ClientID:     clientID,
+		ClientSecret: clientSecret,
+		AuthURL:      "https://github.com/login/oauth/authorize",
+		TokenURL:     "https://github.com/login/oauth/access_token",
+		APIBaseURL:   "https://api.github.com",
+	}
+}
+
+func (p ProviderConfig) scopes(provider string) []string {
+	if len(p.Scopes) > 0 {
+		return p.Scopes
+	}
+	if provider == ProviderGoogle {
+		return []string{"openid", "email", "profile"}
+	}
+	return []string{"read:user", "user:email"}
+}
+
+func (p ProviderConfig) validate(name string) error {
+	field := func(f string) string { return fmt.Sprintf("accounts: OAuth[%q].%s", name, f) }
+	if name != ProviderGoogle && name != ProviderGitHub {
+		return fmt.Errorf("accounts: OAuth provider %q is not supported (google, github)", name)
+	}
+	if p.ClientID == "" {
+		return errors.New(field("ClientID") + " is required")
+	}
+	urls := map[string]string{"AuthURL": p.AuthURL, "TokenURL": p.TokenURL}
+	if name == ProviderGoogle {
+		urls["Issuer"], urls["JWKSURL"] = p.Issuer, p.JWKSURL
+	} else {
+		urls["APIBaseURL"] = p.APIBaseURL
+	}
+	names := make([]string, 0, len(urls))
+	for k := range urls {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	for _, k := range names {
+		if !httpURL(urls[k]) {
+			return fmt.Errorf("%s must be an http(s) URL, got %q", field(k), urls[k])
+		}
+	}
+	return nil
+}
+
+func httpURL(s string) bool {
+	u, err := url.Parse(s)
+	return err == nil && (u.Scheme == "http" || u.Scheme == "https") && u.Host != ""
+}
+
+// Defaults.
+const (
+	DefaultRefreshTTL = 30 * 24 * time.Hour
+	// minSecret is the shortest pepper or state key accepted: 128 bits.
+	minSecret = 16
+)
+
+// DefaultLoginLimit is the budget of failed logins per email and per client IP: 10 per 15 minutes.
+var DefaultLoginLimit = ratelimit.Limit{Rate: 10, Period: 15 * time.Minute, Burst: 10}
+
+// DefaultPasswordParams are the argon2id costs of new hashes (OWASP's 19 MiB, 2 passes, 1 lane). They
+// are stored in each hash, so raising them later rehashes users on their next login.
+func DefaultPasswordParams() argon2id.Params {
+	return argon2id.Params{Memory: 19 * 1024, Iterations: 2, Parallelism: 1, SaltLength: 16, KeyLength: 32}
+}
+
+// Config is what the accounts service needs.
+type Config struct {
+	// Tokens issues access tokens; its key set is published at /auth/jwks.json.
+	Tokens *authtoken.Tokens
+	// EmailPepper keys the email hashes of the cross-region email directory. Every node of every region
+	// must have the same pepper; changing it orphans every claim.
+	EmailPepper []byte
+	// StateKey signs the OAuth state cookie.
+	StateKey []byte
+	// RefreshTTL is the lifetime of a refresh token (each rotation starts a new one).
+	RefreshTTL time.Duration
+	// Limiter counts failed logins.
+	Limiter *ratelimit.Limiter
+	// OAuth holds the configured providers by name (google, github); empty disables OAuth.
+	OAuth map[string]ProviderConfig
+	// RedirectBaseURL is the public base URL (the edge router's) that OAuth callbacks come back to:
+	// <RedirectBaseURL>/api/v1/auth/oauth/<provider>/callback.
+	RedirectBaseURL string
+
+	// LoginLimit is the failed-login budget per email and per client IP (zero: DefaultLoginLimit).
+	LoginLimit ratelimit.Limit
+	// PasswordParams are the argon2id costs of new hashes (nil: DefaultPasswordParams).
+	PasswordParams *argon2id.Params
+	// HTTPClient calls OAuth providers (nil: a client with a 10 s timeout).
+	HTTPClient *http.Client
+}
+
+// DefaultConfig returns a Config with the defaults filled in; the caller adds tokens, secrets and the
+// limiter.
+func DefaultConfig() Config {
+	p := DefaultPasswordParams()
+	return Config{RefreshTTL: DefaultRefreshTTL, LoginLimit: DefaultLoginLimit, PasswordParams: &p}
+}
+
+// withDefaults fills zero optional fields.
+func (c Config) withDefaults() Config {
+	if c.RefreshTTL == 0 {
+		c.RefreshTTL = DefaultRefreshTTL
+	}
+	if c.LoginLimit == (ratelimit.Limit{}) {
+		c.LoginLimit = DefaultLoginLimit
+	}
+	if c.PasswordParams == nil {
+		p := DefaultPasswordParams()
+		c.PasswordParams = &p
+	}
+	if c.HTTPClient == nil {
+		c.HTTPClient = &http.Client{Timeout: 10 * time.Second}
+	}
+	c.RedirectBaseURL = strings.TrimRight(c.RedirectBaseURL, "/")
+	return c
+}
+
+// Validate names the first bad field.
+func (c Config) Validate() error {
+	switch {
+	case c.Tokens == nil:
+		return errors.New("accounts: Tokens is required")
+	case len(c.EmailPepper) < minSecret:
+		return fmt.Errorf("accounts: EmailPepper must be at least %d bytes", minSecret)
+	case len(c.StateKey) < minSecret:
+		return fmt.Errorf("accounts: StateKey must be at least %d bytes", minSecret)
+	case c.RefreshTTL < time.Minute:
+		return fmt.Errorf("accounts: RefreshTTL must be at least 1m, got %s", c.RefreshTTL)
+	case c.Limiter == nil:
+		return errors.New("accounts: Limiter is required")
+	}
+	if c.LoginLimit != (ratelimit.Limit{}) {
+		if err := c.LoginLimit.Validate(); err != nil {
+			return fmt.Errorf("accounts: LoginLimit: %w", err)
+		}
+	}
+	if p := c.PasswordParams; p != nil {
+		if p.Memory < 8*1024 || p.Iterations < 1 || p.Parallelism < 1 || p.SaltLength < 16 || p.KeyLength < 16 {
+			return errors.New("accounts: PasswordParams are below the floor (8 MiB, 1 pass, 1 lane, 16-byte salt and key)")
+		}
+	}
+	if len(c.OAuth) > 0 && !httpURL(c.RedirectBaseURL) {
+		return fmt.Errorf("accounts: RedirectBaseURL must be an http(s) URL when OAuth is configured, got %q", c.RedirectBaseURL)
+	}
+	names := make([]string, 0, len(c.OAuth))
+	for name := range c.OAuth {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		if err := c.OAuth[name].validate(name); err != nil {
+			return err
+		}
+	}
+	return nil
+}

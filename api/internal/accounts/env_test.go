@@ -1,0 +1,165 @@
+package accounts
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/alexedwards/argon2id"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/8thdegree/meridian/api/authtoken"
+	"github.com/8thdegree/meridian/api/internal/apitest"
+	"github.com/8thdegree/meridian/api/internal/app"
+	"github.com/8thdegree/meridian/api/internal/audit"
+	"github.com/8thdegree/meridian/api/internal/authn"
+	"github.com/8thdegree/meridian/api/ratelimit"
+	"github.com/8thdegree/meridian/deploy/local/testenv"
+	"github.com/8thdegree/meridian/pkg/shardkey"
+)
+
+func TestMain(m *testing.M) { testenv.Main(m) }
+
+var (
+	testPepper   = []byte("test-email-pepper-0123456789")
+	testStateKey = []byte("test-oauth-state-key-0123456789")
+	// testParams keep tests quick; production costs are DefaultPasswordParams.
+	testParams = argon2id.Params{Memory: 8 * 1024, Iterations: 1, Parallelism: 1, SaltLength: 16, KeyLength: 32}
+)
+
+const (
+	redirectBase = "http://meridian.test"
+	testPassword = "correct horse battery staple"
+)
+
+// testClock is every node's clock; tests move it to expire things.
+type testClock struct{ offset atomic.Int64 }
+
+func (c *testClock) Now() time.Time          { return time.Now().Add(time.Duration(c.offset.Load())) }
+func (c *testClock) Advance(d time.Duration) { c.offset.Add(int64(d)) }
+
+// env is three regional nodes serving the accounts routes, with a stand-in OAuth provider.
+type env struct {
+	*apitest.Harness
+	svc   map[string]*Service
+	stub  *stubProvider
+	clock *testClock
+}
+
+var seq atomic.Int64
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	e := &env{svc: map[string]*Service{}, stub: newStubProvider(t), clock: &testClock{}}
+	params := testParams
+	e.Harness = apitest.New(t, apitest.Options{
+		Now: e.clock.Now,
+		Routes: func(a *app.App, tokens *authtoken.Tokens) []app.Route {
+			s, err := New(a, Config{
+				Tokens: tokens, EmailPepper: testPepper, StateKey: testStateKey, Limiter: ratelimit.New(a.Redis, a.Log),
+				OAuth: e.stub.Configs(), RedirectBaseURL: redirectBase, PasswordParams: &params,
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			e.svc[a.Region] = s
+			return s.Routes()
+		},
+		APIKeys: func(a *app.App) authn.APIKeyVerifier { return e.svc[a.Region] },
+	})
+	return e
+}
+
+// uniqueEmail makes an address no other test uses (Redis and its rate-limit keys are shared).
+func uniqueEmail(t *testing.T, tag string) string {
+	name := strings.NewReplacer("/", "-", "_", "-").Replace(strings.ToLower(t.Name()))
+	name = name[max(len(name)-24, 0):] // local parts have at most 64 characters
+	return fmt.Sprintf("%s-%s-%d-%d@example.test", strings.Trim(name, "-"), tag, seq.Add(1), time.Now().UnixNano()%1e9)
+}
+
+// clientIP gives each caller its own address, so per-IP login budgets do not leak between tests.
+func clientIP() string {
+	n := seq.Add(1) + time.Now().UnixNano()%1000*1000
+	return fmt.Sprintf("10.%d.%d.%d", n>>16&0xff, n>>8&0xff, n&0xff)
+}
+
+func fromIP(ip string) http.Header { return http.Header{"X-Forwarded-For": {ip + ", 192.0.2.1"}} }
+
+func (e *env) register(t *testing.T, region, email string, role authn.Role) tokenBundle {
+	t.Helper()
+	r := e.Do(t, region, apitest.Request{Method: "POST", Path: "/api/v1/auth/register",
+		Body: map[string]any{"email": email, "password": testPassword, "name": "Ada " + role, "role": role}, Header: fromIP(clientIP())})
+	if r.Status != http.StatusCreated {
+		t.Fatalf("register %s in %s: %d %s", email, region, r.Status, r.Body)
+	}
+	var b tokenBundle
+	r.JSON(t, &b)
+	return b
+}
+
+func (e *env) login(t *testing.T, region, email, password, ip string) *apitest.Response {
+	t.Helper()
+	return e.Do(t, region, apitest.Request{Method: "POST", Path: "/api/v1/auth/login",
+		Body: map[string]string{"email": email, "password": password}, Header: fromIP(ip)})
+}
+
+// pool returns the shard that holds k's data.
+func (e *env) pool(t *testing.T, k shardkey.KeyspaceID) *pgxpool.Pool {
+	t.Helper()
+	r, err := e.Pools.Route(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r.Pool
+}
+
+// actions lists the audit actions recorded about ksid, oldest first.
+func (e *env) actions(t *testing.T, k shardkey.KeyspaceID) []string {
+	t.Helper()
+	entries, err := audit.List(context.Background(), e.pool(t, k), k, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := make([]string, len(entries))
+	for i, en := range entries {
+		out[len(entries)-1-i] = en.Action
+	}
+	return out
+}
+
+func count(actions []string, action string) int {
+	n := 0
+	for _, a := range actions {
+		if a == action {
+			n++
+		}
+	}
+	return n
+}
+
+// emailWithDirectory returns a fresh address whose claim lives in region.
+func (e *env) emailWithDirectory(t *testing.T, region string) string {
+	t.Helper()
+	for {
+		email := uniqueEmail(t, "dir")
+		r, _, err := directory(e.Topology, hashEmail(testPepper, email))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.Name == region {
+			return email
+		}
+	}
+}
+
+func regionOfKSID(e *env, k shardkey.KeyspaceID) string {
+	r, ok := e.Topology.RegionByCode(k.Region())
+	if !ok {
+		return "?"
+	}
+	return r.Name
+}

@@ -1,0 +1,139 @@
+package accounts
+
+import (
+	"bytes"
+	"errors"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+	"unicode/utf8"
+
+	"github.com/8thdegree/meridian/api/internal/authn"
+	"github.com/8thdegree/meridian/api/internal/httpx"
+	"github.com/8thdegree/meridian/pkg/shardkey"
+)
+
+// FuzzDecoders feeds every request body this package decodes through the strict decoder: no input
+// may panic, a rejection must be a 4xx, and whatever is accepted must satisfy the rules the handlers
+// then rely on.
+func FuzzDecoders(f *testing.F) {
+	for _, seed := range []string{
+		`{"email":"ada@example.com","password":"0123456789","name":"Ada","role":"client"}`,
+		`{"email":" ADA@EXAMPLE.COM ","password":"0123456789","name":" Ada ","role":"freelancer","region":"eu-west"}`,
+		`{"email":"a@b","password":"x"}`,
+		`{"refresh_token":"mrt_tfm_065wzsb800g370x3nmh42kr5044e3xj7.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}`,
+		`{"name":"ci","scopes":["jobs:read","jobs:read"]}`,
+		`{"email_hash":"00","user_id":"usr_065wzsb800g370x3nmh42kr104106105","home_region":"us-east"}`,
+		`{"user_id":"usr_065wzsb800g370x3nmh42kr104106105","provider":"github","subject":"1","email":"a@b.co","ip":"::1"}`,
+		`{"user_id":"usr_065wzsb800g370x3nmh42kr104106105","email":"a@b.co","password":"p","ip":"1.2.3.4"}`,
+		`{"email": null}`, `[]`, `{} {}`, `"x"`, `{"role": 5}`, `{"scopes": [null]}`,
+	} {
+		f.Add([]byte(seed))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		check := func(name string, v any, ok func() string) {
+			err := httpx.DecodeBytes(bytes.NewReader(data), v)
+			if err != nil {
+				var e *httpx.Error
+				if !errors.As(err, &e) || e.Status < 400 || e.Status >= 500 {
+					t.Fatalf("%s: %q: a rejection that is not a 4xx: %v", name, data, err)
+				}
+				return
+			}
+			if problem := ok(); problem != "" {
+				t.Fatalf("%s: %q accepted, but %s", name, data, problem)
+			}
+		}
+		var reg registerRequest
+		check("register", &reg, func() string {
+			switch {
+			case emailProblem(reg.Email) != "" || reg.Email != normalizeEmail(reg.Email):
+				return "the email is not a normalised valid address"
+			case utf8.RuneCountInString(reg.Password) < minPassword || utf8.RuneCountInString(reg.Password) > maxPassword:
+				return "the password length is out of bounds"
+			case nameProblem(reg.Name, maxName) != "" || reg.Name != strings.TrimSpace(reg.Name):
+				return "the name is invalid"
+			case reg.Role != authn.Client && reg.Role != authn.Freelancer:
+				return "the role is not client or freelancer"
+			}
+			return ""
+		})
+		var login loginRequest
+		check("login", &login, func() string {
+			if login.Email == "" || login.Password == "" || len(login.Email) > maxEmail {
+				return "a login without an email or password"
+			}
+			return ""
+		})
+		var ref refreshRequest
+		check("refresh", &ref, func() string {
+			if ref.family.Kind() != shardkey.KindTokenFamily {
+				return "no token family"
+			}
+			return ""
+		})
+		var key apiKeyRequest
+		check("api key", &key, func() string {
+			if nameProblem(key.Name, maxKeyName) != "" || len(key.Scopes) == 0 {
+				return "a key without a name or scopes"
+			}
+			for i, s := range key.Scopes {
+				if !slices.Contains(Scopes(), s) || slices.Index(key.Scopes, s) != i {
+					return "an unknown or repeated scope"
+				}
+			}
+			return ""
+		})
+		var claimReq claimRequest
+		check("claim", &claimReq, func() string {
+			if claimReq.hash.String() != claimReq.EmailHash || claimReq.UserID.Kind() != shardkey.KindUser {
+				return "a claim without a hash or user"
+			}
+			return ""
+		})
+		var il internalLoginRequest
+		check("internal login", &il, func() string {
+			if il.UserID.Kind() != shardkey.KindUser {
+				return "no user"
+			}
+			return ""
+		})
+		var oa internalOAuthRequest
+		check("internal oauth", &oa, func() string {
+			if oa.UserID.Kind() != shardkey.KindUser || emailProblem(oa.Email) != "" || oa.Subject == "" {
+				return "an incomplete identity"
+			}
+			return ""
+		})
+	})
+}
+
+// FuzzCredentials: the parsers of client-held credentials and the OAuth cookie never panic, and
+// what they accept round-trips.
+func FuzzCredentials(f *testing.F) {
+	gen := shardkey.NewGenerator(nil, nil)
+	fam, _ := gen.New(shardkey.KindTokenFamily, 0x4000000000000001)
+	keyID, _ := gen.New(shardkey.KindAPIKey, 0x4000000000000001)
+	tok, _ := newRefreshToken(fam)
+	key, _, _ := newAPIKey(keyID)
+	sealed, _ := sealState(testStateKey, oauthState{Provider: "google", State: "s", Verifier: "v", Role: authn.Client, Expires: 1 << 40})
+	for _, s := range []string{tok, key, sealed, "", "mrt_", "mk_", ".", hashEmail(testPepper, "a@b.co").String()} {
+		f.Add(s)
+	}
+	now := time.Unix(1_800_000_000, 0)
+	f.Fuzz(func(t *testing.T, s string) {
+		if id, err := parseRefreshToken(s); err == nil && (id.Kind() != shardkey.KindTokenFamily || !strings.HasPrefix(s, refreshPrefix+id.String()+".")) {
+			t.Fatalf("refresh token %q parsed to %s", s, id)
+		}
+		if id, err := parseAPIKey(s); err == nil && (id.Kind() != shardkey.KindAPIKey || !strings.HasPrefix(s, apiKeyPrefix+id.String()+"_")) {
+			t.Fatalf("API key %q parsed to %s", s, id)
+		}
+		if st, err := openState(testStateKey, s, now); err == nil && (st.State == "" || st.Verifier == "" || st.Expires <= now.Unix()) {
+			t.Fatalf("state cookie %q opened to %+v", s, st)
+		}
+		if h, err := parseEmailHash(s); err == nil && h.String() != s {
+			t.Fatalf("email hash %q is not canonical", s)
+		}
+	})
+}

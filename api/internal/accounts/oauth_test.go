@@ -1,0 +1,240 @@
+package accounts
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+
+	"github.com/8thdegree/meridian/api/internal/apitest"
+	"github.com/8thdegree/meridian/api/internal/audit"
+	"github.com/8thdegree/meridian/api/internal/authn"
+)
+
+// noRedirect is a browser that shows us each redirect instead of following it.
+var noRedirect = &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+
+func get(t *testing.T, u string, cookie *http.Cookie) *apitest.Response {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, u, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cookie != nil {
+		req.AddCookie(cookie)
+	}
+	resp, err := noRedirect.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return &apitest.Response{Status: resp.StatusCode, Header: resp.Header, Body: body}
+}
+
+// oauthStart begins a sign-in at region's node and returns the state cookie and the provider URL.
+func (e *env) oauthStart(t *testing.T, region, provider, query string) (*http.Cookie, *url.URL) {
+	t.Helper()
+	r := get(t, e.Nodes[region].Server.URL+"/api/v1/auth/oauth/"+provider+query, nil)
+	if r.Status != http.StatusFound {
+		t.Fatalf("start: %d %s", r.Status, r.Body)
+	}
+	cookies := (&http.Response{Header: r.Header}).Cookies()
+	if len(cookies) != 1 || cookies[0].Name != stateCookie || !cookies[0].HttpOnly || cookies[0].MaxAge <= 0 ||
+		cookies[0].SameSite != http.SameSiteLaxMode || cookies[0].Path != "/api/v1/auth/oauth/"+provider {
+		t.Fatalf("start cookie: %v", r.Header["Set-Cookie"])
+	}
+	loc, err := url.Parse(r.Header.Get("Location"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := loc.Query()
+	if !strings.HasPrefix(loc.String(), e.stub.srv.URL+"/"+provider+"/authorize") || q.Get("code_challenge_method") != "S256" ||
+		q.Get("state") == "" || q.Get("redirect_uri") != redirectBase+"/api/v1/auth/oauth/"+provider+"/callback" {
+		t.Fatalf("start location: %s", loc)
+	}
+	return cookies[0], loc
+}
+
+// oauthConsent plays the user at the provider and returns the callback URL the provider sends back.
+func (e *env) oauthConsent(t *testing.T, authURL *url.URL, who stubIdentity) *url.URL {
+	t.Helper()
+	e.stub.Next(who)
+	r := get(t, authURL.String(), nil)
+	if r.Status != http.StatusFound {
+		t.Fatalf("provider: %d %s", r.Status, r.Body)
+	}
+	cb, err := url.Parse(r.Header.Get("Location"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cb
+}
+
+// oauthCallback delivers the callback to region's node (the browser reaches whichever region is near).
+func (e *env) oauthCallback(t *testing.T, region string, cb *url.URL, cookie *http.Cookie) *apitest.Response {
+	t.Helper()
+	return get(t, e.Nodes[region].Server.URL+cb.Path+"?"+cb.RawQuery, cookie)
+}
+
+func (e *env) oauth(t *testing.T, startRegion, callbackRegion, provider, query string, who stubIdentity) *apitest.Response {
+	t.Helper()
+	cookie, authURL := e.oauthStart(t, startRegion, provider, query)
+	return e.oauthCallback(t, callbackRegion, e.oauthConsent(t, authURL, who), cookie)
+}
+
+func TestOAuth(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+
+	t.Run("google creates then signs in from any region", func(t *testing.T) {
+		email := uniqueEmail(t, "google")
+		who := stubIdentity{Subject: "g-" + email, Email: strings.ToUpper(email), Verified: true, Name: "Grace Hopper"}
+		r := e.oauth(t, "eu-west", "eu-west", ProviderGoogle, "?role=client", who)
+		var b tokenBundle
+		r.JSON(t, &b)
+		if r.Status != http.StatusCreated || b.User.Email != email || b.User.Role != authn.Client || b.User.Region != "eu-west" ||
+			b.User.Name != "Grace Hopper" || b.AccessToken == "" || b.RefreshToken == "" {
+			t.Fatalf("new google user: %d %s", r.Status, r.Body)
+		}
+		k := b.User.ID.KeyspaceID()
+		var provider, subject string
+		if err := e.pool(t, k).QueryRow(ctx, `SELECT provider, subject FROM auth.oauth_identities WHERE ksid = $1 AND user_id = $2`,
+			k.Bytes(), b.User.ID.Bytes()).Scan(&provider, &subject); err != nil || provider != "google" || subject != who.Subject {
+			t.Errorf("identity: %s %s %v", provider, subject, err)
+		}
+		var creds int
+		_ = e.pool(t, k).QueryRow(ctx, `SELECT count(*) FROM auth.credentials WHERE ksid = $1`, k.Bytes()).Scan(&creds)
+		if creds != 0 {
+			t.Error("an OAuth-only user has a password")
+		}
+		// Again, started in one region and finished in another, neither of them home.
+		r = e.oauth(t, "us-east", "ap-south", ProviderGoogle, "", who)
+		var b2 tokenBundle
+		r.JSON(t, &b2)
+		if r.Status != http.StatusOK || b2.User.ID != b.User.ID || b2.User.Role != authn.Client {
+			t.Fatalf("returning google user: %d %s", r.Status, r.Body)
+		}
+		if me := e.Do(t, "eu-west", apitest.Request{Method: "GET", Path: "/api/v1/users/me", Token: b2.AccessToken}); me.Status != 200 {
+			t.Errorf("token of the OAuth login: %d", me.Status)
+		}
+		got := e.actions(t, k)
+		if count(got, audit.ActionRegister) != 1 || count(got, audit.ActionOAuthLogin) != 2 {
+			t.Errorf("audit: %v", got)
+		}
+		// No password: password login fails like any wrong password.
+		if r := e.login(t, "eu-west", email, "any password at all", clientIP()); r.Status != 401 {
+			t.Errorf("password login of an OAuth user: %d", r.Status)
+		}
+	})
+
+	t.Run("github links an existing password account in its home region", func(t *testing.T) {
+		email := uniqueEmail(t, "github")
+		existing := e.register(t, "ap-south", email, authn.Freelancer)
+		who := stubIdentity{GitHubID: 4242, Login: "octo", Email: email, Verified: true}
+		r := e.oauth(t, "us-east", "us-east", ProviderGitHub, "?role=client", who)
+		var b tokenBundle
+		r.JSON(t, &b)
+		if r.Status != http.StatusOK || b.User.ID != existing.User.ID || b.User.Role != authn.Freelancer {
+			t.Fatalf("github sign-in of an existing user: %d %s", r.Status, r.Body)
+		}
+		k := existing.User.ID.KeyspaceID()
+		var subject string
+		if err := e.pool(t, k).QueryRow(ctx, `SELECT subject FROM auth.oauth_identities WHERE ksid = $1 AND provider = 'github'`, k.Bytes()).Scan(&subject); err != nil || subject != "4242" {
+			t.Errorf("github identity: %q %v", subject, err)
+		}
+		// The password still works too.
+		if r := e.login(t, "us-east", email, testPassword, clientIP()); r.Status != 200 {
+			t.Errorf("password after linking: %d", r.Status)
+		}
+		// A new GitHub user without a name gets the login as name and the default role.
+		email2 := uniqueEmail(t, "github-new")
+		r = e.oauth(t, "ap-south", "ap-south", ProviderGitHub, "", stubIdentity{GitHubID: 77, Login: "newbie", Email: email2, Verified: true})
+		r.JSON(t, &b)
+		if r.Status != http.StatusCreated || b.User.Name != "newbie" || b.User.Role != authn.Freelancer || b.User.Region != "ap-south" {
+			t.Errorf("new github user: %d %s", r.Status, r.Body)
+		}
+	})
+
+	t.Run("refusals", func(t *testing.T) {
+		// Unverified emails.
+		if r := e.oauth(t, "us-east", "us-east", ProviderGoogle, "", stubIdentity{Subject: "u1", Email: uniqueEmail(t, "unverified"), Verified: false}); r.Status != 401 {
+			t.Errorf("google unverified: %d %s", r.Status, r.Body)
+		}
+		if r := e.oauth(t, "us-east", "us-east", ProviderGitHub, "", stubIdentity{GitHubID: 5, Login: "x", Email: uniqueEmail(t, "unverified"), Verified: false}); r.Status != 401 {
+			t.Errorf("github unverified primary: %d %s", r.Status, r.Body)
+		}
+		noPrimary := stubIdentity{GitHubID: 6, Login: "y", GitHubEmails: []map[string]any{{"email": uniqueEmail(t, "secondary"), "primary": false, "verified": true}}}
+		if r := e.oauth(t, "us-east", "us-east", ProviderGitHub, "", noPrimary); r.Status != 401 {
+			t.Errorf("github without a primary email: %d %s", r.Status, r.Body)
+		}
+		// An ID token for another sign-in (nonce mismatch).
+		if r := e.oauth(t, "us-east", "us-east", ProviderGoogle, "", stubIdentity{Subject: "n1", Email: uniqueEmail(t, "nonce"), Verified: true, BadNonce: true}); r.Status != 401 {
+			t.Errorf("bad nonce: %d %s", r.Status, r.Body)
+		}
+		who := stubIdentity{Subject: "s1", Email: uniqueEmail(t, "state"), Verified: true}
+
+		cookie, authURL := e.oauthStart(t, "us-east", ProviderGoogle, "")
+		cb := e.oauthConsent(t, authURL, who)
+		q := cb.Query()
+		q.Set("state", "forged-state")
+		forged := *cb
+		forged.RawQuery = q.Encode()
+		if r := e.oauthCallback(t, "us-east", &forged, cookie); r.Status != 400 {
+			t.Errorf("bad state: %d %s", r.Status, r.Body)
+		}
+		if r := e.oauthCallback(t, "us-east", cb, nil); r.Status != 400 {
+			t.Errorf("no cookie: %d %s", r.Status, r.Body)
+		}
+		tampered := *cookie
+		tampered.Value = "x" + cookie.Value[1:]
+		if r := e.oauthCallback(t, "us-east", cb, &tampered); r.Status != 400 {
+			t.Errorf("tampered cookie: %d %s", r.Status, r.Body)
+		}
+		// Another flow's cookie (its PKCE verifier and state do not match this code).
+		otherCookie, _ := e.oauthStart(t, "us-east", ProviderGoogle, "")
+		if r := e.oauthCallback(t, "us-east", cb, otherCookie); r.Status != 400 {
+			t.Errorf("another flow's cookie: %d %s", r.Status, r.Body)
+		}
+		// A github cookie on the google callback.
+		ghCookie, _ := e.oauthStart(t, "us-east", ProviderGitHub, "")
+		if r := e.oauthCallback(t, "us-east", cb, ghCookie); r.Status != 400 {
+			t.Errorf("cookie of another provider: %d %s", r.Status, r.Body)
+		}
+		// The untouched callback still works once, and the code cannot be replayed.
+		if r := e.oauthCallback(t, "us-east", cb, cookie); r.Status != http.StatusCreated {
+			t.Errorf("good callback: %d %s", r.Status, r.Body)
+		}
+		if r := e.oauthCallback(t, "us-east", cb, cookie); r.Status != 401 {
+			t.Errorf("replayed code: %d %s", r.Status, r.Body)
+		}
+		// Expired state.
+		cookie, authURL = e.oauthStart(t, "us-east", ProviderGoogle, "")
+		cb = e.oauthConsent(t, authURL, who)
+		e.clock.Advance(stateTTL + 1)
+		r := e.oauthCallback(t, "us-east", cb, cookie)
+		e.clock.Advance(-stateTTL - 1)
+		if r.Status != 400 {
+			t.Errorf("expired state: %d %s", r.Status, r.Body)
+		}
+		// The user said no at the provider.
+		cookie, authURL = e.oauthStart(t, "us-east", ProviderGoogle, "")
+		denied := url.Values{"error": {"access_denied"}, "state": {authURL.Query().Get("state")}}
+		if r := e.oauthCallback(t, "us-east", &url.URL{Path: "/api/v1/auth/oauth/google/callback", RawQuery: denied.Encode()}, cookie); r.Status != 401 {
+			t.Errorf("denied: %d %s", r.Status, r.Body)
+		}
+		for name, path := range map[string]string{
+			"unknown provider":          "/api/v1/auth/oauth/myspace",
+			"unknown provider callback": "/api/v1/auth/oauth/myspace/callback?code=x&state=y",
+		} {
+			if r := get(t, e.Nodes["us-east"].Server.URL+path, nil); r.Status != 404 {
+				t.Errorf("%s: %d", name, r.Status)
+			}
+		}
+		if r := get(t, e.Nodes["us-east"].Server.URL+"/api/v1/auth/oauth/google?role=admin", nil); r.Status != 400 {
+			t.Errorf("admin role: %d", r.Status)
+		}
+	})
+}

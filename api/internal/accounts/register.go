@@ -1,0 +1,193 @@
+package accounts
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/8thdegree/meridian/api/internal/audit"
+	"github.com/8thdegree/meridian/api/internal/authn"
+	"github.com/8thdegree/meridian/api/internal/httpx"
+	"github.com/8thdegree/meridian/pkg/shardkey"
+	"github.com/8thdegree/meridian/shardmgr/shardpool"
+)
+
+func (s *Service) handleRegister(w http.ResponseWriter, r *http.Request) error {
+	var req registerRequest
+	if err := httpx.Decode(w, r, &req); err != nil {
+		return err
+	}
+	home := s.a.Region
+	if req.Region != "" {
+		t, err := s.topology()
+		if err != nil {
+			return err
+		}
+		if _, ok := t.Region(req.Region); !ok {
+			names := make([]string, 0, len(t.Regions))
+			for _, reg := range t.Regions {
+				names = append(names, reg.Name)
+			}
+			slices.Sort(names)
+			return httpx.Invalid(map[string]string{"region": "must be one of " + strings.Join(names, ", ")})
+		}
+		home = req.Region
+	}
+	// Answer a request for another home region before spending a password hash on it: the router
+	// replays it there.
+	ksid, routed, err := s.newUserShard(r.Context(), home)
+	if err != nil {
+		return err
+	}
+	phc, err := s.pw.hash(r.Context(), req.Password)
+	if err != nil {
+		return err
+	}
+	b, err := s.createUser(r.Context(), newUser{
+		KSID: ksid, Shard: routed, Email: req.Email, Name: req.Name, Role: req.Role, Region: home, PasswordHash: phc,
+	}, metaOf(r))
+	if err != nil {
+		return err
+	}
+	httpx.WriteJSON(w, http.StatusCreated, b)
+	return nil
+}
+
+// newUserShard derives the ksid of a new user homed in region and finds its shard, which must be in
+// this node's region (else the error is the 421 replay answer naming region).
+func (s *Service) newUserShard(ctx context.Context, region string) (shardkey.KeyspaceID, shardpool.Routed, error) {
+	t, err := s.topology()
+	if err != nil {
+		return 0, shardpool.Routed{}, err
+	}
+	reg, ok := t.Region(region)
+	if !ok {
+		return 0, shardpool.Routed{}, fmt.Errorf("accounts: region %q is not in the topology", region)
+	}
+	// The ksid hashes a random account seed, not the email: it is stored once and never recomputed,
+	// and it says nothing about the email.
+	var seed [16]byte
+	if _, err := rand.Read(seed[:]); err != nil {
+		return 0, shardpool.Routed{}, err
+	}
+	ksid := shardkey.NewKeyspaceID(reg.Code, seed[:])
+	routed, err := s.a.WriteShard(ctx, ksid)
+	return ksid, routed, err
+}
+
+// newUser is a user about to be created.
+type newUser struct {
+	KSID   shardkey.KeyspaceID
+	Shard  shardpool.Routed
+	Email  string // normalised
+	Name   string
+	Role   authn.Role
+	Region string
+	// PasswordHash is the PHC string, or "" for a user who signs in only with OAuth.
+	PasswordHash string
+	// OAuth, when set, is linked to the new user in the same transaction.
+	OAuth *identity
+}
+
+// createUser claims the email in the directory, creates the user in its home shard and opens a
+// session, releasing the claim if the creation fails.
+func (s *Service) createUser(ctx context.Context, nu newUser, m reqMeta) (tokenBundle, error) {
+	id, err := s.a.IDs.New(shardkey.KindUser, nu.KSID)
+	if err != nil {
+		return tokenBundle{}, err
+	}
+	h := hashEmail(s.cfg.EmailPepper, nu.Email)
+	// Everything from the claim to the commit happens within claimWindow, far inside the time after
+	// which a claim with no user may be taken over (orphanAfter).
+	cctx, cancel := context.WithTimeout(ctx, claimWindow)
+	defer cancel()
+	if err := s.claimEmail(cctx, h, id, nu.Region); err != nil {
+		return tokenBundle{}, err
+	}
+	b, err := s.insertUser(cctx, id, nu, m)
+	if err != nil {
+		s.compensate(ctx, nu.Shard, h, id)
+		var pg *pgconn.PgError
+		if errors.As(err, &pg) && pg.Code == "23505" && pg.ConstraintName == "users_email_normalized_key" {
+			// The email exists on this shard without a claim (it predates the directory, or its
+			// claim was lost): it is taken all the same.
+			return tokenBundle{}, errEmailTaken.WithCause(err)
+		}
+		return tokenBundle{}, err
+	}
+	return b, nil
+}
+
+func (s *Service) insertUser(ctx context.Context, id shardkey.ID, nu newUser, m reqMeta) (tokenBundle, error) {
+	now := s.now()
+	u := userRow{KSID: nu.KSID, ID: id, Email: nu.Email, EmailNorm: nu.Email, Name: nu.Name, Role: nu.Role, Region: nu.Region, CreatedAt: now}
+	var b tokenBundle
+	err := pgx.BeginFunc(ctx, nu.Shard.Pool, func(tx pgx.Tx) error {
+		k, uid := nu.KSID.Bytes(), id.Bytes()
+		batch := &pgx.Batch{}
+		batch.Queue(`INSERT INTO auth.users (ksid, id, email, email_normalized, name, role, region, created_at, updated_at)
+			VALUES ($1, $2, $3, $3, $4, $5, $6, $7, $7)`, k, uid, nu.Email, nu.Name, string(nu.Role), nu.Region, now)
+		if nu.PasswordHash != "" {
+			batch.Queue(`INSERT INTO auth.credentials (ksid, user_id, password_hash, created_at, updated_at) VALUES ($1, $2, $3, $4, $4)`,
+				k, uid, nu.PasswordHash, now)
+		}
+		batch.Queue(`INSERT INTO core.profiles (ksid, user_id, created_at, updated_at) VALUES ($1, $2, $3, $3)`, k, uid, now)
+		batch.Queue(`INSERT INTO core.settings (ksid, user_id, created_at, updated_at) VALUES ($1, $2, $3, $3)`, k, uid, now)
+		if o := nu.OAuth; o != nil {
+			batch.Queue(`INSERT INTO auth.oauth_identities (ksid, provider, subject, user_id, email, created_at) VALUES ($1, $2, $3, $4, $5, $6)`,
+				k, o.Provider, o.Subject, uid, nu.Email, now)
+		}
+		if err := tx.SendBatch(ctx, batch).Close(); err != nil {
+			return err
+		}
+		details := map[string]any{"role": string(nu.Role), "region": nu.Region, "method": "password"}
+		if nu.OAuth != nil {
+			details["method"] = "oauth:" + nu.OAuth.Provider
+		}
+		if err := s.record(ctx, tx, nu.KSID, id, audit.ActionRegister, id.String(), m, details); err != nil {
+			return err
+		}
+		var (
+			fam shardkey.ID
+			err error
+		)
+		if b, fam, err = s.startSession(ctx, tx, u); err != nil {
+			return err
+		}
+		if nu.OAuth != nil {
+			return s.record(ctx, tx, nu.KSID, id, audit.ActionOAuthLogin, fam.String(), m,
+				map[string]any{"provider": nu.OAuth.Provider, "linked": true})
+		}
+		return nil
+	})
+	if err != nil {
+		return tokenBundle{}, fmt.Errorf("accounts: creating user: %w", err)
+	}
+	return b, nil
+}
+
+// compensate undoes a claim whose user was not created. If the creation's outcome is unknown (the
+// commit's answer was lost), the claim stays: the user may exist, and a claim without a user is
+// taken over later by the orphan rule, while a user without a claim would break uniqueness.
+func (s *Service) compensate(ctx context.Context, shard shardpool.Routed, h emailHash, id shardkey.ID) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	var exists bool
+	err := shard.Pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM auth.users WHERE ksid = $1 AND id = $2)`,
+		id.KeyspaceID().Bytes(), id.Bytes()).Scan(&exists)
+	if err != nil || exists {
+		s.a.Log.Warn("email claim kept after a failed registration", "user", id.String(), "exists", exists, "err", err)
+		return
+	}
+	if err := s.releaseEmail(ctx, h, id); err != nil {
+		s.a.Log.Warn("email claim not released; it becomes an orphan", "user", id.String(), "err", err)
+	}
+}

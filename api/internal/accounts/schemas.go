@@ -1,0 +1,79 @@
+package accounts
+
+// Schemas returns the OpenAPI component schemas the accounts routes reference.
+func Schemas() map[string]any {
+	str := func(desc string) map[string]any { return map[string]any{"type": "string", "description": desc} }
+	id := func(prefix string) map[string]any {
+		return map[string]any{"type": "string", "pattern": "^" + prefix + "_[0-9a-hjkmnp-tv-z]{32}$"}
+	}
+	ts := map[string]any{"type": "string", "format": "date-time"}
+	role := map[string]any{"type": "string", "enum": []string{"client", "freelancer", "admin", "sre", "compliance"}}
+	scope := map[string]any{"type": "string", "enum": Scopes()}
+	obj := func(required []string, props map[string]any) map[string]any {
+		o := map[string]any{"type": "object", "additionalProperties": false, "properties": props}
+		if len(required) > 0 {
+			o["required"] = required
+		}
+		return o
+	}
+	return map[string]any{
+		"User": obj([]string{"id", "email", "name", "role", "region", "created_at"}, map[string]any{
+			"id": id("usr"), "email": map[string]any{"type": "string", "format": "email"},
+			"name": str("display name"), "role": role, "region": str("home region"), "created_at": ts,
+		}),
+		"TokenBundle": obj([]string{"user", "access_token", "refresh_token", "token_type", "expires_in"}, map[string]any{
+			"user":          ref("User"),
+			"access_token":  str("EdDSA JWT (typ at+jwt); send as Authorization: Bearer"),
+			"refresh_token": map[string]any{"type": "string", "pattern": "^mrt_tfm_[0-9a-z]{32}\\.[A-Za-z0-9_-]{43}$", "description": "opaque; single use"},
+			"token_type":    map[string]any{"type": "string", "const": "Bearer"},
+			"expires_in":    map[string]any{"type": "integer", "description": "access token lifetime in seconds"},
+		}),
+		"RegisterRequest": obj([]string{"email", "password", "name", "role"}, map[string]any{
+			"email":    map[string]any{"type": "string", "format": "email", "maxLength": maxEmail},
+			"password": map[string]any{"type": "string", "minLength": minPassword, "maxLength": maxPassword},
+			"name":     map[string]any{"type": "string", "minLength": 1, "maxLength": maxName},
+			"role":     map[string]any{"type": "string", "enum": []string{"client", "freelancer"}},
+			"region":   str("home region (default: the region that took the request)"),
+		}),
+		"LoginRequest": obj([]string{"email", "password"}, map[string]any{
+			"email": map[string]any{"type": "string", "maxLength": maxEmail}, "password": map[string]any{"type": "string", "maxLength": maxPassword},
+		}),
+		"RefreshRequest": obj([]string{"refresh_token"}, map[string]any{"refresh_token": str("a refresh token")}),
+		"APIKeyCreateRequest": obj([]string{"name", "scopes"}, map[string]any{
+			"name":   map[string]any{"type": "string", "minLength": 1, "maxLength": maxKeyName},
+			"scopes": map[string]any{"type": "array", "items": scope, "minItems": 1, "uniqueItems": true},
+		}),
+		"APIKey": obj([]string{"id", "name", "scopes", "prefix", "created_at"}, map[string]any{
+			"id": id("key"), "name": str("label"), "scopes": map[string]any{"type": "array", "items": scope},
+			"prefix": str("first characters of the key's secret part"), "created_at": ts, "last_used_at": ts,
+		}),
+		"APIKeyCreated": obj([]string{"id", "key", "name", "scopes", "prefix", "created_at"}, map[string]any{
+			"id": id("key"), "key": str("mk_<id>_<secret>; shown once"), "name": str("label"),
+			"scopes": map[string]any{"type": "array", "items": scope}, "prefix": str("first characters of the key's secret part"), "created_at": ts,
+		}),
+		"APIKeyPage": obj([]string{"items"}, map[string]any{
+			"items": map[string]any{"type": "array", "items": ref("APIKey")}, "next_cursor": str("opaque; absent on the last page"),
+		}),
+		"JWKS": obj([]string{"keys"}, map[string]any{"keys": map[string]any{"type": "array", "items": map[string]any{
+			"type": "object", "properties": map[string]any{"kty": str("OKP"), "crv": str("Ed25519"), "x": str("public key, base64url"), "kid": str("key ID"), "use": str("sig"), "alg": str("EdDSA")},
+		}}}),
+		"EmailClaimRequest": obj([]string{"email_hash", "user_id", "home_region"}, map[string]any{
+			"email_hash": map[string]any{"type": "string", "pattern": "^[0-9a-f]{64}$"}, "user_id": id("usr"), "home_region": str("region name"),
+		}),
+		"EmailClaim": obj([]string{"user_id", "home_region", "created_at"}, map[string]any{
+			"user_id": id("usr"), "home_region": str("region name"), "created_at": ts,
+		}),
+		"InternalLoginRequest": obj([]string{"user_id", "email", "password"}, map[string]any{
+			"user_id": id("usr"), "email": str("normalised email"), "password": str("as the client sent it"),
+			"ip": str("client address"), "user_agent": str("client user agent"),
+		}),
+		"InternalOAuthRequest": obj([]string{"user_id", "provider", "subject", "email"}, map[string]any{
+			"user_id": id("usr"), "provider": map[string]any{"type": "string", "enum": []string{ProviderGoogle, ProviderGitHub}},
+			"subject": str("provider's subject"), "email": str("verified email"), "ip": str("client address"), "user_agent": str("client user agent"),
+		}),
+		"Error": obj([]string{"error"}, map[string]any{"error": obj([]string{"code", "message"}, map[string]any{
+			"code": str("snake_case code"), "message": str("human text"), "request_id": str("the request's ID"),
+			"fields": map[string]any{"type": "object", "additionalProperties": map[string]any{"type": "string"}},
+		})}),
+	}
+}

@@ -1,0 +1,82 @@
+package accounts
+
+import (
+	"bytes"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"strings"
+	"time"
+
+	"github.com/8thdegree/meridian/api/internal/authn"
+)
+
+// The OAuth state travels in a cookie the node signs, so any node of any region can finish a sign-in
+// another started, with no server-side state: payload (base64url JSON) "." HMAC-SHA256 (base64url).
+const (
+	stateCookie = "meridian_oauth"
+	stateTTL    = 10 * time.Minute
+	// stateDomain separates these MACs from any other use of the key.
+	stateDomain = "meridian/oauth-state/v1\x00"
+	// maxStateCookie bounds what openState will look at.
+	maxStateCookie = 1024
+)
+
+// oauthState is what the callback needs from the start of the flow.
+type oauthState struct {
+	Provider string     `json:"p"`
+	State    string     `json:"s"`
+	Verifier string     `json:"v"`
+	Nonce    string     `json:"n,omitempty"`
+	Role     authn.Role `json:"r"`
+	Expires  int64      `json:"e"`
+}
+
+var errBadState = errors.New("bad OAuth state cookie")
+
+func stateMAC(key []byte, payload string) []byte {
+	m := hmac.New(sha256.New, key)
+	m.Write([]byte(stateDomain))
+	m.Write([]byte(payload))
+	return m.Sum(nil)
+}
+
+func sealState(key []byte, st oauthState) (string, error) {
+	b, err := json.Marshal(st)
+	if err != nil {
+		return "", err
+	}
+	payload := base64.RawURLEncoding.EncodeToString(b)
+	return payload + "." + base64.RawURLEncoding.EncodeToString(stateMAC(key, payload)), nil
+}
+
+// openState checks the MAC and the expiry and returns the state.
+func openState(key []byte, v string, now time.Time) (oauthState, error) {
+	var st oauthState
+	if len(v) > maxStateCookie {
+		return st, errBadState
+	}
+	payload, sig, ok := strings.Cut(v, ".")
+	if !ok {
+		return st, errBadState
+	}
+	mac, err := base64.RawURLEncoding.DecodeString(sig)
+	if err != nil || !hmac.Equal(mac, stateMAC(key, payload)) {
+		return st, errBadState
+	}
+	b, err := base64.RawURLEncoding.DecodeString(payload)
+	if err != nil {
+		return st, errBadState
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&st); err != nil || st.State == "" || st.Verifier == "" {
+		return oauthState{}, errBadState
+	}
+	if now.Unix() >= st.Expires {
+		return oauthState{}, errBadState
+	}
+	return st, nil
+}

@@ -1,0 +1,310 @@
+package accounts
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/alexedwards/argon2id"
+
+	"github.com/8thdegree/meridian/api/authtoken"
+	"github.com/8thdegree/meridian/api/internal/authn"
+	"github.com/8thdegree/meridian/api/ratelimit"
+	"github.com/8thdegree/meridian/pkg/shardkey"
+	"github.com/8thdegree/meridian/shardmgr/topology"
+)
+
+func TestEmailProblem(t *testing.T) {
+	for _, tc := range []struct {
+		in string
+		ok bool
+	}{
+		{"ada@example.com", true},
+		{"ada.lovelace+tag@mail.example.co.uk", true},
+		{"o'brien@example.ie", true},
+		{"x@b.io", true},
+		{"jörg@münchen.de", true},
+		{"", false},
+		{"ada", false},
+		{"@example.com", false},
+		{"ada@", false},
+		{"ada@localhost", false},
+		{"ada@example..com", false},
+		{"ada@-example.com", false},
+		{"ada@example.com.", false},
+		{"ada@[127.0.0.1]", false},
+		{`"ada lovelace"@example.com`, false},
+		{"ada lovelace@example.com", false},
+		{"ada <ada@example.com>", false},
+		{"ada@example.com (comment)", false},
+		{"ada@exa_mple.com", false},
+		{strings.Repeat("a", 65) + "@example.com", false},
+		{"a@" + strings.Repeat("b", 250) + ".com", false},
+		{"ada@example.com\x00", false},
+		{"\xffada@example.com", false},
+	} {
+		if got := emailProblem(tc.in) == ""; got != tc.ok {
+			t.Errorf("emailProblem(%q): ok=%v, want %v (%s)", tc.in, got, tc.ok, emailProblem(tc.in))
+		}
+	}
+	if normalizeEmail("  Ada@Example.COM\t") != "ada@example.com" {
+		t.Error("normalizeEmail")
+	}
+}
+
+func TestDirectory(t *testing.T) {
+	topo := topology.Example()
+	// Regions in any document order give the same answer: the order is by code.
+	shuffled := topo.Clone()
+	shuffled.Regions[0], shuffled.Regions[2] = shuffled.Regions[2], shuffled.Regions[0]
+	hits := map[string]int{}
+	for i := range 3000 {
+		email := "user" + string(rune('a'+i%26)) + strings.Repeat("x", i%7) + "@example.test" + string(rune('0'+i%10))
+		h := hashEmail(testPepper, email)
+		r, k, err := directory(topo, h)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r2, k2, _ := directory(shuffled, h)
+		if r.Name != r2.Name || k != k2 {
+			t.Fatalf("region order changed the directory: %s %s", r.Name, r2.Name)
+		}
+		if k.Region() != r.Code || k.Hash() != binary.BigEndian.Uint64(h[:8])>>8 {
+			t.Fatalf("claim ksid %s for %s", k, r.Name)
+		}
+		codes := []shardkey.Region{0x20, 0x40, 0x60}
+		if want := codes[binary.BigEndian.Uint64(h[:8])%3]; r.Code != want {
+			t.Fatalf("directory %s, want code %s", r.Code, want)
+		}
+		hits[r.Name]++
+	}
+	for _, r := range topo.Regions {
+		if hits[r.Name] < 800 {
+			t.Errorf("region %s holds %d of 3000 claims: the hash does not spread", r.Name, hits[r.Name])
+		}
+	}
+	// The pepper keys the hash.
+	if hashEmail(testPepper, "a@b.co") == hashEmail([]byte("another pepper, 16+"), "a@b.co") {
+		t.Error("the pepper does not change the hash")
+	}
+	if _, _, err := directory(&topology.Topology{}, emailHash{}); err == nil {
+		t.Error("no regions: no error")
+	}
+	h := hashEmail(testPepper, "a@b.co")
+	if got, err := parseEmailHash(h.String()); err != nil || got != h {
+		t.Errorf("parseEmailHash round trip: %v", err)
+	}
+	for _, bad := range []string{"", "00", strings.ToUpper(h.String()), h.String()[:63] + "g", h.String() + "00"} {
+		if _, err := parseEmailHash(bad); err == nil {
+			t.Errorf("parseEmailHash(%q) accepted", bad)
+		}
+	}
+}
+
+func TestCredentialFormats(t *testing.T) {
+	gen := shardkey.NewGenerator(nil, nil)
+	k := shardkey.NewKeyspaceID(0x40, []byte("u"))
+	fam, _ := gen.New(shardkey.KindTokenFamily, k)
+	keyID, _ := gen.New(shardkey.KindAPIKey, k)
+
+	tok, err := newRefreshToken(fam)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := parseRefreshToken(tok); err != nil || got != fam {
+		t.Fatalf("refresh round trip: %v", err)
+	}
+	key, secret, err := newAPIKey(keyID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := parseAPIKey(key); err != nil || got != keyID || !strings.HasSuffix(key, "_"+secret) {
+		t.Fatalf("api key round trip: %v", err)
+	}
+	if tok2, _ := newRefreshToken(fam); tok2 == tok {
+		t.Error("two refresh tokens are equal")
+	}
+	for name, bad := range map[string]string{
+		"empty":        "",
+		"api key":      key,
+		"no prefix":    strings.TrimPrefix(tok, refreshPrefix),
+		"wrong kind":   refreshPrefix + keyID.String() + tok[len(refreshPrefix)+idTextLen:],
+		"bad sep":      strings.Replace(tok, ".", "_", 1),
+		"short secret": tok[:len(tok)-1],
+		"long":         tok + "A",
+		"padding":      tok[:len(tok)-1] + "=",
+		"uppercase id": refreshPrefix + strings.ToUpper(fam.String()) + tok[len(refreshPrefix)+idTextLen:],
+	} {
+		if _, err := parseRefreshToken(bad); !errors.Is(err, errMalformed) {
+			t.Errorf("refresh %s: %v", name, err)
+		}
+	}
+	for name, bad := range map[string]string{
+		"refresh":    tok,
+		"wrong kind": apiKeyPrefix + fam.String() + key[len(apiKeyPrefix)+idTextLen:],
+		"bad sep":    key[:len(apiKeyPrefix)+idTextLen] + "." + secret,
+		"short":      key[:len(key)-2],
+	} {
+		if _, err := parseAPIKey(bad); !errors.Is(err, errMalformed) {
+			t.Errorf("api key %s: %v", name, err)
+		}
+	}
+	if len(secretHash(tok)) != 32 {
+		t.Error("secretHash is not SHA-256")
+	}
+}
+
+func TestState(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	st := oauthState{Provider: "google", State: "s", Verifier: "v", Nonce: "n", Role: authn.Client, Expires: now.Add(time.Minute).Unix()}
+	sealed, err := sealState(testStateKey, st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := openState(testStateKey, sealed, now); err != nil || got != st {
+		t.Fatalf("open: %+v %v", got, err)
+	}
+	payload, sig, _ := strings.Cut(sealed, ".")
+	for name, tc := range map[string]struct {
+		key []byte
+		v   string
+		now time.Time
+	}{
+		"expired":          {testStateKey, sealed, now.Add(time.Minute)},
+		"other key":        {[]byte("another state key, 16+"), sealed, now},
+		"no signature":     {testStateKey, payload, now},
+		"bad signature":    {testStateKey, payload + "." + sig[:len(sig)-2] + "AA", now},
+		"swapped payload":  {testStateKey, "e30." + sig, now},
+		"garbage":          {testStateKey, "!!.!!", now},
+		"oversized":        {testStateKey, strings.Repeat("a", maxStateCookie+1), now},
+		"empty":            {testStateKey, "", now},
+		"signature in b64": {testStateKey, payload + "." + sig + "=", now},
+	} {
+		if _, err := openState(tc.key, tc.v, tc.now); err == nil {
+			t.Errorf("%s: opened", name)
+		}
+	}
+}
+
+func TestHasher(t *testing.T) {
+	ctx := context.Background()
+	h, err := newHasher(testParams, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	phc, err := h.hash(ctx, "a good long password")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		pw, phc         string
+		ok, stale, fail bool
+	}{
+		{"a good long password", phc, true, false, false},
+		{"a wrong password", phc, false, false, false},
+		{"a good long password", "", false, false, false}, // no user: the dummy hash, never a match
+		{"x", "$argon2id$v=19$broken", false, false, true},
+	} {
+		ok, stale, err := h.check(ctx, tc.pw, tc.phc)
+		if ok != tc.ok || stale != tc.stale || (err != nil) != tc.fail {
+			t.Errorf("check(%q, %.20q): %v %v %v", tc.pw, tc.phc, ok, stale, err)
+		}
+	}
+	weaker := testParams
+	weaker.Iterations = 2
+	old, _ := argon2id.CreateHash("a good long password", &weaker)
+	if ok, stale, err := h.check(ctx, "a good long password", old); !ok || !stale || err != nil {
+		t.Errorf("old parameters: %v %v %v", ok, stale, err)
+	}
+	// A full hasher makes callers wait, and gives up with their context.
+	h.slots <- struct{}{}
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	if _, err := h.hash(cctx, "pw"); !errors.Is(err, context.Canceled) {
+		t.Errorf("hash with a full hasher and a cancelled context: %v", err)
+	}
+	<-h.slots
+}
+
+func TestConfigValidate(t *testing.T) {
+	key, _ := authtoken.GenerateKey()
+	ks, _ := authtoken.NewKeySet([]authtoken.Key{key}, key.ID)
+	tokens, _ := authtoken.New(authtoken.Config{Issuer: "i", Audience: "a", TTL: time.Minute}, ks, nil)
+	good := func() Config {
+		c := DefaultConfig()
+		c.Tokens, c.EmailPepper, c.StateKey, c.Limiter = tokens, testPepper, testStateKey, ratelimit.New(nil, nil)
+		c.RedirectBaseURL = "https://api.example.com"
+		c.OAuth = map[string]ProviderConfig{ProviderGoogle: GoogleProvider("id", "secret"), ProviderGitHub: GitHubProvider("id", "secret")}
+		return c
+	}
+	if err := good().Validate(); err != nil {
+		t.Fatalf("good config: %v", err)
+	}
+	for _, tc := range []struct {
+		field  string
+		change func(*Config)
+	}{
+		{"Tokens", func(c *Config) { c.Tokens = nil }},
+		{"EmailPepper", func(c *Config) { c.EmailPepper = []byte("short") }},
+		{"StateKey", func(c *Config) { c.StateKey = nil }},
+		{"RefreshTTL", func(c *Config) { c.RefreshTTL = time.Second }},
+		{"Limiter", func(c *Config) { c.Limiter = nil }},
+		{"LoginLimit", func(c *Config) { c.LoginLimit = ratelimit.Limit{Rate: 0, Period: time.Minute, Burst: 1} }},
+		{"PasswordParams", func(c *Config) { p := testParams; p.Memory = 1024; c.PasswordParams = &p }},
+		{"RedirectBaseURL", func(c *Config) { c.RedirectBaseURL = "api.example.com" }},
+		{`"facebook"`, func(c *Config) { c.OAuth["facebook"] = GoogleProvider("id", "s") }},
+		{`OAuth["google"].ClientID`, func(c *Config) { c.OAuth[ProviderGoogle] = GoogleProvider("", "s") }},
+		{`OAuth["google"].JWKSURL`, func(c *Config) { p := GoogleProvider("id", "s"); p.JWKSURL = ""; c.OAuth[ProviderGoogle] = p }},
+		{`OAuth["github"].APIBaseURL`, func(c *Config) { p := GitHubProvider("id", "s"); p.APIBaseURL = "ftp://x"; c.OAuth[ProviderGitHub] = p }},
+	} {
+		c := good()
+		tc.change(&c)
+		err := c.Validate()
+		if err == nil || !strings.Contains(err.Error(), tc.field) {
+			t.Errorf("%s: %v", tc.field, err)
+		}
+	}
+	// Zero optional fields take defaults.
+	c := Config{}.withDefaults()
+	if c.RefreshTTL != DefaultRefreshTTL || c.LoginLimit != DefaultLoginLimit || c.PasswordParams == nil || c.HTTPClient == nil {
+		t.Errorf("defaults: %+v", c)
+	}
+}
+
+func TestMetaOf(t *testing.T) {
+	for _, tc := range []struct{ xff, remote, want string }{
+		{"203.0.113.7, 10.0.0.1", "10.0.0.2:5555", "203.0.113.7"},
+		{"2001:db8::1", "10.0.0.2:5555", "2001:db8::1"},
+		{"::ffff:203.0.113.9", "10.0.0.2:5555", "203.0.113.9"},
+		{"", "198.51.100.4:1234", "198.51.100.4"},
+		{"not an ip", "198.51.100.4:1234", "198.51.100.4"},
+		{"", "[2001:db8::2]:80", "2001:db8::2"},
+	} {
+		r := httptest.NewRequest("GET", "/", nil)
+		r.RemoteAddr = tc.remote
+		if tc.xff != "" {
+			r.Header.Set("X-Forwarded-For", tc.xff)
+		}
+		if got := metaOf(r).IP.String(); got != tc.want {
+			t.Errorf("xff %q remote %q: %s, want %s", tc.xff, tc.remote, got, tc.want)
+		}
+	}
+}
+
+func TestDisplayName(t *testing.T) {
+	for in, want := range map[string]string{
+		"  Grace Hopper ":          "Grace Hopper",
+		"":                         "grace",
+		"\x00\x01":                 "grace",
+		strings.Repeat("é", 250):   strings.Repeat("é", 200),
+		"Line\nBreak\u0085Control": "LineBreakControl",
+	} {
+		if got := displayName(in, "grace@example.com"); got != want || nameProblem(got, maxName) != "" {
+			t.Errorf("displayName(%q) = %q (%s)", in, got, nameProblem(got, maxName))
+		}
+	}
+}

@@ -1,0 +1,261 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	consul "github.com/hashicorp/consul/api"
+	"github.com/jackc/pgx/v5"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/8thdegree/meridian/api/authtoken"
+	"github.com/8thdegree/meridian/api/internal/apitest"
+	"github.com/8thdegree/meridian/api/internal/app"
+	"github.com/8thdegree/meridian/api/internal/authn"
+	"github.com/8thdegree/meridian/api/internal/mw"
+	"github.com/8thdegree/meridian/api/internal/openapi/openapitest"
+	"github.com/8thdegree/meridian/api/ratelimit"
+	"github.com/8thdegree/meridian/deploy/local/testenv"
+	"github.com/8thdegree/meridian/shardmgr/migrate"
+	"github.com/8thdegree/meridian/shardmgr/topology"
+	"github.com/8thdegree/meridian/shardmgr/topostore"
+)
+
+func TestMain(m *testing.M) { testenv.Main(m) }
+
+// fullNodes runs the three regional nodes of the harness with every feature and middleware, as cmd/api
+// assembles them.
+func fullNodes(t *testing.T) (*apitest.Harness, map[string]*assembly) {
+	t.Helper()
+	asms := map[string]*assembly{}
+	lims := map[string]*ratelimit.Limiter{}
+	h := apitest.New(t, apitest.Options{
+		Routes: func(a *app.App, tokens *authtoken.Tokens) []app.Route {
+			lims[a.Region] = ratelimit.New(a.Redis, a.Log)
+			asm, err := assemble(a, featureConfig{
+				Tokens: tokens, EmailPepper: []byte("test-pepper-0123456789"), StateKey: []byte("test-state-key-0123456789"),
+				RefreshTTL: time.Hour, RedirectBaseURL: "http://meridian.test", Limiter: lims[a.Region], APIKeys: true,
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			asms[a.Region] = asm
+			return asm.routes
+		},
+		APIKeys: func(a *app.App) authn.APIKeyVerifier { return asms[a.Region].accounts },
+		Middleware: func(a *app.App) []mw.Middleware {
+			global, _, err := middlewares(prometheus.NewRegistry(), lims[a.Region], mw.NewTracing(nil, nil), nil, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return global
+		},
+		RouteMiddleware: func(a *app.App) []mw.Middleware {
+			_, route, err := middlewares(prometheus.NewRegistry(), lims[a.Region], mw.NewTracing(nil, nil), nil, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return route
+		},
+	})
+	return h, asms
+}
+
+// The OpenAPI document served by a node lists exactly the routes the node serves.
+func TestOpenAPIMatchesRoutes(t *testing.T) {
+	h, asms := fullNodes(t)
+	r := h.Do(t, "us-east", apitest.Request{Method: "GET", Path: "/api/v1/openapi.json"})
+	if r.Status != 200 {
+		t.Fatalf("openapi.json: %d", r.Status)
+	}
+	openapitest.Check(t, r.Body, asms["us-east"].routes)
+	var doc struct {
+		OpenAPI string         `json:"openapi"`
+		Paths   map[string]any `json:"paths"`
+	}
+	r.JSON(t, &doc)
+	if !strings.HasPrefix(doc.OpenAPI, "3.1") || len(doc.Paths) < 20 {
+		t.Fatalf("openapi %q with %d paths", doc.OpenAPI, len(doc.Paths))
+	}
+}
+
+// The README's walkthrough, through the assembled nodes: a user registers in eu-west, logs in through
+// us-east, sets a profile; a client in us-east posts a job; the freelancer finds it and is reviewed.
+func TestWalkthrough(t *testing.T) {
+	h, _ := fullNodes(t)
+	do := func(region, method, path, token string, body any) map[string]any {
+		t.Helper()
+		r := h.Do(t, region, apitest.Request{Method: method, Path: path, Token: token, Body: body})
+		if r.Status/100 != 2 {
+			t.Fatalf("%s %s in %s: %d %s", method, path, region, r.Status, r.Body)
+		}
+		if r.Status == http.StatusNoContent || len(r.Body) == 0 {
+			return nil
+		}
+		return r.Map(t)
+	}
+	reg := do("eu-west", "POST", "/api/v1/auth/register", "", map[string]any{"email": "Bruno@Example.test", "password": "a long enough password", "name": "Bruno", "role": "freelancer", "region": "eu-west"})
+	if reg["user"].(map[string]any)["region"] != "eu-west" {
+		t.Fatalf("register: %v", reg)
+	}
+	// The same email in another region is taken.
+	if r := h.Do(t, "ap-south", apitest.Request{Method: "POST", Path: "/api/v1/auth/register", Body: map[string]any{"email": "bruno@example.test", "password": "another long password", "name": "B", "role": "client", "region": "ap-south"}}); r.Status != 409 || r.ErrorCode() != "email_taken" {
+		t.Fatalf("duplicate email in another region: %d %s", r.Status, r.Body)
+	}
+	login := do("us-east", "POST", "/api/v1/auth/login", "", map[string]any{"email": "bruno@example.test", "password": "a long enough password"})
+	bruno := login["access_token"].(string)
+	me := do("eu-west", "GET", "/api/v1/users/me", bruno, nil)
+	brunoID := me["id"].(string)
+	do("eu-west", "PUT", "/api/v1/users/profile", bruno, map[string]any{"headline": "Go engineer", "bio": "<b>Databases</b><script>x</script>", "skills": []string{"Go", "PostgreSQL"}, "hourly_rate": 80, "country": "PT", "available": true})
+
+	alice := do("us-east", "POST", "/api/v1/auth/register", "", map[string]any{"email": "alice@example.test", "password": "alice's long password", "name": "Alice", "role": "client"})
+	aliceTok := alice["access_token"].(string)
+	job := do("us-east", "POST", "/api/v1/jobs/", aliceTok, map[string]any{"title": "Sharded PostgreSQL expert", "description": "Help us shard", "skills": []string{"go", "postgresql"}, "budget_min": 1000, "budget_max": 5000, "currency": "USD", "remote": true})
+	jobID := job["id"].(string)
+	found := do("eu-west", "GET", "/api/v1/jobs/search?q=postgresql&scope=global", "", nil)
+	if items := found["items"].([]any); len(items) == 0 || !strings.Contains(string(mustJSON(t, items)), jobID) || found["partial"] != false {
+		t.Fatalf("global search from eu-west: %v", found)
+	}
+	// Alice reviews Bruno: the review lives in Bruno's region, so it is written there.
+	r := h.Do(t, "us-east", apitest.Request{Method: "POST", Path: "/api/v1/reviews/", Token: aliceTok, Body: map[string]any{"job_id": jobID, "reviewee_id": brunoID, "rating": 5, "comment": "Great"}})
+	if r.Status != http.StatusMisdirectedRequest || r.Header.Get(app.ReplayHeader) != "eu-west" {
+		t.Fatalf("review sent to the reviewer's region: %d %s", r.Status, r.Body)
+	}
+	do("eu-west", "POST", "/api/v1/reviews/", aliceTok, map[string]any{"job_id": jobID, "reviewee_id": brunoID, "rating": 5, "comment": "Great"})
+	stats := do("eu-west", "GET", "/api/v1/reviews/stats?user_id="+brunoID, "", nil)
+	if stats["count"].(float64) != 1 || stats["average"].(float64) != 5 {
+		t.Fatalf("stats: %v", stats)
+	}
+	pub := do("eu-west", "GET", "/api/v1/users/"+brunoID+"/profile", "", nil)
+	if strings.Contains(string(mustJSON(t, pub)), "example.test") || strings.Contains(string(mustJSON(t, pub)), "<script") {
+		t.Fatalf("public profile leaks the email or unsafe markup: %v", pub)
+	}
+	// The /api alias behaves identically.
+	if got := do("eu-west", "GET", "/api/users/me", bruno, nil); got["id"] != brunoID {
+		t.Fatalf("/api alias: %v", got)
+	}
+}
+
+func mustJSON(t *testing.T, v any) []byte {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// A real node process (as cmd/api runs it): it takes its topology from Consul, serves, registers in
+// Consul with a passing check, and leaves the catalog when stopped.
+func TestNodeRun(t *testing.T) {
+	ctx := context.Background()
+	agent := testenv.Consul(t)
+	pg := testenv.Postgres(t)
+	topo := topology.Example()
+	var targets []migrate.Target
+	for i := range topo.Shards {
+		dsn := pg.NewDatabase(t)
+		c, err := pgx.ParseConfig(dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		topo.Shards[i].Conn = topology.Conn{Host: c.Host, Port: int(c.Port), Database: c.Database, User: c.User, SSLMode: "disable"}
+		targets = append(targets, migrate.Target{Shard: topo.Shards[i].Name, DSN: dsn})
+	}
+	if _, err := migrate.Up(ctx, targets, migrate.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	ccfg := consul.DefaultConfig()
+	ccfg.Address = agent.HTTPAddr()
+	cc, err := consul.NewClient(ccfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := "test/" + t.Name() + "/topology"
+	// Unique API service names, so this test's node is the only one in the catalog.
+	for i := range topo.Regions {
+		topo.Regions[i].APIService = fmt.Sprintf("test-api-%s-%d", topo.Regions[i].Name, time.Now().UnixNano())
+		topo.Regions[i].RedisAddr = testenv.Redis(t)
+	}
+	if _, err := topostore.NewStore(cc, key).Create(ctx, topo); err != nil {
+		t.Fatal(err)
+	}
+	keyDir := t.TempDir()
+	k, _ := authtoken.GenerateKey()
+	if err := authtoken.WriteKeyFile(filepath.Join(keyDir, "k.pem"), k); err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range map[string]string{
+		"MERIDIAN_REGION": "ap-south", "CONSUL_HTTP_ADDR": agent.HTTPAddr(), "MERIDIAN_TOPOLOGY_KEY": key,
+		"MERIDIAN_TOPOLOGY_CACHE": filepath.Join(t.TempDir(), "topology.json"), "MERIDIAN_SIGNING_KEY_DIR": keyDir,
+		"MERIDIAN_INTERNAL_TOKEN": "internal-token-0123456789", "MERIDIAN_EMAIL_PEPPER": "pepper-0123456789abc",
+		"MERIDIAN_OAUTH_STATE_KEY": "state-key-0123456789", "MERIDIAN_LISTEN": ln.Addr().String(),
+	} {
+		t.Setenv(k, v)
+	}
+	cfg, err := FromEnv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	node, err := New(ctx, cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- node.Run(runCtx, ln) }()
+	base := "http://" + ln.Addr().String()
+	service := topo.Regions[2].APIService
+	var passing int
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline) && passing == 0; time.Sleep(100 * time.Millisecond) {
+		entries, _, err := cc.Health().Service(service, "", true, nil)
+		if err == nil {
+			passing = len(entries)
+		}
+	}
+	if passing != 1 {
+		t.Fatalf("the node is not passing in Consul under %s", service)
+	}
+	resp, err := http.Get(base + "/readyz")
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("readyz: %v %v", resp, err)
+	}
+	var ready map[string]any
+	json.NewDecoder(resp.Body).Decode(&ready)
+	resp.Body.Close()
+	if ready["redis"] != "ok" || ready["status"] != "ready" {
+		t.Fatalf("readyz: %v", ready)
+	}
+	resp, err = http.Get(base + "/api/v1/auth/jwks.json")
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("jwks: %v %v", resp, err)
+	}
+	resp.Body.Close()
+	resp, err = http.Get(base + "/metrics")
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("metrics: %v %v", resp, err)
+	}
+	resp.Body.Close()
+	stop()
+	if err := <-done; err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	if entries, _, _ := cc.Health().Service(service, "", false, nil); len(entries) != 0 {
+		t.Fatalf("the node is still in the catalog after it stopped")
+	}
+	if _, err := os.Stat(cfg.TopologyCache); err != nil {
+		t.Fatalf("no disk copy of the topology: %v", err)
+	}
+}
