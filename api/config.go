@@ -13,6 +13,7 @@ import (
 	"github.com/caarlos0/env/v11"
 
 	"github.com/8thdegree/meridian/api/internal/accounts"
+	"github.com/8thdegree/meridian/api/ratelimit"
 
 	"github.com/8thdegree/meridian/shardmgr/topology"
 	"github.com/8thdegree/meridian/shardmgr/topostore"
@@ -70,6 +71,13 @@ type Config struct {
 	CORSOrigins []string `env:"MERIDIAN_CORS_ORIGINS" envSeparator:","`
 	// TrustedProxies are the networks of the edge routers, whose X-Forwarded-For names the client.
 	TrustedProxies []netip.Prefix `env:"MERIDIAN_TRUSTED_PROXIES" envSeparator:"," envDefault:"127.0.0.0/8,::1/128"`
+
+	// Rate limits per authenticated user and per client IP (anonymous requests), in requests per minute
+	// with a burst; kept in the region's Redis (GCRA), per process while Redis is down.
+	RateLimitUserPerMinute int `env:"MERIDIAN_RATE_LIMIT_USER_PER_MINUTE" envDefault:"600"`
+	RateLimitUserBurst     int `env:"MERIDIAN_RATE_LIMIT_USER_BURST" envDefault:"100"`
+	RateLimitIPPerMinute   int `env:"MERIDIAN_RATE_LIMIT_IP_PER_MINUTE" envDefault:"120"`
+	RateLimitIPBurst       int `env:"MERIDIAN_RATE_LIMIT_IP_BURST" envDefault:"30"`
 
 	// FeatureAPIKeys enables API keys (the /auth/api-keys routes and "Authorization: ApiKey").
 	FeatureAPIKeys bool `env:"MERIDIAN_FEATURE_API_KEYS" envDefault:"true"`
@@ -155,6 +163,10 @@ func (c Config) Validate() error {
 		check(strings.HasPrefix(c.PublicURL, "http://") || strings.HasPrefix(c.PublicURL, "https://"), "MERIDIAN_PUBLIC_URL", "must be an http(s) URL"),
 		check(c.FreezeWait > 0 && c.FreezeWait <= time.Minute, "MERIDIAN_FREEZE_WAIT", "must be between 0 and 1m"),
 		check(c.ShutdownGrace > 0, "MERIDIAN_SHUTDOWN_GRACE", "must be positive"),
+		check(c.RateLimitUserPerMinute > 0, "MERIDIAN_RATE_LIMIT_USER_PER_MINUTE", "must be positive"),
+		check(c.RateLimitUserBurst > 0, "MERIDIAN_RATE_LIMIT_USER_BURST", "must be positive"),
+		check(c.RateLimitIPPerMinute > 0, "MERIDIAN_RATE_LIMIT_IP_PER_MINUTE", "must be positive"),
+		check(c.RateLimitIPBurst > 0, "MERIDIAN_RATE_LIMIT_IP_BURST", "must be positive"),
 		check(map[string]bool{"debug": true, "info": true, "warn": true, "error": true}[c.LogLevel], "MERIDIAN_LOG_LEVEL", "must be debug, info, warn or error"),
 	} {
 		if err != nil {
@@ -195,6 +207,12 @@ func (c Config) checkRegion(t *topology.Topology) (topology.Region, error) {
 		}
 	}
 	return r, nil
+}
+
+// rateLimits returns the configured per-user and per-IP budgets.
+func (c Config) rateLimits() (user, ip ratelimit.Limit) {
+	return ratelimit.Limit{Rate: c.RateLimitUserPerMinute, Period: time.Minute, Burst: c.RateLimitUserBurst},
+		ratelimit.Limit{Rate: c.RateLimitIPPerMinute, Period: time.Minute, Burst: c.RateLimitIPBurst}
 }
 
 // oauthProviders returns the configured OAuth providers, production endpoints unless overridden.

@@ -40,6 +40,8 @@ type featureConfig struct {
 	RedirectBaseURL string
 	Limiter         *ratelimit.Limiter
 	APIKeys         bool
+	// TrustedProxies are the edge routers' networks, whose X-Forwarded-For names the client.
+	TrustedProxies []netip.Prefix
 }
 
 // assembly is every feature of one node: its routes (the OpenAPI route included), their schemas, and
@@ -56,6 +58,7 @@ func assemble(a *app.App, fc featureConfig) (*assembly, error) {
 	acfg := accounts.DefaultConfig()
 	acfg.Tokens, acfg.EmailPepper, acfg.StateKey = fc.Tokens, fc.EmailPepper, fc.StateKey
 	acfg.RefreshTTL, acfg.OAuth, acfg.RedirectBaseURL, acfg.Limiter = fc.RefreshTTL, fc.OAuth, fc.RedirectBaseURL, fc.Limiter
+	acfg.TrustedProxies = fc.TrustedProxies
 	acc, err := accounts.New(a, acfg)
 	if err != nil {
 		return nil, err
@@ -110,7 +113,7 @@ func (asm *assembly) authenticator(tokens *authtoken.Tokens, apiKeys bool) authn
 
 // middlewares returns the node-wide middleware and the per-route middleware (rate limits, which need
 // the authenticated caller).
-func middlewares(reg prometheus.Registerer, lim *ratelimit.Limiter, tracing *mw.Tracing, corsOrigins []string, trusted []netip.Prefix) (global, route []mw.Middleware, err error) {
+func middlewares(reg prometheus.Registerer, lim *ratelimit.Limiter, tracing *mw.Tracing, corsOrigins []string, trusted []netip.Prefix, user, ip ratelimit.Limit) (global, route []mw.Middleware, err error) {
 	metrics, err := mw.NewMetrics(reg)
 	if err != nil {
 		return nil, nil, err
@@ -124,6 +127,12 @@ func middlewares(reg prometheus.Registerer, lim *ratelimit.Limiter, tracing *mw.
 	rl := mw.DefaultRateLimitConfig()
 	rl.Metrics = metrics
 	rl.TrustedProxies = trusted
+	if user.Rate > 0 {
+		rl.User = user
+	}
+	if ip.Rate > 0 {
+		rl.IP = ip
+	}
 	if err := rl.Validate(); err != nil {
 		return nil, nil, err
 	}
@@ -157,11 +166,13 @@ func (n *Node) buildHandler() (http.Handler, error) {
 		RedirectBaseURL: n.cfg.PublicURL,
 		Limiter:         lim,
 		APIKeys:         n.cfg.FeatureAPIKeys,
+		TrustedProxies:  n.cfg.TrustedProxies,
 	})
 	if err != nil {
 		return nil, err
 	}
-	global, route, err := middlewares(n.registry, lim, tracing, n.cfg.CORSOrigins, n.cfg.TrustedProxies)
+	user, ip := n.cfg.rateLimits()
+	global, route, err := middlewares(n.registry, lim, tracing, n.cfg.CORSOrigins, n.cfg.TrustedProxies, user, ip)
 	if err != nil {
 		return nil, err
 	}

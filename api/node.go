@@ -58,7 +58,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Node, error) {
 	if err != nil {
 		return nil, fmt.Errorf("config: MERIDIAN_SIGNING_KEY_DIR: %w", err)
 	}
-	tokens, err := authtoken.New(authtoken.Config{Issuer: cfg.TokenIssuer, Audience: cfg.TokenAudience, TTL: cfg.AccessTTL, Leeway: 30 * time.Second}, keys, nil)
+	tokens, err := authtoken.New(authtoken.Config{Issuer: cfg.TokenIssuer, Audience: cfg.TokenAudience, TTL: cfg.AccessTTL, Leeway: 30 * time.Second, CacheSize: 10000}, keys, nil)
 	if err != nil {
 		return nil, err
 	}

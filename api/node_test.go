@@ -52,14 +52,14 @@ func fullNodes(t *testing.T) (*apitest.Harness, map[string]*assembly) {
 		},
 		APIKeys: func(a *app.App) authn.APIKeyVerifier { return asms[a.Region].accounts },
 		Middleware: func(a *app.App) []mw.Middleware {
-			global, _, err := middlewares(prometheus.NewRegistry(), lims[a.Region], mw.NewTracing(nil, nil), nil, nil)
+			global, _, err := middlewares(prometheus.NewRegistry(), lims[a.Region], mw.NewTracing(nil, nil), nil, nil, ratelimit.Limit{}, ratelimit.Limit{})
 			if err != nil {
 				t.Fatal(err)
 			}
 			return global
 		},
 		RouteMiddleware: func(a *app.App) []mw.Middleware {
-			_, route, err := middlewares(prometheus.NewRegistry(), lims[a.Region], mw.NewTracing(nil, nil), nil, nil)
+			_, route, err := middlewares(prometheus.NewRegistry(), lims[a.Region], mw.NewTracing(nil, nil), nil, nil, ratelimit.Limit{}, ratelimit.Limit{})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -223,6 +223,9 @@ type Config struct {
 	TTL      time.Duration
 	// Leeway tolerates clock skew between nodes and routers.
 	Leeway time.Duration
+	// CacheSize bounds the cache of verified tokens (0 turns it off). A signature check costs about
+	// 50-150 µs of CPU, and a client presents the same token on every request until it expires.
+	CacheSize int
 }
 
 // Validate names the first bad field.
@@ -236,6 +239,8 @@ func (c Config) Validate() error {
 		return errors.New("authtoken: TTL must be positive")
 	case c.Leeway < 0:
 		return errors.New("authtoken: Leeway must not be negative")
+	case c.CacheSize < 0:
+		return errors.New("authtoken: CacheSize must not be negative")
 	}
 	return nil
 }
@@ -246,6 +251,7 @@ type Tokens struct {
 	keys   *KeySet
 	now    func() time.Time
 	parser *jwt.Parser
+	cache  *verified
 }
 
 // New returns a Tokens. now may be nil (time.Now).
@@ -268,7 +274,7 @@ func New(cfg Config, keys *KeySet, now func() time.Time) (*Tokens, error) {
 		jwt.WithLeeway(cfg.Leeway),
 		jwt.WithTimeFunc(now),
 	)
-	return &Tokens{cfg: cfg, keys: keys, now: now, parser: p}, nil
+	return &Tokens{cfg: cfg, keys: keys, now: now, parser: p, cache: newVerified(cfg.CacheSize)}, nil
 }
 
 // Keys returns the key set (for the JWKS endpoint).
@@ -308,7 +314,29 @@ func (t *Tokens) Issue(s Subject) (string, time.Time, error) {
 }
 
 // Verify checks a token's signature (EdDSA only, by kid), type, issuer, audience, expiry and subject.
+// A token verified before is answered from the cache until it expires: the cache is keyed by the whole
+// token, so only the same signed bytes hit it.
 func (t *Tokens) Verify(token string) (Subject, error) {
+	now := t.now()
+	if s, ok := t.cache.get(token, now.Add(-t.cfg.Leeway)); ok {
+		return s, nil
+	}
+	s, exp, err := t.verify(token)
+	if err == nil {
+		t.cache.put(token, s, exp)
+	}
+	return s, err
+}
+
+func (t *Tokens) verify(token string) (Subject, time.Time, error) {
+	s, c, err := t.parse(token)
+	if err != nil {
+		return Subject{}, time.Time{}, err
+	}
+	return s, c.ExpiresAt.Time, nil
+}
+
+func (t *Tokens) parse(token string) (Subject, *Claims, error) {
 	var c Claims
 	_, err := t.parser.ParseWithClaims(token, &c, func(tok *jwt.Token) (any, error) {
 		if typ, _ := tok.Header["typ"].(string); !strings.EqualFold(typ, TokenType) {
@@ -326,20 +354,20 @@ func (t *Tokens) Verify(token string) (Subject, error) {
 	})
 	if err != nil {
 		if errors.Is(err, jwt.ErrTokenExpired) {
-			return Subject{}, fmt.Errorf("%w: %w", ErrExpired, err)
+			return Subject{}, nil, fmt.Errorf("%w: %w", ErrExpired, err)
 		}
-		return Subject{}, fmt.Errorf("%w: %w", ErrInvalidToken, err)
+		return Subject{}, nil, fmt.Errorf("%w: %w", ErrInvalidToken, err)
 	}
 	id, err := shardkey.ParseIDOfKind(c.Subject, shardkey.KindUser)
 	if err != nil {
-		return Subject{}, fmt.Errorf("%w: sub: %w", ErrInvalidToken, err)
+		return Subject{}, nil, fmt.Errorf("%w: sub: %w", ErrInvalidToken, err)
 	}
 	k, err := shardkey.ParseKeyspaceID(c.KSID)
 	if err != nil {
-		return Subject{}, fmt.Errorf("%w: ksid: %w", ErrInvalidToken, err)
+		return Subject{}, nil, fmt.Errorf("%w: ksid: %w", ErrInvalidToken, err)
 	}
 	if c.Role == "" || c.Region == "" {
-		return Subject{}, fmt.Errorf("%w: role and region are required", ErrInvalidToken)
+		return Subject{}, nil, fmt.Errorf("%w: role and region are required", ErrInvalidToken)
 	}
-	return Subject{UserID: id, KSID: k, Role: c.Role, Region: c.Region}, nil
+	return Subject{UserID: id, KSID: k, Role: c.Role, Region: c.Region}, &c, nil
 }

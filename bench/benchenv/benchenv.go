@@ -1,0 +1,153 @@
+// Package benchenv runs real Meridian API nodes for benchmarks: shard databases on the test PostgreSQL,
+// the topology in the test Consul under a key of the benchmark's own, the test Redis, and api.Node
+// serving on loopback exactly as cmd/api does.
+package benchenv
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	consul "github.com/hashicorp/consul/api"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/8thdegree/meridian/api"
+	"github.com/8thdegree/meridian/api/authtoken"
+	"github.com/8thdegree/meridian/deploy/local/testenv"
+	"github.com/8thdegree/meridian/shardmgr/migrate"
+	"github.com/8thdegree/meridian/shardmgr/topology"
+	"github.com/8thdegree/meridian/shardmgr/topostore"
+)
+
+// Cluster is a running set of nodes over the example topology.
+type Cluster struct {
+	Topology   *topology.Topology
+	ConsulAddr string
+	Key        string
+	// Nodes maps a region to its node's base URL.
+	Nodes map[string]string
+	// DSN maps a shard to a connection string for direct queries (the baseline).
+	DSN map[string]string
+	// KeyDir holds the signing keys; TokenIssuer/TokenAudience are the nodes' token settings.
+	KeyDir string
+}
+
+// Start runs one node in each of regions (every region when none is given). Everything stops at the
+// end of tb.
+func Start(tb testing.TB, regions ...string) *Cluster {
+	tb.Helper()
+	ctx := context.Background()
+	agent := testenv.Consul(tb)
+	pg := testenv.Postgres(tb)
+	topo := topology.Example()
+	c := &Cluster{Topology: topo, ConsulAddr: agent.HTTPAddr(), Nodes: map[string]string{}, DSN: map[string]string{}, KeyDir: tb.TempDir()}
+	var targets []migrate.Target
+	for i := range topo.Shards {
+		dsn := pg.NewDatabase(tb)
+		pc, err := pgx.ParseConfig(dsn)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		topo.Shards[i].Conn = topology.Conn{Host: pc.Host, Port: int(pc.Port), Database: pc.Database, User: pc.User, SSLMode: "disable", MaxConns: 32}
+		c.DSN[topo.Shards[i].Name] = dsn
+		targets = append(targets, migrate.Target{Shard: topo.Shards[i].Name, DSN: dsn})
+	}
+	if _, err := migrate.Up(ctx, targets, migrate.Options{Concurrency: 6}); err != nil {
+		tb.Fatal(err)
+	}
+	stamp := time.Now().UnixNano()
+	for i := range topo.Regions {
+		topo.Regions[i].APIService = fmt.Sprintf("bench-api-%s-%d", topo.Regions[i].Name, stamp)
+		topo.Regions[i].RedisAddr = testenv.Redis(tb)
+	}
+	ccfg := consul.DefaultConfig()
+	ccfg.Address = c.ConsulAddr
+	cc, err := consul.NewClient(ccfg)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	c.Key = fmt.Sprintf("bench/%d/topology", stamp)
+	if _, err := topostore.NewStore(cc, c.Key).Create(ctx, topo); err != nil {
+		tb.Fatal(err)
+	}
+	k, err := authtoken.GenerateKey()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if err := authtoken.WriteKeyFile(filepath.Join(c.KeyDir, "k.pem"), k); err != nil {
+		tb.Fatal(err)
+	}
+	if len(regions) == 0 {
+		for _, r := range topo.Regions {
+			regions = append(regions, r.Name)
+		}
+	}
+	for _, region := range regions {
+		c.Nodes[region] = c.startNode(tb, region)
+	}
+	// Peers and routers find nodes through Consul's health checks, which pass a moment after start.
+	for _, region := range regions {
+		r, _ := topo.Region(region)
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			entries, _, err := cc.Health().Service(r.APIService, "", true, nil)
+			if err == nil && len(entries) > 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				tb.Fatalf("node of %s not passing in Consul: %v", region, err)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	return c
+}
+
+func (c *Cluster) startNode(tb testing.TB, region string) string {
+	tb.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	cfg := api.Config{
+		Region: region, Listen: ln.Addr().String(), RegisterService: true,
+		ConsulAddr: c.ConsulAddr, TopologyKey: c.Key, TopologyCache: filepath.Join(tb.TempDir(), "topology.json"),
+		TokenIssuer: "https://api.8thdegree.example", TokenAudience: "meridian-api", AccessTTL: 15 * time.Minute, RefreshTTL: 24 * time.Hour,
+		SigningKeyDir: c.KeyDir, InternalToken: "bench-internal-token-0123", EmailPepper: "bench-pepper-0123456789",
+		StateKey: "bench-state-key-0123456789", PublicURL: "http://127.0.0.1", FreezeWait: 2 * time.Second,
+		ShutdownGrace: 5 * time.Second, LogLevel: "error", FeatureAPIKeys: true,
+		// Benchmarks measure the node, not the rate limiter's refusals.
+		RateLimitUserPerMinute: 6_000_000, RateLimitUserBurst: 100_000, RateLimitIPPerMinute: 6_000_000, RateLimitIPBurst: 100_000,
+	}
+	node, err := api.New(context.Background(), cfg, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		err := node.Run(ctx, ln)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "benchenv: node %s: %v\n", region, err)
+		}
+		done <- err
+	}()
+	tb.Cleanup(func() { cancel(); <-done })
+	base := "http://" + ln.Addr().String()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := httpGet(base + "/readyz")
+		if err == nil && resp == 200 {
+			return base
+		}
+		if time.Now().After(deadline) {
+			tb.Fatalf("node %s not ready: %v %d", region, err, resp)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
