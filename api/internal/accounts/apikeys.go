@@ -79,7 +79,7 @@ func (s *Service) handleCreateAPIKey(w http.ResponseWriter, r *http.Request) err
 			ksid.Bytes(), id.Bytes(), p.UserID.Bytes(), req.Name, out.Prefix, secretHash(key), req.Scopes, now); err != nil {
 			return err
 		}
-		return s.record(ctx, tx, ksid, p.UserID, audit.ActionAPIKeyCreated, id.String(), metaOf(r),
+		return s.record(ctx, tx, ksid, p.UserID, audit.ActionAPIKeyCreated, id.String(), s.metaOf(r),
 			map[string]any{"name": req.Name, "scopes": req.Scopes})
 	})
 	if err != nil {
@@ -196,7 +196,7 @@ func (s *Service) handleRevokeAPIKey(w http.ResponseWriter, r *http.Request) err
 		if err != nil {
 			return err
 		}
-		return s.record(ctx, tx, ksid, p.UserID, audit.ActionAPIKeyRevoked, id.String(), metaOf(r), map[string]any{"name": name})
+		return s.record(ctx, tx, ksid, p.UserID, audit.ActionAPIKeyRevoked, id.String(), s.metaOf(r), map[string]any{"name": name})
 	})
 	if err != nil {
 		return err

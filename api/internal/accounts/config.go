@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"sort"
 	"strings"
@@ -143,6 +144,9 @@ type Config struct {
 	PasswordParams *argon2id.Params
 	// HTTPClient calls OAuth providers (nil: a client with a 10 s timeout).
 	HTTPClient *http.Client
+	// TrustedProxies are the networks of the edge routers: their X-Forwarded-For names the client whose
+	// failed logins are counted and audited. Without them the connection's peer is the client.
+	TrustedProxies []netip.Prefix
 }
 
 // DefaultConfig returns a Config with the defaults filled in; the caller adds tokens, secrets and the

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"net/netip"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -61,7 +62,7 @@ func newEnv(t *testing.T) *env {
 		Routes: func(a *app.App, tokens *authtoken.Tokens) []app.Route {
 			s, err := New(a, Config{
 				Tokens: tokens, EmailPepper: testPepper, StateKey: testStateKey, Limiter: ratelimit.New(a.Redis, a.Log),
-				OAuth: e.stub.Configs(), RedirectBaseURL: redirectBase, PasswordParams: &params,
+				OAuth: e.stub.Configs(), RedirectBaseURL: redirectBase, PasswordParams: &params, TrustedProxies: loopback,
 			})
 			if err != nil {
 				t.Fatal(err)
@@ -87,7 +88,13 @@ func clientIP() string {
 	return fmt.Sprintf("10.%d.%d.%d", n>>16&0xff, n>>8&0xff, n&0xff)
 }
 
-func fromIP(ip string) http.Header { return http.Header{"X-Forwarded-For": {ip + ", 192.0.2.1"}} }
+// fromIP says the request came through a trusted proxy (the harness's clients are on 127.0.0.1) for
+// ip; the first hop is what a client could forge, and must not be taken for the client.
+func fromIP(ip string) http.Header {
+	return http.Header{"X-Forwarded-For": {"203.0.113.66, " + ip}}
+}
+
+var loopback = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}
 
 func (e *env) register(t *testing.T, region, email string, role authn.Role) tokenBundle {
 	t.Helper()

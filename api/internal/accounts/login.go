@@ -28,7 +28,7 @@ func (s *Service) handleLogin(w http.ResponseWriter, r *http.Request) error {
 	if err := httpx.Decode(w, r, &req); err != nil {
 		return err
 	}
-	ctx, m := r.Context(), metaOf(r)
+	ctx, m := r.Context(), s.metaOf(r)
 	if err := s.spend(ctx, "ip:"+m.IP.String()); err != nil {
 		return err
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/alexedwards/argon2id"
@@ -43,6 +44,16 @@ func TestLogin(t *testing.T) {
 			}
 			if got := count(e.actions(t, users[home].User.ID.KeyspaceID()), audit.ActionLogin); got != len(apitest.Regions) {
 				t.Errorf("%s: %d login events, want %d", home, got, len(apitest.Regions))
+			}
+			// Forwarded or not, the event names the client (not the forged first hop, not a node).
+			entries, err := audit.List(ctx, e.pool(t, users[home].User.ID.KeyspaceID()), users[home].User.ID.KeyspaceID(), 10)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, en := range entries {
+				if en.Action == audit.ActionLogin && (!strings.HasPrefix(en.IP.String(), "10.") || en.ActorID != users[home].User.ID) {
+					t.Errorf("%s: login event from %s by %s", home, en.IP, en.ActorID)
+				}
 			}
 		}
 	})

@@ -178,7 +178,7 @@ func (s *Service) handleOAuthCallback(w http.ResponseWriter, r *http.Request) er
 	if err != nil {
 		return err
 	}
-	b, created, err := s.oauthSignIn(r.Context(), id, st.Role, metaOf(r))
+	b, created, err := s.oauthSignIn(r.Context(), id, st.Role, s.metaOf(r))
 	if err != nil {
 		return err
 	}

@@ -71,7 +71,7 @@ func (s *Service) handleRefresh(w http.ResponseWriter, r *http.Request) error {
 			if err := revokeFamily(ctx, tx, ksid, fam, now, "refresh token reuse"); err != nil {
 				return err
 			}
-			return s.record(ctx, tx, ksid, shardkey.ID{}, audit.ActionRefreshTokenReuse, fam.String(), metaOf(r),
+			return s.record(ctx, tx, ksid, shardkey.ID{}, audit.ActionRefreshTokenReuse, fam.String(), s.metaOf(r),
 				map[string]any{"used_at": used.UTC().Format(time.RFC3339Nano)})
 		case !now.Before(expires):
 			fail = errBadRefresh
@@ -143,7 +143,7 @@ func (s *Service) handleLogout(w http.ResponseWriter, r *http.Request) error {
 		if err != nil {
 			return err
 		}
-		return s.record(ctx, tx, ksid, userID, audit.ActionLogout, req.family.String(), metaOf(r), nil)
+		return s.record(ctx, tx, ksid, userID, audit.ActionLogout, req.family.String(), s.metaOf(r), nil)
 	})
 	if err != nil {
 		return fmt.Errorf("accounts: logout: %w", err)

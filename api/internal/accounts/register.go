@@ -53,7 +53,7 @@ func (s *Service) handleRegister(w http.ResponseWriter, r *http.Request) error {
 	}
 	b, err := s.createUser(r.Context(), newUser{
 		KSID: ksid, Shard: routed, Email: req.Email, Name: req.Name, Role: req.Role, Region: home, PasswordHash: phc,
-	}, metaOf(r))
+	}, s.metaOf(r))
 	if err != nil {
 		return err
 	}

@@ -1,6 +1,7 @@
 package accounts
 
-// Schemas returns the OpenAPI component schemas the accounts routes reference.
+// Schemas returns the OpenAPI component schemas the accounts routes reference, except Error, which
+// the document's assembler provides (#/components/schemas/Error).
 func Schemas() map[string]any {
 	str := func(desc string) map[string]any { return map[string]any{"type": "string", "description": desc} }
 	id := func(prefix string) map[string]any {
@@ -71,9 +72,5 @@ func Schemas() map[string]any {
 			"user_id": id("usr"), "provider": map[string]any{"type": "string", "enum": []string{ProviderGoogle, ProviderGitHub}},
 			"subject": str("provider's subject"), "email": str("verified email"), "ip": str("client address"), "user_agent": str("client user agent"),
 		}),
-		"Error": obj([]string{"error"}, map[string]any{"error": obj([]string{"code", "message"}, map[string]any{
-			"code": str("snake_case code"), "message": str("human text"), "request_id": str("the request's ID"),
-			"fields": map[string]any{"type": "object", "additionalProperties": map[string]any{"type": "string"}},
-		})}),
 	}
 }

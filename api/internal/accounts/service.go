@@ -4,16 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"net/netip"
 	"runtime"
-	"strings"
 	"time"
 
 	"github.com/8thdegree/meridian/api/internal/app"
 	"github.com/8thdegree/meridian/api/internal/authn"
 	"github.com/8thdegree/meridian/api/internal/httpx"
+	"github.com/8thdegree/meridian/api/internal/mw"
 	"github.com/8thdegree/meridian/api/ratelimit"
 	"github.com/8thdegree/meridian/pkg/shardkey"
 )
@@ -70,25 +69,11 @@ type reqMeta struct {
 	UserAgent string
 }
 
-// metaOf reads the client address: the first X-Forwarded-For hop, which the edge router sets (and
-// overwrites when a client sends one), else the connection's peer.
-func metaOf(r *http.Request) reqMeta {
-	m := reqMeta{UserAgent: r.UserAgent()}
-	if xff := r.Header.Get("X-Forwarded-For"); xff != "" {
-		first, _, _ := strings.Cut(xff, ",")
-		if ip, err := netip.ParseAddr(strings.TrimSpace(first)); err == nil {
-			m.IP = ip.Unmap()
-			return m
-		}
-	}
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		host = r.RemoteAddr
-	}
-	if ip, err := netip.ParseAddr(host); err == nil {
-		m.IP = ip.Unmap()
-	}
-	return m
+// metaOf reads the client address the way the node's other rate limits do (mw.ClientIP): behind the
+// trusted proxies (the edge routers), the last X-Forwarded-For hop they did not write; else the
+// connection's peer. A client can prepend what it likes to X-Forwarded-For, but not move that hop.
+func (s *Service) metaOf(r *http.Request) reqMeta {
+	return reqMeta{IP: mw.ClientIP(r, s.cfg.TrustedProxies), UserAgent: r.UserAgent()}
 }
 
 // spend takes one event of key's failed-login budget, or answers 429 when it is gone. A limiter

@@ -218,6 +218,21 @@ func TestAccessTokens(t *testing.T) {
 		t.Errorf("alias: %d", r.Status)
 	}
 
+	t.Run("internal routes are not for clients", func(t *testing.T) {
+		for _, path := range []string{"/api/v1/internal/login", "/api/v1/internal/email-claims", "/api/v1/internal/oauth-login"} {
+			if r := e.Do(t, "eu-west", apitest.Request{Method: "POST", Path: path, Token: b.AccessToken, Body: map[string]string{}}); r.Status != 404 {
+				t.Errorf("%s without the internal secret: %d", path, r.Status)
+			}
+			r := e.Do(t, "eu-west", apitest.Request{Method: "POST", Path: path, Body: `{"nope": 1}`, Header: http.Header{app.InternalHeader: {apitest.InternalToken}}})
+			if r.Status != 400 {
+				t.Errorf("%s with the secret and a bad body: %d %s", path, r.Status, r.Body)
+			}
+		}
+		if r := e.Do(t, "eu-west", apitest.Request{Method: "GET", Path: "/api/v1/internal/email-claims/xyz", Header: http.Header{app.InternalHeader: {apitest.InternalToken}}}); r.Status != 400 {
+			t.Errorf("lookup of a malformed hash: %d", r.Status)
+		}
+	})
+
 	t.Run("jwks", func(t *testing.T) {
 		r := e.Do(t, "ap-south", apitest.Request{Method: "GET", Path: "/api/v1/auth/jwks.json"})
 		if r.Status != 200 || !strings.HasPrefix(r.Header.Get("Content-Type"), "application/json") || r.Header.Get("Cache-Control") == "" {

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"net/http/httptest"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -276,12 +277,15 @@ func TestConfigValidate(t *testing.T) {
 }
 
 func TestMetaOf(t *testing.T) {
+	s := &Service{cfg: Config{TrustedProxies: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}}}
 	for _, tc := range []struct{ xff, remote, want string }{
-		{"203.0.113.7, 10.0.0.1", "10.0.0.2:5555", "203.0.113.7"},
+		{"203.0.113.7", "10.0.0.2:5555", "203.0.113.7"},
+		{"6.6.6.6, 203.0.113.7", "10.0.0.2:5555", "203.0.113.7"}, // a forged first hop is ignored
+		{"203.0.113.7, 10.0.0.9", "10.0.0.2:5555", "203.0.113.7"},
 		{"2001:db8::1", "10.0.0.2:5555", "2001:db8::1"},
 		{"::ffff:203.0.113.9", "10.0.0.2:5555", "203.0.113.9"},
 		{"", "198.51.100.4:1234", "198.51.100.4"},
-		{"not an ip", "198.51.100.4:1234", "198.51.100.4"},
+		{"6.6.6.6", "198.51.100.4:1234", "198.51.100.4"}, // not from a trusted proxy
 		{"", "[2001:db8::2]:80", "2001:db8::2"},
 	} {
 		r := httptest.NewRequest("GET", "/", nil)
@@ -289,7 +293,7 @@ func TestMetaOf(t *testing.T) {
 		if tc.xff != "" {
 			r.Header.Set("X-Forwarded-For", tc.xff)
 		}
-		if got := metaOf(r).IP.String(); got != tc.want {
+		if got := s.metaOf(r).IP.String(); got != tc.want {
 			t.Errorf("xff %q remote %q: %s, want %s", tc.xff, tc.remote, got, tc.want)
 		}
 	}
