@@ -11,6 +11,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -221,6 +222,18 @@ func Up(ctx context.Context, cfg Config, log *slog.Logger, out io.Writer) error 
 	fmt.Fprintf(out, "starting %d API nodes per region...\n", cfg.NodesPerRegion)
 	if err := startAPINodes(ctx, cfg, inForce, agent.HTTPAddr(), log); err != nil {
 		return err
+	}
+	if err := waitPassing(ctx, client, inForce); err != nil {
+		return err
+	}
+	demo := &demoClient{http: &http.Client{Timeout: 30 * time.Second}, base: map[string]string{}}
+	for _, n := range cfg.apiNodes(inForce) {
+		if _, ok := demo.base[n.region]; !ok {
+			demo.base[n.region] = fmt.Sprintf("http://127.0.0.1:%d", n.port)
+		}
+	}
+	if err := seedDemo(ctx, demo, out); err != nil {
+		return fmt.Errorf("demo data: %w", err)
 	}
 	fmt.Fprintln(out)
 	printSummary(out, cfg, inForce, agent.HTTPAddr())
