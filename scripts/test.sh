@@ -85,6 +85,12 @@ if (($# == 0)); then set -- ./...; fi
 code=0
 run go test -count=1 -p 2 -timeout 25m "$@" || code=$?
 
+# The benchmarks run once each (-benchtime=1x) when no packages were named, so they cannot rot; their
+# figures come from `make bench`.
+if ((code == 0)) && [[ "$*" == "./..." ]]; then
+  run go test -count=1 -run '^$' -bench . -benchtime 1x ./bench/... || code=$?
+fi
+
 if ((code == 0 && vet != 0)); then
   echo "test.sh: tests passed but go vet failed" >&2
   code=$vet
