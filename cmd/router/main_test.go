@@ -1,0 +1,29 @@
+package main
+
+import (
+	"strings"
+	"testing"
+)
+
+// Bad flags fail at start with a message that names them; nothing is contacted.
+func TestBadFlags(t *testing.T) {
+	cases := []struct {
+		args []string
+		want string
+	}{
+		{[]string{}, "Region is required"},
+		{[]string{"-region", "eu-west", "-ip-limit", "lots"}, "-ip-limit"},
+		{[]string{"-region", "eu-west", "-principal-limit", "5/1h,0"}, "-principal-limit"},
+		{[]string{"-region", "eu-west", "-trusted-proxies", "10.0.0.0/33"}, "-trusted-proxies"},
+		{[]string{"-region", "eu-west", "-log-level", "loud"}, "-log-level"},
+		{[]string{"-region", "eu-west", "-max-attempts", "0"}, "MaxAttempts"},
+		{[]string{"-region", "eu-west", "-token-issuer", ""}, "TokenIssuer"},
+		{[]string{"-no-such-flag"}, "no-such-flag"},
+	}
+	for _, c := range cases {
+		err := run(c.args)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("run(%q) = %v, want an error naming %s", c.args, err, c.want)
+		}
+	}
+}

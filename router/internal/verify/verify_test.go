@@ -1,0 +1,231 @@
+package verify
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/8thdegree/meridian/api/authtoken"
+	"github.com/8thdegree/meridian/pkg/shardkey"
+)
+
+// source serves a JWKS document and counts fetches.
+type source struct {
+	mu      sync.Mutex
+	doc     []byte
+	err     error
+	fetches atomic.Int32
+}
+
+func (s *source) JWKS(context.Context) ([]byte, error) {
+	s.fetches.Add(1)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.doc, s.err
+}
+
+func (s *source) set(doc []byte) {
+	s.mu.Lock()
+	s.doc = doc
+	s.mu.Unlock()
+}
+
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *clock) now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *clock) add(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+type fixture struct {
+	v      *Verifier
+	src    *source
+	clk    *clock
+	key    authtoken.Key
+	keys   *authtoken.KeySet
+	tokens *authtoken.Tokens
+	sub    authtoken.Subject
+}
+
+func newFixture(t *testing.T) *fixture {
+	t.Helper()
+	k, _ := authtoken.GenerateKey()
+	ks, _ := authtoken.NewKeySet([]authtoken.Key{k}, k.ID)
+	clk := &clock{t: time.Unix(1_900_000_000, 0)}
+	tokens, err := authtoken.New(authtoken.Config{Issuer: "iss", Audience: "aud", TTL: time.Hour}, ks, clk.now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := DefaultConfig()
+	cfg.Issuer, cfg.Audience, cfg.Leeway = "iss", "aud", 0
+	src := &source{doc: ks.JWKS()}
+	v, err := New(cfg, src, nil, clk.now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ksid := shardkey.NewKeyspaceID(0x40, []byte("u"))
+	id, _ := shardkey.NewGenerator(clk.now, nil).New(shardkey.KindUser, ksid)
+	return &fixture{v: v, src: src, clk: clk, key: k, keys: ks, tokens: tokens,
+		sub: authtoken.Subject{UserID: id, KSID: ksid, Role: "client", Region: "eu-west"}}
+}
+
+func (f *fixture) token(t *testing.T, tk *authtoken.Tokens) string {
+	t.Helper()
+	s, _, err := tk.Issue(f.sub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func TestNoKeysYet(t *testing.T) {
+	f := newFixture(t)
+	if _, err := f.v.Verify(context.Background(), f.token(t, f.tokens)); !errors.Is(err, ErrNoKeys) {
+		t.Fatalf("got %v, want ErrNoKeys", err)
+	}
+}
+
+func TestVerifyCachesUntilExpiry(t *testing.T) {
+	f := newFixture(t)
+	if err := f.v.fetch(context.Background(), false); err != nil {
+		t.Fatal(err)
+	}
+	tok := f.token(t, f.tokens)
+	for range 3 {
+		id, err := f.v.Verify(context.Background(), tok)
+		if err != nil || id.Subject != f.sub || id.UserID != f.sub.UserID.String() {
+			t.Fatalf("Verify: %+v, %v", id, err)
+		}
+	}
+	if f.v.Len() != 1 {
+		t.Fatalf("%d cached", f.v.Len())
+	}
+	f.clk.add(2 * time.Hour)
+	if _, err := f.v.Verify(context.Background(), tok); !errors.Is(err, authtoken.ErrExpired) {
+		t.Fatalf("a cached token outlived its expiry: %v", err)
+	}
+}
+
+func TestUnknownKidRefetchesAtMostOncePerMinRefetch(t *testing.T) {
+	f := newFixture(t)
+	if err := f.v.fetch(context.Background(), false); err != nil {
+		t.Fatal(err)
+	}
+	base := f.src.fetches.Load()
+	k2, _ := authtoken.GenerateKey()
+	other, _ := authtoken.NewKeySet([]authtoken.Key{k2}, k2.ID)
+	otherTokens, _ := authtoken.New(authtoken.Config{Issuer: "iss", Audience: "aud", TTL: time.Hour}, other, f.clk.now)
+	stranger := f.token(t, otherTokens)
+	for range 5 {
+		if _, err := f.v.Verify(context.Background(), stranger); !errors.Is(err, authtoken.ErrInvalidToken) {
+			t.Fatalf("a token of an unpublished key passed: %v", err)
+		}
+	}
+	if got := f.src.fetches.Load() - base; got != 1 {
+		t.Fatalf("%d fetches for one unknown kid in a burst, want 1", got)
+	}
+	// The nodes publish the key: after MinRefetch, the next token with it triggers a fetch and passes.
+	both, _ := authtoken.NewKeySet([]authtoken.Key{k2, f.key}, "")
+	f.src.set(both.JWKS())
+	f.clk.add(DefaultConfig().MinRefetch)
+	if _, err := f.v.Verify(context.Background(), stranger); err != nil {
+		t.Fatalf("after rotation: %v", err)
+	}
+}
+
+func TestRetiredKeyEmptiesTheCache(t *testing.T) {
+	f := newFixture(t)
+	if err := f.v.fetch(context.Background(), false); err != nil {
+		t.Fatal(err)
+	}
+	tok := f.token(t, f.tokens)
+	if _, err := f.v.Verify(context.Background(), tok); err != nil {
+		t.Fatal(err)
+	}
+	k2, _ := authtoken.GenerateKey()
+	only2, _ := authtoken.NewKeySet([]authtoken.Key{k2}, k2.ID)
+	f.src.set(only2.JWKS())
+	if err := f.v.fetch(context.Background(), false); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.v.Verify(context.Background(), tok); err == nil {
+		t.Fatal("a token of a retired key still passes")
+	}
+}
+
+func TestBadJWKSKeepsTheKeysInService(t *testing.T) {
+	f := newFixture(t)
+	if err := f.v.fetch(context.Background(), false); err != nil {
+		t.Fatal(err)
+	}
+	f.src.set([]byte(`{"keys":[{"kty":"OKP","crv":"Ed25519","x":"bad","kid":"k"}]}`))
+	if err := f.v.fetch(context.Background(), false); err == nil {
+		t.Fatal("a bad JWKS was accepted")
+	}
+	if _, err := f.v.Verify(context.Background(), f.token(t, f.tokens)); err != nil {
+		t.Fatalf("the keys in service were dropped: %v", err)
+	}
+}
+
+func TestCacheIsBounded(t *testing.T) {
+	c := newCache(64)
+	until := time.Now().Add(time.Hour)
+	for i := range 1000 {
+		c.put(strings.Repeat("x", i), Identity{}, until)
+	}
+	n := 0
+	for i := range c.shards {
+		n += len(c.shards[i].m)
+	}
+	if n > 64 {
+		t.Fatalf("%d entries in a cache of 64", n)
+	}
+}
+
+func FuzzVerify(f *testing.F) {
+	fx := newFixture(&testing.T{})
+	_ = fx.v.fetch(context.Background(), false)
+	good, _, _ := fx.tokens.Issue(fx.sub)
+	f.Add(good)
+	f.Add("eyJhbGciOiJub25lIn0.e30.")
+	f.Add("a.b.c")
+	f.Fuzz(func(t *testing.T, tok string) {
+		id, err := fx.v.Verify(context.Background(), tok)
+		if err == nil && id.Subject != fx.sub {
+			t.Fatalf("Verify(%q) passed with %+v", tok, id)
+		}
+		_, _ = headerKid(tok)
+		_, _ = expiry(tok)
+	})
+}
+
+func BenchmarkVerifyCached(b *testing.B) {
+	fx := newFixture(&testing.T{})
+	_ = fx.v.fetch(context.Background(), false)
+	tok, _, _ := fx.tokens.Issue(fx.sub)
+	_, _ = fx.v.Verify(context.Background(), tok)
+	b.ReportAllocs()
+	for b.Loop() {
+		_, _ = fx.v.Verify(context.Background(), tok)
+	}
+}
+
+func BenchmarkVerifyUncached(b *testing.B) {
+	fx := newFixture(&testing.T{})
+	_ = fx.v.fetch(context.Background(), false)
+	tok, _, _ := fx.tokens.Issue(fx.sub)
+	st := fx.v.state.Load()
+	b.ReportAllocs()
+	for b.Loop() {
+		_, _ = st.tokens.Verify(tok)
+	}
+}

@@ -1,0 +1,560 @@
+// Package routertest runs edge routers against stand-in API nodes for integration tests and
+// benchmarks: a topology of three regions in the test Consul (under a key and service names of the
+// test's own), stand-in nodes registered in Consul as the regions' API services with TTL checks the
+// test can fail, real Ed25519 access tokens whose JWKS the stand-ins publish, and routers started on
+// loopback with the test Redis.
+//
+// A stand-in node echoes what it received (method, path, query, headers, body) and says which node and
+// region it is. Given a topology of its own (SetTable), it answers 421 wrong_region with a replay hint
+// for data it does not hold, as a real node does, so a router with an older topology can be tested.
+//
+// The package needs the real servers of deploy/local/testenv: call it from tests whose TestMain is
+// testenv.Main.
+package routertest
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	consul "github.com/hashicorp/consul/api"
+
+	"github.com/8thdegree/meridian/api/authtoken"
+	"github.com/8thdegree/meridian/api/ratelimit"
+	"github.com/8thdegree/meridian/deploy/local/testenv"
+	"github.com/8thdegree/meridian/pkg/shardkey"
+	"github.com/8thdegree/meridian/router"
+	"github.com/8thdegree/meridian/shardmgr/topology"
+	"github.com/8thdegree/meridian/shardmgr/topostore"
+)
+
+// Issuer and Audience of the test tokens.
+const (
+	Issuer   = "https://meridian.test"
+	Audience = "meridian-api"
+)
+
+// Regions of the test topology (topology.Example's).
+var Regions = []string{"us-east", "eu-west", "ap-south"}
+
+// Options say what New builds.
+type Options struct {
+	// NodesPerRegion stand-in nodes are started per region (default 2; -1 for none).
+	NodesPerRegion int
+	// Handler, if set, replaces the stand-in nodes' echo handler (the JWKS is still served).
+	Handler func(n *Node) http.Handler
+}
+
+// Env is one test's world: Consul, Redis, topology, keys and nodes.
+type Env struct {
+	Consul     *consul.Client
+	ConsulAddr string
+	RedisAddr  string
+	// Key is the Consul KV key of the topology.
+	Key string
+	// Prefix makes the test's Consul names unique.
+	Prefix string
+	Keys   *authtoken.KeySet
+	Tokens *authtoken.Tokens
+	IDs    *shardkey.Generator
+
+	opts  Options
+	store *topostore.Store
+	jwks  atomic.Pointer[[]byte]
+
+	mu    sync.Mutex
+	topo  *topology.Topology
+	nodes map[string][]*Node
+	seq   int
+}
+
+// New builds an Env and starts its nodes.
+func New(t testing.TB, opts Options) *Env {
+	t.Helper()
+	if opts.NodesPerRegion == 0 {
+		opts.NodesPerRegion = 2
+	}
+	c := testenv.Consul(t)
+	redisAddr := testenv.Redis(t)
+	client, err := consul.NewClient(&consul.Config{Address: c.HTTPAddr()})
+	if err != nil {
+		t.Fatalf("routertest: consul client: %v", err)
+	}
+	key, err := authtoken.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ks, err := authtoken.NewKeySet([]authtoken.Key{key}, key.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tokens, err := authtoken.New(authtoken.Config{Issuer: Issuer, Audience: Audience, TTL: time.Hour}, ks, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	prefix := fmt.Sprintf("rt-%d-%s", time.Now().UnixNano()%1_000_000_000, sanitize(t.Name()))
+	e := &Env{
+		Consul: client, ConsulAddr: c.HTTPAddr(), RedisAddr: redisAddr,
+		Key: "meridian-test/" + prefix + "/topology", Prefix: prefix,
+		Keys: ks, Tokens: tokens, IDs: shardkey.NewGenerator(nil, nil),
+		opts: opts, nodes: map[string][]*Node{},
+	}
+	e.SetJWKS(ks.JWKS())
+	e.store = topostore.NewStore(client, e.Key)
+
+	topo := topology.Example()
+	for i := range topo.Regions {
+		topo.Regions[i].APIService = prefix + "-api-" + topo.Regions[i].Name
+		topo.Regions[i].RedisAddr = redisAddr
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := e.store.Create(ctx, topo); err != nil {
+		t.Fatalf("routertest: writing the topology: %v", err)
+	}
+	t.Cleanup(func() { _, _ = client.KV().Delete(e.Key, nil) })
+	loaded, _, err := e.store.Load(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.topo = loaded
+	if opts.NodesPerRegion > 0 {
+		for _, r := range Regions {
+			for range opts.NodesPerRegion {
+				e.StartNode(t, r)
+			}
+		}
+	}
+	return e
+}
+
+func sanitize(s string) string {
+	var b strings.Builder
+	for _, c := range strings.ToLower(s) {
+		if c >= 'a' && c <= 'z' || c >= '0' && c <= '9' {
+			b.WriteRune(c)
+		} else {
+			b.WriteByte('-')
+		}
+	}
+	out := b.String()
+	if len(out) > 40 {
+		out = out[len(out)-40:]
+	}
+	return strings.Trim(out, "-")
+}
+
+// Topology returns the topology in Consul.
+func (e *Env) Topology() *topology.Topology {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.topo.Clone()
+}
+
+// Modify changes the topology in Consul (the version is bumped).
+func (e *Env) Modify(t testing.TB, fn func(*topology.Topology) error) *topology.Topology {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	topo, err := e.store.Modify(ctx, fn)
+	if err != nil {
+		t.Fatalf("routertest: modifying the topology: %v", err)
+	}
+	e.mu.Lock()
+	e.topo = topo
+	e.mu.Unlock()
+	return topo.Clone()
+}
+
+// SetJWKS changes the key set the nodes publish (a rotation).
+func (e *Env) SetJWKS(b []byte) { e.jwks.Store(&b) }
+
+// RegionCode returns a region's keyspace code.
+func (e *Env) RegionCode(t testing.TB, region string) shardkey.Region {
+	t.Helper()
+	r, ok := e.Topology().Region(region)
+	if !ok {
+		t.Fatalf("routertest: no region %q", region)
+	}
+	return r.Code
+}
+
+// User is a user homed in a region, with an access token.
+type User struct {
+	ID     shardkey.ID
+	KSID   shardkey.KeyspaceID
+	Region string
+	Token  string
+}
+
+// User makes a user of region (no database: the router only needs the token).
+func (e *Env) User(t testing.TB, region string) User {
+	t.Helper()
+	e.mu.Lock()
+	e.seq++
+	identity := fmt.Sprintf("%s/user-%d", e.Prefix, e.seq)
+	e.mu.Unlock()
+	k := shardkey.NewKeyspaceID(e.RegionCode(t, region), []byte(identity))
+	id := e.NewID(t, shardkey.KindUser, k)
+	tok, _, err := e.Tokens.Issue(authtoken.Subject{UserID: id, KSID: k, Role: "client", Region: region})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return User{ID: id, KSID: k, Region: region, Token: tok}
+}
+
+// NewID makes an ID of kind owned by owner.
+func (e *Env) NewID(t testing.TB, kind shardkey.Kind, owner shardkey.KeyspaceID) shardkey.ID {
+	t.Helper()
+	id, err := e.IDs.New(kind, owner)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+// APIKey returns an API key (as a client sends it) owned by u. The secret is well-formed and
+// meaningless: stand-in nodes do not check it.
+func (e *Env) APIKey(t testing.TB, u User) string {
+	t.Helper()
+	return "mk_" + e.NewID(t, shardkey.KindAPIKey, u.KSID).String() + "_" + strings.Repeat("A", 43)
+}
+
+// RefreshToken returns a well-formed refresh token of a family owned by u.
+func (e *Env) RefreshToken(t testing.TB, u User) string {
+	t.Helper()
+	return "mrt_" + e.NewID(t, shardkey.KindTokenFamily, u.KSID).String() + "." + strings.Repeat("B", 43)
+}
+
+// Nodes returns the nodes started in region.
+func (e *Env) Nodes(region string) []*Node {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return append([]*Node(nil), e.nodes[region]...)
+}
+
+// TotalHits is the number of API requests every node of region received.
+func (e *Env) TotalHits(region string) int {
+	n := 0
+	for _, nd := range e.Nodes(region) {
+		n += nd.Hits()
+	}
+	return n
+}
+
+// Node is a stand-in API node.
+type Node struct {
+	ID, Region, Addr string
+	CheckID          string
+
+	env   *Env
+	srv   *httptest.Server
+	hits  atomic.Int64
+	table atomic.Pointer[topology.Table]
+	h     atomic.Pointer[http.Handler]
+
+	mu   sync.Mutex
+	seen []Seen
+}
+
+// Seen is a request as the node received it, and what it echoes.
+type Seen struct {
+	Node    string      `json:"node"`
+	Region  string      `json:"region"`
+	Method  string      `json:"method"`
+	Path    string      `json:"path"`
+	Query   string      `json:"query"`
+	Header  http.Header `json:"header"`
+	Body    string      `json:"body"`
+	BodyLen int         `json:"body_len"`
+}
+
+// StartNode starts a stand-in node of region and registers it in Consul, passing.
+func (e *Env) StartNode(t testing.TB, region string) *Node {
+	t.Helper()
+	e.mu.Lock()
+	e.seq++
+	id := fmt.Sprintf("%s-%s-%d", e.Prefix, region, e.seq)
+	e.mu.Unlock()
+	n := &Node{ID: id, Region: region, CheckID: "check-" + id, env: e}
+	var h http.Handler = http.HandlerFunc(n.echo)
+	if e.opts.Handler != nil {
+		h = e.opts.Handler(n)
+	}
+	n.h.Store(&h)
+	n.srv = httptest.NewServer(http.HandlerFunc(n.serve))
+	n.Addr = n.srv.Listener.Addr().String()
+	t.Cleanup(n.srv.Close)
+	host, port := splitHostPort(t, n.Addr)
+	r, _ := e.Topology().Region(region)
+	err := e.Consul.Agent().ServiceRegister(&consul.AgentServiceRegistration{
+		ID: id, Name: r.APIService, Address: host, Port: port,
+		Check: &consul.AgentServiceCheck{CheckID: n.CheckID, TTL: "1h", Status: consul.HealthPassing},
+	})
+	if err != nil {
+		t.Fatalf("routertest: registering node %s: %v", id, err)
+	}
+	t.Cleanup(func() { _ = e.Consul.Agent().ServiceDeregister(id) })
+	e.mu.Lock()
+	e.nodes[region] = append(e.nodes[region], n)
+	e.mu.Unlock()
+	return n
+}
+
+func splitHostPort(t testing.TB, addr string) (string, int) {
+	t.Helper()
+	host, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var port int
+	if _, err := fmt.Sscanf(p, "%d", &port); err != nil {
+		t.Fatal(err)
+	}
+	return host, port
+}
+
+// URL is the node's base URL.
+func (n *Node) URL() string { return n.srv.URL }
+
+// Hits is the number of API requests the node received (the JWKS not counted).
+func (n *Node) Hits() int { return int(n.hits.Load()) }
+
+// Seen returns the API requests the node received, in order.
+func (n *Node) Seen() []Seen {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return append([]Seen(nil), n.seen...)
+}
+
+// SetHandler replaces the node's handler for API requests.
+func (n *Node) SetHandler(h http.Handler) { n.h.Store(&h) }
+
+// SetTable gives the node a topology of its own: it then answers 421 with a replay hint for data
+// homed elsewhere, like a real node. nil serves everything.
+func (n *Node) SetTable(tab *topology.Table) { n.table.Store(tab) }
+
+// Fail marks the node's Consul check critical; Pass marks it passing again.
+func (n *Node) Fail(t testing.TB) {
+	t.Helper()
+	if err := n.env.Consul.Agent().UpdateTTL(n.CheckID, "stopped by the test", consul.HealthCritical); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Pass marks the node's Consul check passing.
+func (n *Node) Pass(t testing.TB) {
+	t.Helper()
+	if err := n.env.Consul.Agent().UpdateTTL(n.CheckID, "", consul.HealthPassing); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Kill stops the node without telling Consul: connections are refused from now on.
+func (n *Node) Kill() {
+	n.srv.CloseClientConnections()
+	n.srv.Close()
+}
+
+func (n *Node) serve(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("X-Meridian-Region", n.Region)
+	if r.URL.Path == "/api/v1/auth/jwks.json" {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write(*n.env.jwks.Load())
+		return
+	}
+	n.hits.Add(1)
+	if tab := n.table.Load(); tab != nil {
+		if k, ok := n.ksidOf(r); ok {
+			if rt, err := tab.Lookup(k); err == nil && rt.Region.Name != n.Region {
+				n.record(r, nil)
+				w.Header().Set("X-Meridian-Replay-Region", rt.Region.Name)
+				w.Header().Set("Content-Type", "application/json")
+				w.WriteHeader(http.StatusMisdirectedRequest)
+				_, _ = fmt.Fprintf(w, `{"error":{"code":"wrong_region","message":"the data is homed in region %s"}}`, rt.Region.Name)
+				return
+			}
+		}
+	}
+	(*n.h.Load()).ServeHTTP(w, r)
+}
+
+// ksidOf finds whose data r is about, as a node does: an ID in the path, else the token's subject.
+func (n *Node) ksidOf(r *http.Request) (shardkey.KeyspaceID, bool) {
+	for _, seg := range strings.Split(r.URL.Path, "/") {
+		if id, err := shardkey.ParseID(seg); err == nil {
+			return id.KeyspaceID(), true
+		}
+	}
+	if tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok {
+		if s, err := n.env.Tokens.Verify(tok); err == nil {
+			return s.KSID, true
+		}
+	}
+	return 0, false
+}
+
+func (n *Node) record(r *http.Request, body []byte) Seen {
+	s := Seen{Node: n.ID, Region: n.Region, Method: r.Method, Path: r.URL.Path, Query: r.URL.RawQuery,
+		Header: r.Header.Clone(), Body: string(body), BodyLen: len(body)}
+	if len(s.Body) > 4096 {
+		s.Body = s.Body[:4096]
+	}
+	n.mu.Lock()
+	n.seen = append(n.seen, s)
+	n.mu.Unlock()
+	return s
+}
+
+// echo answers 200 with what the node received.
+func (n *Node) echo(w http.ResponseWriter, r *http.Request) {
+	body, _ := io.ReadAll(r.Body)
+	s := n.record(r, body)
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(s)
+}
+
+// Echo is the default handler, for tests that wrap it.
+func (n *Node) Echo() http.Handler { return http.HandlerFunc(n.echo) }
+
+// Router is a running router.
+type Router struct {
+	*router.Router
+	URL    string
+	Region string
+	logs   *syncBuffer
+	cancel context.CancelFunc
+	done   chan error
+}
+
+// DefaultRouterConfig is the configuration StartRouter uses before mutate: the Env's Consul, Redis
+// and topology, test tokens, and rate limits high enough not to interfere.
+func (e *Env) DefaultRouterConfig(region string) router.Config {
+	cfg := router.DefaultConfig()
+	cfg.Region = region
+	cfg.ConsulAddr = e.ConsulAddr
+	cfg.TopologyKey = e.Key
+	cfg.RedisAddr = e.RedisAddr
+	cfg.TokenIssuer, cfg.TokenAudience = Issuer, Audience
+	cfg.IPLimit = ratelimit.Limit{Rate: 1_000_000, Period: time.Second, Burst: 1_000_000}
+	cfg.PrincipalLimit = ratelimit.Limit{Rate: 1_000_000, Period: time.Second, Burst: 1_000_000}
+	cfg.ShutdownTimeout = 5 * time.Second
+	return cfg
+}
+
+// StartRouter starts a router of region on loopback and waits until it is ready. mutate (may be nil)
+// edits its configuration first. Its log is kept for Logs and AccessLog.
+func (e *Env) StartRouter(t testing.TB, region string, mutate func(*router.Config)) *Router {
+	t.Helper()
+	logs := &syncBuffer{}
+	return e.startRouter(t, region, mutate, slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})), logs)
+}
+
+// StartRouterLogged is StartRouter with the router logging to log (benchmarks log JSON to io.Discard,
+// as production logs JSON to a pipe). Logs and AccessLog then see nothing.
+func (e *Env) StartRouterLogged(t testing.TB, region string, mutate func(*router.Config), log *slog.Logger) *Router {
+	t.Helper()
+	return e.startRouter(t, region, mutate, log, &syncBuffer{})
+}
+
+func (e *Env) startRouter(t testing.TB, region string, mutate func(*router.Config), log *slog.Logger, logs *syncBuffer) *Router {
+	t.Helper()
+	cfg := e.DefaultRouterConfig(region)
+	if mutate != nil {
+		mutate(&cfg)
+	}
+	r, err := router.New(cfg, log)
+	if err != nil {
+		t.Fatalf("routertest: router.New: %v", err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	rt := &Router{Router: r, URL: "http://" + ln.Addr().String(), Region: region, logs: logs, cancel: cancel, done: make(chan error, 1)}
+	go func() { rt.done <- r.Serve(ctx, ln) }()
+	t.Cleanup(func() { rt.Stop(t) })
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		ok, missing := r.Ready()
+		if ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("routertest: router %s not ready after 30s; waiting for %v\n%s", region, missing, logs.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return rt
+}
+
+// Stop stops the router (idempotent).
+func (r *Router) Stop(t testing.TB) {
+	t.Helper()
+	if r.cancel == nil {
+		return
+	}
+	r.cancel()
+	r.cancel = nil
+	select {
+	case err := <-r.done:
+		if err != nil {
+			t.Errorf("routertest: router %s: Serve: %v", r.Region, err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Errorf("routertest: router %s did not stop", r.Region)
+	}
+}
+
+// Logs returns what the router logged (JSON lines).
+func (r *Router) Logs() string { return r.logs.String() }
+
+// AccessLog returns the access-log line of the request with the given X-Request-ID, or nil if none
+// is written within 5 seconds (lines are written after the response, on a goroutine of their own).
+func (r *Router) AccessLog(requestID string) map[string]any {
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		for _, line := range strings.Split(r.logs.String(), "\n") {
+			if !strings.Contains(line, requestID) {
+				continue
+			}
+			var m map[string]any
+			if json.Unmarshal([]byte(line), &m) == nil && m["msg"] == "request" && m["request_id"] == requestID {
+				return m
+			}
+		}
+		if time.Now().After(deadline) {
+			return nil
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
