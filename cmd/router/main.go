@@ -48,12 +48,15 @@ func run(args []string) error {
 	str := func(p *string, name, env, def, usage string) {
 		fs.StringVar(p, name, envOr(env, def), usage+" (env "+env+")")
 	}
+	var envErr error
 	dur := func(p *time.Duration, name, env string, def time.Duration, usage string) {
 		d := def
 		if v := os.Getenv(env); v != "" {
-			if parsed, err := time.ParseDuration(v); err == nil {
-				d = parsed
+			parsed, err := time.ParseDuration(v)
+			if err != nil && envErr == nil {
+				envErr = fmt.Errorf("%s: %w", env, err)
 			}
+			d = parsed
 		}
 		fs.DurationVar(p, name, d, usage+" (env "+env+")")
 	}
@@ -77,6 +80,9 @@ func run(args []string) error {
 	fs.Int64Var(&cfg.MaxBodyBytes, "max-body", cfg.MaxBodyBytes, "largest request body in bytes (413 above)")
 	fs.IntVar(&cfg.MaxAttempts, "max-attempts", cfg.MaxAttempts, "nodes one request is tried on in a region")
 	fs.BoolVar(&cfg.ServeOpsOnPublic, "ops-on-public", cfg.ServeOpsOnPublic, "answer /healthz, /readyz and /metrics on the public listener too")
+	if envErr != nil {
+		return envErr
+	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil

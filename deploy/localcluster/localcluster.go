@@ -215,8 +215,8 @@ func Up(ctx context.Context, cfg Config, log *slog.Logger, out io.Writer) error 
 	if err := ensureSecrets(cfg.Dir); err != nil {
 		return err
 	}
-	fmt.Fprintln(out, "building the API node...")
-	if err := buildBinaries(ctx, cfg, out, "api"); err != nil {
+	fmt.Fprintln(out, "building the API node and the edge router...")
+	if err := buildBinaries(ctx, cfg, out, "api", "router"); err != nil {
 		return err
 	}
 	fmt.Fprintf(out, "starting %d API nodes per region...\n", cfg.NodesPerRegion)
@@ -226,11 +226,14 @@ func Up(ctx context.Context, cfg Config, log *slog.Logger, out io.Writer) error 
 	if err := waitPassing(ctx, client, inForce); err != nil {
 		return err
 	}
+	fmt.Fprintln(out, "starting an edge router per region...")
+	if err := startRouters(ctx, cfg, inForce, agent.HTTPAddr(), log); err != nil {
+		return err
+	}
+	// The demo data goes in as a client would send it: through each region's router.
 	demo := &demoClient{http: &http.Client{Timeout: 30 * time.Second}, base: map[string]string{}}
-	for _, n := range cfg.apiNodes(inForce) {
-		if _, ok := demo.base[n.region]; !ok {
-			demo.base[n.region] = fmt.Sprintf("http://127.0.0.1:%d", n.port)
-		}
+	for i, r := range inForce.Regions {
+		demo.base[r.Name] = fmt.Sprintf("http://127.0.0.1:%d", cfg.RouterPort(i))
 	}
 	if err := seedDemo(ctx, demo, out); err != nil {
 		return fmt.Errorf("demo data: %w", err)
@@ -278,9 +281,9 @@ func sameLayout(a, b *topology.Topology) bool {
 
 func printSummary(out io.Writer, cfg Config, t *topology.Topology, consulAddr string) {
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "REGION\tCODE\tAPI NODES\tPOSTGRESQL\tSHARDS\tREDIS")
+	fmt.Fprintln(tw, "REGION\tCODE\tEDGE ROUTER\tAPI NODES\tPOSTGRESQL\tSHARDS\tREDIS")
 	nodes := cfg.apiNodes(t)
-	for _, r := range t.Regions {
+	for i, r := range t.Regions {
 		addrs := ""
 		for _, n := range nodes {
 			if n.region == r.Name {
@@ -298,21 +301,30 @@ func printSummary(out io.Writer, cfg Config, t *topology.Topology, consulAddr st
 			shards += s.Name
 			port = s.Conn.Port
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t127.0.0.1:%d\t%s\t%s\n", r.Name, r.Code, addrs, port, shards, r.RedisAddr)
+		fmt.Fprintf(tw, "%s\t%s\thttp://127.0.0.1:%d\t%s\t127.0.0.1:%d\t%s\t%s\n", r.Name, r.Code, cfg.RouterPort(i), addrs, port, shards, r.RedisAddr)
 	}
 	tw.Flush()
 	fmt.Fprintf(out, `
 Consul:  http://%[1]s  (topology at key %[2]s)
 Data:    %[3]s
 
-Try:
+Use it through any edge router (each sends every request to the caller's home region):
+  R=http://127.0.0.1:%[4]d
+  # log in as Bruno (eu-west) through the us-east router
+  TOKEN=$(curl -s $R/api/v1/auth/login -H 'Content-Type: application/json' \
+    -d '{"email":"bruno@demo.8thdegree.test","password":"%[5]s"}' | sed 's/.*"access_token":"\([^"]*\)".*/\1/')
+  curl -si $R/api/v1/users/me -H "Authorization: Bearer $TOKEN"        # X-Meridian-Region: eu-west
+  curl -s "$R/api/v1/jobs/search?q=postgresql&scope=global"             # every region's jobs
+  curl -s $R/api/v1/openapi.json                                        # the API reference
+
+Operate it:
   export CONSUL_HTTP_ADDR=%[1]s
   go run ./cmd/shardmgr status            # regions, shards, keyranges, rows and bytes
   go run ./cmd/shardmgr topology show     # the topology document (add -o json)
   go run ./cmd/shardmgr migrate status    # schema version of every shard
   psql "postgres://meridian@127.0.0.1:15432/meridian_us_east_1"   # a shard, by hand
 Stop everything with: ./scripts/down.sh
-`, consulAddr, cfg.TopologyKey, cfg.Dir)
+`, consulAddr, cfg.TopologyKey, cfg.Dir, cfg.RouterPort(0), DemoPassword)
 }
 
 // Down stops every server of the cluster in cfg.Dir. Data stays on disk; the next Up reuses it.
@@ -329,6 +341,9 @@ func Down(ctx context.Context, cfg Config, log *slog.Logger, out io.Writer) erro
 		return err
 	}
 	var errs []error
+	if err := stopRouters(ctx, cfg, topo); err != nil {
+		errs = append(errs, err)
+	}
 	if err := stopAPINodes(ctx, cfg, topo); err != nil {
 		errs = append(errs, err)
 	}
@@ -346,7 +361,7 @@ func Down(ctx context.Context, cfg Config, log *slog.Logger, out io.Writer) erro
 		}
 	}
 	if len(errs) == 0 {
-		fmt.Fprintf(out, "stopped %d API nodes, Consul, %d Redis and %d PostgreSQL servers (data kept in %s)\n", len(cfg.apiNodes(topo)), len(redis), len(pgs), cfg.Dir)
+		fmt.Fprintf(out, "stopped %d edge routers, %d API nodes, Consul, %d Redis and %d PostgreSQL servers (data kept in %s)\n", len(topo.Regions), len(cfg.apiNodes(topo)), len(redis), len(pgs), cfg.Dir)
 	}
 	return errors.Join(errs...)
 }

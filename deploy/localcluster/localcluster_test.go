@@ -57,7 +57,7 @@ func testConfig(t *testing.T) (Config, *topology.Topology) {
 	cfg.RepoDir = filepath.Join("..", "..")
 	cfg.ConsulHTTPPort, cfg.ConsulServerPort, cfg.ConsulSerfPort = freePort(t), freePort(t), freePort(t)
 	cfg.NodesPerRegion = 1
-	// Three regions' API nodes sit at PortBase+101, +201, +301: find a base with those free.
+	// Three regions' routers and API nodes sit at PortBase+100, +101, +200, ...: a base of the process's own.
 	cfg.PortBase = 20000 + (os.Getpid()%200)*100
 	return cfg, topo
 }
@@ -114,12 +114,24 @@ func TestUpDown(t *testing.T) {
 		}
 	}
 
+	// The demo data went in through the routers; a demo user of eu-west logs in through the us-east
+	// router and is served by eu-west.
+	if !strings.Contains(out.String(), "demo data: 4 users created now") {
+		t.Errorf("no demo data:\n%s", out.String())
+	}
+	login := fmt.Sprintf("http://127.0.0.1:%d/api/v1/auth/login", cfg.RouterPort(0))
+	resp, err := http.Post(login, "application/json", strings.NewReader(`{"email":"bruno@demo.8thdegree.test","password":"`+DemoPassword+`"}`))
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("login through the us-east router: %v %v", resp, err)
+	}
+	resp.Body.Close()
+
 	// Starting again reuses everything and keeps the topology.
 	out.Reset()
 	if err := Up(ctx, cfg, nil, &out); err != nil {
 		t.Fatalf("second up: %v\n%s", err, out.String())
 	}
-	if !strings.Contains(out.String(), "topology already in Consul (version 1)") || !strings.Contains(out.String(), "0 applied now") {
+	if !strings.Contains(out.String(), "topology already in Consul (version 1)") || !strings.Contains(out.String(), "0 applied now") || !strings.Contains(out.String(), "0 users created now") {
 		t.Errorf("second up did not reuse the cluster:\n%s", out.String())
 	}
 

@@ -140,3 +140,43 @@ func stopAPINodes(ctx context.Context, cfg Config, t *topology.Topology) error {
 	}
 	return errors.Join(errs...)
 }
+
+// routerProcess is the edge router of the i-th region.
+func (c Config) routerProcess(i int, region, consulAddr string) local.ProcessConfig {
+	name := "router-" + region
+	dir := filepath.Join(c.Dir, "router", name)
+	addr := fmt.Sprintf("127.0.0.1:%d", c.RouterPort(i))
+	return local.ProcessConfig{
+		Name: name,
+		Bin:  filepath.Join(c.Dir, "bin", "router"),
+		Env: []string{
+			"MERIDIAN_REGION=" + region,
+			"MERIDIAN_ROUTER_LISTEN=" + addr,
+			"CONSUL_HTTP_ADDR=" + consulAddr,
+			"MERIDIAN_TOPOLOGY_KEY=" + c.TopologyKey,
+			"MERIDIAN_TOPOLOGY_CACHE=" + filepath.Join(dir, "topology.json"),
+			"MERIDIAN_ROUTER_ACCESS_LOG=" + filepath.Join(dir, "access.log"),
+		},
+		Dir:      dir,
+		ReadyURL: "http://" + addr + "/readyz",
+	}
+}
+
+func startRouters(ctx context.Context, cfg Config, t *topology.Topology, consulAddr string, log *slog.Logger) error {
+	for i, r := range t.Regions {
+		if _, err := local.StartProcess(ctx, cfg.routerProcess(i, r.Name, consulAddr), log); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func stopRouters(ctx context.Context, cfg Config, t *topology.Topology) error {
+	var errs []error
+	for i, r := range t.Regions {
+		if err := local.StopProcess(ctx, cfg.routerProcess(i, r.Name, "")); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
