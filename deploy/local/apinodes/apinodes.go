@@ -1,7 +1,7 @@
-// Package benchenv runs real Meridian API nodes for benchmarks: shard databases on the test PostgreSQL,
+// Package apinodes runs real Meridian API nodes for end-to-end tests and benchmarks: shard databases on the test PostgreSQL,
 // the topology in the test Consul under a key of the benchmark's own, the test Redis, and api.Node
 // serving on loopback exactly as cmd/api does.
-package benchenv
+package apinodes
 
 import (
 	"context"
@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -35,7 +36,15 @@ type Cluster struct {
 	DSN map[string]string
 	// KeyDir holds the signing keys; TokenIssuer/TokenAudience are the nodes' token settings.
 	KeyDir string
+
+	stops map[string][]func()
 }
+
+// Token settings of the nodes.
+const (
+	TokenIssuer   = "https://api.8thdegree.example"
+	TokenAudience = "meridian-api"
+)
 
 // Start runs one node in each of regions (every region when none is given). Everything stops at the
 // end of tb.
@@ -45,7 +54,7 @@ func Start(tb testing.TB, regions ...string) *Cluster {
 	agent := testenv.Consul(tb)
 	pg := testenv.Postgres(tb)
 	topo := topology.Example()
-	c := &Cluster{Topology: topo, ConsulAddr: agent.HTTPAddr(), Nodes: map[string]string{}, DSN: map[string]string{}, KeyDir: tb.TempDir()}
+	c := &Cluster{Topology: topo, ConsulAddr: agent.HTTPAddr(), Nodes: map[string]string{}, DSN: map[string]string{}, KeyDir: tb.TempDir(), stops: map[string][]func(){}}
 	var targets []migrate.Target
 	for i := range topo.Shards {
 		dsn := pg.NewDatabase(tb)
@@ -88,27 +97,53 @@ func Start(tb testing.TB, regions ...string) *Cluster {
 		}
 	}
 	for _, region := range regions {
-		c.Nodes[region] = c.startNode(tb, region)
+		c.Nodes[region] = c.StartNode(tb, region)
 	}
 	// Peers and routers find nodes through Consul's health checks, which pass a moment after start.
 	for _, region := range regions {
-		r, _ := topo.Region(region)
-		deadline := time.Now().Add(30 * time.Second)
-		for {
-			entries, _, err := cc.Health().Service(r.APIService, "", true, nil)
-			if err == nil && len(entries) > 0 {
-				break
-			}
-			if time.Now().After(deadline) {
-				tb.Fatalf("node of %s not passing in Consul: %v", region, err)
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
+		c.WaitPassing(tb, region, 1)
 	}
 	return c
 }
 
-func (c *Cluster) startNode(tb testing.TB, region string) string {
+// WaitPassing waits until region has n passing nodes in Consul.
+func (c *Cluster) WaitPassing(tb testing.TB, region string, n int) {
+	tb.Helper()
+	ccfg := consul.DefaultConfig()
+	ccfg.Address = c.ConsulAddr
+	cc, err := consul.NewClient(ccfg)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	r, _ := c.Topology.Region(region)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		entries, _, err := cc.Health().Service(r.APIService, "", true, nil)
+		if err == nil && len(entries) >= n {
+			return
+		}
+		if time.Now().After(deadline) {
+			tb.Fatalf("%d nodes of %s not passing in Consul: %v", n, region, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// StopRegion stops every node of region (each leaves Consul first, as on SIGTERM).
+func (c *Cluster) StopRegion(region string) {
+	for _, stop := range c.stops[region] {
+		stop()
+	}
+	c.stops[region] = nil
+}
+
+// StopNode stops the i-th node started in region (it leaves Consul first, as on SIGTERM).
+func (c *Cluster) StopNode(region string, i int) {
+	c.stops[region][i]()
+}
+
+// StartNode starts one more node in region and returns its base URL.
+func (c *Cluster) StartNode(tb testing.TB, region string) string {
 	tb.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -117,7 +152,7 @@ func (c *Cluster) startNode(tb testing.TB, region string) string {
 	cfg := api.Config{
 		Region: region, Listen: ln.Addr().String(), RegisterService: true,
 		ConsulAddr: c.ConsulAddr, TopologyKey: c.Key, TopologyCache: filepath.Join(tb.TempDir(), "topology.json"),
-		TokenIssuer: "https://api.8thdegree.example", TokenAudience: "meridian-api", AccessTTL: 15 * time.Minute, RefreshTTL: 24 * time.Hour,
+		TokenIssuer: TokenIssuer, TokenAudience: TokenAudience, AccessTTL: 15 * time.Minute, RefreshTTL: 24 * time.Hour,
 		SigningKeyDir: c.KeyDir, InternalToken: "bench-internal-token-0123", EmailPepper: "bench-pepper-0123456789",
 		StateKey: "bench-state-key-0123456789", PublicURL: "http://127.0.0.1", FreezeWait: 2 * time.Second,
 		ShutdownGrace: 5 * time.Second, LogLevel: "error", FeatureAPIKeys: true,
@@ -133,11 +168,14 @@ func (c *Cluster) startNode(tb testing.TB, region string) string {
 	go func() {
 		err := node.Run(ctx, ln)
 		if err != nil {
-			fmt.Fprintf(os.Stderr, "benchenv: node %s: %v\n", region, err)
+			fmt.Fprintf(os.Stderr, "apinodes: node %s: %v\n", region, err)
 		}
 		done <- err
 	}()
-	tb.Cleanup(func() { cancel(); <-done })
+	var once sync.Once
+	stop := func() { once.Do(func() { cancel(); <-done }) }
+	tb.Cleanup(stop)
+	c.stops[region] = append(c.stops[region], stop)
 	base := "http://" + ln.Addr().String()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
