@@ -35,6 +35,7 @@ import (
 	"time"
 
 	"github.com/8thdegree/meridian/api/ratelimit"
+	"github.com/8thdegree/meridian/deploy/local/apinodes"
 	"github.com/8thdegree/meridian/deploy/local/testenv"
 	"github.com/8thdegree/meridian/router"
 	"github.com/8thdegree/meridian/router/routertest"
@@ -60,6 +61,8 @@ var wayNames = [ways]string{"direct", "router", "bare"}
 type rig struct {
 	urls  [ways]string
 	token string
+	// bodyLen is the length of the upstream's answer, when it is fixed (the stand-in); 0 skips the check.
+	bodyLen int
 }
 
 // idleConns is the keep-alive pool every proxy and client gets, so that saturation measures proxying,
@@ -103,7 +106,59 @@ func setup(b *testing.B) *rig {
 	b.Cleanup(bareSrv.Close)
 	b.Cleanup(bt.CloseIdleConnections)
 
-	return &rig{urls: [ways]string{node.URL(), rt.URL, bareSrv.URL}, token: user.Token}
+	return &rig{urls: [ways]string{node.URL(), rt.URL, bareSrv.URL}, token: user.Token, bodyLen: len(userBody)}
+}
+
+// setupRealNode is setup with a real API node (api.Node over real shards, token checks, rate limits
+// and the user's row read from PostgreSQL) as eu-west's upstream, and the router in us-east.
+func setupRealNode(b *testing.B) *rig {
+	b.Helper()
+	c := apinodes.Start(b)
+	client := apinodes.Client()
+	u, err := apinodes.Register(client, c.Nodes["eu-west"], fmt.Sprintf("bench-%d@bench.test", time.Now().UnixNano()), "freelancer", "eu-west")
+	if err != nil {
+		b.Fatal(err)
+	}
+	cfg := router.DefaultConfig()
+	cfg.Region = "us-east"
+	cfg.ConsulAddr, cfg.TopologyKey, cfg.RedisAddr = c.ConsulAddr, c.Key, testenv.Redis(b)
+	cfg.TokenIssuer, cfg.TokenAudience = apinodes.TokenIssuer, apinodes.TokenAudience
+	cfg.IPLimit = ratelimit.Limit{Rate: 1_000_000, Period: time.Second, Burst: 1 << 30}
+	cfg.PrincipalLimit = cfg.IPLimit
+	cfg.MaxIdleConnsPerNode = idleConns
+	cfg.AccessLog = io.Discard
+	rt, err := router.New(cfg, slog.New(slog.NewJSONHandler(io.Discard, nil)))
+	if err != nil {
+		b.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- rt.Serve(ctx, ln) }()
+	b.Cleanup(func() { cancel(); <-done })
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if ok, _ := rt.Ready(); ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			b.Fatal("router not ready")
+		}
+	}
+	target, err := url.Parse(c.Nodes["eu-west"])
+	if err != nil {
+		b.Fatal(err)
+	}
+	bare := httputil.NewSingleHostReverseProxy(target)
+	bt := http.DefaultTransport.(*http.Transport).Clone()
+	bt.MaxIdleConnsPerHost = idleConns
+	bare.Transport = bt
+	bareSrv := httptest.NewServer(bare)
+	b.Cleanup(bareSrv.Close)
+	b.Cleanup(bt.CloseIdleConnections)
+	return &rig{urls: [ways]string{c.Nodes["eu-west"], "http://" + ln.Addr().String(), bareSrv.URL}, token: u.AccessToken}
 }
 
 func newClient(conns int) *http.Client {
@@ -132,7 +187,7 @@ func (rg *rig) get(c *http.Client, way int) error {
 	if err != nil {
 		return err
 	}
-	if resp.StatusCode != http.StatusOK || n != int64(len(userBody)) {
+	if resp.StatusCode != http.StatusOK || (rg.bodyLen > 0 && n != int64(rg.bodyLen)) {
 		return fmt.Errorf("%s: status %d, %d bytes", wayNames[way], resp.StatusCode, n)
 	}
 	return nil
@@ -152,8 +207,12 @@ func (rg *rig) warm(b *testing.B, clients [ways]*http.Client, n int) {
 
 // BenchmarkAddedLatency: one connection per way; each iteration sends one request each way, in a
 // rotating order so that no way always goes first.
-func BenchmarkAddedLatency(b *testing.B) {
-	rg := setup(b)
+func BenchmarkAddedLatency(b *testing.B) { addedLatency(b, setup(b)) }
+
+// BenchmarkAddedLatencyRealNode is BenchmarkAddedLatency in front of a real API node.
+func BenchmarkAddedLatencyRealNode(b *testing.B) { addedLatency(b, setupRealNode(b)) }
+
+func addedLatency(b *testing.B, rg *rig) {
 	var clients [ways]*http.Client
 	for w := range ways {
 		clients[w] = newClient(1)
@@ -201,8 +260,12 @@ const parallelism = 32
 
 // BenchmarkThroughput: b.N requests each way, sent by parallelism clients at once, in rounds that
 // alternate the ways; reports requests per second each way and the ratios.
-func BenchmarkThroughput(b *testing.B) {
-	rg := setup(b)
+func BenchmarkThroughput(b *testing.B) { throughput(b, setup(b)) }
+
+// BenchmarkThroughputRealNode is BenchmarkThroughput in front of a real API node.
+func BenchmarkThroughputRealNode(b *testing.B) { throughput(b, setupRealNode(b)) }
+
+func throughput(b *testing.B, rg *rig) {
 	var clients [ways]*http.Client
 	for w := range ways {
 		clients[w] = newClient(parallelism)
