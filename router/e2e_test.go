@@ -2,20 +2,16 @@ package router_test
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/8thdegree/meridian/api/ratelimit"
 	"github.com/8thdegree/meridian/deploy/local/apinodes"
-	"github.com/8thdegree/meridian/deploy/local/testenv"
 	"github.com/8thdegree/meridian/router"
 )
 
@@ -35,41 +31,7 @@ func startE2E(t *testing.T) *e2e {
 	c := apinodes.Start(t)
 	e := &e2e{cluster: c, routers: map[string]string{}, rt: map[string]*router.Router{}}
 	for _, r := range c.Topology.Regions {
-		cfg := router.DefaultConfig()
-		cfg.Region = r.Name
-		cfg.ConsulAddr = c.ConsulAddr
-		cfg.TopologyKey = c.Key
-		cfg.RedisAddr = testenv.Redis(t)
-		cfg.TokenIssuer, cfg.TokenAudience = apinodes.TokenIssuer, apinodes.TokenAudience
-		cfg.IPLimit = ratelimit.Limit{Rate: 1_000_000, Period: time.Second, Burst: 1_000_000}
-		cfg.PrincipalLimit = cfg.IPLimit
-		cfg.AccessLog = io.Discard
-		rt, err := router.New(cfg, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan error, 1)
-		go func() { done <- rt.Serve(ctx, ln) }()
-		t.Cleanup(func() { cancel(); <-done })
-		base := "http://" + ln.Addr().String()
-		deadline := time.Now().Add(30 * time.Second)
-		for {
-			if ok, _ := rt.Ready(); ok {
-				break
-			}
-			if time.Now().After(deadline) {
-				_, missing := rt.Ready()
-				t.Fatalf("router %s not ready: %v", r.Name, missing)
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
-		e.routers[r.Name] = base
-		e.rt[r.Name] = rt
+		e.routers[r.Name], e.rt[r.Name] = c.StartRouter(t, r.Name, nil)
 	}
 	return e
 }

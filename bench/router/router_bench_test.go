@@ -94,7 +94,14 @@ func setup(b *testing.B) *rig {
 		c.AccessLog = io.Discard
 	}, slog.New(slog.NewJSONHandler(io.Discard, nil)))
 
-	target, err := url.Parse(node.URL())
+	return &rig{urls: [ways]string{node.URL(), rt.URL, bareProxy(b, node.URL())}, token: user.Token, bodyLen: len(userBody)}
+}
+
+// bareProxy serves Go's bare httputil.ReverseProxy in front of upstream, with the same keep-alive pool
+// the router gets, and returns its URL.
+func bareProxy(b *testing.B, upstream string) string {
+	b.Helper()
+	target, err := url.Parse(upstream)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -102,11 +109,10 @@ func setup(b *testing.B) *rig {
 	bt := http.DefaultTransport.(*http.Transport).Clone()
 	bt.MaxIdleConnsPerHost = idleConns
 	bare.Transport = bt
-	bareSrv := httptest.NewServer(bare)
-	b.Cleanup(bareSrv.Close)
+	srv := httptest.NewServer(bare)
+	b.Cleanup(srv.Close)
 	b.Cleanup(bt.CloseIdleConnections)
-
-	return &rig{urls: [ways]string{node.URL(), rt.URL, bareSrv.URL}, token: user.Token, bodyLen: len(userBody)}
+	return srv.URL
 }
 
 // setupRealNode is setup with a real API node (api.Node over real shards, token checks, rate limits
@@ -119,46 +125,12 @@ func setupRealNode(b *testing.B) *rig {
 	if err != nil {
 		b.Fatal(err)
 	}
-	cfg := router.DefaultConfig()
-	cfg.Region = "us-east"
-	cfg.ConsulAddr, cfg.TopologyKey, cfg.RedisAddr = c.ConsulAddr, c.Key, testenv.Redis(b)
-	cfg.TokenIssuer, cfg.TokenAudience = apinodes.TokenIssuer, apinodes.TokenAudience
-	cfg.IPLimit = ratelimit.Limit{Rate: 1_000_000, Period: time.Second, Burst: 1 << 30}
-	cfg.PrincipalLimit = cfg.IPLimit
-	cfg.MaxIdleConnsPerNode = idleConns
-	cfg.AccessLog = io.Discard
-	rt, err := router.New(cfg, slog.New(slog.NewJSONHandler(io.Discard, nil)))
-	if err != nil {
-		b.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- rt.Serve(ctx, ln) }()
-	b.Cleanup(func() { cancel(); <-done })
-	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-		if ok, _ := rt.Ready(); ok {
-			break
-		}
-		if time.Now().After(deadline) {
-			b.Fatal("router not ready")
-		}
-	}
-	target, err := url.Parse(c.Nodes["eu-west"])
-	if err != nil {
-		b.Fatal(err)
-	}
-	bare := httputil.NewSingleHostReverseProxy(target)
-	bt := http.DefaultTransport.(*http.Transport).Clone()
-	bt.MaxIdleConnsPerHost = idleConns
-	bare.Transport = bt
-	bareSrv := httptest.NewServer(bare)
-	b.Cleanup(bareSrv.Close)
-	b.Cleanup(bt.CloseIdleConnections)
-	return &rig{urls: [ways]string{c.Nodes["eu-west"], "http://" + ln.Addr().String(), bareSrv.URL}, token: u.AccessToken}
+	routerURL, _ := c.StartRouter(b, "us-east", func(cfg *router.Config) {
+		cfg.IPLimit = ratelimit.Limit{Rate: 1_000_000, Period: time.Second, Burst: 1 << 30}
+		cfg.PrincipalLimit = cfg.IPLimit
+		cfg.MaxIdleConnsPerNode = idleConns
+	})
+	return &rig{urls: [ways]string{c.Nodes["eu-west"], routerURL, bareProxy(b, c.Nodes["eu-west"])}, token: u.AccessToken}
 }
 
 func newClient(conns int) *http.Client {

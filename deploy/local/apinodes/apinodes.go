@@ -6,6 +6,7 @@ package apinodes
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -19,7 +20,9 @@ import (
 
 	"github.com/8thdegree/meridian/api"
 	"github.com/8thdegree/meridian/api/authtoken"
+	"github.com/8thdegree/meridian/api/ratelimit"
 	"github.com/8thdegree/meridian/deploy/local/testenv"
+	"github.com/8thdegree/meridian/router"
 	"github.com/8thdegree/meridian/shardmgr/migrate"
 	"github.com/8thdegree/meridian/shardmgr/topology"
 	"github.com/8thdegree/meridian/shardmgr/topostore"
@@ -188,4 +191,43 @@ func (c *Cluster) StartNode(tb testing.TB, region string) string {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// StartRouter starts an edge router of region in front of the cluster, with rate limits high enough not
+// to interfere and the access log discarded; mutate (may be nil) edits its configuration first. It
+// returns the router's base URL once the router is ready.
+func (c *Cluster) StartRouter(tb testing.TB, region string, mutate func(*router.Config)) (string, *router.Router) {
+	tb.Helper()
+	cfg := router.DefaultConfig()
+	cfg.Region = region
+	cfg.ConsulAddr, cfg.TopologyKey, cfg.RedisAddr = c.ConsulAddr, c.Key, testenv.Redis(tb)
+	cfg.TokenIssuer, cfg.TokenAudience = TokenIssuer, TokenAudience
+	cfg.IPLimit = ratelimit.Limit{Rate: 1_000_000, Period: time.Second, Burst: 1_000_000}
+	cfg.PrincipalLimit = cfg.IPLimit
+	cfg.AccessLog = io.Discard
+	if mutate != nil {
+		mutate(&cfg)
+	}
+	rt, err := router.New(cfg, slog.New(slog.NewJSONHandler(io.Discard, nil)))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- rt.Serve(ctx, ln) }()
+	tb.Cleanup(func() { cancel(); <-done })
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if ok, _ := rt.Ready(); ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			_, missing := rt.Ready()
+			tb.Fatalf("router %s not ready: waiting for %v", region, missing)
+		}
+	}
+	return "http://" + ln.Addr().String(), rt
 }
