@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"fmt"
 	"maps"
 	"net/http"
@@ -25,6 +26,7 @@ import (
 	"github.com/8thdegree/meridian/api/internal/reviews"
 	"github.com/8thdegree/meridian/api/internal/server"
 	"github.com/8thdegree/meridian/api/ratelimit"
+	"github.com/8thdegree/meridian/api/ratelimit/admission"
 )
 
 // Version is the API version reported in the OpenAPI document.
@@ -113,7 +115,7 @@ func (asm *assembly) authenticator(tokens *authtoken.Tokens, apiKeys bool) authn
 
 // middlewares returns the node-wide middleware and the per-route middleware (rate limits, which need
 // the authenticated caller).
-func middlewares(reg prometheus.Registerer, lim *ratelimit.Limiter, tracing *mw.Tracing, corsOrigins []string, trusted []netip.Prefix, user, ip ratelimit.Limit) (global, route []mw.Middleware, err error) {
+func middlewares(reg prometheus.Registerer, lim mw.Allower, tracing *mw.Tracing, corsOrigins []string, trusted []netip.Prefix, user, ip ratelimit.Limit) (global, route []mw.Middleware, err error) {
 	metrics, err := mw.NewMetrics(reg)
 	if err != nil {
 		return nil, nil, err
@@ -138,6 +140,13 @@ func middlewares(reg prometheus.Registerer, lim *ratelimit.Limiter, tracing *mw.
 	}
 	global = []mw.Middleware{tracing.Middleware, metrics.Middleware, cors, mw.BodyLimit(httpx.MaxBodyBytes)}
 	return global, []mw.Middleware{mw.RateLimit(lim, rl)}, nil
+}
+
+// admitter lets the admission limiter stand where the middleware expects an Allower.
+type admitter struct{ l *admission.Limiter }
+
+func (a admitter) Allow(ctx context.Context, key string, lim ratelimit.Limit) (ratelimit.Result, error) {
+	return a.l.Allow(ctx, key, lim), nil
 }
 
 // buildHandler assembles the feature packages' routes and the middleware into the node's handler.
@@ -171,8 +180,15 @@ func (n *Node) buildHandler() (http.Handler, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Per-user and per-IP limits are admitted from a locally held share of each budget and settled with
+	// Redis in batches (as the edge router does), so a request does not wait on a Redis round trip.
+	adm, err := admission.New(n.redis, admission.DefaultConfig(), n.log)
+	if err != nil {
+		return nil, err
+	}
+	n.admission = adm
 	user, ip := n.cfg.rateLimits()
-	global, route, err := middlewares(n.registry, lim, tracing, n.cfg.CORSOrigins, n.cfg.TrustedProxies, user, ip)
+	global, route, err := middlewares(n.registry, admitter{adm}, tracing, n.cfg.CORSOrigins, n.cfg.TrustedProxies, user, ip)
 	if err != nil {
 		return nil, err
 	}

@@ -25,6 +25,7 @@ import (
 
 	"github.com/8thdegree/meridian/api/authtoken"
 	"github.com/8thdegree/meridian/api/internal/app"
+	"github.com/8thdegree/meridian/api/ratelimit/admission"
 	"github.com/8thdegree/meridian/pkg/shardkey"
 	"github.com/8thdegree/meridian/shardmgr/shardpool"
 	"github.com/8thdegree/meridian/shardmgr/topostore"
@@ -42,6 +43,8 @@ type Node struct {
 	app      *app.App
 	registry *prometheus.Registry
 	handler  http.Handler
+	// admission holds the node's shares of the per-user and per-IP rate-limit budgets.
+	admission *admission.Limiter
 }
 
 // New builds a node: it reads the keys, connects to Consul and Redis lazily, and waits (bounded by ctx)
@@ -134,6 +137,9 @@ func (n *Node) Run(ctx context.Context, ln net.Listener) error {
 	if err != nil {
 		return err
 	}
+	admDone := make(chan error, 1)
+	go func() { admDone <- n.admission.Run(wctx) }()
+	defer func() { stopWatch(); <-admDone }() // flushes the last debits to Redis
 
 	srv := &http.Server{
 		Handler:           n.handler,

@@ -1,6 +1,7 @@
 package mw
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"net/http"
@@ -64,6 +65,13 @@ func (c RateLimitConfig) Validate() error {
 	return nil
 }
 
+// Allower decides whether one more request fits a key's budget: *ratelimit.Limiter (one Redis call per
+// request), or an admission.Limiter behind an adapter (a locally held share of the budget, settled with
+// Redis in batches).
+type Allower interface {
+	Allow(ctx context.Context, key string, lim ratelimit.Limit) (ratelimit.Result, error)
+}
+
 // RateLimit limits each caller: by user ID when the request is authenticated, else by client address.
 // Every response of a limited route carries the RateLimit-* headers; a refused request gets 429
 // rate_limited with Retry-After. Internal (node-to-node) routes are not limited: their callers are
@@ -72,7 +80,7 @@ func (c RateLimitConfig) Validate() error {
 // It is route middleware (server.Options.RouteMiddleware), which runs after the route's access rule,
 // when the principal is in the context. Call cfg.Validate at start: with a bad cfg every request fails
 // with 500.
-func RateLimit(l *ratelimit.Limiter, cfg RateLimitConfig) Middleware {
+func RateLimit(l Allower, cfg RateLimitConfig) Middleware {
 	cfgErr := cfg.Validate()
 	return func(next http.Handler) http.Handler {
 		return app.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {

@@ -8,6 +8,7 @@ import (
 	"go.opentelemetry.io/otel/metric/noop"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
+	tracenoop "go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/8thdegree/meridian/api/internal/httpx"
 )
@@ -40,7 +41,21 @@ func (t *Tracing) options() []otelhttp.Option {
 // Middleware traces every request. The span is named "METHOD /route/{template}" once the router has
 // matched it, carries http.route and the request ID, and the request's logger gains trace_id and span_id
 // so that log lines and traces can be joined.
+//
+// With a no-op tracer provider (no exporter configured) no span is recorded, so the middleware only
+// continues the incoming trace context: peer calls still carry the caller's traceparent, and the cost
+// of otelhttp's wrapping is not paid on every request.
 func (t *Tracing) Middleware(next http.Handler) http.Handler {
+	if _, ok := t.tp.(tracenoop.TracerProvider); ok {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			ctx := t.prop.Extract(r.Context(), propagation.HeaderCarrier(r.Header))
+			if sc := trace.SpanContextFromContext(ctx); sc.IsValid() {
+				l := httpx.Logger(ctx).With("trace_id", sc.TraceID().String(), "span_id", sc.SpanID().String())
+				ctx = httpx.WithLogger(ctx, l)
+			}
+			next.ServeHTTP(w, r.WithContext(ctx))
+		})
+	}
 	inner := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		span := trace.SpanFromContext(r.Context())
 		r, slot := withSlot(r)

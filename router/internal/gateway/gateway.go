@@ -24,7 +24,7 @@ import (
 	"github.com/8thdegree/meridian/api/authtoken"
 	"github.com/8thdegree/meridian/api/ratelimit"
 	"github.com/8thdegree/meridian/router/internal/accesslog"
-	"github.com/8thdegree/meridian/router/internal/admission"
+	"github.com/8thdegree/meridian/api/ratelimit/admission"
 	"github.com/8thdegree/meridian/router/internal/apipath"
 	"github.com/8thdegree/meridian/router/internal/credential"
 	"github.com/8thdegree/meridian/router/internal/edgeerr"

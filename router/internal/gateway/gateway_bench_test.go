@@ -19,7 +19,7 @@ import (
 	"github.com/8thdegree/meridian/deploy/local/testenv"
 	"github.com/8thdegree/meridian/pkg/shardkey"
 	"github.com/8thdegree/meridian/router/internal/accesslog"
-	"github.com/8thdegree/meridian/router/internal/admission"
+	"github.com/8thdegree/meridian/api/ratelimit/admission"
 	"github.com/8thdegree/meridian/router/internal/metrics"
 	"github.com/8thdegree/meridian/router/internal/upstream"
 	"github.com/8thdegree/meridian/router/internal/verify"

@@ -1,6 +1,6 @@
-// Package admission enforces the edge's rate limits (per client IP and per principal) with budgets
-// shared by every router of a region in the region's Redis, at a cost per request that does not include
-// a Redis round trip.
+// Package admission enforces rate limits (the edge router's and the API nodes', per client IP and per
+// principal) with budgets shared by every process of a region in the region's Redis, at a cost per
+// request that does not include a Redis round trip.
 //
 // The budgets are GCRA cells in Redis, the same algorithm and state layout as api/ratelimit (the
 // nodes' limiter, go-redis/redis_rate), under the router's own keys. Asking Redis on every request
