@@ -23,8 +23,8 @@ import (
 
 	"github.com/8thdegree/meridian/api/authtoken"
 	"github.com/8thdegree/meridian/api/ratelimit"
-	"github.com/8thdegree/meridian/router/internal/accesslog"
 	"github.com/8thdegree/meridian/api/ratelimit/admission"
+	"github.com/8thdegree/meridian/router/internal/accesslog"
 	"github.com/8thdegree/meridian/router/internal/apipath"
 	"github.com/8thdegree/meridian/router/internal/credential"
 	"github.com/8thdegree/meridian/router/internal/edgeerr"

@@ -16,10 +16,10 @@ import (
 
 	"github.com/8thdegree/meridian/api/authtoken"
 	"github.com/8thdegree/meridian/api/ratelimit"
+	"github.com/8thdegree/meridian/api/ratelimit/admission"
 	"github.com/8thdegree/meridian/deploy/local/testenv"
 	"github.com/8thdegree/meridian/pkg/shardkey"
 	"github.com/8thdegree/meridian/router/internal/accesslog"
-	"github.com/8thdegree/meridian/api/ratelimit/admission"
 	"github.com/8thdegree/meridian/router/internal/metrics"
 	"github.com/8thdegree/meridian/router/internal/upstream"
 	"github.com/8thdegree/meridian/router/internal/verify"
