@@ -96,6 +96,13 @@ type Config struct {
 	GitHubTokenURL     string `env:"MERIDIAN_OAUTH_GITHUB_TOKEN_URL"`
 	GitHubAPIBaseURL   string `env:"MERIDIAN_OAUTH_GITHUB_API_URL"`
 
+	// OTLPEndpoint, when set, exports traces over OTLP/HTTP (e.g. http://otel-collector:4318); without
+	// it the node only passes the incoming traceparent on to its peer calls.
+	OTLPEndpoint string `env:"MERIDIAN_OTLP_ENDPOINT"`
+	// TraceSampleRatio is the share of new traces recorded; a trace the router or a client started
+	// follows its parent's decision.
+	TraceSampleRatio float64 `env:"MERIDIAN_TRACE_SAMPLE_RATIO" envDefault:"0.1"`
+
 	// FreezeWait bounds how long a write to a frozen keyrange waits for its cutover.
 	FreezeWait    time.Duration `env:"MERIDIAN_FREEZE_WAIT" envDefault:"2s"`
 	ShutdownGrace time.Duration `env:"MERIDIAN_SHUTDOWN_GRACE" envDefault:"15s"`
@@ -161,6 +168,8 @@ func (c Config) Validate() error {
 		check(len(c.EmailPepper) >= 16, "MERIDIAN_EMAIL_PEPPER", "must be at least 16 characters"),
 		check(len(c.StateKey) >= 16, "MERIDIAN_OAUTH_STATE_KEY", "must be at least 16 characters"),
 		check(strings.HasPrefix(c.PublicURL, "http://") || strings.HasPrefix(c.PublicURL, "https://"), "MERIDIAN_PUBLIC_URL", "must be an http(s) URL"),
+		check(c.OTLPEndpoint == "" || strings.HasPrefix(c.OTLPEndpoint, "http://") || strings.HasPrefix(c.OTLPEndpoint, "https://"), "MERIDIAN_OTLP_ENDPOINT", "must be an http(s) URL"),
+		check(c.TraceSampleRatio >= 0 && c.TraceSampleRatio <= 1, "MERIDIAN_TRACE_SAMPLE_RATIO", "must be between 0 and 1"),
 		check(c.FreezeWait > 0 && c.FreezeWait <= time.Minute, "MERIDIAN_FREEZE_WAIT", "must be between 0 and 1m"),
 		check(c.ShutdownGrace > 0, "MERIDIAN_SHUTDOWN_GRACE", "must be positive"),
 		check(c.RateLimitUserPerMinute > 0, "MERIDIAN_RATE_LIMIT_USER_PER_MINUTE", "must be positive"),

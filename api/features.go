@@ -6,10 +6,16 @@ import (
 	"maps"
 	"net/http"
 	"net/netip"
+	"net/url"
 	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
+	"go.opentelemetry.io/otel/sdk/resource"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/8thdegree/meridian/api/authtoken"
@@ -142,6 +148,33 @@ func middlewares(reg prometheus.Registerer, lim mw.Allower, tracing *mw.Tracing,
 	return global, []mw.Middleware{mw.RateLimit(lim, rl)}, nil
 }
 
+// tracerProvider exports spans over OTLP/HTTP when an endpoint is configured; otherwise it is the no-op
+// provider, and tracing only propagates the incoming trace context.
+func (n *Node) tracerProvider() (trace.TracerProvider, error) {
+	if n.cfg.OTLPEndpoint == "" {
+		return noop.NewTracerProvider(), nil
+	}
+	// Like OTEL_EXPORTER_OTLP_ENDPOINT, the setting is the collector's base URL; traces go to /v1/traces.
+	endpoint := strings.TrimSuffix(n.cfg.OTLPEndpoint, "/")
+	if u, err := url.Parse(endpoint); err == nil && u.Path == "" {
+		endpoint += "/v1/traces"
+	}
+	exp, err := otlptracehttp.New(context.Background(), otlptracehttp.WithEndpointURL(endpoint))
+	if err != nil {
+		return nil, fmt.Errorf("config: MERIDIAN_OTLP_ENDPOINT: %w", err)
+	}
+	sdk := sdktrace.NewTracerProvider(
+		sdktrace.WithBatcher(exp),
+		sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.TraceIDRatioBased(n.cfg.TraceSampleRatio))),
+		sdktrace.WithResource(resource.NewSchemaless(
+			attribute.String("service.name", "meridian-api"),
+			attribute.String("meridian.region", n.cfg.Region),
+		)),
+	)
+	n.shutdownTracing = sdk.Shutdown
+	return sdk, nil
+}
+
 // admitter lets the admission limiter stand where the middleware expects an Allower.
 type admitter struct{ l *admission.Limiter }
 
@@ -155,7 +188,11 @@ func (n *Node) buildHandler() (http.Handler, error) {
 	if err := lim.Register(n.registry); err != nil {
 		return nil, err
 	}
-	tracing := mw.NewTracing(noop.NewTracerProvider(), nil)
+	tp, err := n.tracerProvider()
+	if err != nil {
+		return nil, err
+	}
+	tracing := mw.NewTracing(tp, nil)
 	bm, err := breaker.NewMetrics(n.registry)
 	if err != nil {
 		return nil, err

@@ -45,6 +45,8 @@ type Node struct {
 	handler  http.Handler
 	// admission holds the node's shares of the per-user and per-IP rate-limit budgets.
 	admission *admission.Limiter
+	// shutdownTracing flushes and stops the span exporter, if one is configured.
+	shutdownTracing func(context.Context) error
 }
 
 // New builds a node: it reads the keys, connects to Consul and Redis lazily, and waits (bounded by ctx)
@@ -177,6 +179,11 @@ func (n *Node) Run(ctx context.Context, ln net.Listener) error {
 	}
 	if errors.Is(err, http.ErrServerClosed) {
 		err = nil
+	}
+	if n.shutdownTracing != nil {
+		if terr := n.shutdownTracing(sctx); terr != nil {
+			n.log.Warn("flushing traces", "err", terr)
+		}
 	}
 	return err
 }

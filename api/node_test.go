@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -197,11 +199,21 @@ func TestNodeRun(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A stand-in OpenTelemetry collector: counts the OTLP/HTTP trace exports it receives.
+	var exports atomic.Int32
+	collector := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPost && r.URL.Path == "/v1/traces" {
+			exports.Add(1)
+		}
+		w.WriteHeader(http.StatusOK)
+	}))
+	defer collector.Close()
 	for k, v := range map[string]string{
 		"MERIDIAN_REGION": "ap-south", "CONSUL_HTTP_ADDR": agent.HTTPAddr(), "MERIDIAN_TOPOLOGY_KEY": key,
 		"MERIDIAN_TOPOLOGY_CACHE": filepath.Join(t.TempDir(), "topology.json"), "MERIDIAN_SIGNING_KEY_DIR": keyDir,
 		"MERIDIAN_INTERNAL_TOKEN": "internal-token-0123456789", "MERIDIAN_EMAIL_PEPPER": "pepper-0123456789abc",
 		"MERIDIAN_OAUTH_STATE_KEY": "state-key-0123456789", "MERIDIAN_LISTEN": ln.Addr().String(),
+		"MERIDIAN_OTLP_ENDPOINT": collector.URL, "MERIDIAN_TRACE_SAMPLE_RATIO": "1",
 	} {
 		t.Setenv(k, v)
 	}
@@ -251,6 +263,10 @@ func TestNodeRun(t *testing.T) {
 	stop()
 	if err := <-done; err != nil {
 		t.Fatalf("Run: %v", err)
+	}
+	// Spans of the requests above were exported at shutdown at the latest.
+	if exports.Load() == 0 {
+		t.Error("no trace reached the OTLP endpoint")
 	}
 	if entries, _, _ := cc.Health().Service(service, "", false, nil); len(entries) != 0 {
 		t.Fatalf("the node is still in the catalog after it stopped")
