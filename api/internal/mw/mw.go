@@ -112,7 +112,12 @@ func Logging(log *slog.Logger) Middleware {
 			if rec.Status == 0 {
 				rec.Status = http.StatusOK
 			}
-			l.Info("request", "method", r.Method, "path", r.URL.Path, "route", slot.template, "status", rec.Status, "bytes", rec.Bytes,
+			// Consul checks /readyz every second: successful probes are logged at debug, not to drown the log.
+			level := slog.LevelInfo
+			if (r.URL.Path == "/readyz" || r.URL.Path == "/healthz") && rec.Status == http.StatusOK {
+				level = slog.LevelDebug
+			}
+			l.Log(r.Context(), level, "request", "method", r.Method, "path", r.URL.Path, "route", slot.template, "status", rec.Status, "bytes", rec.Bytes,
 				"duration_ms", float64(time.Since(start).Microseconds())/1000)
 		})
 	}
