@@ -207,6 +207,26 @@ func TestMigrateAndStatus(t *testing.T) {
 	if r := shardmgr(t, f.env, "migrate", "--shard", "nope"); r.code != ExitUsage || !strings.Contains(r.stderr, "no such shard") {
 		t.Fatalf("migrate --shard nope: %+v", r)
 	}
+	// down: one shard, an explicit version, and a confirmation.
+	for _, args := range [][]string{
+		{"migrate", "down", "--to", "3", "--yes"},
+		{"migrate", "down", "--shard", "us-east-2", "--shard", "eu-west-1", "--to", "3", "--yes"},
+		{"migrate", "down", "--shard", "us-east-2", "--yes"},
+		{"migrate", "down", "--shard", "us-east-2", "--to", "3"},
+	} {
+		if r := shardmgr(t, f.env, args...); r.code != ExitUsage {
+			t.Errorf("%v: %+v", args, r)
+		}
+	}
+	if r := shardmgr(t, f.env, "migrate", "down", "--shard", "us-east-2", "--to", "3", "--yes"); r.code != 0 || !strings.Contains(r.stdout, "rolled back to version 3") {
+		t.Fatalf("migrate down: %+v", r)
+	}
+	if r := shardmgr(t, f.env, "migrate", "status"); r.code != 0 || !strings.Contains(r.stdout, "us-east-2   3        4") {
+		t.Fatalf("status after down: %+v", r)
+	}
+	if r := shardmgr(t, f.env, "migrate"); r.code != 0 {
+		t.Fatalf("migrate after down: %+v", r)
+	}
 
 	// Put rows on one shard so status has something to count.
 	s0 := f.topo.Shards[0].Conn

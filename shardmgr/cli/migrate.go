@@ -67,7 +67,41 @@ func newMigrateCmd(o *options, env Env) *cobra.Command {
 			return err
 		},
 	}
-	cmd.AddCommand(upCmd, statusCmd)
+	var to int64
+	var yes bool
+	downCmd := &cobra.Command{
+		Use:   "down --shard <name> --to <version> --yes",
+		Short: "Roll one shard back to a version (destructive: the Down steps drop what the Up steps made)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if len(shards) != 1 {
+				return usagef("down works on exactly one shard: give one --shard")
+			}
+			if !cmd.Flags().Changed("to") || to < 0 {
+				return usagef("--to <version> is required (0 rolls back everything)")
+			}
+			if !yes {
+				return usagef("down drops tables and data on shard %s; pass --yes to do it", shards[0])
+			}
+			ctx, cancel := withTimeout(cmd, o)
+			defer cancel()
+			targets, err := migrationTargets(ctx, o, shards)
+			if err != nil {
+				return err
+			}
+			if err := migrate.Down(ctx, targets[0], to, migrate.Options{Logger: o.logger(env)}); err != nil {
+				return err
+			}
+			if o.output == "json" {
+				return writeJSON(env.Stdout, map[string]any{"shard": shards[0], "version": to})
+			}
+			fmt.Fprintf(env.Stdout, "shard %s rolled back to version %d\n", shards[0], to)
+			return nil
+		},
+	}
+	downCmd.Flags().Int64Var(&to, "to", 0, "the version to leave applied")
+	downCmd.Flags().BoolVar(&yes, "yes", false, "confirm the roll-back")
+	cmd.AddCommand(upCmd, statusCmd, downCmd)
 	return cmd
 }
 
