@@ -88,6 +88,20 @@ func (c Config) Validate() error {
 	return nil
 }
 
+// resolved validates c and makes Dir absolute: programs run with their own folder as working folder,
+// so every path handed to them must not depend on ours.
+func (c Config) resolved() (Config, error) {
+	if err := c.Validate(); err != nil {
+		return c, err
+	}
+	abs, err := filepath.Abs(c.Dir)
+	if err != nil {
+		return c, err
+	}
+	c.Dir = abs
+	return c, nil
+}
+
 // pgCluster is one region's PostgreSQL cluster and the shard databases it holds.
 type pgCluster struct {
 	region string
@@ -142,7 +156,8 @@ func (c Config) consulConfig() local.ConsulConfig {
 // Up starts everything that is not running, creates the shard databases, applies migrations and writes
 // the topology if Consul has none. It prints what it did and how to use the cluster to out.
 func Up(ctx context.Context, cfg Config, log *slog.Logger, out io.Writer) error {
-	if err := cfg.Validate(); err != nil {
+	cfg, err := cfg.resolved()
+	if err != nil {
 		return err
 	}
 	if log == nil {
@@ -329,7 +344,8 @@ Stop everything with: ./scripts/down.sh
 
 // Down stops every server of the cluster in cfg.Dir. Data stays on disk; the next Up reuses it.
 func Down(ctx context.Context, cfg Config, log *slog.Logger, out io.Writer) error {
-	if err := cfg.Validate(); err != nil {
+	cfg, err := cfg.resolved()
+	if err != nil {
 		return err
 	}
 	topo, err := topology.LoadFile(cfg.TopologyFile)

@@ -167,3 +167,20 @@ func TestUpRefusesABadTopologyAndStartsNothing(t *testing.T) {
 		t.Fatalf("Validate: %v", err)
 	}
 }
+
+// Programs run in their own folders, so a relative --dir (the default, .local-cluster) must become
+// absolute before any path is handed to them.
+func TestResolvedMakesDirAbsolute(t *testing.T) {
+	cfg := DefaultConfig(".local-cluster")
+	got, err := cfg.resolved()
+	if err != nil {
+		t.Fatal(err)
+	}
+	wd, _ := os.Getwd()
+	if got.Dir != filepath.Join(wd, ".local-cluster") {
+		t.Fatalf("Dir = %s", got.Dir)
+	}
+	if p := got.apiProcess(apiNode{region: "us-east", index: 1, port: 1}, "c").Bin; !filepath.IsAbs(p) {
+		t.Fatalf("API node binary %s is relative", p)
+	}
+}

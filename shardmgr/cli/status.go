@@ -181,9 +181,9 @@ func summarise(t *topology.Topology, stats []shardStats) []regionStats {
 func printStatus(w io.Writer, t *topology.Topology, regions []regionStats, stats []shardStats) {
 	fmt.Fprintf(w, "topology version %d: %d regions, %d shards, %d keyranges, %d relocations\n\n", t.Version, len(t.Regions), len(t.Shards), len(t.KeyRanges), len(t.Relocations))
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "REGION\tCODE\tKEYSPACE\tSHARDS\tHEALTHY\tROWS\tBYTES\t")
+	fmt.Fprintln(tw, "REGION\tCODE\tKEYSPACE\tSHARDS\tHEALTHY\tROWS\tBYTES")
 	for _, r := range regions {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%s\t\n", r.Name, r.Code, r.Keyspace, r.Shards, r.Healthy, r.Rows, humanBytes(r.Bytes))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%s\n", r.Name, r.Code, r.Keyspace, r.Shards, r.Healthy, r.Rows, humanBytes(r.Bytes))
 	}
 	tw.Flush()
 	fmt.Fprintln(w)
