@@ -1,6 +1,7 @@
 package accounts
 
 import (
+	"github.com/8thdegree/meridian/api/internal/openapi"
 	"net/http"
 
 	"github.com/8thdegree/meridian/api/internal/app"
@@ -15,48 +16,48 @@ func (s *Service) Routes() []app.Route {
 			"Creates a user homed in `region` (default: the region that took the request) with a password, and signs them in. "+
 				"The email must be unique across all regions. A request for another region's home is answered with 421 and "+
 				"`X-Meridian-Replay-Region`; the edge router replays it there.",
-			nil, body("RegisterRequest"),
+			nil, openapi.JSONBody("RegisterRequest"),
 			resp("201", "The new user and their tokens.", "TokenBundle"),
 			errs("400", "409", "415", "421", "503"))},
 		{Name: "login", Method: http.MethodPost, Path: "/auth/login", Access: app.Public, Handler: s.handleLogin, Doc: op(
 			"Log in with email and password",
 			"Works in any region: the email directory says where the user lives and the password is checked there. "+
 				"Repeated failures, per email and per client address, are answered with 429 and Retry-After.",
-			nil, body("LoginRequest"),
+			nil, openapi.JSONBody("LoginRequest"),
 			resp("200", "The user and a new token pair.", "TokenBundle"),
 			errs("400", "401", "415", "429", "503"))},
 		{Name: "refreshTokens", Method: http.MethodPost, Path: "/auth/refresh", Access: app.Public, Handler: s.handleRefresh, Doc: op(
 			"Rotate a refresh token",
 			"Returns a new access token and the next refresh token of the same family; the presented one becomes used. "+
 				"Presenting a used refresh token revokes its whole family (every session descended from that login).",
-			nil, body("RefreshRequest"),
+			nil, openapi.JSONBody("RefreshRequest"),
 			resp("200", "The user and a new token pair.", "TokenBundle"),
 			errs("400", "401", "415", "421"))},
 		{Name: "logout", Method: http.MethodPost, Path: "/auth/logout", Access: app.Public, Handler: s.handleLogout, Doc: op(
 			"Log out",
 			"Revokes the refresh-token family of the presented token. Idempotent.",
-			nil, body("RefreshRequest"),
+			nil, openapi.JSONBody("RefreshRequest"),
 			noContent("The session is over."),
 			errs("400", "415", "421"))},
 		{Name: "oauthStart", Method: http.MethodGet, Path: "/auth/oauth/{provider}", Access: app.Public, Handler: s.handleOAuthStart, Doc: op(
 			"Start an OAuth sign-in",
 			"Redirects to the provider (google: OpenID Connect; github: OAuth2) with state and a PKCE S256 challenge, kept "+
 				"in a signed, short-lived HttpOnly cookie. `role` is the role of a user created by this sign-in.",
-			[]any{pathParam("provider", "google or github"), queryParam("role", "client or freelancer (default freelancer), for new users", "string")}, nil,
+			[]any{openapi.PathParam("provider", "google or github"), queryParam("role", "client or freelancer (default freelancer), for new users", "string")}, nil,
 			map[string]any{"302": map[string]any{"description": "Redirect to the provider.", "headers": map[string]any{"Location": map[string]any{"schema": map[string]any{"type": "string"}}}}},
 			errs("400", "404"))},
 		{Name: "oauthCallback", Method: http.MethodGet, Path: "/auth/oauth/{provider}/callback", Access: app.Public, Handler: s.handleOAuthCallback, Doc: op(
 			"Finish an OAuth sign-in",
 			"The provider redirects here. The state must match the cookie; the code is exchanged with the PKCE verifier; the "+
 				"provider's verified email finds the user (in any region) or creates one in this region.",
-			[]any{pathParam("provider", "google or github"), queryParam("code", "authorisation code", "string"), queryParam("state", "state from the start", "string")}, nil,
+			[]any{openapi.PathParam("provider", "google or github"), queryParam("code", "authorisation code", "string"), queryParam("state", "state from the start", "string")}, nil,
 			merge(resp("200", "An existing user signed in.", "TokenBundle"), resp("201", "A new user was created and signed in.", "TokenBundle")),
 			errs("400", "401", "404", "409", "502", "503"))},
 		{Name: "createAPIKey", Method: http.MethodPost, Path: "/auth/api-keys", Access: app.Authenticated, Handler: s.handleCreateAPIKey, Doc: op(
 			"Create an API key",
 			"The key is in this answer only; it is stored as a hash. Use it as `Authorization: ApiKey <key>`. "+
 				"API keys are managed with an access token only.",
-			nil, body("APIKeyCreateRequest"),
+			nil, openapi.JSONBody("APIKeyCreateRequest"),
 			resp("201", "The key, shown once.", "APIKeyCreated"),
 			errs("400", "401", "403", "409", "415"))},
 		{Name: "listAPIKeys", Method: http.MethodGet, Path: "/auth/api-keys", Access: app.Authenticated, Handler: s.handleListAPIKeys, Doc: op(
@@ -68,7 +69,7 @@ func (s *Service) Routes() []app.Route {
 		{Name: "revokeAPIKey", Method: http.MethodDelete, Path: "/auth/api-keys/{id}", Access: app.Authenticated, Handler: s.handleRevokeAPIKey, Doc: op(
 			"Revoke an API key",
 			"The key stops working at once. Revoking a revoked key is fine; another user's key is not found.",
-			[]any{pathParam("id", "API key ID (key_…)")}, nil,
+			[]any{openapi.PathParam("id", "API key ID (key_…)")}, nil,
 			noContent("Revoked."),
 			errs("400", "401", "403", "404"))},
 		{Name: "getMe", Method: http.MethodGet, Path: "/users/me", Access: app.Authenticated, Scope: ScopeProfileRead, Handler: s.handleMe, Doc: op(
@@ -86,17 +87,17 @@ func (s *Service) Routes() []app.Route {
 
 		// Node-to-node: the email directory and logins forwarded to the home region.
 		{Name: "internalClaimEmail", Method: http.MethodPost, Path: "/internal/email-claims", Access: app.Internal, Handler: s.handleClaim, Doc: internalOp(
-			"Claim an email hash in this directory region", body("EmailClaimRequest"), resp("200", "Claimed (or already held by the same user).", ""), errs("400", "409", "503"))},
+			"Claim an email hash in this directory region", openapi.JSONBody("EmailClaimRequest"), resp("200", "Claimed (or already held by the same user).", ""), errs("400", "409", "503"))},
 		{Name: "internalLookupEmail", Method: http.MethodGet, Path: "/internal/email-claims/{hash}", Access: app.Internal, Handler: s.handleLookup, Doc: internalOp(
-			"Look up the claim of an email hash", nil, resp("200", "The claim.", "EmailClaim"), errs("400", "404"), pathParam("hash", "64 hex digits"))},
+			"Look up the claim of an email hash", nil, resp("200", "The claim.", "EmailClaim"), errs("400", "404"), openapi.PathParam("hash", "64 hex digits"))},
 		{Name: "internalReleaseEmail", Method: http.MethodDelete, Path: "/internal/email-claims/{hash}", Access: app.Internal, Handler: s.handleRelease, Doc: internalOp(
-			"Release a claim held by user_id", nil, noContent("Released (or not held by that user)."), errs("400"), pathParam("hash", "64 hex digits"), queryParam("user_id", "the holder", "string"))},
+			"Release a claim held by user_id", nil, noContent("Released (or not held by that user)."), errs("400"), openapi.PathParam("hash", "64 hex digits"), queryParam("user_id", "the holder", "string"))},
 		{Name: "internalUserExists", Method: http.MethodGet, Path: "/internal/users/{id}/exists", Access: app.Internal, Handler: s.handleUserExists, Doc: internalOp(
-			"Whether a user homed here exists", nil, resp("200", "{exists: bool}", ""), errs("400", "421"), pathParam("id", "user ID"))},
+			"Whether a user homed here exists", nil, resp("200", "{exists: bool}", ""), errs("400", "421"), openapi.PathParam("id", "user ID"))},
 		{Name: "internalLogin", Method: http.MethodPost, Path: "/internal/login", Access: app.Internal, Handler: s.handleInternalLogin, Doc: internalOp(
-			"Check a password in the user's home region", body("InternalLoginRequest"), resp("200", "The outcome (ok, invalid_credentials, rate_limited) and, if ok, the bundle.", ""), errs("400", "503"))},
+			"Check a password in the user's home region", openapi.JSONBody("InternalLoginRequest"), resp("200", "The outcome (ok, invalid_credentials, rate_limited) and, if ok, the bundle.", ""), errs("400", "503"))},
 		{Name: "internalOAuthLogin", Method: http.MethodPost, Path: "/internal/oauth-login", Access: app.Internal, Handler: s.handleInternalOAuthLogin, Doc: internalOp(
-			"Sign in an OAuth identity in the user's home region", body("InternalOAuthRequest"), resp("200", "The bundle.", "TokenBundle"), errs("400", "404", "503"))},
+			"Sign in an OAuth identity in the user's home region", openapi.JSONBody("InternalOAuthRequest"), resp("200", "The bundle.", "TokenBundle"), errs("400", "404", "503"))},
 	}
 }
 
@@ -121,16 +122,10 @@ func internalOp(summary string, reqBody map[string]any, ok, errors map[string]an
 	return o
 }
 
-func ref(name string) map[string]any { return map[string]any{"$ref": "#/components/schemas/" + name} }
-
-func body(schema string) map[string]any {
-	return map[string]any{"required": true, "content": map[string]any{"application/json": map[string]any{"schema": ref(schema)}}}
-}
-
 func resp(status, description, schema string) map[string]any {
 	r := map[string]any{"description": description}
 	if schema != "" {
-		r["content"] = map[string]any{"application/json": map[string]any{"schema": ref(schema)}}
+		r["content"] = map[string]any{"application/json": map[string]any{"schema": openapi.Ref(schema)}}
 	} else {
 		r["content"] = map[string]any{"application/json": map[string]any{"schema": map[string]any{"type": "object"}}}
 	}
@@ -158,7 +153,7 @@ var errorText = map[string]string{
 func errs(statuses ...string) map[string]any {
 	out := map[string]any{}
 	for _, s := range statuses {
-		out[s] = map[string]any{"description": errorText[s], "content": map[string]any{"application/json": map[string]any{"schema": ref("Error")}}}
+		out[s] = map[string]any{"description": errorText[s], "content": map[string]any{"application/json": map[string]any{"schema": openapi.Ref("Error")}}}
 	}
 	return out
 }
@@ -171,10 +166,6 @@ func merge(ms ...map[string]any) map[string]any {
 		}
 	}
 	return out
-}
-
-func pathParam(name, description string) map[string]any {
-	return map[string]any{"name": name, "in": "path", "required": true, "description": description, "schema": map[string]any{"type": "string"}}
 }
 
 func queryParam(name, description, typ string) map[string]any {

@@ -1,5 +1,7 @@
 package accounts
 
+import "github.com/8thdegree/meridian/api/internal/openapi"
+
 // Schemas returns the OpenAPI component schemas the accounts routes reference, except Error, which
 // the document's assembler provides (#/components/schemas/Error).
 func Schemas() map[string]any {
@@ -23,7 +25,7 @@ func Schemas() map[string]any {
 			"name": str("display name"), "role": role, "region": str("home region"), "created_at": ts,
 		}),
 		"TokenBundle": obj([]string{"user", "access_token", "refresh_token", "token_type", "expires_in"}, map[string]any{
-			"user":          ref("User"),
+			"user":          openapi.Ref("User"),
 			"access_token":  str("EdDSA JWT (typ at+jwt); send as Authorization: Bearer"),
 			"refresh_token": map[string]any{"type": "string", "pattern": "^mrt_tfm_[0-9a-z]{32}\\.[A-Za-z0-9_-]{43}$", "description": "opaque; single use"},
 			"token_type":    map[string]any{"type": "string", "const": "Bearer"},
@@ -53,7 +55,7 @@ func Schemas() map[string]any {
 			"scopes": map[string]any{"type": "array", "items": scope}, "prefix": str("first characters of the key's secret part"), "created_at": ts,
 		}),
 		"APIKeyPage": obj([]string{"items"}, map[string]any{
-			"items": map[string]any{"type": "array", "items": ref("APIKey")}, "next_cursor": str("opaque; absent on the last page"),
+			"items": map[string]any{"type": "array", "items": openapi.Ref("APIKey")}, "next_cursor": str("opaque; absent on the last page"),
 		}),
 		"JWKS": obj([]string{"keys"}, map[string]any{"keys": map[string]any{"type": "array", "items": map[string]any{
 			"type": "object", "properties": map[string]any{"kty": str("OKP"), "crv": str("Ed25519"), "x": str("public key, base64url"), "kid": str("key ID"), "use": str("sig"), "alg": str("EdDSA")},

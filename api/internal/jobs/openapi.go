@@ -1,6 +1,7 @@
 package jobs
 
 import (
+	"github.com/8thdegree/meridian/api/internal/openapi"
 	"net/http"
 	"strconv"
 )
@@ -19,19 +20,8 @@ func op(summary, description string, params []any, requestBody map[string]any, r
 	return o
 }
 
-func ref(name string) map[string]any { return map[string]any{"$ref": "#/components/schemas/" + name} }
-
 func jsonContent(schema map[string]any) map[string]any {
 	return map[string]any{"application/json": map[string]any{"schema": schema}}
-}
-
-func body(schema string) map[string]any {
-	return map[string]any{"required": true, "content": jsonContent(ref(schema))}
-}
-
-func pathParam(name, description string) map[string]any {
-	return map[string]any{"name": name, "in": "path", "required": true, "description": description,
-		"schema": map[string]any{"type": "string"}}
 }
 
 func queryParam(name, description string, schema map[string]any) map[string]any {
@@ -47,12 +37,12 @@ func cursorParam() map[string]any {
 }
 
 func errResponse(status int) map[string]any {
-	return map[string]any{"description": http.StatusText(status), "content": jsonContent(ref("Error"))}
+	return map[string]any{"description": http.StatusText(status), "content": jsonContent(openapi.Ref("Error"))}
 }
 
 // responses is the success response plus the listed error statuses.
 func responses(status int, description, schema string, errs ...int) map[string]any {
-	out := map[string]any{strconv.Itoa(status): map[string]any{"description": description, "content": jsonContent(ref(schema))}}
+	out := map[string]any{strconv.Itoa(status): map[string]any{"description": description, "content": jsonContent(openapi.Ref(schema))}}
 	for _, e := range errs {
 		out[strconv.Itoa(e)] = errResponse(e)
 	}
@@ -96,7 +86,7 @@ func Schemas() map[string]any {
 	jobRequired := []string{"id", "owner_id", "title", "description", "skills", "budget_min", "budget_max", "currency",
 		"remote", "status", "created_at", "updated_at"}
 
-	searchItem := map[string]any{"allOf": []any{ref("Job"), map[string]any{
+	searchItem := map[string]any{"allOf": []any{openapi.Ref("Job"), map[string]any{
 		"type": "object", "required": []string{"rank"},
 		"properties": map[string]any{"rank": map[string]any{"type": "number", "minimum": 0,
 			"description": "Relevance (ts_rank, or the number of wanted skills listed); comparable within one search only."}},
@@ -133,13 +123,13 @@ func Schemas() map[string]any {
 			"description": "Any subset of the fields; null only for budget_min and budget_max."},
 		"JobPage": map[string]any{"type": "object", "required": []string{"items"},
 			"properties": map[string]any{
-				"items":       map[string]any{"type": "array", "items": ref("Job")},
+				"items":       map[string]any{"type": "array", "items": openapi.Ref("Job")},
 				"next_cursor": map[string]any{"type": "string", "description": "Absent on the last page."},
 			}},
 		"JobSearchItem": searchItem,
 		"JobSearchPage": map[string]any{"type": "object", "required": []string{"items", "partial", "failed_shards"},
 			"properties": map[string]any{
-				"items":         map[string]any{"type": "array", "items": ref("JobSearchItem")},
+				"items":         map[string]any{"type": "array", "items": openapi.Ref("JobSearchItem")},
 				"next_cursor":   map[string]any{"type": "string", "description": "Absent on the last page."},
 				"partial":       map[string]any{"type": "boolean", "description": "Some shard or region did not answer."},
 				"failed_shards": map[string]any{"type": "array", "items": map[string]any{"type": "string"}, "description": `Shard names, or "<region>/*".`},
@@ -153,7 +143,7 @@ func Schemas() map[string]any {
 						"freelancer_id": map[string]any{"type": "string", "pattern": "^usr_[0-9a-z]{32}$"},
 						"score":         score, "reasons": reasons,
 					}}},
-				"fairness": ref("JobMatchFairness"),
+				"fairness": openapi.Ref("JobMatchFairness"),
 			}},
 		"JobMatchJobs": map[string]any{"type": "object", "required": []string{"items", "fairness"},
 			"properties": map[string]any{
@@ -161,9 +151,9 @@ func Schemas() map[string]any {
 					"type": "object", "required": []string{"job_id", "score", "reasons", "job"},
 					"properties": map[string]any{
 						"job_id": map[string]any{"type": "string", "pattern": "^job_[0-9a-z]{32}$"},
-						"score":  score, "reasons": reasons, "job": ref("Job"),
+						"score":  score, "reasons": reasons, "job": openapi.Ref("Job"),
 					}}},
-				"fairness": ref("JobMatchFairness"),
+				"fairness": openapi.Ref("JobMatchFairness"),
 			}},
 	}
 }

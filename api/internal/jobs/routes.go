@@ -1,6 +1,7 @@
 package jobs
 
 import (
+	"github.com/8thdegree/meridian/api/internal/openapi"
 	"net/http"
 	"strconv"
 
@@ -12,7 +13,7 @@ import (
 // (gorilla/mux tries routes in order); even out of order, "search" would not parse as a job ID and the
 // {id} route would answer 404, never serve the wrong thing.
 func (s *Service) Routes() []app.Route {
-	jobID := pathParam("id", "The job's ID (job_…). A malformed ID, or one of another kind, is a 404.")
+	jobID := openapi.PathParam("id", "The job's ID (job_…). A malformed ID, or one of another kind, is a 404.")
 	return []app.Route{
 		{
 			Name: "searchJobs", Method: http.MethodGet, Path: "/jobs/search", Access: app.Public, Handler: s.search,
@@ -48,7 +49,7 @@ func (s *Service) Routes() []app.Route {
 				}, nil,
 				map[string]any{
 					"200": map[string]any{"description": "Ranked freelancers (with job_id) or jobs (without).",
-						"content": jsonContent(map[string]any{"oneOf": []any{ref("JobMatchFreelancers"), ref("JobMatchJobs")}})},
+						"content": jsonContent(map[string]any{"oneOf": []any{openapi.Ref("JobMatchFreelancers"), openapi.Ref("JobMatchJobs")}})},
 					"400": errResponse(http.StatusBadRequest), "401": errResponse(http.StatusUnauthorized),
 					"403": errResponse(http.StatusForbidden), "404": errResponse(http.StatusNotFound),
 					"421": errResponse(http.StatusMisdirectedRequest), "503": errResponse(http.StatusServiceUnavailable),
@@ -62,7 +63,7 @@ func (s *Service) Routes() []app.Route {
 					"rich text and is sanitised; skills are trimmed, lower-cased and deduplicated; the currency "+
 					"(default USD) is an ISO 4217 code; budgets are optional, at least 0, with at most two "+
 					"decimals, and budget_min may not exceed budget_max.",
-				nil, body("JobCreate"),
+				nil, openapi.JSONBody("JobCreate"),
 				withHeader(responses(http.StatusCreated, "The new job.", "Job", http.StatusBadRequest, http.StatusUnauthorized,
 					http.StatusForbidden, http.StatusRequestEntityTooLarge, http.StatusUnsupportedMediaType,
 					http.StatusMisdirectedRequest, http.StatusServiceUnavailable), "201", "Location", "The job's URL.")),
@@ -92,7 +93,7 @@ func (s *Service) Routes() []app.Route {
 			Doc: op("Change a job",
 				"The owner only (anyone else gets 404). Any subset of the create fields, plus status; absent "+
 					"fields keep their value; null is accepted only for a budget bound (making it open).",
-				[]any{jobID}, body("JobUpdate"),
+				[]any{jobID}, openapi.JSONBody("JobUpdate"),
 				responses(http.StatusOK, "The job after the change.", "Job", http.StatusBadRequest, http.StatusUnauthorized,
 					http.StatusForbidden, http.StatusNotFound, http.StatusRequestEntityTooLarge, http.StatusUnsupportedMediaType,
 					http.StatusMisdirectedRequest, http.StatusServiceUnavailable)),

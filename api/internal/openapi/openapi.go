@@ -559,3 +559,17 @@ func (s *Spec) Route() app.Route {
 		},
 	}
 }
+
+// Ref points at a component schema.
+func Ref(name string) map[string]any { return map[string]any{"$ref": "#/components/schemas/" + name} }
+
+// JSONBody is a required JSON request body of a component schema.
+func JSONBody(schema string) map[string]any {
+	return map[string]any{"required": true, "content": map[string]any{"application/json": map[string]any{"schema": Ref(schema)}}}
+}
+
+// PathParam is a required string path parameter.
+func PathParam(name, description string) map[string]any {
+	return map[string]any{"name": name, "in": "path", "required": true, "description": description,
+		"schema": map[string]any{"type": "string"}}
+}

@@ -1,6 +1,7 @@
 package profiles
 
 import (
+	"github.com/8thdegree/meridian/api/internal/openapi"
 	"net/http"
 	"strconv"
 )
@@ -26,7 +27,7 @@ func Schemas() map[string]any {
 	public["id"] = map[string]any{"type": "string", "pattern": "^usr_[0-9a-z]{32}$"}
 	public["name"] = map[string]any{"type": "string"}
 	public["role"] = map[string]any{"type": "string", "enum": []string{"client", "freelancer", "admin", "sre", "compliance"}}
-	public["rating"] = ref("Rating")
+	public["rating"] = openapi.Ref("Rating")
 
 	notifProps := map[string]any{}
 	for _, k := range NotificationKinds() {
@@ -79,10 +80,6 @@ func Schemas() map[string]any {
 	}
 }
 
-func ref(name string) map[string]any {
-	return map[string]any{"$ref": "#/components/schemas/" + name}
-}
-
 func op(summary, description string, params []any, reqBody map[string]any, resp map[string]any) map[string]any {
 	o := map[string]any{"summary": summary, "description": description, "tags": []string{"users"}, "responses": resp}
 	if len(params) > 0 {
@@ -92,15 +89,6 @@ func op(summary, description string, params []any, reqBody map[string]any, resp 
 		o["requestBody"] = reqBody
 	}
 	return o
-}
-
-func body(schema string) map[string]any {
-	return map[string]any{"required": true, "content": map[string]any{"application/json": map[string]any{"schema": ref(schema)}}}
-}
-
-func pathParam(name, description string) map[string]any {
-	return map[string]any{"name": name, "in": "path", "required": true, "description": description,
-		"schema": map[string]any{"type": "string"}}
 }
 
 // errorText describes each error status the routes answer with.
@@ -129,11 +117,11 @@ func errorText(code int) string {
 func responses(ok int, okDesc, okSchema string, errs ...int) map[string]any {
 	r := map[string]any{
 		strconv.Itoa(ok): map[string]any{"description": okDesc,
-			"content": map[string]any{"application/json": map[string]any{"schema": ref(okSchema)}}},
+			"content": map[string]any{"application/json": map[string]any{"schema": openapi.Ref(okSchema)}}},
 	}
 	for _, code := range errs {
 		r[strconv.Itoa(code)] = map[string]any{"description": errorText(code),
-			"content": map[string]any{"application/json": map[string]any{"schema": ref("Error")}}}
+			"content": map[string]any{"application/json": map[string]any{"schema": openapi.Ref("Error")}}}
 	}
 	return r
 }

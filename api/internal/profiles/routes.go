@@ -1,6 +1,7 @@
 package profiles
 
 import (
+	"github.com/8thdegree/meridian/api/internal/openapi"
 	"net/http"
 
 	"github.com/8thdegree/meridian/api/internal/app"
@@ -23,7 +24,7 @@ func (s *Service) Routes() []app.Route {
 			Doc: op("Replace the caller's profile",
 				"Absent fields take their empty value. The bio is rich text and is sanitised; skills are "+
 					"trimmed, lower-cased and deduplicated; the country is upper-cased.",
-				nil, body("ProfileInput"),
+				nil, openapi.JSONBody("ProfileInput"),
 				responses(http.StatusOK, "The stored profile.", "Profile", http.StatusBadRequest, http.StatusUnauthorized,
 					http.StatusForbidden, http.StatusNotFound, http.StatusRequestEntityTooLarge, http.StatusUnsupportedMediaType,
 					http.StatusMisdirectedRequest, http.StatusServiceUnavailable)),
@@ -34,7 +35,7 @@ func (s *Service) Routes() []app.Route {
 			Doc: op("A user's public profile",
 				"Anyone may read it; it holds no email and no settings. A malformed or unknown ID is a 404. "+
 					"A user homed in another region is answered with 421 and the region to replay in.",
-				[]any{pathParam("id", "The user's ID (usr_…).")}, nil,
+				[]any{openapi.PathParam("id", "The user's ID (usr_…).")}, nil,
 				responses(http.StatusOK, "The public profile with the user's rating.", "PublicProfile", http.StatusNotFound, http.StatusMisdirectedRequest)),
 		},
 		{
@@ -50,7 +51,7 @@ func (s *Service) Routes() []app.Route {
 			Access: app.Authenticated, Scope: ScopeWrite, Handler: s.patchSettings,
 			Doc: op("Change the caller's settings",
 				"Given fields replace the stored ones; notifications merge key by key; null leaves a value as it is.",
-				nil, body("SettingsPatch"),
+				nil, openapi.JSONBody("SettingsPatch"),
 				responses(http.StatusOK, "The settings after the change.", "Settings", http.StatusBadRequest, http.StatusUnauthorized,
 					http.StatusForbidden, http.StatusNotFound, http.StatusRequestEntityTooLarge, http.StatusUnsupportedMediaType,
 					http.StatusMisdirectedRequest, http.StatusServiceUnavailable)),

@@ -1,6 +1,7 @@
 package reviews
 
 import (
+	"github.com/8thdegree/meridian/api/internal/openapi"
 	"net/http"
 	"strconv"
 
@@ -10,7 +11,7 @@ import (
 // Routes returns the endpoints of the service. /reviews/stats comes before /reviews/{id} so that the
 // router does not read "stats" as a review ID.
 func (s *Service) Routes() []app.Route {
-	idParam := pathParam("id", "The review's ID (rev_…).")
+	idParam := openapi.PathParam("id", "The review's ID (rev_…).")
 	userID := queryParam("user_id", "The reviewee's user ID (usr_…).", true)
 	writeErrors := []int{http.StatusBadRequest, http.StatusUnauthorized, http.StatusForbidden, http.StatusRequestEntityTooLarge,
 		http.StatusUnsupportedMediaType, http.StatusMisdirectedRequest, http.StatusServiceUnavailable}
@@ -22,7 +23,7 @@ func (s *Service) Routes() []app.Route {
 				"One review per reviewer, reviewee and job; never of oneself. The job must exist and be posted by "+
 					"the reviewer or the reviewee. The review is stored in the reviewee's region: another region's node "+
 					"answers 421 naming it. The comment is rich text and is sanitised.",
-				nil, body("ReviewInput"),
+				nil, openapi.JSONBody("ReviewInput"),
 				responses(http.StatusCreated, "The review; Location names it.", "Review", append(writeErrors, http.StatusConflict)...)),
 		},
 		{
@@ -53,7 +54,7 @@ func (s *Service) Routes() []app.Route {
 			Name: "updateReview", Method: http.MethodPatch, Path: "/reviews/{id}",
 			Access: app.Authenticated, Scope: ScopeWrite, Handler: s.patch,
 			Doc: op("Change a review", "Only its author may; anyone else gets 404. Absent or null fields stay as they are.",
-				[]any{idParam}, body("ReviewPatch"),
+				[]any{idParam}, openapi.JSONBody("ReviewPatch"),
 				responses(http.StatusOK, "The review after the change.", "Review", append(writeErrors, http.StatusNotFound)...)),
 		},
 		{
@@ -104,7 +105,7 @@ func Schemas() map[string]any {
 		"ReviewPage": map[string]any{
 			"type": "object",
 			"properties": map[string]any{
-				"items":       map[string]any{"type": "array", "items": ref("Review")},
+				"items":       map[string]any{"type": "array", "items": openapi.Ref("Review")},
 				"next_cursor": map[string]any{"type": "string", "description": "Absent on the last page."},
 			},
 			"required": []string{"items"},
@@ -123,10 +124,6 @@ func Schemas() map[string]any {
 	}
 }
 
-func ref(name string) map[string]any {
-	return map[string]any{"$ref": "#/components/schemas/" + name}
-}
-
 func op(summary, description string, params []any, reqBody map[string]any, resp map[string]any) map[string]any {
 	o := map[string]any{"summary": summary, "description": description, "tags": []string{"reviews"}, "responses": resp}
 	if len(params) > 0 {
@@ -136,15 +133,6 @@ func op(summary, description string, params []any, reqBody map[string]any, resp 
 		o["requestBody"] = reqBody
 	}
 	return o
-}
-
-func body(schema string) map[string]any {
-	return map[string]any{"required": true, "content": map[string]any{"application/json": map[string]any{"schema": ref(schema)}}}
-}
-
-func pathParam(name, description string) map[string]any {
-	return map[string]any{"name": name, "in": "path", "required": true, "description": description,
-		"schema": map[string]any{"type": "string"}}
 }
 
 func queryParam(name, description string, required bool) map[string]any {
@@ -179,7 +167,7 @@ func errorText(code int) string {
 func errorResponses(r map[string]any, errs []int) map[string]any {
 	for _, code := range errs {
 		r[strconv.Itoa(code)] = map[string]any{"description": errorText(code),
-			"content": map[string]any{"application/json": map[string]any{"schema": ref("Error")}}}
+			"content": map[string]any{"application/json": map[string]any{"schema": openapi.Ref("Error")}}}
 	}
 	return r
 }
@@ -187,7 +175,7 @@ func errorResponses(r map[string]any, errs []int) map[string]any {
 func responses(ok int, okDesc, okSchema string, errs ...int) map[string]any {
 	return errorResponses(map[string]any{
 		strconv.Itoa(ok): map[string]any{"description": okDesc,
-			"content": map[string]any{"application/json": map[string]any{"schema": ref(okSchema)}}},
+			"content": map[string]any{"application/json": map[string]any{"schema": openapi.Ref(okSchema)}}},
 	}, errs)
 }
 
