@@ -13,7 +13,7 @@ import (
 	"github.com/caarlos0/env/v11"
 
 	"github.com/8thdegree/meridian/api/internal/accounts"
-	"github.com/8thdegree/meridian/api/ratelimit"
+	"github.com/8thdegree/meridian/internal/ratelimit"
 
 	"github.com/8thdegree/meridian/shardmgr/topology"
 	"github.com/8thdegree/meridian/shardmgr/topostore"

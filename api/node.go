@@ -23,9 +23,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/8thdegree/meridian/api/authtoken"
-	"github.com/8thdegree/meridian/api/internal/app"
-	"github.com/8thdegree/meridian/api/ratelimit/admission"
+	"github.com/8thdegree/meridian/api/internal/feature"
+	"github.com/8thdegree/meridian/internal/accesstoken"
+	"github.com/8thdegree/meridian/internal/ratelimit/admission"
 	"github.com/8thdegree/meridian/pkg/shardkey"
 	"github.com/8thdegree/meridian/shardmgr/shardpool"
 	"github.com/8thdegree/meridian/shardmgr/topostore"
@@ -39,8 +39,8 @@ type Node struct {
 	watcher  *topostore.Watcher
 	pools    *shardpool.Manager
 	redis    *redis.Client
-	tokens   *authtoken.Tokens
-	app      *app.App
+	tokens   *accesstoken.Tokens
+	app      *feature.Deps
 	registry *prometheus.Registry
 	handler  http.Handler
 	// admission holds the node's shares of the per-user and per-IP rate-limit budgets.
@@ -59,11 +59,11 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Node, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	log = log.With("region", cfg.Region)
-	keys, err := authtoken.LoadKeyDir(cfg.SigningKeyDir)
+	keys, err := accesstoken.LoadKeyDir(cfg.SigningKeyDir)
 	if err != nil {
 		return nil, fmt.Errorf("config: MERIDIAN_SIGNING_KEY_DIR: %w", err)
 	}
-	tokens, err := authtoken.New(authtoken.Config{Issuer: cfg.TokenIssuer, Audience: cfg.TokenAudience, TTL: cfg.AccessTTL, Leeway: 30 * time.Second, CacheSize: 10000}, keys, nil)
+	tokens, err := accesstoken.New(accesstoken.Config{Issuer: cfg.TokenIssuer, Audience: cfg.TokenAudience, TTL: cfg.AccessTTL, Leeway: 30 * time.Second, CacheSize: 10000}, keys, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -126,7 +126,7 @@ func (n *Node) Run(ctx context.Context, ln net.Listener) error {
 	n.redis = redis.NewClient(&redis.Options{Addr: redisAddr, DialTimeout: time.Second, ReadTimeout: 500 * time.Millisecond, WriteTimeout: 500 * time.Millisecond, MaxRetries: 1, ContextTimeoutEnabled: true})
 	defer n.redis.Close()
 
-	n.app = &app.App{
+	n.app = &feature.Deps{
 		Region:     n.cfg.Region,
 		Pools:      n.pools,
 		Redis:      n.redis,

@@ -18,14 +18,15 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/8thdegree/meridian/api/authtoken"
 	"github.com/8thdegree/meridian/api/internal/apitest"
-	"github.com/8thdegree/meridian/api/internal/app"
 	"github.com/8thdegree/meridian/api/internal/authn"
-	"github.com/8thdegree/meridian/api/internal/mw"
+	"github.com/8thdegree/meridian/api/internal/feature"
+	"github.com/8thdegree/meridian/api/internal/middleware"
 	"github.com/8thdegree/meridian/api/internal/openapi/openapitest"
-	"github.com/8thdegree/meridian/api/ratelimit"
 	"github.com/8thdegree/meridian/deploy/local/testenv"
+	"github.com/8thdegree/meridian/internal/accesstoken"
+	"github.com/8thdegree/meridian/internal/ratelimit"
+	"github.com/8thdegree/meridian/internal/wire"
 	"github.com/8thdegree/meridian/shardmgr/migrate"
 	"github.com/8thdegree/meridian/shardmgr/topology"
 	"github.com/8thdegree/meridian/shardmgr/topostore"
@@ -40,7 +41,7 @@ func fullNodes(t *testing.T) (*apitest.Harness, map[string]*assembly) {
 	asms := map[string]*assembly{}
 	lims := map[string]*ratelimit.Limiter{}
 	h := apitest.New(t, apitest.Options{
-		Routes: func(a *app.App, tokens *authtoken.Tokens) []app.Route {
+		Routes: func(a *feature.Deps, tokens *accesstoken.Tokens) []feature.Route {
 			lims[a.Region] = ratelimit.New(a.Redis, a.Log)
 			asm, err := assemble(a, featureConfig{
 				Tokens: tokens, EmailPepper: []byte("test-pepper-0123456789"), StateKey: []byte("test-state-key-0123456789"),
@@ -52,16 +53,16 @@ func fullNodes(t *testing.T) (*apitest.Harness, map[string]*assembly) {
 			asms[a.Region] = asm
 			return asm.routes
 		},
-		APIKeys: func(a *app.App) authn.APIKeyVerifier { return asms[a.Region].accounts },
-		Middleware: func(a *app.App) []mw.Middleware {
-			global, _, err := middlewares(prometheus.NewRegistry(), lims[a.Region], mw.NewTracing(nil, nil), nil, nil, ratelimit.Limit{}, ratelimit.Limit{})
+		APIKeys: func(a *feature.Deps) authn.APIKeyVerifier { return asms[a.Region].accounts },
+		Middleware: func(a *feature.Deps) []middleware.Middleware {
+			global, _, err := middlewares(prometheus.NewRegistry(), lims[a.Region], middleware.NewTracing(nil, nil), nil, nil, ratelimit.Limit{}, ratelimit.Limit{})
 			if err != nil {
 				t.Fatal(err)
 			}
 			return global
 		},
-		RouteMiddleware: func(a *app.App) []mw.Middleware {
-			_, route, err := middlewares(prometheus.NewRegistry(), lims[a.Region], mw.NewTracing(nil, nil), nil, nil, ratelimit.Limit{}, ratelimit.Limit{})
+		RouteMiddleware: func(a *feature.Deps) []middleware.Middleware {
+			_, route, err := middlewares(prometheus.NewRegistry(), lims[a.Region], middleware.NewTracing(nil, nil), nil, nil, ratelimit.Limit{}, ratelimit.Limit{})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -128,7 +129,7 @@ func TestWalkthrough(t *testing.T) {
 	}
 	// Alice reviews Bruno: the review lives in Bruno's region, so it is written there.
 	r := h.Do(t, "us-east", apitest.Request{Method: "POST", Path: "/api/v1/reviews/", Token: aliceTok, Body: map[string]any{"job_id": jobID, "reviewee_id": brunoID, "rating": 5, "comment": "Great"}})
-	if r.Status != http.StatusMisdirectedRequest || r.Header.Get(app.ReplayHeader) != "eu-west" {
+	if r.Status != http.StatusMisdirectedRequest || r.Header.Get(wire.ReplayRegion) != "eu-west" {
 		t.Fatalf("review sent to the reviewer's region: %d %s", r.Status, r.Body)
 	}
 	do("eu-west", "POST", "/api/v1/reviews/", aliceTok, map[string]any{"job_id": jobID, "reviewee_id": brunoID, "rating": 5, "comment": "Great"})
@@ -191,8 +192,8 @@ func TestNodeRun(t *testing.T) {
 		t.Fatal(err)
 	}
 	keyDir := t.TempDir()
-	k, _ := authtoken.GenerateKey()
-	if err := authtoken.WriteKeyFile(filepath.Join(keyDir, "k.pem"), k); err != nil {
+	k, _ := accesstoken.GenerateKey()
+	if err := accesstoken.WriteKeyFile(filepath.Join(keyDir, "k.pem"), k); err != nil {
 		t.Fatal(err)
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")

@@ -9,7 +9,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/8thdegree/meridian/api/ratelimit"
+	"github.com/8thdegree/meridian/internal/ratelimit"
 	"github.com/8thdegree/meridian/shardmgr/topostore"
 )
 

@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/8thdegree/meridian/api/ratelimit"
+	"github.com/8thdegree/meridian/internal/ratelimit"
 )
 
 func validConfig() Config {

@@ -12,8 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/8thdegree/meridian/api/authtoken"
-	"github.com/8thdegree/meridian/api/ratelimit"
+	"github.com/8thdegree/meridian/internal/accesstoken"
+	"github.com/8thdegree/meridian/internal/ratelimit"
 	"github.com/8thdegree/meridian/router"
 	"github.com/8thdegree/meridian/router/internal/traceparent"
 	"github.com/8thdegree/meridian/router/routertest"
@@ -174,20 +174,20 @@ func TestBadTokensAreRefusedAtTheEdge(t *testing.T) {
 	u := env.User(t, "eu-west")
 	now := time.Now()
 
-	mint := func(cfg authtoken.Config, keys *authtoken.KeySet, at time.Time) string {
-		tk, err := authtoken.New(cfg, keys, func() time.Time { return at })
+	mint := func(cfg accesstoken.Config, keys *accesstoken.KeySet, at time.Time) string {
+		tk, err := accesstoken.New(cfg, keys, func() time.Time { return at })
 		if err != nil {
 			t.Fatal(err)
 		}
-		s, _, err := tk.Issue(authtoken.Subject{UserID: u.ID, KSID: u.KSID, Role: "client", Region: "eu-west"})
+		s, _, err := tk.Issue(accesstoken.Subject{UserID: u.ID, KSID: u.KSID, Role: "client", Region: "eu-west"})
 		if err != nil {
 			t.Fatal(err)
 		}
 		return s
 	}
-	good := authtoken.Config{Issuer: routertest.Issuer, Audience: routertest.Audience, TTL: time.Hour}
-	other, _ := authtoken.GenerateKey()
-	otherSet, _ := authtoken.NewKeySet([]authtoken.Key{other}, other.ID)
+	good := accesstoken.Config{Issuer: routertest.Issuer, Audience: routertest.Audience, TTL: time.Hour}
+	other, _ := accesstoken.GenerateKey()
+	otherSet, _ := accesstoken.NewKeySet([]accesstoken.Key{other}, other.ID)
 	wrongAud, wrongIss := good, good
 	wrongAud.Audience, wrongIss.Issuer = "someone-else", "https://evil.example"
 
@@ -243,30 +243,30 @@ func TestKeyRotation(t *testing.T) {
 	mustEcho(t, do(t, r, call{path: "/api/v1/users/me", token: u.Token}), "eu-west")
 
 	oldKey := env.Keys
-	next, _ := authtoken.GenerateKey()
-	var keys []authtoken.Key
+	next, _ := accesstoken.GenerateKey()
+	var keys []accesstoken.Key
 	var jw struct {
 		Keys []struct{ Kid, X string } `json:"keys"`
 	}
 	_ = json.Unmarshal(oldKey.JWKS(), &jw)
 	for _, k := range jw.Keys {
 		pub, _ := base64.RawURLEncoding.DecodeString(k.X)
-		keys = append(keys, authtoken.Key{ID: k.Kid, Public: pub})
+		keys = append(keys, accesstoken.Key{ID: k.Kid, Public: pub})
 	}
-	both, err := authtoken.NewKeySet(append(keys, next), next.ID)
+	both, err := accesstoken.NewKeySet(append(keys, next), next.ID)
 	if err != nil {
 		t.Fatal(err)
 	}
 	env.SetJWKS(both.JWKS())
-	tokens, _ := authtoken.New(authtoken.Config{Issuer: routertest.Issuer, Audience: routertest.Audience, TTL: time.Hour}, both, nil)
-	fresh, _, _ := tokens.Issue(authtoken.Subject{UserID: u.ID, KSID: u.KSID, Role: "client", Region: "eu-west"})
+	tokens, _ := accesstoken.New(accesstoken.Config{Issuer: routertest.Issuer, Audience: routertest.Audience, TTL: time.Hour}, both, nil)
+	fresh, _, _ := tokens.Issue(accesstoken.Subject{UserID: u.ID, KSID: u.KSID, Role: "client", Region: "eu-west"})
 	mustEcho(t, do(t, r, call{path: "/api/v1/users/me", token: fresh}), "eu-west")
 	mustEcho(t, do(t, r, call{path: "/api/v1/users/me", token: u.Token}), "eu-west")
 	if !strings.Contains(grep(r.Logs(), "token key set in service"), `"keys":2`) {
 		t.Errorf("the router did not take the new key set")
 	}
 
-	onlyNew, _ := authtoken.NewKeySet([]authtoken.Key{next}, next.ID)
+	onlyNew, _ := accesstoken.NewKeySet([]accesstoken.Key{next}, next.ID)
 	env.SetJWKS(onlyNew.JWKS())
 	waitFor(t, "the old key's tokens to be refused", func() bool {
 		return do(t, r, call{path: "/api/v1/users/me", token: u.Token}).status == http.StatusUnauthorized

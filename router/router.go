@@ -14,7 +14,7 @@ import (
 	consul "github.com/hashicorp/consul/api"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/8thdegree/meridian/api/ratelimit/admission"
+	"github.com/8thdegree/meridian/internal/ratelimit/admission"
 	"github.com/8thdegree/meridian/router/internal/accesslog"
 	"github.com/8thdegree/meridian/router/internal/gateway"
 	"github.com/8thdegree/meridian/router/internal/headers"

@@ -16,9 +16,9 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/8thdegree/meridian/api/authtoken"
 	"github.com/8thdegree/meridian/deploy/local/apinodes"
 	"github.com/8thdegree/meridian/deploy/local/testenv"
+	"github.com/8thdegree/meridian/internal/accesstoken"
 	"github.com/8thdegree/meridian/pkg/shardkey"
 	"github.com/8thdegree/meridian/shardmgr/topology"
 )
@@ -130,17 +130,17 @@ func BenchmarkUsersMe(b *testing.B) {
 			id.KeyspaceID().Bytes(), id.Bytes()).Scan(&uid, &email, &name, &role, &region, &created)
 	}
 	me := func() error { return get(client, base+"/api/v1/users/me", u.AccessToken) }
-	keys, err := authtoken.LoadKeyDir(c.KeyDir)
+	keys, err := accesstoken.LoadKeyDir(c.KeyDir)
 	if err != nil {
 		b.Fatal(err)
 	}
 	// The node verifies with a cache of verified tokens; the signature check itself is what a cold
 	// token costs.
-	uncached, err := authtoken.New(authtoken.Config{Issuer: "https://api.8thdegree.example", Audience: "meridian-api", TTL: time.Minute}, keys, nil)
+	uncached, err := accesstoken.New(accesstoken.Config{Issuer: "https://api.8thdegree.example", Audience: "meridian-api", TTL: time.Minute}, keys, nil)
 	if err != nil {
 		b.Fatal(err)
 	}
-	cached, err := authtoken.New(authtoken.Config{Issuer: "https://api.8thdegree.example", Audience: "meridian-api", TTL: time.Minute, CacheSize: 1024}, keys, nil)
+	cached, err := accesstoken.New(accesstoken.Config{Issuer: "https://api.8thdegree.example", Audience: "meridian-api", TTL: time.Minute, CacheSize: 1024}, keys, nil)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -34,9 +34,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/8thdegree/meridian/api/ratelimit"
 	"github.com/8thdegree/meridian/deploy/local/apinodes"
 	"github.com/8thdegree/meridian/deploy/local/testenv"
+	"github.com/8thdegree/meridian/internal/ratelimit"
 	"github.com/8thdegree/meridian/router"
 	"github.com/8thdegree/meridian/router/routertest"
 )

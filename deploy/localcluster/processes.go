@@ -12,8 +12,8 @@ import (
 	"os/exec"
 	"path/filepath"
 
-	"github.com/8thdegree/meridian/api/authtoken"
 	"github.com/8thdegree/meridian/deploy/local"
+	"github.com/8thdegree/meridian/internal/accesstoken"
 	"github.com/8thdegree/meridian/shardmgr/topology"
 )
 
@@ -28,11 +28,11 @@ func ensureSecrets(dir string) error {
 		return err
 	}
 	if m, _ := filepath.Glob(filepath.Join(keys, "*.pem")); len(m) == 0 {
-		k, err := authtoken.GenerateKey()
+		k, err := accesstoken.GenerateKey()
 		if err != nil {
 			return err
 		}
-		if err := authtoken.WriteKeyFile(filepath.Join(keys, "0001.pem"), k); err != nil {
+		if err := accesstoken.WriteKeyFile(filepath.Join(keys, "0001.pem"), k); err != nil {
 			return err
 		}
 	}

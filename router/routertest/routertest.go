@@ -30,9 +30,9 @@ import (
 
 	consul "github.com/hashicorp/consul/api"
 
-	"github.com/8thdegree/meridian/api/authtoken"
-	"github.com/8thdegree/meridian/api/ratelimit"
 	"github.com/8thdegree/meridian/deploy/local/testenv"
+	"github.com/8thdegree/meridian/internal/accesstoken"
+	"github.com/8thdegree/meridian/internal/ratelimit"
 	"github.com/8thdegree/meridian/pkg/shardkey"
 	"github.com/8thdegree/meridian/router"
 	"github.com/8thdegree/meridian/shardmgr/topology"
@@ -65,8 +65,8 @@ type Env struct {
 	Key string
 	// Prefix makes the test's Consul names unique.
 	Prefix string
-	Keys   *authtoken.KeySet
-	Tokens *authtoken.Tokens
+	Keys   *accesstoken.KeySet
+	Tokens *accesstoken.Tokens
 	IDs    *shardkey.Generator
 
 	opts  Options
@@ -91,15 +91,15 @@ func New(t testing.TB, opts Options) *Env {
 	if err != nil {
 		t.Fatalf("routertest: consul client: %v", err)
 	}
-	key, err := authtoken.GenerateKey()
+	key, err := accesstoken.GenerateKey()
 	if err != nil {
 		t.Fatal(err)
 	}
-	ks, err := authtoken.NewKeySet([]authtoken.Key{key}, key.ID)
+	ks, err := accesstoken.NewKeySet([]accesstoken.Key{key}, key.ID)
 	if err != nil {
 		t.Fatal(err)
 	}
-	tokens, err := authtoken.New(authtoken.Config{Issuer: Issuer, Audience: Audience, TTL: time.Hour}, ks, nil)
+	tokens, err := accesstoken.New(accesstoken.Config{Issuer: Issuer, Audience: Audience, TTL: time.Hour}, ks, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -207,7 +207,7 @@ func (e *Env) User(t testing.TB, region string) User {
 	e.mu.Unlock()
 	k := shardkey.NewKeyspaceID(e.RegionCode(t, region), []byte(identity))
 	id := e.NewID(t, shardkey.KindUser, k)
-	tok, _, err := e.Tokens.Issue(authtoken.Subject{UserID: id, KSID: k, Role: "client", Region: region})
+	tok, _, err := e.Tokens.Issue(accesstoken.Subject{UserID: id, KSID: k, Role: "client", Region: region})
 	if err != nil {
 		t.Fatal(err)
 	}

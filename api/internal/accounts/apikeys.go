@@ -11,10 +11,11 @@ import (
 	"github.com/gorilla/mux"
 	"github.com/jackc/pgx/v5"
 
-	"github.com/8thdegree/meridian/api/internal/app"
 	"github.com/8thdegree/meridian/api/internal/audit"
 	"github.com/8thdegree/meridian/api/internal/authn"
-	"github.com/8thdegree/meridian/api/internal/httpx"
+	"github.com/8thdegree/meridian/api/internal/feature"
+	"github.com/8thdegree/meridian/api/internal/rest"
+	"github.com/8thdegree/meridian/internal/apierror"
 	"github.com/8thdegree/meridian/pkg/shardkey"
 	"github.com/8thdegree/meridian/shardmgr/topology"
 )
@@ -29,15 +30,15 @@ const (
 	keyPrefixLen = 8
 )
 
-var errKeyWithKey = httpx.Forbidden("API keys are managed with an access token, not with an API key")
+var errKeyWithKey = apierror.Forbidden("API keys are managed with an access token, not with an API key")
 
 func (s *Service) handleCreateAPIKey(w http.ResponseWriter, r *http.Request) error {
-	p := app.Caller(r)
+	p := feature.Caller(r)
 	if p.Method == authn.MethodAPIKey {
 		return errKeyWithKey
 	}
 	var req apiKeyRequest
-	if err := httpx.Decode(w, r, &req); err != nil {
+	if err := rest.Decode(w, r, &req); err != nil {
 		return err
 	}
 	ctx := r.Context()
@@ -60,7 +61,7 @@ func (s *Service) handleCreateAPIKey(w http.ResponseWriter, r *http.Request) err
 		// Locking the user row serialises a user's key creations, so the count below holds.
 		u, err := loadUser(ctx, tx, ksid, p.UserID, "FOR UPDATE")
 		if errors.Is(err, errNoUser) || (err == nil && u.Deleted) {
-			return httpx.NotFound("user")
+			return apierror.NotFound("user")
 		}
 		if err != nil {
 			return err
@@ -71,7 +72,7 @@ func (s *Service) handleCreateAPIKey(w http.ResponseWriter, r *http.Request) err
 			return err
 		}
 		if n >= maxActiveKeys {
-			return httpx.Conflict("too_many_api_keys", fmt.Sprintf("a user may have at most %d API keys; revoke one first", maxActiveKeys))
+			return apierror.Conflict("too_many_api_keys", fmt.Sprintf("a user may have at most %d API keys; revoke one first", maxActiveKeys))
 		}
 		if _, err := tx.Exec(ctx, `
 			INSERT INTO auth.api_keys (ksid, id, user_id, name, key_prefix, key_hash, scopes, created_at)
@@ -85,7 +86,7 @@ func (s *Service) handleCreateAPIKey(w http.ResponseWriter, r *http.Request) err
 	if err != nil {
 		return err
 	}
-	httpx.WriteJSON(w, http.StatusCreated, out)
+	rest.WriteJSON(w, http.StatusCreated, out)
 	return nil
 }
 
@@ -94,22 +95,22 @@ type keyCursor struct {
 }
 
 func (s *Service) handleListAPIKeys(w http.ResponseWriter, r *http.Request) error {
-	p := app.Caller(r)
+	p := feature.Caller(r)
 	if p.Method == authn.MethodAPIKey {
 		return errKeyWithKey
 	}
-	limit, err := httpx.Limit(r)
+	limit, err := rest.Limit(r)
 	if err != nil {
 		return err
 	}
 	var after []byte
 	if c := r.URL.Query().Get("cursor"); c != "" {
 		var cur keyCursor
-		if err := httpx.DecodeCursor(c, &cur); err != nil {
+		if err := rest.DecodeCursor(c, &cur); err != nil {
 			return err
 		}
 		if cur.ID.Kind() != shardkey.KindAPIKey {
-			return httpx.Invalid(map[string]string{"cursor": "is not a cursor this endpoint returned"})
+			return apierror.Invalid(map[string]string{"cursor": "is not a cursor this endpoint returned"})
 		}
 		after = cur.ID.Bytes()
 	}
@@ -124,7 +125,7 @@ func (s *Service) handleListAPIKeys(w http.ResponseWriter, r *http.Request) erro
 	if err != nil {
 		return err
 	}
-	page := httpx.Page[apiKeyJSON]{Items: []apiKeyJSON{}}
+	page := rest.Page[apiKeyJSON]{Items: []apiKeyJSON{}}
 	for rows.Next() {
 		var (
 			k   apiKeyJSON
@@ -150,24 +151,24 @@ func (s *Service) handleListAPIKeys(w http.ResponseWriter, r *http.Request) erro
 	}
 	if len(page.Items) > limit {
 		page.Items = page.Items[:limit]
-		page.NextCursor = httpx.EncodeCursor(keyCursor{ID: page.Items[limit-1].ID})
+		page.NextCursor = rest.EncodeCursor(keyCursor{ID: page.Items[limit-1].ID})
 	}
-	httpx.WriteJSON(w, http.StatusOK, page)
+	rest.WriteJSON(w, http.StatusOK, page)
 	return nil
 }
 
 func (s *Service) handleRevokeAPIKey(w http.ResponseWriter, r *http.Request) error {
-	p := app.Caller(r)
+	p := feature.Caller(r)
 	if p.Method == authn.MethodAPIKey {
 		return errKeyWithKey
 	}
 	id, err := shardkey.ParseIDOfKind(mux.Vars(r)["id"], shardkey.KindAPIKey)
 	if err != nil {
-		return httpx.Invalid(map[string]string{"id": "must be an API key ID (key_…)"})
+		return apierror.Invalid(map[string]string{"id": "must be an API key ID (key_…)"})
 	}
 	// Another user's key, wherever it lives, is simply not found: no query, no replay to its region.
 	if tab := s.a.Topology(); tab == nil || tab.Resolve(id.KeyspaceID()) != p.KSID {
-		return httpx.NotFound("API key")
+		return apierror.NotFound("API key")
 	}
 	ctx := r.Context()
 	routed, err := s.a.WriteShard(ctx, p.KSID)
@@ -189,7 +190,7 @@ func (s *Service) handleRevokeAPIKey(w http.ResponseWriter, r *http.Request) err
 				return err
 			}
 			if !exists {
-				return httpx.NotFound("API key")
+				return apierror.NotFound("API key")
 			}
 			return nil
 		}
@@ -214,7 +215,7 @@ func (s *Service) VerifyAPIKey(ctx context.Context, key string) (authn.Principal
 		return authn.Principal{}, errBadAPIKey
 	}
 	routed, err := s.a.ReadShard(id.KeyspaceID())
-	var he *httpx.Error
+	var he *apierror.Error
 	if errors.As(err, &he) && he.Status == http.StatusNotFound {
 		return authn.Principal{}, errBadAPIKey
 	}

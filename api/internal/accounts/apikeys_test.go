@@ -7,10 +7,10 @@ import (
 	"testing"
 
 	"github.com/8thdegree/meridian/api/internal/apitest"
-	"github.com/8thdegree/meridian/api/internal/app"
 	"github.com/8thdegree/meridian/api/internal/audit"
 	"github.com/8thdegree/meridian/api/internal/authn"
-	"github.com/8thdegree/meridian/api/internal/httpx"
+	"github.com/8thdegree/meridian/api/internal/rest"
+	"github.com/8thdegree/meridian/internal/wire"
 	"github.com/8thdegree/meridian/pkg/shardkey"
 )
 
@@ -50,7 +50,7 @@ func TestAPIKeys(t *testing.T) {
 			t.Errorf("last_used_at: %v %v", lastUsed, err)
 		}
 		// Elsewhere, the node sends the router to the key's home.
-		if r := me("eu-west", "ApiKey "+k.Key); r.Status != http.StatusMisdirectedRequest || r.Header.Get(app.ReplayHeader) != "us-east" {
+		if r := me("eu-west", "ApiKey "+k.Key); r.Status != http.StatusMisdirectedRequest || r.Header.Get(wire.ReplayRegion) != "us-east" {
 			t.Errorf("key in the wrong region: %d %s", r.Status, r.Body)
 		}
 		// Scopes: a key without profile:read cannot read the account.
@@ -146,7 +146,7 @@ func TestAPIKeys(t *testing.T) {
 			if r.Status != 200 || strings.Contains(string(r.Body), "mk_") || strings.Contains(string(r.Body), `"key"`) {
 				t.Fatalf("list: %d %s", r.Status, r.Body)
 			}
-			var page httpx.Page[apiKeyJSON]
+			var page rest.Page[apiKeyJSON]
 			r.JSON(t, &page)
 			pages++
 			for _, it := range page.Items {

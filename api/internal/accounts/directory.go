@@ -10,7 +10,8 @@ import (
 	"github.com/gorilla/mux"
 	"github.com/jackc/pgx/v5"
 
-	"github.com/8thdegree/meridian/api/internal/httpx"
+	"github.com/8thdegree/meridian/api/internal/rest"
+	"github.com/8thdegree/meridian/internal/apierror"
 	"github.com/8thdegree/meridian/pkg/shardkey"
 	"github.com/8thdegree/meridian/shardmgr/topology"
 )
@@ -59,7 +60,7 @@ func (r *claimRequest) Validate() map[string]string {
 func (s *Service) topology() (*topology.Topology, error) {
 	tab := s.a.Topology()
 	if tab == nil {
-		return nil, httpx.Unavailable("the node has no topology yet", time.Second)
+		return nil, apierror.Unavailable("the node has no topology yet", time.Second)
 	}
 	return tab.Topology(), nil
 }
@@ -80,7 +81,7 @@ func (s *Service) claimEmail(ctx context.Context, h emailHash, userID shardkey.I
 	}
 	err = s.a.Peers.Call(ctx, dir.Name, http.MethodPost, internalPath("/internal/email-claims"),
 		claimRequest{EmailHash: h.String(), UserID: userID, HomeRegion: home}, nil)
-	var e *httpx.Error
+	var e *apierror.Error
 	if errors.As(err, &e) && e.Status == http.StatusConflict {
 		return errEmailTaken
 	}
@@ -105,7 +106,7 @@ func (s *Service) lookupEmail(ctx context.Context, h emailHash) (claim, bool, er
 	}
 	var c claim
 	err = s.a.Peers.Call(ctx, dir.Name, http.MethodGet, internalPath("/internal/email-claims/"+h.String()), nil, &c)
-	var e *httpx.Error
+	var e *apierror.Error
 	if errors.As(err, &e) && e.Status == http.StatusNotFound {
 		return claim{}, false, nil
 	}
@@ -265,7 +266,7 @@ func (s *Service) userExistsLocal(ctx context.Context, id shardkey.ID) (bool, er
 
 func (s *Service) handleClaim(w http.ResponseWriter, r *http.Request) error {
 	var req claimRequest
-	if err := httpx.Decode(w, r, &req); err != nil {
+	if err := rest.Decode(w, r, &req); err != nil {
 		return err
 	}
 	t, err := s.topology()
@@ -279,19 +280,19 @@ func (s *Service) handleClaim(w http.ResponseWriter, r *http.Request) error {
 	if dir.Name != s.a.Region {
 		// The caller's topology disagrees with ours (a region being added): refuse rather than
 		// create a claim where nobody will look for it.
-		return httpx.Unavailable("this region is not the email's directory region", time.Second)
+		return apierror.Unavailable("this region is not the email's directory region", time.Second)
 	}
 	if err := s.claimLocal(r.Context(), ksid, req.hash, req.UserID, req.HomeRegion); err != nil {
 		return err
 	}
-	httpx.WriteJSON(w, http.StatusOK, map[string]bool{"claimed": true})
+	rest.WriteJSON(w, http.StatusOK, map[string]bool{"claimed": true})
 	return nil
 }
 
 func (s *Service) claimTarget(r *http.Request) (shardkey.KeyspaceID, emailHash, error) {
 	h, err := parseEmailHash(mux.Vars(r)["hash"])
 	if err != nil {
-		return 0, h, httpx.Invalid(map[string]string{"hash": err.Error()})
+		return 0, h, apierror.Invalid(map[string]string{"hash": err.Error()})
 	}
 	t, err := s.topology()
 	if err != nil {
@@ -311,9 +312,9 @@ func (s *Service) handleLookup(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	if !found {
-		return httpx.NotFound("email claim")
+		return apierror.NotFound("email claim")
 	}
-	httpx.WriteJSON(w, http.StatusOK, c)
+	rest.WriteJSON(w, http.StatusOK, c)
 	return nil
 }
 
@@ -324,7 +325,7 @@ func (s *Service) handleRelease(w http.ResponseWriter, r *http.Request) error {
 	}
 	id, err := shardkey.ParseIDOfKind(r.URL.Query().Get("user_id"), shardkey.KindUser)
 	if err != nil {
-		return httpx.Invalid(map[string]string{"user_id": "must be a user ID"})
+		return apierror.Invalid(map[string]string{"user_id": "must be a user ID"})
 	}
 	if err := s.releaseLocal(r.Context(), ksid, h, id); err != nil {
 		return err
@@ -336,12 +337,12 @@ func (s *Service) handleRelease(w http.ResponseWriter, r *http.Request) error {
 func (s *Service) handleUserExists(w http.ResponseWriter, r *http.Request) error {
 	id, err := shardkey.ParseIDOfKind(mux.Vars(r)["id"], shardkey.KindUser)
 	if err != nil {
-		return httpx.Invalid(map[string]string{"id": "must be a user ID"})
+		return apierror.Invalid(map[string]string{"id": "must be a user ID"})
 	}
 	exists, err := s.userExistsLocal(r.Context(), id)
 	if err != nil {
 		return err
 	}
-	httpx.WriteJSON(w, http.StatusOK, map[string]bool{"exists": exists})
+	rest.WriteJSON(w, http.StatusOK, map[string]bool{"exists": exists})
 	return nil
 }

@@ -13,13 +13,13 @@ import (
 	"github.com/alexedwards/argon2id"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/8thdegree/meridian/api/authtoken"
 	"github.com/8thdegree/meridian/api/internal/apitest"
-	"github.com/8thdegree/meridian/api/internal/app"
 	"github.com/8thdegree/meridian/api/internal/audit"
 	"github.com/8thdegree/meridian/api/internal/authn"
-	"github.com/8thdegree/meridian/api/ratelimit"
+	"github.com/8thdegree/meridian/api/internal/feature"
 	"github.com/8thdegree/meridian/deploy/local/testenv"
+	"github.com/8thdegree/meridian/internal/accesstoken"
+	"github.com/8thdegree/meridian/internal/ratelimit"
 	"github.com/8thdegree/meridian/pkg/shardkey"
 )
 
@@ -59,7 +59,7 @@ func newEnv(t *testing.T) *env {
 	params := testParams
 	e.Harness = apitest.New(t, apitest.Options{
 		Now: e.clock.Now,
-		Routes: func(a *app.App, tokens *authtoken.Tokens) []app.Route {
+		Routes: func(a *feature.Deps, tokens *accesstoken.Tokens) []feature.Route {
 			s, err := New(a, Config{
 				Tokens: tokens, EmailPepper: testPepper, StateKey: testStateKey, Limiter: ratelimit.New(a.Redis, a.Log),
 				OAuth: e.stub.Configs(), RedirectBaseURL: redirectBase, PasswordParams: &params, TrustedProxies: loopback,
@@ -70,7 +70,7 @@ func newEnv(t *testing.T) *env {
 			e.svc[a.Region] = s
 			return s.Routes()
 		},
-		APIKeys: func(a *app.App) authn.APIKeyVerifier { return e.svc[a.Region] },
+		APIKeys: func(a *feature.Deps) authn.APIKeyVerifier { return e.svc[a.Region] },
 	})
 	return e
 }

@@ -10,7 +10,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/8thdegree/meridian/api/internal/authn"
-	"github.com/8thdegree/meridian/api/internal/httpx"
+	"github.com/8thdegree/meridian/api/internal/rest"
+	"github.com/8thdegree/meridian/internal/apierror"
 	"github.com/8thdegree/meridian/pkg/shardkey"
 )
 
@@ -33,9 +34,9 @@ func FuzzDecoders(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		check := func(name string, v any, ok func() string) {
-			err := httpx.DecodeBytes(bytes.NewReader(data), v)
+			err := rest.DecodeBytes(bytes.NewReader(data), v)
 			if err != nil {
-				var e *httpx.Error
+				var e *apierror.Error
 				if !errors.As(err, &e) || e.Status < 400 || e.Status >= 500 {
 					t.Fatalf("%s: %q: a rejection that is not a 4xx: %v", name, data, err)
 				}

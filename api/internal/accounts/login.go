@@ -11,7 +11,8 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/8thdegree/meridian/api/internal/audit"
-	"github.com/8thdegree/meridian/api/internal/httpx"
+	"github.com/8thdegree/meridian/api/internal/rest"
+	"github.com/8thdegree/meridian/internal/apierror"
 	"github.com/8thdegree/meridian/pkg/shardkey"
 )
 
@@ -25,7 +26,7 @@ import (
 // count); a success still costs the IP one event.
 func (s *Service) handleLogin(w http.ResponseWriter, r *http.Request) error {
 	var req loginRequest
-	if err := httpx.Decode(w, r, &req); err != nil {
+	if err := rest.Decode(w, r, &req); err != nil {
 		return err
 	}
 	ctx, m := r.Context(), s.metaOf(r)
@@ -53,7 +54,7 @@ func (s *Service) handleLogin(w http.ResponseWriter, r *http.Request) error {
 		if err != nil {
 			return err
 		}
-		httpx.WriteJSON(w, http.StatusOK, b)
+		rest.WriteJSON(w, http.StatusOK, b)
 		return nil
 	}
 	var ans internalLoginAnswer
@@ -65,10 +66,10 @@ func (s *Service) handleLogin(w http.ResponseWriter, r *http.Request) error {
 	}
 	switch {
 	case ans.Outcome == outcomeOK && ans.Bundle != nil:
-		httpx.WriteJSON(w, http.StatusOK, ans.Bundle)
+		rest.WriteJSON(w, http.StatusOK, ans.Bundle)
 		return nil
 	case ans.Outcome == outcomeLimited:
-		return httpx.RateLimited(time.Duration(ans.RetryAfterMS) * time.Millisecond)
+		return apierror.RateLimited(time.Duration(ans.RetryAfterMS) * time.Millisecond)
 	case ans.Outcome == outcomeInvalid:
 		return errInvalidCredentials
 	}
@@ -173,20 +174,20 @@ const (
 
 func (s *Service) handleInternalLogin(w http.ResponseWriter, r *http.Request) error {
 	var req internalLoginRequest
-	if err := httpx.Decode(w, r, &req); err != nil {
+	if err := rest.Decode(w, r, &req); err != nil {
 		return err
 	}
 	req.Email = normalizeEmail(req.Email)
 	h := hashEmail(s.cfg.EmailPepper, req.Email)
 	b, err := s.loginLocal(r.Context(), req.UserID, req.Email, req.Password, h, reqMeta{IP: req.IP, UserAgent: req.UserAgent})
-	var e *httpx.Error
+	var e *apierror.Error
 	switch {
 	case err == nil:
-		httpx.WriteJSON(w, http.StatusOK, internalLoginAnswer{Outcome: outcomeOK, Bundle: &b})
+		rest.WriteJSON(w, http.StatusOK, internalLoginAnswer{Outcome: outcomeOK, Bundle: &b})
 	case errors.As(err, &e) && e.Code == outcomeInvalid:
-		httpx.WriteJSON(w, http.StatusOK, internalLoginAnswer{Outcome: outcomeInvalid})
+		rest.WriteJSON(w, http.StatusOK, internalLoginAnswer{Outcome: outcomeInvalid})
 	case errors.As(err, &e) && e.Code == outcomeLimited:
-		httpx.WriteJSON(w, http.StatusOK, internalLoginAnswer{Outcome: outcomeLimited, RetryAfterMS: e.RetryAfter.Milliseconds()})
+		rest.WriteJSON(w, http.StatusOK, internalLoginAnswer{Outcome: outcomeLimited, RetryAfterMS: e.RetryAfter.Milliseconds()})
 	default:
 		return err
 	}

@@ -22,7 +22,8 @@ import (
 
 	"github.com/8thdegree/meridian/api/internal/audit"
 	"github.com/8thdegree/meridian/api/internal/authn"
-	"github.com/8thdegree/meridian/api/internal/httpx"
+	"github.com/8thdegree/meridian/api/internal/rest"
+	"github.com/8thdegree/meridian/internal/apierror"
 	"github.com/8thdegree/meridian/pkg/shardkey"
 )
 
@@ -68,15 +69,15 @@ func newOAuthProvider(name string, pc ProviderConfig, base string, client *http.
 }
 
 var (
-	errProviderDown = &httpx.Error{Status: http.StatusBadGateway, Code: "provider_unavailable", Message: "the sign-in provider did not answer properly; retry later"}
-	errNoSignIn     = httpx.BadRequest("no OAuth sign-in is in progress in this browser, or it expired; start again")
-	errStateMatch   = httpx.BadRequest("the OAuth state does not match the sign-in this browser started; start again")
+	errProviderDown = &apierror.Error{Status: http.StatusBadGateway, Code: "provider_unavailable", Message: "the sign-in provider did not answer properly; retry later"}
+	errNoSignIn     = apierror.BadRequest("no OAuth sign-in is in progress in this browser, or it expired; start again")
+	errStateMatch   = apierror.BadRequest("the OAuth state does not match the sign-in this browser started; start again")
 )
 
 func (s *Service) provider(r *http.Request) (*oauthProvider, error) {
 	p, ok := s.oauth[mux.Vars(r)["provider"]]
 	if !ok {
-		return nil, httpx.NotFound("OAuth provider")
+		return nil, apierror.NotFound("OAuth provider")
 	}
 	return p, nil
 }
@@ -102,7 +103,7 @@ func (s *Service) handleOAuthStart(w http.ResponseWriter, r *http.Request) error
 	if q := r.URL.Query().Get("role"); q != "" {
 		role = authn.Role(q)
 		if role != authn.Client && role != authn.Freelancer {
-			return httpx.Invalid(map[string]string{"role": "must be client or freelancer"})
+			return apierror.Invalid(map[string]string{"role": "must be client or freelancer"})
 		}
 	}
 	state, err := randomText(32)
@@ -159,17 +160,17 @@ func (s *Service) handleOAuthCallback(w http.ResponseWriter, r *http.Request) er
 		return errStateMatch
 	}
 	if e := q.Get("error"); e != "" {
-		return httpx.Unauthenticated("the provider did not authorise the sign-in").WithCause(fmt.Errorf("provider error %q", e))
+		return apierror.Unauthenticated("the provider did not authorise the sign-in").WithCause(fmt.Errorf("provider error %q", e))
 	}
 	code := q.Get("code")
 	if code == "" {
-		return httpx.Invalid(map[string]string{"code": "is required"})
+		return apierror.Invalid(map[string]string{"code": "is required"})
 	}
 	ctx := context.WithValue(r.Context(), oauth2.HTTPClient, p.client)
 	tok, err := p.conf.Exchange(ctx, code, oauth2.VerifierOption(st.Verifier))
 	var re *oauth2.RetrieveError
 	if errors.As(err, &re) && re.Response != nil && re.Response.StatusCode < 500 {
-		return httpx.Unauthenticated("the provider refused the authorisation code").WithCause(err)
+		return apierror.Unauthenticated("the provider refused the authorisation code").WithCause(err)
 	}
 	if err != nil {
 		return errProviderDown.WithCause(err)
@@ -186,7 +187,7 @@ func (s *Service) handleOAuthCallback(w http.ResponseWriter, r *http.Request) er
 	if created {
 		status = http.StatusCreated
 	}
-	httpx.WriteJSON(w, status, b)
+	rest.WriteJSON(w, status, b)
 	return nil
 }
 
@@ -200,10 +201,10 @@ func (p *oauthProvider) identify(ctx context.Context, tok *oauth2.Token, nonce s
 		}
 		idt, err := p.verifier.Verify(ctx, raw)
 		if err != nil {
-			return id, httpx.Unauthenticated("the provider's ID token did not verify").WithCause(err)
+			return id, apierror.Unauthenticated("the provider's ID token did not verify").WithCause(err)
 		}
 		if subtle.ConstantTimeCompare([]byte(idt.Nonce), []byte(nonce)) != 1 {
-			return id, httpx.Unauthenticated("the provider's ID token was not issued for this sign-in")
+			return id, apierror.Unauthenticated("the provider's ID token was not issued for this sign-in")
 		}
 		var c struct {
 			Email         string          `json:"email"`
@@ -215,7 +216,7 @@ func (p *oauthProvider) identify(ctx context.Context, tok *oauth2.Token, nonce s
 		}
 		// Google sends a boolean; some OIDC providers send the string "true".
 		if v := string(c.EmailVerified); v != "true" && v != `"true"` {
-			return id, httpx.Unauthenticated("the provider has not verified this account's email")
+			return id, apierror.Unauthenticated("the provider has not verified this account's email")
 		}
 		id.Subject, id.Email, id.Name = idt.Subject, c.Email, c.Name
 	} else {
@@ -241,7 +242,7 @@ func (p *oauthProvider) identify(ctx context.Context, tok *oauth2.Token, nonce s
 			}
 		}
 		if id.Email == "" {
-			return id, httpx.Unauthenticated("the GitHub account has no verified primary email")
+			return id, apierror.Unauthenticated("the GitHub account has no verified primary email")
 		}
 		if u.ID <= 0 {
 			return id, errProviderDown.WithCause(errors.New("github /user has no id"))
@@ -253,7 +254,7 @@ func (p *oauthProvider) identify(ctx context.Context, tok *oauth2.Token, nonce s
 	}
 	id.Email = normalizeEmail(id.Email)
 	if emailProblem(id.Email) != "" {
-		return id, httpx.Unauthenticated("the provider's email address is not usable")
+		return id, apierror.Unauthenticated("the provider's email address is not usable")
 	}
 	if id.Subject == "" || len(id.Subject) > 255 {
 		return id, errProviderDown.WithCause(errors.New("bad subject"))
@@ -339,7 +340,7 @@ func (s *Service) oauthSignIn(ctx context.Context, id identity, role authn.Role,
 }
 
 func isEmailTaken(err error) bool {
-	var e *httpx.Error
+	var e *apierror.Error
 	return errors.As(err, &e) && e.Code == errEmailTaken.Code
 }
 
@@ -352,7 +353,7 @@ func (s *Service) oauthLogin(ctx context.Context, home string, userID shardkey.I
 	err := s.a.Peers.Call(ctx, home, http.MethodPost, internalPath("/internal/oauth-login"), internalOAuthRequest{
 		UserID: userID, Provider: id.Provider, Subject: id.Subject, Email: id.Email, IP: m.IP, UserAgent: m.UserAgent,
 	}, &b)
-	var e *httpx.Error
+	var e *apierror.Error
 	if errors.As(err, &e) && e.Status == http.StatusNotFound {
 		return b, errNoUser
 	}
@@ -424,17 +425,17 @@ func (r *internalOAuthRequest) Validate() map[string]string {
 
 func (s *Service) handleInternalOAuthLogin(w http.ResponseWriter, r *http.Request) error {
 	var req internalOAuthRequest
-	if err := httpx.Decode(w, r, &req); err != nil {
+	if err := rest.Decode(w, r, &req); err != nil {
 		return err
 	}
 	b, err := s.oauthLoginLocal(r.Context(), req.UserID, identity{Provider: req.Provider, Subject: req.Subject, Email: req.Email},
 		reqMeta{IP: req.IP, UserAgent: req.UserAgent})
 	if errors.Is(err, errNoUser) {
-		return httpx.NotFound("user")
+		return apierror.NotFound("user")
 	}
 	if err != nil {
 		return err
 	}
-	httpx.WriteJSON(w, http.StatusOK, b)
+	rest.WriteJSON(w, http.StatusOK, b)
 	return nil
 }

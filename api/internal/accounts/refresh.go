@@ -10,7 +10,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/8thdegree/meridian/api/internal/audit"
-	"github.com/8thdegree/meridian/api/internal/httpx"
+	"github.com/8thdegree/meridian/api/internal/rest"
 	"github.com/8thdegree/meridian/pkg/shardkey"
 )
 
@@ -19,7 +19,7 @@ import (
 // hold it (one of them a thief); the whole family is revoked, so both must log in again.
 func (s *Service) handleRefresh(w http.ResponseWriter, r *http.Request) error {
 	var req refreshRequest
-	if err := httpx.Decode(w, r, &req); err != nil {
+	if err := rest.Decode(w, r, &req); err != nil {
 		return err
 	}
 	ctx := r.Context()
@@ -101,7 +101,7 @@ func (s *Service) handleRefresh(w http.ResponseWriter, r *http.Request) error {
 		}
 		return fail
 	}
-	httpx.WriteJSON(w, http.StatusOK, b)
+	rest.WriteJSON(w, http.StatusOK, b)
 	return nil
 }
 
@@ -116,7 +116,7 @@ func revokeFamily(ctx context.Context, tx pgx.Tx, ksid shardkey.KeyspaceID, fam 
 // there was anything to revoke, so logging out twice is harmless.
 func (s *Service) handleLogout(w http.ResponseWriter, r *http.Request) error {
 	var req refreshRequest
-	if err := httpx.Decode(w, r, &req); err != nil {
+	if err := rest.Decode(w, r, &req); err != nil {
 		return err
 	}
 	ctx := r.Context()

@@ -15,14 +15,15 @@ import (
 
 	"github.com/8thdegree/meridian/api/internal/audit"
 	"github.com/8thdegree/meridian/api/internal/authn"
-	"github.com/8thdegree/meridian/api/internal/httpx"
+	"github.com/8thdegree/meridian/api/internal/rest"
+	"github.com/8thdegree/meridian/internal/apierror"
 	"github.com/8thdegree/meridian/pkg/shardkey"
 	"github.com/8thdegree/meridian/shardmgr/shardpool"
 )
 
 func (s *Service) handleRegister(w http.ResponseWriter, r *http.Request) error {
 	var req registerRequest
-	if err := httpx.Decode(w, r, &req); err != nil {
+	if err := rest.Decode(w, r, &req); err != nil {
 		return err
 	}
 	home := s.a.Region
@@ -37,7 +38,7 @@ func (s *Service) handleRegister(w http.ResponseWriter, r *http.Request) error {
 				names = append(names, reg.Name)
 			}
 			slices.Sort(names)
-			return httpx.Invalid(map[string]string{"region": "must be one of " + strings.Join(names, ", ")})
+			return apierror.Invalid(map[string]string{"region": "must be one of " + strings.Join(names, ", ")})
 		}
 		home = req.Region
 	}
@@ -57,7 +58,7 @@ func (s *Service) handleRegister(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	httpx.WriteJSON(w, http.StatusCreated, b)
+	rest.WriteJSON(w, http.StatusCreated, b)
 	return nil
 }
 

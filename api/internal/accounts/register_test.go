@@ -11,9 +11,9 @@ import (
 	"github.com/alexedwards/argon2id"
 
 	"github.com/8thdegree/meridian/api/internal/apitest"
-	"github.com/8thdegree/meridian/api/internal/app"
 	"github.com/8thdegree/meridian/api/internal/audit"
 	"github.com/8thdegree/meridian/api/internal/authn"
+	"github.com/8thdegree/meridian/internal/wire"
 	"github.com/8thdegree/meridian/pkg/shardkey"
 )
 
@@ -79,7 +79,7 @@ func TestRegister(t *testing.T) {
 		email := uniqueEmail(t, "replay")
 		body := map[string]any{"email": email, "password": testPassword, "name": "Replayed", "role": "freelancer", "region": "ap-south"}
 		r := e.Do(t, "eu-west", apitest.Request{Method: "POST", Path: "/api/v1/auth/register", Body: body})
-		if r.Status != http.StatusMisdirectedRequest || r.Header.Get(app.ReplayHeader) != "ap-south" || r.ErrorCode() != "wrong_region" {
+		if r.Status != http.StatusMisdirectedRequest || r.Header.Get(wire.ReplayRegion) != "ap-south" || r.ErrorCode() != "wrong_region" {
 			t.Fatalf("foreign region: %d %s %v", r.Status, r.Body, r.Header)
 		}
 		// Nothing was claimed by the refused request.

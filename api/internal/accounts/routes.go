@@ -1,17 +1,18 @@
 package accounts
 
 import (
-	"github.com/8thdegree/meridian/api/internal/openapi"
 	"net/http"
 
-	"github.com/8thdegree/meridian/api/internal/app"
+	"github.com/8thdegree/meridian/api/internal/openapi"
+
+	"github.com/8thdegree/meridian/api/internal/feature"
 )
 
 // Routes returns the accounts endpoints, the Internal ones of the email directory and forwarded
 // logins included.
-func (s *Service) Routes() []app.Route {
-	return []app.Route{
-		{Name: "registerUser", Method: http.MethodPost, Path: "/auth/register", Access: app.Public, Handler: s.handleRegister, Doc: op(
+func (s *Service) Routes() []feature.Route {
+	return []feature.Route{
+		{Name: "registerUser", Method: http.MethodPost, Path: "/auth/register", Access: feature.Public, Handler: s.handleRegister, Doc: op(
 			"Create an account",
 			"Creates a user homed in `region` (default: the region that took the request) with a password, and signs them in. "+
 				"The email must be unique across all regions. A request for another region's home is answered with 421 and "+
@@ -19,66 +20,66 @@ func (s *Service) Routes() []app.Route {
 			nil, openapi.JSONBody("RegisterRequest"),
 			resp("201", "The new user and their tokens.", "TokenBundle"),
 			errs("400", "409", "415", "421", "503"))},
-		{Name: "login", Method: http.MethodPost, Path: "/auth/login", Access: app.Public, Handler: s.handleLogin, Doc: op(
+		{Name: "login", Method: http.MethodPost, Path: "/auth/login", Access: feature.Public, Handler: s.handleLogin, Doc: op(
 			"Log in with email and password",
 			"Works in any region: the email directory says where the user lives and the password is checked there. "+
 				"Repeated failures, per email and per client address, are answered with 429 and Retry-After.",
 			nil, openapi.JSONBody("LoginRequest"),
 			resp("200", "The user and a new token pair.", "TokenBundle"),
 			errs("400", "401", "415", "429", "503"))},
-		{Name: "refreshTokens", Method: http.MethodPost, Path: "/auth/refresh", Access: app.Public, Handler: s.handleRefresh, Doc: op(
+		{Name: "refreshTokens", Method: http.MethodPost, Path: "/auth/refresh", Access: feature.Public, Handler: s.handleRefresh, Doc: op(
 			"Rotate a refresh token",
 			"Returns a new access token and the next refresh token of the same family; the presented one becomes used. "+
 				"Presenting a used refresh token revokes its whole family (every session descended from that login).",
 			nil, openapi.JSONBody("RefreshRequest"),
 			resp("200", "The user and a new token pair.", "TokenBundle"),
 			errs("400", "401", "415", "421"))},
-		{Name: "logout", Method: http.MethodPost, Path: "/auth/logout", Access: app.Public, Handler: s.handleLogout, Doc: op(
+		{Name: "logout", Method: http.MethodPost, Path: "/auth/logout", Access: feature.Public, Handler: s.handleLogout, Doc: op(
 			"Log out",
 			"Revokes the refresh-token family of the presented token. Idempotent.",
 			nil, openapi.JSONBody("RefreshRequest"),
 			noContent("The session is over."),
 			errs("400", "415", "421"))},
-		{Name: "oauthStart", Method: http.MethodGet, Path: "/auth/oauth/{provider}", Access: app.Public, Handler: s.handleOAuthStart, Doc: op(
+		{Name: "oauthStart", Method: http.MethodGet, Path: "/auth/oauth/{provider}", Access: feature.Public, Handler: s.handleOAuthStart, Doc: op(
 			"Start an OAuth sign-in",
 			"Redirects to the provider (google: OpenID Connect; github: OAuth2) with state and a PKCE S256 challenge, kept "+
 				"in a signed, short-lived HttpOnly cookie. `role` is the role of a user created by this sign-in.",
 			[]any{openapi.PathParam("provider", "google or github"), queryParam("role", "client or freelancer (default freelancer), for new users", "string")}, nil,
 			map[string]any{"302": map[string]any{"description": "Redirect to the provider.", "headers": map[string]any{"Location": map[string]any{"schema": map[string]any{"type": "string"}}}}},
 			errs("400", "404"))},
-		{Name: "oauthCallback", Method: http.MethodGet, Path: "/auth/oauth/{provider}/callback", Access: app.Public, Handler: s.handleOAuthCallback, Doc: op(
+		{Name: "oauthCallback", Method: http.MethodGet, Path: "/auth/oauth/{provider}/callback", Access: feature.Public, Handler: s.handleOAuthCallback, Doc: op(
 			"Finish an OAuth sign-in",
 			"The provider redirects here. The state must match the cookie; the code is exchanged with the PKCE verifier; the "+
 				"provider's verified email finds the user (in any region) or creates one in this region.",
 			[]any{openapi.PathParam("provider", "google or github"), queryParam("code", "authorisation code", "string"), queryParam("state", "state from the start", "string")}, nil,
 			merge(resp("200", "An existing user signed in.", "TokenBundle"), resp("201", "A new user was created and signed in.", "TokenBundle")),
 			errs("400", "401", "404", "409", "502", "503"))},
-		{Name: "createAPIKey", Method: http.MethodPost, Path: "/auth/api-keys", Access: app.Authenticated, Handler: s.handleCreateAPIKey, Doc: op(
+		{Name: "createAPIKey", Method: http.MethodPost, Path: "/auth/api-keys", Access: feature.Authenticated, Handler: s.handleCreateAPIKey, Doc: op(
 			"Create an API key",
 			"The key is in this answer only; it is stored as a hash. Use it as `Authorization: ApiKey <key>`. "+
 				"API keys are managed with an access token only.",
 			nil, openapi.JSONBody("APIKeyCreateRequest"),
 			resp("201", "The key, shown once.", "APIKeyCreated"),
 			errs("400", "401", "403", "409", "415"))},
-		{Name: "listAPIKeys", Method: http.MethodGet, Path: "/auth/api-keys", Access: app.Authenticated, Handler: s.handleListAPIKeys, Doc: op(
+		{Name: "listAPIKeys", Method: http.MethodGet, Path: "/auth/api-keys", Access: feature.Authenticated, Handler: s.handleListAPIKeys, Doc: op(
 			"List your API keys",
 			"Unrevoked keys, newest first, without the keys themselves.",
 			[]any{queryParam("limit", "page size, 1 to 100 (default 20)", "integer"), queryParam("cursor", "next_cursor of the previous page", "string")}, nil,
 			resp("200", "A page of keys.", "APIKeyPage"),
 			errs("400", "401", "403"))},
-		{Name: "revokeAPIKey", Method: http.MethodDelete, Path: "/auth/api-keys/{id}", Access: app.Authenticated, Handler: s.handleRevokeAPIKey, Doc: op(
+		{Name: "revokeAPIKey", Method: http.MethodDelete, Path: "/auth/api-keys/{id}", Access: feature.Authenticated, Handler: s.handleRevokeAPIKey, Doc: op(
 			"Revoke an API key",
 			"The key stops working at once. Revoking a revoked key is fine; another user's key is not found.",
 			[]any{openapi.PathParam("id", "API key ID (key_…)")}, nil,
 			noContent("Revoked."),
 			errs("400", "401", "403", "404"))},
-		{Name: "getMe", Method: http.MethodGet, Path: "/users/me", Access: app.Authenticated, Scope: ScopeProfileRead, Handler: s.handleMe, Doc: op(
+		{Name: "getMe", Method: http.MethodGet, Path: "/users/me", Access: feature.Authenticated, Scope: ScopeProfileRead, Handler: s.handleMe, Doc: op(
 			"The caller's account",
 			"Needs the profile:read scope with an API key.",
 			nil, nil,
 			resp("200", "The caller.", "User"),
 			errs("401", "403", "404", "421"))},
-		{Name: "getJWKS", Method: http.MethodGet, Path: "/auth/jwks.json", Access: app.Public, Handler: s.handleJWKS, Doc: op(
+		{Name: "getJWKS", Method: http.MethodGet, Path: "/auth/jwks.json", Access: feature.Public, Handler: s.handleJWKS, Doc: op(
 			"Access-token verification keys",
 			"The Ed25519 public keys (JWKS, RFC 7517/8037) that access tokens are signed with, by kid.",
 			nil, nil,
@@ -86,17 +87,17 @@ func (s *Service) Routes() []app.Route {
 			nil)},
 
 		// Node-to-node: the email directory and logins forwarded to the home region.
-		{Name: "internalClaimEmail", Method: http.MethodPost, Path: "/internal/email-claims", Access: app.Internal, Handler: s.handleClaim, Doc: internalOp(
+		{Name: "internalClaimEmail", Method: http.MethodPost, Path: "/internal/email-claims", Access: feature.Internal, Handler: s.handleClaim, Doc: internalOp(
 			"Claim an email hash in this directory region", openapi.JSONBody("EmailClaimRequest"), resp("200", "Claimed (or already held by the same user).", ""), errs("400", "409", "503"))},
-		{Name: "internalLookupEmail", Method: http.MethodGet, Path: "/internal/email-claims/{hash}", Access: app.Internal, Handler: s.handleLookup, Doc: internalOp(
+		{Name: "internalLookupEmail", Method: http.MethodGet, Path: "/internal/email-claims/{hash}", Access: feature.Internal, Handler: s.handleLookup, Doc: internalOp(
 			"Look up the claim of an email hash", nil, resp("200", "The claim.", "EmailClaim"), errs("400", "404"), openapi.PathParam("hash", "64 hex digits"))},
-		{Name: "internalReleaseEmail", Method: http.MethodDelete, Path: "/internal/email-claims/{hash}", Access: app.Internal, Handler: s.handleRelease, Doc: internalOp(
+		{Name: "internalReleaseEmail", Method: http.MethodDelete, Path: "/internal/email-claims/{hash}", Access: feature.Internal, Handler: s.handleRelease, Doc: internalOp(
 			"Release a claim held by user_id", nil, noContent("Released (or not held by that user)."), errs("400"), openapi.PathParam("hash", "64 hex digits"), queryParam("user_id", "the holder", "string"))},
-		{Name: "internalUserExists", Method: http.MethodGet, Path: "/internal/users/{id}/exists", Access: app.Internal, Handler: s.handleUserExists, Doc: internalOp(
+		{Name: "internalUserExists", Method: http.MethodGet, Path: "/internal/users/{id}/exists", Access: feature.Internal, Handler: s.handleUserExists, Doc: internalOp(
 			"Whether a user homed here exists", nil, resp("200", "{exists: bool}", ""), errs("400", "421"), openapi.PathParam("id", "user ID"))},
-		{Name: "internalLogin", Method: http.MethodPost, Path: "/internal/login", Access: app.Internal, Handler: s.handleInternalLogin, Doc: internalOp(
+		{Name: "internalLogin", Method: http.MethodPost, Path: "/internal/login", Access: feature.Internal, Handler: s.handleInternalLogin, Doc: internalOp(
 			"Check a password in the user's home region", openapi.JSONBody("InternalLoginRequest"), resp("200", "The outcome (ok, invalid_credentials, rate_limited) and, if ok, the bundle.", ""), errs("400", "503"))},
-		{Name: "internalOAuthLogin", Method: http.MethodPost, Path: "/internal/oauth-login", Access: app.Internal, Handler: s.handleInternalOAuthLogin, Doc: internalOp(
+		{Name: "internalOAuthLogin", Method: http.MethodPost, Path: "/internal/oauth-login", Access: feature.Internal, Handler: s.handleInternalOAuthLogin, Doc: internalOp(
 			"Sign in an OAuth identity in the user's home region", openapi.JSONBody("InternalOAuthRequest"), resp("200", "The bundle.", "TokenBundle"), errs("400", "404", "503"))},
 	}
 }

@@ -5,7 +5,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/8thdegree/meridian/api/internal/app"
+	"github.com/8thdegree/meridian/api/internal/feature"
 )
 
 // Every route is documented, every schema a document names exists, and every path parameter is
@@ -40,7 +40,7 @@ func TestRoutesAreDocumented(t *testing.T) {
 		if rt.Doc["summary"] == "" || rt.Doc["responses"] == nil {
 			t.Errorf("%s: no summary or responses", rt.Name)
 		}
-		if strings.HasPrefix(rt.Path, "/internal/") != (rt.Access == app.Internal) {
+		if strings.HasPrefix(rt.Path, "/internal/") != (rt.Access == feature.Internal) {
 			t.Errorf("%s: internal paths and Internal access must go together", rt.Name)
 		}
 		walk(rt.Doc)

@@ -9,17 +9,17 @@ import (
 	"runtime"
 	"time"
 
-	"github.com/8thdegree/meridian/api/internal/app"
 	"github.com/8thdegree/meridian/api/internal/authn"
-	"github.com/8thdegree/meridian/api/internal/httpx"
-	"github.com/8thdegree/meridian/api/internal/mw"
-	"github.com/8thdegree/meridian/api/ratelimit"
+	"github.com/8thdegree/meridian/api/internal/feature"
+	"github.com/8thdegree/meridian/internal/apierror"
+	"github.com/8thdegree/meridian/internal/clientip"
+	"github.com/8thdegree/meridian/internal/ratelimit"
 	"github.com/8thdegree/meridian/pkg/shardkey"
 )
 
 // Service serves the accounts routes of one node.
 type Service struct {
-	a     *app.App
+	a     *feature.Deps
 	cfg   Config
 	pw    *hasher
 	oauth map[string]*oauthProvider
@@ -28,7 +28,7 @@ type Service struct {
 var _ authn.APIKeyVerifier = (*Service)(nil)
 
 // New returns the accounts service of a node. Zero optional fields of cfg take their defaults.
-func New(a *app.App, cfg Config) (*Service, error) {
+func New(a *feature.Deps, cfg Config) (*Service, error) {
 	if a == nil || a.Pools == nil || a.IDs == nil || a.Peers == nil {
 		return nil, errors.New("accounts: the app needs Pools, IDs and Peers")
 	}
@@ -57,10 +57,10 @@ func (s *Service) now() time.Time {
 
 // Errors with a public face that several handlers return.
 var (
-	errInvalidCredentials = &httpx.Error{Status: http.StatusUnauthorized, Code: "invalid_credentials", Message: "the email or password is wrong"}
-	errEmailTaken         = httpx.Conflict("email_taken", "an account with this email already exists")
-	errBadRefresh         = httpx.Unauthenticated("the refresh token is invalid, expired or revoked; log in again")
-	errBadAPIKey          = httpx.Unauthenticated("invalid API key")
+	errInvalidCredentials = &apierror.Error{Status: http.StatusUnauthorized, Code: "invalid_credentials", Message: "the email or password is wrong"}
+	errEmailTaken         = apierror.Conflict("email_taken", "an account with this email already exists")
+	errBadRefresh         = apierror.Unauthenticated("the refresh token is invalid, expired or revoked; log in again")
+	errBadAPIKey          = apierror.Unauthenticated("invalid API key")
 )
 
 // reqMeta is what the audit log records about a request.
@@ -69,11 +69,11 @@ type reqMeta struct {
 	UserAgent string
 }
 
-// metaOf reads the client address the way the node's other rate limits do (mw.ClientIP): behind the
+// metaOf reads the client address the way the node's other rate limits do (clientip.Of): behind the
 // trusted proxies (the edge routers), the last X-Forwarded-For hop they did not write; else the
 // connection's peer. A client can prepend what it likes to X-Forwarded-For, but not move that hop.
 func (s *Service) metaOf(r *http.Request) reqMeta {
-	return reqMeta{IP: mw.ClientIP(r, s.cfg.TrustedProxies), UserAgent: r.UserAgent()}
+	return reqMeta{IP: clientip.Of(r, s.cfg.TrustedProxies), UserAgent: r.UserAgent()}
 }
 
 // spend takes one event of key's failed-login budget, or answers 429 when it is gone. A limiter
@@ -87,7 +87,7 @@ func (s *Service) spend(ctx context.Context, key string) error {
 	if res.Allowed {
 		return nil
 	}
-	e := httpx.RateLimited(res.RetryAfter)
+	e := apierror.RateLimited(res.RetryAfter)
 	e.Header = http.Header{}
 	ratelimit.SetHeaders(e.Header, res)
 	return e
@@ -112,14 +112,14 @@ func (s *Service) regionOf(id shardkey.ID, fallback string) string {
 // peerError turns a failed call to another region into the answer for the client: the peer's own
 // 4xx passes through; a peer that cannot be reached or fails is region_unavailable.
 func peerError(ctx context.Context, region string, err error) error {
-	var e *httpx.Error
+	var e *apierror.Error
 	if errors.As(err, &e) && e.Status >= 400 && e.Status < 500 && e.Status != http.StatusMisdirectedRequest {
 		return e
 	}
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}
-	return &httpx.Error{Status: http.StatusServiceUnavailable, Code: "region_unavailable", RetryAfter: 5 * time.Second,
+	return &apierror.Error{Status: http.StatusServiceUnavailable, Code: "region_unavailable", RetryAfter: 5 * time.Second,
 		Message: "the region " + region + ", which this request needs, is unavailable; retry later",
 		Cause:   fmt.Errorf("peer %s: %w", region, err)}
 }

@@ -8,9 +8,9 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/8thdegree/meridian/api/authtoken"
 	"github.com/8thdegree/meridian/api/internal/audit"
 	"github.com/8thdegree/meridian/api/internal/authn"
+	"github.com/8thdegree/meridian/internal/accesstoken"
 	"github.com/8thdegree/meridian/pkg/shardkey"
 )
 
@@ -91,7 +91,7 @@ func (s *Service) continueSession(ctx context.Context, tx pgx.Tx, u userRow, fam
 		u.KSID.Bytes(), secretHash(refresh), fam.Bytes(), u.ID.Bytes(), now, now.Add(s.cfg.RefreshTTL)); err != nil {
 		return tokenBundle{}, fmt.Errorf("accounts: new refresh token: %w", err)
 	}
-	access, _, err := s.cfg.Tokens.Issue(authtoken.Subject{UserID: u.ID, KSID: u.KSID, Role: string(u.Role), Region: u.Region})
+	access, _, err := s.cfg.Tokens.Issue(accesstoken.Subject{UserID: u.ID, KSID: u.KSID, Role: string(u.Role), Region: u.Region})
 	if err != nil {
 		return tokenBundle{}, fmt.Errorf("accounts: access token: %w", err)
 	}

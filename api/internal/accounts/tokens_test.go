@@ -9,11 +9,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/8thdegree/meridian/api/authtoken"
 	"github.com/8thdegree/meridian/api/internal/apitest"
-	"github.com/8thdegree/meridian/api/internal/app"
 	"github.com/8thdegree/meridian/api/internal/audit"
 	"github.com/8thdegree/meridian/api/internal/authn"
+	"github.com/8thdegree/meridian/internal/accesstoken"
+	"github.com/8thdegree/meridian/internal/wire"
 )
 
 func TestRefreshAndLogout(t *testing.T) {
@@ -76,10 +76,10 @@ func TestRefreshAndLogout(t *testing.T) {
 	t.Run("routing and bad tokens", func(t *testing.T) {
 		b := e.register(t, "ap-south", uniqueEmail(t, "route"), authn.Freelancer)
 		r := refresh("us-east", b.RefreshToken)
-		if r.Status != http.StatusMisdirectedRequest || r.Header.Get(app.ReplayHeader) != "ap-south" {
+		if r.Status != http.StatusMisdirectedRequest || r.Header.Get(wire.ReplayRegion) != "ap-south" {
 			t.Errorf("refresh in the wrong region: %d %s", r.Status, r.Body)
 		}
-		if r := logout("eu-west", b.RefreshToken); r.Status != http.StatusMisdirectedRequest || r.Header.Get(app.ReplayHeader) != "ap-south" {
+		if r := logout("eu-west", b.RefreshToken); r.Status != http.StatusMisdirectedRequest || r.Header.Get(wire.ReplayRegion) != "ap-south" {
 			t.Errorf("logout in the wrong region: %d %s", r.Status, r.Body)
 		}
 		forged := b.RefreshToken[:len(b.RefreshToken)-43] + base64.RawURLEncoding.EncodeToString(make([]byte, 32))
@@ -161,9 +161,9 @@ func TestAccessTokens(t *testing.T) {
 	me := func(auth string) *apitest.Response {
 		return e.Do(t, "eu-west", apitest.Request{Method: "GET", Path: "/api/v1/users/me", Auth: auth})
 	}
-	subject := authtoken.Subject{UserID: b.User.ID, KSID: b.User.ID.KeyspaceID(), Role: "client", Region: "eu-west"}
-	mint := func(cfg authtoken.Config, now func() time.Time) string {
-		tk, err := authtoken.New(cfg, e.Tokens.Keys(), now)
+	subject := accesstoken.Subject{UserID: b.User.ID, KSID: b.User.ID.KeyspaceID(), Role: "client", Region: "eu-west"}
+	mint := func(cfg accesstoken.Config, now func() time.Time) string {
+		tk, err := accesstoken.New(cfg, e.Tokens.Keys(), now)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -173,12 +173,12 @@ func TestAccessTokens(t *testing.T) {
 		}
 		return s
 	}
-	good := authtoken.Config{Issuer: apitest.Issuer, Audience: apitest.Audience, TTL: 15 * time.Minute}
+	good := accesstoken.Config{Issuer: apitest.Issuer, Audience: apitest.Audience, TTL: 15 * time.Minute}
 	wrongAud, wrongIss := good, good
 	wrongAud.Audience, wrongIss.Issuer = "another-api", "https://evil.test"
-	otherKey, _ := authtoken.GenerateKey()
-	otherSet, _ := authtoken.NewKeySet([]authtoken.Key{otherKey}, otherKey.ID)
-	otherTokens, _ := authtoken.New(good, otherSet, nil)
+	otherKey, _ := accesstoken.GenerateKey()
+	otherSet, _ := accesstoken.NewKeySet([]accesstoken.Key{otherKey}, otherKey.ID)
+	otherTokens, _ := accesstoken.New(good, otherSet, nil)
 	foreign, _, _ := otherTokens.Issue(subject)
 
 	// alg "none": the same claims, unsigned.
@@ -210,7 +210,7 @@ func TestAccessTokens(t *testing.T) {
 	}
 	// The user's token in another region: the data is not there, the router is told where it is.
 	r := e.Do(t, "us-east", apitest.Request{Method: "GET", Path: "/api/v1/users/me", Token: b.AccessToken})
-	if r.Status != http.StatusMisdirectedRequest || r.Header.Get(app.ReplayHeader) != "eu-west" {
+	if r.Status != http.StatusMisdirectedRequest || r.Header.Get(wire.ReplayRegion) != "eu-west" {
 		t.Errorf("me in the wrong region: %d %s", r.Status, r.Body)
 	}
 	// The /api alias.
@@ -223,12 +223,12 @@ func TestAccessTokens(t *testing.T) {
 			if r := e.Do(t, "eu-west", apitest.Request{Method: "POST", Path: path, Token: b.AccessToken, Body: map[string]string{}}); r.Status != 404 {
 				t.Errorf("%s without the internal secret: %d", path, r.Status)
 			}
-			r := e.Do(t, "eu-west", apitest.Request{Method: "POST", Path: path, Body: `{"nope": 1}`, Header: http.Header{app.InternalHeader: {apitest.InternalToken}}})
+			r := e.Do(t, "eu-west", apitest.Request{Method: "POST", Path: path, Body: `{"nope": 1}`, Header: http.Header{wire.Internal: {apitest.InternalToken}}})
 			if r.Status != 400 {
 				t.Errorf("%s with the secret and a bad body: %d %s", path, r.Status, r.Body)
 			}
 		}
-		if r := e.Do(t, "eu-west", apitest.Request{Method: "GET", Path: "/api/v1/internal/email-claims/xyz", Header: http.Header{app.InternalHeader: {apitest.InternalToken}}}); r.Status != 400 {
+		if r := e.Do(t, "eu-west", apitest.Request{Method: "GET", Path: "/api/v1/internal/email-claims/xyz", Header: http.Header{wire.Internal: {apitest.InternalToken}}}); r.Status != 400 {
 			t.Errorf("lookup of a malformed hash: %d", r.Status)
 		}
 	})
@@ -238,12 +238,12 @@ func TestAccessTokens(t *testing.T) {
 		if r.Status != 200 || !strings.HasPrefix(r.Header.Get("Content-Type"), "application/json") || r.Header.Get("Cache-Control") == "" {
 			t.Fatalf("jwks: %d %v", r.Status, r.Header)
 		}
-		ks, err := authtoken.ParseJWKS(r.Body)
+		ks, err := accesstoken.ParseJWKS(r.Body)
 		if err != nil {
 			t.Fatal(err)
 		}
 		// A router holding only the published keys verifies the node's tokens.
-		v, err := authtoken.New(good, ks, nil)
+		v, err := accesstoken.New(good, ks, nil)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -22,13 +22,13 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/8thdegree/meridian/api/authtoken"
-	"github.com/8thdegree/meridian/api/internal/app"
 	"github.com/8thdegree/meridian/api/internal/authn"
-	"github.com/8thdegree/meridian/api/internal/mw"
+	"github.com/8thdegree/meridian/api/internal/feature"
+	"github.com/8thdegree/meridian/api/internal/middleware"
 	"github.com/8thdegree/meridian/api/internal/peers"
 	"github.com/8thdegree/meridian/api/internal/server"
 	"github.com/8thdegree/meridian/deploy/local/testenv"
+	"github.com/8thdegree/meridian/internal/accesstoken"
 	"github.com/8thdegree/meridian/pkg/shardkey"
 	"github.com/8thdegree/meridian/shardmgr/migrate"
 	"github.com/8thdegree/meridian/shardmgr/shardpool"
@@ -49,13 +49,13 @@ const (
 // Options say what the nodes serve.
 type Options struct {
 	// Routes returns the routes of one region's node.
-	Routes func(a *app.App, tokens *authtoken.Tokens) []app.Route
+	Routes func(a *feature.Deps, tokens *accesstoken.Tokens) []feature.Route
 	// APIKeys, if set, verifies API keys for one region's node.
-	APIKeys func(a *app.App) authn.APIKeyVerifier
+	APIKeys func(a *feature.Deps) authn.APIKeyVerifier
 	// Middleware, if set, returns extra middleware for one region's node.
-	Middleware func(a *app.App) []mw.Middleware
+	Middleware func(a *feature.Deps) []middleware.Middleware
 	// RouteMiddleware, if set, returns one region's route middleware (server.Options.RouteMiddleware).
-	RouteMiddleware func(a *app.App) []mw.Middleware
+	RouteMiddleware func(a *feature.Deps) []middleware.Middleware
 	// Now replaces the clock of every node.
 	Now func() time.Time
 }
@@ -63,7 +63,7 @@ type Options struct {
 // Node is one region's API node.
 type Node struct {
 	Region string
-	App    *app.App
+	App    *feature.Deps
 	Server *httptest.Server
 }
 
@@ -72,7 +72,7 @@ type Harness struct {
 	T        *testing.T
 	Topology *topology.Topology
 	Pools    *shardpool.Manager
-	Tokens   *authtoken.Tokens
+	Tokens   *accesstoken.Tokens
 	Redis    *redis.Client
 	Nodes    map[string]*Node
 	IDs      *shardkey.Generator
@@ -108,11 +108,11 @@ func New(t *testing.T, opts Options) *Harness {
 	}
 	rdb := redis.NewClient(&redis.Options{Addr: testenv.Redis(t)})
 	t.Cleanup(func() { rdb.Close() })
-	key, err := authtoken.GenerateKey()
+	key, err := accesstoken.GenerateKey()
 	if err != nil {
 		t.Fatal(err)
 	}
-	keys, err := authtoken.NewKeySet([]authtoken.Key{key}, key.ID)
+	keys, err := accesstoken.NewKeySet([]accesstoken.Key{key}, key.ID)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -120,15 +120,15 @@ func New(t *testing.T, opts Options) *Harness {
 	if now == nil {
 		now = time.Now
 	}
-	tokens, err := authtoken.New(authtoken.Config{Issuer: Issuer, Audience: Audience, TTL: 15 * time.Minute, Leeway: 5 * time.Second}, keys, now)
+	tokens, err := accesstoken.New(accesstoken.Config{Issuer: Issuer, Audience: Audience, TTL: 15 * time.Minute, Leeway: 5 * time.Second}, keys, now)
 	if err != nil {
 		t.Fatal(err)
 	}
 	h := &Harness{T: t, Topology: topo, Pools: pools, Tokens: tokens, Redis: rdb, Nodes: map[string]*Node{}, IDs: shardkey.NewGenerator(now, nil)}
 	for _, region := range Regions {
-		a := &app.App{Region: region, Pools: pools, Redis: rdb, IDs: h.IDs, Log: testLogger(t), Now: now, FreezeWait: 2 * time.Second}
+		a := &feature.Deps{Region: region, Pools: pools, Redis: rdb, IDs: h.IDs, Log: testLogger(t), Now: now, FreezeWait: 2 * time.Second}
 		a.Peers = &testPeers{h: h}
-		var routes []app.Route
+		var routes []feature.Route
 		if opts.Routes != nil {
 			routes = opts.Routes(a, tokens)
 		}
@@ -196,7 +196,7 @@ func (h *Harness) CreateUser(t *testing.T, role authn.Role, region string) User 
 // TokenFor mints an access token for u.
 func (h *Harness) TokenFor(t *testing.T, u User) string {
 	t.Helper()
-	tok, _, err := h.Tokens.Issue(authtoken.Subject{UserID: u.ID, KSID: u.KSID, Role: string(u.Role), Region: u.Region})
+	tok, _, err := h.Tokens.Issue(accesstoken.Subject{UserID: u.ID, KSID: u.KSID, Role: string(u.Role), Region: u.Region})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,21 +5,22 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/8thdegree/meridian/api/authtoken"
-	"github.com/8thdegree/meridian/api/internal/app"
 	"github.com/8thdegree/meridian/api/internal/authn"
-	"github.com/8thdegree/meridian/api/internal/httpx"
+	"github.com/8thdegree/meridian/api/internal/feature"
+	"github.com/8thdegree/meridian/api/internal/rest"
 	"github.com/8thdegree/meridian/deploy/local/testenv"
+	"github.com/8thdegree/meridian/internal/accesstoken"
+	"github.com/8thdegree/meridian/internal/wire"
 )
 
 func TestMain(m *testing.M) { testenv.Main(m) }
 
 // The harness and the server's route assembly, through a small route set.
 func TestHarnessServesRoutesWithAccessRules(t *testing.T) {
-	h := New(t, Options{Routes: func(a *app.App, _ *authtoken.Tokens) []app.Route {
-		return []app.Route{
-			{Name: "whoami", Method: http.MethodGet, Path: "/whoami", Access: app.Authenticated, Handler: func(w http.ResponseWriter, r *http.Request) error {
-				p := app.Caller(r)
+	h := New(t, Options{Routes: func(a *feature.Deps, _ *accesstoken.Tokens) []feature.Route {
+		return []feature.Route{
+			{Name: "whoami", Method: http.MethodGet, Path: "/whoami", Access: feature.Authenticated, Handler: func(w http.ResponseWriter, r *http.Request) error {
+				p := feature.Caller(r)
 				shard, err := a.ReadShard(p.KSID)
 				if err != nil {
 					return err
@@ -28,24 +29,24 @@ func TestHarnessServesRoutesWithAccessRules(t *testing.T) {
 				if err := shard.Pool.QueryRow(r.Context(), `SELECT email FROM auth.users WHERE ksid = $1 AND id = $2`, p.KSID.Bytes(), p.UserID.Bytes()).Scan(&email); err != nil {
 					return err
 				}
-				httpx.WriteJSON(w, http.StatusOK, map[string]string{"id": p.UserID.String(), "email": email, "shard": shard.Shard})
+				rest.WriteJSON(w, http.StatusOK, map[string]string{"id": p.UserID.String(), "email": email, "shard": shard.Shard})
 				return nil
 			}},
-			{Name: "clientsOnly", Method: http.MethodPost, Path: "/clients-only/", Access: app.Authenticated, Roles: []authn.Role{authn.Client}, Handler: func(w http.ResponseWriter, r *http.Request) error {
+			{Name: "clientsOnly", Method: http.MethodPost, Path: "/clients-only/", Access: feature.Authenticated, Roles: []authn.Role{authn.Client}, Handler: func(w http.ResponseWriter, r *http.Request) error {
 				var body struct {
 					N int `json:"n"`
 				}
-				if err := httpx.Decode(w, r, &body); err != nil {
+				if err := rest.Decode(w, r, &body); err != nil {
 					return err
 				}
-				httpx.WriteJSON(w, http.StatusCreated, body)
+				rest.WriteJSON(w, http.StatusCreated, body)
 				return nil
 			}},
-			{Name: "panics", Method: http.MethodGet, Path: "/panics", Access: app.Public, Handler: func(w http.ResponseWriter, r *http.Request) error {
+			{Name: "panics", Method: http.MethodGet, Path: "/panics", Access: feature.Public, Handler: func(w http.ResponseWriter, r *http.Request) error {
 				panic("handler bug")
 			}},
-			{Name: "internalOnly", Method: http.MethodGet, Path: "/internal/ping", Access: app.Internal, Handler: func(w http.ResponseWriter, r *http.Request) error {
-				httpx.WriteJSON(w, http.StatusOK, map[string]string{"region": a.Region})
+			{Name: "internalOnly", Method: http.MethodGet, Path: "/internal/ping", Access: feature.Internal, Handler: func(w http.ResponseWriter, r *http.Request) error {
+				rest.WriteJSON(w, http.StatusOK, map[string]string{"region": a.Region})
 				return nil
 			}},
 		}
@@ -62,7 +63,7 @@ func TestHarnessServesRoutesWithAccessRules(t *testing.T) {
 	}
 	// Asked in the wrong region, the node answers with a replay hint.
 	r = h.Do(t, "us-east", Request{Method: "GET", Path: "/api/v1/whoami", Token: u.Token})
-	if r.Status != http.StatusMisdirectedRequest || r.Header.Get(app.ReplayHeader) != "eu-west" || r.ErrorCode() != "wrong_region" {
+	if r.Status != http.StatusMisdirectedRequest || r.Header.Get(wire.ReplayRegion) != "eu-west" || r.ErrorCode() != "wrong_region" {
 		t.Fatalf("wrong region: %d %s %v", r.Status, r.Body, r.Header)
 	}
 	for name, req := range map[string]Request{

@@ -77,7 +77,7 @@ var ErrNoCredentials = errors.New("no credentials")
 
 // Authenticator verifies a request's credentials (a bearer access token or an API key).
 type Authenticator interface {
-	// Authenticate returns the caller, ErrNoCredentials when there are none, or an *httpx.Error (401)
+	// Authenticate returns the caller, ErrNoCredentials when there are none, or an *apierror.Error (401)
 	// saying what is wrong with them.
 	Authenticate(r *http.Request) (Principal, error)
 }

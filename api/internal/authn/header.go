@@ -6,8 +6,8 @@ import (
 	"net/http"
 	"strings"
 
-	"github.com/8thdegree/meridian/api/authtoken"
-	"github.com/8thdegree/meridian/api/internal/httpx"
+	"github.com/8thdegree/meridian/internal/accesstoken"
+	"github.com/8thdegree/meridian/internal/apierror"
 )
 
 // APIKeyVerifier checks an API key (the accounts feature implements it).
@@ -17,7 +17,7 @@ type APIKeyVerifier interface {
 
 // HeaderAuthenticator reads the Authorization header: "Bearer <access token>" or "ApiKey <key>".
 type HeaderAuthenticator struct {
-	Tokens  *authtoken.Tokens
+	Tokens  *accesstoken.Tokens
 	APIKeys APIKeyVerifier
 }
 
@@ -32,27 +32,27 @@ func (h *HeaderAuthenticator) Authenticate(r *http.Request) (Principal, error) {
 	scheme, cred, ok := strings.Cut(auth, " ")
 	cred = strings.TrimSpace(cred)
 	if !ok || cred == "" {
-		return Principal{}, httpx.Unauthenticated("malformed Authorization header")
+		return Principal{}, apierror.Unauthenticated("malformed Authorization header")
 	}
 	switch strings.ToLower(scheme) {
 	case "bearer":
 		s, err := h.Tokens.Verify(cred)
-		if errors.Is(err, authtoken.ErrExpired) {
-			return Principal{}, httpx.Unauthenticated("the access token has expired").WithCause(err)
+		if errors.Is(err, accesstoken.ErrExpired) {
+			return Principal{}, apierror.Unauthenticated("the access token has expired").WithCause(err)
 		}
 		if err != nil {
-			return Principal{}, httpx.Unauthenticated("invalid access token").WithCause(err)
+			return Principal{}, apierror.Unauthenticated("invalid access token").WithCause(err)
 		}
 		role := Role(s.Role)
 		if !role.Valid() {
-			return Principal{}, httpx.Unauthenticated("invalid access token")
+			return Principal{}, apierror.Unauthenticated("invalid access token")
 		}
 		return Principal{UserID: s.UserID, KSID: s.KSID, Role: role, Region: s.Region, Method: MethodJWT}, nil
 	case "apikey":
 		if h.APIKeys == nil {
-			return Principal{}, httpx.Unauthenticated("API keys are not enabled")
+			return Principal{}, apierror.Unauthenticated("API keys are not enabled")
 		}
 		return h.APIKeys.VerifyAPIKey(r.Context(), cred)
 	}
-	return Principal{}, httpx.Unauthenticated("unsupported Authorization scheme " + scheme + " (use Bearer or ApiKey)")
+	return Principal{}, apierror.Unauthenticated("unsupported Authorization scheme " + scheme + " (use Bearer or ApiKey)")
 }

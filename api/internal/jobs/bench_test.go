@@ -14,7 +14,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/8thdegree/meridian/api/internal/app"
+	"github.com/8thdegree/meridian/api/internal/feature"
 	"github.com/8thdegree/meridian/api/internal/server"
 	"github.com/8thdegree/meridian/deploy/local/testenv"
 	"github.com/8thdegree/meridian/pkg/shardkey"
@@ -66,7 +66,7 @@ func BenchmarkRegionSearch(b *testing.B) {
 		b.Fatal(err)
 	}
 	log := slog.New(slog.DiscardHandler)
-	a := &app.App{Region: "eu-west", Pools: pools, IDs: shardkey.NewGenerator(nil, nil), Log: log, Now: time.Now, FreezeWait: time.Second}
+	a := &feature.Deps{Region: "eu-west", Pools: pools, IDs: shardkey.NewGenerator(nil, nil), Log: log, Now: time.Now, FreezeWait: time.Second}
 	svc, err := New(a, DefaultConfig())
 	if err != nil {
 		b.Fatal(err)
@@ -144,7 +144,7 @@ func BenchmarkRegionSearch(b *testing.B) {
 
 // seedJobs inserts users owners, each with perOwner open jobs, straight into their shards; a third of
 // the jobs mention golang in the title, more in the description.
-func seedJobs(b *testing.B, a *app.App, owners, perOwner int) {
+func seedJobs(b *testing.B, a *feature.Deps, owners, perOwner int) {
 	b.Helper()
 	ctx := context.Background()
 	words := []string{"golang", "rust", "design", "data", "services", "kubernetes", "postgresql", "mobile"}

@@ -10,8 +10,9 @@ import (
 	"github.com/gorilla/mux"
 	"github.com/jackc/pgx/v5"
 
-	"github.com/8thdegree/meridian/api/internal/app"
-	"github.com/8thdegree/meridian/api/internal/httpx"
+	"github.com/8thdegree/meridian/api/internal/feature"
+	"github.com/8thdegree/meridian/api/internal/rest"
+	"github.com/8thdegree/meridian/internal/apierror"
 	"github.com/8thdegree/meridian/pkg/shardkey"
 )
 
@@ -20,26 +21,26 @@ import (
 func writeFailure(err error) error {
 	switch code, constraint := constraintError(err); {
 	case code == "23514" && constraint == "jobs_budget_ordered":
-		return httpx.Invalid(map[string]string{"budget_min": "must not be greater than budget_max"}).WithCause(err)
+		return apierror.Invalid(map[string]string{"budget_min": "must not be greater than budget_max"}).WithCause(err)
 	case code == "23514":
-		return httpx.BadRequest("the job breaks a limit of its fields").WithCause(err)
+		return apierror.BadRequest("the job breaks a limit of its fields").WithCause(err)
 	case code == "23503":
 		// The owner row is gone (an erased account whose token has not expired yet).
-		return httpx.Unauthenticated("the account no longer exists").WithCause(err)
+		return apierror.Unauthenticated("the account no longer exists").WithCause(err)
 	}
 	return err
 }
 
 func (s *Service) create(w http.ResponseWriter, r *http.Request) error {
 	var req createRequest
-	if err := httpx.Decode(w, r, &req); err != nil {
+	if err := rest.Decode(w, r, &req); err != nil {
 		return err
 	}
 	in, bad := req.normalize(s.san)
 	if len(bad) > 0 {
-		return httpx.Invalid(bad)
+		return apierror.Invalid(bad)
 	}
-	caller := app.Caller(r)
+	caller := feature.Caller(r)
 	shard, err := s.a.WriteShard(r.Context(), caller.KSID)
 	if err != nil {
 		return err
@@ -55,7 +56,7 @@ func (s *Service) create(w http.ResponseWriter, r *http.Request) error {
 		return writeFailure(err)
 	}
 	w.Header().Set("Location", "/api/v1/jobs/"+job.ID.String())
-	httpx.WriteJSON(w, http.StatusCreated, job)
+	rest.WriteJSON(w, http.StatusCreated, job)
 	return nil
 }
 
@@ -63,7 +64,7 @@ func (s *Service) create(w http.ResponseWriter, r *http.Request) error {
 func pathJobID(r *http.Request) (shardkey.ID, error) {
 	id, err := shardkey.ParseIDOfKind(mux.Vars(r)["id"], shardkey.KindJob)
 	if err != nil {
-		return id, httpx.NotFound("job").WithCause(err)
+		return id, apierror.NotFound("job").WithCause(err)
 	}
 	return id, nil
 }
@@ -79,12 +80,12 @@ func (s *Service) get(w http.ResponseWriter, r *http.Request) error {
 	}
 	job, err := scanJob(shard.Pool.QueryRow(r.Context(), getJobSQL, shard.Route.KeyspaceID.Bytes(), id.Bytes()))
 	if errors.Is(err, pgx.ErrNoRows) {
-		return httpx.NotFound("job")
+		return apierror.NotFound("job")
 	}
 	if err != nil {
 		return err
 	}
-	httpx.WriteJSON(w, http.StatusOK, job)
+	rest.WriteJSON(w, http.StatusOK, job)
 	return nil
 }
 
@@ -94,14 +95,14 @@ func (s *Service) update(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	var req patchRequest
-	if err := httpx.Decode(w, r, &req); err != nil {
+	if err := rest.Decode(w, r, &req); err != nil {
 		return err
 	}
 	in, bad := req.normalize(s.san)
 	if len(bad) > 0 {
-		return httpx.Invalid(bad)
+		return apierror.Invalid(bad)
 	}
-	caller := app.Caller(r)
+	caller := feature.Caller(r)
 	shard, err := s.a.WriteShard(r.Context(), id.KeyspaceID())
 	if err != nil {
 		return err
@@ -119,12 +120,12 @@ func (s *Service) update(w http.ResponseWriter, r *http.Request) error {
 	job, err := scanJob(row)
 	if errors.Is(err, pgx.ErrNoRows) {
 		// Unknown, or someone else's: the same answer, so existence is not disclosed.
-		return httpx.NotFound("job")
+		return apierror.NotFound("job")
 	}
 	if err != nil {
 		return writeFailure(err)
 	}
-	httpx.WriteJSON(w, http.StatusOK, job)
+	rest.WriteJSON(w, http.StatusOK, job)
 	return nil
 }
 
@@ -133,7 +134,7 @@ func (s *Service) remove(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	caller := app.Caller(r)
+	caller := feature.Caller(r)
 	shard, err := s.a.WriteShard(r.Context(), id.KeyspaceID())
 	if err != nil {
 		return err
@@ -143,7 +144,7 @@ func (s *Service) remove(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	if tag.RowsAffected() == 0 {
-		return httpx.NotFound("job")
+		return apierror.NotFound("job")
 	}
 	w.WriteHeader(http.StatusNoContent)
 	return nil
@@ -175,9 +176,9 @@ func firstListKey() (time.Time, []byte) {
 }
 
 func (s *Service) list(w http.ResponseWriter, r *http.Request) error {
-	caller := app.Caller(r)
+	caller := feature.Caller(r)
 	q := r.URL.Query()
-	limit, err := httpx.Limit(r)
+	limit, err := rest.Limit(r)
 	if err != nil {
 		return err
 	}
@@ -185,7 +186,7 @@ func (s *Service) list(w http.ResponseWriter, r *http.Request) error {
 	if v := q.Get("owner_id"); v != "" {
 		id, err := shardkey.ParseIDOfKind(v, shardkey.KindUser)
 		if err != nil {
-			return httpx.Invalid(map[string]string{"owner_id": "is not a user ID"}).WithCause(err)
+			return apierror.Invalid(map[string]string{"owner_id": "is not a user ID"}).WithCause(err)
 		}
 		// Someone else's listing shows only what is open; one's own shows everything.
 		if id != caller.UserID {
@@ -196,11 +197,11 @@ func (s *Service) list(w http.ResponseWriter, r *http.Request) error {
 	afterT, afterID := firstListKey()
 	if c := q.Get("cursor"); c != "" {
 		var cur listCursor
-		if err := httpx.DecodeCursor(c, &cur); err != nil {
+		if err := rest.DecodeCursor(c, &cur); err != nil {
 			return err
 		}
 		if cur.V != 1 || cur.H != fp || cur.ID.Kind() != shardkey.KindJob {
-			return httpx.Invalid(map[string]string{"cursor": "is not a cursor of this listing"})
+			return apierror.Invalid(map[string]string{"cursor": "is not a cursor of this listing"})
 		}
 		afterT, afterID = cur.T, cur.ID.Bytes()
 	}
@@ -221,12 +222,12 @@ func (s *Service) list(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	page := httpx.Page[Job]{Items: items}
+	page := rest.Page[Job]{Items: items}
 	if len(items) > limit {
 		last := items[limit-1]
 		page.Items = items[:limit]
-		page.NextCursor = httpx.EncodeCursor(listCursor{V: 1, T: last.CreatedAt, ID: last.ID, H: fp})
+		page.NextCursor = rest.EncodeCursor(listCursor{V: 1, T: last.CreatedAt, ID: last.ID, H: fp})
 	}
-	httpx.WriteJSON(w, http.StatusOK, page)
+	rest.WriteJSON(w, http.StatusOK, page)
 	return nil
 }

@@ -8,8 +8,8 @@ import (
 	"time"
 
 	"github.com/8thdegree/meridian/api/internal/apitest"
-	"github.com/8thdegree/meridian/api/internal/app"
 	"github.com/8thdegree/meridian/api/internal/authn"
+	"github.com/8thdegree/meridian/internal/wire"
 	"github.com/8thdegree/meridian/pkg/shardkey"
 )
 
@@ -93,8 +93,8 @@ func TestJobsCRUD(t *testing.T) {
 				if c.field != "" && !strings.Contains(string(r.Body), `"`+c.field+`":`) {
 					t.Fatalf("no problem named %s: %s", c.field, r.Body)
 				}
-				if c.status == 421 && r.Header.Get(app.ReplayHeader) != "eu-west" {
-					t.Fatalf("replay header %q", r.Header.Get(app.ReplayHeader))
+				if c.status == 421 && r.Header.Get(wire.ReplayRegion) != "eu-west" {
+					t.Fatalf("replay header %q", r.Header.Get(wire.ReplayRegion))
 				}
 			})
 		}
@@ -125,7 +125,7 @@ func TestJobsCRUD(t *testing.T) {
 		}
 		// Asked in another region, the node answers with the replay hint.
 		r = h.Do(t, "ap-south", apitest.Request{Method: "GET", Path: "/api/v1/jobs/" + job.ID.String()})
-		if r.Status != 421 || r.Header.Get(app.ReplayHeader) != "eu-west" || r.ErrorCode() != "wrong_region" {
+		if r.Status != 421 || r.Header.Get(wire.ReplayRegion) != "eu-west" || r.ErrorCode() != "wrong_region" {
 			t.Fatalf("other region: %d %s", r.Status, r.Body)
 		}
 		for name, path := range notFoundIDs(t, h, job, owner, other) {
@@ -344,7 +344,7 @@ func TestListJobs(t *testing.T) {
 		if r.Status != c.status || (c.field != "" && !strings.Contains(string(r.Body), `"`+c.field+`"`)) {
 			t.Errorf("%s: %d %s", name, r.Status, r.Body)
 		}
-		if c.status == 421 && r.Header.Get(app.ReplayHeader) == "" {
+		if c.status == 421 && r.Header.Get(wire.ReplayRegion) == "" {
 			t.Errorf("%s: no replay header", name)
 		}
 	}

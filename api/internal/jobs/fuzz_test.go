@@ -13,8 +13,9 @@ import (
 	"unicode"
 	"unicode/utf8"
 
-	"github.com/8thdegree/meridian/api/internal/httpx"
+	"github.com/8thdegree/meridian/api/internal/rest"
 	"github.com/8thdegree/meridian/api/internal/richtext"
+	"github.com/8thdegree/meridian/internal/apierror"
 	"github.com/8thdegree/meridian/pkg/shardkey"
 )
 
@@ -72,9 +73,9 @@ func FuzzCreateRequest(f *testing.F) {
 	san := richtext.New()
 	f.Fuzz(func(t *testing.T, body []byte) {
 		var req createRequest
-		err := httpx.DecodeBytes(bytes.NewReader(body), &req)
+		err := rest.DecodeBytes(bytes.NewReader(body), &req)
 		if err != nil {
-			var e *httpx.Error
+			var e *apierror.Error
 			if !errors.As(err, &e) || e.Status/100 != 4 {
 				t.Fatalf("decode error %v is not a client error", err)
 			}
@@ -98,7 +99,7 @@ func FuzzPatchRequest(f *testing.F) {
 	san := richtext.New()
 	f.Fuzz(func(t *testing.T, body []byte) {
 		var req patchRequest
-		if err := httpx.DecodeBytes(bytes.NewReader(body), &req); err != nil {
+		if err := rest.DecodeBytes(bytes.NewReader(body), &req); err != nil {
 			return
 		}
 		in, bad := req.normalize(san)
@@ -152,13 +153,13 @@ func FuzzParseSearch(f *testing.F) {
 		}
 		p, err := parseSearch(v)
 		if err != nil {
-			var e *httpx.Error
+			var e *apierror.Error
 			if !errors.As(err, &e) || e.Status != 400 {
 				t.Fatalf("parse error %v is not a 400", err)
 			}
 			return
 		}
-		if p.Limit < 1 || p.Limit > httpx.MaxLimit || (p.Q == "" && len(p.Skills) == 0) || !utf8.ValidString(p.Q) ||
+		if p.Limit < 1 || p.Limit > rest.MaxLimit || (p.Q == "" && len(p.Skills) == 0) || !utf8.ValidString(p.Q) ||
 			strings.ContainsRune(p.Q, 0) || len(p.Skills) > MaxSearchSkills || p.fp == "" {
 			t.Fatalf("accepted %+v", p)
 		}
@@ -179,17 +180,17 @@ func FuzzParseSearch(f *testing.F) {
 
 func FuzzListCursor(f *testing.F) {
 	id, _ := shardkey.NewGenerator(nil, nil).New(shardkey.KindJob, 0x40<<56)
-	f.Add(httpx.EncodeCursor(listCursor{V: 1, T: time.Date(2025, 1, 2, 3, 4, 5, 6000, time.UTC), ID: id, H: "x"}))
+	f.Add(rest.EncodeCursor(listCursor{V: 1, T: time.Date(2025, 1, 2, 3, 4, 5, 6000, time.UTC), ID: id, H: "x"}))
 	f.Add("")
 	f.Add("e30")
 	f.Fuzz(func(t *testing.T, s string) {
 		var c listCursor
-		if err := httpx.DecodeCursor(s, &c); err != nil {
+		if err := rest.DecodeCursor(s, &c); err != nil {
 			return
 		}
 		// Anything decoded must encode again (a cursor the node could hand out).
 		if c.ID.Kind().Valid() {
-			if back := httpx.EncodeCursor(c); back == "" {
+			if back := rest.EncodeCursor(c); back == "" {
 				t.Fatalf("decoded cursor %+v does not encode", c)
 			}
 		}

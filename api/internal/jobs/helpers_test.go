@@ -5,17 +5,17 @@ import (
 	"net/url"
 	"testing"
 
-	"github.com/8thdegree/meridian/api/authtoken"
 	"github.com/8thdegree/meridian/api/internal/apitest"
-	"github.com/8thdegree/meridian/api/internal/app"
 	"github.com/8thdegree/meridian/api/internal/authn"
+	"github.com/8thdegree/meridian/api/internal/feature"
+	"github.com/8thdegree/meridian/internal/accesstoken"
 	"github.com/8thdegree/meridian/pkg/shardkey"
 )
 
 // newHarness starts three regional nodes serving the jobs routes.
 func newHarness(t *testing.T) *apitest.Harness {
 	t.Helper()
-	return apitest.New(t, apitest.Options{Routes: func(a *app.App, _ *authtoken.Tokens) []app.Route {
+	return apitest.New(t, apitest.Options{Routes: func(a *feature.Deps, _ *accesstoken.Tokens) []feature.Route {
 		s, err := New(a, DefaultConfig())
 		if err != nil {
 			t.Fatal(err)

@@ -14,9 +14,10 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/8thdegree/meridian/api/internal/app"
 	"github.com/8thdegree/meridian/api/internal/authn"
-	"github.com/8thdegree/meridian/api/internal/httpx"
+	"github.com/8thdegree/meridian/api/internal/feature"
+	"github.com/8thdegree/meridian/api/internal/rest"
+	"github.com/8thdegree/meridian/internal/apierror"
 	"github.com/8thdegree/meridian/pkg/shardkey"
 	"github.com/8thdegree/meridian/shardmgr/shardpool"
 )
@@ -133,20 +134,20 @@ func (s *Service) fairness(eligible, tieBreak string) Fairness {
 }
 
 func (s *Service) matching(w http.ResponseWriter, r *http.Request) error {
-	caller := app.Caller(r)
-	limit, err := httpx.Limit(r)
+	caller := feature.Caller(r)
+	limit, err := rest.Limit(r)
 	if err != nil {
 		return err
 	}
 	if v := r.URL.Query().Get("job_id"); v != "" {
 		id, err := shardkey.ParseIDOfKind(v, shardkey.KindJob)
 		if err != nil {
-			return httpx.Invalid(map[string]string{"job_id": "is not a job ID"}).WithCause(err)
+			return apierror.Invalid(map[string]string{"job_id": "is not a job ID"}).WithCause(err)
 		}
 		return s.matchFreelancers(w, r, caller, id, limit)
 	}
 	if caller.Role != authn.Freelancer {
-		return httpx.Invalid(map[string]string{"job_id": "is required (only a freelancer may omit it, to get jobs for themselves)"})
+		return apierror.Invalid(map[string]string{"job_id": "is required (only a freelancer may omit it, to get jobs for themselves)"})
 	}
 	return s.matchJobs(w, r, caller, limit)
 }
@@ -195,7 +196,7 @@ func (s *Service) matchFreelancers(w http.ResponseWriter, r *http.Request, calle
 	}
 	job, err := scanJob(shard.Pool.QueryRow(ctx, ownJobSQL, shard.Route.KeyspaceID.Bytes(), id.Bytes(), caller.UserID.Bytes()))
 	if errors.Is(err, pgx.ErrNoRows) {
-		return httpx.NotFound("job") // unknown, or not the caller's
+		return apierror.NotFound("job") // unknown, or not the caller's
 	}
 	if err != nil {
 		return err
@@ -210,7 +211,7 @@ func (s *Service) matchFreelancers(w http.ResponseWriter, r *http.Request, calle
 	if len(want) == 0 {
 		fair.Notes = append(fair.Notes, "the job lists no skills, so nobody can be ranked by skill overlap; add skills to the job")
 		page.Fairness = fair
-		httpx.WriteJSON(w, http.StatusOK, page)
+		rest.WriteJSON(w, http.StatusOK, page)
 		return nil
 	}
 	ranges := s.ownedRanges()
@@ -264,7 +265,7 @@ func (s *Service) matchFreelancers(w http.ResponseWriter, r *http.Request, calle
 	page.Items = append(page.Items, all...)
 	fair.Returned = len(page.Items)
 	page.Fairness = fair
-	httpx.WriteJSON(w, http.StatusOK, page)
+	rest.WriteJSON(w, http.StatusOK, page)
 	return nil
 }
 
@@ -286,7 +287,7 @@ func (s *Service) matchJobs(w http.ResponseWriter, r *http.Request, caller authn
 	if len(have) == 0 {
 		fair.Notes = append(fair.Notes, "your profile lists no skills, so no job can be ranked by skill overlap; add skills to your profile")
 		page.Fairness = fair
-		httpx.WriteJSON(w, http.StatusOK, page)
+		rest.WriteJSON(w, http.StatusOK, page)
 		return nil
 	}
 	ranges := s.ownedRanges()
@@ -333,18 +334,18 @@ func (s *Service) matchJobs(w http.ResponseWriter, r *http.Request, caller authn
 	page.Items = append(page.Items, all...)
 	fair.Returned = len(page.Items)
 	page.Fairness = fair
-	httpx.WriteJSON(w, http.StatusOK, page)
+	rest.WriteJSON(w, http.StatusOK, page)
 	return nil
 }
 
 // matchFailures records failed shards in the fairness report, or fails the request when none answered.
 func (s *Service) matchFailures(ctx context.Context, failed []shardpool.ShardError, answered int, fair *Fairness) error {
 	for _, f := range failed {
-		httpx.Logger(ctx).Warn("job matching: shard did not answer", "shard", f.Shard, "err", f.Err)
+		rest.Logger(ctx).Warn("job matching: shard did not answer", "shard", f.Shard, "err", f.Err)
 		fair.ShardsFailed = append(fair.ShardsFailed, f.Shard)
 	}
 	if answered == 0 {
-		return httpx.Unavailable("no shard of region "+s.a.Region+" answered; retry shortly", time.Second).
+		return apierror.Unavailable("no shard of region "+s.a.Region+" answered; retry shortly", time.Second).
 			WithCause(fmt.Errorf("%w: %s", errNoShardAnswered, strings.Join(fair.ShardsFailed, ", ")))
 	}
 	if len(failed) > 0 {

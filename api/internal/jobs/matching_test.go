@@ -7,8 +7,8 @@ import (
 	"testing"
 
 	"github.com/8thdegree/meridian/api/internal/apitest"
-	"github.com/8thdegree/meridian/api/internal/app"
 	"github.com/8thdegree/meridian/api/internal/authn"
+	"github.com/8thdegree/meridian/internal/wire"
 	"github.com/8thdegree/meridian/pkg/shardkey"
 )
 
@@ -178,7 +178,7 @@ func TestMatching(t *testing.T) {
 			if r.Status != c.status {
 				t.Errorf("%s: %d %s, want %d", name, r.Status, r.Body, c.status)
 			}
-			if c.status == 421 && r.Header.Get(app.ReplayHeader) == "" {
+			if c.status == 421 && r.Header.Get(wire.ReplayRegion) == "" {
 				t.Errorf("%s: no replay header", name)
 			}
 		}

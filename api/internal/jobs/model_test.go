@@ -9,8 +9,9 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/8thdegree/meridian/api/internal/httpx"
+	"github.com/8thdegree/meridian/api/internal/rest"
 	"github.com/8thdegree/meridian/api/internal/richtext"
+	"github.com/8thdegree/meridian/internal/apierror"
 	"github.com/8thdegree/meridian/pkg/shardkey"
 )
 
@@ -83,7 +84,7 @@ func TestMoneyJSONRoundTrips(t *testing.T) {
 func decodeCreate(t *testing.T, body string) (jobInput, map[string]string, error) {
 	t.Helper()
 	var req createRequest
-	if err := httpx.DecodeBytes(strings.NewReader(body), &req); err != nil {
+	if err := rest.DecodeBytes(strings.NewReader(body), &req); err != nil {
 		return jobInput{}, nil, err
 	}
 	in, bad := req.normalize(richtext.New())
@@ -160,7 +161,7 @@ func TestCreateDecodeErrors(t *testing.T) {
 		{`{"title": "x", "owner_id": "usr_x"}`, "owner_id"},
 	} {
 		_, _, err := decodeCreate(t, c.body)
-		var e *httpx.Error
+		var e *apierror.Error
 		if !errors.As(err, &e) || e.Status != 400 || e.Fields[c.field] == "" {
 			t.Errorf("%s: %v (fields %v), want a 400 naming %s", c.body, err, fieldsOf(err), c.field)
 		}
@@ -168,7 +169,7 @@ func TestCreateDecodeErrors(t *testing.T) {
 }
 
 func fieldsOf(err error) map[string]string {
-	var e *httpx.Error
+	var e *apierror.Error
 	if errors.As(err, &e) {
 		return e.Fields
 	}
@@ -180,7 +181,7 @@ func TestPatchNormalizes(t *testing.T) {
 	patch := func(body string) (jobInput, map[string]string) {
 		t.Helper()
 		var req patchRequest
-		if err := httpx.DecodeBytes(strings.NewReader(body), &req); err != nil {
+		if err := rest.DecodeBytes(strings.NewReader(body), &req); err != nil {
 			t.Fatalf("%s: %v", body, err)
 		}
 		return req.normalize(san)
@@ -311,7 +312,7 @@ func TestParseSearch(t *testing.T) {
 		}
 	}
 	p, err := parseSearch(url.Values{"skills": {" Go ,postgresql,GO"}})
-	if err != nil || strings.Join(p.Skills, ",") != "go,postgresql" || p.Limit != httpx.DefaultLimit || p.Global {
+	if err != nil || strings.Join(p.Skills, ",") != "go,postgresql" || p.Limit != rest.DefaultLimit || p.Global {
 		t.Fatalf("%+v %v", p, err)
 	}
 }
@@ -349,7 +350,7 @@ func TestSearchCursorIsBoundToItsQuery(t *testing.T) {
 		{V: 1, R: -1, ID: id, H: first.fp},
 		{V: 1, R: float32(math.Inf(1)), ID: id, H: first.fp},
 	} {
-		c := httpx.EncodeCursor(bad)
+		c := rest.EncodeCursor(bad)
 		if _, err := parseSearch(url.Values{"q": {"golang"}, "scope": {"global"}, "cursor": {c}}); err == nil && c != "" {
 			t.Errorf("cursor %+v accepted", bad)
 		}

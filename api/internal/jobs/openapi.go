@@ -1,9 +1,10 @@
 package jobs
 
 import (
-	"github.com/8thdegree/meridian/api/internal/openapi"
 	"net/http"
 	"strconv"
+
+	"github.com/8thdegree/meridian/api/internal/openapi"
 )
 
 // OpenAPI helpers: every route's Doc is an OpenAPI 3.1 Operation object. Error responses refer to

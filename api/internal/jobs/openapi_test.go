@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/8thdegree/meridian/api/internal/app"
+	"github.com/8thdegree/meridian/api/internal/feature"
 	"github.com/8thdegree/meridian/pkg/shardkey"
 	"github.com/8thdegree/meridian/shardmgr/shardpool"
 )
@@ -18,7 +18,7 @@ func TestRoutesAreDocumented(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := New(&app.App{Region: "eu-west", Pools: pools, IDs: shardkey.NewGenerator(nil, nil)}, DefaultConfig())
+	s, err := New(&feature.Deps{Region: "eu-west", Pools: pools, IDs: shardkey.NewGenerator(nil, nil)}, DefaultConfig())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -69,10 +69,10 @@ func TestRoutesAreDocumented(t *testing.T) {
 	if searchAt > idAt {
 		t.Error("/jobs/search must come before /jobs/{id}")
 	}
-	if _, err := New(&app.App{}, DefaultConfig()); err == nil {
+	if _, err := New(&feature.Deps{}, DefaultConfig()); err == nil {
 		t.Error("New accepted an app without pools")
 	}
-	if _, err := New(&app.App{Pools: pools, IDs: shardkey.NewGenerator(nil, nil)}, Config{}); err == nil {
+	if _, err := New(&feature.Deps{Pools: pools, IDs: shardkey.NewGenerator(nil, nil)}, Config{}); err == nil {
 		t.Error("New accepted a zero config")
 	}
 }

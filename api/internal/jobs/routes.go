@@ -1,22 +1,23 @@
 package jobs
 
 import (
-	"github.com/8thdegree/meridian/api/internal/openapi"
 	"net/http"
 	"strconv"
 
-	"github.com/8thdegree/meridian/api/internal/app"
+	"github.com/8thdegree/meridian/api/internal/openapi"
+
 	"github.com/8thdegree/meridian/api/internal/authn"
+	"github.com/8thdegree/meridian/api/internal/feature"
 )
 
 // Routes returns the endpoints of the service. /jobs/search and /jobs/matching come before /jobs/{id}
 // (gorilla/mux tries routes in order); even out of order, "search" would not parse as a job ID and the
 // {id} route would answer 404, never serve the wrong thing.
-func (s *Service) Routes() []app.Route {
+func (s *Service) Routes() []feature.Route {
 	jobID := openapi.PathParam("id", "The job's ID (job_…). A malformed ID, or one of another kind, is a 404.")
-	return []app.Route{
+	return []feature.Route{
 		{
-			Name: "searchJobs", Method: http.MethodGet, Path: "/jobs/search", Access: app.Public, Handler: s.search,
+			Name: "searchJobs", Method: http.MethodGet, Path: "/jobs/search", Access: feature.Public, Handler: s.search,
 			Doc: op("Search open jobs",
 				"Full-text search (PostgreSQL websearch syntax: words, \"quoted phrases\", or, -exclude) over the "+
 					"title (weighted highest), description and skills of open jobs, across every shard of the "+
@@ -34,7 +35,7 @@ func (s *Service) Routes() []app.Route {
 				responses(http.StatusOK, "Ranked open jobs.", "JobSearchPage", http.StatusBadRequest, http.StatusServiceUnavailable)),
 		},
 		{
-			Name: "matchJobs", Method: http.MethodGet, Path: "/jobs/matching", Access: app.Authenticated,
+			Name: "matchJobs", Method: http.MethodGet, Path: "/jobs/matching", Access: feature.Authenticated,
 			Roles: []authn.Role{authn.Client, authn.Freelancer}, Scope: ScopeRead, Handler: s.matching,
 			Doc: op("Match freelancers to a job, or jobs to a freelancer",
 				"Until the matching engine ships, a simple skill-overlap ranking (Jaccard index of the normalised "+
@@ -56,7 +57,7 @@ func (s *Service) Routes() []app.Route {
 				}),
 		},
 		{
-			Name: "createJob", Method: http.MethodPost, Path: "/jobs/", Access: app.Authenticated,
+			Name: "createJob", Method: http.MethodPost, Path: "/jobs/", Access: feature.Authenticated,
 			Roles: []authn.Role{authn.Client}, Scope: ScopeWrite, Handler: s.create,
 			Doc: op("Post a job",
 				"Clients only. The job is stored on the caller's shard with status open. The description is "+
@@ -69,7 +70,7 @@ func (s *Service) Routes() []app.Route {
 					http.StatusMisdirectedRequest, http.StatusServiceUnavailable), "201", "Location", "The job's URL.")),
 		},
 		{
-			Name: "listJobs", Method: http.MethodGet, Path: "/jobs/", Access: app.Authenticated, Scope: ScopeRead, Handler: s.list,
+			Name: "listJobs", Method: http.MethodGet, Path: "/jobs/", Access: feature.Authenticated, Scope: ScopeRead, Handler: s.list,
 			Doc: op("List jobs of one owner",
 				"Without owner_id, the caller's own jobs in every status; with owner_id, that user's open jobs "+
 					"(all of them if it is the caller). Newest first, paginated with an opaque cursor. An owner "+
@@ -82,14 +83,14 @@ func (s *Service) Routes() []app.Route {
 					http.StatusForbidden, http.StatusMisdirectedRequest)),
 		},
 		{
-			Name: "getJob", Method: http.MethodGet, Path: "/jobs/{id}", Access: app.Public, Handler: s.get,
+			Name: "getJob", Method: http.MethodGet, Path: "/jobs/{id}", Access: feature.Public, Handler: s.get,
 			Doc: op("Read a job",
 				"Anyone may read any job. A job homed in another region is answered with 421 and the region to replay in.",
 				[]any{jobID}, nil,
 				responses(http.StatusOK, "The job.", "Job", http.StatusNotFound, http.StatusMisdirectedRequest)),
 		},
 		{
-			Name: "updateJob", Method: http.MethodPatch, Path: "/jobs/{id}", Access: app.Authenticated, Scope: ScopeWrite, Handler: s.update,
+			Name: "updateJob", Method: http.MethodPatch, Path: "/jobs/{id}", Access: feature.Authenticated, Scope: ScopeWrite, Handler: s.update,
 			Doc: op("Change a job",
 				"The owner only (anyone else gets 404). Any subset of the create fields, plus status; absent "+
 					"fields keep their value; null is accepted only for a budget bound (making it open).",
@@ -99,7 +100,7 @@ func (s *Service) Routes() []app.Route {
 					http.StatusMisdirectedRequest, http.StatusServiceUnavailable)),
 		},
 		{
-			Name: "deleteJob", Method: http.MethodDelete, Path: "/jobs/{id}", Access: app.Authenticated, Scope: ScopeWrite, Handler: s.remove,
+			Name: "deleteJob", Method: http.MethodDelete, Path: "/jobs/{id}", Access: feature.Authenticated, Scope: ScopeWrite, Handler: s.remove,
 			Doc: op("Delete a job",
 				"The owner only (anyone else gets 404).",
 				[]any{jobID}, nil,
@@ -111,7 +112,7 @@ func (s *Service) Routes() []app.Route {
 				}),
 		},
 		{
-			Name: "searchJobsInRegion", Method: http.MethodGet, Path: internalSearchPath, Access: app.Internal, Handler: s.searchInternal,
+			Name: "searchJobsInRegion", Method: http.MethodGet, Path: internalSearchPath, Access: feature.Internal, Handler: s.searchInternal,
 			Doc: op("A region's part of a global job search (node to node)",
 				"Runs a region-scope search over this node's shards with the parameters and cursor of a global "+
 					"search; the calling node merges the regions' parts. Needs the node-to-node secret.",

@@ -18,7 +18,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/8thdegree/meridian/api/internal/httpx"
+	"github.com/8thdegree/meridian/api/internal/rest"
+	"github.com/8thdegree/meridian/internal/apierror"
 	"github.com/8thdegree/meridian/pkg/shardkey"
 	"github.com/8thdegree/meridian/shardmgr/shardpool"
 )
@@ -117,7 +118,7 @@ type searchCursor struct {
 // parseSearch validates ?q=&skills=&limit=&cursor=&scope=.
 func parseSearch(v url.Values) (searchParams, error) {
 	bad := map[string]string{}
-	p := searchParams{Limit: httpx.DefaultLimit}
+	p := searchParams{Limit: rest.DefaultLimit}
 	p.Q = strings.TrimSpace(v.Get("q"))
 	switch {
 	case !utf8.ValidString(p.Q):
@@ -146,8 +147,8 @@ func parseSearch(v url.Values) (searchParams, error) {
 	}
 	if s := v.Get("limit"); s != "" {
 		n, err := strconv.Atoi(s)
-		if err != nil || n < 1 || n > httpx.MaxLimit {
-			bad["limit"] = fmt.Sprintf("must be an integer from 1 to %d", httpx.MaxLimit)
+		if err != nil || n < 1 || n > rest.MaxLimit {
+			bad["limit"] = fmt.Sprintf("must be an integer from 1 to %d", rest.MaxLimit)
 		}
 		p.Limit = n
 	}
@@ -161,16 +162,16 @@ func parseSearch(v url.Values) (searchParams, error) {
 		bad["scope"] = "must be region or global"
 	}
 	if len(bad) > 0 {
-		return p, httpx.Invalid(bad)
+		return p, apierror.Invalid(bad)
 	}
 	p.fp = fingerprint("search", scope, p.Q, strings.Join(p.Skills, ","))
 	if c := v.Get("cursor"); c != "" {
 		var cur searchCursor
-		if err := httpx.DecodeCursor(c, &cur); err != nil {
+		if err := rest.DecodeCursor(c, &cur); err != nil {
 			return p, err
 		}
 		if cur.V != 1 || cur.H != p.fp || cur.ID.Kind() != shardkey.KindJob || cur.R < 0 || math.IsInf(float64(cur.R), 0) {
-			return p, httpx.Invalid(map[string]string{"cursor": "is not a cursor of this search"})
+			return p, apierror.Invalid(map[string]string{"cursor": "is not a cursor of this search"})
 		}
 		p.After, p.HasAfter, p.cursor = rankKey{Rank: cur.R, ID: cur.ID}, true, c
 	}
@@ -268,7 +269,7 @@ type regionAnswer struct {
 func (s *Service) searchRegion(ctx context.Context, p searchParams) (regionAnswer, error) {
 	targets := s.a.Pools.Targets(s.a.Region)
 	if len(targets) == 0 {
-		return regionAnswer{}, httpx.Unavailable("the node has no shards for its region yet", time.Second)
+		return regionAnswer{}, apierror.Unavailable("the node has no shards for its region yet", time.Second)
 	}
 	ranges := s.ownedRanges()
 	res := shardpool.Scatter(ctx, targets, shardpool.ScatterOptions{Concurrency: s.cfg.Concurrency, PerShardTimeout: s.cfg.ShardTimeout},
@@ -276,7 +277,7 @@ func (s *Service) searchRegion(ctx context.Context, p searchParams) (regionAnswe
 			return s.searchShard(ctx, t, ranges[t.Shard], p)
 		})
 	for _, f := range res.Failed {
-		httpx.Logger(ctx).Warn("job search: shard did not answer", "shard", f.Shard, "err", f.Err)
+		rest.Logger(ctx).Warn("job search: shard did not answer", "shard", f.Shard, "err", f.Err)
 	}
 	parts := make([][]SearchItem, len(res.Values))
 	for i, v := range res.Values {
@@ -298,7 +299,7 @@ func (p searchParams) page(items []SearchItem, more bool, failed []string) Searc
 	pg := SearchPage{Items: items, Partial: len(failed) > 0, FailedShards: failed}
 	if more && len(items) > 0 {
 		last := items[len(items)-1]
-		pg.NextCursor = httpx.EncodeCursor(searchCursor{V: 1, R: last.Rank, ID: last.ID, H: p.fp})
+		pg.NextCursor = rest.EncodeCursor(searchCursor{V: 1, R: last.Rank, ID: last.ID, H: p.fp})
 	}
 	return pg
 }
@@ -320,7 +321,7 @@ func (s *Service) search(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	httpx.WriteJSON(w, http.StatusOK, pg)
+	rest.WriteJSON(w, http.StatusOK, pg)
 	return nil
 }
 
@@ -332,7 +333,7 @@ func (s *Service) searchLocal(ctx context.Context, p searchParams) (SearchPage, 
 	}
 	if ans.Answered == 0 {
 		// Nothing to show at all: say so with a status a client retries, rather than an empty page.
-		return SearchPage{}, httpx.Unavailable("no shard of region "+s.a.Region+" answered; retry shortly", time.Second).
+		return SearchPage{}, apierror.Unavailable("no shard of region "+s.a.Region+" answered; retry shortly", time.Second).
 			WithCause(fmt.Errorf("%w: %s", errNoShardAnswered, strings.Join(ans.Failed, ", ")))
 	}
 	return p.page(ans.Items, ans.More, ans.Failed), nil
@@ -348,7 +349,7 @@ func (s *Service) searchInternal(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	httpx.WriteJSON(w, http.StatusOK, pg)
+	rest.WriteJSON(w, http.StatusOK, pg)
 	return nil
 }
 
@@ -403,7 +404,7 @@ func (s *Service) searchGlobal(ctx context.Context, p searchParams) (SearchPage,
 	for i, region := range regions {
 		o := outs[i]
 		if o.err != nil {
-			httpx.Logger(ctx).Warn("job search: region did not answer", "region", region, "err", o.err)
+			rest.Logger(ctx).Warn("job search: region did not answer", "region", region, "err", o.err)
 			failed = append(failed, s.shardsOf(region)...)
 			continue
 		}
@@ -413,7 +414,7 @@ func (s *Service) searchGlobal(ctx context.Context, p searchParams) (SearchPage,
 		more = more || o.page.NextCursor != ""
 	}
 	if !answered {
-		return SearchPage{}, httpx.Unavailable("no region answered the search; retry shortly", time.Second).
+		return SearchPage{}, apierror.Unavailable("no region answered the search; retry shortly", time.Second).
 			WithCause(fmt.Errorf("%w: %s", errNoShardAnswered, strings.Join(failed, ", ")))
 	}
 	items, over := mergeRanked(parts, p.Limit)

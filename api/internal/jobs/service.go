@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/8thdegree/meridian/api/internal/app"
+	"github.com/8thdegree/meridian/api/internal/feature"
 	"github.com/8thdegree/meridian/api/internal/richtext"
 )
 
@@ -46,14 +46,14 @@ func (c Config) Validate() error {
 
 // Service serves the jobs endpoints of one regional node.
 type Service struct {
-	a   *app.App
+	a   *feature.Deps
 	cfg Config
 	san *richtext.Sanitizer
 }
 
 // New returns the service. a.Peers may be nil (a node alone): a global search then reports the other
 // regions as failed.
-func New(a *app.App, cfg Config) (*Service, error) {
+func New(a *feature.Deps, cfg Config) (*Service, error) {
 	if a == nil || a.Pools == nil || a.IDs == nil {
 		return nil, errors.New("jobs: the app needs Pools and IDs")
 	}

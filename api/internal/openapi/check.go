@@ -6,13 +6,13 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/8thdegree/meridian/api/internal/app"
+	"github.com/8thdegree/meridian/api/internal/feature"
 )
 
 // CheckRoutes fails t unless doc and routes agree: every route that is not Internal is in doc, under
 // its /api/v1 path and method with its Name as operationId, and every operation in doc is such a route.
 // Give it the node's full route set and the document it serves.
-func CheckRoutes(t testing.TB, doc []byte, routes []app.Route) {
+func CheckRoutes(t testing.TB, doc []byte, routes []feature.Route) {
 	t.Helper()
 	var d struct {
 		OpenAPI string                               `json:"openapi"`
@@ -27,7 +27,7 @@ func CheckRoutes(t testing.TB, doc []byte, routes []app.Route) {
 	}
 	want := map[string]string{} // "METHOD /path" → operationId
 	for _, rt := range routes {
-		if rt.Access == app.Internal {
+		if rt.Access == feature.Internal {
 			continue
 		}
 		want[strings.ToUpper(rt.Method)+" "+Path(rt.Path)] = rt.Name

@@ -25,8 +25,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/8thdegree/meridian/api/internal/app"
-	"github.com/8thdegree/meridian/api/internal/httpx"
+	"github.com/8thdegree/meridian/api/internal/feature"
+	"github.com/8thdegree/meridian/internal/apierror"
 )
 
 // Version is the OpenAPI version of the document.
@@ -129,7 +129,7 @@ var methods = map[string]bool{"get": true, "put": true, "post": true, "delete": 
 // the routes' Docs reference; Error is provided (a feature's own Error is replaced by it). It fails on a
 // duplicate operation or operationId, a path parameter the path lacks, and any $ref that does not resolve
 // within the document.
-func Build(info Info, routes []app.Route, schemas map[string]any) ([]byte, error) {
+func Build(info Info, routes []feature.Route, schemas map[string]any) ([]byte, error) {
 	if info.Title == "" || info.Version == "" {
 		return nil, errors.New("openapi: Info needs a Title and a Version")
 	}
@@ -152,7 +152,7 @@ func Build(info Info, routes []app.Route, schemas map[string]any) ([]byte, error
 	paths := map[string]any{}
 	opIDs := map[string]string{}
 	for _, rt := range routes {
-		if rt.Access == app.Internal {
+		if rt.Access == feature.Internal {
 			continue
 		}
 		method := strings.ToLower(rt.Method)
@@ -210,7 +210,7 @@ func Build(info Info, routes []app.Route, schemas map[string]any) ([]byte, error
 }
 
 // operation merges a route's Doc with what the route's declaration already says.
-func operation(rt app.Route) (map[string]any, error) {
+func operation(rt feature.Route) (map[string]any, error) {
 	op := maps.Clone(rt.Doc)
 	if op == nil {
 		op = map[string]any{}
@@ -254,9 +254,9 @@ func operation(rt app.Route) (map[string]any, error) {
 
 	// Security: explicit per operation, so a public one says it needs nothing.
 	switch rt.Access {
-	case app.Public:
+	case feature.Public:
 		op["security"] = []any{}
-	case app.Authenticated:
+	case feature.Authenticated:
 		keyScopes := []string{}
 		if rt.Scope != "" {
 			keyScopes = []string{rt.Scope}
@@ -301,7 +301,7 @@ func operation(rt app.Route) (map[string]any, error) {
 	} else if len(params) > 0 {
 		add(400)
 	}
-	if rt.Access == app.Authenticated {
+	if rt.Access == feature.Authenticated {
 		add(401)
 		add(403)
 	}
@@ -514,7 +514,7 @@ func (s *Spec) Set(doc []byte) {
 }
 
 // Build builds the document (Build) and serves it.
-func (s *Spec) Build(info Info, routes []app.Route, schemas map[string]any) error {
+func (s *Spec) Build(info Info, routes []feature.Route, schemas map[string]any) error {
 	doc, err := Build(info, routes, schemas)
 	if err != nil {
 		return err
@@ -524,16 +524,16 @@ func (s *Spec) Build(info Info, routes []app.Route, schemas map[string]any) erro
 }
 
 // Route is GET /openapi.json (so /api/v1/openapi.json): the document, public, with an ETag.
-func (s *Spec) Route() app.Route {
-	return app.Route{
+func (s *Spec) Route() feature.Route {
+	return feature.Route{
 		Name:   "getOpenAPI",
 		Method: http.MethodGet,
 		Path:   "/openapi.json",
-		Access: app.Public,
+		Access: feature.Public,
 		Handler: func(w http.ResponseWriter, r *http.Request) error {
 			d := s.doc.Load()
 			if d == nil {
-				return httpx.Unavailable("the API description is not ready yet", time.Second)
+				return apierror.Unavailable("the API description is not ready yet", time.Second)
 			}
 			h := w.Header()
 			h.Set("ETag", d.etag)

@@ -12,24 +12,24 @@ import (
 
 	"github.com/getkin/kin-openapi/openapi3"
 
-	"github.com/8thdegree/meridian/api/internal/app"
 	"github.com/8thdegree/meridian/api/internal/authn"
-	"github.com/8thdegree/meridian/api/internal/httpx"
+	"github.com/8thdegree/meridian/api/internal/feature"
+	"github.com/8thdegree/meridian/api/internal/rest"
 	"github.com/8thdegree/meridian/api/internal/server"
 )
 
 func noop(w http.ResponseWriter, r *http.Request) error {
-	httpx.WriteJSON(w, http.StatusOK, map[string]string{})
+	rest.WriteJSON(w, http.StatusOK, map[string]string{})
 	return nil
 }
 
 func ref(name string) map[string]any { return map[string]any{"$ref": "#/components/schemas/" + name} }
 
 // syntheticRoutes looks like a feature set: docs written the way feature packages write them.
-func syntheticRoutes(spec *Spec) []app.Route {
+func syntheticRoutes(spec *Spec) []feature.Route {
 	json := func(s any) map[string]any { return map[string]any{"application/json": map[string]any{"schema": s}} }
-	return []app.Route{
-		{Name: "login", Method: http.MethodPost, Path: "/auth/login", Access: app.Public, Handler: noop, Doc: map[string]any{
+	return []feature.Route{
+		{Name: "login", Method: http.MethodPost, Path: "/auth/login", Access: feature.Public, Handler: noop, Doc: map[string]any{
 			"summary":     "Log in",
 			"requestBody": map[string]any{"required": true, "content": json(ref("LoginInput"))},
 			"responses": map[string]any{
@@ -37,30 +37,30 @@ func syntheticRoutes(spec *Spec) []app.Route {
 				"401": map[string]any{"description": "Bad credentials.", "content": json(ref("Error"))},
 			},
 		}},
-		{Name: "listJobs", Method: http.MethodGet, Path: "/jobs/", Access: app.Authenticated, Roles: []authn.Role{authn.Client, authn.Freelancer}, Scope: "jobs:read", Handler: noop, Doc: map[string]any{
+		{Name: "listJobs", Method: http.MethodGet, Path: "/jobs/", Access: feature.Authenticated, Roles: []authn.Role{authn.Client, authn.Freelancer}, Scope: "jobs:read", Handler: noop, Doc: map[string]any{
 			"summary": "List jobs",
 			"parameters": []any{
 				map[string]any{"name": "limit", "in": "query", "schema": map[string]any{"type": "integer", "minimum": 1, "maximum": 100}},
 			},
 			"responses": map[string]any{"200": map[string]any{"description": "A page.", "content": json(ref("JobPage"))}},
 		}},
-		{Name: "createJob", Method: http.MethodPost, Path: "/jobs/", Access: app.Authenticated, Roles: []authn.Role{authn.Client}, Handler: noop, Doc: map[string]any{
+		{Name: "createJob", Method: http.MethodPost, Path: "/jobs/", Access: feature.Authenticated, Roles: []authn.Role{authn.Client}, Handler: noop, Doc: map[string]any{
 			"summary":     "Post a job",
 			"requestBody": map[string]any{"required": true, "content": json(ref("Job"))},
 			"responses":   map[string]any{"201": map[string]any{"description": "Created.", "content": json(ref("Job"))}, "409": ErrorResponse(409)},
 		}},
-		{Name: "getJob", Method: http.MethodGet, Path: "/jobs/{id}", Access: app.Public, Handler: noop, Doc: map[string]any{
+		{Name: "getJob", Method: http.MethodGet, Path: "/jobs/{id}", Access: feature.Public, Handler: noop, Doc: map[string]any{
 			"summary":    "Read a job",
 			"parameters": []map[string]any{{"name": "id", "in": "path", "required": true, "description": "The job's ID.", "schema": map[string]any{"type": "string"}}},
 			"responses":  map[string]any{"200": map[string]any{"description": "The job.", "content": json(ref("Job"))}},
 		}},
 		// No Doc parameters: the path parameter is derived, the pattern dropped.
-		{Name: "deleteJob", Method: http.MethodDelete, Path: "/jobs/{id:job_[a-z0-9]{32}}", Access: app.Authenticated, Handler: noop, Doc: map[string]any{
+		{Name: "deleteJob", Method: http.MethodDelete, Path: "/jobs/{id:job_[a-z0-9]{32}}", Access: feature.Authenticated, Handler: noop, Doc: map[string]any{
 			"summary":   "Delete a job",
 			"responses": map[string]any{"204": map[string]any{"description": "Deleted."}},
 		}},
-		{Name: "userReviews", Method: http.MethodGet, Path: "/users/{user_id}/reviews/{id}", Access: app.Public, Handler: noop},
-		{Name: "internalSearch", Method: http.MethodPost, Path: "/internal/jobs/search", Access: app.Internal, Handler: noop, Doc: map[string]any{"summary": "node to node"}},
+		{Name: "userReviews", Method: http.MethodGet, Path: "/users/{user_id}/reviews/{id}", Access: feature.Public, Handler: noop},
+		{Name: "internalSearch", Method: http.MethodPost, Path: "/internal/jobs/search", Access: feature.Internal, Handler: noop, Doc: map[string]any{"summary": "node to node"}},
 		spec.Route(),
 	}
 }
@@ -80,7 +80,7 @@ func syntheticSchemas() map[string]any {
 
 var testInfo = Info{Title: "Meridian API", Version: "1.0.0", Description: "The 8thDegree marketplace API.", Servers: []string{"https://api.8thdegree.example"}}
 
-func build(t *testing.T) ([]byte, []app.Route) {
+func build(t *testing.T) ([]byte, []feature.Route) {
 	t.Helper()
 	routes := syntheticRoutes(NewSpec())
 	doc, err := Build(testInfo, routes, syntheticSchemas())
@@ -222,19 +222,19 @@ func TestBuildContents(t *testing.T) {
 func TestBuildRefusesBadInput(t *testing.T) {
 	for _, c := range []struct {
 		name    string
-		routes  []app.Route
+		routes  []feature.Route
 		schemas map[string]any
 		want    string
 	}{
-		{"unresolved schema", []app.Route{{Name: "a", Method: "GET", Path: "/a", Handler: noop, Doc: map[string]any{
+		{"unresolved schema", []feature.Route{{Name: "a", Method: "GET", Path: "/a", Handler: noop, Doc: map[string]any{
 			"responses": map[string]any{"200": map[string]any{"description": "x", "content": map[string]any{"application/json": map[string]any{"schema": ref("Nope")}}}}}}},
 			nil, "#/components/schemas/Nope"},
-		{"duplicate operationId", []app.Route{{Name: "a", Method: "GET", Path: "/a", Handler: noop}, {Name: "a", Method: "GET", Path: "/b", Handler: noop}}, nil, "operationId a"},
-		{"duplicate operation", []app.Route{{Name: "a", Method: "GET", Path: "/a/{x}", Handler: noop}, {Name: "b", Method: "GET", Path: "/a/{x:[0-9]+}", Handler: noop}}, nil, "declared twice"},
-		{"parameter not in path", []app.Route{{Name: "a", Method: "GET", Path: "/a", Handler: noop, Doc: map[string]any{
+		{"duplicate operationId", []feature.Route{{Name: "a", Method: "GET", Path: "/a", Handler: noop}, {Name: "a", Method: "GET", Path: "/b", Handler: noop}}, nil, "operationId a"},
+		{"duplicate operation", []feature.Route{{Name: "a", Method: "GET", Path: "/a/{x}", Handler: noop}, {Name: "b", Method: "GET", Path: "/a/{x:[0-9]+}", Handler: noop}}, nil, "declared twice"},
+		{"parameter not in path", []feature.Route{{Name: "a", Method: "GET", Path: "/a", Handler: noop, Doc: map[string]any{
 			"parameters": []any{map[string]any{"name": "id", "in": "path", "required": true}}}}}, nil, `"id" is not in`},
-		{"bad method", []app.Route{{Name: "a", Method: "FETCH", Path: "/a", Handler: noop}}, nil, "FETCH"},
-		{"bad parameters", []app.Route{{Name: "a", Method: "GET", Path: "/a", Handler: noop, Doc: map[string]any{"parameters": "x"}}}, nil, "want a list"},
+		{"bad method", []feature.Route{{Name: "a", Method: "FETCH", Path: "/a", Handler: noop}}, nil, "FETCH"},
+		{"bad parameters", []feature.Route{{Name: "a", Method: "GET", Path: "/a", Handler: noop, Doc: map[string]any{"parameters": "x"}}}, nil, "want a list"},
 	} {
 		_, err := Build(testInfo, c.routes, c.schemas)
 		if err == nil || !strings.Contains(err.Error(), c.want) {
@@ -299,7 +299,7 @@ func TestCheckRoutes(t *testing.T) {
 
 	// A route the document lacks, and an operation no route serves.
 	rec := &recorder{TB: t}
-	extra := append(routes[:len(routes):len(routes)], app.Route{Name: "undocumented", Method: "GET", Path: "/secret", Access: app.Public, Handler: noop})
+	extra := append(routes[:len(routes):len(routes)], feature.Route{Name: "undocumented", Method: "GET", Path: "/secret", Access: feature.Public, Handler: noop})
 	CheckRoutes(rec, doc, extra[1:]) // login dropped: the document has it, no route serves it
 	joined := strings.Join(rec.errs, "\n")
 	if len(rec.errs) != 2 || !strings.Contains(joined, "undocumented (GET /api/v1/secret) is not in the document") ||
@@ -308,7 +308,7 @@ func TestCheckRoutes(t *testing.T) {
 	}
 	// A renamed route.
 	rec = &recorder{TB: t}
-	renamed := append([]app.Route(nil), routes...)
+	renamed := append([]feature.Route(nil), routes...)
 	renamed[0].Name = "signIn"
 	CheckRoutes(rec, doc, renamed)
 	if len(rec.errs) != 1 || !strings.Contains(rec.errs[0], `operationId "login", want the route name "signIn"`) {

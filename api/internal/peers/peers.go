@@ -1,6 +1,6 @@
 // Package peers lets an API node call the API nodes of other regions (global search, the email
 // directory): it finds a healthy node of the region in Consul's catalog, authenticates with the
-// node-to-node secret, and turns the answer into a value or an *httpx.Error.
+// node-to-node secret, and turns the answer into a value or an *apierror.Error.
 package peers
 
 import (
@@ -20,9 +20,11 @@ import (
 
 	consul "github.com/hashicorp/consul/api"
 
-	"github.com/8thdegree/meridian/api/breaker"
-	"github.com/8thdegree/meridian/api/internal/app"
-	"github.com/8thdegree/meridian/api/internal/httpx"
+	"github.com/8thdegree/meridian/api/internal/feature"
+	"github.com/8thdegree/meridian/internal/apierror"
+	"github.com/8thdegree/meridian/internal/breaker"
+	"github.com/8thdegree/meridian/internal/requestid"
+	"github.com/8thdegree/meridian/internal/wire"
 	"github.com/8thdegree/meridian/shardmgr/topology"
 )
 
@@ -46,9 +48,9 @@ func Call(ctx context.Context, client *http.Client, baseURL, internalToken, meth
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	req.Header.Set(app.InternalHeader, internalToken)
-	if rid := httpx.RequestID(ctx); rid != "" {
-		req.Header.Set("X-Request-ID", rid)
+	req.Header.Set(wire.Internal, internalToken)
+	if rid := requestid.From(ctx); rid != "" {
+		req.Header.Set(wire.RequestID, rid)
 	}
 	resp, err := client.Do(req)
 	if err != nil {
@@ -70,7 +72,7 @@ func Call(ctx context.Context, client *http.Client, baseURL, internalToken, meth
 		if json.Unmarshal(data, &e) != nil || e.Error.Code == "" {
 			return fmt.Errorf("peer %s: status %d", baseURL, resp.StatusCode)
 		}
-		return &httpx.Error{Status: resp.StatusCode, Code: e.Error.Code, Message: e.Error.Message, Fields: e.Error.Fields}
+		return &apierror.Error{Status: resp.StatusCode, Code: e.Error.Code, Message: e.Error.Message, Fields: e.Error.Fields}
 	}
 	if out == nil || len(data) == 0 {
 		return nil
@@ -102,7 +104,7 @@ type cached struct {
 	at    time.Time
 }
 
-var _ app.Peers = (*Consul)(nil)
+var _ feature.Peers = (*Consul)(nil)
 
 // NewConsul returns a Peers that looks nodes up in Consul, caching each region's list for ttl.
 func NewConsul(client *consul.Client, topo func() *topology.Table, secret string, ttl time.Duration) *Consul {
@@ -111,7 +113,7 @@ func NewConsul(client *consul.Client, topo func() *topology.Table, secret string
 
 // Options are the optional parts of a Consul peers client.
 type Options struct {
-	// WrapTransport wraps the HTTP transport: mw.Tracing.Transport, so that peer calls carry the trace.
+	// WrapTransport wraps the HTTP transport: middleware.Tracing.Transport, so that peer calls carry the trace.
 	WrapTransport func(http.RoundTripper) http.RoundTripper
 	// Breakers, when set, guards each region's calls with its own circuit breaker (NewBreakers): while a
 	// region's nodes keep failing, calls to it fail at once with 503 region_unavailable.
@@ -144,14 +146,14 @@ func NewConsulWith(client *consul.Client, topo func() *topology.Table, secret st
 func NewBreakers(log *slog.Logger, metrics *breaker.Metrics) *breaker.Set {
 	cfg := breaker.DefaultConfig("peer")
 	cfg.Healthy = func(err error) bool {
-		var e *httpx.Error
+		var e *apierror.Error
 		return errors.As(err, &e) && e.Status < 500
 	}
 	s, _ := breaker.NewSet(cfg, log, metrics) // the defaults are valid
 	return s
 }
 
-// Call implements app.Peers.
+// Call implements feature.Peers.
 func (c *Consul) Call(ctx context.Context, region, method, path string, body, out any) error {
 	addrs, err := c.nodes(ctx, region)
 	if err != nil {
@@ -169,7 +171,7 @@ func (c *Consul) callNode(ctx context.Context, region, baseURL, method, path str
 		return Call(ctx, c.http, baseURL, c.secret, method, path, body, out)
 	})
 	if errors.Is(err, breaker.ErrOpen) {
-		return httpx.RegionUnavailable(region, time.Second).WithCause(err)
+		return apierror.RegionUnavailable(region, time.Second).WithCause(err)
 	}
 	return err
 }

@@ -8,8 +8,9 @@ import (
 	"sync/atomic"
 	"testing"
 
-	"github.com/8thdegree/meridian/api/breaker"
-	"github.com/8thdegree/meridian/api/internal/httpx"
+	"github.com/8thdegree/meridian/api/internal/rest"
+	"github.com/8thdegree/meridian/internal/apierror"
+	"github.com/8thdegree/meridian/internal/breaker"
 )
 
 type countingTransport struct {
@@ -31,10 +32,10 @@ func TestBreakerPerRegion(t *testing.T) {
 			t.Error("no internal secret")
 		}
 		if code := int(status.Load()); code != 200 {
-			httpx.WriteError(w, r, &httpx.Error{Status: code, Code: "x", Message: "x"})
+			rest.WriteError(w, r, &apierror.Error{Status: code, Code: "x", Message: "x"})
 			return
 		}
-		httpx.WriteJSON(w, 200, map[string]string{"ok": "yes"})
+		rest.WriteJSON(w, 200, map[string]string{"ok": "yes"})
 	}))
 	defer srv.Close()
 	var ct *countingTransport
@@ -46,7 +47,7 @@ func TestBreakerPerRegion(t *testing.T) {
 
 	status.Store(404)
 	for range 10 {
-		var e *httpx.Error
+		var e *apierror.Error
 		if err := c.callNode(ctx, "eu-west", srv.URL, "GET", "/x", nil, nil); !errors.As(err, &e) || e.Status != 404 {
 			t.Fatalf("404 from the peer: %v", err)
 		}
@@ -60,7 +61,7 @@ func TestBreakerPerRegion(t *testing.T) {
 	}
 	sent := ct.n.Load()
 	err := c.callNode(ctx, "eu-west", srv.URL, "GET", "/x", nil, nil)
-	var e *httpx.Error
+	var e *apierror.Error
 	if !errors.Is(err, breaker.ErrOpen) || !errors.As(err, &e) || e.Status != 503 || e.Code != "region_unavailable" {
 		t.Fatalf("after %d failures: %v", fails, err)
 	}

@@ -15,39 +15,40 @@ import (
 
 	"golang.org/x/text/language"
 
-	"github.com/8thdegree/meridian/api/internal/app"
-	"github.com/8thdegree/meridian/api/internal/httpx"
+	"github.com/8thdegree/meridian/api/internal/feature"
+	"github.com/8thdegree/meridian/api/internal/rest"
 	"github.com/8thdegree/meridian/api/internal/richtext"
+	"github.com/8thdegree/meridian/internal/apierror"
 )
 
 // decodeProfile is the handler's decoding of PUT /users/profile without the HTTP checks.
 func decodeProfile(data []byte, san *richtext.Sanitizer) (Profile, error) {
 	var req profileRequest
-	if err := httpx.DecodeBytes(bytes.NewReader(data), &req); err != nil {
+	if err := rest.DecodeBytes(bytes.NewReader(data), &req); err != nil {
 		return Profile{}, err
 	}
 	p, bad := req.normalize(san)
 	if len(bad) > 0 {
-		return Profile{}, httpx.Invalid(bad)
+		return Profile{}, apierror.Invalid(bad)
 	}
 	return p, nil
 }
 
 func decodeSettings(data []byte) (settingsPatch, error) {
 	var req settingsPatch
-	if err := httpx.DecodeBytes(bytes.NewReader(data), &req); err != nil {
+	if err := rest.DecodeBytes(bytes.NewReader(data), &req); err != nil {
 		return settingsPatch{}, err
 	}
 	p, bad := req.normalize()
 	if len(bad) > 0 {
-		return settingsPatch{}, httpx.Invalid(bad)
+		return settingsPatch{}, apierror.Invalid(bad)
 	}
 	return p, nil
 }
 
 func clientError(t *testing.T, err error) {
 	t.Helper()
-	var he *httpx.Error
+	var he *apierror.Error
 	if !errors.As(err, &he) || he.Status < 400 || he.Status >= 500 {
 		t.Fatalf("decoding error %v is not a 4xx", err)
 	}
@@ -244,7 +245,7 @@ func TestRoutesAreDocumented(t *testing.T) {
 			}
 		}
 		// Only the public profile is public; the caller's own data needs credentials.
-		if (rt.Access == app.Public) != (rt.Name == "getPublicProfile") || rt.Access == app.Public && rt.Method != http.MethodGet {
+		if (rt.Access == feature.Public) != (rt.Name == "getPublicProfile") || rt.Access == feature.Public && rt.Method != http.MethodGet {
 			t.Errorf("%s: access %v", rt.Name, rt.Access)
 		}
 	}

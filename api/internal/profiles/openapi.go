@@ -1,9 +1,10 @@
 package profiles
 
 import (
-	"github.com/8thdegree/meridian/api/internal/openapi"
 	"net/http"
 	"strconv"
+
+	"github.com/8thdegree/meridian/api/internal/openapi"
 )
 
 // Schemas returns the OpenAPI 3.1 component schemas the routes reference. Error responses refer to

@@ -11,9 +11,10 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
-	"github.com/8thdegree/meridian/api/internal/app"
-	"github.com/8thdegree/meridian/api/internal/httpx"
+	"github.com/8thdegree/meridian/api/internal/feature"
+	"github.com/8thdegree/meridian/api/internal/rest"
 	"github.com/8thdegree/meridian/api/internal/richtext"
+	"github.com/8thdegree/meridian/internal/apierror"
 	"github.com/8thdegree/meridian/pkg/shardkey"
 	"github.com/8thdegree/meridian/shardmgr/topology"
 )
@@ -31,13 +32,13 @@ type RatingSource interface {
 
 // Service serves profiles and settings.
 type Service struct {
-	a       *app.App
+	a       *feature.Deps
 	san     *richtext.Sanitizer
 	ratings RatingSource
 }
 
 // New returns the profiles service. ratings feeds the public profile's rating.
-func New(a *app.App, ratings RatingSource) (*Service, error) {
+func New(a *feature.Deps, ratings RatingSource) (*Service, error) {
 	switch {
 	case a == nil || a.Pools == nil:
 		return nil, errors.New("profiles: app with shard pools required")
@@ -100,7 +101,7 @@ func scanProfile(row pgx.Row, extra ...any) (Profile, error) {
 func emptyProfile() Profile { return Profile{Skills: []string{}} }
 
 func (s *Service) getOwnProfile(w http.ResponseWriter, r *http.Request) error {
-	caller := app.Caller(r)
+	caller := feature.Caller(r)
 	shard, err := s.a.ReadShard(caller.KSID)
 	if err != nil {
 		return err
@@ -114,19 +115,19 @@ func (s *Service) getOwnProfile(w http.ResponseWriter, r *http.Request) error {
 	case err != nil:
 		return fmt.Errorf("profiles: reading profile: %w", err)
 	}
-	httpx.WriteJSON(w, http.StatusOK, p)
+	rest.WriteJSON(w, http.StatusOK, p)
 	return nil
 }
 
 func (s *Service) putOwnProfile(w http.ResponseWriter, r *http.Request) error {
-	caller := app.Caller(r)
+	caller := feature.Caller(r)
 	var req profileRequest
-	if err := httpx.Decode(w, r, &req); err != nil {
+	if err := rest.Decode(w, r, &req); err != nil {
 		return err
 	}
 	in, bad := req.normalize(s.san)
 	if len(bad) > 0 {
-		return httpx.Invalid(bad)
+		return apierror.Invalid(bad)
 	}
 	shard, err := s.a.WriteShard(r.Context(), caller.KSID)
 	if err != nil {
@@ -148,7 +149,7 @@ func (s *Service) putOwnProfile(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return ownerMissing(err, "profiles: writing profile")
 	}
-	httpx.WriteJSON(w, http.StatusOK, p)
+	rest.WriteJSON(w, http.StatusOK, p)
 	return nil
 }
 
@@ -157,7 +158,7 @@ func (s *Service) putOwnProfile(w http.ResponseWriter, r *http.Request) error {
 func ownerMissing(err error, what string) error {
 	var pe *pgconn.PgError
 	if errors.As(err, &pe) && pe.Code == "23503" {
-		return httpx.NotFound("user").WithCause(err)
+		return apierror.NotFound("user").WithCause(err)
 	}
 	return fmt.Errorf("%s: %w", what, err)
 }
@@ -166,11 +167,11 @@ func (s *Service) getPublicProfile(w http.ResponseWriter, r *http.Request) error
 	// A malformed ID names no user: 404, like an unknown one, so IDs cannot be probed for shape.
 	id, err := shardkey.ParseIDOfKind(mux.Vars(r)["id"], shardkey.KindUser)
 	if err != nil {
-		return httpx.NotFound("user").WithCause(err)
+		return apierror.NotFound("user").WithCause(err)
 	}
 	shard, err := s.a.ReadShard(id.KeyspaceID())
 	if errors.Is(err, topology.ErrNoShard) {
-		return httpx.NotFound("user").WithCause(err) // a region code no region has
+		return apierror.NotFound("user").WithCause(err) // a region code no region has
 	}
 	if err != nil {
 		return err
@@ -184,7 +185,7 @@ func (s *Service) getPublicProfile(w http.ResponseWriter, r *http.Request) error
 		shard.Route.KeyspaceID.Bytes(), id.Bytes()), &out.Name, &out.Role)
 	switch {
 	case errors.Is(err, pgx.ErrNoRows):
-		return httpx.NotFound("user")
+		return apierror.NotFound("user")
 	case err != nil:
 		return fmt.Errorf("profiles: reading public profile: %w", err)
 	}
@@ -192,12 +193,12 @@ func (s *Service) getPublicProfile(w http.ResponseWriter, r *http.Request) error
 	if err != nil {
 		return fmt.Errorf("profiles: rating of %s: %w", id, err)
 	}
-	httpx.WriteJSON(w, http.StatusOK, out)
+	rest.WriteJSON(w, http.StatusOK, out)
 	return nil
 }
 
 func (s *Service) getSettings(w http.ResponseWriter, r *http.Request) error {
-	caller := app.Caller(r)
+	caller := feature.Caller(r)
 	shard, err := s.a.ReadShard(caller.KSID)
 	if err != nil {
 		return err
@@ -206,7 +207,7 @@ func (s *Service) getSettings(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	httpx.WriteJSON(w, http.StatusOK, st)
+	rest.WriteJSON(w, http.StatusOK, st)
 	return nil
 }
 
@@ -252,14 +253,14 @@ func scanSettings(row pgx.Row) (Settings, error) {
 }
 
 func (s *Service) patchSettings(w http.ResponseWriter, r *http.Request) error {
-	caller := app.Caller(r)
+	caller := feature.Caller(r)
 	var req settingsPatch
-	if err := httpx.Decode(w, r, &req); err != nil {
+	if err := rest.Decode(w, r, &req); err != nil {
 		return err
 	}
 	patch, bad := req.normalize()
 	if len(bad) > 0 {
-		return httpx.Invalid(bad)
+		return apierror.Invalid(bad)
 	}
 	shard, err := s.a.WriteShard(r.Context(), caller.KSID)
 	if err != nil {
@@ -271,7 +272,7 @@ func (s *Service) patchSettings(w http.ResponseWriter, r *http.Request) error {
 		if err != nil {
 			return err
 		}
-		httpx.WriteJSON(w, http.StatusOK, st)
+		rest.WriteJSON(w, http.StatusOK, st)
 		return nil
 	}
 	notif, err := json.Marshal(patch.Notifications)
@@ -302,6 +303,6 @@ func (s *Service) patchSettings(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return ownerMissing(err, "profiles: writing settings")
 	}
-	httpx.WriteJSON(w, http.StatusOK, st)
+	rest.WriteJSON(w, http.StatusOK, st)
 	return nil
 }

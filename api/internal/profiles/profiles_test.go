@@ -9,13 +9,14 @@ import (
 	"testing"
 	"time"
 
-	"github.com/8thdegree/meridian/api/authtoken"
 	"github.com/8thdegree/meridian/api/internal/apitest"
-	"github.com/8thdegree/meridian/api/internal/app"
 	"github.com/8thdegree/meridian/api/internal/authn"
-	"github.com/8thdegree/meridian/api/internal/httpx"
+	"github.com/8thdegree/meridian/api/internal/feature"
+	"github.com/8thdegree/meridian/api/internal/rest"
 	"github.com/8thdegree/meridian/api/internal/reviews"
 	"github.com/8thdegree/meridian/deploy/local/testenv"
+	"github.com/8thdegree/meridian/internal/accesstoken"
+	"github.com/8thdegree/meridian/internal/wire"
 	"github.com/8thdegree/meridian/pkg/shardkey"
 )
 
@@ -25,7 +26,7 @@ func TestMain(m *testing.M) { testenv.Main(m) }
 // source (and its routes, to write reviews).
 func start(t *testing.T) *apitest.Harness {
 	t.Helper()
-	return apitest.New(t, apitest.Options{Routes: func(a *app.App, _ *authtoken.Tokens) []app.Route {
+	return apitest.New(t, apitest.Options{Routes: func(a *feature.Deps, _ *accesstoken.Tokens) []feature.Route {
 		rv, err := reviews.New(a, reviews.DefaultConfig())
 		if err != nil {
 			t.Fatal(err)
@@ -162,7 +163,7 @@ func TestOwnProfile(t *testing.T) {
 	expect(t, "bad JSON", put(u.Token, `{"headline": "x"`), 400, "invalid_request")
 	expect(t, "not an object", put(u.Token, `"x"`), 400, "invalid_request")
 	expect(t, "empty body", put(u.Token, ``), 400, "invalid_request")
-	expect(t, "oversized body", put(u.Token, `{"bio": "`+strings.Repeat("b", httpx.MaxBodyBytes)+`"}`), 413, "")
+	expect(t, "oversized body", put(u.Token, `{"bio": "`+strings.Repeat("b", rest.MaxBodyBytes)+`"}`), 413, "")
 	expect(t, "not JSON", h.Do(t, "eu-west", apitest.Request{Method: "PUT", Path: "/api/v1/users/profile", Token: u.Token, Body: "x",
 		Header: http.Header{"Content-Type": {"text/plain"}}}), 415, "")
 	expect(t, "put without a token", put("", map[string]any{}), 401, "unauthenticated")
@@ -175,7 +176,7 @@ func TestOwnProfile(t *testing.T) {
 	// The caller's data lives in its home region; another region's node points there.
 	for _, method := range []string{"GET", "PUT"} {
 		r := h.Do(t, "us-east", apitest.Request{Method: method, Path: "/api/v1/users/profile", Token: u.Token, Body: map[string]any{}})
-		if r.Status != http.StatusMisdirectedRequest || r.Header.Get(app.ReplayHeader) != "eu-west" {
+		if r.Status != http.StatusMisdirectedRequest || r.Header.Get(wire.ReplayRegion) != "eu-west" {
 			t.Errorf("%s in another region: %d %s", method, r.Status, r.Body)
 		}
 	}
@@ -252,7 +253,7 @@ func TestPublicProfile(t *testing.T) {
 
 	far := h.CreateUser(t, authn.Freelancer, "ap-south")
 	r = public("eu-west", far.ID.String())
-	if r.Status != http.StatusMisdirectedRequest || r.Header.Get(app.ReplayHeader) != "ap-south" || r.ErrorCode() != "wrong_region" {
+	if r.Status != http.StatusMisdirectedRequest || r.Header.Get(wire.ReplayRegion) != "ap-south" || r.ErrorCode() != "wrong_region" {
 		t.Errorf("user of another region: %d %s %v", r.Status, r.Body, r.Header)
 	}
 	if r := public("ap-south", far.ID.String()); r.Status != 200 {
@@ -357,7 +358,7 @@ func TestSettings(t *testing.T) {
 		}
 	}
 	expect(t, "bad JSON", patch(u.Token, `{`), 400, "invalid_request")
-	expect(t, "oversized", patch(u.Token, `{"locale": "`+strings.Repeat("e", httpx.MaxBodyBytes)+`"}`), 413, "")
+	expect(t, "oversized", patch(u.Token, `{"locale": "`+strings.Repeat("e", rest.MaxBodyBytes)+`"}`), 413, "")
 	expect(t, "patch without a token", patch("", map[string]any{}), 401, "unauthenticated")
 	expect(t, "patch with an invalid token", patch("x", map[string]any{}), 401, "unauthenticated")
 	expect(t, "get without a token", get(""), 401, "unauthenticated")
@@ -367,7 +368,7 @@ func TestSettings(t *testing.T) {
 	}
 	for _, method := range []string{"GET", "PATCH"} {
 		r := h.Do(t, "eu-west", apitest.Request{Method: method, Path: "/api/v1/users/settings", Token: u.Token, Body: map[string]any{}})
-		if r.Status != http.StatusMisdirectedRequest || r.Header.Get(app.ReplayHeader) != "ap-south" {
+		if r.Status != http.StatusMisdirectedRequest || r.Header.Get(wire.ReplayRegion) != "ap-south" {
 			t.Errorf("%s in another region: %d %s", method, r.Status, r.Body)
 		}
 	}

@@ -1,18 +1,19 @@
 package profiles
 
 import (
-	"github.com/8thdegree/meridian/api/internal/openapi"
 	"net/http"
 
-	"github.com/8thdegree/meridian/api/internal/app"
+	"github.com/8thdegree/meridian/api/internal/openapi"
+
+	"github.com/8thdegree/meridian/api/internal/feature"
 )
 
 // Routes returns the endpoints of the service.
-func (s *Service) Routes() []app.Route {
-	return []app.Route{
+func (s *Service) Routes() []feature.Route {
+	return []feature.Route{
 		{
 			Name: "getOwnProfile", Method: http.MethodGet, Path: "/users/profile",
-			Access: app.Authenticated, Scope: ScopeRead, Handler: s.getOwnProfile,
+			Access: feature.Authenticated, Scope: ScopeRead, Handler: s.getOwnProfile,
 			Doc: op("The caller's profile",
 				"A user without a stored profile gets the empty profile.",
 				nil, nil,
@@ -20,7 +21,7 @@ func (s *Service) Routes() []app.Route {
 		},
 		{
 			Name: "putOwnProfile", Method: http.MethodPut, Path: "/users/profile",
-			Access: app.Authenticated, Scope: ScopeWrite, Handler: s.putOwnProfile,
+			Access: feature.Authenticated, Scope: ScopeWrite, Handler: s.putOwnProfile,
 			Doc: op("Replace the caller's profile",
 				"Absent fields take their empty value. The bio is rich text and is sanitised; skills are "+
 					"trimmed, lower-cased and deduplicated; the country is upper-cased.",
@@ -31,7 +32,7 @@ func (s *Service) Routes() []app.Route {
 		},
 		{
 			Name: "getPublicProfile", Method: http.MethodGet, Path: "/users/{id}/profile",
-			Access: app.Public, Handler: s.getPublicProfile,
+			Access: feature.Public, Handler: s.getPublicProfile,
 			Doc: op("A user's public profile",
 				"Anyone may read it; it holds no email and no settings. A malformed or unknown ID is a 404. "+
 					"A user homed in another region is answered with 421 and the region to replay in.",
@@ -40,7 +41,7 @@ func (s *Service) Routes() []app.Route {
 		},
 		{
 			Name: "getSettings", Method: http.MethodGet, Path: "/users/settings",
-			Access: app.Authenticated, Scope: ScopeRead, Handler: s.getSettings,
+			Access: feature.Authenticated, Scope: ScopeRead, Handler: s.getSettings,
 			Doc: op("The caller's private settings",
 				"Notifications list every known kind, with defaults for those never set.",
 				nil, nil,
@@ -48,7 +49,7 @@ func (s *Service) Routes() []app.Route {
 		},
 		{
 			Name: "patchSettings", Method: http.MethodPatch, Path: "/users/settings",
-			Access: app.Authenticated, Scope: ScopeWrite, Handler: s.patchSettings,
+			Access: feature.Authenticated, Scope: ScopeWrite, Handler: s.patchSettings,
 			Doc: op("Change the caller's settings",
 				"Given fields replace the stored ones; notifications merge key by key; null leaves a value as it is.",
 				nil, openapi.JSONBody("SettingsPatch"),

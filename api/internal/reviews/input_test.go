@@ -10,41 +10,42 @@ import (
 	"testing"
 	"unicode/utf8"
 
-	"github.com/8thdegree/meridian/api/internal/app"
-	"github.com/8thdegree/meridian/api/internal/httpx"
+	"github.com/8thdegree/meridian/api/internal/feature"
+	"github.com/8thdegree/meridian/api/internal/rest"
 	"github.com/8thdegree/meridian/api/internal/richtext"
+	"github.com/8thdegree/meridian/internal/apierror"
 	"github.com/8thdegree/meridian/pkg/shardkey"
 )
 
 // decodeCreate is the handler's decoding of POST /reviews/ without the HTTP checks.
 func decodeCreate(data []byte, san *richtext.Sanitizer) (createInput, error) {
 	var req createRequest
-	if err := httpx.DecodeBytes(bytes.NewReader(data), &req); err != nil {
+	if err := rest.DecodeBytes(bytes.NewReader(data), &req); err != nil {
 		return createInput{}, err
 	}
 	in, bad := req.normalize(san)
 	if len(bad) > 0 {
-		return createInput{}, httpx.Invalid(bad)
+		return createInput{}, apierror.Invalid(bad)
 	}
 	return in, nil
 }
 
 func decodePatch(data []byte, san *richtext.Sanitizer) (patchInput, error) {
 	var req patchRequest
-	if err := httpx.DecodeBytes(bytes.NewReader(data), &req); err != nil {
+	if err := rest.DecodeBytes(bytes.NewReader(data), &req); err != nil {
 		return patchInput{}, err
 	}
 	in, bad := req.normalize(san)
 	if len(bad) > 0 {
-		return patchInput{}, httpx.Invalid(bad)
+		return patchInput{}, apierror.Invalid(bad)
 	}
 	return in, nil
 }
 
-// clientError fails the test unless err is a 4xx *httpx.Error: bad input must never be a 500.
+// clientError fails the test unless err is a 4xx *apierror.Error: bad input must never be a 500.
 func clientError(t *testing.T, err error) {
 	t.Helper()
-	var he *httpx.Error
+	var he *apierror.Error
 	if !errors.As(err, &he) || he.Status < 400 || he.Status >= 500 {
 		t.Fatalf("decoding error %v is not a 4xx", err)
 	}
@@ -119,7 +120,7 @@ func TestCreateValidation(t *testing.T) {
 		{`{"job_id":"` + seedJob + `","reviewee_id":"` + seedUser + `","rating":3,"comment":"` + strings.Repeat("x", MaxComment+1) + `"}`, []string{"comment"}},
 	} {
 		_, err := decodeCreate([]byte(c.body), san)
-		var he *httpx.Error
+		var he *apierror.Error
 		if !errors.As(err, &he) || he.Status != 400 || len(he.Fields) != len(c.fields) {
 			t.Errorf("%.60s: %v", c.body, err)
 			continue
@@ -162,7 +163,7 @@ func TestRoutesAreDocumented(t *testing.T) {
 				t.Errorf("%s: path parameter %s is not documented", rt.Name, m[1])
 			}
 		}
-		if rt.Access == app.Public && (rt.Method != http.MethodGet || rt.Scope != "") {
+		if rt.Access == feature.Public && (rt.Method != http.MethodGet || rt.Scope != "") {
 			t.Errorf("%s: only reads are public", rt.Name)
 		}
 	}

@@ -12,9 +12,10 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
-	"github.com/8thdegree/meridian/api/internal/app"
-	"github.com/8thdegree/meridian/api/internal/httpx"
+	"github.com/8thdegree/meridian/api/internal/feature"
+	"github.com/8thdegree/meridian/api/internal/rest"
 	"github.com/8thdegree/meridian/api/internal/richtext"
+	"github.com/8thdegree/meridian/internal/apierror"
 	"github.com/8thdegree/meridian/pkg/shardkey"
 	"github.com/8thdegree/meridian/shardmgr/shardpool"
 	"github.com/8thdegree/meridian/shardmgr/topology"
@@ -66,13 +67,13 @@ func (c Config) generationTTL() time.Duration { return max(2*c.StatsTTL, time.Ho
 
 // Service serves reviews and review stats.
 type Service struct {
-	a     *app.App
+	a     *feature.Deps
 	san   *richtext.Sanitizer
 	cache *statsCache
 }
 
 // New returns the reviews service. Stats are cached in a.Redis (nil disables the cache).
-func New(a *app.App, cfg Config) (*Service, error) {
+func New(a *feature.Deps, cfg Config) (*Service, error) {
 	if a == nil || a.Pools == nil || a.IDs == nil {
 		return nil, errors.New("reviews: app with shard pools and an ID generator required")
 	}
@@ -111,7 +112,7 @@ func (s *Service) stats(ctx context.Context, user shardkey.ID) (Stats, error) {
 	}
 	d, err := countRatings(ctx, shard.Pool, shard.Route.KeyspaceID, user)
 	if errors.Is(err, ErrUnknownUser) {
-		return Stats{}, httpx.NotFound("user").WithCause(err)
+		return Stats{}, apierror.NotFound("user").WithCause(err)
 	}
 	if err != nil {
 		return Stats{}, err
@@ -161,7 +162,7 @@ func scanReview(row pgx.Row) (Review, error) {
 }
 
 func invalid(field, problem string) error {
-	return httpx.Invalid(map[string]string{field: problem})
+	return apierror.Invalid(map[string]string{field: problem})
 }
 
 // pgCode returns the SQLSTATE of a PostgreSQL error ("" for any other error).
@@ -175,14 +176,14 @@ func pgCode(err error) string {
 
 func (s *Service) create(w http.ResponseWriter, r *http.Request) error {
 	ctx := r.Context()
-	caller := app.Caller(r)
+	caller := feature.Caller(r)
 	var req createRequest
-	if err := httpx.Decode(w, r, &req); err != nil {
+	if err := rest.Decode(w, r, &req); err != nil {
 		return err
 	}
 	in, bad := req.normalize(s.san)
 	if len(bad) > 0 {
-		return httpx.Invalid(bad)
+		return apierror.Invalid(bad)
 	}
 	if in.revieweeID == caller.UserID {
 		return invalid("reviewee_id", "you cannot review yourself")
@@ -222,13 +223,13 @@ func (s *Service) create(w http.ResponseWriter, r *http.Request) error {
 	case errors.Is(err, pgx.ErrNoRows), pgCode(err) == "23503":
 		return invalid("reviewee_id", "no such user")
 	case pgCode(err) == "23505":
-		return httpx.Conflict("conflict", "you have already reviewed this user for this job").WithCause(err)
+		return apierror.Conflict("conflict", "you have already reviewed this user for this job").WithCause(err)
 	case err != nil:
 		return fmt.Errorf("reviews: insert: %w", err)
 	}
 	s.cache.invalidate(ctx, rv.RevieweeID)
 	w.Header().Set("Location", "/api/v1/reviews/"+rv.ID.String())
-	httpx.WriteJSON(w, http.StatusCreated, rv)
+	rest.WriteJSON(w, http.StatusCreated, rv)
 	return nil
 }
 
@@ -240,7 +241,7 @@ func (s *Service) jobOwner(ctx context.Context, job shardkey.ID) (shardkey.ID, e
 	case errors.Is(err, topology.ErrNoShard):
 		return shardkey.ID{}, invalid("job_id", "no such job")
 	case errors.Is(err, shardpool.ErrNoTopology):
-		return shardkey.ID{}, httpx.Unavailable("the node has no topology yet", time.Second).WithCause(err)
+		return shardkey.ID{}, apierror.Unavailable("the node has no topology yet", time.Second).WithCause(err)
 	case err != nil:
 		return shardkey.ID{}, err
 	}
@@ -261,18 +262,18 @@ func (s *Service) jobOwner(ctx context.Context, job shardkey.ID) (shardkey.ID, e
 		return id, nil
 	}
 	if s.a.Peers == nil {
-		return shardkey.ID{}, httpx.RegionUnavailable(rt.Region, 5*time.Second)
+		return shardkey.ID{}, apierror.RegionUnavailable(rt.Region, 5*time.Second)
 	}
 	var remote struct {
 		OwnerID string `json:"owner_id"`
 	}
 	err = s.a.Peers.Call(ctx, rt.Region, http.MethodGet, "/api/v1/jobs/"+job.String(), nil, &remote)
-	var he *httpx.Error
+	var he *apierror.Error
 	switch {
 	case errors.As(err, &he) && he.Status == http.StatusNotFound:
 		return shardkey.ID{}, invalid("job_id", "no such job")
 	case err != nil:
-		return shardkey.ID{}, httpx.RegionUnavailable(rt.Region, 5*time.Second).WithCause(err)
+		return shardkey.ID{}, apierror.RegionUnavailable(rt.Region, 5*time.Second).WithCause(err)
 	}
 	owner, err := shardkey.ParseIDOfKind(remote.OwnerID, shardkey.KindUser)
 	if err != nil {
@@ -285,7 +286,7 @@ func (s *Service) jobOwner(ctx context.Context, job shardkey.ID) (shardkey.ID, e
 func reviewID(r *http.Request) (shardkey.ID, error) {
 	id, err := shardkey.ParseIDOfKind(mux.Vars(r)["id"], shardkey.KindReview)
 	if err != nil {
-		return shardkey.ID{}, httpx.NotFound("review").WithCause(err)
+		return shardkey.ID{}, apierror.NotFound("review").WithCause(err)
 	}
 	return id, nil
 }
@@ -297,7 +298,7 @@ func (s *Service) get(w http.ResponseWriter, r *http.Request) error {
 	}
 	shard, err := s.a.ReadShard(id.KeyspaceID())
 	if errors.Is(err, topology.ErrNoShard) {
-		return httpx.NotFound("review").WithCause(err)
+		return apierror.NotFound("review").WithCause(err)
 	}
 	if err != nil {
 		return err
@@ -306,29 +307,29 @@ func (s *Service) get(w http.ResponseWriter, r *http.Request) error {
 		`SELECT `+reviewColumns+` FROM core.reviews WHERE ksid = $1 AND id = $2`,
 		shard.Route.KeyspaceID.Bytes(), id.Bytes()))
 	if errors.Is(err, pgx.ErrNoRows) {
-		return httpx.NotFound("review")
+		return apierror.NotFound("review")
 	}
 	if err != nil {
 		return fmt.Errorf("reviews: read: %w", err)
 	}
-	httpx.WriteJSON(w, http.StatusOK, rv)
+	rest.WriteJSON(w, http.StatusOK, rv)
 	return nil
 }
 
 func (s *Service) patch(w http.ResponseWriter, r *http.Request) error {
 	ctx := r.Context()
-	caller := app.Caller(r)
+	caller := feature.Caller(r)
 	id, err := reviewID(r)
 	if err != nil {
 		return err
 	}
 	var req patchRequest
-	if err := httpx.Decode(w, r, &req); err != nil {
+	if err := rest.Decode(w, r, &req); err != nil {
 		return err
 	}
 	in, bad := req.normalize(s.san)
 	if len(bad) > 0 {
-		return httpx.Invalid(bad)
+		return apierror.Invalid(bad)
 	}
 	shard, err := s.a.WriteShard(ctx, id.KeyspaceID())
 	if err != nil {
@@ -354,7 +355,7 @@ func (s *Service) patch(w http.ResponseWriter, r *http.Request) error {
 	rv, err := scanReview(row)
 	if errors.Is(err, pgx.ErrNoRows) {
 		// Someone else's review and no review at all look the same.
-		return httpx.NotFound("review")
+		return apierror.NotFound("review")
 	}
 	if err != nil {
 		return fmt.Errorf("reviews: update: %w", err)
@@ -362,13 +363,13 @@ func (s *Service) patch(w http.ResponseWriter, r *http.Request) error {
 	if in.rating != nil {
 		s.cache.invalidate(ctx, rv.RevieweeID)
 	}
-	httpx.WriteJSON(w, http.StatusOK, rv)
+	rest.WriteJSON(w, http.StatusOK, rv)
 	return nil
 }
 
 func (s *Service) delete(w http.ResponseWriter, r *http.Request) error {
 	ctx := r.Context()
-	caller := app.Caller(r)
+	caller := feature.Caller(r)
 	id, err := reviewID(r)
 	if err != nil {
 		return err
@@ -381,7 +382,7 @@ func (s *Service) delete(w http.ResponseWriter, r *http.Request) error {
 	err = shard.Pool.QueryRow(ctx, `DELETE FROM core.reviews WHERE ksid = $1 AND id = $2 AND reviewer_id = $3 RETURNING reviewee_id`,
 		shard.Route.KeyspaceID.Bytes(), id.Bytes(), caller.UserID.Bytes()).Scan(&reviewee)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return httpx.NotFound("review")
+		return apierror.NotFound("review")
 	}
 	if err != nil {
 		return fmt.Errorf("reviews: delete: %w", err)
@@ -418,7 +419,7 @@ func (s *Service) list(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	limit, err := httpx.Limit(r)
+	limit, err := rest.Limit(r)
 	if err != nil {
 		return err
 	}
@@ -428,7 +429,7 @@ func (s *Service) list(w http.ResponseWriter, r *http.Request) error {
 	)
 	if c := r.URL.Query().Get("cursor"); c != "" {
 		var cur listCursor
-		if err := httpx.DecodeCursor(c, &cur); err != nil {
+		if err := rest.DecodeCursor(c, &cur); err != nil {
 			return err
 		}
 		if afterID, err = shardkey.ParseIDOfKind(cur.ID, shardkey.KindReview); err != nil || cur.User != user.String() {
@@ -439,7 +440,7 @@ func (s *Service) list(w http.ResponseWriter, r *http.Request) error {
 	shard, err := s.a.ReadShard(user.KeyspaceID())
 	if err != nil {
 		if errors.Is(err, topology.ErrNoShard) {
-			return httpx.NotFound("user").WithCause(err)
+			return apierror.NotFound("user").WithCause(err)
 		}
 		return err
 	}
@@ -450,7 +451,7 @@ func (s *Service) list(w http.ResponseWriter, r *http.Request) error {
 		return fmt.Errorf("reviews: reading user: %w", err)
 	}
 	if !exists {
-		return httpx.NotFound("user")
+		return apierror.NotFound("user")
 	}
 	// Newest first; (created_at, id) is unique, so the keyset never skips or repeats a review.
 	var rows pgx.Rows
@@ -467,7 +468,7 @@ func (s *Service) list(w http.ResponseWriter, r *http.Request) error {
 		return fmt.Errorf("reviews: list: %w", err)
 	}
 	defer rows.Close()
-	page := httpx.Page[Review]{Items: make([]Review, 0, limit)}
+	page := rest.Page[Review]{Items: make([]Review, 0, limit)}
 	for rows.Next() {
 		rv, err := scanReview(rows)
 		if err != nil {
@@ -481,9 +482,9 @@ func (s *Service) list(w http.ResponseWriter, r *http.Request) error {
 	if len(page.Items) > limit {
 		page.Items = page.Items[:limit]
 		last := page.Items[limit-1]
-		page.NextCursor = httpx.EncodeCursor(listCursor{User: user.String(), CreatedAt: last.CreatedAt, ID: last.ID.String()})
+		page.NextCursor = rest.EncodeCursor(listCursor{User: user.String(), CreatedAt: last.CreatedAt, ID: last.ID.String()})
 	}
-	httpx.WriteJSON(w, http.StatusOK, page)
+	rest.WriteJSON(w, http.StatusOK, page)
 	return nil
 }
 
@@ -494,11 +495,11 @@ func (s *Service) getStats(w http.ResponseWriter, r *http.Request) error {
 	}
 	st, err := s.stats(r.Context(), user)
 	if errors.Is(err, topology.ErrNoShard) {
-		return httpx.NotFound("user").WithCause(err)
+		return apierror.NotFound("user").WithCause(err)
 	}
 	if err != nil {
 		return err
 	}
-	httpx.WriteJSON(w, http.StatusOK, st)
+	rest.WriteJSON(w, http.StatusOK, st)
 	return nil
 }

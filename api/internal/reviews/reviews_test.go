@@ -16,12 +16,14 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/8thdegree/meridian/api/authtoken"
 	"github.com/8thdegree/meridian/api/internal/apitest"
-	"github.com/8thdegree/meridian/api/internal/app"
 	"github.com/8thdegree/meridian/api/internal/authn"
-	"github.com/8thdegree/meridian/api/internal/httpx"
+	"github.com/8thdegree/meridian/api/internal/feature"
+	"github.com/8thdegree/meridian/api/internal/rest"
 	"github.com/8thdegree/meridian/deploy/local/testenv"
+	"github.com/8thdegree/meridian/internal/accesstoken"
+	"github.com/8thdegree/meridian/internal/apierror"
+	"github.com/8thdegree/meridian/internal/wire"
 	"github.com/8thdegree/meridian/pkg/shardkey"
 )
 
@@ -43,7 +45,7 @@ type envOptions struct {
 func start(t *testing.T, opts envOptions) *env {
 	t.Helper()
 	e := &env{svc: map[string]*Service{}}
-	e.h = apitest.New(t, apitest.Options{Routes: func(a *app.App, _ *authtoken.Tokens) []app.Route {
+	e.h = apitest.New(t, apitest.Options{Routes: func(a *feature.Deps, _ *accesstoken.Tokens) []feature.Route {
 		sa := a
 		if opts.redis != nil {
 			c := *a
@@ -66,12 +68,12 @@ func start(t *testing.T, opts envOptions) *env {
 
 // jobStandIn answers GET /jobs/{id} with {id, owner_id} from the owner's shard, as the jobs package
 // does; the reviews service calls it in the job's region.
-func jobStandIn(a *app.App) app.Route {
-	return app.Route{Name: "testGetJob", Method: http.MethodGet, Path: "/jobs/{id}", Access: app.Public,
+func jobStandIn(a *feature.Deps) feature.Route {
+	return feature.Route{Name: "testGetJob", Method: http.MethodGet, Path: "/jobs/{id}", Access: feature.Public,
 		Handler: func(w http.ResponseWriter, r *http.Request) error {
 			id, err := shardkey.ParseIDOfKind(mux.Vars(r)["id"], shardkey.KindJob)
 			if err != nil {
-				return httpx.NotFound("job")
+				return apierror.NotFound("job")
 			}
 			shard, err := a.ReadShard(id.KeyspaceID())
 			if err != nil {
@@ -81,7 +83,7 @@ func jobStandIn(a *app.App) app.Route {
 			err = shard.Pool.QueryRow(r.Context(), `SELECT owner_id FROM core.jobs WHERE ksid = $1 AND id = $2`,
 				shard.Route.KeyspaceID.Bytes(), id.Bytes()).Scan(&owner)
 			if errors.Is(err, pgx.ErrNoRows) {
-				return httpx.NotFound("job")
+				return apierror.NotFound("job")
 			}
 			if err != nil {
 				return err
@@ -90,7 +92,7 @@ func jobStandIn(a *app.App) app.Route {
 			if err != nil {
 				return err
 			}
-			httpx.WriteJSON(w, http.StatusOK, map[string]any{"id": id, "owner_id": oid, "status": "open"})
+			rest.WriteJSON(w, http.StatusOK, map[string]any{"id": id, "owner_id": oid, "status": "open"})
 			return nil
 		}}
 }
@@ -282,7 +284,7 @@ func TestCreateAndRead(t *testing.T) {
 	expect(t, "empty body", post(client.Token, ``), 400, "invalid_request")
 	expect(t, "missing token", post("", ok(func(map[string]any) {})), 401, "unauthenticated")
 	expect(t, "invalid token", post("not.a.token", ok(func(map[string]any) {})), 401, "unauthenticated")
-	big := `{"job_id": "` + strings.Repeat("a", httpx.MaxBodyBytes) + `"}`
+	big := `{"job_id": "` + strings.Repeat("a", rest.MaxBodyBytes) + `"}`
 	expect(t, "oversized body", post(client.Token, big), 413, "")
 	expect(t, "not JSON", e.h.Do(t, "eu-west", apitest.Request{Method: "POST", Path: "/api/v1/reviews/", Token: client.Token,
 		Body: "rating=5", Header: http.Header{"Content-Type": {"application/x-www-form-urlencoded"}}}), 415, "")
@@ -326,7 +328,7 @@ func TestCrossRegion(t *testing.T) {
 
 	// Asked in the client's region, the node points at the reviewee's.
 	r := e.h.Do(t, "us-east", apitest.Request{Method: "POST", Path: "/api/v1/reviews/", Token: client.Token, Body: body})
-	if r.Status != http.StatusMisdirectedRequest || r.Header.Get(app.ReplayHeader) != "ap-south" || r.ErrorCode() != "wrong_region" {
+	if r.Status != http.StatusMisdirectedRequest || r.Header.Get(wire.ReplayRegion) != "ap-south" || r.ErrorCode() != "wrong_region" {
 		t.Fatalf("create in the wrong region: %d %s %v", r.Status, r.Body, r.Header)
 	}
 	// The replay lands in ap-south, which reads the job from us-east through a peer call.
@@ -354,7 +356,7 @@ func TestCrossRegion(t *testing.T) {
 	// The freelancer (ap-south) reviews the client back: written in us-east; the job is local there.
 	r = e.h.Do(t, "ap-south", apitest.Request{Method: "POST", Path: "/api/v1/reviews/", Token: free.Token,
 		Body: map[string]any{"job_id": job, "reviewee_id": client.ID, "rating": 5}})
-	if r.Status != http.StatusMisdirectedRequest || r.Header.Get(app.ReplayHeader) != "us-east" {
+	if r.Status != http.StatusMisdirectedRequest || r.Header.Get(wire.ReplayRegion) != "us-east" {
 		t.Fatalf("review back, wrong region: %d %s", r.Status, r.Body)
 	}
 	back := e.review(t, "us-east", free, client.ID, job, 5)
@@ -369,7 +371,7 @@ func TestCrossRegion(t *testing.T) {
 	} {
 		for _, region := range []string{"us-east", "eu-west"} {
 			r := e.h.Do(t, region, req)
-			if r.Status != http.StatusMisdirectedRequest || r.Header.Get(app.ReplayHeader) != "ap-south" {
+			if r.Status != http.StatusMisdirectedRequest || r.Header.Get(wire.ReplayRegion) != "ap-south" {
 				t.Errorf("%s in %s: %d %s", name, region, r.Status, r.Body)
 			}
 		}
@@ -424,7 +426,7 @@ func TestPatchAndDelete(t *testing.T) {
 	expect(t, "patch rating 9", patch(client.Token, map[string]any{"rating": 9}), 400, "invalid_request")
 	expect(t, "patch unknown field", patch(client.Token, map[string]any{"job_id": job}), 400, "invalid_request")
 	expect(t, "patch bad JSON", patch(client.Token, `{"rating":`), 400, "invalid_request")
-	expect(t, "patch oversized", patch(client.Token, `{"comment": "`+strings.Repeat("x", httpx.MaxBodyBytes)+`"}`), 413, "")
+	expect(t, "patch oversized", patch(client.Token, `{"comment": "`+strings.Repeat("x", rest.MaxBodyBytes)+`"}`), 413, "")
 	expect(t, "patch comment too long", patch(client.Token, map[string]any{"comment": strings.Repeat("x", MaxComment+1)}), 400, "invalid_request")
 	for name, p := range map[string]string{
 		"malformed": "/api/v1/reviews/rev_123", "a job ID": "/api/v1/reviews/" + job.String(),
@@ -497,7 +499,7 @@ func TestListPagination(t *testing.T) {
 		if r.Status != 200 {
 			t.Fatalf("list: %d %s", r.Status, r.Body)
 		}
-		var page httpx.Page[Review]
+		var page rest.Page[Review]
 		r.JSON(t, &page)
 		pages = append(pages, len(page.Items))
 		for _, rv := range page.Items {
@@ -520,7 +522,7 @@ func TestListPagination(t *testing.T) {
 		t.Fatalf("pages %v, %d reviews; want [20 20 5] and %d", pages, len(seen), total)
 	}
 	// The default page is 20.
-	var page httpx.Page[Review]
+	var page rest.Page[Review]
 	e.h.Do(t, "eu-west", apitest.Request{Method: "GET", Path: "/api/v1/reviews?user_id=" + free.ID.String()}).JSON(t, &page)
 	if len(page.Items) != 20 || page.NextCursor == "" {
 		t.Fatalf("default page: %d items", len(page.Items))
@@ -530,7 +532,7 @@ func TestListPagination(t *testing.T) {
 	list := func(q string) *apitest.Response {
 		return e.h.Do(t, "eu-west", apitest.Request{Method: "GET", Path: "/api/v1/reviews/?" + q})
 	}
-	var empty httpx.Page[Review]
+	var empty rest.Page[Review]
 	r := list("user_id=" + client.ID.String())
 	r.JSON(t, &empty)
 	if r.Status != 200 || len(empty.Items) != 0 || !strings.Contains(string(r.Body), `"items":[]`) {
@@ -545,11 +547,11 @@ func TestListPagination(t *testing.T) {
 	expect(t, "limit 101", list("limit=101&user_id="+free.ID.String()), 400, "invalid_request")
 	expect(t, "garbage cursor", list("cursor=%21%21&user_id="+free.ID.String()), 400, "invalid_request")
 	expect(t, "another list's cursor", list("cursor="+first+"&user_id="+other.ID.String()), 400, "invalid_request")
-	forged := httpx.EncodeCursor(listCursor{User: free.ID.String(), CreatedAt: time.Now(), ID: "rev_bad"})
+	forged := rest.EncodeCursor(listCursor{User: free.ID.String(), CreatedAt: time.Now(), ID: "rev_bad"})
 	expect(t, "forged cursor", list("cursor="+forged+"&user_id="+free.ID.String()), 400, "invalid_request")
 	far := e.h.CreateUser(t, authn.Freelancer, "us-east")
 	r = list("user_id=" + far.ID.String())
-	if r.Status != http.StatusMisdirectedRequest || r.Header.Get(app.ReplayHeader) != "us-east" {
+	if r.Status != http.StatusMisdirectedRequest || r.Header.Get(wire.ReplayRegion) != "us-east" {
 		t.Errorf("user of another region: %d %s", r.Status, r.Body)
 	}
 }

@@ -1,24 +1,25 @@
 package reviews
 
 import (
-	"github.com/8thdegree/meridian/api/internal/openapi"
 	"net/http"
 	"strconv"
 
-	"github.com/8thdegree/meridian/api/internal/app"
+	"github.com/8thdegree/meridian/api/internal/openapi"
+
+	"github.com/8thdegree/meridian/api/internal/feature"
 )
 
 // Routes returns the endpoints of the service. /reviews/stats comes before /reviews/{id} so that the
 // router does not read "stats" as a review ID.
-func (s *Service) Routes() []app.Route {
+func (s *Service) Routes() []feature.Route {
 	idParam := openapi.PathParam("id", "The review's ID (rev_…).")
 	userID := queryParam("user_id", "The reviewee's user ID (usr_…).", true)
 	writeErrors := []int{http.StatusBadRequest, http.StatusUnauthorized, http.StatusForbidden, http.StatusRequestEntityTooLarge,
 		http.StatusUnsupportedMediaType, http.StatusMisdirectedRequest, http.StatusServiceUnavailable}
-	return []app.Route{
+	return []feature.Route{
 		{
 			Name: "createReview", Method: http.MethodPost, Path: "/reviews/",
-			Access: app.Authenticated, Scope: ScopeWrite, Handler: s.create,
+			Access: feature.Authenticated, Scope: ScopeWrite, Handler: s.create,
 			Doc: op("Review a user",
 				"One review per reviewer, reviewee and job; never of oneself. The job must exist and be posted by "+
 					"the reviewer or the reviewee. The review is stored in the reviewee's region: another region's node "+
@@ -28,7 +29,7 @@ func (s *Service) Routes() []app.Route {
 		},
 		{
 			Name: "listReviews", Method: http.MethodGet, Path: "/reviews/",
-			Access: app.Public, Handler: s.list,
+			Access: feature.Public, Handler: s.list,
 			Doc: op("Reviews a user received",
 				"Newest first, with cursor pagination.",
 				[]any{userID, queryParam("limit", "Page size, 1 to 100 (default 20).", false), queryParam("cursor", "next_cursor of the previous page.", false)},
@@ -37,7 +38,7 @@ func (s *Service) Routes() []app.Route {
 		},
 		{
 			Name: "getReviewStats", Method: http.MethodGet, Path: "/reviews/stats",
-			Access: app.Public, Handler: s.getStats,
+			Access: feature.Public, Handler: s.getStats,
 			Doc: op("Rating statistics of a user",
 				"Count, average (two places; 0 without reviews) and the number of reviews per rating.",
 				[]any{userID}, nil,
@@ -45,21 +46,21 @@ func (s *Service) Routes() []app.Route {
 		},
 		{
 			Name: "getReview", Method: http.MethodGet, Path: "/reviews/{id}",
-			Access: app.Public, Handler: s.get,
+			Access: feature.Public, Handler: s.get,
 			Doc: op("A review", "Anyone may read a review. A malformed or unknown ID is a 404.",
 				[]any{idParam}, nil,
 				responses(http.StatusOK, "The review.", "Review", http.StatusNotFound, http.StatusMisdirectedRequest)),
 		},
 		{
 			Name: "updateReview", Method: http.MethodPatch, Path: "/reviews/{id}",
-			Access: app.Authenticated, Scope: ScopeWrite, Handler: s.patch,
+			Access: feature.Authenticated, Scope: ScopeWrite, Handler: s.patch,
 			Doc: op("Change a review", "Only its author may; anyone else gets 404. Absent or null fields stay as they are.",
 				[]any{idParam}, openapi.JSONBody("ReviewPatch"),
 				responses(http.StatusOK, "The review after the change.", "Review", append(writeErrors, http.StatusNotFound)...)),
 		},
 		{
 			Name: "deleteReview", Method: http.MethodDelete, Path: "/reviews/{id}",
-			Access: app.Authenticated, Scope: ScopeWrite, Handler: s.delete,
+			Access: feature.Authenticated, Scope: ScopeWrite, Handler: s.delete,
 			Doc: op("Delete a review", "Only its author may; anyone else gets 404.",
 				[]any{idParam}, nil,
 				noContent(http.StatusUnauthorized, http.StatusForbidden, http.StatusNotFound, http.StatusMisdirectedRequest, http.StatusServiceUnavailable)),

@@ -14,10 +14,11 @@ import (
 
 	"github.com/gorilla/mux"
 
-	"github.com/8thdegree/meridian/api/internal/app"
 	"github.com/8thdegree/meridian/api/internal/authn"
-	"github.com/8thdegree/meridian/api/internal/httpx"
-	"github.com/8thdegree/meridian/api/internal/mw"
+	"github.com/8thdegree/meridian/api/internal/feature"
+	"github.com/8thdegree/meridian/api/internal/middleware"
+	"github.com/8thdegree/meridian/internal/apierror"
+	"github.com/8thdegree/meridian/internal/wire"
 )
 
 // Prefixes under which every route is served; the second is the original 8thDegree alias.
@@ -31,29 +32,29 @@ type Options struct {
 	// InternalToken is the shared secret of node-to-node calls; Internal routes are refused without it.
 	InternalToken string
 	// Middleware runs inside request-ID, region, logging and recovery, outside routing (tracing, metrics,
-	// CORS, the body limit). The router records the matched route's template for it (mw.RecordRoute).
-	Middleware []mw.Middleware
+	// CORS, the body limit). The router records the matched route's template for it (middleware.RecordRoute).
+	Middleware []middleware.Middleware
 	// RouteMiddleware runs for a matched route once its access rule has passed, just before the handler:
 	// the principal of an authenticated route is in the context (authn.From), and so are the route's
-	// name and access (mw.RouteFrom). Per-user rate limits go here.
-	RouteMiddleware []mw.Middleware
+	// name and access (middleware.RouteFrom). Per-user rate limits go here.
+	RouteMiddleware []middleware.Middleware
 	// Ops are extra handlers mounted at the root, outside /api (healthz, readyz, metrics).
 	Ops map[string]http.Handler
 }
 
 // Handler returns the node's handler.
-func Handler(routes []app.Route, opts Options) (http.Handler, error) {
+func Handler(routes []feature.Route, opts Options) (http.Handler, error) {
 	if opts.Log == nil {
 		opts.Log = slog.New(slog.DiscardHandler)
 	}
 	r := mux.NewRouter()
-	r.NotFoundHandler = app.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
-		return httpx.NotFound("route")
+	r.NotFoundHandler = feature.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+		return apierror.NotFound("route")
 	})
-	r.MethodNotAllowedHandler = app.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
-		return httpx.MethodNotAllowed()
+	r.MethodNotAllowedHandler = feature.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+		return apierror.MethodNotAllowed()
 	})
-	r.Use(mw.RecordRoute)
+	r.Use(middleware.RecordRoute)
 	seen := map[string]string{}
 	for _, rt := range routes {
 		if err := check(rt); err != nil {
@@ -74,16 +75,16 @@ func Handler(routes []app.Route, opts Options) (http.Handler, error) {
 	for path, h := range opts.Ops {
 		r.Handle(path, h)
 	}
-	chain := append([]mw.Middleware{
-		mw.RequestID(true),
-		mw.Region(opts.Region),
-		mw.Logging(opts.Log),
-		mw.Recover,
+	chain := append([]middleware.Middleware{
+		middleware.RequestID(true),
+		middleware.Region(opts.Region),
+		middleware.Logging(opts.Log),
+		middleware.Recover,
 	}, opts.Middleware...)
-	return mw.Chain(r, chain...), nil
+	return middleware.Chain(r, chain...), nil
 }
 
-func check(rt app.Route) error {
+func check(rt feature.Route) error {
 	switch {
 	case rt.Name == "":
 		return fmt.Errorf("server: route %s %s has no name", rt.Method, rt.Path)
@@ -93,7 +94,7 @@ func check(rt app.Route) error {
 		return fmt.Errorf("server: route %s: path %q must start with /", rt.Name, rt.Path)
 	case rt.Method == "":
 		return fmt.Errorf("server: route %s has no method", rt.Name)
-	case rt.Access == app.Public && (len(rt.Roles) > 0 || rt.Scope != ""):
+	case rt.Access == feature.Public && (len(rt.Roles) > 0 || rt.Scope != ""):
 		return fmt.Errorf("server: route %s is public but names roles or a scope", rt.Name)
 	}
 	return nil
@@ -108,36 +109,36 @@ func variants(p string) []string {
 }
 
 // guard enforces a route's access rule before its route middleware and handler run.
-func guard(rt app.Route, opts Options) http.Handler {
-	inner := mw.Chain(rt.Handler, opts.RouteMiddleware...)
-	info := mw.RouteInfo{Name: rt.Name, Access: rt.Access}
-	return app.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+func guard(rt feature.Route, opts Options) http.Handler {
+	inner := middleware.Chain(rt.Handler, opts.RouteMiddleware...)
+	info := middleware.RouteInfo{Name: rt.Name, Access: rt.Access}
+	return feature.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
 		switch rt.Access {
-		case app.Internal:
-			got := r.Header.Get(app.InternalHeader)
+		case feature.Internal:
+			got := r.Header.Get(wire.Internal)
 			if opts.InternalToken == "" || subtle.ConstantTimeCompare([]byte(got), []byte(opts.InternalToken)) != 1 {
-				return httpx.NotFound("route")
+				return apierror.NotFound("route")
 			}
-		case app.Authenticated:
+		case feature.Authenticated:
 			if opts.Auth == nil {
-				return httpx.Unauthenticated("authentication is not configured")
+				return apierror.Unauthenticated("authentication is not configured")
 			}
 			p, err := opts.Auth.Authenticate(r)
 			if errors.Is(err, authn.ErrNoCredentials) {
-				return httpx.Unauthenticated("an access token (Authorization: Bearer) or API key (Authorization: ApiKey) is required")
+				return apierror.Unauthenticated("an access token (Authorization: Bearer) or API key (Authorization: ApiKey) is required")
 			}
 			if err != nil {
 				return err
 			}
 			if len(rt.Roles) > 0 && !slices.Contains(rt.Roles, p.Role) {
-				return httpx.Forbidden(fmt.Sprintf("this operation is for the roles %s", roleList(rt.Roles)))
+				return apierror.Forbidden(fmt.Sprintf("this operation is for the roles %s", roleList(rt.Roles)))
 			}
 			if rt.Scope != "" && !p.HasScope(rt.Scope) {
-				return httpx.Forbidden("the API key lacks the scope " + rt.Scope)
+				return apierror.Forbidden("the API key lacks the scope " + rt.Scope)
 			}
 			r = r.WithContext(authn.With(r.Context(), p))
 		}
-		inner.ServeHTTP(w, r.WithContext(mw.WithRoute(r.Context(), info)))
+		inner.ServeHTTP(w, r.WithContext(middleware.WithRoute(r.Context(), info)))
 		return nil
 	})
 }

@@ -19,9 +19,9 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/8thdegree/meridian/api"
-	"github.com/8thdegree/meridian/api/authtoken"
-	"github.com/8thdegree/meridian/api/ratelimit"
 	"github.com/8thdegree/meridian/deploy/local/testenv"
+	"github.com/8thdegree/meridian/internal/accesstoken"
+	"github.com/8thdegree/meridian/internal/ratelimit"
 	"github.com/8thdegree/meridian/router"
 	"github.com/8thdegree/meridian/shardmgr/migrate"
 	"github.com/8thdegree/meridian/shardmgr/topology"
@@ -87,11 +87,11 @@ func Start(tb testing.TB, regions ...string) *Cluster {
 	if _, err := topostore.NewStore(cc, c.Key).Create(ctx, topo); err != nil {
 		tb.Fatal(err)
 	}
-	k, err := authtoken.GenerateKey()
+	k, err := accesstoken.GenerateKey()
 	if err != nil {
 		tb.Fatal(err)
 	}
-	if err := authtoken.WriteKeyFile(filepath.Join(c.KeyDir, "k.pem"), k); err != nil {
+	if err := accesstoken.WriteKeyFile(filepath.Join(c.KeyDir, "k.pem"), k); err != nil {
 		tb.Fatal(err)
 	}
 	if len(regions) == 0 {

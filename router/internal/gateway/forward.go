@@ -9,8 +9,9 @@ import (
 	"sync"
 	"time"
 
-	"github.com/8thdegree/meridian/api/breaker"
-	"github.com/8thdegree/meridian/router/internal/edgeerr"
+	"github.com/8thdegree/meridian/internal/apierror"
+	"github.com/8thdegree/meridian/internal/breaker"
+	"github.com/8thdegree/meridian/internal/wire"
 	"github.com/8thdegree/meridian/router/internal/headers"
 	"github.com/8thdegree/meridian/router/internal/upstream"
 )
@@ -34,7 +35,7 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, x *exchange, r
 		x.region = region
 		pool := g.deps.Pools.Pool(region)
 		if pool == nil {
-			g.fail(w, x, edgeerr.BadGateway().WithCause(errors.New("region "+region+" is not in the topology")))
+			g.fail(w, x, apierror.BadGateway().WithCause(errors.New("region "+region+" is not in the topology")))
 			return
 		}
 		node, err := pool.Pick(tried)
@@ -43,11 +44,11 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, x *exchange, r
 			switch {
 			case errors.As(err, &down):
 				g.m.RegionDown(region)
-				g.fail(w, x, edgeerr.RegionUnavailable(region, down.RetryAfter).WithCause(errors.Join(err, last.err)))
+				g.fail(w, x, apierror.RegionUnavailable(region, down.RetryAfter).WithCause(errors.Join(err, last.err)))
 			case errors.Is(err, upstream.ErrUnknown):
-				g.fail(w, x, edgeerr.Unavailable("the router does not know the region's nodes yet; retry shortly", time.Second).WithCause(err))
+				g.fail(w, x, apierror.Unavailable("the router does not know the region's nodes yet; retry shortly", time.Second).WithCause(err))
 			default:
-				g.fail(w, x, edgeerr.BadGateway().WithCause(err))
+				g.fail(w, x, apierror.BadGateway().WithCause(err))
 			}
 			return
 		}
@@ -75,7 +76,7 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, x *exchange, r
 			if res.resp != nil {
 				_ = res.resp.Body.Close()
 			}
-			g.fail(w, x, edgeerr.ClientClosed().WithCause(r.Context().Err()))
+			g.fail(w, x, apierror.ClientClosed().WithCause(r.Context().Err()))
 			return
 		case upstream.DialFailure:
 			// Nothing reached the node: any request may go to another.
@@ -84,7 +85,7 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, x *exchange, r
 			if attempts < g.cfg.MaxAttempts {
 				continue
 			}
-			g.fail(w, x, edgeerr.BadGateway().WithCause(res.err))
+			g.fail(w, x, apierror.BadGateway().WithCause(res.err))
 			return
 		case upstream.ConnFailure:
 			release()
@@ -92,12 +93,12 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, x *exchange, r
 			if idempotent(r.Method) && attempts < g.cfg.MaxAttempts {
 				continue
 			}
-			g.fail(w, x, edgeerr.BadGateway().WithCause(res.err))
+			g.fail(w, x, apierror.BadGateway().WithCause(res.err))
 			return
 		case upstream.Failure:
 			if res.resp == nil { // no answer in time
 				release()
-				g.fail(w, x, edgeerr.GatewayTimeout().WithCause(res.err))
+				g.fail(w, x, apierror.GatewayTimeout().WithCause(res.err))
 				return
 			}
 			if res.resp.StatusCode != http.StatusGatewayTimeout && idempotent(r.Method) && attempts < g.cfg.MaxAttempts {
@@ -111,25 +112,25 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, x *exchange, r
 
 		resp := res.resp
 		if resp.StatusCode == http.StatusMisdirectedRequest {
-			if hint := resp.Header.Get(headers.ReplayRegion); hint != "" {
+			if hint := resp.Header.Get(wire.ReplayRegion); hint != "" {
 				drain(resp)
 				release()
 				if x.replayed != "" || hint == region {
 					// A second hint, or one naming the region that sent it: the nodes disagree on where the
 					// data lives, which happens only while a move is being cut over. Never a second replay.
 					g.log.Warn("replay hint not followed", "request_id", x.rid, "region", region, "hint", hint, "replayed_from", x.replayed)
-					g.fail(w, x, edgeerr.Unavailable("the data is being moved between regions; retry shortly", time.Second))
+					g.fail(w, x, apierror.Unavailable("the data is being moved between regions; retry shortly", time.Second))
 					return
 				}
 				if g.deps.Pools.Pool(hint) == nil {
-					g.fail(w, x, edgeerr.BadGateway().WithCause(errors.New("replay hint names unknown region "+hint)))
+					g.fail(w, x, apierror.BadGateway().WithCause(errors.New("replay hint names unknown region "+hint)))
 					return
 				}
 				g.m.Replay(region, hint)
 				x.replayed, region = region, hint
 				// A fresh header map: the transport may still hold the first one for a moment.
 				h = h.Clone()
-				h[headers.Replayed] = []string{x.replayed}
+				h[wire.Replayed] = []string{x.replayed}
 				tried, attempts = triedBuf[:0], 0
 				continue
 			}
@@ -191,9 +192,9 @@ func (g *Gateway) respond(w http.ResponseWriter, r *http.Request, x *exchange, r
 	defer resp.Body.Close()
 	dst := w.Header()
 	headers.CopyResponse(dst, resp.Header)
-	dst[headers.RequestID] = []string{x.rid}
-	if _, ok := dst[headers.Region]; !ok {
-		dst[headers.Region] = []string{region}
+	dst[wire.RequestID] = []string{x.rid}
+	if _, ok := dst[wire.Region]; !ok {
+		dst[wire.Region] = []string{region}
 	}
 	if len(resp.Trailer) > 0 {
 		names := make([]string, 0, len(resp.Trailer))
@@ -219,7 +220,7 @@ func (g *Gateway) respond(w http.ResponseWriter, r *http.Request, x *exchange, r
 	x.bytes = n
 	if err != nil {
 		if r.Context().Err() != nil {
-			x.status, x.cause = edgeerr.StatusClientClosedRequest, err
+			x.status, x.cause = apierror.StatusClientClosedRequest, err
 			return
 		}
 		// The status is out; the only honest thing left is to break the response so the client sees

@@ -21,13 +21,15 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/8thdegree/meridian/api/authtoken"
-	"github.com/8thdegree/meridian/api/ratelimit"
-	"github.com/8thdegree/meridian/api/ratelimit/admission"
+	"github.com/8thdegree/meridian/internal/accesstoken"
+	"github.com/8thdegree/meridian/internal/apierror"
+	"github.com/8thdegree/meridian/internal/ratelimit"
+	"github.com/8thdegree/meridian/internal/ratelimit/admission"
+	"github.com/8thdegree/meridian/internal/requestid"
+	"github.com/8thdegree/meridian/internal/wire"
 	"github.com/8thdegree/meridian/router/internal/accesslog"
 	"github.com/8thdegree/meridian/router/internal/apipath"
 	"github.com/8thdegree/meridian/router/internal/credential"
-	"github.com/8thdegree/meridian/router/internal/edgeerr"
 	"github.com/8thdegree/meridian/router/internal/headers"
 	"github.com/8thdegree/meridian/router/internal/metrics"
 	"github.com/8thdegree/meridian/router/internal/resolve"
@@ -128,8 +130,8 @@ type exchange struct {
 
 // ServeHTTP implements http.Handler.
 func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	x := exchange{rid: headers.NewRequestID(), start: time.Now(), route: apipath.OtherTemplate}
-	w.Header()[headers.RequestID] = []string{x.rid}
+	x := exchange{rid: requestid.New(), start: time.Now(), route: apipath.OtherTemplate}
+	w.Header()[wire.RequestID] = []string{x.rid}
 	if g.cfg.ServeOps && isOps(r.URL.Path) {
 		g.ops.ServeHTTP(w, r)
 		return
@@ -146,7 +148,7 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, x *exchange) {
 	info, ok := apipath.Parse(r.URL.Path)
 	if !ok {
 		// Not the public API: a node's own paths (/metrics, /healthz, ...) are never reachable from outside.
-		g.fail(w, x, edgeerr.NotFound("route"))
+		g.fail(w, x, apierror.NotFound("route"))
 		return
 	}
 	x.route = info.Template
@@ -176,7 +178,7 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, x *exchange) {
 	}
 	tab := g.tab.Load()
 	if tab == nil {
-		g.fail(w, x, edgeerr.Unavailable("the router has no topology yet; retry shortly", time.Second))
+		g.fail(w, x, apierror.Unavailable("the router has no topology yet; retry shortly", time.Second))
 		return
 	}
 	req := resolve.Request{Info: info, RawQuery: r.URL.RawQuery, Caller: caller}
@@ -186,13 +188,13 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, x *exchange) {
 	target, err := resolve.Resolve(tab, g.cfg.Region, req)
 	x.by = target.By
 	if err != nil {
-		g.fail(w, x, edgeerr.NotFound("object").WithCause(err))
+		g.fail(w, x, apierror.NotFound("object").WithCause(err))
 		return
 	}
 
 	h := r.Header
 	headers.SetForwarded(h, client)
-	h[headers.RequestID] = []string{x.rid}
+	h[wire.RequestID] = []string{x.rid}
 	h[traceparent.Header] = []string{x.trace.String()}
 	if len(tracestate) > 0 {
 		h[traceparent.StateHeader] = tracestate
@@ -211,7 +213,7 @@ func (g *Gateway) admit(w http.ResponseWriter, r *http.Request, x *exchange, nam
 	}
 	g.m.Limited(name)
 	ratelimit.SetHeaders(w.Header(), res)
-	g.fail(w, x, edgeerr.RateLimited(res.RetryAfter))
+	g.fail(w, x, apierror.RateLimited(res.RetryAfter))
 	return false
 }
 
@@ -228,13 +230,13 @@ func (g *Gateway) authenticate(w http.ResponseWriter, r *http.Request, x *exchan
 		}
 		switch {
 		case errors.Is(err, verify.ErrNoKeys):
-			g.fail(w, x, edgeerr.Unavailable("the router cannot verify tokens yet; retry shortly", time.Second).WithCause(err))
+			g.fail(w, x, apierror.Unavailable("the router cannot verify tokens yet; retry shortly", time.Second).WithCause(err))
 			return resolve.Caller{}, "", false
-		case errors.Is(err, authtoken.ErrExpired):
-			g.fail(w, x, edgeerr.Unauthenticated("the access token has expired").WithCause(err))
+		case errors.Is(err, accesstoken.ErrExpired):
+			g.fail(w, x, apierror.Unauthenticated("the access token has expired").WithCause(err))
 			return resolve.Caller{}, "", false
 		case err != nil:
-			g.fail(w, x, edgeerr.Unauthenticated("invalid access token").WithCause(err))
+			g.fail(w, x, apierror.Unauthenticated("invalid access token").WithCause(err))
 			return resolve.Caller{}, "", false
 		}
 		x.user = id.UserID
@@ -242,7 +244,7 @@ func (g *Gateway) authenticate(w http.ResponseWriter, r *http.Request, x *exchan
 	case credential.APIKey:
 		kid, err := credential.APIKeyID(cred)
 		if err != nil {
-			g.fail(w, x, edgeerr.Unauthenticated("malformed API key").WithCause(err))
+			g.fail(w, x, apierror.Unauthenticated("malformed API key").WithCause(err))
 			return resolve.Caller{}, "", false
 		}
 		x.user = kid.String()
@@ -258,7 +260,7 @@ func (g *Gateway) readBody(w http.ResponseWriter, r *http.Request, x *exchange) 
 		return nil, true
 	}
 	if r.ContentLength > g.cfg.MaxBody {
-		g.fail(w, x, edgeerr.TooLarge(g.cfg.MaxBody))
+		g.fail(w, x, apierror.TooLarge(g.cfg.MaxBody))
 		return nil, false
 	}
 	var body []byte
@@ -269,15 +271,15 @@ func (g *Gateway) readBody(w http.ResponseWriter, r *http.Request, x *exchange) 
 	} else {
 		body, err = io.ReadAll(io.LimitReader(r.Body, g.cfg.MaxBody+1))
 		if err == nil && int64(len(body)) > g.cfg.MaxBody {
-			g.fail(w, x, edgeerr.TooLarge(g.cfg.MaxBody))
+			g.fail(w, x, apierror.TooLarge(g.cfg.MaxBody))
 			return nil, false
 		}
 	}
 	if err != nil {
 		if r.Context().Err() != nil {
-			g.fail(w, x, edgeerr.ClientClosed().WithCause(err))
+			g.fail(w, x, apierror.ClientClosed().WithCause(err))
 		} else {
-			g.fail(w, x, edgeerr.BadRequest("the request body could not be read").WithCause(err))
+			g.fail(w, x, apierror.BadRequest("the request body could not be read").WithCause(err))
 		}
 		return nil, false
 	}
@@ -287,9 +289,11 @@ func (g *Gateway) readBody(w http.ResponseWriter, r *http.Request, x *exchange) 
 // fail answers with one of the router's own errors.
 func (g *Gateway) fail(w http.ResponseWriter, x *exchange, err error) {
 	h := w.Header()
-	h[headers.Region] = []string{g.cfg.Region}
-	e := edgeerr.Write(w, err, x.rid)
-	if e.Status != edgeerr.StatusClientClosedRequest {
+	h[wire.Region] = []string{g.cfg.Region}
+	e := apierror.Public(err)
+	if e.Status != apierror.StatusClientClosedRequest {
+		// Nobody listens for a 499: its status is for the access log only.
+		apierror.Write(w, e, x.rid)
 		_ = http.NewResponseController(w).Flush() // before the access log, as in respond
 	}
 	x.status, x.code, x.cause = e.Status, e.Code, e.Cause
@@ -355,7 +359,7 @@ func (g *Gateway) RunAccessLog(ctx context.Context) error {
 
 func (g *Gateway) writeAccessLine(x *accessLine) {
 	level := slog.LevelInfo
-	if x.status >= 500 && x.status != edgeerr.StatusClientClosedRequest {
+	if x.status >= 500 && x.status != apierror.StatusClientClosedRequest {
 		level = slog.LevelWarn
 	}
 	if w := g.deps.AccessLog; w != nil {

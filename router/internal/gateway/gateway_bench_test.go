@@ -14,10 +14,10 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/8thdegree/meridian/api/authtoken"
-	"github.com/8thdegree/meridian/api/ratelimit"
-	"github.com/8thdegree/meridian/api/ratelimit/admission"
 	"github.com/8thdegree/meridian/deploy/local/testenv"
+	"github.com/8thdegree/meridian/internal/accesstoken"
+	"github.com/8thdegree/meridian/internal/ratelimit"
+	"github.com/8thdegree/meridian/internal/ratelimit/admission"
 	"github.com/8thdegree/meridian/pkg/shardkey"
 	"github.com/8thdegree/meridian/router/internal/accesslog"
 	"github.com/8thdegree/meridian/router/internal/metrics"
@@ -60,9 +60,9 @@ func (s staticJWKS) JWKS(context.Context) ([]byte, error) { return s, nil }
 // transport, and a token of an eu-west user.
 func testGateway(tb testing.TB, rt http.RoundTripper, log *slog.Logger) (*Gateway, string) {
 	tb.Helper()
-	key, _ := authtoken.GenerateKey()
-	ks, _ := authtoken.NewKeySet([]authtoken.Key{key}, key.ID)
-	tokens, _ := authtoken.New(authtoken.Config{Issuer: "iss", Audience: "aud", TTL: time.Hour}, ks, nil)
+	key, _ := accesstoken.GenerateKey()
+	ks, _ := accesstoken.NewKeySet([]accesstoken.Key{key}, key.ID)
+	tokens, _ := accesstoken.New(accesstoken.Config{Issuer: "iss", Audience: "aud", TTL: time.Hour}, ks, nil)
 	vc := verify.DefaultConfig()
 	vc.Issuer, vc.Audience = "iss", "aud"
 	v, err := verify.New(vc, staticJWKS(ks.JWKS()), nil, nil)
@@ -98,7 +98,7 @@ func testGateway(tb testing.TB, rt http.RoundTripper, log *slog.Logger) (*Gatewa
 	g.SetTable(tab)
 	ksid := shardkey.NewKeyspaceID(0x40, []byte("bench"))
 	id, _ := shardkey.NewGenerator(nil, nil).New(shardkey.KindUser, ksid)
-	tok, _, err := tokens.Issue(authtoken.Subject{UserID: id, KSID: ksid, Role: "client", Region: "eu-west"})
+	tok, _, err := tokens.Issue(accesstoken.Subject{UserID: id, KSID: ksid, Role: "client", Region: "eu-west"})
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/8thdegree/meridian/internal/apierror"
 	"github.com/8thdegree/meridian/router/internal/accesslog"
 )
 
@@ -64,5 +65,15 @@ func TestAccessLogIsDrained(t *testing.T) {
 	}
 	if lines != n {
 		t.Fatalf("%d lines for %d requests", lines, n)
+	}
+}
+
+func TestFailWritesNothingForAClientThatLeft(t *testing.T) {
+	g := &Gateway{}
+	rec := httptest.NewRecorder()
+	x := &exchange{rid: "rid"}
+	g.fail(rec, x, context.Canceled)
+	if x.status != apierror.StatusClientClosedRequest || rec.Body.Len() != 0 {
+		t.Errorf("a cancelled request wrote %d %q", x.status, rec.Body)
 	}
 }

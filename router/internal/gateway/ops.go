@@ -12,7 +12,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"github.com/8thdegree/meridian/router/internal/headers"
+	"github.com/8thdegree/meridian/internal/wire"
 	"github.com/8thdegree/meridian/router/internal/upstream"
 )
 
@@ -34,7 +34,7 @@ func (g *Gateway) opsHandler() http.Handler {
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(g.m.Registry, promhttp.HandlerOpts{}))
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header()[headers.Region] = []string{g.cfg.Region}
+		w.Header()[wire.Region] = []string{g.cfg.Region}
 		mux.ServeHTTP(w, r)
 	})
 }

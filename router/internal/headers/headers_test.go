@@ -102,17 +102,6 @@ func TestCopyResponse(t *testing.T) {
 	}
 }
 
-func TestNewRequestID(t *testing.T) {
-	seen := map[string]bool{}
-	for range 1000 {
-		id := NewRequestID()
-		if len(id) != 24 || seen[id] {
-			t.Fatalf("bad or repeated request ID %q", id)
-		}
-		seen[id] = true
-	}
-}
-
 func BenchmarkSanitize(b *testing.B) {
 	b.ReportAllocs()
 	base := http.Header{"Authorization": {"Bearer t"}, "Accept": {"*/*"}, "User-Agent": {"x"}, "X-Forwarded-For": {"1.2.3.4"}}

@@ -8,7 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/8thdegree/meridian/api/breaker"
+	"github.com/8thdegree/meridian/internal/breaker"
 )
 
 // Errors of Pick.

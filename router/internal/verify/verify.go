@@ -26,7 +26,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/8thdegree/meridian/api/authtoken"
+	"github.com/8thdegree/meridian/internal/accesstoken"
 )
 
 // ErrNoKeys is returned while no key set has been fetched yet: the router cannot tell a good token
@@ -83,7 +83,7 @@ func (c Config) Validate() error {
 
 // Identity is what a verified token says, in the forms the router uses.
 type Identity struct {
-	Subject authtoken.Subject
+	Subject accesstoken.Subject
 	// UserID is Subject.UserID in text, computed once per token.
 	UserID string
 }
@@ -91,7 +91,7 @@ type Identity struct {
 // keyState is one key set in service; replaced whole.
 type keyState struct {
 	raw    []byte
-	tokens *authtoken.Tokens
+	tokens *accesstoken.Tokens
 	kids   map[string]struct{}
 	cache  *cache
 }
@@ -191,7 +191,7 @@ func (v *Verifier) install(raw []byte) error {
 	if old != nil && string(old.raw) == string(raw) {
 		return nil
 	}
-	ks, err := authtoken.ParseJWKS(raw)
+	ks, err := accesstoken.ParseJWKS(raw)
 	if err != nil {
 		return err
 	}
@@ -200,7 +200,7 @@ func (v *Verifier) install(raw []byte) error {
 		return err
 	}
 	// TTL is only used to issue tokens, which the router never does; Validate wants it positive.
-	tokens, err := authtoken.New(authtoken.Config{Issuer: v.cfg.Issuer, Audience: v.cfg.Audience, TTL: time.Hour, Leeway: v.cfg.Leeway}, ks, v.now)
+	tokens, err := accesstoken.New(accesstoken.Config{Issuer: v.cfg.Issuer, Audience: v.cfg.Audience, TTL: time.Hour, Leeway: v.cfg.Leeway}, ks, v.now)
 	if err != nil {
 		return err
 	}
@@ -223,7 +223,7 @@ func (v *Verifier) install(raw []byte) error {
 	return nil
 }
 
-// keyIDs lists the kids of the Ed25519 signing keys in a JWKS, the ones authtoken.ParseJWKS keeps.
+// keyIDs lists the kids of the Ed25519 signing keys in a JWKS, the ones accesstoken.ParseJWKS keeps.
 func keyIDs(raw []byte) (map[string]struct{}, error) {
 	var set struct {
 		Keys []struct {
@@ -242,8 +242,8 @@ func keyIDs(raw []byte) (map[string]struct{}, error) {
 	return kids, nil
 }
 
-// Verify checks tok and returns its identity. Errors wrap authtoken.ErrInvalidToken or
-// authtoken.ErrExpired for a bad token, ErrNoKeys before the first key set.
+// Verify checks tok and returns its identity. Errors wrap accesstoken.ErrInvalidToken or
+// accesstoken.ErrExpired for a bad token, ErrNoKeys before the first key set.
 func (v *Verifier) Verify(ctx context.Context, tok string) (Identity, error) {
 	st := v.state.Load()
 	if st == nil {

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/8thdegree/meridian/api/authtoken"
+	"github.com/8thdegree/meridian/internal/accesstoken"
 	"github.com/8thdegree/meridian/pkg/shardkey"
 )
 
@@ -50,18 +50,18 @@ type fixture struct {
 	v      *Verifier
 	src    *source
 	clk    *clock
-	key    authtoken.Key
-	keys   *authtoken.KeySet
-	tokens *authtoken.Tokens
-	sub    authtoken.Subject
+	key    accesstoken.Key
+	keys   *accesstoken.KeySet
+	tokens *accesstoken.Tokens
+	sub    accesstoken.Subject
 }
 
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
-	k, _ := authtoken.GenerateKey()
-	ks, _ := authtoken.NewKeySet([]authtoken.Key{k}, k.ID)
+	k, _ := accesstoken.GenerateKey()
+	ks, _ := accesstoken.NewKeySet([]accesstoken.Key{k}, k.ID)
 	clk := &clock{t: time.Unix(1_900_000_000, 0)}
-	tokens, err := authtoken.New(authtoken.Config{Issuer: "iss", Audience: "aud", TTL: time.Hour}, ks, clk.now)
+	tokens, err := accesstoken.New(accesstoken.Config{Issuer: "iss", Audience: "aud", TTL: time.Hour}, ks, clk.now)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -75,10 +75,10 @@ func newFixture(t *testing.T) *fixture {
 	ksid := shardkey.NewKeyspaceID(0x40, []byte("u"))
 	id, _ := shardkey.NewGenerator(clk.now, nil).New(shardkey.KindUser, ksid)
 	return &fixture{v: v, src: src, clk: clk, key: k, keys: ks, tokens: tokens,
-		sub: authtoken.Subject{UserID: id, KSID: ksid, Role: "client", Region: "eu-west"}}
+		sub: accesstoken.Subject{UserID: id, KSID: ksid, Role: "client", Region: "eu-west"}}
 }
 
-func (f *fixture) token(t *testing.T, tk *authtoken.Tokens) string {
+func (f *fixture) token(t *testing.T, tk *accesstoken.Tokens) string {
 	t.Helper()
 	s, _, err := tk.Issue(f.sub)
 	if err != nil {
@@ -110,7 +110,7 @@ func TestVerifyCachesUntilExpiry(t *testing.T) {
 		t.Fatalf("%d cached", f.v.Len())
 	}
 	f.clk.add(2 * time.Hour)
-	if _, err := f.v.Verify(context.Background(), tok); !errors.Is(err, authtoken.ErrExpired) {
+	if _, err := f.v.Verify(context.Background(), tok); !errors.Is(err, accesstoken.ErrExpired) {
 		t.Fatalf("a cached token outlived its expiry: %v", err)
 	}
 }
@@ -121,12 +121,12 @@ func TestUnknownKidRefetchesAtMostOncePerMinRefetch(t *testing.T) {
 		t.Fatal(err)
 	}
 	base := f.src.fetches.Load()
-	k2, _ := authtoken.GenerateKey()
-	other, _ := authtoken.NewKeySet([]authtoken.Key{k2}, k2.ID)
-	otherTokens, _ := authtoken.New(authtoken.Config{Issuer: "iss", Audience: "aud", TTL: time.Hour}, other, f.clk.now)
+	k2, _ := accesstoken.GenerateKey()
+	other, _ := accesstoken.NewKeySet([]accesstoken.Key{k2}, k2.ID)
+	otherTokens, _ := accesstoken.New(accesstoken.Config{Issuer: "iss", Audience: "aud", TTL: time.Hour}, other, f.clk.now)
 	stranger := f.token(t, otherTokens)
 	for range 5 {
-		if _, err := f.v.Verify(context.Background(), stranger); !errors.Is(err, authtoken.ErrInvalidToken) {
+		if _, err := f.v.Verify(context.Background(), stranger); !errors.Is(err, accesstoken.ErrInvalidToken) {
 			t.Fatalf("a token of an unpublished key passed: %v", err)
 		}
 	}
@@ -134,7 +134,7 @@ func TestUnknownKidRefetchesAtMostOncePerMinRefetch(t *testing.T) {
 		t.Fatalf("%d fetches for one unknown kid in a burst, want 1", got)
 	}
 	// The nodes publish the key: after MinRefetch, the next token with it triggers a fetch and passes.
-	both, _ := authtoken.NewKeySet([]authtoken.Key{k2, f.key}, "")
+	both, _ := accesstoken.NewKeySet([]accesstoken.Key{k2, f.key}, "")
 	f.src.set(both.JWKS())
 	f.clk.add(DefaultConfig().MinRefetch)
 	if _, err := f.v.Verify(context.Background(), stranger); err != nil {
@@ -151,8 +151,8 @@ func TestRetiredKeyEmptiesTheCache(t *testing.T) {
 	if _, err := f.v.Verify(context.Background(), tok); err != nil {
 		t.Fatal(err)
 	}
-	k2, _ := authtoken.GenerateKey()
-	only2, _ := authtoken.NewKeySet([]authtoken.Key{k2}, k2.ID)
+	k2, _ := accesstoken.GenerateKey()
+	only2, _ := accesstoken.NewKeySet([]accesstoken.Key{k2}, k2.ID)
 	f.src.set(only2.JWKS())
 	if err := f.v.fetch(context.Background(), false); err != nil {
 		t.Fatal(err)

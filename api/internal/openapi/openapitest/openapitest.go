@@ -9,13 +9,13 @@ import (
 
 	"github.com/getkin/kin-openapi/openapi3"
 
-	"github.com/8thdegree/meridian/api/internal/app"
+	"github.com/8thdegree/meridian/api/internal/feature"
 	"github.com/8thdegree/meridian/api/internal/openapi"
 )
 
 // Check fails t unless doc is a valid OpenAPI 3.1 document that lists exactly the public and
 // authenticated routes of routes (Internal ones are not published).
-func Check(t testing.TB, doc []byte, routes []app.Route) {
+func Check(t testing.TB, doc []byte, routes []feature.Route) {
 	t.Helper()
 	Validate(t, doc)
 	openapi.CheckRoutes(t, doc, routes)

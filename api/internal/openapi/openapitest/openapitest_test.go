@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/8thdegree/meridian/api/internal/app"
+	"github.com/8thdegree/meridian/api/internal/feature"
 	"github.com/8thdegree/meridian/api/internal/openapi"
 )
 
@@ -21,9 +21,9 @@ func (r *recorder) Fatalf(f string, a ...any) { r.Errorf(f, a...) }
 
 func TestCheck(t *testing.T) {
 	spec := openapi.NewSpec()
-	routes := []app.Route{
+	routes := []feature.Route{
 		spec.Route(),
-		{Name: "getThing", Method: http.MethodGet, Path: "/things/{id}", Access: app.Authenticated, Scope: "things:read",
+		{Name: "getThing", Method: http.MethodGet, Path: "/things/{id}", Access: feature.Authenticated, Scope: "things:read",
 			Handler: func(http.ResponseWriter, *http.Request) error { return nil },
 			Doc: map[string]any{"summary": "A thing", "responses": map[string]any{"200": map[string]any{"description": "The thing.",
 				"content": map[string]any{"application/json": map[string]any{"schema": map[string]any{"type": []string{"object", "null"}}}}}}}},

@@ -1,0 +1,241 @@
+package api
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
+	"go.opentelemetry.io/otel/sdk/resource"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
+
+	"github.com/8thdegree/meridian/api/internal/accounts"
+	"github.com/8thdegree/meridian/api/internal/authn"
+	"github.com/8thdegree/meridian/api/internal/feature"
+	"github.com/8thdegree/meridian/api/internal/jobs"
+	"github.com/8thdegree/meridian/api/internal/middleware"
+	"github.com/8thdegree/meridian/api/internal/openapi"
+	"github.com/8thdegree/meridian/api/internal/peers"
+	"github.com/8thdegree/meridian/api/internal/profiles"
+	"github.com/8thdegree/meridian/api/internal/rest"
+	"github.com/8thdegree/meridian/api/internal/reviews"
+	"github.com/8thdegree/meridian/api/internal/server"
+	"github.com/8thdegree/meridian/internal/accesstoken"
+	"github.com/8thdegree/meridian/internal/breaker"
+	"github.com/8thdegree/meridian/internal/ratelimit"
+	"github.com/8thdegree/meridian/internal/ratelimit/admission"
+)
+
+// Version is the API version reported in the OpenAPI document.
+const Version = "1.0.0"
+
+// featureConfig is what the feature packages need beyond the App.
+type featureConfig struct {
+	Tokens          *accesstoken.Tokens
+	EmailPepper     []byte
+	StateKey        []byte
+	RefreshTTL      time.Duration
+	OAuth           map[string]accounts.ProviderConfig
+	RedirectBaseURL string
+	Limiter         *ratelimit.Limiter
+	APIKeys         bool
+	// TrustedProxies are the edge routers' networks, whose X-Forwarded-For names the client.
+	TrustedProxies []netip.Prefix
+}
+
+// assembly is every feature of one node: its routes (the OpenAPI route included), their schemas, and
+// the API-key verifier.
+type assembly struct {
+	routes   []feature.Route
+	schemas  map[string]any
+	accounts *accounts.Service
+	spec     *openapi.Spec
+}
+
+// assemble builds the feature packages on a and the OpenAPI document of their routes.
+func assemble(a *feature.Deps, fc featureConfig) (*assembly, error) {
+	acfg := accounts.DefaultConfig()
+	acfg.Tokens, acfg.EmailPepper, acfg.StateKey = fc.Tokens, fc.EmailPepper, fc.StateKey
+	acfg.RefreshTTL, acfg.OAuth, acfg.RedirectBaseURL, acfg.Limiter = fc.RefreshTTL, fc.OAuth, fc.RedirectBaseURL, fc.Limiter
+	acfg.TrustedProxies = fc.TrustedProxies
+	acc, err := accounts.New(a, acfg)
+	if err != nil {
+		return nil, err
+	}
+	rv, err := reviews.New(a, reviews.DefaultConfig())
+	if err != nil {
+		return nil, err
+	}
+	pf, err := profiles.New(a, rv)
+	if err != nil {
+		return nil, err
+	}
+	jb, err := jobs.New(a, jobs.DefaultConfig())
+	if err != nil {
+		return nil, err
+	}
+	var routes []feature.Route
+	for _, r := range acc.Routes() {
+		if !fc.APIKeys && strings.HasPrefix(r.Path, "/auth/api-keys") {
+			continue
+		}
+		routes = append(routes, r)
+	}
+	// Order matters within each package (/jobs/search before /jobs/{id}); keep each package's own order.
+	routes = append(routes, pf.Routes()...)
+	routes = append(routes, rv.Routes()...)
+	routes = append(routes, jb.Routes()...)
+	schemas := map[string]any{}
+	for _, s := range []map[string]any{accounts.Schemas(), profiles.Schemas(), reviews.Schemas(), jobs.Schemas()} {
+		maps.Copy(schemas, s)
+	}
+	spec := openapi.NewSpec()
+	routes = append(routes, spec.Route())
+	if err := spec.Build(openapi.Info{
+		Title:       "Meridian API",
+		Version:     Version,
+		Description: "The 8thDegree marketplace API. Every path is also served without the /v1 segment (/api/...), with identical behaviour.",
+	}, routes, schemas); err != nil {
+		return nil, fmt.Errorf("openapi: %w", err)
+	}
+	return &assembly{routes: routes, schemas: schemas, accounts: acc, spec: spec}, nil
+}
+
+// authenticator verifies bearer tokens and, when enabled, API keys.
+func (asm *assembly) authenticator(tokens *accesstoken.Tokens, apiKeys bool) authn.Authenticator {
+	h := &authn.HeaderAuthenticator{Tokens: tokens}
+	if apiKeys {
+		h.APIKeys = asm.accounts
+	}
+	return h
+}
+
+// middlewares returns the node-wide middleware and the per-route middleware (rate limits, which need
+// the authenticated caller).
+func middlewares(reg prometheus.Registerer, lim middleware.Allower, tracing *middleware.Tracing, corsOrigins []string, trusted []netip.Prefix, user, ip ratelimit.Limit) (global, route []middleware.Middleware, err error) {
+	metrics, err := middleware.NewMetrics(reg)
+	if err != nil {
+		return nil, nil, err
+	}
+	cc := middleware.DefaultCORSConfig()
+	cc.AllowedOrigins = corsOrigins
+	cors, err := middleware.CORS(cc)
+	if err != nil {
+		return nil, nil, err
+	}
+	rl := middleware.DefaultRateLimitConfig()
+	rl.Metrics = metrics
+	rl.TrustedProxies = trusted
+	if user.Rate > 0 {
+		rl.User = user
+	}
+	if ip.Rate > 0 {
+		rl.IP = ip
+	}
+	if err := rl.Validate(); err != nil {
+		return nil, nil, err
+	}
+	global = []middleware.Middleware{tracing.Middleware, metrics.Middleware, cors, middleware.BodyLimit(rest.MaxBodyBytes)}
+	return global, []middleware.Middleware{middleware.RateLimit(lim, rl)}, nil
+}
+
+// tracerProvider exports spans over OTLP/HTTP when an endpoint is configured; otherwise it is the no-op
+// provider, and tracing only propagates the incoming trace context.
+func (n *Node) tracerProvider() (trace.TracerProvider, error) {
+	if n.cfg.OTLPEndpoint == "" {
+		return noop.NewTracerProvider(), nil
+	}
+	// Like OTEL_EXPORTER_OTLP_ENDPOINT, the setting is the collector's base URL; traces go to /v1/traces.
+	endpoint := strings.TrimSuffix(n.cfg.OTLPEndpoint, "/")
+	if u, err := url.Parse(endpoint); err == nil && u.Path == "" {
+		endpoint += "/v1/traces"
+	}
+	exp, err := otlptracehttp.New(context.Background(), otlptracehttp.WithEndpointURL(endpoint))
+	if err != nil {
+		return nil, fmt.Errorf("config: MERIDIAN_OTLP_ENDPOINT: %w", err)
+	}
+	sdk := sdktrace.NewTracerProvider(
+		sdktrace.WithBatcher(exp),
+		sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.TraceIDRatioBased(n.cfg.TraceSampleRatio))),
+		sdktrace.WithResource(resource.NewSchemaless(
+			attribute.String("service.name", "meridian-api"),
+			attribute.String("meridian.region", n.cfg.Region),
+		)),
+	)
+	n.shutdownTracing = sdk.Shutdown
+	return sdk, nil
+}
+
+// admitter lets the admission limiter stand where the middleware expects an Allower.
+type admitter struct{ l *admission.Limiter }
+
+func (a admitter) Allow(ctx context.Context, key string, lim ratelimit.Limit) (ratelimit.Result, error) {
+	return a.l.Allow(ctx, key, lim), nil
+}
+
+// buildHandler assembles the feature packages' routes and the middleware into the node's handler.
+func (n *Node) buildHandler() (http.Handler, error) {
+	lim := ratelimit.New(n.redis, n.log)
+	if err := lim.Register(n.registry); err != nil {
+		return nil, err
+	}
+	tp, err := n.tracerProvider()
+	if err != nil {
+		return nil, err
+	}
+	tracing := middleware.NewTracing(tp, nil)
+	bm, err := breaker.NewMetrics(n.registry)
+	if err != nil {
+		return nil, err
+	}
+	n.app.Peers = peers.NewConsulWith(n.consul, n.pools.Table, string(n.cfg.InternalToken), 2*time.Second,
+		peers.Options{WrapTransport: tracing.Transport, Breakers: peers.NewBreakers(n.log, bm)})
+	oauth, err := n.cfg.oauthProviders()
+	if err != nil {
+		return nil, err
+	}
+	asm, err := assemble(n.app, featureConfig{
+		Tokens:          n.tokens,
+		EmailPepper:     []byte(n.cfg.EmailPepper),
+		StateKey:        []byte(n.cfg.StateKey),
+		RefreshTTL:      n.cfg.RefreshTTL,
+		OAuth:           oauth,
+		RedirectBaseURL: n.cfg.PublicURL,
+		Limiter:         lim,
+		APIKeys:         n.cfg.FeatureAPIKeys,
+		TrustedProxies:  n.cfg.TrustedProxies,
+	})
+	if err != nil {
+		return nil, err
+	}
+	// Per-user and per-IP limits are admitted from a locally held share of each budget and settled with
+	// Redis in batches (as the edge router does), so a request does not wait on a Redis round trip.
+	adm, err := admission.New(n.redis, admission.DefaultConfig(), n.log)
+	if err != nil {
+		return nil, err
+	}
+	n.admission = adm
+	user, ip := n.cfg.rateLimits()
+	global, route, err := middlewares(n.registry, admitter{adm}, tracing, n.cfg.CORSOrigins, n.cfg.TrustedProxies, user, ip)
+	if err != nil {
+		return nil, err
+	}
+	return server.Handler(asm.routes, server.Options{
+		Region:          n.cfg.Region,
+		Log:             n.log,
+		Auth:            asm.authenticator(n.tokens, n.cfg.FeatureAPIKeys),
+		InternalToken:   string(n.cfg.InternalToken),
+		Middleware:      global,
+		RouteMiddleware: route,
+		Ops:             n.opsHandlers(),
+	})
+}

@@ -1,0 +1,153 @@
+// Package app is what every feature of the API node shares: the node's region, the shard pools, Redis,
+// the ID generator, the clock, calls to other regions' nodes, and the Route type through which feature
+// packages declare their endpoints (path, access rule, handler and OpenAPI description) to the server.
+package feature
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/8thdegree/meridian/api/internal/authn"
+	"github.com/8thdegree/meridian/api/internal/rest"
+	"github.com/8thdegree/meridian/internal/apierror"
+	"github.com/8thdegree/meridian/internal/wire"
+	"github.com/8thdegree/meridian/pkg/shardkey"
+	"github.com/8thdegree/meridian/shardmgr/shardpool"
+	"github.com/8thdegree/meridian/shardmgr/topology"
+)
+
+// Peers calls other regions' API nodes (global search, the email directory).
+type Peers interface {
+	// Call sends a request to a healthy API node of region and decodes a 2xx JSON answer into out (if
+	// non-nil). A non-2xx answer comes back as an *apierror.Error with the peer's status and code.
+	Call(ctx context.Context, region, method, path string, body, out any) error
+}
+
+// Deps holds the node's shared dependencies. Fields are set once at start and read-only afterwards.
+type Deps struct {
+	// Region is the name of this node's region.
+	Region string
+	Pools  *shardpool.Manager
+	// Redis is the region's Redis: rate limits and caches. Features must keep working when it is down.
+	Redis redis.UniversalClient
+	IDs   *shardkey.Generator
+	Log   *slog.Logger
+	Now   func() time.Time
+	Peers Peers
+	// FreezeWait bounds how long a write to a frozen keyrange waits for the cutover to finish.
+	FreezeWait time.Duration
+}
+
+// Topology returns the compiled topology in force.
+func (a *Deps) Topology() *topology.Table { return a.Pools.Table() }
+
+// RegionCode returns the keyspace code of this node's region.
+func (a *Deps) RegionCode() (shardkey.Region, bool) {
+	tab := a.Pools.Table()
+	if tab == nil {
+		return 0, false
+	}
+	r, ok := tab.Topology().Region(a.Region)
+	return r.Code, ok
+}
+
+// ErrWrongRegion is wrapped by the error a node returns for data it does not hold.
+var ErrWrongRegion = errors.New("data is homed in another region")
+
+func (a *Deps) route(k shardkey.KeyspaceID) (shardpool.Routed, error) {
+	r, err := a.Pools.Route(k)
+	switch {
+	case errors.Is(err, shardpool.ErrNoTopology):
+		return r, apierror.Unavailable("the node has no topology yet", time.Second).WithCause(err)
+	case errors.Is(err, topology.ErrNoShard):
+		return r, apierror.NotFound("object").WithCause(err)
+	case err != nil:
+		return r, err
+	}
+	if r.Region != a.Region {
+		e := &apierror.Error{Status: http.StatusMisdirectedRequest, Code: "wrong_region",
+			Message: "the data is homed in region " + r.Region, Header: http.Header{wire.ReplayRegion: {r.Region}}, Cause: ErrWrongRegion}
+		return r, e
+	}
+	return r, nil
+}
+
+// ReadShard returns the shard of this region that holds k's data, or a replay error naming the region
+// that does.
+func (a *Deps) ReadShard(k shardkey.KeyspaceID) (shardpool.Routed, error) { return a.route(k) }
+
+// WriteShard is ReadShard for writes: while k's keyrange is frozen for a cutover, it waits (up to
+// FreezeWait) for the flip and then answers with the keyrange's new owner.
+func (a *Deps) WriteShard(ctx context.Context, k shardkey.KeyspaceID) (shardpool.Routed, error) {
+	r, err := a.route(k)
+	if err != nil || r.Route.State != topology.Frozen {
+		return r, err
+	}
+	deadline := time.NewTimer(a.FreezeWait)
+	defer deadline.Stop()
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return r, ctx.Err()
+		case <-deadline.C:
+			return r, apierror.Unavailable("the data is being moved; retry shortly", time.Second)
+		case <-tick.C:
+			if r, err = a.route(k); err != nil || r.Route.State != topology.Frozen {
+				return r, err
+			}
+		}
+	}
+}
+
+// HandlerFunc is an HTTP handler that returns its error; the server writes it with rest.WriteError.
+type HandlerFunc func(w http.ResponseWriter, r *http.Request) error
+
+// ServeHTTP lets a HandlerFunc stand where an http.Handler is expected.
+func (f HandlerFunc) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if err := f(w, r); err != nil {
+		rest.WriteError(w, r, err)
+	}
+}
+
+// Access says who may call a route.
+type Access int
+
+const (
+	// Public routes need no credentials (registration, login, public profiles).
+	Public Access = iota
+	// Authenticated routes need a valid access token or API key.
+	Authenticated
+	// Internal routes are node-to-node only: they need the internal secret.
+	Internal
+)
+
+// Route is one endpoint a feature package declares.
+type Route struct {
+	// Name is the OpenAPI operationId and the metrics label.
+	Name   string
+	Method string
+	// Path is relative to /api/v1 (the server also serves the /api alias), in gorilla/mux syntax.
+	Path   string
+	Access Access
+	// Roles, when set, are the only roles allowed.
+	Roles []authn.Role
+	// Scope is the API-key scope needed (tokens have every scope).
+	Scope   string
+	Handler HandlerFunc
+	// Doc is the OpenAPI Operation object (summary, parameters, requestBody, responses), without
+	// operationId, which is Name.
+	Doc map[string]any
+}
+
+// Caller returns the authenticated principal of an Authenticated route's request.
+func Caller(r *http.Request) authn.Principal {
+	p, _ := authn.From(r.Context())
+	return p
+}

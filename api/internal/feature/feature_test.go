@@ -1,0 +1,122 @@
+package feature_test
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/8thdegree/meridian/api/internal/apitest"
+	"github.com/8thdegree/meridian/api/internal/feature"
+	"github.com/8thdegree/meridian/deploy/local/testenv"
+	"github.com/8thdegree/meridian/internal/apierror"
+	"github.com/8thdegree/meridian/internal/wire"
+	"github.com/8thdegree/meridian/pkg/shardkey"
+	"github.com/8thdegree/meridian/shardmgr/shardpool"
+	"github.com/8thdegree/meridian/shardmgr/topology"
+)
+
+func TestMain(m *testing.M) { testenv.Main(m) }
+
+// A write to a frozen keyrange waits for the cutover and then goes to the keyrange's new owner.
+func TestWriteShardWaitsForTheFlip(t *testing.T) {
+	h := apitest.New(t, apitest.Options{})
+	a := h.Nodes["us-east"].App
+	k := shardkey.NewKeyspaceID(0x20, []byte("frozen-user")) // lands in 20-2080 or 2080-21
+	before, err := a.WriteShard(context.Background(), k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Freeze the keyrange that holds k.
+	frozen := h.Topology.Clone()
+	frozen.Version = 2
+	idx := -1
+	for i, kr := range frozen.KeyRanges {
+		if kr.Range.Contains(k) {
+			idx = i
+		}
+	}
+	frozen.KeyRanges[idx].State = topology.Frozen
+	if err := h.Pools.Apply(context.Background(), frozen); err != nil {
+		t.Fatal(err)
+	}
+	// The flip: the keyrange moves to the other us-east shard's database (a new shard entry for it).
+	flipped := frozen.Clone()
+	flipped.Version = 3
+	other := "us-east-1"
+	if before.Shard == "us-east-1" {
+		other = "us-east-2"
+	}
+	target, _ := flipped.Shard(other)
+	target.Name = "us-east-3"
+	flipped.Shards = append(flipped.Shards, target)
+	flipped.KeyRanges[idx] = topology.Assignment{Range: flipped.KeyRanges[idx].Range, Shard: "us-east-3", State: topology.Serving}
+
+	type result struct {
+		r   shardpool.Routed
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		r, err := a.WriteShard(context.Background(), k)
+		done <- result{r, err}
+	}()
+	select {
+	case res := <-done:
+		t.Fatalf("a write to a frozen keyrange did not wait: %+v", res)
+	case <-time.After(150 * time.Millisecond):
+	}
+	if err := h.Pools.Apply(context.Background(), flipped); err != nil {
+		t.Fatal(err)
+	}
+	res := <-done
+	if res.err != nil {
+		t.Fatal(res.err)
+	}
+	if res.r.Shard != "us-east-3" {
+		t.Fatalf("write went to %s after the flip, want us-east-3", res.r.Shard)
+	}
+	// Reads never wait.
+	if r, err := a.ReadShard(k); err != nil || r.Shard != "us-east-3" {
+		t.Fatalf("read: %v %v", r.Shard, err)
+	}
+}
+
+func TestWriteShardGivesUpAfterFreezeWait(t *testing.T) {
+	h := apitest.New(t, apitest.Options{})
+	a := h.Nodes["eu-west"].App
+	a.FreezeWait = 50 * time.Millisecond
+	frozen := h.Topology.Clone()
+	frozen.Version = 2
+	for i := range frozen.KeyRanges {
+		frozen.KeyRanges[i].State = topology.Frozen
+	}
+	if err := h.Pools.Apply(context.Background(), frozen); err != nil {
+		t.Fatal(err)
+	}
+	_, err := a.WriteShard(context.Background(), shardkey.NewKeyspaceID(0x40, []byte("x")))
+	var e *apierror.Error
+	if !errors.As(err, &e) || e.Status != http.StatusServiceUnavailable || e.RetryAfter == 0 {
+		t.Fatalf("want a 503 with Retry-After after FreezeWait, got %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	a.FreezeWait = time.Minute
+	if _, err := a.WriteShard(ctx, shardkey.NewKeyspaceID(0x40, []byte("x"))); !errors.Is(err, context.Canceled) {
+		t.Fatalf("a cancelled request kept waiting: %v", err)
+	}
+}
+
+func TestRouteErrors(t *testing.T) {
+	h := apitest.New(t, apitest.Options{})
+	a := h.Nodes["ap-south"].App
+	_, err := a.ReadShard(shardkey.NewKeyspaceID(0x20, []byte("x")))
+	var e *apierror.Error
+	if !errors.As(err, &e) || e.Status != http.StatusMisdirectedRequest || e.Header.Get(wire.ReplayRegion) != "us-east" || !errors.Is(err, feature.ErrWrongRegion) {
+		t.Fatalf("foreign ksid: %v", err)
+	}
+	if _, err := a.ReadShard(shardkey.NewKeyspaceID(0x99, []byte("x"))); !errors.As(err, &e) || e.Status != http.StatusNotFound {
+		t.Fatalf("unknown region code: %v", err)
+	}
+}
