@@ -14,9 +14,6 @@ import (
 
 	"github.com/8thdegree/meridian/api/internal/accounts"
 	"github.com/8thdegree/meridian/internal/ratelimit"
-
-	"github.com/8thdegree/meridian/shardmgr/topology"
-	"github.com/8thdegree/meridian/shardmgr/topostore"
 )
 
 // Secret is a configuration value that must never be logged. It is read from the environment variable
@@ -106,8 +103,22 @@ type Config struct {
 	// FreezeWait bounds how long a write to a frozen keyrange waits for its cutover.
 	FreezeWait    time.Duration `env:"MERIDIAN_FREEZE_WAIT" envDefault:"2s"`
 	ShutdownGrace time.Duration `env:"MERIDIAN_SHUTDOWN_GRACE" envDefault:"15s"`
+	// StartTimeout bounds the wait for the first topology (from Consul or the disk copy) before the
+	// node serves.
+	StartTimeout time.Duration `env:"MERIDIAN_START_TIMEOUT" envDefault:"60s"`
 	// LogLevel is debug, info, warn or error.
 	LogLevel string `env:"MERIDIAN_LOG_LEVEL" envDefault:"info"`
+}
+
+// DefaultConfig returns the defaults of every setting (the envDefault of each field); the required
+// ones (region, keys, secrets) are empty.
+func DefaultConfig() Config {
+	var c Config
+	if err := env.ParseWithOptions(&c, env.Options{Environment: map[string]string{}}); err != nil {
+		// The defaults are constants of this file; a test parses them.
+		panic("api: bad default configuration: " + err.Error())
+	}
+	return c
 }
 
 // FromEnv reads the configuration from the environment. For each Secret, NAME_FILE may name a file
@@ -143,7 +154,8 @@ func FromEnv() (Config, error) {
 	return c, nil
 }
 
-// Validate checks every field and names the first bad one by its environment variable.
+// Validate checks every field and names the first bad one by its environment variable. It reads no
+// files: New loads the region file and the keys, and names the variable when they are bad.
 func (c Config) Validate() error {
 	check := func(ok bool, field, msg string) error {
 		if ok {
@@ -172,6 +184,7 @@ func (c Config) Validate() error {
 		check(c.TraceSampleRatio >= 0 && c.TraceSampleRatio <= 1, "MERIDIAN_TRACE_SAMPLE_RATIO", "must be between 0 and 1"),
 		check(c.FreezeWait > 0 && c.FreezeWait <= time.Minute, "MERIDIAN_FREEZE_WAIT", "must be between 0 and 1m"),
 		check(c.ShutdownGrace > 0, "MERIDIAN_SHUTDOWN_GRACE", "must be positive"),
+		check(c.StartTimeout > 0, "MERIDIAN_START_TIMEOUT", "must be positive"),
 		check(c.RateLimitUserPerMinute > 0, "MERIDIAN_RATE_LIMIT_USER_PER_MINUTE", "must be positive"),
 		check(c.RateLimitUserBurst > 0, "MERIDIAN_RATE_LIMIT_USER_BURST", "must be positive"),
 		check(c.RateLimitIPPerMinute > 0, "MERIDIAN_RATE_LIMIT_IP_PER_MINUTE", "must be positive"),
@@ -188,34 +201,7 @@ func (c Config) Validate() error {
 	if (c.GitHubClientID == "") != (c.GitHubClientSecret == "") {
 		return errors.New("config: MERIDIAN_OAUTH_GITHUB_CLIENT_ID and MERIDIAN_OAUTH_GITHUB_CLIENT_SECRET go together")
 	}
-	if c.RegionFile != "" {
-		r, err := topology.LoadRegionFile(c.RegionFile)
-		if err != nil {
-			return fmt.Errorf("config: MERIDIAN_REGION_FILE: %w", err)
-		}
-		if r.Name != c.Region {
-			return fmt.Errorf("config: MERIDIAN_REGION_FILE is for region %s, not MERIDIAN_REGION=%s", r.Name, c.Region)
-		}
-	}
 	return nil
-}
-
-// checkRegion checks that the topology knows the node's region and agrees with the region file.
-func (c Config) checkRegion(t *topology.Topology) (topology.Region, error) {
-	r, ok := t.Region(c.Region)
-	if !ok {
-		return r, fmt.Errorf("config: MERIDIAN_REGION=%s is not a region of topology version %d", c.Region, t.Version)
-	}
-	if c.RegionFile != "" {
-		f, err := topology.LoadRegionFile(c.RegionFile)
-		if err != nil {
-			return r, err
-		}
-		if f.Code != r.Code {
-			return r, fmt.Errorf("config: region file code %s differs from the topology's %s for %s", f.Code, r.Code, r.Name)
-		}
-	}
-	return r, nil
 }
 
 // rateLimits returns the configured per-user and per-IP budgets.
@@ -273,5 +259,3 @@ func namedEnvError(err error) error {
 }
 
 var errNoTopology = errors.New("no topology: neither Consul nor the disk copy had one")
-
-var _ = topostore.DefaultKey

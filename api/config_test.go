@@ -4,9 +4,12 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/8thdegree/meridian/internal/accesstoken"
 )
 
 func validConfig(t *testing.T) Config {
@@ -45,7 +48,7 @@ func TestConfigValidateNamesTheField(t *testing.T) {
 		"MERIDIAN_PUBLIC_URL":      func(c *Config) { c.PublicURL = "ftp://x" },
 		"MERIDIAN_FREEZE_WAIT":     func(c *Config) { c.FreezeWait = 0 },
 		"MERIDIAN_LOG_LEVEL":       func(c *Config) { c.LogLevel = "loud" },
-		"MERIDIAN_REGION_FILE":     func(c *Config) { c.RegionFile = "/nonexistent.yaml" },
+		"MERIDIAN_START_TIMEOUT":   func(c *Config) { c.StartTimeout = 0 },
 	}
 	for field, mutate := range cases {
 		c := validConfig(t)
@@ -55,14 +58,54 @@ func TestConfigValidateNamesTheField(t *testing.T) {
 			t.Errorf("%s: got %v", field, err)
 		}
 	}
+}
+
+// Validate reads no files; New reads the region file and names it when it is bad.
+func TestNewChecksTheRegionFile(t *testing.T) {
 	c := validConfig(t)
+	k, err := accesstoken.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := accesstoken.WriteKeyFile(filepath.Join(c.SigningKeyDir, "k.pem"), k); err != nil {
+		t.Fatal(err)
+	}
+	c.RegionFile = "/nonexistent.yaml"
+	if err := c.Validate(); err != nil {
+		t.Errorf("Validate read the region file: %v", err)
+	}
+	if _, err := New(c, nil); err == nil || !strings.Contains(err.Error(), "MERIDIAN_REGION_FILE") {
+		t.Errorf("missing region file: %v", err)
+	}
 	c.RegionFile = filepath.Join("..", "deploy", "regions", "us-east.yaml")
-	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "not MERIDIAN_REGION=eu-west") {
+	if _, err := New(c, nil); err == nil || !strings.Contains(err.Error(), "not MERIDIAN_REGION=eu-west") {
 		t.Errorf("region file of another region: %v", err)
 	}
 	c.RegionFile = filepath.Join("..", "deploy", "regions", "eu-west.yaml")
-	if err := c.Validate(); err != nil {
-		t.Errorf("matching region file: %v", err)
+	n, err := New(c, nil)
+	if err != nil {
+		t.Fatalf("matching region file: %v", err)
+	}
+	// New builds and connects to nothing; the background tasks are named.
+	want := []string{"topology", "shard_pools", "rate_limits"}
+	if got := n.Tasks(); !slices.Equal(got[:min(len(got), 3)], want) {
+		t.Errorf("tasks %v, want %v first", got, want)
+	}
+}
+
+func TestDefaultConfig(t *testing.T) {
+	d := DefaultConfig()
+	if d.Listen != "127.0.0.1:8080" || d.FreezeWait != 2*time.Second || d.StartTimeout != time.Minute || len(d.TrustedProxies) != 2 || !d.RegisterService {
+		t.Fatalf("defaults: %+v", d)
+	}
+	// The defaults and the required settings make a valid configuration.
+	d.Region, d.SigningKeyDir = "eu-west", t.TempDir()
+	d.InternalToken, d.EmailPepper, d.StateKey = "0123456789abcdef-internal", "0123456789abcdef-pepper", "0123456789abcdef-state"
+	if err := d.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if e := validConfig(t); e.Listen != d.Listen || e.RefreshTTL != d.RefreshTTL || e.RateLimitIPBurst != d.RateLimitIPBurst {
+		t.Errorf("FromEnv with nothing set differs from DefaultConfig: %+v vs %+v", e, d)
 	}
 }
 

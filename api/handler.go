@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"maps"
-	"net/http"
 	"net/netip"
 	"net/url"
 	"strings"
@@ -38,20 +37,6 @@ import (
 // Version is the API version reported in the OpenAPI document.
 const Version = "1.0.0"
 
-// featureConfig is what the feature packages need beyond the App.
-type featureConfig struct {
-	Tokens          *accesstoken.Tokens
-	EmailPepper     []byte
-	StateKey        []byte
-	RefreshTTL      time.Duration
-	OAuth           map[string]accounts.ProviderConfig
-	RedirectBaseURL string
-	Limiter         *ratelimit.Limiter
-	APIKeys         bool
-	// TrustedProxies are the edge routers' networks, whose X-Forwarded-For names the client.
-	TrustedProxies []netip.Prefix
-}
-
 // assembly is every feature of one node: its routes (the OpenAPI route included), their schemas, and
 // the API-key verifier.
 type assembly struct {
@@ -59,14 +44,25 @@ type assembly struct {
 	schemas  map[string]any
 	accounts *accounts.Service
 	spec     *openapi.Spec
+	// tasks are the features' background work, run by Node.Run beside the node's own.
+	tasks []feature.Task
+}
+
+// featureSettings is what the feature packages take from the node: its Config, read where it is
+// needed rather than copied field by field into another struct, and the parts New built.
+type featureSettings struct {
+	cfg     Config
+	tokens  *accesstoken.Tokens
+	limiter *ratelimit.Limiter
+	oauth   map[string]accounts.ProviderConfig
 }
 
 // assemble builds the feature packages on a and the OpenAPI document of their routes.
-func assemble(a *feature.Deps, fc featureConfig) (*assembly, error) {
+func assemble(a *feature.Deps, fs featureSettings) (*assembly, error) {
 	acfg := accounts.DefaultConfig()
-	acfg.Tokens, acfg.EmailPepper, acfg.StateKey = fc.Tokens, fc.EmailPepper, fc.StateKey
-	acfg.RefreshTTL, acfg.OAuth, acfg.RedirectBaseURL, acfg.Limiter = fc.RefreshTTL, fc.OAuth, fc.RedirectBaseURL, fc.Limiter
-	acfg.TrustedProxies = fc.TrustedProxies
+	acfg.Tokens, acfg.EmailPepper, acfg.StateKey = fs.tokens, []byte(fs.cfg.EmailPepper), []byte(fs.cfg.StateKey)
+	acfg.RefreshTTL, acfg.OAuth, acfg.RedirectBaseURL, acfg.Limiter = fs.cfg.RefreshTTL, fs.oauth, fs.cfg.PublicURL, fs.limiter
+	acfg.TrustedProxies = fs.cfg.TrustedProxies
 	acc, err := accounts.New(a, acfg)
 	if err != nil {
 		return nil, err
@@ -85,7 +81,7 @@ func assemble(a *feature.Deps, fc featureConfig) (*assembly, error) {
 	}
 	var routes []feature.Route
 	for _, r := range acc.Routes() {
-		if !fc.APIKeys && strings.HasPrefix(r.Path, "/auth/api-keys") {
+		if !fs.cfg.FeatureAPIKeys && strings.HasPrefix(r.Path, "/auth/api-keys") {
 			continue
 		}
 		routes = append(routes, r)
@@ -183,7 +179,7 @@ func (a admitter) Allow(ctx context.Context, key string, lim ratelimit.Limit) (r
 }
 
 // buildHandler assembles the feature packages' routes and the middleware into the node's handler.
-func (n *Node) buildHandler() (http.Handler, error) {
+func (n *Node) buildHandler() (*assembly, error) {
 	lim := ratelimit.New(n.redis, n.log)
 	if err := lim.Register(n.registry); err != nil {
 		return nil, err
@@ -197,23 +193,13 @@ func (n *Node) buildHandler() (http.Handler, error) {
 	if err != nil {
 		return nil, err
 	}
-	n.app.Peers = peers.NewConsulWith(n.consul, n.pools.Table, string(n.cfg.InternalToken), 2*time.Second,
+	n.deps.Peers = peers.NewConsulWith(n.consul, n.pools.Table, string(n.cfg.InternalToken), 2*time.Second,
 		peers.Options{WrapTransport: tracing.Transport, Breakers: peers.NewBreakers(n.log, bm)})
 	oauth, err := n.cfg.oauthProviders()
 	if err != nil {
 		return nil, err
 	}
-	asm, err := assemble(n.app, featureConfig{
-		Tokens:          n.tokens,
-		EmailPepper:     []byte(n.cfg.EmailPepper),
-		StateKey:        []byte(n.cfg.StateKey),
-		RefreshTTL:      n.cfg.RefreshTTL,
-		OAuth:           oauth,
-		RedirectBaseURL: n.cfg.PublicURL,
-		Limiter:         lim,
-		APIKeys:         n.cfg.FeatureAPIKeys,
-		TrustedProxies:  n.cfg.TrustedProxies,
-	})
+	asm, err := assemble(n.deps, featureSettings{cfg: n.cfg, tokens: n.tokens, limiter: lim, oauth: oauth})
 	if err != nil {
 		return nil, err
 	}
@@ -229,7 +215,7 @@ func (n *Node) buildHandler() (http.Handler, error) {
 	if err != nil {
 		return nil, err
 	}
-	return server.Handler(asm.routes, server.Options{
+	n.handler, err = server.Handler(asm.routes, server.Options{
 		Region:          n.cfg.Region,
 		Log:             n.log,
 		Auth:            asm.authenticator(n.tokens, n.cfg.FeatureAPIKeys),
@@ -238,4 +224,8 @@ func (n *Node) buildHandler() (http.Handler, error) {
 		RouteMiddleware: route,
 		Ops:             n.opsHandlers(),
 	})
+	if err != nil {
+		return nil, err
+	}
+	return asm, nil
 }

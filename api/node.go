@@ -1,8 +1,9 @@
 // Package api is Meridian's regional API node: it serves the public contract (../shared/API.md) from the
-// shards of its region. Node wires the parts together: the topology watcher and its disk copy, the shard
-// pools that follow it, the region's Redis, token keys, calls to other regions' nodes, the feature
-// packages' routes and the middleware; it registers itself in Consul with a health check and shuts down
-// gracefully.
+// shards of its region. It is built like the edge router: New builds every part from a validated Config
+// (the topology watcher and its disk copy, the shard pools that follow it, the region's Redis, token
+// keys, calls to other regions' nodes, the feature packages' routes and the middleware) and connects
+// to nothing; Run runs the named background tasks; Serve answers HTTP on a listener, registers in
+// Consul with a health check, and shuts down gracefully.
 package api
 
 import (
@@ -15,6 +16,8 @@ import (
 	"net/http"
 	"os"
 	"strconv"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	consul "github.com/hashicorp/consul/api"
@@ -28,10 +31,11 @@ import (
 	"github.com/8thdegree/meridian/internal/ratelimit/admission"
 	"github.com/8thdegree/meridian/pkg/shardkey"
 	"github.com/8thdegree/meridian/shardmgr/shardpool"
+	"github.com/8thdegree/meridian/shardmgr/topology"
 	"github.com/8thdegree/meridian/shardmgr/topostore"
 )
 
-// Node is a running API node.
+// Node is one API node: everything it serves with, built by New and run by Run and Serve.
 type Node struct {
 	cfg      Config
 	log      *slog.Logger
@@ -40,18 +44,33 @@ type Node struct {
 	pools    *shardpool.Manager
 	redis    *redis.Client
 	tokens   *accesstoken.Tokens
-	app      *feature.Deps
+	deps     *feature.Deps
 	registry *prometheus.Registry
 	handler  http.Handler
 	// admission holds the node's shares of the per-user and per-IP rate-limit budgets.
 	admission *admission.Limiter
 	// shutdownTracing flushes and stops the span exporter, if one is configured.
 	shutdownTracing func(context.Context) error
+	// regionCode is the code of the region file, when one is configured; zero otherwise.
+	regionCode    shardkey.Region
+	hasRegionFile bool
+	// redisAddr is the region's Redis as the configuration or the topology in force names it; the
+	// client dials whatever it holds, so a topology change of redis_addr needs no new client.
+	redisAddr atomic.Pointer[string]
+	tasks     []feature.Task
+	// ready is closed once the first topology is applied: the node can serve.
+	ready     chan struct{}
+	readyOnce sync.Once
+	running   atomic.Bool
 }
 
-// New builds a node: it reads the keys, connects to Consul and Redis lazily, and waits (bounded by ctx)
-// for the first topology from Consul or the disk copy. Serve it with Run.
-func New(ctx context.Context, cfg Config, log *slog.Logger) (*Node, error) {
+// ErrAlreadyRunning is returned by Run and Serve on a node that runs already.
+var ErrAlreadyRunning = errors.New("api: node is already running")
+
+// New builds a node from cfg: it reads the region file and the signing keys, and builds the topology
+// watcher, the shard pools, the Redis client, every feature and the HTTP handler. It connects to
+// nothing: Run follows the topology and starts the background tasks, Serve answers HTTP.
+func New(cfg Config, log *slog.Logger) (*Node, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -59,89 +78,221 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Node, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	log = log.With("region", cfg.Region)
+	n := &Node{cfg: cfg, log: log, registry: prometheus.NewRegistry(), ready: make(chan struct{})}
+	if cfg.RegionFile != "" {
+		r, err := topology.LoadRegionFile(cfg.RegionFile)
+		if err != nil {
+			return nil, fmt.Errorf("config: MERIDIAN_REGION_FILE: %w", err)
+		}
+		if r.Name != cfg.Region {
+			return nil, fmt.Errorf("config: MERIDIAN_REGION_FILE is for region %s, not MERIDIAN_REGION=%s", r.Name, cfg.Region)
+		}
+		n.regionCode, n.hasRegionFile = r.Code, true
+	}
 	keys, err := accesstoken.LoadKeyDir(cfg.SigningKeyDir)
 	if err != nil {
 		return nil, fmt.Errorf("config: MERIDIAN_SIGNING_KEY_DIR: %w", err)
 	}
-	tokens, err := accesstoken.New(accesstoken.Config{Issuer: cfg.TokenIssuer, Audience: cfg.TokenAudience, TTL: cfg.AccessTTL, Leeway: 30 * time.Second, CacheSize: 10000}, keys, nil)
+	n.tokens, err = accesstoken.New(accesstoken.Config{Issuer: cfg.TokenIssuer, Audience: cfg.TokenAudience, TTL: cfg.AccessTTL, Leeway: 30 * time.Second, CacheSize: 10000}, keys, nil)
 	if err != nil {
 		return nil, err
 	}
 	ccfg := consul.DefaultConfig()
 	ccfg.Address = cfg.ConsulAddr
-	cc, err := consul.NewClient(ccfg)
-	if err != nil {
+	if n.consul, err = consul.NewClient(ccfg); err != nil {
 		return nil, fmt.Errorf("config: CONSUL_HTTP_ADDR: %w", err)
 	}
 	wcfg := topostore.DefaultWatcherConfig()
 	wcfg.Key, wcfg.CachePath, wcfg.Logger = cfg.TopologyKey, cfg.TopologyCache, log
-	watcher, err := topostore.NewWatcher(cc, wcfg)
-	if err != nil {
+	if n.watcher, err = topostore.NewWatcher(n.consul, wcfg); err != nil {
 		return nil, err
 	}
 	pcfg := shardpool.DefaultConfig()
 	pcfg.ApplicationName = "meridian-api-" + cfg.Region
-	pools, err := shardpool.New(pcfg, log)
+	if n.pools, err = shardpool.New(pcfg, log); err != nil {
+		return nil, err
+	}
+	if cfg.RedisAddr != "" {
+		n.redisAddr.Store(&cfg.RedisAddr)
+	}
+	var dialer net.Dialer
+	n.redis = redis.NewClient(&redis.Options{
+		Addr: "region-redis", // a label: the dialer below connects to the current address
+		Dialer: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			addr := n.redisAddr.Load()
+			if addr == nil {
+				return nil, errNoRedisAddr
+			}
+			return dialer.DialContext(ctx, network, *addr)
+		},
+		DialTimeout: time.Second, ReadTimeout: 500 * time.Millisecond, WriteTimeout: 500 * time.Millisecond,
+		MaxRetries: 1, ContextTimeoutEnabled: true,
+	})
+	n.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	n.deps = &feature.Deps{
+		Region:     cfg.Region,
+		Pools:      n.pools,
+		Redis:      n.redis,
+		IDs:        shardkey.NewGenerator(nil, nil),
+		Log:        log,
+		Now:        time.Now,
+		FreezeWait: cfg.FreezeWait,
+	}
+	asm, err := n.buildHandler()
 	if err != nil {
 		return nil, err
 	}
-	n := &Node{cfg: cfg, log: log, consul: cc, watcher: watcher, pools: pools, tokens: tokens, registry: prometheus.NewRegistry()}
-	n.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	n.tasks = append([]feature.Task{
+		{Name: "topology", Run: n.watcher.Run},
+		{Name: "shard_pools", Run: n.followTopology},
+		// Flushes the last debits to Redis when it stops.
+		{Name: "rate_limits", Run: n.admission.Run},
+	}, asm.tasks...)
 	return n, nil
 }
 
-// Run serves on ln until ctx ends, then drains in-flight requests (up to ShutdownGrace) and leaves Consul.
-func (n *Node) Run(ctx context.Context, ln net.Listener) error {
-	wctx, stopWatch := context.WithCancel(context.WithoutCancel(ctx))
-	defer stopWatch()
-	watchDone := make(chan error, 1)
-	go func() { watchDone <- n.watcher.Run(wctx) }()
+var errNoRedisAddr = errors.New("the region's Redis address is not known yet (no topology)")
+
+// Tasks names the node's background tasks, in the order Run starts them.
+func (n *Node) Tasks() []string {
+	names := make([]string, len(n.tasks))
+	for i, t := range n.tasks {
+		names[i] = t.Name
+	}
+	return names
+}
+
+// Run runs the node's named background tasks (the topology watcher, the shard pools that follow it,
+// the rate-limit settlement, and the features' own tasks) until ctx is done or one of them fails; a
+// failure stops the others and is returned. The first topology must name the node's region (and
+// agree with the region file): otherwise Run fails, since the node has nothing to serve.
+func (n *Node) Run(ctx context.Context) error {
+	if !n.running.CompareAndSwap(false, true) {
+		return ErrAlreadyRunning
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var (
+		wg    sync.WaitGroup
+		errMu sync.Mutex
+		first error
+	)
+	for _, t := range n.tasks {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			err := t.Run(ctx)
+			if err == nil || ctx.Err() != nil && errors.Is(err, context.Canceled) {
+				return
+			}
+			n.log.Error("node task ended", "task", t.Name, "err", err)
+			errMu.Lock()
+			if first == nil {
+				first = fmt.Errorf("%s: %w", t.Name, err)
+			}
+			errMu.Unlock()
+			cancel()
+		}()
+	}
+	wg.Wait()
+	n.pools.Close()
+	_ = n.redis.Close()
+	return first
+}
+
+// followTopology applies every topology the watcher puts in service to the shard pools and the
+// Redis address; the first one makes the node ready.
+func (n *Node) followTopology(ctx context.Context) error {
+	sub, unsubscribe := n.watcher.Subscribe(4)
+	defer unsubscribe()
 	select {
 	case <-n.watcher.Ready():
-	case err := <-watchDone:
-		return fmt.Errorf("topology watcher: %w", err)
 	case <-ctx.Done():
-		return fmt.Errorf("waiting for the topology: %w", ctx.Err())
+		return nil
+	}
+	apply := func(t *topology.Topology) error {
+		region, err := n.checkRegion(t)
+		if err != nil {
+			return err
+		}
+		if err := n.pools.Apply(ctx, t); err != nil {
+			return err
+		}
+		if n.cfg.RedisAddr == "" && region.RedisAddr != "" {
+			if cur := n.redisAddr.Load(); cur == nil || *cur != region.RedisAddr {
+				addr := region.RedisAddr
+				n.redisAddr.Store(&addr)
+			}
+		}
+		return nil
 	}
 	topo := n.watcher.Current()
 	if topo == nil {
 		return errNoTopology
 	}
-	region, err := n.cfg.checkRegion(topo)
-	if err != nil {
+	if err := apply(topo); err != nil {
 		return err
 	}
-	if err := n.pools.Apply(ctx, topo); err != nil {
-		return err
+	n.readyOnce.Do(func() { close(n.ready) })
+	n.log.Info("topology in service", "version", topo.Version, "source", n.watcher.Source())
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case t, ok := <-sub:
+			if !ok {
+				return nil
+			}
+			if err := apply(t); err != nil {
+				// The node keeps serving with the topology it has.
+				n.log.Error("topology not applied", "version", t.Version, "err", err)
+			}
+		}
 	}
-	defer n.pools.Close()
-	sub, unsubscribe := n.watcher.Subscribe(4)
-	defer unsubscribe()
-	go n.pools.Follow(wctx, sub)
+}
 
-	redisAddr := n.cfg.RedisAddr
-	if redisAddr == "" {
-		redisAddr = region.RedisAddr
+// checkRegion checks that t knows the node's region and agrees with the region file.
+func (n *Node) checkRegion(t *topology.Topology) (topology.Region, error) {
+	r, ok := t.Region(n.cfg.Region)
+	if !ok {
+		return r, fmt.Errorf("config: MERIDIAN_REGION=%s is not a region of topology version %d", n.cfg.Region, t.Version)
 	}
-	n.redis = redis.NewClient(&redis.Options{Addr: redisAddr, DialTimeout: time.Second, ReadTimeout: 500 * time.Millisecond, WriteTimeout: 500 * time.Millisecond, MaxRetries: 1, ContextTimeoutEnabled: true})
-	defer n.redis.Close()
+	if n.hasRegionFile && n.regionCode != r.Code {
+		return r, fmt.Errorf("config: region file code %s differs from the topology's %s for %s", n.regionCode, r.Code, r.Name)
+	}
+	return r, nil
+}
 
-	n.app = &feature.Deps{
-		Region:     n.cfg.Region,
-		Pools:      n.pools,
-		Redis:      n.redis,
-		IDs:        shardkey.NewGenerator(nil, nil),
-		Log:        n.log,
-		Now:        time.Now,
-		FreezeWait: n.cfg.FreezeWait,
-	}
-	n.handler, err = n.buildHandler()
-	if err != nil {
+// Serve runs the node (Run) and, once its first topology is applied (within StartTimeout), answers
+// HTTP on ln and registers in Consul. When ctx is done it leaves Consul, drains the requests in
+// flight (up to ShutdownGrace), stops Run and flushes traces.
+func (n *Node) Serve(ctx context.Context, ln net.Listener) error {
+	// Run outlives ctx by the drain: requests in flight still need the pools.
+	runCtx, stopRun := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopRun()
+	runErr := make(chan error, 1)
+	go func() { runErr <- n.Run(runCtx) }()
+	stopped := func(err error) error {
+		stopRun()
+		if rerr := <-runErr; err == nil {
+			err = rerr
+		}
 		return err
 	}
-	admDone := make(chan error, 1)
-	go func() { admDone <- n.admission.Run(wctx) }()
-	defer func() { stopWatch(); <-admDone }() // flushes the last debits to Redis
+	start := time.NewTimer(n.cfg.StartTimeout)
+	defer start.Stop()
+	select {
+	case <-n.ready:
+	case err := <-runErr:
+		if err == nil {
+			err = errNoTopology
+		}
+		return err
+	case <-start.C:
+		return stopped(fmt.Errorf("no topology within MERIDIAN_START_TIMEOUT=%s: %w", n.cfg.StartTimeout, errNoTopology))
+	case <-ctx.Done():
+		return stopped(fmt.Errorf("waiting for the topology: %w", ctx.Err()))
+	}
 
 	srv := &http.Server{
 		Handler:           n.handler,
@@ -153,17 +304,22 @@ func (n *Node) Run(ctx context.Context, ln net.Listener) error {
 	}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
-	n.log.Info("api node serving", "addr", ln.Addr().String(), "topology_version", topo.Version, "topology_source", n.watcher.Source())
+	n.log.Info("api node serving", "addr", ln.Addr().String(), "tasks", n.Tasks())
 
 	serviceID := ""
 	if n.cfg.RegisterService {
+		region, _ := n.pools.Table().Topology().Region(n.cfg.Region)
+		var err error
 		if serviceID, err = n.register(region.APIService, ln.Addr()); err != nil {
 			n.log.Error("registering in Consul failed; routers will not find this node until it succeeds", "err", err)
 		}
 	}
 
+	var err error
 	select {
 	case err = <-serveErr:
+	case err = <-runErr:
+		runErr <- err // for stopped below
 	case <-ctx.Done():
 	}
 	if serviceID != "" {
@@ -180,6 +336,7 @@ func (n *Node) Run(ctx context.Context, ln net.Listener) error {
 	if errors.Is(err, http.ErrServerClosed) {
 		err = nil
 	}
+	err = stopped(err)
 	if n.shutdownTracing != nil {
 		if terr := n.shutdownTracing(sctx); terr != nil {
 			n.log.Warn("flushing traces", "err", terr)
@@ -224,7 +381,7 @@ func (n *Node) register(service string, addr net.Addr) (string, error) {
 	return id, nil
 }
 
-// Handler returns the node's HTTP handler (after Run has started).
+// Handler returns the node's HTTP handler, for tests and embedding; it needs Run to be running.
 func (n *Node) Handler() http.Handler { return n.handler }
 
 func (n *Node) opsHandlers() map[string]http.Handler {

@@ -43,10 +43,9 @@ func fullNodes(t *testing.T) (*apitest.Harness, map[string]*assembly) {
 	h := apitest.New(t, apitest.Options{
 		Routes: func(a *feature.Deps, tokens *accesstoken.Tokens) []feature.Route {
 			lims[a.Region] = ratelimit.New(a.Redis, a.Log)
-			asm, err := assemble(a, featureConfig{
-				Tokens: tokens, EmailPepper: []byte("test-pepper-0123456789"), StateKey: []byte("test-state-key-0123456789"),
-				RefreshTTL: time.Hour, RedirectBaseURL: "http://meridian.test", Limiter: lims[a.Region], APIKeys: true,
-			})
+			cfg := DefaultConfig()
+			cfg.EmailPepper, cfg.StateKey, cfg.RefreshTTL, cfg.PublicURL = "test-pepper-0123456789", "test-state-key-0123456789", time.Hour, "http://meridian.test"
+			asm, err := assemble(a, featureSettings{cfg: cfg, tokens: tokens, limiter: lims[a.Region]})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -222,13 +221,13 @@ func TestNodeRun(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	node, err := New(ctx, cfg, nil)
+	node, err := New(cfg, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	runCtx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)
-	go func() { done <- node.Run(runCtx, ln) }()
+	go func() { done <- node.Serve(runCtx, ln) }()
 	base := "http://" + ln.Addr().String()
 	service := topo.Regions[2].APIService
 	var passing int
@@ -263,7 +262,7 @@ func TestNodeRun(t *testing.T) {
 	resp.Body.Close()
 	stop()
 	if err := <-done; err != nil {
-		t.Fatalf("Run: %v", err)
+		t.Fatalf("Serve: %v", err)
 	}
 	// Spans of the requests above were exported at shutdown at the latest.
 	if exports.Load() == 0 {

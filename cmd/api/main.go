@@ -10,7 +10,6 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
-	"time"
 	_ "time/tzdata" // settings validate time zones whatever the host has installed
 
 	"github.com/8thdegree/meridian/api"
@@ -38,9 +37,7 @@ func run() error {
 	log := slog.New(slog.NewJSONHandler(os.Stdout, &slog.HandlerOptions{Level: level}))
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	startCtx, cancel := context.WithTimeout(ctx, 60*time.Second)
-	defer cancel()
-	node, err := api.New(startCtx, cfg, log)
+	node, err := api.New(cfg, log)
 	if err != nil {
 		return err
 	}
@@ -48,5 +45,5 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	return node.Run(ctx, ln)
+	return node.Serve(ctx, ln)
 }

@@ -151,3 +151,11 @@ func Caller(r *http.Request) authn.Principal {
 	p, _ := authn.From(r.Context())
 	return p
 }
+
+// Task is a named background job of the node (an embedding worker, an index builder, an outbox
+// sender): Node.Run runs every task until its context is done, and a task that fails stops the node.
+// A task returns nil when ctx is done.
+type Task struct {
+	Name string
+	Run  func(ctx context.Context) error
+}

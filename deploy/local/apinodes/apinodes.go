@@ -158,18 +158,18 @@ func (c *Cluster) StartNode(tb testing.TB, region string) string {
 		TokenIssuer: TokenIssuer, TokenAudience: TokenAudience, AccessTTL: 15 * time.Minute, RefreshTTL: 24 * time.Hour,
 		SigningKeyDir: c.KeyDir, InternalToken: "bench-internal-token-0123", EmailPepper: "bench-pepper-0123456789",
 		StateKey: "bench-state-key-0123456789", PublicURL: "http://127.0.0.1", FreezeWait: 2 * time.Second,
-		ShutdownGrace: 5 * time.Second, LogLevel: "error", FeatureAPIKeys: true,
+		ShutdownGrace: 5 * time.Second, StartTimeout: 30 * time.Second, LogLevel: "error", FeatureAPIKeys: true,
 		// Benchmarks measure the node, not the rate limiter's refusals.
 		RateLimitUserPerMinute: 6_000_000, RateLimitUserBurst: 100_000, RateLimitIPPerMinute: 6_000_000, RateLimitIPBurst: 100_000,
 	}
-	node, err := api.New(context.Background(), cfg, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
+	node, err := api.New(cfg, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
 	if err != nil {
 		tb.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		err := node.Run(ctx, ln)
+		err := node.Serve(ctx, ln)
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "apinodes: node %s: %v\n", region, err)
 		}
