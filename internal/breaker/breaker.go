@@ -1,4 +1,4 @@
-// Package breaker is a circuit breaker for the calls a node makes to things that can fail slowly or
+// Package breaker is a circuit breaker for the calls a router or a node makes to things that can fail slowly or
 // all at once: Redis, OpenAI, other regions' nodes. It wraps github.com/sony/gobreaker/v2 with
 // defaults that suit those calls, keeps a caller's own cancellation from counting against the
 // dependency, and turns an open circuit into one sentinel error, ErrOpen, that callers test with

@@ -6,6 +6,12 @@
 // circuit breaker around Redis is open, the Limiter answers from a local limiter per key (a token
 // bucket with the same rate and burst, in a bounded LRU), so limits keep holding per process. The
 // switch is logged once each way, not per request.
+//
+// When to use which: Limiter.Allow asks Redis on every call and so is exact, at the cost of a round
+// trip; use it for rare, security-relevant limits where the last unit matters (login attempts per
+// account, registrations, password resets). For per-request limits on the hot path (per client IP,
+// per principal) use the admission subpackage, which admits from a locally held share of the same
+// Redis budget and settles in batches.
 package ratelimit
 
 import (

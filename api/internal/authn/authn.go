@@ -1,5 +1,5 @@
 // Package authn carries the authenticated caller (the principal) through a request and enforces who may
-// call a route. Tokens and API keys are verified elsewhere (api/authtoken, the accounts package); this
+// call a route. Tokens and API keys are verified elsewhere (internal/accesstoken, the accounts package); this
 // package only needs their answers.
 package authn
 

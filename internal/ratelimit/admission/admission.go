@@ -2,10 +2,10 @@
 // principal) with budgets shared by every process of a region in the region's Redis, at a cost per
 // request that does not include a Redis round trip.
 //
-// The budgets are GCRA cells in Redis, the same algorithm and state layout as api/ratelimit (the
+// The budgets are GCRA cells in Redis, the same algorithm and state layout as internal/ratelimit (the
 // nodes' limiter, go-redis/redis_rate), under the router's own keys. Asking Redis on every request
 // would add a round trip (50-100 µs on a LAN) to every request and a Lua call to every request's CPU,
-// which the edge's latency budget cannot afford; api/ratelimit's Allow does exactly that, one unit per
+// which the edge's latency budget cannot afford; internal/ratelimit's Allow does exactly that, one unit per
 // call, so the router uses redis_rate's AllowAtMost (several units in one call) directly. A key's
 // decision is made from what Redis last said:
 //
@@ -26,7 +26,7 @@
 // under the floor) are decided by Redis every time, exactly.
 //
 // When Redis fails, or its circuit breaker is open, decisions come from a local limiter per key with
-// the same limit (api/ratelimit's local fallback): limits keep holding per router, and no request waits
+// the same limit (internal/ratelimit's local fallback): limits keep holding per router, and no request waits
 // on a dead Redis.
 package admission
 

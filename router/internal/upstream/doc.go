@@ -12,7 +12,7 @@
 //   - Outlier ejection: connection failures (refused, reset, no answer) eject a node at once for a
 //     connection that could not even be opened, or after EjectAfter consecutive others. An ejection lasts
 //     EjectBase, doubling with each ejection in a row up to EjectMax, like Envoy's outlier detection.
-//   - A circuit breaker per node (api/breaker): consecutive failures of any kind, including a node that
+//   - A circuit breaker per node (internal/breaker): consecutive failures of any kind, including a node that
 //     answers 502/503/504 or too late, open the circuit for a while; then one probe decides.
 //
 // A region whose nodes are all gone, ejected or open is down: Pick says so at once (ErrRegionDown)

@@ -3,7 +3,7 @@
 //
 // The keys are the API nodes' published JWKS, fetched at start, refreshed periodically, and fetched
 // again (at most once per MinRefetch) when a token names a key ID the router does not know yet, which
-// is how a key rotation reaches it. Verification itself is api/authtoken's, the nodes' own code, so
+// is how a key rotation reaches it. Verification itself is internal/accesstoken's, the nodes' own code, so
 // the edge and the nodes can never disagree on what a valid token is.
 //
 // An Ed25519 verification costs tens of microseconds; the same token is presented on every request of
