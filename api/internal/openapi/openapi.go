@@ -142,7 +142,7 @@ func Build(info Info, routes []feature.Route, schemas map[string]any) ([]byte, e
 	comps := components()
 	allSchemas := comps["schemas"].(map[string]any)
 	for name, s := range schemas {
-		// A feature may describe the error body too (it is the same httpx contract); the document's
+		// A feature may describe the error body too (it is the same internal/apierror contract); the document's
 		// own definition is the one kept, so there is one.
 		if _, own := allSchemas[name]; !own {
 			allSchemas[name] = s
