@@ -3,7 +3,6 @@ package api
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -14,8 +13,6 @@ import (
 	"testing"
 	"time"
 
-	consul "github.com/hashicorp/consul/api"
-	"github.com/jackc/pgx/v5"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/8thdegree/meridian/api/internal/apitest"
@@ -23,13 +20,11 @@ import (
 	"github.com/8thdegree/meridian/api/internal/feature"
 	"github.com/8thdegree/meridian/api/internal/middleware"
 	"github.com/8thdegree/meridian/api/internal/openapi/openapitest"
+	"github.com/8thdegree/meridian/deploy/local/fixture"
 	"github.com/8thdegree/meridian/deploy/local/testenv"
 	"github.com/8thdegree/meridian/internal/accesstoken"
 	"github.com/8thdegree/meridian/internal/ratelimit"
 	"github.com/8thdegree/meridian/internal/wire"
-	"github.com/8thdegree/meridian/shardmgr/migrate"
-	"github.com/8thdegree/meridian/shardmgr/topology"
-	"github.com/8thdegree/meridian/shardmgr/topostore"
 )
 
 func TestMain(m *testing.M) { testenv.Main(m) }
@@ -159,42 +154,10 @@ func mustJSON(t *testing.T, v any) []byte {
 // Consul with a passing check, and leaves the catalog when stopped.
 func TestNodeRun(t *testing.T) {
 	ctx := context.Background()
-	agent := testenv.Consul(t)
-	pg := testenv.Postgres(t)
-	topo := topology.Example()
-	var targets []migrate.Target
-	for i := range topo.Shards {
-		dsn := pg.NewDatabase(t)
-		c, err := pgx.ParseConfig(dsn)
-		if err != nil {
-			t.Fatal(err)
-		}
-		topo.Shards[i].Conn = topology.Conn{Host: c.Host, Port: int(c.Port), Database: c.Database, User: c.User, SSLMode: "disable"}
-		targets = append(targets, migrate.Target{Shard: topo.Shards[i].Name, DSN: dsn})
-	}
-	if _, err := migrate.Up(ctx, targets, migrate.Options{}); err != nil {
-		t.Fatal(err)
-	}
-	ccfg := consul.DefaultConfig()
-	ccfg.Address = agent.HTTPAddr()
-	cc, err := consul.NewClient(ccfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	key := "test/" + t.Name() + "/topology"
-	// Unique API service names, so this test's node is the only one in the catalog.
-	for i := range topo.Regions {
-		topo.Regions[i].APIService = fmt.Sprintf("test-api-%s-%d", topo.Regions[i].Name, time.Now().UnixNano())
-		topo.Regions[i].RedisAddr = testenv.Redis(t)
-	}
-	if _, err := topostore.NewStore(cc, key).Create(ctx, topo); err != nil {
-		t.Fatal(err)
-	}
-	keyDir := t.TempDir()
-	k, _ := accesstoken.GenerateKey()
-	if err := accesstoken.WriteKeyFile(filepath.Join(keyDir, "k.pem"), k); err != nil {
-		t.Fatal(err)
-	}
+	// Shards, the topology in Consul (with API service names of the test's own, so this test's node is
+	// the only one in the catalog) and a signing key.
+	fx := fixture.New(t, fixture.Options{Shards: true, Consul: true})
+	topo, cc, key, keyDir := fx.Topology, fx.Consul, fx.Key, fx.KeyDir(t)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -209,7 +172,7 @@ func TestNodeRun(t *testing.T) {
 	}))
 	defer collector.Close()
 	for k, v := range map[string]string{
-		"MERIDIAN_REGION": "ap-south", "CONSUL_HTTP_ADDR": agent.HTTPAddr(), "MERIDIAN_TOPOLOGY_KEY": key,
+		"MERIDIAN_REGION": "ap-south", "CONSUL_HTTP_ADDR": fx.ConsulAddr, "MERIDIAN_TOPOLOGY_KEY": key,
 		"MERIDIAN_TOPOLOGY_CACHE": filepath.Join(t.TempDir(), "topology.json"), "MERIDIAN_SIGNING_KEY_DIR": keyDir,
 		"MERIDIAN_INTERNAL_TOKEN": "internal-token-0123456789", "MERIDIAN_EMAIL_PEPPER": "pepper-0123456789abc",
 		"MERIDIAN_OAUTH_STATE_KEY": "state-key-0123456789", "MERIDIAN_LISTEN": ln.Addr().String(),

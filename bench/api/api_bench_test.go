@@ -16,8 +16,8 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/8thdegree/meridian/deploy/local/apinodes"
 	"github.com/8thdegree/meridian/deploy/local/testenv"
+	"github.com/8thdegree/meridian/e2e/cluster"
 	"github.com/8thdegree/meridian/internal/accesstoken"
 	"github.com/8thdegree/meridian/pkg/shardkey"
 	"github.com/8thdegree/meridian/shardmgr/topology"
@@ -86,7 +86,7 @@ func get(c *http.Client, url, token string) error {
 	return nil
 }
 
-func shardPool(b *testing.B, c *apinodes.Cluster, k shardkey.KeyspaceID) *pgxpool.Pool {
+func shardPool(b *testing.B, c *cluster.Cluster, k shardkey.KeyspaceID) *pgxpool.Pool {
 	b.Helper()
 	tab, err := topology.Compile(c.Topology)
 	if err != nil {
@@ -109,10 +109,10 @@ func shardPool(b *testing.B, c *apinodes.Cluster, k shardkey.KeyspaceID) *pgxpoo
 // request's time goes on a single connection: the HTTP stack (GET /healthz), token verification, the
 // database query, and the whole request.
 func BenchmarkUsersMe(b *testing.B) {
-	c := apinodes.Start(b) // every region: the email directory of a new user may be in any of them
-	client := apinodes.Client()
+	c := cluster.Start(b) // every region: the email directory of a new user may be in any of them
+	client := cluster.Client()
 	base := c.Nodes["eu-west"]
-	u, err := apinodes.Register(client, base, fmt.Sprintf("me-%d@bench.test", time.Now().UnixNano()), "freelancer", "eu-west")
+	u, err := cluster.Register(client, base, fmt.Sprintf("me-%d@bench.test", time.Now().UnixNano()), "freelancer", "eu-west")
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -136,11 +136,11 @@ func BenchmarkUsersMe(b *testing.B) {
 	}
 	// The node verifies with a cache of verified tokens; the signature check itself is what a cold
 	// token costs.
-	uncached, err := accesstoken.New(accesstoken.Config{Issuer: "https://api.8thdegree.example", Audience: "meridian-api", TTL: time.Minute}, keys, nil)
+	uncached, err := accesstoken.New(accesstoken.Config{Issuer: cluster.TokenIssuer, Audience: cluster.TokenAudience, TTL: time.Minute}, keys, nil)
 	if err != nil {
 		b.Fatal(err)
 	}
-	cached, err := accesstoken.New(accesstoken.Config{Issuer: "https://api.8thdegree.example", Audience: "meridian-api", TTL: time.Minute, CacheSize: 1024}, keys, nil)
+	cached, err := accesstoken.New(accesstoken.Config{Issuer: cluster.TokenIssuer, Audience: cluster.TokenAudience, TTL: time.Minute, CacheSize: 1024}, keys, nil)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -168,19 +168,19 @@ func BenchmarkUsersMe(b *testing.B) {
 // BenchmarkJobSearch: GET /api/v1/jobs/search across the region's two shards through the node against
 // the same ranked query on both shards straight with pgx (run concurrently and merged, as the node does).
 func BenchmarkJobSearch(b *testing.B) {
-	c := apinodes.Start(b) // every region: the email directory of a new user may be in any of them
-	client := apinodes.Client()
+	c := cluster.Start(b) // every region: the email directory of a new user may be in any of them
+	client := cluster.Client()
 	base := c.Nodes["eu-west"]
 	// Jobs of 40 clients land on both shards of the region.
 	for i := range 40 {
-		u, err := apinodes.Register(client, base, fmt.Sprintf("client-%d-%d@bench.test", i, time.Now().UnixNano()), "client", "eu-west")
+		u, err := cluster.Register(client, base, fmt.Sprintf("client-%d-%d@bench.test", i, time.Now().UnixNano()), "client", "eu-west")
 		if err != nil {
 			b.Fatal(err)
 		}
 		for j := range 5 {
 			title := []string{"PostgreSQL sharding expert", "Go backend engineer", "React front-end developer", "Data pipeline with Go and PostgreSQL", "Mobile app designer"}[(i+j)%5]
 			body := map[string]any{"title": title, "description": "We need help with " + title + " for a marketplace.", "skills": []string{"go", "postgresql"}, "budget_min": 100, "budget_max": 1000, "currency": "EUR", "remote": true}
-			if err := apinodes.PostJSON(client, base+"/api/v1/jobs/", u.AccessToken, body, nil); err != nil {
+			if err := cluster.PostJSON(client, base+"/api/v1/jobs/", u.AccessToken, body, nil); err != nil {
 				b.Fatal(err)
 			}
 		}

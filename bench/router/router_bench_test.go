@@ -34,8 +34,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/8thdegree/meridian/deploy/local/apinodes"
 	"github.com/8thdegree/meridian/deploy/local/testenv"
+	"github.com/8thdegree/meridian/e2e/cluster"
 	"github.com/8thdegree/meridian/internal/ratelimit"
 	"github.com/8thdegree/meridian/router"
 	"github.com/8thdegree/meridian/router/routertest"
@@ -119,9 +119,9 @@ func bareProxy(b *testing.B, upstream string) string {
 // and the user's row read from PostgreSQL) as eu-west's upstream, and the router in us-east.
 func setupRealNode(b *testing.B) *rig {
 	b.Helper()
-	c := apinodes.Start(b)
-	client := apinodes.Client()
-	u, err := apinodes.Register(client, c.Nodes["eu-west"], fmt.Sprintf("bench-%d@bench.test", time.Now().UnixNano()), "freelancer", "eu-west")
+	c := cluster.Start(b)
+	client := cluster.Client()
+	u, err := cluster.Register(client, c.Nodes["eu-west"], fmt.Sprintf("bench-%d@bench.test", time.Now().UnixNano()), "freelancer", "eu-west")
 	if err != nil {
 		b.Fatal(err)
 	}

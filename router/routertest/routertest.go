@@ -2,7 +2,8 @@
 // benchmarks: a topology of three regions in the test Consul (under a key and service names of the
 // test's own), stand-in nodes registered in Consul as the regions' API services with TTL checks the
 // test can fail, real Ed25519 access tokens whose JWKS the stand-ins publish, and routers started on
-// loopback with the test Redis.
+// loopback with the test Redis. The topology, the Consul names and the keys come from
+// deploy/local/fixture, which the other node harnesses share.
 //
 // A stand-in node echoes what it received (method, path, query, headers, body) and says which node and
 // region it is. Given a topology of its own (SetTable), it answers 421 wrong_region with a replay hint
@@ -30,7 +31,7 @@ import (
 
 	consul "github.com/hashicorp/consul/api"
 
-	"github.com/8thdegree/meridian/deploy/local/testenv"
+	"github.com/8thdegree/meridian/deploy/local/fixture"
 	"github.com/8thdegree/meridian/internal/accesstoken"
 	"github.com/8thdegree/meridian/internal/ratelimit"
 	"github.com/8thdegree/meridian/pkg/shardkey"
@@ -39,10 +40,10 @@ import (
 	"github.com/8thdegree/meridian/shardmgr/topostore"
 )
 
-// Issuer and Audience of the test tokens.
+// Issuer and Audience of the test tokens (the fixture's).
 const (
-	Issuer   = "https://meridian.test"
-	Audience = "meridian-api"
+	Issuer   = fixture.Issuer
+	Audience = fixture.Audience
 )
 
 // Regions of the test topology (topology.Example's).
@@ -85,50 +86,14 @@ func New(t testing.TB, opts Options) *Env {
 	if opts.NodesPerRegion == 0 {
 		opts.NodesPerRegion = 2
 	}
-	c := testenv.Consul(t)
-	redisAddr := testenv.Redis(t)
-	client, err := consul.NewClient(&consul.Config{Address: c.HTTPAddr()})
-	if err != nil {
-		t.Fatalf("routertest: consul client: %v", err)
-	}
-	key, err := accesstoken.GenerateKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	ks, err := accesstoken.NewKeySet([]accesstoken.Key{key}, key.ID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tokens, err := accesstoken.New(accesstoken.Config{Issuer: Issuer, Audience: Audience, TTL: time.Hour}, ks, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	prefix := fmt.Sprintf("rt-%d-%s", time.Now().UnixNano()%1_000_000_000, sanitize(t.Name()))
+	fx := fixture.New(t, fixture.Options{Consul: true})
 	e := &Env{
-		Consul: client, ConsulAddr: c.HTTPAddr(), RedisAddr: redisAddr,
-		Key: "meridian-test/" + prefix + "/topology", Prefix: prefix,
-		Keys: ks, Tokens: tokens, IDs: shardkey.NewGenerator(nil, nil),
-		opts: opts, nodes: map[string][]*Node{},
+		Consul: fx.Consul, ConsulAddr: fx.ConsulAddr, RedisAddr: fx.RedisAddr,
+		Key: fx.Key, Prefix: fx.Prefix,
+		Keys: fx.KeySet, Tokens: fx.Tokens(t, accesstoken.Config{TTL: time.Hour}, nil), IDs: shardkey.NewGenerator(nil, nil),
+		opts: opts, store: fx.Store, topo: fx.Topology, nodes: map[string][]*Node{},
 	}
-	e.SetJWKS(ks.JWKS())
-	e.store = topostore.NewStore(client, e.Key)
-
-	topo := topology.Example()
-	for i := range topo.Regions {
-		topo.Regions[i].APIService = prefix + "-api-" + topo.Regions[i].Name
-		topo.Regions[i].RedisAddr = redisAddr
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if _, err := e.store.Create(ctx, topo); err != nil {
-		t.Fatalf("routertest: writing the topology: %v", err)
-	}
-	t.Cleanup(func() { _, _ = client.KV().Delete(e.Key, nil) })
-	loaded, _, err := e.store.Load(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.topo = loaded
+	e.SetJWKS(fx.KeySet.JWKS())
 	if opts.NodesPerRegion > 0 {
 		for _, r := range Regions {
 			for range opts.NodesPerRegion {
@@ -137,22 +102,6 @@ func New(t testing.TB, opts Options) *Env {
 		}
 	}
 	return e
-}
-
-func sanitize(s string) string {
-	var b strings.Builder
-	for _, c := range strings.ToLower(s) {
-		if c >= 'a' && c <= 'z' || c >= '0' && c <= '9' {
-			b.WriteRune(c)
-		} else {
-			b.WriteByte('-')
-		}
-	}
-	out := b.String()
-	if len(out) > 40 {
-		out = out[len(out)-40:]
-	}
-	return strings.Trim(out, "-")
 }
 
 // Topology returns the topology in Consul.

@@ -2,7 +2,8 @@
 // PostgreSQL with every migration applied, the example three-region topology pointing at them, the test
 // Redis, real Ed25519 token keys, and one HTTP server per region mounting the routes under test with the
 // production handler assembly. Users can be created straight in their home shard, with a real access
-// token, so a feature's tests do not depend on the registration endpoint.
+// token, so a feature's tests do not depend on the registration endpoint. Shards, topology and keys
+// come from deploy/local/fixture, which the other node harnesses share.
 package apitest
 
 import (
@@ -19,7 +20,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/8thdegree/meridian/api/internal/authn"
@@ -27,10 +27,10 @@ import (
 	"github.com/8thdegree/meridian/api/internal/middleware"
 	"github.com/8thdegree/meridian/api/internal/peers"
 	"github.com/8thdegree/meridian/api/internal/server"
+	"github.com/8thdegree/meridian/deploy/local/fixture"
 	"github.com/8thdegree/meridian/deploy/local/testenv"
 	"github.com/8thdegree/meridian/internal/accesstoken"
 	"github.com/8thdegree/meridian/pkg/shardkey"
-	"github.com/8thdegree/meridian/shardmgr/migrate"
 	"github.com/8thdegree/meridian/shardmgr/shardpool"
 	"github.com/8thdegree/meridian/shardmgr/topology"
 )
@@ -38,10 +38,10 @@ import (
 // Regions of the example topology.
 var Regions = []string{"us-east", "eu-west", "ap-south"}
 
-// Issuer and Audience of test tokens.
+// Issuer and Audience of test tokens (the fixture's).
 const (
-	Issuer   = "https://meridian.test"
-	Audience = "meridian-api"
+	Issuer   = fixture.Issuer
+	Audience = fixture.Audience
 	// InternalToken is the node-to-node secret of test nodes.
 	InternalToken = "test-internal-secret"
 )
@@ -83,21 +83,8 @@ type Harness struct {
 func New(t *testing.T, opts Options) *Harness {
 	t.Helper()
 	ctx := context.Background()
-	pg := testenv.Postgres(t)
-	topo := topology.Example()
-	var targets []migrate.Target
-	for i := range topo.Shards {
-		dsn := pg.NewDatabase(t)
-		cfg, err := pgx.ParseConfig(dsn)
-		if err != nil {
-			t.Fatal(err)
-		}
-		topo.Shards[i].Conn = topology.Conn{Host: cfg.Host, Port: int(cfg.Port), Database: cfg.Database, User: cfg.User, SSLMode: "disable", MaxConns: 8}
-		targets = append(targets, migrate.Target{Shard: topo.Shards[i].Name, DSN: dsn})
-	}
-	if _, err := migrate.Up(ctx, targets, migrate.Options{Concurrency: 6}); err != nil {
-		t.Fatal(err)
-	}
+	fx := fixture.New(t, fixture.Options{Shards: true, MaxConns: 8})
+	topo := fx.Topology
 	pools, err := shardpool.New(shardpool.DefaultConfig(), nil)
 	if err != nil {
 		t.Fatal(err)
@@ -108,22 +95,11 @@ func New(t *testing.T, opts Options) *Harness {
 	}
 	rdb := redis.NewClient(&redis.Options{Addr: testenv.Redis(t)})
 	t.Cleanup(func() { rdb.Close() })
-	key, err := accesstoken.GenerateKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	keys, err := accesstoken.NewKeySet([]accesstoken.Key{key}, key.ID)
-	if err != nil {
-		t.Fatal(err)
-	}
 	now := opts.Now
 	if now == nil {
 		now = time.Now
 	}
-	tokens, err := accesstoken.New(accesstoken.Config{Issuer: Issuer, Audience: Audience, TTL: 15 * time.Minute, Leeway: 5 * time.Second}, keys, now)
-	if err != nil {
-		t.Fatal(err)
-	}
+	tokens := fx.Tokens(t, accesstoken.Config{TTL: 15 * time.Minute, Leeway: 5 * time.Second}, now)
 	h := &Harness{T: t, Topology: topo, Pools: pools, Tokens: tokens, Redis: rdb, Nodes: map[string]*Node{}, IDs: shardkey.NewGenerator(now, nil)}
 	for _, region := range Regions {
 		a := &feature.Deps{Region: region, Pools: pools, Redis: rdb, IDs: h.IDs, Log: testLogger(t), Now: now, FreezeWait: 2 * time.Second}

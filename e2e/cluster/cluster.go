@@ -1,7 +1,12 @@
-// Package apinodes runs real Meridian API nodes for end-to-end tests and benchmarks: shard databases on the test PostgreSQL,
-// the topology in the test Consul under a key of the benchmark's own, the test Redis, and api.Node
-// serving on loopback exactly as cmd/api does.
-package apinodes
+// Package cluster runs real Meridian API nodes and edge routers together, for the end-to-end tests in
+// e2e/ and the benchmarks in bench/ that measure through real nodes: shards, topology and signing key
+// from deploy/local/fixture (databases on the test PostgreSQL, the topology in the test Consul under a
+// key of the cluster's own, the test Redis), then api.Node and router.Router serving on loopback
+// exactly as cmd/api and cmd/router run them.
+//
+// It is the one package that links api and router together; tests of either side use their own
+// harness (api/internal/apitest, router/routertest) and never this one.
+package cluster
 
 import (
 	"context"
@@ -15,17 +20,11 @@ import (
 	"testing"
 	"time"
 
-	consul "github.com/hashicorp/consul/api"
-	"github.com/jackc/pgx/v5"
-
 	"github.com/8thdegree/meridian/api"
-	"github.com/8thdegree/meridian/deploy/local/testenv"
-	"github.com/8thdegree/meridian/internal/accesstoken"
+	"github.com/8thdegree/meridian/deploy/local/fixture"
 	"github.com/8thdegree/meridian/internal/ratelimit"
 	"github.com/8thdegree/meridian/router"
-	"github.com/8thdegree/meridian/shardmgr/migrate"
 	"github.com/8thdegree/meridian/shardmgr/topology"
-	"github.com/8thdegree/meridian/shardmgr/topostore"
 )
 
 // Cluster is a running set of nodes over the example topology.
@@ -40,62 +39,24 @@ type Cluster struct {
 	// KeyDir holds the signing keys; TokenIssuer/TokenAudience are the nodes' token settings.
 	KeyDir string
 
+	fx    *fixture.Fixture
 	stops map[string][]func()
 }
 
-// Token settings of the nodes.
+// Token settings of the nodes (the fixture's).
 const (
-	TokenIssuer   = "https://api.8thdegree.example"
-	TokenAudience = "meridian-api"
+	TokenIssuer   = fixture.Issuer
+	TokenAudience = fixture.Audience
 )
 
 // Start runs one node in each of regions (every region when none is given). Everything stops at the
 // end of tb.
 func Start(tb testing.TB, regions ...string) *Cluster {
 	tb.Helper()
-	ctx := context.Background()
-	agent := testenv.Consul(tb)
-	pg := testenv.Postgres(tb)
-	topo := topology.Example()
-	c := &Cluster{Topology: topo, ConsulAddr: agent.HTTPAddr(), Nodes: map[string]string{}, DSN: map[string]string{}, KeyDir: tb.TempDir(), stops: map[string][]func(){}}
-	var targets []migrate.Target
-	for i := range topo.Shards {
-		dsn := pg.NewDatabase(tb)
-		pc, err := pgx.ParseConfig(dsn)
-		if err != nil {
-			tb.Fatal(err)
-		}
-		topo.Shards[i].Conn = topology.Conn{Host: pc.Host, Port: int(pc.Port), Database: pc.Database, User: pc.User, SSLMode: "disable", MaxConns: 32}
-		c.DSN[topo.Shards[i].Name] = dsn
-		targets = append(targets, migrate.Target{Shard: topo.Shards[i].Name, DSN: dsn})
-	}
-	if _, err := migrate.Up(ctx, targets, migrate.Options{Concurrency: 6}); err != nil {
-		tb.Fatal(err)
-	}
-	stamp := time.Now().UnixNano()
-	for i := range topo.Regions {
-		topo.Regions[i].APIService = fmt.Sprintf("bench-api-%s-%d", topo.Regions[i].Name, stamp)
-		topo.Regions[i].RedisAddr = testenv.Redis(tb)
-	}
-	ccfg := consul.DefaultConfig()
-	ccfg.Address = c.ConsulAddr
-	cc, err := consul.NewClient(ccfg)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	c.Key = fmt.Sprintf("bench/%d/topology", stamp)
-	if _, err := topostore.NewStore(cc, c.Key).Create(ctx, topo); err != nil {
-		tb.Fatal(err)
-	}
-	k, err := accesstoken.GenerateKey()
-	if err != nil {
-		tb.Fatal(err)
-	}
-	if err := accesstoken.WriteKeyFile(filepath.Join(c.KeyDir, "k.pem"), k); err != nil {
-		tb.Fatal(err)
-	}
+	fx := fixture.New(tb, fixture.Options{Shards: true, MaxConns: 32, Consul: true})
+	c := &Cluster{Topology: fx.Topology, ConsulAddr: fx.ConsulAddr, Key: fx.Key, Nodes: map[string]string{}, DSN: fx.DSN, KeyDir: fx.KeyDir(tb), fx: fx, stops: map[string][]func(){}}
 	if len(regions) == 0 {
-		for _, r := range topo.Regions {
+		for _, r := range c.Topology.Regions {
 			regions = append(regions, r.Name)
 		}
 	}
@@ -112,12 +73,7 @@ func Start(tb testing.TB, regions ...string) *Cluster {
 // WaitPassing waits until region has n passing nodes in Consul.
 func (c *Cluster) WaitPassing(tb testing.TB, region string, n int) {
 	tb.Helper()
-	ccfg := consul.DefaultConfig()
-	ccfg.Address = c.ConsulAddr
-	cc, err := consul.NewClient(ccfg)
-	if err != nil {
-		tb.Fatal(err)
-	}
+	cc := c.fx.Consul
 	r, _ := c.Topology.Region(region)
 	deadline := time.Now().Add(30 * time.Second)
 	for {
@@ -171,7 +127,7 @@ func (c *Cluster) StartNode(tb testing.TB, region string) string {
 	go func() {
 		err := node.Serve(ctx, ln)
 		if err != nil {
-			fmt.Fprintf(os.Stderr, "apinodes: node %s: %v\n", region, err)
+			fmt.Fprintf(os.Stderr, "cluster: node %s: %v\n", region, err)
 		}
 		done <- err
 	}()
@@ -200,7 +156,7 @@ func (c *Cluster) StartRouter(tb testing.TB, region string, mutate func(*router.
 	tb.Helper()
 	cfg := router.DefaultConfig()
 	cfg.Region = region
-	cfg.ConsulAddr, cfg.TopologyKey, cfg.RedisAddr = c.ConsulAddr, c.Key, testenv.Redis(tb)
+	cfg.ConsulAddr, cfg.TopologyKey, cfg.RedisAddr = c.ConsulAddr, c.Key, c.fx.RedisAddr
 	cfg.TokenIssuer, cfg.TokenAudience = TokenIssuer, TokenAudience
 	cfg.IPLimit = ratelimit.Limit{Rate: 1_000_000, Period: time.Second, Burst: 1_000_000}
 	cfg.PrincipalLimit = cfg.IPLimit

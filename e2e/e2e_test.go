@@ -1,4 +1,4 @@
-package router_test
+package e2e
 
 import (
 	"bytes"
@@ -11,14 +11,14 @@ import (
 	"testing"
 	"time"
 
-	"github.com/8thdegree/meridian/deploy/local/apinodes"
+	"github.com/8thdegree/meridian/e2e/cluster"
 	"github.com/8thdegree/meridian/router"
 )
 
 // e2e is a deployment of real API nodes (one per region, as cmd/api runs them) with a real edge
 // router in every region in front of them.
 type e2e struct {
-	cluster *apinodes.Cluster
+	cluster *cluster.Cluster
 	routers map[string]string // region → base URL
 	rt      map[string]*router.Router
 }
@@ -28,7 +28,7 @@ func startE2E(t *testing.T) *e2e {
 	if testing.Short() {
 		t.Skip("starts real API nodes and routers")
 	}
-	c := apinodes.Start(t)
+	c := cluster.Start(t)
 	e := &e2e{cluster: c, routers: map[string]string{}, rt: map[string]*router.Router{}}
 	for _, r := range c.Topology.Regions {
 		e.routers[r.Name], e.rt[r.Name] = c.StartRouter(t, r.Name, nil)

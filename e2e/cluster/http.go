@@ -1,4 +1,4 @@
-package apinodes
+package cluster
 
 import (
 	"bytes"
