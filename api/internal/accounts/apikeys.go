@@ -215,8 +215,7 @@ func (s *Service) VerifyAPIKey(ctx context.Context, key string) (authn.Principal
 		return authn.Principal{}, errBadAPIKey
 	}
 	routed, err := s.a.ReadShard(id.KeyspaceID())
-	var he *apierror.Error
-	if errors.As(err, &he) && he.Status == http.StatusNotFound {
+	if errors.Is(err, topology.ErrNoShard) {
 		return authn.Principal{}, errBadAPIKey
 	}
 	if err != nil {
