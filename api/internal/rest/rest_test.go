@@ -175,9 +175,9 @@ func TestLimitAndCursor(t *testing.T) {
 func TestWriteErrorRouting(t *testing.T) {
 	wrong := fmt.Errorf("jobs: %w", &shardpool.WrongRegionError{Region: "eu-west", Want: "us-east"})
 	cases := []struct {
-		err          error
-		status       int
-		code         string
+		err           error
+		status        int
+		code          string
 		retry, replay string
 	}{
 		{wrong, 421, "wrong_region", "", "eu-west"},
