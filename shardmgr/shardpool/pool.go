@@ -117,6 +117,9 @@ type state struct {
 	table   *topology.Table
 	pools   map[string]*shardPool
 	targets []Target // every shard, in topology order
+	// changed is closed when this state is replaced: it wakes the writes held for a frozen keyrange
+	// (WriteShard) without polling and without a lock on the routing path.
+	changed chan struct{}
 }
 
 // Manager owns the pools of every shard in the topology. It is safe for concurrent use.
@@ -158,7 +161,7 @@ func (m *Manager) Apply(ctx context.Context, t *topology.Topology) error {
 		m.log.Warn("ignoring an older topology", "have", old.table.Version(), "got", tab.Version())
 		return nil
 	}
-	next := &state{table: tab, pools: make(map[string]*shardPool, len(t.Shards))}
+	next := &state{table: tab, pools: make(map[string]*shardPool, len(t.Shards)), changed: make(chan struct{})}
 	var created []*pgxpool.Pool
 	for _, s := range tab.Topology().Shards {
 		if old != nil {
@@ -181,6 +184,7 @@ func (m *Manager) Apply(ctx context.Context, t *topology.Topology) error {
 	}
 	m.cur.Store(next)
 	if old != nil {
+		close(old.changed)
 		for name, p := range old.pools {
 			if q, ok := next.pools[name]; ok && q.pool == p.pool {
 				continue
@@ -251,18 +255,10 @@ func (m *Manager) Table() *topology.Table {
 }
 
 // Route returns the pool of the shard that owns k (after relocation) and the route itself, whose State
-// tells a writer whether the keyrange is frozen for a cutover.
+// tells a writer whether the keyrange is frozen for a cutover. It does not check the region: an API node
+// serving its own region's data uses ReadShard and WriteShard.
 func (m *Manager) Route(k shardkey.KeyspaceID) (Routed, error) {
-	s := m.cur.Load()
-	if s == nil {
-		return Routed{}, ErrNoTopology
-	}
-	r, err := s.table.Lookup(k)
-	if err != nil {
-		return Routed{}, err
-	}
-	p := s.pools[r.Shard.Name]
-	return Routed{Target: Target{Shard: r.Shard.Name, Region: r.Shard.Region, Pool: p.pool}, Route: r}, nil
+	return m.cur.Load().route(k)
 }
 
 // Shard returns one shard's target.

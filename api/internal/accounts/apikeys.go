@@ -215,8 +215,7 @@ func (s *Service) VerifyAPIKey(ctx context.Context, key string) (authn.Principal
 		return authn.Principal{}, errBadAPIKey
 	}
 	routed, err := s.a.ReadShard(id.KeyspaceID())
-	var he *apierror.Error
-	if errors.As(err, &he) && he.Status == http.StatusNotFound {
+	if errors.Is(err, topology.ErrNoShard) {
 		return authn.Principal{}, errBadAPIKey
 	}
 	if err != nil {
@@ -249,7 +248,7 @@ func (s *Service) VerifyAPIKey(ctx context.Context, key string) (authn.Principal
 	}
 	now := s.now()
 	// During a cutover the keyrange's writes are held; a usage timestamp is not worth holding a read for.
-	if (lastUsed == nil || now.Sub(*lastUsed) >= lastUsedEvery) && routed.Route.State != topology.Frozen {
+	if (lastUsed == nil || now.Sub(*lastUsed) >= lastUsedEvery) && !routed.Frozen() {
 		if _, err := routed.Pool.Exec(ctx, `
 			UPDATE auth.api_keys SET last_used_at = $3
 			WHERE ksid = $1 AND id = $2 AND (last_used_at IS NULL OR last_used_at <= $4)`,

@@ -1,11 +1,10 @@
-// Package app is what every feature of the API node shares: the node's region, the shard pools, Redis,
+// Package feature is what every feature of the API node shares: the node's region, the shard pools, Redis,
 // the ID generator, the clock, calls to other regions' nodes, and the Route type through which feature
 // packages declare their endpoints (path, access rule, handler and OpenAPI description) to the server.
 package feature
 
 import (
 	"context"
-	"errors"
 	"log/slog"
 	"net/http"
 	"time"
@@ -14,8 +13,6 @@ import (
 
 	"github.com/8thdegree/meridian/api/internal/authn"
 	"github.com/8thdegree/meridian/api/internal/rest"
-	"github.com/8thdegree/meridian/internal/apierror"
-	"github.com/8thdegree/meridian/internal/wire"
 	"github.com/8thdegree/meridian/pkg/shardkey"
 	"github.com/8thdegree/meridian/shardmgr/shardpool"
 	"github.com/8thdegree/meridian/shardmgr/topology"
@@ -56,54 +53,17 @@ func (a *Deps) RegionCode() (shardkey.Region, bool) {
 	return r.Code, ok
 }
 
-// ErrWrongRegion is wrapped by the error a node returns for data it does not hold.
-var ErrWrongRegion = errors.New("data is homed in another region")
-
-func (a *Deps) route(k shardkey.KeyspaceID) (shardpool.Routed, error) {
-	r, err := a.Pools.Route(k)
-	switch {
-	case errors.Is(err, shardpool.ErrNoTopology):
-		return r, apierror.Unavailable("the node has no topology yet", time.Second).WithCause(err)
-	case errors.Is(err, topology.ErrNoShard):
-		return r, apierror.NotFound("object").WithCause(err)
-	case err != nil:
-		return r, err
-	}
-	if r.Region != a.Region {
-		e := &apierror.Error{Status: http.StatusMisdirectedRequest, Code: "wrong_region",
-			Message: "the data is homed in region " + r.Region, Header: http.Header{wire.ReplayRegion: {r.Region}}, Cause: ErrWrongRegion}
-		return r, e
-	}
-	return r, nil
+// ReadShard returns the shard of this region that holds k's data. Its errors are shardpool's
+// (a *shardpool.WrongRegionError for data homed elsewhere, shardpool.ErrNoTopology,
+// topology.ErrNoShard); rest.WriteError turns them into the replay hint, 503 or 404.
+func (a *Deps) ReadShard(k shardkey.KeyspaceID) (shardpool.Routed, error) {
+	return a.Pools.ReadShard(k, a.Region)
 }
 
-// ReadShard returns the shard of this region that holds k's data, or a replay error naming the region
-// that does.
-func (a *Deps) ReadShard(k shardkey.KeyspaceID) (shardpool.Routed, error) { return a.route(k) }
-
 // WriteShard is ReadShard for writes: while k's keyrange is frozen for a cutover, it waits (up to
-// FreezeWait) for the flip and then answers with the keyrange's new owner.
+// FreezeWait) for the next topology and then answers with the keyrange's owner, or shardpool.ErrFrozen.
 func (a *Deps) WriteShard(ctx context.Context, k shardkey.KeyspaceID) (shardpool.Routed, error) {
-	r, err := a.route(k)
-	if err != nil || r.Route.State != topology.Frozen {
-		return r, err
-	}
-	deadline := time.NewTimer(a.FreezeWait)
-	defer deadline.Stop()
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return r, ctx.Err()
-		case <-deadline.C:
-			return r, apierror.Unavailable("the data is being moved; retry shortly", time.Second)
-		case <-tick.C:
-			if r, err = a.route(k); err != nil || r.Route.State != topology.Frozen {
-				return r, err
-			}
-		}
-	}
+	return a.Pools.WriteShard(ctx, k, a.Region, a.FreezeWait)
 }
 
 // HandlerFunc is an HTTP handler that returns its error; the server writes it with rest.WriteError.

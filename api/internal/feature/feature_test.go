@@ -8,9 +8,8 @@ import (
 	"time"
 
 	"github.com/8thdegree/meridian/api/internal/apitest"
-	"github.com/8thdegree/meridian/api/internal/feature"
+	"github.com/8thdegree/meridian/api/internal/rest"
 	"github.com/8thdegree/meridian/deploy/local/testenv"
-	"github.com/8thdegree/meridian/internal/apierror"
 	"github.com/8thdegree/meridian/internal/wire"
 	"github.com/8thdegree/meridian/pkg/shardkey"
 	"github.com/8thdegree/meridian/shardmgr/shardpool"
@@ -96,8 +95,7 @@ func TestWriteShardGivesUpAfterFreezeWait(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err := a.WriteShard(context.Background(), shardkey.NewKeyspaceID(0x40, []byte("x")))
-	var e *apierror.Error
-	if !errors.As(err, &e) || e.Status != http.StatusServiceUnavailable || e.RetryAfter == 0 {
+	if e := rest.Public(err); !errors.Is(err, shardpool.ErrFrozen) || e.Status != http.StatusServiceUnavailable || e.RetryAfter == 0 {
 		t.Fatalf("want a 503 with Retry-After after FreezeWait, got %v", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -112,11 +110,14 @@ func TestRouteErrors(t *testing.T) {
 	h := apitest.New(t, apitest.Options{})
 	a := h.Nodes["ap-south"].App
 	_, err := a.ReadShard(shardkey.NewKeyspaceID(0x20, []byte("x")))
-	var e *apierror.Error
-	if !errors.As(err, &e) || e.Status != http.StatusMisdirectedRequest || e.Header.Get(wire.ReplayRegion) != "us-east" || !errors.Is(err, feature.ErrWrongRegion) {
+	var wr *shardpool.WrongRegionError
+	e := rest.Public(err)
+	if !errors.As(err, &wr) || wr.Region != "us-east" || e.Status != http.StatusMisdirectedRequest || e.Code != "wrong_region" ||
+		e.Header.Get(wire.ReplayRegion) != "us-east" || !errors.Is(e, shardpool.ErrWrongRegion) {
 		t.Fatalf("foreign ksid: %v", err)
 	}
-	if _, err := a.ReadShard(shardkey.NewKeyspaceID(0x99, []byte("x"))); !errors.As(err, &e) || e.Status != http.StatusNotFound {
+	_, err = a.ReadShard(shardkey.NewKeyspaceID(0x99, []byte("x")))
+	if e := rest.Public(err); !errors.Is(err, topology.ErrNoShard) || e.Status != http.StatusNotFound {
 		t.Fatalf("unknown region code: %v", err)
 	}
 }

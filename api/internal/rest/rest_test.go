@@ -13,6 +13,9 @@ import (
 
 	"github.com/8thdegree/meridian/internal/apierror"
 	"github.com/8thdegree/meridian/internal/requestid"
+	"github.com/8thdegree/meridian/internal/wire"
+	"github.com/8thdegree/meridian/shardmgr/shardpool"
+	"github.com/8thdegree/meridian/shardmgr/topology"
 )
 
 type body struct {
@@ -165,5 +168,50 @@ func TestLimitAndCursor(t *testing.T) {
 		if err := DecodeCursor(bad, &back); apierror.Public(err).Status != 400 {
 			t.Errorf("cursor %q accepted", bad)
 		}
+	}
+}
+
+// The shard manager's routing errors become the contract's answers here, and nowhere else.
+func TestWriteErrorRouting(t *testing.T) {
+	wrong := fmt.Errorf("jobs: %w", &shardpool.WrongRegionError{Region: "eu-west", Want: "us-east"})
+	cases := []struct {
+		err           error
+		status        int
+		code          string
+		retry, replay string
+	}{
+		{wrong, 421, "wrong_region", "", "eu-west"},
+		{fmt.Errorf("%w: keyrange 20-2080", shardpool.ErrFrozen), 503, "unavailable", "1", ""},
+		{shardpool.ErrNoTopology, 503, "unavailable", "1", ""},
+		{topology.ErrNoShard, 404, "not_found", "", ""},
+		// A handler that knows what the ksid named answers in its own words.
+		{apierror.NotFound("user").WithCause(topology.ErrNoShard), 404, "not_found", "", ""},
+		{fmt.Errorf("shardpool: write held: %w", context.Canceled), 499, "client_closed_request", "", ""},
+	}
+	for _, c := range cases {
+		r := httptest.NewRequest("GET", "/", nil)
+		w := httptest.NewRecorder()
+		WriteError(w, r, c.err)
+		var got struct {
+			Error struct {
+				Code    string `json:"code"`
+				Message string `json:"message"`
+			} `json:"error"`
+		}
+		if err := json.Unmarshal(w.Body.Bytes(), &got); err != nil {
+			t.Fatal(err)
+		}
+		if w.Code != c.status || got.Error.Code != c.code || w.Header().Get("Retry-After") != c.retry || w.Header().Get(wire.ReplayRegion) != c.replay {
+			t.Errorf("%v: %d %+v %v", c.err, w.Code, got, w.Header())
+		}
+		if strings.Contains(got.Error.Message, "shardpool") || strings.Contains(got.Error.Message, "keyrange") {
+			t.Errorf("%v: the private cause leaked: %q", c.err, got.Error.Message)
+		}
+	}
+	if e := Public(apierror.NotFound("user").WithCause(topology.ErrNoShard)); e.Message != "user not found" {
+		t.Errorf("the handler's own answer was replaced: %q", e.Message)
+	}
+	if e := Public(wrong); !errors.Is(e, shardpool.ErrWrongRegion) || e.Message != "the data is homed in region eu-west" {
+		t.Errorf("wrong region: %v", e)
 	}
 }

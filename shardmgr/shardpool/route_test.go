@@ -1,0 +1,237 @@
+package shardpool
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/8thdegree/meridian/pkg/shardkey"
+	"github.com/8thdegree/meridian/shardmgr/topology"
+)
+
+// These tests need no server: pools connect lazily, so the example topology applies without PostgreSQL
+// and routing never touches a connection.
+
+// lazyManager returns a manager following the example topology.
+func lazyManager(t *testing.T) (*Manager, *topology.Topology) {
+	t.Helper()
+	m := newManager(t)
+	topo := topology.Example()
+	if err := m.Apply(context.Background(), topo); err != nil {
+		t.Fatal(err)
+	}
+	return m, topo
+}
+
+// withState returns a copy of topo, one version on, with the keyrange that holds k in state st.
+func withState(t *testing.T, topo *topology.Topology, k shardkey.KeyspaceID, st topology.State) *topology.Topology {
+	t.Helper()
+	next := topo.Clone()
+	next.Version++
+	next.KeyRanges[rangeOf(t, next, k)].State = st
+	return next
+}
+
+func rangeOf(t *testing.T, topo *topology.Topology, k shardkey.KeyspaceID) int {
+	t.Helper()
+	for i, kr := range topo.KeyRanges {
+		if kr.Range.Contains(k) {
+			return i
+		}
+	}
+	t.Fatalf("no keyrange holds %s", k)
+	return -1
+}
+
+// flipped returns topo, one version on, with k's keyrange given to a new shard us-east-3 and serving.
+func flipped(t *testing.T, topo *topology.Topology, k shardkey.KeyspaceID) *topology.Topology {
+	t.Helper()
+	next := topo.Clone()
+	next.Version++
+	i := rangeOf(t, next, k)
+	target, _ := next.Shard(next.KeyRanges[i].Shard)
+	target.Name = "us-east-3"
+	target.Conn.Database += "_target"
+	next.Shards = append(next.Shards, target)
+	next.KeyRanges[i] = topology.Assignment{Range: next.KeyRanges[i].Range, Shard: "us-east-3", State: topology.Serving}
+	return next
+}
+
+type held struct {
+	r   Routed
+	err error
+}
+
+// holdWrite starts a WriteShard and checks that it is still waiting a moment later.
+func holdWrite(t *testing.T, ctx context.Context, m *Manager, k shardkey.KeyspaceID, maxHold time.Duration) <-chan held {
+	t.Helper()
+	done := make(chan held, 1)
+	go func() {
+		r, err := m.WriteShard(ctx, k, "us-east", maxHold)
+		done <- held{r, err}
+	}()
+	select {
+	case h := <-done:
+		t.Fatalf("a write to a frozen keyrange was not held: %+v", h)
+	case <-time.After(50 * time.Millisecond):
+	}
+	return done
+}
+
+func TestReadShardAndWriteShardRouteInTheirRegion(t *testing.T) {
+	ctx := context.Background()
+	m := newManager(t)
+	k := shardkey.NewKeyspaceID(0x20, []byte("user"))
+	if _, err := m.ReadShard(k, "us-east"); !errors.Is(err, ErrNoTopology) {
+		t.Fatalf("ReadShard before Apply: %v", err)
+	}
+	if _, err := m.WriteShard(ctx, k, "us-east", time.Second); !errors.Is(err, ErrNoTopology) {
+		t.Fatalf("WriteShard before Apply: %v", err)
+	}
+	m, topo := lazyManager(t)
+	want := topo.KeyRanges[rangeOf(t, topo, k)].Shard
+	for name, route := range map[string]func() (Routed, error){
+		"read":  func() (Routed, error) { return m.ReadShard(k, "us-east") },
+		"write": func() (Routed, error) { return m.WriteShard(ctx, k, "us-east", time.Second) },
+	} {
+		r, err := route()
+		if err != nil || r.Shard != want || r.Region != "us-east" || r.Pool == nil || r.Frozen() {
+			t.Fatalf("%s: %+v, %v; want shard %s", name, r, err, want)
+		}
+	}
+
+	// Another region's data names the region that holds it, for the replay hint.
+	_, err := m.ReadShard(k, "eu-west")
+	var wr *WrongRegionError
+	if !errors.As(err, &wr) || !errors.Is(err, ErrWrongRegion) || wr.Region != "us-east" || wr.Want != "eu-west" || wr.KeyspaceID != k {
+		t.Fatalf("foreign ksid: %v", err)
+	}
+	// A frozen keyrange of another region is not held: it is not this node's to wait for.
+	if err := m.Apply(ctx, withState(t, topo, k, topology.Frozen)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.WriteShard(ctx, k, "eu-west", time.Minute); !errors.As(err, &wr) || wr.Region != "us-east" {
+		t.Fatalf("foreign frozen ksid: %v", err)
+	}
+	if _, err := m.ReadShard(shardkey.NewKeyspaceID(0x99, []byte("x")), "us-east"); !errors.Is(err, topology.ErrNoShard) {
+		t.Fatalf("unknown region code: %v", err)
+	}
+	// Reads of a frozen keyrange go on at the owner.
+	if r, err := m.ReadShard(k, "us-east"); err != nil || r.Shard != want || !r.Frozen() {
+		t.Fatalf("read of a frozen keyrange: %+v, %v", r, err)
+	}
+}
+
+func TestWriteShardHoldReleasedByTheFlip(t *testing.T) {
+	ctx := context.Background()
+	m, topo := lazyManager(t)
+	k := shardkey.NewKeyspaceID(0x20, []byte("frozen-user"))
+	frozen := withState(t, topo, k, topology.Frozen)
+	if err := m.Apply(ctx, frozen); err != nil {
+		t.Fatal(err)
+	}
+	done := holdWrite(t, ctx, m, k, time.Minute)
+	// A topology that leaves the keyrange frozen (another keyrange changes) wakes the write, which
+	// routes again and goes back to waiting.
+	other := frozen.Clone()
+	other.Version++
+	other.KeyRanges[(rangeOf(t, other, k)+2)%len(other.KeyRanges)].State = topology.Moving
+	if err := m.Apply(ctx, other); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case h := <-done:
+		t.Fatalf("a write returned while its keyrange was still frozen: %+v", h)
+	case <-time.After(50 * time.Millisecond):
+	}
+	if err := m.Apply(ctx, flipped(t, other, k)); err != nil {
+		t.Fatal(err)
+	}
+	h := <-done
+	if h.err != nil || h.r.Shard != "us-east-3" || h.r.Frozen() {
+		t.Fatalf("after the flip the write went to %+v, %v; want us-east-3", h.r, h.err)
+	}
+	if target, err := m.Shard("us-east-3"); err != nil || h.r.Pool == nil || h.r.Pool != target.Pool {
+		t.Fatal("the released write did not get the new owner's pool")
+	}
+}
+
+func TestWriteShardHoldReleasedByAnAbort(t *testing.T) {
+	ctx := context.Background()
+	m, topo := lazyManager(t)
+	k := shardkey.NewKeyspaceID(0x20, []byte("aborted-move"))
+	before, err := m.WriteShard(ctx, k, "us-east", time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	frozen := withState(t, topo, k, topology.Frozen)
+	if err := m.Apply(ctx, frozen); err != nil {
+		t.Fatal(err)
+	}
+	done := holdWrite(t, ctx, m, k, time.Minute)
+	if err := m.Apply(ctx, withState(t, frozen, k, topology.Serving)); err != nil {
+		t.Fatal(err)
+	}
+	h := <-done
+	if h.err != nil || h.r.Shard != before.Shard || h.r.Pool != before.Pool || h.r.Frozen() {
+		t.Fatalf("after the abort the write went to %+v, %v; want %s", h.r, h.err, before.Shard)
+	}
+}
+
+func TestWriteShardHoldEnds(t *testing.T) {
+	m, topo := lazyManager(t)
+	k := shardkey.NewKeyspaceID(0x20, []byte("stuck"))
+	if err := m.Apply(context.Background(), withState(t, topo, k, topology.Frozen)); err != nil {
+		t.Fatal(err)
+	}
+
+	t.Run("maxHold", func(t *testing.T) {
+		r, err := m.WriteShard(context.Background(), k, "us-east", 30*time.Millisecond)
+		if !errors.Is(err, ErrFrozen) || !r.Frozen() {
+			t.Fatalf("want ErrFrozen with the frozen route after maxHold, got %+v, %v", r, err)
+		}
+		if _, err := m.WriteShard(context.Background(), k, "us-east", 0); !errors.Is(err, ErrFrozen) {
+			t.Fatalf("no hold allowed: %v", err)
+		}
+	})
+
+	t.Run("cancelled before", func(t *testing.T) {
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		if _, err := m.WriteShard(ctx, k, "us-east", time.Minute); !errors.Is(err, context.Canceled) {
+			t.Fatalf("a cancelled request kept waiting: %v", err)
+		}
+	})
+
+	t.Run("cancelled while held", func(t *testing.T) {
+		ctx, cancel := context.WithCancel(context.Background())
+		done := holdWrite(t, ctx, m, k, time.Minute)
+		cancel()
+		if h := <-done; !errors.Is(h.err, context.Canceled) || errors.Is(h.err, ErrFrozen) {
+			t.Fatalf("cancelled while held: %v", h.err)
+		}
+	})
+
+	t.Run("deadline", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Millisecond)
+		defer cancel()
+		if _, err := m.WriteShard(ctx, k, "us-east", time.Minute); !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("a request past its deadline kept waiting: %v", err)
+		}
+	})
+}
+
+// The hot path of a write to a keyrange that is not frozen is a read's: no allocation.
+func TestWriteShardNotFrozenDoesNotAllocate(t *testing.T) {
+	m, _ := lazyManager(t)
+	ctx := context.Background()
+	k := shardkey.NewKeyspaceID(0x40, []byte("hot"))
+	if n := testing.AllocsPerRun(100, func() {
+		if _, err := m.WriteShard(ctx, k, "eu-west", time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}); n != 0 {
+		t.Fatalf("WriteShard allocates %v times per call", n)
+	}
+}
