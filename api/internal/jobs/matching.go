@@ -17,6 +17,7 @@ import (
 	"github.com/8thdegree/meridian/api/internal/authn"
 	"github.com/8thdegree/meridian/api/internal/feature"
 	"github.com/8thdegree/meridian/api/internal/rest"
+	"github.com/8thdegree/meridian/api/internal/skills"
 	"github.com/8thdegree/meridian/internal/apierror"
 	"github.com/8thdegree/meridian/pkg/shardkey"
 	"github.com/8thdegree/meridian/shardmgr/shardpool"
@@ -201,7 +202,7 @@ func (s *Service) matchFreelancers(w http.ResponseWriter, r *http.Request, calle
 	if err != nil {
 		return err
 	}
-	want, _ := NormalizeSkills(job.Skills, "skills")
+	want, _ := skills.Normalize(job.Skills, "skills")
 	fair := s.fairness("freelancers homed in region "+s.a.Region+" whose profile is marked available",
 		"equal scores are ordered by a hash of the job and freelancer IDs: stable for this job, unrelated to account age or name")
 	page := MatchPage[MatchedFreelancer]{Items: []MatchedFreelancer{}}
@@ -224,17 +225,17 @@ func (s *Service) matchFreelancers(w http.ResponseWriter, r *http.Request, calle
 					var (
 						m      MatchedFreelancer
 						uid    []byte
-						skills []string
+						theirs []string
 						n      int64
 					)
-					if err := row.Scan(&uid, &skills, &m.Score, &m.tie, &n); err != nil {
+					if err := row.Scan(&uid, &theirs, &m.Score, &m.tie, &n); err != nil {
 						return m, 0, err
 					}
 					var err error
 					if m.FreelancerID, err = shardkey.IDFromBytes(uid); err != nil {
 						return m, 0, err
 					}
-					m.Reasons = reasons(want, skills, "missing skills")
+					m.Reasons = reasons(want, theirs, "missing skills")
 					return m, n, nil
 				})
 		})
@@ -280,7 +281,7 @@ func (s *Service) matchJobs(w http.ResponseWriter, r *http.Request, caller authn
 	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
 		return err
 	}
-	have, _ = NormalizeSkills(have, "skills")
+	have, _ = skills.Normalize(have, "skills")
 	fair := s.fairness("open jobs of clients homed in region "+s.a.Region,
 		"equal scores are ordered newest job first")
 	page := MatchPage[MatchedJob]{Items: []MatchedJob{}}

@@ -11,16 +11,14 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/8thdegree/meridian/api/internal/skills"
 	"github.com/8thdegree/meridian/pkg/shardkey"
 )
 
-// Limits of a job, from docs/schema.md (core.jobs) where the schema fixes them; MaxSkill is the API's own
-// bound (the same as profiles'), and a skill may not hold a comma because ?skills= is a comma list.
+// Limits of a job, from docs/schema.md (core.jobs); skills are bounded by package skills.
 const (
 	MaxTitle       = 200
 	MaxDescription = 20000
-	MaxSkills      = 50
-	MaxSkill       = 50
 	// MaxCents is numeric(12,2)'s largest value, 9 999 999 999.99, in cents.
 	MaxCents = 999_999_999_999
 )
@@ -323,12 +321,12 @@ func (f *jobFields) normalize(san sanitizer, bad map[string]string) jobInput {
 		}
 	}
 	if f.Skills.Set && !f.Skills.Null {
-		skills, problems := NormalizeSkills(f.Skills.V, "skills")
+		list, problems := skills.Normalize(f.Skills.V, "skills")
 		for k, v := range problems {
 			bad[k] = v
 		}
 		if len(problems) == 0 {
-			in.Skills = skills
+			in.Skills = list
 		}
 	}
 	for _, b := range []struct {
@@ -367,44 +365,6 @@ func (f *jobFields) normalize(san sanitizer, bad map[string]string) jobInput {
 		in.Remote = &v
 	}
 	return in
-}
-
-// NormalizeSkills trims each skill, folds inner white space to one space, lower-cases it and drops
-// repeats (keeping the first position), so that "Go", " go " and "GO" are one skill and search and
-// matching compare skills with plain equality — the same rules the profiles package applies. Problems
-// are keyed by field+"."+index (or field for the count).
-func NormalizeSkills(in []string, field string) ([]string, map[string]string) {
-	bad := map[string]string{}
-	out := make([]string, 0, min(len(in), MaxSkills))
-	seen := make(map[string]struct{}, min(len(in), MaxSkills))
-	for i, s := range in {
-		name := field + "." + strconv.Itoa(i)
-		s = strings.ToLower(strings.Join(strings.Fields(s), " "))
-		switch {
-		case s == "":
-			bad[name] = "must not be empty"
-			continue
-		case utf8.RuneCountInString(s) > MaxSkill:
-			bad[name] = fmt.Sprintf("must be at most %d characters", MaxSkill)
-			continue
-		case strings.IndexFunc(s, unicode.IsControl) >= 0:
-			bad[name] = "must not contain control characters"
-			continue
-		case strings.Contains(s, ","):
-			bad[name] = "must not contain a comma"
-			continue
-		}
-		if _, dup := seen[s]; dup {
-			continue
-		}
-		seen[s] = struct{}{}
-		out = append(out, s)
-		if len(out) > MaxSkills {
-			bad[field] = fmt.Sprintf("must hold at most %d distinct skills", MaxSkills)
-			break
-		}
-	}
-	return out, bad
 }
 
 // currencies lists the ISO 4217 codes of currencies one can pay in (no funds, metals or test codes),

@@ -19,6 +19,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/8thdegree/meridian/api/internal/rest"
+	"github.com/8thdegree/meridian/api/internal/skills"
 	"github.com/8thdegree/meridian/internal/apierror"
 	"github.com/8thdegree/meridian/pkg/shardkey"
 	"github.com/8thdegree/meridian/shardmgr/shardpool"
@@ -132,14 +133,14 @@ func parseSearch(v url.Values) (searchParams, error) {
 		if !utf8.ValidString(raw) {
 			bad["skills"] = "must be UTF-8 text"
 		} else {
-			skills, problems := NormalizeSkills(queryList(raw), "skills")
+			list, problems := skills.Normalize(queryList(raw), "skills")
 			for k, msg := range problems {
 				bad[k] = msg
 			}
-			if len(skills) > MaxSearchSkills {
+			if len(list) > MaxSearchSkills {
 				bad["skills"] = fmt.Sprintf("must hold at most %d distinct skills", MaxSearchSkills)
 			}
-			p.Skills = skills
+			p.Skills = list
 		}
 	}
 	if p.Q == "" && len(p.Skills) == 0 && len(bad) == 0 {

@@ -5,20 +5,19 @@ import (
 	"fmt"
 	"math/big"
 	"regexp"
-	"strconv"
 	"strings"
 	"unicode"
 	"unicode/utf8"
 
 	"github.com/8thdegree/meridian/api/internal/richtext"
+	"github.com/8thdegree/meridian/api/internal/skills"
 )
 
 // Limits of core.profiles (docs/schema.md). Lengths are in characters, as char_length counts them.
+// Skills are bounded by package skills.
 const (
 	MaxHeadline = 200
 	MaxBio      = 10000
-	MaxSkills   = 50
-	MaxSkill    = 50
 	// MaxHourlyRate is the largest value of numeric(10,2).
 	MaxHourlyRate = "99999999.99"
 )
@@ -111,8 +110,8 @@ func (p *profileRequest) normalize(san *richtext.Sanitizer) (Profile, map[string
 		}
 	}
 
-	skills, problems := normalizeSkills(p.Skills)
-	out.Skills = skills
+	list, problems := skills.Normalize(p.Skills, "skills")
+	out.Skills = list
 	for k, v := range problems {
 		bad[k] = v
 	}
@@ -134,39 +133,6 @@ func (p *profileRequest) normalize(san *richtext.Sanitizer) (Profile, map[string
 		} else {
 			out.Country = &c
 		}
-	}
-	return out, bad
-}
-
-// normalizeSkills trims each skill, folds inner white space to one space, lower-cases it and drops
-// repeats (keeping the first position), so "Go", " go " and "GO" are one skill and matching can
-// compare skills with plain equality.
-func normalizeSkills(in []string) ([]string, map[string]string) {
-	bad := map[string]string{}
-	out := make([]string, 0, min(len(in), MaxSkills))
-	seen := make(map[string]struct{}, len(in))
-	for i, s := range in {
-		field := "skills." + strconv.Itoa(i)
-		s = strings.ToLower(strings.Join(strings.Fields(s), " "))
-		switch {
-		case s == "":
-			bad[field] = "must not be empty"
-			continue
-		case utf8.RuneCountInString(s) > MaxSkill:
-			bad[field] = fmt.Sprintf("must be at most %d characters", MaxSkill)
-			continue
-		case hasControl(s):
-			bad[field] = "must not contain control characters"
-			continue
-		}
-		if _, dup := seen[s]; dup {
-			continue
-		}
-		seen[s] = struct{}{}
-		out = append(out, s)
-	}
-	if len(out) > MaxSkills {
-		bad["skills"] = fmt.Sprintf("must hold at most %d distinct skills", MaxSkills)
 	}
 	return out, bad
 }
