@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/8thdegree/meridian/api/internal/accounts/directory"
 	"github.com/8thdegree/meridian/api/internal/authn"
 	"github.com/8thdegree/meridian/pkg/shardkey"
 	"github.com/8thdegree/meridian/shardmgr/topology"
@@ -39,7 +40,7 @@ func BenchmarkDirectory(b *testing.B) {
 	topo := topology.Example()
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, _, err := directory(topo, hashEmail(testPepper, "ada.lovelace@example.com")); err != nil {
+		if _, _, err := directory.Locate(topo, directory.HashEmail(testPepper, "ada.lovelace@example.com")); err != nil {
 			b.Fatal(err)
 		}
 	}

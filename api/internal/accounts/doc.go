@@ -4,7 +4,8 @@
 // cross-region email directory that keeps email unique across all regions while the email itself
 // stays in the user's home region.
 //
-// The email directory is a set of claims, auth.email_claims, each keyed by a keyed hash of the
+// The email directory lives in the subpackage directory, which this package drives through
+// directory.Directory and answers through directory.Users. It is a set of claims, auth.email_claims, each keyed by a keyed hash of the
 // normalised email (HMAC-SHA256 with a pepper every node shares) and stored in one "directory
 // region" chosen by that hash. Registration claims the hash there before it creates the user in the
 // home shard, and releases the claim if the creation fails; login asks the directory where the

@@ -13,6 +13,7 @@ import (
 	"github.com/alexedwards/argon2id"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/8thdegree/meridian/api/internal/accounts/directory"
 	"github.com/8thdegree/meridian/api/internal/apitest"
 	"github.com/8thdegree/meridian/api/internal/audit"
 	"github.com/8thdegree/meridian/api/internal/authn"
@@ -153,7 +154,7 @@ func (e *env) emailWithDirectory(t *testing.T, region string) string {
 	t.Helper()
 	for {
 		email := uniqueEmail(t, "dir")
-		r, _, err := directory(e.Topology, hashEmail(testPepper, email))
+		r, _, err := directory.Locate(e.Topology, directory.HashEmail(testPepper, email))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/8thdegree/meridian/api/internal/accounts/directory"
 	"github.com/8thdegree/meridian/api/internal/audit"
 	"github.com/8thdegree/meridian/api/internal/rest"
 	"github.com/8thdegree/meridian/internal/apierror"
@@ -33,13 +34,13 @@ func (s *Service) handleLogin(w http.ResponseWriter, r *http.Request) error {
 	if err := s.spend(ctx, "ip:"+m.IP.String()); err != nil {
 		return err
 	}
-	h := hashEmail(s.cfg.EmailPepper, req.Email)
-	c, found, err := s.lookupEmail(ctx, h)
+	h := directory.HashEmail(s.cfg.EmailPepper, req.Email)
+	c, found, err := s.dir.Lookup(ctx, h)
 	if err != nil {
 		return err
 	}
 	if !found {
-		if err := s.spend(ctx, "email:"+h.rateKey()); err != nil {
+		if err := s.spend(ctx, "email:"+h.RateKey()); err != nil {
 			return err
 		}
 		// The same work as a wrong password, so the answer's timing does not tell the two apart.
@@ -77,12 +78,12 @@ func (s *Service) handleLogin(w http.ResponseWriter, r *http.Request) error {
 }
 
 // loginLocal checks a password for userID, whose data is in this region, and opens a session.
-func (s *Service) loginLocal(ctx context.Context, userID shardkey.ID, email, password string, h emailHash, m reqMeta) (tokenBundle, error) {
+func (s *Service) loginLocal(ctx context.Context, userID shardkey.ID, email, password string, h directory.Hash, m reqMeta) (tokenBundle, error) {
 	routed, err := s.a.WriteShard(ctx, userID.KeyspaceID())
 	if err != nil {
 		return tokenBundle{}, err
 	}
-	if err := s.spend(ctx, "email:"+h.rateKey()); err != nil {
+	if err := s.spend(ctx, "email:"+h.RateKey()); err != nil {
 		return tokenBundle{}, err
 	}
 	ksid := routed.Route.KeyspaceID
@@ -113,7 +114,7 @@ func (s *Service) loginLocal(ctx context.Context, userID shardkey.ID, email, pas
 		}
 		return tokenBundle{}, errInvalidCredentials
 	}
-	s.resetBudget(ctx, "email:"+h.rateKey())
+	s.resetBudget(ctx, "email:"+h.RateKey())
 	rehash := ""
 	if stale {
 		// The costs were raised since this hash was made: store one with today's costs.
@@ -178,7 +179,7 @@ func (s *Service) handleInternalLogin(w http.ResponseWriter, r *http.Request) er
 		return err
 	}
 	req.Email = normalizeEmail(req.Email)
-	h := hashEmail(s.cfg.EmailPepper, req.Email)
+	h := directory.HashEmail(s.cfg.EmailPepper, req.Email)
 	b, err := s.loginLocal(r.Context(), req.UserID, req.Email, req.Password, h, reqMeta{IP: req.IP, UserAgent: req.UserAgent})
 	var e *apierror.Error
 	switch {

@@ -20,6 +20,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"golang.org/x/oauth2"
 
+	"github.com/8thdegree/meridian/api/internal/accounts/directory"
 	"github.com/8thdegree/meridian/api/internal/audit"
 	"github.com/8thdegree/meridian/api/internal/authn"
 	"github.com/8thdegree/meridian/api/internal/rest"
@@ -305,16 +306,16 @@ func (p *oauthProvider) getJSON(ctx context.Context, tok *oauth2.Token, path str
 // oauthSignIn finds the user with the identity's email through the directory (wherever they live)
 // or creates one in this region, links the identity and opens a session. created says which.
 func (s *Service) oauthSignIn(ctx context.Context, id identity, role authn.Role, m reqMeta) (tokenBundle, bool, error) {
-	h := hashEmail(s.cfg.EmailPepper, id.Email)
+	h := directory.HashEmail(s.cfg.EmailPepper, id.Email)
 	var err error
 	// Twice: a registration of the same email may win the race between our lookup and our claim.
 	for range 2 {
 		var (
-			c     claim
+			c     directory.Claim
 			found bool
 			b     tokenBundle
 		)
-		if c, found, err = s.lookupEmail(ctx, h); err != nil {
+		if c, found, err = s.dir.Lookup(ctx, h); err != nil {
 			return tokenBundle{}, false, err
 		}
 		if found {

@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/8thdegree/meridian/api/internal/accounts/directory"
 	"github.com/8thdegree/meridian/api/internal/audit"
 	"github.com/8thdegree/meridian/api/internal/authn"
 	"github.com/8thdegree/meridian/api/internal/rest"
@@ -105,12 +106,12 @@ func (s *Service) createUser(ctx context.Context, nu newUser, m reqMeta) (tokenB
 	if err != nil {
 		return tokenBundle{}, err
 	}
-	h := hashEmail(s.cfg.EmailPepper, nu.Email)
-	// Everything from the claim to the commit happens within claimWindow, far inside the time after
-	// which a claim with no user may be taken over (orphanAfter).
-	cctx, cancel := context.WithTimeout(ctx, claimWindow)
+	h := directory.HashEmail(s.cfg.EmailPepper, nu.Email)
+	// Everything from the claim to the commit happens within directory.ClaimWindow, far inside the time after
+	// which a claim with no user may be taken over (directory.OrphanAfter).
+	cctx, cancel := context.WithTimeout(ctx, directory.ClaimWindow)
 	defer cancel()
-	if err := s.claimEmail(cctx, h, id, nu.Region); err != nil {
+	if err := s.dir.Claim(cctx, h, id, nu.Region); err != nil {
 		return tokenBundle{}, err
 	}
 	b, err := s.insertUser(cctx, id, nu, m)
@@ -178,7 +179,7 @@ func (s *Service) insertUser(ctx context.Context, id shardkey.ID, nu newUser, m 
 // compensate undoes a claim whose user was not created. If the creation's outcome is unknown (the
 // commit's answer was lost), the claim stays: the user may exist, and a claim without a user is
 // taken over later by the orphan rule, while a user without a claim would break uniqueness.
-func (s *Service) compensate(ctx context.Context, shard shardpool.Routed, h emailHash, id shardkey.ID) {
+func (s *Service) compensate(ctx context.Context, shard shardpool.Routed, h directory.Hash, id shardkey.ID) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
 	var exists bool
@@ -188,7 +189,7 @@ func (s *Service) compensate(ctx context.Context, shard shardpool.Routed, h emai
 		s.a.Log.Warn("email claim kept after a failed registration", "user", id.String(), "exists", exists, "err", err)
 		return
 	}
-	if err := s.releaseEmail(ctx, h, id); err != nil {
+	if err := s.dir.Release(ctx, h, id); err != nil {
 		s.a.Log.Warn("email claim not released; it becomes an orphan", "user", id.String(), "err", err)
 	}
 }

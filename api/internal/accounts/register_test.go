@@ -10,6 +10,7 @@ import (
 
 	"github.com/alexedwards/argon2id"
 
+	"github.com/8thdegree/meridian/api/internal/accounts/directory"
 	"github.com/8thdegree/meridian/api/internal/apitest"
 	"github.com/8thdegree/meridian/api/internal/audit"
 	"github.com/8thdegree/meridian/api/internal/authn"
@@ -68,7 +69,7 @@ func TestRegister(t *testing.T) {
 				t.Errorf("%s: audit %v", region, got)
 			}
 			// The directory knows the email only by its keyed hash.
-			c, found, err := e.svc["us-east"].lookupEmail(ctx, hashEmail(testPepper, email))
+			c, found, err := e.svc["us-east"].dir.Lookup(ctx, directory.HashEmail(testPepper, email))
 			if err != nil || !found || c.UserID != u.ID || c.HomeRegion != region {
 				t.Errorf("%s: claim %+v %v %v", region, c, found, err)
 			}
@@ -83,7 +84,7 @@ func TestRegister(t *testing.T) {
 			t.Fatalf("foreign region: %d %s %v", r.Status, r.Body, r.Header)
 		}
 		// Nothing was claimed by the refused request.
-		if _, found, _ := e.svc["eu-west"].lookupEmail(ctx, hashEmail(testPepper, email)); found {
+		if _, found, _ := e.svc["eu-west"].dir.Lookup(ctx, directory.HashEmail(testPepper, email)); found {
 			t.Error("a refused registration left a claim")
 		}
 		r = e.Do(t, "ap-south", apitest.Request{Method: "POST", Path: "/api/v1/auth/register", Body: body})
@@ -107,7 +108,7 @@ func TestRegister(t *testing.T) {
 			}
 		}
 		// The losers left no user behind and the claim still names the first user.
-		c, found, err := e.svc["ap-south"].lookupEmail(ctx, hashEmail(testPepper, email))
+		c, found, err := e.svc["ap-south"].dir.Lookup(ctx, directory.HashEmail(testPepper, email))
 		if err != nil || !found || c.UserID != first.User.ID {
 			t.Errorf("claim after conflicts: %+v %v %v", c, found, err)
 		}
@@ -178,7 +179,7 @@ func TestRegister(t *testing.T) {
 			if r.Status != http.StatusConflict || r.ErrorCode() != "email_taken" {
 				t.Fatalf("directory %s: register over an unclaimed duplicate: %d %s", dir, r.Status, r.Body)
 			}
-			if c, found, err := e.svc["eu-west"].lookupEmail(ctx, hashEmail(testPepper, email)); err != nil || found {
+			if c, found, err := e.svc["eu-west"].dir.Lookup(ctx, directory.HashEmail(testPepper, email)); err != nil || found {
 				t.Errorf("directory %s: the claim was not released: %+v %v %v", dir, c, found, err)
 			}
 		}
@@ -187,8 +188,8 @@ func TestRegister(t *testing.T) {
 	t.Run("orphaned claims", func(t *testing.T) {
 		// A claim whose user never appeared (a registration that crashed after claiming).
 		orphan := func(email string, age time.Duration) {
-			h := hashEmail(testPepper, email)
-			_, ksid, err := directory(e.Topology, h)
+			h := directory.HashEmail(testPepper, email)
+			_, ksid, err := directory.Locate(e.Topology, h)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -207,7 +208,7 @@ func TestRegister(t *testing.T) {
 			t.Errorf("a young orphan may still be a registration in progress: %d %s", r.Status, r.Body)
 		}
 		b := e.register(t, "ap-south", old, authn.Client)
-		c, found, err := e.svc["us-east"].lookupEmail(ctx, hashEmail(testPepper, old))
+		c, found, err := e.svc["us-east"].dir.Lookup(ctx, directory.HashEmail(testPepper, old))
 		if err != nil || !found || c.UserID != b.User.ID || c.HomeRegion != "ap-south" {
 			t.Errorf("the old orphan was not taken over: %+v %v %v", c, found, err)
 		}

@@ -87,11 +87,11 @@ func (s *Service) Routes() []feature.Route {
 			nil)},
 
 		// Node-to-node: the email directory and logins forwarded to the home region.
-		{Name: "internalClaimEmail", Method: http.MethodPost, Path: "/internal/email-claims", Access: feature.Internal, Handler: s.handleClaim, Doc: internalOp(
+		{Name: "internalClaimEmail", Method: http.MethodPost, Path: "/internal/email-claims", Access: feature.Internal, Handler: s.dir.HandleClaim, Doc: internalOp(
 			"Claim an email hash in this directory region", openapi.JSONBody("EmailClaimRequest"), resp("200", "Claimed (or already held by the same user).", ""), errs("400", "409", "503"))},
-		{Name: "internalLookupEmail", Method: http.MethodGet, Path: "/internal/email-claims/{hash}", Access: feature.Internal, Handler: s.handleLookup, Doc: internalOp(
+		{Name: "internalLookupEmail", Method: http.MethodGet, Path: "/internal/email-claims/{hash}", Access: feature.Internal, Handler: s.dir.HandleLookup, Doc: internalOp(
 			"Look up the claim of an email hash", nil, resp("200", "The claim.", "EmailClaim"), errs("400", "404"), openapi.PathParam("hash", "64 hex digits"))},
-		{Name: "internalReleaseEmail", Method: http.MethodDelete, Path: "/internal/email-claims/{hash}", Access: feature.Internal, Handler: s.handleRelease, Doc: internalOp(
+		{Name: "internalReleaseEmail", Method: http.MethodDelete, Path: "/internal/email-claims/{hash}", Access: feature.Internal, Handler: s.dir.HandleRelease, Doc: internalOp(
 			"Release a claim held by user_id", nil, noContent("Released (or not held by that user)."), errs("400"), openapi.PathParam("hash", "64 hex digits"), queryParam("user_id", "the holder", "string"))},
 		{Name: "internalUserExists", Method: http.MethodGet, Path: "/internal/users/{id}/exists", Access: feature.Internal, Handler: s.handleUserExists, Doc: internalOp(
 			"Whether a user homed here exists", nil, resp("200", "{exists: bool}", ""), errs("400", "421"), openapi.PathParam("id", "user ID"))},

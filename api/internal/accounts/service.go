@@ -9,6 +9,7 @@ import (
 	"runtime"
 	"time"
 
+	"github.com/8thdegree/meridian/api/internal/accounts/directory"
 	"github.com/8thdegree/meridian/api/internal/authn"
 	"github.com/8thdegree/meridian/api/internal/feature"
 	"github.com/8thdegree/meridian/internal/apierror"
@@ -23,6 +24,7 @@ type Service struct {
 	cfg   Config
 	pw    *hasher
 	oauth map[string]*oauthProvider
+	dir   *directory.Directory
 }
 
 var _ authn.APIKeyVerifier = (*Service)(nil)
@@ -42,6 +44,7 @@ func New(a *feature.Deps, cfg Config) (*Service, error) {
 		return nil, err
 	}
 	s := &Service{a: a, cfg: cfg, pw: pw, oauth: map[string]*oauthProvider{}}
+	s.dir = directory.New(a, s)
 	for name, pc := range cfg.OAuth {
 		s.oauth[name] = newOAuthProvider(name, pc, cfg.RedirectBaseURL, cfg.HTTPClient, a.Now)
 	}
@@ -58,7 +61,7 @@ func (s *Service) now() time.Time {
 // Errors with a public face that several handlers return.
 var (
 	errInvalidCredentials = &apierror.Error{Status: http.StatusUnauthorized, Code: "invalid_credentials", Message: "the email or password is wrong"}
-	errEmailTaken         = apierror.Conflict("email_taken", "an account with this email already exists")
+	errEmailTaken         = directory.ErrTaken
 	errBadRefresh         = apierror.Unauthenticated("the refresh token is invalid, expired or revoked; log in again")
 	errBadAPIKey          = apierror.Unauthenticated("invalid API key")
 )

@@ -2,7 +2,6 @@ package accounts
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"net/http/httptest"
 	"net/netip"
@@ -16,7 +15,6 @@ import (
 	"github.com/8thdegree/meridian/internal/accesstoken"
 	"github.com/8thdegree/meridian/internal/ratelimit"
 	"github.com/8thdegree/meridian/pkg/shardkey"
-	"github.com/8thdegree/meridian/shardmgr/topology"
 )
 
 func TestEmailProblem(t *testing.T) {
@@ -54,55 +52,6 @@ func TestEmailProblem(t *testing.T) {
 	}
 	if normalizeEmail("  Ada@Example.COM\t") != "ada@example.com" {
 		t.Error("normalizeEmail")
-	}
-}
-
-func TestDirectory(t *testing.T) {
-	topo := topology.Example()
-	// Regions in any document order give the same answer: the order is by code.
-	shuffled := topo.Clone()
-	shuffled.Regions[0], shuffled.Regions[2] = shuffled.Regions[2], shuffled.Regions[0]
-	hits := map[string]int{}
-	for i := range 3000 {
-		email := "user" + string(rune('a'+i%26)) + strings.Repeat("x", i%7) + "@example.test" + string(rune('0'+i%10))
-		h := hashEmail(testPepper, email)
-		r, k, err := directory(topo, h)
-		if err != nil {
-			t.Fatal(err)
-		}
-		r2, k2, _ := directory(shuffled, h)
-		if r.Name != r2.Name || k != k2 {
-			t.Fatalf("region order changed the directory: %s %s", r.Name, r2.Name)
-		}
-		if k.Region() != r.Code || k.Hash() != binary.BigEndian.Uint64(h[:8])>>8 {
-			t.Fatalf("claim ksid %s for %s", k, r.Name)
-		}
-		codes := []shardkey.Region{0x20, 0x40, 0x60}
-		if want := codes[binary.BigEndian.Uint64(h[:8])%3]; r.Code != want {
-			t.Fatalf("directory %s, want code %s", r.Code, want)
-		}
-		hits[r.Name]++
-	}
-	for _, r := range topo.Regions {
-		if hits[r.Name] < 800 {
-			t.Errorf("region %s holds %d of 3000 claims: the hash does not spread", r.Name, hits[r.Name])
-		}
-	}
-	// The pepper keys the hash.
-	if hashEmail(testPepper, "a@b.co") == hashEmail([]byte("another pepper, 16+"), "a@b.co") {
-		t.Error("the pepper does not change the hash")
-	}
-	if _, _, err := directory(&topology.Topology{}, emailHash{}); err == nil {
-		t.Error("no regions: no error")
-	}
-	h := hashEmail(testPepper, "a@b.co")
-	if got, err := parseEmailHash(h.String()); err != nil || got != h {
-		t.Errorf("parseEmailHash round trip: %v", err)
-	}
-	for _, bad := range []string{"", "00", strings.ToUpper(h.String()), h.String()[:63] + "g", h.String() + "00"} {
-		if _, err := parseEmailHash(bad); err == nil {
-			t.Errorf("parseEmailHash(%q) accepted", bad)
-		}
 	}
 }
 

@@ -15,6 +15,7 @@ import (
 
 	"github.com/8thdegree/meridian/api/internal/rest"
 	"github.com/8thdegree/meridian/api/internal/richtext"
+	"github.com/8thdegree/meridian/api/internal/skills"
 	"github.com/8thdegree/meridian/internal/apierror"
 	"github.com/8thdegree/meridian/pkg/shardkey"
 )
@@ -32,12 +33,12 @@ func checkInput(t *testing.T, in jobInput) {
 		t.Fatalf("accepted description of %d characters", utf8.RuneCountInString(*in.Description))
 	}
 	if in.Skills != nil {
-		again, bad := NormalizeSkills(in.Skills, "skills")
-		if len(bad) > 0 || !slices.Equal(again, in.Skills) || len(in.Skills) > MaxSkills {
+		again, bad := skills.Normalize(in.Skills, "skills")
+		if len(bad) > 0 || !slices.Equal(again, in.Skills) || len(in.Skills) > skills.MaxCount {
 			t.Fatalf("skills %q are not normalised (%v)", in.Skills, bad)
 		}
 		for _, s := range in.Skills {
-			if s == "" || strings.Contains(s, ",") || s != strings.ToLower(s) || utf8.RuneCountInString(s) > MaxSkill {
+			if s == "" || strings.Contains(s, ",") || s != strings.ToLower(s) || utf8.RuneCountInString(s) > skills.MaxLen {
 				t.Fatalf("accepted skill %q", s)
 			}
 		}

@@ -15,65 +15,11 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/8thdegree/meridian/api/internal/authn"
-	"github.com/8thdegree/meridian/api/internal/feature"
 	"github.com/8thdegree/meridian/api/internal/rest"
+	"github.com/8thdegree/meridian/api/internal/skills"
 	"github.com/8thdegree/meridian/internal/apierror"
 	"github.com/8thdegree/meridian/pkg/shardkey"
 	"github.com/8thdegree/meridian/shardmgr/shardpool"
-)
-
-// Matching is the honest fallback until the matching engine ships: the Jaccard index of two normalised
-// skill sets, |shared| / |union|, from 0 (nothing shared) to 1 (the same skills). Each shard scores its
-// candidates that share at least one skill (the GIN index on skills finds them), returns its best
-// `limit` and, in the same round trip (a pgx batch), how many candidates it has in all, so the answer can
-// say how many people were considered.
-const (
-	// $1 the job's skills (normalised, distinct), $2 the job's ID (salt of the tie-break), $3/$4 the
-	// shard's keyranges, $5 the limit. Profile skills are folded again (lower, trim) in case a profile was
-	// written by something that did not normalise them.
-	matchFreelancersSQL = `
-SELECT p.user_id, p.skills, m.score, sha256(p.user_id || $2::bytea) AS tie, count(*) OVER () AS overlapping
-FROM core.profiles AS p
-JOIN auth.users AS u ON u.ksid = p.ksid AND u.id = p.user_id
-CROSS JOIN LATERAL (
-	SELECT count(*) FILTER (WHERE d.s = ANY($1::text[]))::float8
-	     / (count(*) + cardinality($1::text[]) - count(*) FILTER (WHERE d.s = ANY($1::text[])))::float8 AS score
-	FROM (SELECT DISTINCT lower(btrim(s)) AS s FROM unnest(p.skills) AS s) AS d
-) AS m
-WHERE p.available AND u.role = 'freelancer' AND u.deleted_at IS NULL
-  AND p.skills && $1::text[]
-  AND EXISTS (SELECT 1 FROM unnest($3::bytea[], $4::bytea[]) AS r(lo, hi) WHERE p.ksid >= r.lo AND p.ksid < r.hi)
-ORDER BY m.score DESC, tie DESC
-LIMIT $5`
-
-	countFreelancersSQL = `
-SELECT count(*)
-FROM core.profiles AS p
-JOIN auth.users AS u ON u.ksid = p.ksid AND u.id = p.user_id
-WHERE p.available AND u.role = 'freelancer' AND u.deleted_at IS NULL
-  AND EXISTS (SELECT 1 FROM unnest($1::bytea[], $2::bytea[]) AS r(lo, hi) WHERE p.ksid >= r.lo AND p.ksid < r.hi)`
-
-	// $1 the freelancer's skills, $2/$3 the shard's keyranges, $4 the limit. Ties go to the newer job.
-	matchJobsSQL = `
-SELECT ` + jobCols + `, m.score, count(*) OVER () AS overlapping
-FROM core.jobs AS j
-CROSS JOIN LATERAL (
-	SELECT count(*) FILTER (WHERE d.s = ANY($1::text[]))::float8
-	     / (count(*) + cardinality($1::text[]) - count(*) FILTER (WHERE d.s = ANY($1::text[])))::float8 AS score
-	FROM (SELECT DISTINCT lower(btrim(s)) AS s FROM unnest(j.skills) AS s) AS d
-) AS m
-WHERE j.status = 'open'
-  AND j.skills && $1::text[]
-  AND EXISTS (SELECT 1 FROM unnest($2::bytea[], $3::bytea[]) AS r(lo, hi) WHERE j.ksid >= r.lo AND j.ksid < r.hi)
-ORDER BY m.score DESC, j.id DESC
-LIMIT $4`
-
-	countOpenJobsSQL = `
-SELECT count(*) FROM core.jobs AS j
-WHERE j.status = 'open'
-  AND EXISTS (SELECT 1 FROM unnest($1::bytea[], $2::bytea[]) AS r(lo, hi) WHERE j.ksid >= r.lo AND j.ksid < r.hi)`
-
-	profileSkillsSQL = `SELECT skills FROM core.profiles WHERE ksid = $1 AND user_id = $2`
 )
 
 // MatchedFreelancer is a freelancer ranked for a job.
@@ -133,25 +79,6 @@ func (s *Service) fairness(eligible, tieBreak string) Fairness {
 	}
 }
 
-func (s *Service) matching(w http.ResponseWriter, r *http.Request) error {
-	caller := feature.Caller(r)
-	limit, err := rest.Limit(r)
-	if err != nil {
-		return err
-	}
-	if v := r.URL.Query().Get("job_id"); v != "" {
-		id, err := shardkey.ParseIDOfKind(v, shardkey.KindJob)
-		if err != nil {
-			return apierror.Invalid(map[string]string{"job_id": "is not a job ID"}).WithCause(err)
-		}
-		return s.matchFreelancers(w, r, caller, id, limit)
-	}
-	if caller.Role != authn.Freelancer {
-		return apierror.Invalid(map[string]string{"job_id": "is required (only a freelancer may omit it, to get jobs for themselves)"})
-	}
-	return s.matchJobs(w, r, caller, limit)
-}
-
 type shardMatches[T any] struct {
 	considered, overlapping int64
 	items                   []T
@@ -201,7 +128,7 @@ func (s *Service) matchFreelancers(w http.ResponseWriter, r *http.Request, calle
 	if err != nil {
 		return err
 	}
-	want, _ := NormalizeSkills(job.Skills, "skills")
+	want, _ := skills.Normalize(job.Skills, "skills")
 	fair := s.fairness("freelancers homed in region "+s.a.Region+" whose profile is marked available",
 		"equal scores are ordered by a hash of the job and freelancer IDs: stable for this job, unrelated to account age or name")
 	page := MatchPage[MatchedFreelancer]{Items: []MatchedFreelancer{}}
@@ -224,17 +151,17 @@ func (s *Service) matchFreelancers(w http.ResponseWriter, r *http.Request, calle
 					var (
 						m      MatchedFreelancer
 						uid    []byte
-						skills []string
+						theirs []string
 						n      int64
 					)
-					if err := row.Scan(&uid, &skills, &m.Score, &m.tie, &n); err != nil {
+					if err := row.Scan(&uid, &theirs, &m.Score, &m.tie, &n); err != nil {
 						return m, 0, err
 					}
 					var err error
 					if m.FreelancerID, err = shardkey.IDFromBytes(uid); err != nil {
 						return m, 0, err
 					}
-					m.Reasons = reasons(want, skills, "missing skills")
+					m.Reasons = reasons(want, theirs, "missing skills")
 					return m, n, nil
 				})
 		})
@@ -280,7 +207,7 @@ func (s *Service) matchJobs(w http.ResponseWriter, r *http.Request, caller authn
 	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
 		return err
 	}
-	have, _ = NormalizeSkills(have, "skills")
+	have, _ = skills.Normalize(have, "skills")
 	fair := s.fairness("open jobs of clients homed in region "+s.a.Region,
 		"equal scores are ordered newest job first")
 	page := MatchPage[MatchedJob]{Items: []MatchedJob{}}

@@ -5,6 +5,7 @@ import (
 	"strconv"
 
 	"github.com/8thdegree/meridian/api/internal/openapi"
+	"github.com/8thdegree/meridian/api/internal/skills"
 )
 
 // OpenAPI helpers: every route's Doc is an OpenAPI 3.1 Operation object. Error responses refer to
@@ -62,13 +63,11 @@ func Schemas() map[string]any {
 		return map[string]any{"type": []string{"number", "null"}, "minimum": 0, "maximum": 9999999999.99, "multipleOf": 0.01,
 			"description": desc}
 	}
-	skills := map[string]any{"type": "array", "maxItems": MaxSkills,
-		"items": map[string]any{"type": "string", "minLength": 1, "maxLength": MaxSkill, "pattern": "^[^,]+$"}}
 	fields := func(patch bool) map[string]any {
 		p := map[string]any{
 			"title":       map[string]any{"type": "string", "minLength": 1, "maxLength": MaxTitle, "description": "Plain text."},
 			"description": map[string]any{"type": "string", "maxLength": MaxDescription, "description": "Rich text (sanitised HTML); the limit applies after sanitising."},
-			"skills":      skills,
+			"skills":      skills.Schema(),
 			"budget_min":  money("Lower bound; null for none."),
 			"budget_max":  money("Upper bound; null for none."),
 			"currency":    map[string]any{"type": "string", "pattern": "^[A-Za-z]{3}$", "description": "ISO 4217 code, stored upper case; default USD."},

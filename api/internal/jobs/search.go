@@ -8,13 +8,10 @@ import (
 	"fmt"
 	"math"
 	"net/http"
-	"net/url"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
-	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
 
@@ -24,50 +21,8 @@ import (
 	"github.com/8thdegree/meridian/shardmgr/shardpool"
 )
 
-// Bounds of a search request.
-const (
-	MaxQuery        = 500 // characters of q
-	MaxSearchSkills = 20  // distinct skills in ?skills=
-)
-
 // internalSearchPath is the route other regions' nodes call for their part of a global search.
 const internalSearchPath = "/internal/jobs/search"
-
-// Each shard ranks its matches and returns the best limit+1 after the cursor. The rank is computed in a
-// subquery so that the keyset condition can compare it. Title words weigh A, description words B and
-// skills C in the generated search column, so with ts_rank a title match outranks a description match.
-// The EXISTS keeps each shard to the keyranges the topology gives it ($lo, $hi: parallel arrays of
-// bounds): a shard can hold rows of a keyrange it does not own — the copy a move is filling, or the
-// source's rows until cleanup — and without it a search would count them twice.
-const (
-	searchTextSQL = `
-SELECT * FROM (
-	SELECT ` + jobCols + `, ts_rank(j.search, q.query) AS rank
-	FROM core.jobs AS j, websearch_to_tsquery('english', $1) AS q(query)
-	WHERE j.search @@ q.query
-	  AND j.status = 'open'
-	  AND ($2::text[] IS NULL OR j.skills && $2::text[])
-	  AND EXISTS (SELECT 1 FROM unnest($3::bytea[], $4::bytea[]) AS r(lo, hi) WHERE j.ksid >= r.lo AND j.ksid < r.hi)
-) AS m
-WHERE (m.rank, m.id) < ($5::real, $6::bytea)
-ORDER BY m.rank DESC, m.id DESC
-LIMIT $7`
-
-	// Without words, the rank is how many of the wanted skills a job lists; ties go to the newer job,
-	// which is the larger ID (IDs start with their creation time).
-	searchSkillsSQL = `
-SELECT * FROM (
-	SELECT ` + jobCols + `,
-	       (SELECT count(DISTINCT s) FROM unnest(j.skills) AS s WHERE s = ANY($1::text[]))::real AS rank
-	FROM core.jobs AS j
-	WHERE j.skills && $1::text[]
-	  AND j.status = 'open'
-	  AND EXISTS (SELECT 1 FROM unnest($2::bytea[], $3::bytea[]) AS r(lo, hi) WHERE j.ksid >= r.lo AND j.ksid < r.hi)
-) AS m
-WHERE (m.rank, m.id) < ($4::real, $5::bytea)
-ORDER BY m.rank DESC, m.id DESC
-LIMIT $6`
-)
 
 // SearchItem is a job in search results with its rank (higher is better; comparable only within one
 // query).
@@ -86,20 +41,6 @@ type SearchPage struct {
 	FailedShards []string `json:"failed_shards"`
 }
 
-// searchParams is a parsed, validated search request.
-type searchParams struct {
-	Q      string
-	Skills []string
-	Limit  int
-	Global bool
-	// After is the position of the previous page's last item, when HasAfter.
-	After    rankKey
-	HasAfter bool
-	// cursor is the cursor as sent (forwarded to peers); fp the query's fingerprint.
-	cursor string
-	fp     string
-}
-
 // rankKey orders search results: rank descending, then ID descending. IDs are unique across shards and
 // regions, so the order is total and one key positions a cursor anywhere.
 type rankKey struct {
@@ -113,84 +54,6 @@ type searchCursor struct {
 	R  float32     `json:"r"`
 	ID shardkey.ID `json:"id"`
 	H  string      `json:"h"`
-}
-
-// parseSearch validates ?q=&skills=&limit=&cursor=&scope=.
-func parseSearch(v url.Values) (searchParams, error) {
-	bad := map[string]string{}
-	p := searchParams{Limit: rest.DefaultLimit}
-	p.Q = strings.TrimSpace(v.Get("q"))
-	switch {
-	case !utf8.ValidString(p.Q):
-		bad["q"] = "must be UTF-8 text"
-	case strings.ContainsRune(p.Q, 0):
-		bad["q"] = "must not contain NUL characters"
-	case utf8.RuneCountInString(p.Q) > MaxQuery:
-		bad["q"] = fmt.Sprintf("must be at most %d characters", MaxQuery)
-	}
-	if raw := v.Get("skills"); raw != "" {
-		if !utf8.ValidString(raw) {
-			bad["skills"] = "must be UTF-8 text"
-		} else {
-			skills, problems := NormalizeSkills(queryList(raw), "skills")
-			for k, msg := range problems {
-				bad[k] = msg
-			}
-			if len(skills) > MaxSearchSkills {
-				bad["skills"] = fmt.Sprintf("must hold at most %d distinct skills", MaxSearchSkills)
-			}
-			p.Skills = skills
-		}
-	}
-	if p.Q == "" && len(p.Skills) == 0 && len(bad) == 0 {
-		bad["q"] = "q or skills is required"
-	}
-	if s := v.Get("limit"); s != "" {
-		n, err := strconv.Atoi(s)
-		if err != nil || n < 1 || n > rest.MaxLimit {
-			bad["limit"] = fmt.Sprintf("must be an integer from 1 to %d", rest.MaxLimit)
-		}
-		p.Limit = n
-	}
-	scope := v.Get("scope")
-	switch scope {
-	case "", "region":
-		scope = "region"
-	case "global":
-		p.Global = true
-	default:
-		bad["scope"] = "must be region or global"
-	}
-	if len(bad) > 0 {
-		return p, apierror.Invalid(bad)
-	}
-	p.fp = fingerprint("search", scope, p.Q, strings.Join(p.Skills, ","))
-	if c := v.Get("cursor"); c != "" {
-		var cur searchCursor
-		if err := rest.DecodeCursor(c, &cur); err != nil {
-			return p, err
-		}
-		if cur.V != 1 || cur.H != p.fp || cur.ID.Kind() != shardkey.KindJob || cur.R < 0 || math.IsInf(float64(cur.R), 0) {
-			return p, apierror.Invalid(map[string]string{"cursor": "is not a cursor of this search"})
-		}
-		p.After, p.HasAfter, p.cursor = rankKey{Rank: cur.R, ID: cur.ID}, true, c
-	}
-	return p, nil
-}
-
-// values is p as query parameters, for a peer's part of a global search.
-func (p searchParams) values() url.Values {
-	v := url.Values{"limit": {strconv.Itoa(p.Limit)}, "scope": {"global"}}
-	if p.Q != "" {
-		v.Set("q", p.Q)
-	}
-	if len(p.Skills) > 0 {
-		v.Set("skills", strings.Join(p.Skills, ","))
-	}
-	if p.cursor != "" {
-		v.Set("cursor", p.cursor)
-	}
-	return v
 }
 
 func compareRanked(a, b SearchItem) int {
@@ -307,24 +170,6 @@ func (p searchParams) page(items []SearchItem, more bool, failed []string) Searc
 // errNoShardAnswered is the private cause of a 503 when a fan-out got no answer at all.
 var errNoShardAnswered = errors.New("no shard answered")
 
-func (s *Service) search(w http.ResponseWriter, r *http.Request) error {
-	p, err := parseSearch(r.URL.Query())
-	if err != nil {
-		return err
-	}
-	var pg SearchPage
-	if p.Global {
-		pg, err = s.searchGlobal(r.Context(), p)
-	} else {
-		pg, err = s.searchLocal(r.Context(), p)
-	}
-	if err != nil {
-		return err
-	}
-	rest.WriteJSON(w, http.StatusOK, pg)
-	return nil
-}
-
 // searchLocal is a region-scope search; it is also what a peer asks for in a global search.
 func (s *Service) searchLocal(ctx context.Context, p searchParams) (SearchPage, error) {
 	ans, err := s.searchRegion(ctx, p)
@@ -337,20 +182,6 @@ func (s *Service) searchLocal(ctx context.Context, p searchParams) (SearchPage, 
 			WithCause(fmt.Errorf("%w: %s", errNoShardAnswered, strings.Join(ans.Failed, ", ")))
 	}
 	return p.page(ans.Items, ans.More, ans.Failed), nil
-}
-
-// searchInternal serves another region's node its part of a global search.
-func (s *Service) searchInternal(w http.ResponseWriter, r *http.Request) error {
-	p, err := parseSearch(r.URL.Query())
-	if err != nil {
-		return err
-	}
-	pg, err := s.searchLocal(r.Context(), p)
-	if err != nil {
-		return err
-	}
-	rest.WriteJSON(w, http.StatusOK, pg)
-	return nil
 }
 
 // searchGlobal searches this region and asks every other region's node for its part, all at once, then
@@ -431,21 +262,6 @@ func (s *Service) shardsOf(region string) []string {
 	}
 	if len(out) == 0 {
 		return []string{region + "/*"}
-	}
-	return out
-}
-
-// queryList splits a comma list (?skills=go,sql), dropping empty entries.
-func queryList(v string) []string {
-	if v == "" {
-		return nil
-	}
-	parts := strings.Split(v, ",")
-	out := parts[:0]
-	for _, p := range parts {
-		if strings.TrimSpace(p) != "" {
-			out = append(out, p)
-		}
 	}
 	return out
 }

@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"strconv"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -121,4 +123,152 @@ func constraintError(err error) (code, constraint string) {
 		return pe.Code, pe.ConstraintName
 	}
 	return "", ""
+}
+
+// Matching is the honest fallback until the matching engine ships: the Jaccard index of two normalised
+// skill sets, |shared| / |union|, from 0 (nothing shared) to 1 (the same skills). Each shard scores its
+// candidates that share at least one skill (the GIN index on skills finds them), returns its best
+// `limit` and, in the same round trip (a pgx batch), how many candidates it has in all, so the answer can
+// say how many people were considered.
+const (
+	// $1 the job's skills (normalised, distinct), $2 the job's ID (salt of the tie-break), $3/$4 the
+	// shard's keyranges, $5 the limit. Profile skills are folded again (lower, trim) in case a profile was
+	// written by something that did not normalise them.
+	matchFreelancersSQL = `
+SELECT p.user_id, p.skills, m.score, sha256(p.user_id || $2::bytea) AS tie, count(*) OVER () AS overlapping
+FROM core.profiles AS p
+JOIN auth.users AS u ON u.ksid = p.ksid AND u.id = p.user_id
+CROSS JOIN LATERAL (
+	SELECT count(*) FILTER (WHERE d.s = ANY($1::text[]))::float8
+	     / (count(*) + cardinality($1::text[]) - count(*) FILTER (WHERE d.s = ANY($1::text[])))::float8 AS score
+	FROM (SELECT DISTINCT lower(btrim(s)) AS s FROM unnest(p.skills) AS s) AS d
+) AS m
+WHERE p.available AND u.role = 'freelancer' AND u.deleted_at IS NULL
+  AND p.skills && $1::text[]
+  AND EXISTS (SELECT 1 FROM unnest($3::bytea[], $4::bytea[]) AS r(lo, hi) WHERE p.ksid >= r.lo AND p.ksid < r.hi)
+ORDER BY m.score DESC, tie DESC
+LIMIT $5`
+
+	countFreelancersSQL = `
+SELECT count(*)
+FROM core.profiles AS p
+JOIN auth.users AS u ON u.ksid = p.ksid AND u.id = p.user_id
+WHERE p.available AND u.role = 'freelancer' AND u.deleted_at IS NULL
+  AND EXISTS (SELECT 1 FROM unnest($1::bytea[], $2::bytea[]) AS r(lo, hi) WHERE p.ksid >= r.lo AND p.ksid < r.hi)`
+
+	// $1 the freelancer's skills, $2/$3 the shard's keyranges, $4 the limit. Ties go to the newer job.
+	matchJobsSQL = `
+SELECT ` + jobCols + `, m.score, count(*) OVER () AS overlapping
+FROM core.jobs AS j
+CROSS JOIN LATERAL (
+	SELECT count(*) FILTER (WHERE d.s = ANY($1::text[]))::float8
+	     / (count(*) + cardinality($1::text[]) - count(*) FILTER (WHERE d.s = ANY($1::text[])))::float8 AS score
+	FROM (SELECT DISTINCT lower(btrim(s)) AS s FROM unnest(j.skills) AS s) AS d
+) AS m
+WHERE j.status = 'open'
+  AND j.skills && $1::text[]
+  AND EXISTS (SELECT 1 FROM unnest($2::bytea[], $3::bytea[]) AS r(lo, hi) WHERE j.ksid >= r.lo AND j.ksid < r.hi)
+ORDER BY m.score DESC, j.id DESC
+LIMIT $4`
+
+	countOpenJobsSQL = `
+SELECT count(*) FROM core.jobs AS j
+WHERE j.status = 'open'
+  AND EXISTS (SELECT 1 FROM unnest($1::bytea[], $2::bytea[]) AS r(lo, hi) WHERE j.ksid >= r.lo AND j.ksid < r.hi)`
+
+	profileSkillsSQL = `SELECT skills FROM core.profiles WHERE ksid = $1 AND user_id = $2`
+)
+
+// Each shard ranks its matches and returns the best limit+1 after the cursor. The rank is computed in a
+// subquery so that the keyset condition can compare it. Title words weigh A, description words B and
+// skills C in the generated search column, so with ts_rank a title match outranks a description match.
+// The EXISTS keeps each shard to the keyranges the topology gives it ($lo, $hi: parallel arrays of
+// bounds): a shard can hold rows of a keyrange it does not own — the copy a move is filling, or the
+// source's rows until cleanup — and without it a search would count them twice.
+const (
+	searchTextSQL = `
+SELECT * FROM (
+	SELECT ` + jobCols + `, ts_rank(j.search, q.query) AS rank
+	FROM core.jobs AS j, websearch_to_tsquery('english', $1) AS q(query)
+	WHERE j.search @@ q.query
+	  AND j.status = 'open'
+	  AND ($2::text[] IS NULL OR j.skills && $2::text[])
+	  AND EXISTS (SELECT 1 FROM unnest($3::bytea[], $4::bytea[]) AS r(lo, hi) WHERE j.ksid >= r.lo AND j.ksid < r.hi)
+) AS m
+WHERE (m.rank, m.id) < ($5::real, $6::bytea)
+ORDER BY m.rank DESC, m.id DESC
+LIMIT $7`
+
+	// Without words, the rank is how many of the wanted skills a job lists; ties go to the newer job,
+	// which is the larger ID (IDs start with their creation time).
+	searchSkillsSQL = `
+SELECT * FROM (
+	SELECT ` + jobCols + `,
+	       (SELECT count(DISTINCT s) FROM unnest(j.skills) AS s WHERE s = ANY($1::text[]))::real AS rank
+	FROM core.jobs AS j
+	WHERE j.skills && $1::text[]
+	  AND j.status = 'open'
+	  AND EXISTS (SELECT 1 FROM unnest($2::bytea[], $3::bytea[]) AS r(lo, hi) WHERE j.ksid >= r.lo AND j.ksid < r.hi)
+) AS m
+WHERE (m.rank, m.id) < ($4::real, $5::bytea)
+ORDER BY m.rank DESC, m.id DESC
+LIMIT $6`
+)
+
+// Job statuses.
+const (
+	StatusOpen   = "open"
+	StatusClosed = "closed"
+	StatusFilled = "filled"
+)
+
+// Job is a job as the API shows it.
+type Job struct {
+	ID          shardkey.ID `json:"id"`
+	OwnerID     shardkey.ID `json:"owner_id"`
+	Title       string      `json:"title"`
+	Description string      `json:"description"`
+	Skills      []string    `json:"skills"`
+	// BudgetMin and BudgetMax are null when that side of the budget is open.
+	BudgetMin *Money    `json:"budget_min"`
+	BudgetMax *Money    `json:"budget_max"`
+	Currency  string    `json:"currency"`
+	Remote    bool      `json:"remote"`
+	Status    string    `json:"status"`
+	CreatedAt time.Time `json:"created_at"`
+	UpdatedAt time.Time `json:"updated_at"`
+}
+
+// Money is an amount in hundredths (cents) of its currency: exact, unlike a float, and the same scale
+// as the numeric(12,2) column. In JSON it is a plain number ("1500.5").
+type Money int64
+
+// MarshalJSON writes the amount as a JSON number with at most two decimals.
+func (m Money) MarshalJSON() ([]byte, error) {
+	v := int64(m)
+	neg := v < 0
+	if neg {
+		v = -v
+	}
+	b := strconv.AppendInt(nil, v/100, 10)
+	if c := v % 100; c != 0 {
+		b = append(b, '.', byte('0'+c/10))
+		if c%10 != 0 {
+			b = append(b, byte('0'+c%10))
+		}
+	}
+	if neg {
+		b = append([]byte{'-'}, b...)
+	}
+	return b, nil
+}
+
+// UnmarshalJSON reads a JSON number with at most two decimals (peers' answers).
+func (m *Money) UnmarshalJSON(b []byte) error {
+	c, err := parseCents(string(b))
+	if err != nil {
+		return err
+	}
+	*m = Money(c)
+	return nil
 }

@@ -6,8 +6,8 @@
 // whose registration stopped half-way still has a working profile.
 //
 // Input is normalised before it is stored so every reader sees one shape: the bio is rich text
-// and is sanitised; skills are trimmed, lower-cased, deduplicated and bounded; the country is an
-// upper-case ISO 3166-1 alpha-2 code; the hourly rate is a decimal with at most two places. Limits
+// and is sanitised; skills go through package skills (trimmed, lower-cased, deduplicated, bounded,
+// no commas: the same rules as a job's); the country is an upper-case ISO 3166-1 alpha-2 code; the hourly rate is a decimal with at most two places. Limits
 // are those of docs/schema.md, so a value the database would refuse is a 400 naming the field.
 //
 // The public profile's rating comes from a RatingSource (the reviews package), which keeps review

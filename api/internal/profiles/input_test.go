@@ -7,7 +7,6 @@ import (
 	"math/big"
 	"net/http"
 	"regexp"
-	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -18,6 +17,7 @@ import (
 	"github.com/8thdegree/meridian/api/internal/feature"
 	"github.com/8thdegree/meridian/api/internal/rest"
 	"github.com/8thdegree/meridian/api/internal/richtext"
+	"github.com/8thdegree/meridian/api/internal/skills"
 	"github.com/8thdegree/meridian/internal/apierror"
 )
 
@@ -77,12 +77,12 @@ func FuzzProfileDecoder(f *testing.F) {
 		if utf8.RuneCountInString(p.Bio) > MaxBio || strings.Contains(p.Bio, "\x00") || strings.Contains(strings.ToLower(p.Bio), "<script") {
 			t.Fatalf("bio %q", p.Bio)
 		}
-		if len(p.Skills) > MaxSkills {
+		if len(p.Skills) > skills.MaxCount {
 			t.Fatalf("%d skills", len(p.Skills))
 		}
 		seen := map[string]bool{}
 		for _, s := range p.Skills {
-			if s == "" || seen[s] || s != strings.ToLower(s) || s != strings.TrimSpace(s) || utf8.RuneCountInString(s) > MaxSkill || hasControl(s) {
+			if s == "" || seen[s] || s != strings.ToLower(s) || s != strings.TrimSpace(s) || utf8.RuneCountInString(s) > skills.MaxLen || hasControl(s) {
 				t.Fatalf("skill %q in %q", s, p.Skills)
 			}
 			seen[s] = true
@@ -134,32 +134,6 @@ func FuzzSettingsDecoder(f *testing.F) {
 			}
 		}
 	})
-}
-
-func TestNormalizeSkills(t *testing.T) {
-	for _, c := range []struct {
-		in   []string
-		want []string
-		bad  []string
-	}{
-		{nil, []string{}, nil},
-		{[]string{"Go", " go ", "GO", "Machine   Learning", "machine learning"}, []string{"go", "machine learning"}, nil},
-		{[]string{"Ünïcödé", "ÜNÏCÖDÉ"}, []string{"ünïcödé"}, nil},
-		{[]string{"ok", "", " \t "}, []string{"ok"}, []string{"skills.1", "skills.2"}},
-		{[]string{strings.Repeat("é", MaxSkill)}, []string{strings.Repeat("é", MaxSkill)}, nil},
-		{[]string{strings.Repeat("é", MaxSkill+1)}, []string{}, []string{"skills.0"}},
-		{[]string{"a\x00b"}, []string{}, []string{"skills.0"}},
-	} {
-		got, bad := normalizeSkills(c.in)
-		keys := make([]string, 0, len(bad))
-		for k := range bad {
-			keys = append(keys, k)
-		}
-		slices.Sort(keys)
-		if !slices.Equal(got, c.want) || !slices.Equal(keys, c.bad) && len(keys)+len(c.bad) > 0 {
-			t.Errorf("normalizeSkills(%q) = %q %v, want %q %v", c.in, got, bad, c.want, c.bad)
-		}
-	}
 }
 
 func TestParseHourlyRate(t *testing.T) {

@@ -5,6 +5,7 @@ import (
 	"strconv"
 
 	"github.com/8thdegree/meridian/api/internal/openapi"
+	"github.com/8thdegree/meridian/api/internal/skills"
 )
 
 // Schemas returns the OpenAPI 3.1 component schemas the routes reference. Error responses refer to
@@ -14,8 +15,7 @@ func Schemas() map[string]any {
 		return map[string]any{
 			"headline": map[string]any{"type": "string", "maxLength": MaxHeadline},
 			"bio":      map[string]any{"type": "string", "maxLength": MaxBio, "description": "Rich text (sanitised HTML)."},
-			"skills": map[string]any{"type": "array", "maxItems": MaxSkills,
-				"items": map[string]any{"type": "string", "minLength": 1, "maxLength": MaxSkill}},
+			"skills":   skills.Schema(),
 			"hourly_rate": map[string]any{"type": []string{"number", "null"}, "minimum": 0, "maximum": 99999999.99,
 				"multipleOf": 0.01, "description": "Decimal with at most two places."},
 			"country":   map[string]any{"type": []string{"string", "null"}, "pattern": "^[A-Z]{2}$", "description": "ISO 3166-1 alpha-2."},

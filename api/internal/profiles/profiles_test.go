@@ -14,6 +14,7 @@ import (
 	"github.com/8thdegree/meridian/api/internal/feature"
 	"github.com/8thdegree/meridian/api/internal/rest"
 	"github.com/8thdegree/meridian/api/internal/reviews"
+	"github.com/8thdegree/meridian/api/internal/skills"
 	"github.com/8thdegree/meridian/deploy/local/testenv"
 	"github.com/8thdegree/meridian/internal/accesstoken"
 	"github.com/8thdegree/meridian/internal/wire"
@@ -104,11 +105,11 @@ func TestOwnProfile(t *testing.T) {
 	}
 	before := string(get(u.Token).Body)
 
-	many := make([]string, MaxSkills+1)
+	many := make([]string, skills.MaxCount+1)
 	for i := range many {
 		many[i] = fmt.Sprintf("skill %d", i)
 	}
-	fifty := append([]string{}, many[:MaxSkills]...)
+	fifty := append([]string{}, many[:skills.MaxCount]...)
 	fifty = append(fifty, "SKILL 0", "skill   1") // duplicates after normalising do not count
 	if r := put(u.Token, map[string]any{"skills": fifty, "hourly_rate": 99999999.99}); r.Status != 200 {
 		t.Errorf("50 distinct skills and the largest rate: %d %s", r.Status, r.Body)
@@ -129,9 +130,10 @@ func TestOwnProfile(t *testing.T) {
 		"bio too long":           {map[string]any{"bio": strings.Repeat("b", MaxBio+1)}, "bio"},
 		"bio too long once safe": {map[string]any{"bio": strings.Repeat("<", MaxBio)}, "bio"},
 		"51 skills":              {map[string]any{"skills": many}, "skills"},
-		"skill too long":         {map[string]any{"skills": []string{strings.Repeat("s", MaxSkill+1)}}, "skills.0"},
+		"skill too long":         {map[string]any{"skills": []string{strings.Repeat("s", skills.MaxLen+1)}}, "skills.0"},
 		"empty skill":            {map[string]any{"skills": []string{"go", "  "}}, "skills.1"},
 		"skill with control":     {map[string]any{"skills": []string{"a\u0007b"}}, "skills.0"},
+		"skill with a comma":     {map[string]any{"skills": []string{"go", "go,sql"}}, "skills.1"},
 		"skills not an array":    {map[string]any{"skills": "go"}, "skills"},
 		"unknown country":        {map[string]any{"country": "XX"}, "country"},
 		"reserved country":       {map[string]any{"country": "EU"}, "country"},

@@ -24,7 +24,7 @@ func (s *Service) Routes() []feature.Route {
 			Access: feature.Authenticated, Scope: ScopeWrite, Handler: s.putOwnProfile,
 			Doc: op("Replace the caller's profile",
 				"Absent fields take their empty value. The bio is rich text and is sanitised; skills are "+
-					"trimmed, lower-cased and deduplicated; the country is upper-cased.",
+					"trimmed, lower-cased and deduplicated, and may not contain a comma; the country is upper-cased.",
 				nil, openapi.JSONBody("ProfileInput"),
 				responses(http.StatusOK, "The stored profile.", "Profile", http.StatusBadRequest, http.StatusUnauthorized,
 					http.StatusForbidden, http.StatusNotFound, http.StatusRequestEntityTooLarge, http.StatusUnsupportedMediaType,

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"log/slog"
 	"math"
 	"strconv"
@@ -12,7 +11,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/8thdegree/meridian/pkg/shardkey"
@@ -48,49 +46,6 @@ func statsOf(user shardkey.ID, d distribution) Stats {
 
 // ErrUnknownUser is returned when stats are asked for a user who does not exist.
 var ErrUnknownUser = errors.New("reviews: no such user")
-
-// countRatings reads the distribution from the reviewee's shard. The join answers "does the user
-// exist" in the same round trip: no row at all means no such user; one row with a NULL rating means
-// a user without reviews.
-func countRatings(ctx context.Context, q querier, ksid shardkey.KeyspaceID, user shardkey.ID) (distribution, error) {
-	rows, err := q.Query(ctx, `
-		SELECT r.rating, count(r.id)
-		FROM auth.users u
-		LEFT JOIN core.reviews r ON r.ksid = u.ksid AND r.reviewee_id = u.id
-		WHERE u.ksid = $1 AND u.id = $2 AND u.deleted_at IS NULL
-		GROUP BY r.rating`, ksid.Bytes(), user.Bytes())
-	if err != nil {
-		return distribution{}, fmt.Errorf("reviews: counting ratings: %w", err)
-	}
-	defer rows.Close()
-	var (
-		d      distribution
-		found  bool
-		rating *int16
-		n      int
-	)
-	for rows.Next() {
-		if err := rows.Scan(&rating, &n); err != nil {
-			return d, fmt.Errorf("reviews: counting ratings: %w", err)
-		}
-		found = true
-		if rating != nil && *rating >= MinRating && *rating <= MaxRating {
-			d[*rating-1] = n
-		}
-	}
-	if err := rows.Err(); err != nil {
-		return d, fmt.Errorf("reviews: counting ratings: %w", err)
-	}
-	if !found {
-		return d, ErrUnknownUser
-	}
-	return d, nil
-}
-
-type querier interface {
-	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
-	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
-}
 
 // statsCache keeps each reviewee's distribution in Redis under a key of its own, next to a
 // generation counter that every change bumps.

@@ -11,6 +11,7 @@ import (
 
 	"github.com/8thdegree/meridian/api/internal/rest"
 	"github.com/8thdegree/meridian/api/internal/richtext"
+	"github.com/8thdegree/meridian/api/internal/skills"
 	"github.com/8thdegree/meridian/internal/apierror"
 	"github.com/8thdegree/meridian/pkg/shardkey"
 )
@@ -110,7 +111,7 @@ func TestCreateNormalizes(t *testing.T) {
 
 func TestCreateFieldErrors(t *testing.T) {
 	long := func(n int) string { return strings.Repeat("a", n) }
-	many := make([]string, MaxSkills+1)
+	many := make([]string, skills.MaxCount+1)
 	for i := range many {
 		many[i] = "s" + strconv.Itoa(i)
 	}
@@ -126,7 +127,7 @@ func TestCreateFieldErrors(t *testing.T) {
 		{"long description", `{"title": "x", "description": "` + long(MaxDescription+1) + `"}`, "description"},
 		{"NUL in description", `{"title": "x", "description": "a\u0000b"}`, "description"},
 		{"empty skill", `{"title": "x", "skills": ["go", " "]}`, "skills.1"},
-		{"long skill", `{"title": "x", "skills": ["` + long(MaxSkill+1) + `"]}`, "skills.0"},
+		{"long skill", `{"title": "x", "skills": ["` + long(skills.MaxLen+1) + `"]}`, "skills.0"},
 		{"comma in skill", `{"title": "x", "skills": ["a,b"]}`, "skills.0"},
 		{"too many skills", `{"title": "x", "skills": ` + string(manyJSON) + `}`, "skills"},
 		{"negative budget", `{"title": "x", "budget_min": -1}`, "budget_min"},
@@ -212,18 +213,6 @@ func TestPatchNormalizes(t *testing.T) {
 		if _, bad := patch(body); bad[field] == "" {
 			t.Errorf("%s: problems %v, want %s", body, bad, field)
 		}
-	}
-}
-
-func TestNormalizeSkillsCountsDistinct(t *testing.T) {
-	in := make([]string, 0, 2*MaxSkills)
-	for i := 0; i < MaxSkills; i++ {
-		s := "skill" + strings.Repeat("i", i%40) + string(rune('a'+i/40))
-		in = append(in, s, strings.ToUpper(s))
-	}
-	out, bad := NormalizeSkills(in, "skills")
-	if len(bad) > 0 || len(out) != MaxSkills {
-		t.Fatalf("%d distinct skills given twice: got %d, %v", MaxSkills, len(out), bad)
 	}
 }
 

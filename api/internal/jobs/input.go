@@ -4,84 +4,19 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
+	"net/url"
 	"reflect"
 	"strconv"
 	"strings"
-	"time"
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/8thdegree/meridian/api/internal/rest"
+	"github.com/8thdegree/meridian/api/internal/skills"
+	"github.com/8thdegree/meridian/internal/apierror"
 	"github.com/8thdegree/meridian/pkg/shardkey"
 )
-
-// Limits of a job, from docs/schema.md (core.jobs) where the schema fixes them; MaxSkill is the API's own
-// bound (the same as profiles'), and a skill may not hold a comma because ?skills= is a comma list.
-const (
-	MaxTitle       = 200
-	MaxDescription = 20000
-	MaxSkills      = 50
-	MaxSkill       = 50
-	// MaxCents is numeric(12,2)'s largest value, 9 999 999 999.99, in cents.
-	MaxCents = 999_999_999_999
-)
-
-// Job statuses.
-const (
-	StatusOpen   = "open"
-	StatusClosed = "closed"
-	StatusFilled = "filled"
-)
-
-// Job is a job as the API shows it.
-type Job struct {
-	ID          shardkey.ID `json:"id"`
-	OwnerID     shardkey.ID `json:"owner_id"`
-	Title       string      `json:"title"`
-	Description string      `json:"description"`
-	Skills      []string    `json:"skills"`
-	// BudgetMin and BudgetMax are null when that side of the budget is open.
-	BudgetMin *Money    `json:"budget_min"`
-	BudgetMax *Money    `json:"budget_max"`
-	Currency  string    `json:"currency"`
-	Remote    bool      `json:"remote"`
-	Status    string    `json:"status"`
-	CreatedAt time.Time `json:"created_at"`
-	UpdatedAt time.Time `json:"updated_at"`
-}
-
-// Money is an amount in hundredths (cents) of its currency: exact, unlike a float, and the same scale
-// as the numeric(12,2) column. In JSON it is a plain number ("1500.5").
-type Money int64
-
-// MarshalJSON writes the amount as a JSON number with at most two decimals.
-func (m Money) MarshalJSON() ([]byte, error) {
-	v := int64(m)
-	neg := v < 0
-	if neg {
-		v = -v
-	}
-	b := strconv.AppendInt(nil, v/100, 10)
-	if c := v % 100; c != 0 {
-		b = append(b, '.', byte('0'+c/10))
-		if c%10 != 0 {
-			b = append(b, byte('0'+c%10))
-		}
-	}
-	if neg {
-		b = append([]byte{'-'}, b...)
-	}
-	return b, nil
-}
-
-// UnmarshalJSON reads a JSON number with at most two decimals (peers' answers).
-func (m *Money) UnmarshalJSON(b []byte) error {
-	c, err := parseCents(string(b))
-	if err != nil {
-		return err
-	}
-	*m = Money(c)
-	return nil
-}
 
 var (
 	errNotNumber    = errors.New("must be a number")
@@ -323,12 +258,12 @@ func (f *jobFields) normalize(san sanitizer, bad map[string]string) jobInput {
 		}
 	}
 	if f.Skills.Set && !f.Skills.Null {
-		skills, problems := NormalizeSkills(f.Skills.V, "skills")
+		list, problems := skills.Normalize(f.Skills.V, "skills")
 		for k, v := range problems {
 			bad[k] = v
 		}
 		if len(problems) == 0 {
-			in.Skills = skills
+			in.Skills = list
 		}
 	}
 	for _, b := range []struct {
@@ -369,44 +304,6 @@ func (f *jobFields) normalize(san sanitizer, bad map[string]string) jobInput {
 	return in
 }
 
-// NormalizeSkills trims each skill, folds inner white space to one space, lower-cases it and drops
-// repeats (keeping the first position), so that "Go", " go " and "GO" are one skill and search and
-// matching compare skills with plain equality — the same rules the profiles package applies. Problems
-// are keyed by field+"."+index (or field for the count).
-func NormalizeSkills(in []string, field string) ([]string, map[string]string) {
-	bad := map[string]string{}
-	out := make([]string, 0, min(len(in), MaxSkills))
-	seen := make(map[string]struct{}, min(len(in), MaxSkills))
-	for i, s := range in {
-		name := field + "." + strconv.Itoa(i)
-		s = strings.ToLower(strings.Join(strings.Fields(s), " "))
-		switch {
-		case s == "":
-			bad[name] = "must not be empty"
-			continue
-		case utf8.RuneCountInString(s) > MaxSkill:
-			bad[name] = fmt.Sprintf("must be at most %d characters", MaxSkill)
-			continue
-		case strings.IndexFunc(s, unicode.IsControl) >= 0:
-			bad[name] = "must not contain control characters"
-			continue
-		case strings.Contains(s, ","):
-			bad[name] = "must not contain a comma"
-			continue
-		}
-		if _, dup := seen[s]; dup {
-			continue
-		}
-		seen[s] = struct{}{}
-		out = append(out, s)
-		if len(out) > MaxSkills {
-			bad[field] = fmt.Sprintf("must hold at most %d distinct skills", MaxSkills)
-			break
-		}
-	}
-	return out, bad
-}
-
 // currencies lists the ISO 4217 codes of currencies one can pay in (no funds, metals or test codes),
 // each followed by a space so that a lookup is a substring search for "XYZ ".
 const currencies = "AED AFN ALL AMD ANG AOA ARS AUD AWG AZN BAM BBD BDT BGN BHD BIF BMD BND BOB BRL BSD BTN BWP " +
@@ -434,3 +331,124 @@ func isCurrency(c string) bool {
 	}
 	return false
 }
+
+// Bounds of a search request.
+const (
+	MaxQuery        = 500 // characters of q
+	MaxSearchSkills = 20  // distinct skills in ?skills=
+)
+
+// searchParams is a parsed, validated search request.
+type searchParams struct {
+	Q      string
+	Skills []string
+	Limit  int
+	Global bool
+	// After is the position of the previous page's last item, when HasAfter.
+	After    rankKey
+	HasAfter bool
+	// cursor is the cursor as sent (forwarded to peers); fp the query's fingerprint.
+	cursor string
+	fp     string
+}
+
+// parseSearch validates ?q=&skills=&limit=&cursor=&scope=.
+func parseSearch(v url.Values) (searchParams, error) {
+	bad := map[string]string{}
+	p := searchParams{Limit: rest.DefaultLimit}
+	p.Q = strings.TrimSpace(v.Get("q"))
+	switch {
+	case !utf8.ValidString(p.Q):
+		bad["q"] = "must be UTF-8 text"
+	case strings.ContainsRune(p.Q, 0):
+		bad["q"] = "must not contain NUL characters"
+	case utf8.RuneCountInString(p.Q) > MaxQuery:
+		bad["q"] = fmt.Sprintf("must be at most %d characters", MaxQuery)
+	}
+	if raw := v.Get("skills"); raw != "" {
+		if !utf8.ValidString(raw) {
+			bad["skills"] = "must be UTF-8 text"
+		} else {
+			list, problems := skills.Normalize(queryList(raw), "skills")
+			for k, msg := range problems {
+				bad[k] = msg
+			}
+			if len(list) > MaxSearchSkills {
+				bad["skills"] = fmt.Sprintf("must hold at most %d distinct skills", MaxSearchSkills)
+			}
+			p.Skills = list
+		}
+	}
+	if p.Q == "" && len(p.Skills) == 0 && len(bad) == 0 {
+		bad["q"] = "q or skills is required"
+	}
+	if s := v.Get("limit"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 || n > rest.MaxLimit {
+			bad["limit"] = fmt.Sprintf("must be an integer from 1 to %d", rest.MaxLimit)
+		}
+		p.Limit = n
+	}
+	scope := v.Get("scope")
+	switch scope {
+	case "", "region":
+		scope = "region"
+	case "global":
+		p.Global = true
+	default:
+		bad["scope"] = "must be region or global"
+	}
+	if len(bad) > 0 {
+		return p, apierror.Invalid(bad)
+	}
+	p.fp = fingerprint("search", scope, p.Q, strings.Join(p.Skills, ","))
+	if c := v.Get("cursor"); c != "" {
+		var cur searchCursor
+		if err := rest.DecodeCursor(c, &cur); err != nil {
+			return p, err
+		}
+		if cur.V != 1 || cur.H != p.fp || cur.ID.Kind() != shardkey.KindJob || cur.R < 0 || math.IsInf(float64(cur.R), 0) {
+			return p, apierror.Invalid(map[string]string{"cursor": "is not a cursor of this search"})
+		}
+		p.After, p.HasAfter, p.cursor = rankKey{Rank: cur.R, ID: cur.ID}, true, c
+	}
+	return p, nil
+}
+
+// values is p as query parameters, for a peer's part of a global search.
+func (p searchParams) values() url.Values {
+	v := url.Values{"limit": {strconv.Itoa(p.Limit)}, "scope": {"global"}}
+	if p.Q != "" {
+		v.Set("q", p.Q)
+	}
+	if len(p.Skills) > 0 {
+		v.Set("skills", strings.Join(p.Skills, ","))
+	}
+	if p.cursor != "" {
+		v.Set("cursor", p.cursor)
+	}
+	return v
+}
+
+// queryList splits a comma list (?skills=go,sql), dropping empty entries.
+func queryList(v string) []string {
+	if v == "" {
+		return nil
+	}
+	parts := strings.Split(v, ",")
+	out := parts[:0]
+	for _, p := range parts {
+		if strings.TrimSpace(p) != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// Limits of a job, from docs/schema.md (core.jobs); skills are bounded by package skills.
+const (
+	MaxTitle       = 200
+	MaxDescription = 20000
+	// MaxCents is numeric(12,2)'s largest value, 9 999 999 999.99, in cents.
+	MaxCents = 999_999_999_999
+)

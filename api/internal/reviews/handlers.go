@@ -4,174 +4,21 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net/http"
 	"time"
 
-	"github.com/gorilla/mux"
-	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
-
 	"github.com/8thdegree/meridian/api/internal/feature"
 	"github.com/8thdegree/meridian/api/internal/rest"
-	"github.com/8thdegree/meridian/api/internal/richtext"
 	"github.com/8thdegree/meridian/internal/apierror"
 	"github.com/8thdegree/meridian/pkg/shardkey"
 	"github.com/8thdegree/meridian/shardmgr/shardpool"
 	"github.com/8thdegree/meridian/shardmgr/topology"
+	"github.com/gorilla/mux"
+	"github.com/jackc/pgx/v5"
 )
-
-// ScopeWrite is the API-key scope needed to write reviews. Reading reviews needs no credentials.
-const ScopeWrite = "reviews:write"
-
-// Config tunes the stats cache.
-type Config struct {
-	// StatsTTL is how long cached stats live. Correctness does not depend on it (changes invalidate
-	// the entry); it bounds staleness only when an invalidation is lost with the node that made it.
-	StatsTTL time.Duration
-	// CacheTimeout bounds each Redis call, so a slow Redis costs a request little before it falls
-	// back to PostgreSQL.
-	CacheTimeout time.Duration
-	// MaxPendingInvalidations is how many failed invalidations a node remembers for retry.
-	MaxPendingInvalidations int
-	// FailureBackoff is how long the node leaves Redis alone after an error (0: try every time).
-	// Meanwhile stats come from PostgreSQL and invalidations are queued for retry.
-	FailureBackoff time.Duration
-}
-
-// DefaultConfig returns the defaults: a 10-minute TTL, 150 ms per Redis call, 10 000 pending
-// invalidations, 1 s of backoff after a Redis error.
-func DefaultConfig() Config {
-	return Config{StatsTTL: 10 * time.Minute, CacheTimeout: 150 * time.Millisecond, MaxPendingInvalidations: 10000,
-		FailureBackoff: time.Second}
-}
-
-// Validate names the first bad field.
-func (c Config) Validate() error {
-	switch {
-	case c.StatsTTL < time.Second:
-		return fmt.Errorf("reviews: StatsTTL %v must be at least 1s", c.StatsTTL)
-	case c.CacheTimeout <= 0:
-		return fmt.Errorf("reviews: CacheTimeout %v must be positive", c.CacheTimeout)
-	case c.MaxPendingInvalidations < 1:
-		return fmt.Errorf("reviews: MaxPendingInvalidations %d must be at least 1", c.MaxPendingInvalidations)
-	case c.FailureBackoff < 0 || c.FailureBackoff > c.StatsTTL:
-		return fmt.Errorf("reviews: FailureBackoff %v must be from 0 to StatsTTL", c.FailureBackoff)
-	}
-	return nil
-}
-
-// generationTTL keeps a generation counter far longer than any request that read it can live, and
-// longer than the entries it guards.
-func (c Config) generationTTL() time.Duration { return max(2*c.StatsTTL, time.Hour) }
-
-// Service serves reviews and review stats.
-type Service struct {
-	a     *feature.Deps
-	san   *richtext.Sanitizer
-	cache *statsCache
-}
-
-// New returns the reviews service. Stats are cached in a.Redis (nil disables the cache).
-func New(a *feature.Deps, cfg Config) (*Service, error) {
-	if a == nil || a.Pools == nil || a.IDs == nil {
-		return nil, errors.New("reviews: app with shard pools and an ID generator required")
-	}
-	if err := cfg.Validate(); err != nil {
-		return nil, err
-	}
-	now, log := a.Now, a.Log
-	if now == nil {
-		now = time.Now
-	}
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
-	return &Service{a: a, san: richtext.New(), cache: newStatsCache(a.Redis, cfg, now, log)}, nil
-}
-
-// Rating returns the number of reviews user received and their average rating, from the same
-// cached stats as GET /reviews/stats. The public profile shows it.
-func (s *Service) Rating(ctx context.Context, user shardkey.ID) (int, float64, error) {
-	st, err := s.stats(ctx, user)
-	if err != nil {
-		return 0, 0, err
-	}
-	return st.Count, st.Average, nil
-}
-
-// stats answers for a user homed in this region (a replay error otherwise).
-func (s *Service) stats(ctx context.Context, user shardkey.ID) (Stats, error) {
-	shard, err := s.a.ReadShard(user.KeyspaceID())
-	if err != nil {
-		return Stats{}, err
-	}
-	look := s.cache.lookup(ctx, user)
-	if look.hit {
-		return statsOf(user, look.dist), nil
-	}
-	d, err := countRatings(ctx, shard.Pool, shard.Route.KeyspaceID, user)
-	if errors.Is(err, ErrUnknownUser) {
-		return Stats{}, apierror.NotFound("user").WithCause(err)
-	}
-	if err != nil {
-		return Stats{}, err
-	}
-	if look.canStore {
-		s.cache.store(ctx, user, look.gen, d)
-	}
-	return statsOf(user, d), nil
-}
-
-// Review is a review as the API shows it.
-type Review struct {
-	ID         shardkey.ID `json:"id"`
-	JobID      shardkey.ID `json:"job_id"`
-	ReviewerID shardkey.ID `json:"reviewer_id"`
-	RevieweeID shardkey.ID `json:"reviewee_id"`
-	Rating     int         `json:"rating"`
-	Comment    string      `json:"comment"`
-	CreatedAt  time.Time   `json:"created_at"`
-	UpdatedAt  time.Time   `json:"updated_at"`
-}
-
-const reviewColumns = `id, job_id, reviewer_id, reviewee_id, rating, comment, created_at, updated_at`
-
-func scanReview(row pgx.Row) (Review, error) {
-	var (
-		rv                Review
-		id, job, from, to []byte
-		rating            int16
-		created, updated  time.Time
-	)
-	if err := row.Scan(&id, &job, &from, &to, &rating, &rv.Comment, &created, &updated); err != nil {
-		return Review{}, err
-	}
-	var err error
-	for _, f := range []struct {
-		dst *shardkey.ID
-		b   []byte
-	}{{&rv.ID, id}, {&rv.JobID, job}, {&rv.ReviewerID, from}, {&rv.RevieweeID, to}} {
-		if *f.dst, err = shardkey.IDFromBytes(f.b); err != nil {
-			return Review{}, fmt.Errorf("reviews: stored ID: %w", err)
-		}
-	}
-	rv.Rating = int(rating)
-	rv.CreatedAt, rv.UpdatedAt = created.UTC(), updated.UTC()
-	return rv, nil
-}
 
 func invalid(field, problem string) error {
 	return apierror.Invalid(map[string]string{field: problem})
-}
-
-// pgCode returns the SQLSTATE of a PostgreSQL error ("" for any other error).
-func pgCode(err error) string {
-	var pe *pgconn.PgError
-	if errors.As(err, &pe) {
-		return pe.Code
-	}
-	return ""
 }
 
 func (s *Service) create(w http.ResponseWriter, r *http.Request) error {
@@ -212,12 +59,7 @@ func (s *Service) create(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return fmt.Errorf("reviews: new ID: %w", err)
 	}
-	// The EXISTS makes "the reviewee exists and is not deleted" part of the insert itself.
-	rv, err := scanReview(shard.Pool.QueryRow(ctx, `
-		INSERT INTO core.reviews (ksid, id, reviewer_id, reviewee_id, job_id, rating, comment)
-		SELECT $1, $2, $3, $4, $5, $6, $7
-		WHERE EXISTS (SELECT 1 FROM auth.users WHERE ksid = $1 AND id = $4 AND deleted_at IS NULL)
-		RETURNING `+reviewColumns,
+	rv, err := scanReview(shard.Pool.QueryRow(ctx, insertReviewSQL,
 		ksid.Bytes(), id.Bytes(), caller.UserID.Bytes(), in.revieweeID.Bytes(), in.jobID.Bytes(), int16(in.rating), in.comment))
 	switch {
 	case errors.Is(err, pgx.ErrNoRows), pgCode(err) == "23503":
@@ -247,7 +89,7 @@ func (s *Service) jobOwner(ctx context.Context, job shardkey.ID) (shardkey.ID, e
 	}
 	if rt.Region == s.a.Region {
 		var owner []byte
-		err := rt.Pool.QueryRow(ctx, `SELECT owner_id FROM core.jobs WHERE ksid = $1 AND id = $2`,
+		err := rt.Pool.QueryRow(ctx, jobOwnerSQL,
 			rt.Route.KeyspaceID.Bytes(), job.Bytes()).Scan(&owner)
 		if errors.Is(err, pgx.ErrNoRows) {
 			return shardkey.ID{}, invalid("job_id", "no such job")
@@ -303,8 +145,7 @@ func (s *Service) get(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	rv, err := scanReview(shard.Pool.QueryRow(r.Context(),
-		`SELECT `+reviewColumns+` FROM core.reviews WHERE ksid = $1 AND id = $2`,
+	rv, err := scanReview(shard.Pool.QueryRow(r.Context(), getReviewSQL,
 		shard.Route.KeyspaceID.Bytes(), id.Bytes()))
 	if errors.Is(err, pgx.ErrNoRows) {
 		return apierror.NotFound("review")
@@ -339,18 +180,14 @@ func (s *Service) patch(w http.ResponseWriter, r *http.Request) error {
 	var row pgx.Row
 	if in.empty() {
 		// Nothing to change: still only the author may see the answer, and updated_at stays.
-		row = shard.Pool.QueryRow(ctx, `SELECT `+reviewColumns+` FROM core.reviews
-			WHERE ksid = $1 AND id = $2 AND reviewer_id = $3`, ksid.Bytes(), id.Bytes(), caller.UserID.Bytes())
+		row = shard.Pool.QueryRow(ctx, ownReviewSQL, ksid.Bytes(), id.Bytes(), caller.UserID.Bytes())
 	} else {
 		var rating *int16
 		if in.rating != nil {
 			v := int16(*in.rating)
 			rating = &v
 		}
-		row = shard.Pool.QueryRow(ctx, `UPDATE core.reviews
-			SET rating = COALESCE($4::smallint, rating), comment = COALESCE($5::text, comment)
-			WHERE ksid = $1 AND id = $2 AND reviewer_id = $3
-			RETURNING `+reviewColumns, ksid.Bytes(), id.Bytes(), caller.UserID.Bytes(), rating, in.comment)
+		row = shard.Pool.QueryRow(ctx, updateReviewSQL, ksid.Bytes(), id.Bytes(), caller.UserID.Bytes(), rating, in.comment)
 	}
 	rv, err := scanReview(row)
 	if errors.Is(err, pgx.ErrNoRows) {
@@ -379,7 +216,7 @@ func (s *Service) delete(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	var reviewee []byte
-	err = shard.Pool.QueryRow(ctx, `DELETE FROM core.reviews WHERE ksid = $1 AND id = $2 AND reviewer_id = $3 RETURNING reviewee_id`,
+	err = shard.Pool.QueryRow(ctx, deleteReviewSQL,
 		shard.Route.KeyspaceID.Bytes(), id.Bytes(), caller.UserID.Bytes()).Scan(&reviewee)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return apierror.NotFound("review")
@@ -446,23 +283,18 @@ func (s *Service) list(w http.ResponseWriter, r *http.Request) error {
 	}
 	ksid := shard.Route.KeyspaceID
 	var exists bool
-	if err := shard.Pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM auth.users WHERE ksid = $1 AND id = $2 AND deleted_at IS NULL)`,
+	if err := shard.Pool.QueryRow(ctx, userExistsSQL,
 		ksid.Bytes(), user.Bytes()).Scan(&exists); err != nil {
 		return fmt.Errorf("reviews: reading user: %w", err)
 	}
 	if !exists {
 		return apierror.NotFound("user")
 	}
-	// Newest first; (created_at, id) is unique, so the keyset never skips or repeats a review.
 	var rows pgx.Rows
 	if after == nil {
-		rows, err = shard.Pool.Query(ctx, `SELECT `+reviewColumns+` FROM core.reviews
-			WHERE ksid = $1 AND reviewee_id = $2
-			ORDER BY created_at DESC, id DESC LIMIT $3`, ksid.Bytes(), user.Bytes(), limit+1)
+		rows, err = shard.Pool.Query(ctx, listFirstSQL, ksid.Bytes(), user.Bytes(), limit+1)
 	} else {
-		rows, err = shard.Pool.Query(ctx, `SELECT `+reviewColumns+` FROM core.reviews
-			WHERE ksid = $1 AND reviewee_id = $2 AND (created_at, id) < ($3, $4)
-			ORDER BY created_at DESC, id DESC LIMIT $5`, ksid.Bytes(), user.Bytes(), after.CreatedAt, afterID.Bytes(), limit+1)
+		rows, err = shard.Pool.Query(ctx, listAfterSQL, ksid.Bytes(), user.Bytes(), after.CreatedAt, afterID.Bytes(), limit+1)
 	}
 	if err != nil {
 		return fmt.Errorf("reviews: list: %w", err)

@@ -7,13 +7,13 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/gorilla/mux"
-	"github.com/jackc/pgx/v5"
-
+	"github.com/8thdegree/meridian/api/internal/authn"
 	"github.com/8thdegree/meridian/api/internal/feature"
 	"github.com/8thdegree/meridian/api/internal/rest"
 	"github.com/8thdegree/meridian/internal/apierror"
 	"github.com/8thdegree/meridian/pkg/shardkey"
+	"github.com/gorilla/mux"
+	"github.com/jackc/pgx/v5"
 )
 
 // writeFailure turns a database error of a write into the public error: the one CHECK a valid request
@@ -229,5 +229,56 @@ func (s *Service) list(w http.ResponseWriter, r *http.Request) error {
 		page.NextCursor = rest.EncodeCursor(listCursor{V: 1, T: last.CreatedAt, ID: last.ID, H: fp})
 	}
 	rest.WriteJSON(w, http.StatusOK, page)
+	return nil
+}
+
+func (s *Service) matching(w http.ResponseWriter, r *http.Request) error {
+	caller := feature.Caller(r)
+	limit, err := rest.Limit(r)
+	if err != nil {
+		return err
+	}
+	if v := r.URL.Query().Get("job_id"); v != "" {
+		id, err := shardkey.ParseIDOfKind(v, shardkey.KindJob)
+		if err != nil {
+			return apierror.Invalid(map[string]string{"job_id": "is not a job ID"}).WithCause(err)
+		}
+		return s.matchFreelancers(w, r, caller, id, limit)
+	}
+	if caller.Role != authn.Freelancer {
+		return apierror.Invalid(map[string]string{"job_id": "is required (only a freelancer may omit it, to get jobs for themselves)"})
+	}
+	return s.matchJobs(w, r, caller, limit)
+}
+
+func (s *Service) search(w http.ResponseWriter, r *http.Request) error {
+	p, err := parseSearch(r.URL.Query())
+	if err != nil {
+		return err
+	}
+	var pg SearchPage
+	if p.Global {
+		pg, err = s.searchGlobal(r.Context(), p)
+	} else {
+		pg, err = s.searchLocal(r.Context(), p)
+	}
+	if err != nil {
+		return err
+	}
+	rest.WriteJSON(w, http.StatusOK, pg)
+	return nil
+}
+
+// searchInternal serves another region's node its part of a global search.
+func (s *Service) searchInternal(w http.ResponseWriter, r *http.Request) error {
+	p, err := parseSearch(r.URL.Query())
+	if err != nil {
+		return err
+	}
+	pg, err := s.searchLocal(r.Context(), p)
+	if err != nil {
+		return err
+	}
+	rest.WriteJSON(w, http.StatusOK, pg)
 	return nil
 }
