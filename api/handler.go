@@ -62,7 +62,7 @@ func assemble(a *feature.Deps, fs featureSettings) (*assembly, error) {
 	acfg := accounts.DefaultConfig()
 	acfg.Tokens, acfg.EmailPepper, acfg.StateKey = fs.tokens, []byte(fs.cfg.EmailPepper), []byte(fs.cfg.StateKey)
 	acfg.RefreshTTL, acfg.OAuth, acfg.RedirectBaseURL, acfg.Limiter = fs.cfg.RefreshTTL, fs.oauth, fs.cfg.PublicURL, fs.limiter
-	acfg.TrustedProxies = fs.cfg.TrustedProxies
+	acfg.TrustedProxies, acfg.DisableAPIKeys = fs.cfg.TrustedProxies, !fs.cfg.FeatureAPIKeys
 	acc, err := accounts.New(a, acfg)
 	if err != nil {
 		return nil, err
@@ -79,13 +79,7 @@ func assemble(a *feature.Deps, fs featureSettings) (*assembly, error) {
 	if err != nil {
 		return nil, err
 	}
-	var routes []feature.Route
-	for _, r := range acc.Routes() {
-		if !fs.cfg.FeatureAPIKeys && strings.HasPrefix(r.Path, "/auth/api-keys") {
-			continue
-		}
-		routes = append(routes, r)
-	}
+	routes := acc.Routes()
 	// Order matters within each package (/jobs/search before /jobs/{id}); keep each package's own order.
 	routes = append(routes, pf.Routes()...)
 	routes = append(routes, rv.Routes()...)

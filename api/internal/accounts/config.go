@@ -147,6 +147,9 @@ type Config struct {
 	// TrustedProxies are the networks of the edge routers: their X-Forwarded-For names the client whose
 	// failed logins are counted and audited. Without them the connection's peer is the client.
 	TrustedProxies []netip.Prefix
+	// DisableAPIKeys takes the API-key routes away (MERIDIAN_FEATURE_API_KEYS=false); the node then
+	// also refuses "Authorization: ApiKey".
+	DisableAPIKeys bool
 }
 
 // DefaultConfig returns a Config with the defaults filled in; the caller adds tokens, secrets and the

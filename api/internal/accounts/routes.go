@@ -11,6 +11,29 @@ import (
 // Routes returns the accounts endpoints, the Internal ones of the email directory and forwarded
 // logins included.
 func (s *Service) Routes() []feature.Route {
+	routes := s.routes()
+	if !s.cfg.DisableAPIKeys {
+		return routes
+	}
+	kept := routes[:0]
+	for _, r := range routes {
+		if !isAPIKeyRoute(r.Name) {
+			kept = append(kept, r)
+		}
+	}
+	return kept
+}
+
+// isAPIKeyRoute names the routes that manage API keys, which Config.DisableAPIKeys takes away.
+func isAPIKeyRoute(name string) bool {
+	switch name {
+	case "createAPIKey", "listAPIKeys", "revokeAPIKey":
+		return true
+	}
+	return false
+}
+
+func (s *Service) routes() []feature.Route {
 	return []feature.Route{
 		{Name: "registerUser", Method: http.MethodPost, Path: "/auth/register", Access: feature.Public, Handler: s.handleRegister, Doc: op(
 			"Create an account",

@@ -69,3 +69,25 @@ func TestRoutesAreDocumented(t *testing.T) {
 		t.Fatal("no references found: the walk is broken")
 	}
 }
+
+// MERIDIAN_FEATURE_API_KEYS=false takes away exactly the routes that manage API keys.
+func TestDisableAPIKeysRemovesTheirRoutes(t *testing.T) {
+	all := (&Service{}).Routes()
+	off := (&Service{cfg: Config{DisableAPIKeys: true}}).Routes()
+	var removed []string
+	kept := map[string]bool{}
+	for _, r := range off {
+		kept[r.Name] = true
+		if strings.HasPrefix(r.Path, "/auth/api-keys") {
+			t.Errorf("%s %s is served with API keys disabled", r.Method, r.Path)
+		}
+	}
+	for _, r := range all {
+		if !kept[r.Name] {
+			removed = append(removed, r.Name)
+		}
+	}
+	if strings.Join(removed, ",") != "createAPIKey,listAPIKeys,revokeAPIKey" {
+		t.Errorf("removed %v", removed)
+	}
+}
