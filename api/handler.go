@@ -33,6 +33,7 @@ import (
 	"github.com/8thdegree/meridian/internal/breaker"
 	"github.com/8thdegree/meridian/internal/ratelimit"
 	"github.com/8thdegree/meridian/internal/ratelimit/admission"
+	"github.com/8thdegree/meridian/internal/tokenissue"
 )
 
 // Version is the API version reported in the OpenAPI document.
@@ -40,7 +41,7 @@ const Version = "1.0.0"
 
 // featureConfig is what the feature packages need beyond the App.
 type featureConfig struct {
-	Tokens          *accesstoken.Tokens
+	Tokens          *tokenissue.Issuer
 	EmailPepper     []byte
 	StateKey        []byte
 	RefreshTTL      time.Duration
@@ -111,7 +112,7 @@ func assemble(a *feature.Deps, fc featureConfig) (*assembly, error) {
 }
 
 // authenticator verifies bearer tokens and, when enabled, API keys.
-func (asm *assembly) authenticator(tokens *accesstoken.Tokens, apiKeys bool) authn.Authenticator {
+func (asm *assembly) authenticator(tokens *accesstoken.Verifier, apiKeys bool) authn.Authenticator {
 	h := &authn.HeaderAuthenticator{Tokens: tokens}
 	if apiKeys {
 		h.APIKeys = asm.accounts
@@ -232,7 +233,7 @@ func (n *Node) buildHandler() (http.Handler, error) {
 	return server.Handler(asm.routes, server.Options{
 		Region:          n.cfg.Region,
 		Log:             n.log,
-		Auth:            asm.authenticator(n.tokens, n.cfg.FeatureAPIKeys),
+		Auth:            asm.authenticator(n.verifier, n.cfg.FeatureAPIKeys),
 		InternalToken:   string(n.cfg.InternalToken),
 		Middleware:      global,
 		RouteMiddleware: route,

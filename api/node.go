@@ -26,6 +26,7 @@ import (
 	"github.com/8thdegree/meridian/api/internal/feature"
 	"github.com/8thdegree/meridian/internal/accesstoken"
 	"github.com/8thdegree/meridian/internal/ratelimit/admission"
+	"github.com/8thdegree/meridian/internal/tokenissue"
 	"github.com/8thdegree/meridian/pkg/shardkey"
 	"github.com/8thdegree/meridian/shardmgr/shardpool"
 	"github.com/8thdegree/meridian/shardmgr/topostore"
@@ -39,7 +40,8 @@ type Node struct {
 	watcher  *topostore.Watcher
 	pools    *shardpool.Manager
 	redis    *redis.Client
-	tokens   *accesstoken.Tokens
+	tokens   *tokenissue.Issuer
+	verifier *accesstoken.Verifier
 	app      *feature.Deps
 	registry *prometheus.Registry
 	handler  http.Handler
@@ -59,11 +61,15 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Node, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	log = log.With("region", cfg.Region)
-	keys, err := accesstoken.LoadKeyDir(cfg.SigningKeyDir)
+	keys, err := tokenissue.LoadKeyDir(cfg.SigningKeyDir)
 	if err != nil {
 		return nil, fmt.Errorf("config: MERIDIAN_SIGNING_KEY_DIR: %w", err)
 	}
-	tokens, err := accesstoken.New(accesstoken.Config{Issuer: cfg.TokenIssuer, Audience: cfg.TokenAudience, TTL: cfg.AccessTTL, Leeway: 30 * time.Second, CacheSize: 10000}, keys, nil)
+	tokens, err := tokenissue.New(tokenissue.Config{Issuer: cfg.TokenIssuer, Audience: cfg.TokenAudience, TTL: cfg.AccessTTL}, keys, nil)
+	if err != nil {
+		return nil, err
+	}
+	verifier, err := accesstoken.NewVerifier(accesstoken.Config{Issuer: cfg.TokenIssuer, Audience: cfg.TokenAudience, Leeway: 30 * time.Second, CacheSize: 10000}, keys.Public(), nil)
 	if err != nil {
 		return nil, err
 	}
@@ -85,7 +91,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	n := &Node{cfg: cfg, log: log, consul: cc, watcher: watcher, pools: pools, tokens: tokens, registry: prometheus.NewRegistry()}
+	n := &Node{cfg: cfg, log: log, consul: cc, watcher: watcher, pools: pools, tokens: tokens, verifier: verifier, registry: prometheus.NewRegistry()}
 	n.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return n, nil
 }

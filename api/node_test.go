@@ -24,8 +24,8 @@ import (
 	"github.com/8thdegree/meridian/api/internal/middleware"
 	"github.com/8thdegree/meridian/api/internal/openapi/openapitest"
 	"github.com/8thdegree/meridian/deploy/local/testenv"
-	"github.com/8thdegree/meridian/internal/accesstoken"
 	"github.com/8thdegree/meridian/internal/ratelimit"
+	"github.com/8thdegree/meridian/internal/tokenissue"
 	"github.com/8thdegree/meridian/internal/wire"
 	"github.com/8thdegree/meridian/shardmgr/migrate"
 	"github.com/8thdegree/meridian/shardmgr/topology"
@@ -41,7 +41,7 @@ func fullNodes(t *testing.T) (*apitest.Harness, map[string]*assembly) {
 	asms := map[string]*assembly{}
 	lims := map[string]*ratelimit.Limiter{}
 	h := apitest.New(t, apitest.Options{
-		Routes: func(a *feature.Deps, tokens *accesstoken.Tokens) []feature.Route {
+		Routes: func(a *feature.Deps, tokens *tokenissue.Issuer) []feature.Route {
 			lims[a.Region] = ratelimit.New(a.Redis, a.Log)
 			asm, err := assemble(a, featureConfig{
 				Tokens: tokens, EmailPepper: []byte("test-pepper-0123456789"), StateKey: []byte("test-state-key-0123456789"),
@@ -192,8 +192,8 @@ func TestNodeRun(t *testing.T) {
 		t.Fatal(err)
 	}
 	keyDir := t.TempDir()
-	k, _ := accesstoken.GenerateKey()
-	if err := accesstoken.WriteKeyFile(filepath.Join(keyDir, "k.pem"), k); err != nil {
+	k, _ := tokenissue.GenerateKey()
+	if err := tokenissue.WriteKeyFile(filepath.Join(keyDir, "k.pem"), k); err != nil {
 		t.Fatal(err)
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")

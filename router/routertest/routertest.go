@@ -33,6 +33,7 @@ import (
 	"github.com/8thdegree/meridian/deploy/local/testenv"
 	"github.com/8thdegree/meridian/internal/accesstoken"
 	"github.com/8thdegree/meridian/internal/ratelimit"
+	"github.com/8thdegree/meridian/internal/tokenissue"
 	"github.com/8thdegree/meridian/pkg/shardkey"
 	"github.com/8thdegree/meridian/router"
 	"github.com/8thdegree/meridian/shardmgr/topology"
@@ -65,13 +66,15 @@ type Env struct {
 	Key string
 	// Prefix makes the test's Consul names unique.
 	Prefix string
-	Keys   *accesstoken.KeySet
-	Tokens *accesstoken.Tokens
+	Keys   *tokenissue.SigningKeys
+	Tokens *tokenissue.Issuer
 	IDs    *shardkey.Generator
 
 	opts  Options
 	store *topostore.Store
-	jwks  atomic.Pointer[[]byte]
+	// verifier checks tokens for the fake nodes, as a node's own verifier does.
+	verifier *accesstoken.Verifier
+	jwks     atomic.Pointer[[]byte]
 
 	mu    sync.Mutex
 	topo  *topology.Topology
@@ -91,15 +94,19 @@ func New(t testing.TB, opts Options) *Env {
 	if err != nil {
 		t.Fatalf("routertest: consul client: %v", err)
 	}
-	key, err := accesstoken.GenerateKey()
+	key, err := tokenissue.GenerateKey()
 	if err != nil {
 		t.Fatal(err)
 	}
-	ks, err := accesstoken.NewKeySet([]accesstoken.Key{key}, key.ID)
+	ks, err := tokenissue.NewSigningKeys(key)
 	if err != nil {
 		t.Fatal(err)
 	}
-	tokens, err := accesstoken.New(accesstoken.Config{Issuer: Issuer, Audience: Audience, TTL: time.Hour}, ks, nil)
+	tokens, err := tokenissue.New(tokenissue.Config{Issuer: Issuer, Audience: Audience, TTL: time.Hour}, ks, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	verifier, err := accesstoken.NewVerifier(accesstoken.Config{Issuer: Issuer, Audience: Audience}, ks.Public(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -107,7 +114,7 @@ func New(t testing.TB, opts Options) *Env {
 	e := &Env{
 		Consul: client, ConsulAddr: c.HTTPAddr(), RedisAddr: redisAddr,
 		Key: "meridian-test/" + prefix + "/topology", Prefix: prefix,
-		Keys: ks, Tokens: tokens, IDs: shardkey.NewGenerator(nil, nil),
+		Keys: ks, Tokens: tokens, IDs: shardkey.NewGenerator(nil, nil), verifier: verifier,
 		opts: opts, nodes: map[string][]*Node{},
 	}
 	e.SetJWKS(ks.JWKS())
@@ -398,7 +405,7 @@ func (n *Node) ksidOf(r *http.Request) (shardkey.KeyspaceID, bool) {
 		}
 	}
 	if tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok {
-		if s, err := n.env.Tokens.Verify(tok); err == nil {
+		if s, err := n.env.verifier.Verify(tok); err == nil {
 			return s.KSID, true
 		}
 	}

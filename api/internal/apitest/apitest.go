@@ -29,6 +29,7 @@ import (
 	"github.com/8thdegree/meridian/api/internal/server"
 	"github.com/8thdegree/meridian/deploy/local/testenv"
 	"github.com/8thdegree/meridian/internal/accesstoken"
+	"github.com/8thdegree/meridian/internal/tokenissue"
 	"github.com/8thdegree/meridian/pkg/shardkey"
 	"github.com/8thdegree/meridian/shardmgr/migrate"
 	"github.com/8thdegree/meridian/shardmgr/shardpool"
@@ -49,7 +50,7 @@ const (
 // Options say what the nodes serve.
 type Options struct {
 	// Routes returns the routes of one region's node.
-	Routes func(a *feature.Deps, tokens *accesstoken.Tokens) []feature.Route
+	Routes func(a *feature.Deps, tokens *tokenissue.Issuer) []feature.Route
 	// APIKeys, if set, verifies API keys for one region's node.
 	APIKeys func(a *feature.Deps) authn.APIKeyVerifier
 	// Middleware, if set, returns extra middleware for one region's node.
@@ -72,7 +73,7 @@ type Harness struct {
 	T        *testing.T
 	Topology *topology.Topology
 	Pools    *shardpool.Manager
-	Tokens   *accesstoken.Tokens
+	Tokens   *tokenissue.Issuer
 	Redis    *redis.Client
 	Nodes    map[string]*Node
 	IDs      *shardkey.Generator
@@ -108,11 +109,11 @@ func New(t *testing.T, opts Options) *Harness {
 	}
 	rdb := redis.NewClient(&redis.Options{Addr: testenv.Redis(t)})
 	t.Cleanup(func() { rdb.Close() })
-	key, err := accesstoken.GenerateKey()
+	key, err := tokenissue.GenerateKey()
 	if err != nil {
 		t.Fatal(err)
 	}
-	keys, err := accesstoken.NewKeySet([]accesstoken.Key{key}, key.ID)
+	keys, err := tokenissue.NewSigningKeys(key)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -120,7 +121,11 @@ func New(t *testing.T, opts Options) *Harness {
 	if now == nil {
 		now = time.Now
 	}
-	tokens, err := accesstoken.New(accesstoken.Config{Issuer: Issuer, Audience: Audience, TTL: 15 * time.Minute, Leeway: 5 * time.Second}, keys, now)
+	tokens, err := tokenissue.New(tokenissue.Config{Issuer: Issuer, Audience: Audience, TTL: 15 * time.Minute}, keys, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	verifier, err := accesstoken.NewVerifier(accesstoken.Config{Issuer: Issuer, Audience: Audience, Leeway: 5 * time.Second}, keys.Public(), now)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -132,7 +137,7 @@ func New(t *testing.T, opts Options) *Harness {
 		if opts.Routes != nil {
 			routes = opts.Routes(a, tokens)
 		}
-		auth := &authn.HeaderAuthenticator{Tokens: tokens}
+		auth := &authn.HeaderAuthenticator{Tokens: verifier}
 		if opts.APIKeys != nil {
 			auth.APIKeys = opts.APIKeys(a)
 		}

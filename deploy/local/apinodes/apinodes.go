@@ -20,8 +20,8 @@ import (
 
 	"github.com/8thdegree/meridian/api"
 	"github.com/8thdegree/meridian/deploy/local/testenv"
-	"github.com/8thdegree/meridian/internal/accesstoken"
 	"github.com/8thdegree/meridian/internal/ratelimit"
+	"github.com/8thdegree/meridian/internal/tokenissue"
 	"github.com/8thdegree/meridian/router"
 	"github.com/8thdegree/meridian/shardmgr/migrate"
 	"github.com/8thdegree/meridian/shardmgr/topology"
@@ -87,11 +87,11 @@ func Start(tb testing.TB, regions ...string) *Cluster {
 	if _, err := topostore.NewStore(cc, c.Key).Create(ctx, topo); err != nil {
 		tb.Fatal(err)
 	}
-	k, err := accesstoken.GenerateKey()
+	k, err := tokenissue.GenerateKey()
 	if err != nil {
 		tb.Fatal(err)
 	}
-	if err := accesstoken.WriteKeyFile(filepath.Join(c.KeyDir, "k.pem"), k); err != nil {
+	if err := tokenissue.WriteKeyFile(filepath.Join(c.KeyDir, "k.pem"), k); err != nil {
 		tb.Fatal(err)
 	}
 	if len(regions) == 0 {
