@@ -198,7 +198,7 @@ func (n *Node) buildHandler() (http.Handler, error) {
 	if err != nil {
 		return nil, err
 	}
-	n.app.Peers = peers.NewConsulWith(n.consul, n.pools.Table, string(n.cfg.InternalToken), 2*time.Second,
+	n.app.Peers = peers.New(n.regions, string(n.cfg.InternalToken),
 		peers.Options{WrapTransport: tracing.Transport, Breakers: peers.NewBreakers(n.log, bm)})
 	oauth, err := n.cfg.oauthProviders()
 	if err != nil {

@@ -25,6 +25,7 @@ import (
 
 	"github.com/8thdegree/meridian/api/internal/feature"
 	"github.com/8thdegree/meridian/internal/accesstoken"
+	"github.com/8thdegree/meridian/internal/discovery"
 	"github.com/8thdegree/meridian/internal/ratelimit/admission"
 	"github.com/8thdegree/meridian/internal/tokenissue"
 	"github.com/8thdegree/meridian/pkg/shardkey"
@@ -42,6 +43,8 @@ type Node struct {
 	redis    *redis.Client
 	tokens   *tokenissue.Issuer
 	verifier *accesstoken.Verifier
+	// regions follows the healthy API nodes of every region, for calls to other regions.
+	regions  *discovery.Watcher
 	app      *feature.Deps
 	registry *prometheus.Registry
 	handler  http.Handler
@@ -79,6 +82,12 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Node, error) {
 	if err != nil {
 		return nil, fmt.Errorf("config: CONSUL_HTTP_ADDR: %w", err)
 	}
+	dcfg := discovery.DefaultConfig()
+	dcfg.Consul = cc
+	regions, err := discovery.New(dcfg, log)
+	if err != nil {
+		return nil, err
+	}
 	wcfg := topostore.DefaultWatcherConfig()
 	wcfg.Key, wcfg.CachePath, wcfg.Logger = cfg.TopologyKey, cfg.TopologyCache, log
 	watcher, err := topostore.NewWatcher(cc, wcfg)
@@ -91,7 +100,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	n := &Node{cfg: cfg, log: log, consul: cc, watcher: watcher, pools: pools, tokens: tokens, verifier: verifier, registry: prometheus.NewRegistry()}
+	n := &Node{cfg: cfg, log: log, consul: cc, watcher: watcher, pools: pools, tokens: tokens, verifier: verifier, regions: regions, registry: prometheus.NewRegistry()}
 	n.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return n, nil
 }
@@ -124,6 +133,10 @@ func (n *Node) Run(ctx context.Context, ln net.Listener) error {
 	sub, unsubscribe := n.watcher.Subscribe(4)
 	defer unsubscribe()
 	go n.pools.Follow(wctx, sub)
+	peerTopos, unsubscribePeers := n.watcher.Subscribe(4)
+	peersDone := make(chan error, 1)
+	go func() { peersDone <- n.regions.Run(wctx, peerTopos) }()
+	defer func() { unsubscribePeers(); <-peersDone }()
 
 	redisAddr := n.cfg.RedisAddr
 	if redisAddr == "" {

@@ -34,7 +34,7 @@ type Router struct {
 	log *slog.Logger
 
 	watcher   *topostore.Watcher
-	pools     *upstream.Set
+	pools     *upstream.Regions
 	verifier  *tokenkeys.Verifier
 	limiter   *admission.Limiter
 	metrics   *metrics.Metrics
@@ -68,12 +68,12 @@ func New(cfg Config, log *slog.Logger) (*Router, error) {
 	if err != nil {
 		return nil, err
 	}
-	sc := upstream.DefaultSetConfig()
-	sc.Consul = client
+	sc := upstream.DefaultConfig()
+	sc.Discovery.Consul = client
 	sc.RetryAfter = cfg.RegionRetryAfter
 	sc.Health = upstream.Health{EjectAfter: cfg.EjectAfter, EjectBase: cfg.EjectBase, EjectMax: cfg.EjectMax,
 		BreakerFailures: cfg.BreakerFailures, BreakerOpenFor: cfg.BreakerOpenFor}
-	if r.pools, err = upstream.NewSet(sc, log); err != nil {
+	if r.pools, err = upstream.New(sc, log); err != nil {
 		return nil, err
 	}
 	if r.limiter, err = admission.New(nil, admission.DefaultConfig(), log); err != nil {

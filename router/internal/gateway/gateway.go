@@ -60,7 +60,7 @@ type Config struct {
 type Deps struct {
 	Log       *slog.Logger
 	Metrics   *metrics.Metrics
-	Pools     *upstream.Set
+	Pools     *upstream.Regions
 	Verifier  *tokenkeys.Verifier
 	Limiter   *admission.Limiter
 	Transport http.RoundTripper

@@ -73,7 +73,7 @@ func testGateway(tb testing.TB, rt http.RoundTripper, log *slog.Logger) (*Gatewa
 	if err := v.Refresh(context.Background()); err != nil {
 		tb.Fatal(err)
 	}
-	pools, err := upstream.NewStaticSet(map[string][]string{"eu-west": {"127.0.0.1:1"}, "us-east": {"127.0.0.1:2"}, "ap-south": {"127.0.0.1:3"}}, upstream.DefaultHealth(), nil)
+	pools, err := upstream.NewStatic(map[string][]string{"eu-west": {"127.0.0.1:1"}, "us-east": {"127.0.0.1:2"}, "ap-south": {"127.0.0.1:3"}}, upstream.DefaultHealth(), nil)
 	if err != nil {
 		tb.Fatal(err)
 	}
