@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/8thdegree/meridian/internal/accesstoken"
+	"github.com/8thdegree/meridian/internal/tokenissue"
 )
 
 func validConfig(t *testing.T) Config {
@@ -63,11 +63,11 @@ func TestConfigValidateNamesTheField(t *testing.T) {
 // Validate reads no files; New reads the region file and names it when it is bad.
 func TestNewChecksTheRegionFile(t *testing.T) {
 	c := validConfig(t)
-	k, err := accesstoken.GenerateKey()
+	k, err := tokenissue.GenerateKey()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := accesstoken.WriteKeyFile(filepath.Join(c.SigningKeyDir, "k.pem"), k); err != nil {
+	if err := tokenissue.WriteKeyFile(filepath.Join(c.SigningKeyDir, "k.pem"), k); err != nil {
 		t.Fatal(err)
 	}
 	c.RegionFile = "/nonexistent.yaml"

@@ -7,7 +7,6 @@ import (
 	"net/netip"
 	"net/url"
 	"strings"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/otel/attribute"
@@ -32,6 +31,7 @@ import (
 	"github.com/8thdegree/meridian/internal/breaker"
 	"github.com/8thdegree/meridian/internal/ratelimit"
 	"github.com/8thdegree/meridian/internal/ratelimit/admission"
+	"github.com/8thdegree/meridian/internal/tokenissue"
 )
 
 // Version is the API version reported in the OpenAPI document.
@@ -52,7 +52,7 @@ type assembly struct {
 // needed rather than copied field by field into another struct, and the parts New built.
 type featureSettings struct {
 	cfg     Config
-	tokens  *accesstoken.Tokens
+	tokens  *tokenissue.Issuer
 	limiter *ratelimit.Limiter
 	oauth   map[string]accounts.ProviderConfig
 }
@@ -101,7 +101,7 @@ func assemble(a *feature.Deps, fs featureSettings) (*assembly, error) {
 }
 
 // authenticator verifies bearer tokens and, when enabled, API keys.
-func (asm *assembly) authenticator(tokens *accesstoken.Tokens, apiKeys bool) authn.Authenticator {
+func (asm *assembly) authenticator(tokens *accesstoken.Verifier, apiKeys bool) authn.Authenticator {
 	h := &authn.HeaderAuthenticator{Tokens: tokens}
 	if apiKeys {
 		h.APIKeys = asm.accounts
@@ -187,7 +187,7 @@ func (n *Node) buildHandler() (*assembly, error) {
 	if err != nil {
 		return nil, err
 	}
-	n.deps.Peers = peers.NewConsulWith(n.consul, n.pools.Table, string(n.cfg.InternalToken), 2*time.Second,
+	n.deps.Peers = peers.New(n.regions, string(n.cfg.InternalToken),
 		peers.Options{WrapTransport: tracing.Transport, Breakers: peers.NewBreakers(n.log, bm)})
 	oauth, err := n.cfg.oauthProviders()
 	if err != nil {
@@ -212,7 +212,7 @@ func (n *Node) buildHandler() (*assembly, error) {
 	n.handler, err = server.Handler(asm.routes, server.Options{
 		Region:          n.cfg.Region,
 		Log:             n.log,
-		Auth:            asm.authenticator(n.tokens, n.cfg.FeatureAPIKeys),
+		Auth:            asm.authenticator(n.verifier, n.cfg.FeatureAPIKeys),
 		InternalToken:   string(n.cfg.InternalToken),
 		Middleware:      global,
 		RouteMiddleware: route,

@@ -28,7 +28,9 @@ import (
 
 	"github.com/8thdegree/meridian/api/internal/feature"
 	"github.com/8thdegree/meridian/internal/accesstoken"
+	"github.com/8thdegree/meridian/internal/discovery"
 	"github.com/8thdegree/meridian/internal/ratelimit/admission"
+	"github.com/8thdegree/meridian/internal/tokenissue"
 	"github.com/8thdegree/meridian/pkg/shardkey"
 	"github.com/8thdegree/meridian/shardmgr/shardpool"
 	"github.com/8thdegree/meridian/shardmgr/topology"
@@ -43,7 +45,10 @@ type Node struct {
 	watcher  *topostore.Watcher
 	pools    *shardpool.Manager
 	redis    *redis.Client
-	tokens   *accesstoken.Tokens
+	tokens   *tokenissue.Issuer
+	verifier *accesstoken.Verifier
+	// regions follows the healthy API nodes of every region, for calls to other regions.
+	regions  *discovery.Watcher
 	deps     *feature.Deps
 	registry *prometheus.Registry
 	handler  http.Handler
@@ -89,18 +94,25 @@ func New(cfg Config, log *slog.Logger) (*Node, error) {
 		}
 		n.regionCode, n.hasRegionFile = r.Code, true
 	}
-	keys, err := accesstoken.LoadKeyDir(cfg.SigningKeyDir)
+	keys, err := tokenissue.LoadKeyDir(cfg.SigningKeyDir)
 	if err != nil {
 		return nil, fmt.Errorf("config: MERIDIAN_SIGNING_KEY_DIR: %w", err)
 	}
-	n.tokens, err = accesstoken.New(accesstoken.Config{Issuer: cfg.TokenIssuer, Audience: cfg.TokenAudience, TTL: cfg.AccessTTL, Leeway: 30 * time.Second, CacheSize: 10000}, keys, nil)
-	if err != nil {
+	if n.tokens, err = tokenissue.New(tokenissue.Config{Issuer: cfg.TokenIssuer, Audience: cfg.TokenAudience, TTL: cfg.AccessTTL}, keys, nil); err != nil {
+		return nil, err
+	}
+	if n.verifier, err = accesstoken.NewVerifier(accesstoken.Config{Issuer: cfg.TokenIssuer, Audience: cfg.TokenAudience, Leeway: 30 * time.Second, CacheSize: 10000}, keys.Public(), nil); err != nil {
 		return nil, err
 	}
 	ccfg := consul.DefaultConfig()
 	ccfg.Address = cfg.ConsulAddr
 	if n.consul, err = consul.NewClient(ccfg); err != nil {
 		return nil, fmt.Errorf("config: CONSUL_HTTP_ADDR: %w", err)
+	}
+	dcfg := discovery.DefaultConfig()
+	dcfg.Consul = n.consul
+	if n.regions, err = discovery.New(dcfg, log); err != nil {
+		return nil, err
 	}
 	wcfg := topostore.DefaultWatcherConfig()
 	wcfg.Key, wcfg.CachePath, wcfg.Logger = cfg.TopologyKey, cfg.TopologyCache, log
@@ -145,6 +157,7 @@ func New(cfg Config, log *slog.Logger) (*Node, error) {
 	n.tasks = append([]feature.Task{
 		{Name: "topology", Run: n.watcher.Run},
 		{Name: "shard_pools", Run: n.followTopology},
+		{Name: "peer_nodes", Run: n.followPeers},
 		// Flushes the last debits to Redis when it stops.
 		{Name: "rate_limits", Run: n.admission.Run},
 	}, asm.tasks...)
@@ -249,6 +262,14 @@ func (n *Node) followTopology(ctx context.Context) error {
 			}
 		}
 	}
+}
+
+// followPeers keeps the healthy API nodes of every region of the topology in view, for calls to
+// other regions' nodes.
+func (n *Node) followPeers(ctx context.Context) error {
+	sub, unsubscribe := n.watcher.Subscribe(4)
+	defer unsubscribe()
+	return n.regions.Run(ctx, sub)
 }
 
 // checkRegion checks that t knows the node's region and agrees with the region file.

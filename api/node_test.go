@@ -22,8 +22,8 @@ import (
 	"github.com/8thdegree/meridian/api/internal/openapi/openapitest"
 	"github.com/8thdegree/meridian/deploy/local/fixture"
 	"github.com/8thdegree/meridian/deploy/local/testenv"
-	"github.com/8thdegree/meridian/internal/accesstoken"
 	"github.com/8thdegree/meridian/internal/ratelimit"
+	"github.com/8thdegree/meridian/internal/tokenissue"
 	"github.com/8thdegree/meridian/internal/wire"
 )
 
@@ -36,7 +36,7 @@ func fullNodes(t *testing.T) (*apitest.Harness, map[string]*assembly) {
 	asms := map[string]*assembly{}
 	lims := map[string]*ratelimit.Limiter{}
 	h := apitest.New(t, apitest.Options{
-		Routes: func(a *feature.Deps, tokens *accesstoken.Tokens) []feature.Route {
+		Routes: func(a *feature.Deps, tokens *tokenissue.Issuer) []feature.Route {
 			lims[a.Region] = ratelimit.New(a.Redis, a.Log)
 			cfg := DefaultConfig()
 			cfg.EmailPepper, cfg.StateKey, cfg.RefreshTTL, cfg.PublicURL = "test-pepper-0123456789", "test-state-key-0123456789", time.Hour, "http://meridian.test"

@@ -14,6 +14,7 @@ import (
 
 	"github.com/8thdegree/meridian/internal/accesstoken"
 	"github.com/8thdegree/meridian/internal/ratelimit"
+	"github.com/8thdegree/meridian/internal/tokenissue"
 	"github.com/8thdegree/meridian/router"
 	"github.com/8thdegree/meridian/router/internal/traceparent"
 	"github.com/8thdegree/meridian/router/routertest"
@@ -174,8 +175,8 @@ func TestBadTokensAreRefusedAtTheEdge(t *testing.T) {
 	u := env.User(t, "eu-west")
 	now := time.Now()
 
-	mint := func(cfg accesstoken.Config, keys *accesstoken.KeySet, at time.Time) string {
-		tk, err := accesstoken.New(cfg, keys, func() time.Time { return at })
+	mint := func(cfg tokenissue.Config, keys *tokenissue.SigningKeys, at time.Time) string {
+		tk, err := tokenissue.New(cfg, keys, func() time.Time { return at })
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -185,9 +186,9 @@ func TestBadTokensAreRefusedAtTheEdge(t *testing.T) {
 		}
 		return s
 	}
-	good := accesstoken.Config{Issuer: routertest.Issuer, Audience: routertest.Audience, TTL: time.Hour}
-	other, _ := accesstoken.GenerateKey()
-	otherSet, _ := accesstoken.NewKeySet([]accesstoken.Key{other}, other.ID)
+	good := tokenissue.Config{Issuer: routertest.Issuer, Audience: routertest.Audience, TTL: time.Hour}
+	other, _ := tokenissue.GenerateKey()
+	otherSet, _ := tokenissue.NewSigningKeys(other)
 	wrongAud, wrongIss := good, good
 	wrongAud.Audience, wrongIss.Issuer = "someone-else", "https://evil.example"
 
@@ -243,7 +244,7 @@ func TestKeyRotation(t *testing.T) {
 	mustEcho(t, do(t, r, call{path: "/api/v1/users/me", token: u.Token}), "eu-west")
 
 	oldKey := env.Keys
-	next, _ := accesstoken.GenerateKey()
+	next, _ := tokenissue.GenerateKey()
 	var keys []accesstoken.Key
 	var jw struct {
 		Keys []struct{ Kid, X string } `json:"keys"`
@@ -253,12 +254,12 @@ func TestKeyRotation(t *testing.T) {
 		pub, _ := base64.RawURLEncoding.DecodeString(k.X)
 		keys = append(keys, accesstoken.Key{ID: k.Kid, Public: pub})
 	}
-	both, err := accesstoken.NewKeySet(append(keys, next), next.ID)
+	both, err := tokenissue.NewSigningKeys(next, keys...)
 	if err != nil {
 		t.Fatal(err)
 	}
 	env.SetJWKS(both.JWKS())
-	tokens, _ := accesstoken.New(accesstoken.Config{Issuer: routertest.Issuer, Audience: routertest.Audience, TTL: time.Hour}, both, nil)
+	tokens, _ := tokenissue.New(tokenissue.Config{Issuer: routertest.Issuer, Audience: routertest.Audience, TTL: time.Hour}, both, nil)
 	fresh, _, _ := tokens.Issue(accesstoken.Subject{UserID: u.ID, KSID: u.KSID, Role: "client", Region: "eu-west"})
 	mustEcho(t, do(t, r, call{path: "/api/v1/users/me", token: fresh}), "eu-west")
 	mustEcho(t, do(t, r, call{path: "/api/v1/users/me", token: u.Token}), "eu-west")
@@ -266,7 +267,7 @@ func TestKeyRotation(t *testing.T) {
 		t.Errorf("the router did not take the new key set")
 	}
 
-	onlyNew, _ := accesstoken.NewKeySet([]accesstoken.Key{next}, next.ID)
+	onlyNew, _ := tokenissue.NewSigningKeys(next)
 	env.SetJWKS(onlyNew.JWKS())
 	waitFor(t, "the old key's tokens to be refused", func() bool {
 		return do(t, r, call{path: "/api/v1/users/me", token: u.Token}).status == http.StatusUnauthorized

@@ -19,8 +19,8 @@ import (
 	"github.com/8thdegree/meridian/router/internal/gateway"
 	"github.com/8thdegree/meridian/router/internal/headers"
 	"github.com/8thdegree/meridian/router/internal/metrics"
+	"github.com/8thdegree/meridian/router/internal/tokenkeys"
 	"github.com/8thdegree/meridian/router/internal/upstream"
-	"github.com/8thdegree/meridian/router/internal/verify"
 	"github.com/8thdegree/meridian/shardmgr/topology"
 	"github.com/8thdegree/meridian/shardmgr/topostore"
 )
@@ -34,8 +34,8 @@ type Router struct {
 	log *slog.Logger
 
 	watcher   *topostore.Watcher
-	pools     *upstream.Set
-	verifier  *verify.Verifier
+	pools     *upstream.Regions
+	verifier  *tokenkeys.Verifier
 	limiter   *admission.Limiter
 	metrics   *metrics.Metrics
 	gw        *gateway.Gateway
@@ -68,12 +68,12 @@ func New(cfg Config, log *slog.Logger) (*Router, error) {
 	if err != nil {
 		return nil, err
 	}
-	sc := upstream.DefaultSetConfig()
-	sc.Consul = client
+	sc := upstream.DefaultConfig()
+	sc.Discovery.Consul = client
 	sc.RetryAfter = cfg.RegionRetryAfter
 	sc.Health = upstream.Health{EjectAfter: cfg.EjectAfter, EjectBase: cfg.EjectBase, EjectMax: cfg.EjectMax,
 		BreakerFailures: cfg.BreakerFailures, BreakerOpenFor: cfg.BreakerOpenFor}
-	if r.pools, err = upstream.NewSet(sc, log); err != nil {
+	if r.pools, err = upstream.New(sc, log); err != nil {
 		return nil, err
 	}
 	if r.limiter, err = admission.New(nil, admission.DefaultConfig(), log); err != nil {
@@ -103,9 +103,9 @@ func New(cfg Config, log *slog.Logger) (*Router, error) {
 	// The verifier fetches keys through the gateway (a node of the region), and the gateway verifies
 	// tokens with the verifier: the source is bound after both exist.
 	src := &lateSource{}
-	vc := verify.DefaultConfig()
+	vc := tokenkeys.DefaultConfig()
 	vc.Issuer, vc.Audience, vc.Leeway, vc.Refresh = cfg.TokenIssuer, cfg.TokenAudience, cfg.TokenLeeway, cfg.JWKSRefresh
-	if r.verifier, err = verify.New(vc, src, log, nil); err != nil {
+	if r.verifier, err = tokenkeys.New(vc, src, log, nil); err != nil {
 		return nil, err
 	}
 	deps := gateway.Deps{

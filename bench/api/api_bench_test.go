@@ -19,6 +19,7 @@ import (
 	"github.com/8thdegree/meridian/deploy/local/testenv"
 	"github.com/8thdegree/meridian/e2e/cluster"
 	"github.com/8thdegree/meridian/internal/accesstoken"
+	"github.com/8thdegree/meridian/internal/tokenissue"
 	"github.com/8thdegree/meridian/pkg/shardkey"
 	"github.com/8thdegree/meridian/shardmgr/topology"
 )
@@ -130,17 +131,17 @@ func BenchmarkUsersMe(b *testing.B) {
 			id.KeyspaceID().Bytes(), id.Bytes()).Scan(&uid, &email, &name, &role, &region, &created)
 	}
 	me := func() error { return get(client, base+"/api/v1/users/me", u.AccessToken) }
-	keys, err := accesstoken.LoadKeyDir(c.KeyDir)
+	keys, err := tokenissue.LoadKeyDir(c.KeyDir)
 	if err != nil {
 		b.Fatal(err)
 	}
 	// The node verifies with a cache of verified tokens; the signature check itself is what a cold
 	// token costs.
-	uncached, err := accesstoken.New(accesstoken.Config{Issuer: cluster.TokenIssuer, Audience: cluster.TokenAudience, TTL: time.Minute}, keys, nil)
+	uncached, err := accesstoken.NewVerifier(accesstoken.Config{Issuer: cluster.TokenIssuer, Audience: cluster.TokenAudience}, keys.Public(), nil)
 	if err != nil {
 		b.Fatal(err)
 	}
-	cached, err := accesstoken.New(accesstoken.Config{Issuer: cluster.TokenIssuer, Audience: cluster.TokenAudience, TTL: time.Minute, CacheSize: 1024}, keys, nil)
+	cached, err := accesstoken.NewVerifier(accesstoken.Config{Issuer: cluster.TokenIssuer, Audience: cluster.TokenAudience, CacheSize: 1024}, keys.Public(), nil)
 	if err != nil {
 		b.Fatal(err)
 	}

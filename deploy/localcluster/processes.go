@@ -13,7 +13,7 @@ import (
 	"path/filepath"
 
 	"github.com/8thdegree/meridian/deploy/local"
-	"github.com/8thdegree/meridian/internal/accesstoken"
+	"github.com/8thdegree/meridian/internal/tokenissue"
 	"github.com/8thdegree/meridian/shardmgr/topology"
 )
 
@@ -28,11 +28,11 @@ func ensureSecrets(dir string) error {
 		return err
 	}
 	if m, _ := filepath.Glob(filepath.Join(keys, "*.pem")); len(m) == 0 {
-		k, err := accesstoken.GenerateKey()
+		k, err := tokenissue.GenerateKey()
 		if err != nil {
 			return err
 		}
-		if err := accesstoken.WriteKeyFile(filepath.Join(keys, "0001.pem"), k); err != nil {
+		if err := tokenissue.WriteKeyFile(filepath.Join(keys, "0001.pem"), k); err != nil {
 			return err
 		}
 	}

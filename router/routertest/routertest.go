@@ -34,6 +34,7 @@ import (
 	"github.com/8thdegree/meridian/deploy/local/fixture"
 	"github.com/8thdegree/meridian/internal/accesstoken"
 	"github.com/8thdegree/meridian/internal/ratelimit"
+	"github.com/8thdegree/meridian/internal/tokenissue"
 	"github.com/8thdegree/meridian/pkg/shardkey"
 	"github.com/8thdegree/meridian/router"
 	"github.com/8thdegree/meridian/shardmgr/topology"
@@ -66,13 +67,15 @@ type Env struct {
 	Key string
 	// Prefix makes the test's Consul names unique.
 	Prefix string
-	Keys   *accesstoken.KeySet
-	Tokens *accesstoken.Tokens
+	Keys   *tokenissue.SigningKeys
+	Tokens *tokenissue.Issuer
 	IDs    *shardkey.Generator
 
 	opts  Options
 	store *topostore.Store
-	jwks  atomic.Pointer[[]byte]
+	// verifier checks tokens for the fake nodes, as a node's own verifier does.
+	verifier *accesstoken.Verifier
+	jwks     atomic.Pointer[[]byte]
 
 	mu    sync.Mutex
 	topo  *topology.Topology
@@ -90,10 +93,11 @@ func New(t testing.TB, opts Options) *Env {
 	e := &Env{
 		Consul: fx.Consul, ConsulAddr: fx.ConsulAddr, RedisAddr: fx.RedisAddr,
 		Key: fx.Key, Prefix: fx.Prefix,
-		Keys: fx.KeySet, Tokens: fx.Tokens(t, accesstoken.Config{TTL: time.Hour}, nil), IDs: shardkey.NewGenerator(nil, nil),
-		opts: opts, store: fx.Store, topo: fx.Topology, nodes: map[string][]*Node{},
+		Keys: fx.Keys, Tokens: fx.Tokens(t, tokenissue.Config{TTL: time.Hour}, nil), IDs: shardkey.NewGenerator(nil, nil),
+		verifier: fx.Verifier(t, accesstoken.Config{}, nil),
+		opts:     opts, store: fx.Store, topo: fx.Topology, nodes: map[string][]*Node{},
 	}
-	e.SetJWKS(fx.KeySet.JWKS())
+	e.SetJWKS(fx.Keys.JWKS())
 	if opts.NodesPerRegion > 0 {
 		for _, r := range Regions {
 			for range opts.NodesPerRegion {
@@ -347,7 +351,7 @@ func (n *Node) ksidOf(r *http.Request) (shardkey.KeyspaceID, bool) {
 		}
 	}
 	if tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok {
-		if s, err := n.env.Tokens.Verify(tok); err == nil {
+		if s, err := n.env.verifier.Verify(tok); err == nil {
 			return s.KSID, true
 		}
 	}

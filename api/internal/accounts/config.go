@@ -12,8 +12,8 @@ import (
 
 	"github.com/alexedwards/argon2id"
 
-	"github.com/8thdegree/meridian/internal/accesstoken"
 	"github.com/8thdegree/meridian/internal/ratelimit"
+	"github.com/8thdegree/meridian/internal/tokenissue"
 )
 
 // OAuth providers this package knows how to talk to.
@@ -122,7 +122,7 @@ func DefaultPasswordParams() argon2id.Params {
 // Config is what the accounts service needs.
 type Config struct {
 	// Tokens issues access tokens; its key set is published at /auth/jwks.json.
-	Tokens *accesstoken.Tokens
+	Tokens *tokenissue.Issuer
 	// EmailPepper keys the email hashes of the cross-region email directory. Every node of every region
 	// must have the same pepper; changing it orphans every claim.
 	EmailPepper []byte

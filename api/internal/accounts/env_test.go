@@ -19,8 +19,8 @@ import (
 	"github.com/8thdegree/meridian/api/internal/authn"
 	"github.com/8thdegree/meridian/api/internal/feature"
 	"github.com/8thdegree/meridian/deploy/local/testenv"
-	"github.com/8thdegree/meridian/internal/accesstoken"
 	"github.com/8thdegree/meridian/internal/ratelimit"
+	"github.com/8thdegree/meridian/internal/tokenissue"
 	"github.com/8thdegree/meridian/pkg/shardkey"
 )
 
@@ -60,7 +60,7 @@ func newEnv(t *testing.T) *env {
 	params := testParams
 	e.Harness = apitest.New(t, apitest.Options{
 		Now: e.clock.Now,
-		Routes: func(a *feature.Deps, tokens *accesstoken.Tokens) []feature.Route {
+		Routes: func(a *feature.Deps, tokens *tokenissue.Issuer) []feature.Route {
 			s, err := New(a, Config{
 				Tokens: tokens, EmailPepper: testPepper, StateKey: testStateKey, Limiter: ratelimit.New(a.Redis, a.Log),
 				OAuth: e.stub.Configs(), RedirectBaseURL: redirectBase, PasswordParams: &params, TrustedProxies: loopback,

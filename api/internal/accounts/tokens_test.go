@@ -13,6 +13,7 @@ import (
 	"github.com/8thdegree/meridian/api/internal/audit"
 	"github.com/8thdegree/meridian/api/internal/authn"
 	"github.com/8thdegree/meridian/internal/accesstoken"
+	"github.com/8thdegree/meridian/internal/tokenissue"
 	"github.com/8thdegree/meridian/internal/wire"
 )
 
@@ -162,8 +163,8 @@ func TestAccessTokens(t *testing.T) {
 		return e.Do(t, "eu-west", apitest.Request{Method: "GET", Path: "/api/v1/users/me", Auth: auth})
 	}
 	subject := accesstoken.Subject{UserID: b.User.ID, KSID: b.User.ID.KeyspaceID(), Role: "client", Region: "eu-west"}
-	mint := func(cfg accesstoken.Config, now func() time.Time) string {
-		tk, err := accesstoken.New(cfg, e.Tokens.Keys(), now)
+	mint := func(cfg tokenissue.Config, now func() time.Time) string {
+		tk, err := tokenissue.New(cfg, e.Tokens.Keys(), now)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -173,12 +174,12 @@ func TestAccessTokens(t *testing.T) {
 		}
 		return s
 	}
-	good := accesstoken.Config{Issuer: apitest.Issuer, Audience: apitest.Audience, TTL: 15 * time.Minute}
+	good := tokenissue.Config{Issuer: apitest.Issuer, Audience: apitest.Audience, TTL: 15 * time.Minute}
 	wrongAud, wrongIss := good, good
 	wrongAud.Audience, wrongIss.Issuer = "another-api", "https://evil.test"
-	otherKey, _ := accesstoken.GenerateKey()
-	otherSet, _ := accesstoken.NewKeySet([]accesstoken.Key{otherKey}, otherKey.ID)
-	otherTokens, _ := accesstoken.New(good, otherSet, nil)
+	otherKey, _ := tokenissue.GenerateKey()
+	otherSet, _ := tokenissue.NewSigningKeys(otherKey)
+	otherTokens, _ := tokenissue.New(good, otherSet, nil)
 	foreign, _, _ := otherTokens.Issue(subject)
 
 	// alg "none": the same claims, unsigned.
@@ -243,7 +244,7 @@ func TestAccessTokens(t *testing.T) {
 			t.Fatal(err)
 		}
 		// A router holding only the published keys verifies the node's tokens.
-		v, err := accesstoken.New(good, ks, nil)
+		v, err := accesstoken.NewVerifier(accesstoken.Config{Issuer: good.Issuer, Audience: good.Audience}, ks, nil)
 		if err != nil {
 			t.Fatal(err)
 		}

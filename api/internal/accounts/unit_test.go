@@ -12,8 +12,8 @@ import (
 	"github.com/alexedwards/argon2id"
 
 	"github.com/8thdegree/meridian/api/internal/authn"
-	"github.com/8thdegree/meridian/internal/accesstoken"
 	"github.com/8thdegree/meridian/internal/ratelimit"
+	"github.com/8thdegree/meridian/internal/tokenissue"
 	"github.com/8thdegree/meridian/pkg/shardkey"
 )
 
@@ -181,9 +181,9 @@ func TestHasher(t *testing.T) {
 }
 
 func TestConfigValidate(t *testing.T) {
-	key, _ := accesstoken.GenerateKey()
-	ks, _ := accesstoken.NewKeySet([]accesstoken.Key{key}, key.ID)
-	tokens, _ := accesstoken.New(accesstoken.Config{Issuer: "i", Audience: "a", TTL: time.Minute}, ks, nil)
+	key, _ := tokenissue.GenerateKey()
+	ks, _ := tokenissue.NewSigningKeys(key)
+	tokens, _ := tokenissue.New(tokenissue.Config{Issuer: "i", Audience: "a", TTL: time.Minute}, ks, nil)
 	good := func() Config {
 		c := DefaultConfig()
 		c.Tokens, c.EmailPepper, c.StateKey, c.Limiter = tokens, testPepper, testStateKey, ratelimit.New(nil, nil)

@@ -30,6 +30,7 @@ import (
 	"github.com/8thdegree/meridian/deploy/local/fixture"
 	"github.com/8thdegree/meridian/deploy/local/testenv"
 	"github.com/8thdegree/meridian/internal/accesstoken"
+	"github.com/8thdegree/meridian/internal/tokenissue"
 	"github.com/8thdegree/meridian/pkg/shardkey"
 	"github.com/8thdegree/meridian/shardmgr/shardpool"
 	"github.com/8thdegree/meridian/shardmgr/topology"
@@ -49,7 +50,7 @@ const (
 // Options say what the nodes serve.
 type Options struct {
 	// Routes returns the routes of one region's node.
-	Routes func(a *feature.Deps, tokens *accesstoken.Tokens) []feature.Route
+	Routes func(a *feature.Deps, tokens *tokenissue.Issuer) []feature.Route
 	// APIKeys, if set, verifies API keys for one region's node.
 	APIKeys func(a *feature.Deps) authn.APIKeyVerifier
 	// Middleware, if set, returns extra middleware for one region's node.
@@ -72,7 +73,7 @@ type Harness struct {
 	T        *testing.T
 	Topology *topology.Topology
 	Pools    *shardpool.Manager
-	Tokens   *accesstoken.Tokens
+	Tokens   *tokenissue.Issuer
 	Redis    *redis.Client
 	Nodes    map[string]*Node
 	IDs      *shardkey.Generator
@@ -99,7 +100,8 @@ func New(t *testing.T, opts Options) *Harness {
 	if now == nil {
 		now = time.Now
 	}
-	tokens := fx.Tokens(t, accesstoken.Config{TTL: 15 * time.Minute, Leeway: 5 * time.Second}, now)
+	tokens := fx.Tokens(t, tokenissue.Config{TTL: 15 * time.Minute}, now)
+	verifier := fx.Verifier(t, accesstoken.Config{Leeway: 5 * time.Second}, now)
 	h := &Harness{T: t, Topology: topo, Pools: pools, Tokens: tokens, Redis: rdb, Nodes: map[string]*Node{}, IDs: shardkey.NewGenerator(now, nil)}
 	for _, region := range Regions {
 		a := &feature.Deps{Region: region, Pools: pools, Redis: rdb, IDs: h.IDs, Log: testLogger(t), Now: now, FreezeWait: 2 * time.Second}
@@ -108,7 +110,7 @@ func New(t *testing.T, opts Options) *Harness {
 		if opts.Routes != nil {
 			routes = opts.Routes(a, tokens)
 		}
-		auth := &authn.HeaderAuthenticator{Tokens: tokens}
+		auth := &authn.HeaderAuthenticator{Tokens: verifier}
 		if opts.APIKeys != nil {
 			auth.APIKeys = opts.APIKeys(a)
 		}

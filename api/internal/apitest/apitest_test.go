@@ -9,7 +9,7 @@ import (
 	"github.com/8thdegree/meridian/api/internal/feature"
 	"github.com/8thdegree/meridian/api/internal/rest"
 	"github.com/8thdegree/meridian/deploy/local/testenv"
-	"github.com/8thdegree/meridian/internal/accesstoken"
+	"github.com/8thdegree/meridian/internal/tokenissue"
 	"github.com/8thdegree/meridian/internal/wire"
 )
 
@@ -17,7 +17,7 @@ func TestMain(m *testing.M) { testenv.Main(m) }
 
 // The harness and the server's route assembly, through a small route set.
 func TestHarnessServesRoutesWithAccessRules(t *testing.T) {
-	h := New(t, Options{Routes: func(a *feature.Deps, _ *accesstoken.Tokens) []feature.Route {
+	h := New(t, Options{Routes: func(a *feature.Deps, _ *tokenissue.Issuer) []feature.Route {
 		return []feature.Route{
 			{Name: "whoami", Method: http.MethodGet, Path: "/whoami", Access: feature.Authenticated, Handler: func(w http.ResponseWriter, r *http.Request) error {
 				p := feature.Caller(r)

@@ -17,7 +17,7 @@ type APIKeyVerifier interface {
 
 // HeaderAuthenticator reads the Authorization header: "Bearer <access token>" or "ApiKey <key>".
 type HeaderAuthenticator struct {
-	Tokens  *accesstoken.Tokens
+	Tokens  *accesstoken.Verifier
 	APIKeys APIKeyVerifier
 }
 

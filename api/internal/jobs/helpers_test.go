@@ -8,14 +8,14 @@ import (
 	"github.com/8thdegree/meridian/api/internal/apitest"
 	"github.com/8thdegree/meridian/api/internal/authn"
 	"github.com/8thdegree/meridian/api/internal/feature"
-	"github.com/8thdegree/meridian/internal/accesstoken"
+	"github.com/8thdegree/meridian/internal/tokenissue"
 	"github.com/8thdegree/meridian/pkg/shardkey"
 )
 
 // newHarness starts three regional nodes serving the jobs routes.
 func newHarness(t *testing.T) *apitest.Harness {
 	t.Helper()
-	return apitest.New(t, apitest.Options{Routes: func(a *feature.Deps, _ *accesstoken.Tokens) []feature.Route {
+	return apitest.New(t, apitest.Options{Routes: func(a *feature.Deps, _ *tokenissue.Issuer) []feature.Route {
 		s, err := New(a, DefaultConfig())
 		if err != nil {
 			t.Fatal(err)

@@ -26,8 +26,8 @@ import (
 	"github.com/8thdegree/meridian/api/internal/middleware"
 	"github.com/8thdegree/meridian/api/internal/rest"
 	"github.com/8thdegree/meridian/deploy/local/testenv"
-	"github.com/8thdegree/meridian/internal/accesstoken"
 	"github.com/8thdegree/meridian/internal/ratelimit"
+	"github.com/8thdegree/meridian/internal/tokenissue"
 	"github.com/8thdegree/meridian/internal/wire"
 )
 
@@ -46,7 +46,7 @@ type cluster struct {
 	spans *tracetest.InMemoryExporter
 }
 
-func testRoutes(a *feature.Deps, _ *accesstoken.Tokens) []feature.Route {
+func testRoutes(a *feature.Deps, _ *tokenissue.Issuer) []feature.Route {
 	ok := func(w http.ResponseWriter, r *http.Request) error {
 		rest.WriteJSON(w, http.StatusOK, map[string]string{"region": a.Region})
 		return nil

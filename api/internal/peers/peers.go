@@ -1,6 +1,6 @@
 // Package peers lets an API node call the API nodes of other regions (global search, the email
-// directory): it finds a healthy node of the region in Consul's catalog, authenticates with the
-// node-to-node secret, and turns the answer into a value or an *apierror.Error.
+// directory): it picks a healthy node of the region among those internal/discovery follows in Consul,
+// authenticates with the node-to-node secret, and turns the answer into a value or an *apierror.Error.
 package peers
 
 import (
@@ -14,18 +14,14 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
-	"strconv"
-	"sync"
 	"time"
-
-	consul "github.com/hashicorp/consul/api"
 
 	"github.com/8thdegree/meridian/api/internal/feature"
 	"github.com/8thdegree/meridian/internal/apierror"
 	"github.com/8thdegree/meridian/internal/breaker"
+	"github.com/8thdegree/meridian/internal/discovery"
 	"github.com/8thdegree/meridian/internal/requestid"
 	"github.com/8thdegree/meridian/internal/wire"
-	"github.com/8thdegree/meridian/shardmgr/topology"
 )
 
 // maxAnswer bounds a peer's answer.
@@ -83,35 +79,28 @@ func Call(ctx context.Context, client *http.Client, baseURL, internalToken, meth
 	return nil
 }
 
-// ErrNoHealthyNode is returned when a region has no passing API node in the catalog.
+// ErrNoHealthyNode is returned when a region has no passing API node in Consul.
 var ErrNoHealthyNode = errors.New("no healthy API node in the region")
 
-// Consul finds peers in Consul's catalog: the passing instances of each region's API service.
-type Consul struct {
-	client   *consul.Client
-	topology func() *topology.Table
+// Nodes says which nodes of a region are healthy: *discovery.Watcher, which the node runs on its
+// topology.
+type Nodes interface {
+	Snapshot(region string) (discovery.Snapshot, bool)
+}
+
+var _ Nodes = (*discovery.Watcher)(nil)
+
+// Client calls the healthy API nodes of other regions, as internal/discovery follows them in Consul.
+type Client struct {
+	nodes    Nodes
 	http     *http.Client
 	secret   string
-	ttl      time.Duration
 	breakers *breaker.Set
-
-	mu    sync.Mutex
-	cache map[string]cached
 }
 
-type cached struct {
-	addrs []string
-	at    time.Time
-}
+var _ feature.Peers = (*Client)(nil)
 
-var _ feature.Peers = (*Consul)(nil)
-
-// NewConsul returns a Peers that looks nodes up in Consul, caching each region's list for ttl.
-func NewConsul(client *consul.Client, topo func() *topology.Table, secret string, ttl time.Duration) *Consul {
-	return NewConsulWith(client, topo, secret, ttl, Options{})
-}
-
-// Options are the optional parts of a Consul peers client.
+// Options are the optional parts of a peers client.
 type Options struct {
 	// WrapTransport wraps the HTTP transport: middleware.Tracing.Transport, so that peer calls carry the trace.
 	WrapTransport func(http.RoundTripper) http.RoundTripper
@@ -120,8 +109,8 @@ type Options struct {
 	Breakers *breaker.Set
 }
 
-// NewConsulWith is NewConsul with options.
-func NewConsulWith(client *consul.Client, topo func() *topology.Table, secret string, ttl time.Duration, opts Options) *Consul {
+// New returns a Client that picks among nodes' healthy nodes of a region and authenticates with secret.
+func New(nodes Nodes, secret string, opts Options) *Client {
 	var rt http.RoundTripper = &http.Transport{
 		MaxIdleConnsPerHost: 16,
 		IdleConnTimeout:     90 * time.Second,
@@ -130,13 +119,10 @@ func NewConsulWith(client *consul.Client, topo func() *topology.Table, secret st
 	if opts.WrapTransport != nil {
 		rt = opts.WrapTransport(rt)
 	}
-	return &Consul{
-		client:   client,
-		topology: topo,
+	return &Client{
+		nodes:    nodes,
 		secret:   secret,
-		ttl:      ttl,
 		breakers: opts.Breakers,
-		cache:    map[string]cached{},
 		http:     &http.Client{Transport: rt},
 	}
 }
@@ -154,16 +140,16 @@ func NewBreakers(log *slog.Logger, metrics *breaker.Metrics) *breaker.Set {
 }
 
 // Call implements feature.Peers.
-func (c *Consul) Call(ctx context.Context, region, method, path string, body, out any) error {
-	addrs, err := c.nodes(ctx, region)
+func (c *Client) Call(ctx context.Context, region, method, path string, body, out any) error {
+	addrs, err := c.addrs(region)
 	if err != nil {
 		return err
 	}
 	addr := addrs[rand.IntN(len(addrs))]
-	return c.callNode(ctx, region, "http://"+addr, method, path, body, out)
+	return c.callNode(ctx, region, "http://"+addr.Addr, method, path, body, out)
 }
 
-func (c *Consul) callNode(ctx context.Context, region, baseURL, method, path string, body, out any) error {
+func (c *Client) callNode(ctx context.Context, region, baseURL, method, path string, body, out any) error {
 	if c.breakers == nil {
 		return Call(ctx, c.http, baseURL, c.secret, method, path, body, out)
 	}
@@ -176,38 +162,16 @@ func (c *Consul) callNode(ctx context.Context, region, baseURL, method, path str
 	return err
 }
 
-func (c *Consul) nodes(ctx context.Context, region string) ([]string, error) {
-	c.mu.Lock()
-	e, ok := c.cache[region]
-	c.mu.Unlock()
-	if ok && time.Since(e.at) < c.ttl && len(e.addrs) > 0 {
-		return e.addrs, nil
-	}
-	tab := c.topology()
-	if tab == nil {
-		return nil, errors.New("peers: no topology")
-	}
-	r, ok := tab.Topology().Region(region)
-	if !ok {
-		return nil, fmt.Errorf("peers: unknown region %q", region)
-	}
-	entries, _, err := c.client.Health().Service(r.APIService, "", true, (&consul.QueryOptions{Datacenter: r.ConsulDC}).WithContext(ctx))
-	if err != nil {
-		return nil, fmt.Errorf("peers: looking up %s: %w", r.APIService, err)
-	}
-	var addrs []string
-	for _, en := range entries {
-		host := en.Service.Address
-		if host == "" {
-			host = en.Node.Address
-		}
-		addrs = append(addrs, net.JoinHostPort(host, strconv.Itoa(en.Service.Port)))
-	}
-	if len(addrs) == 0 {
+// addrs returns the region's healthy nodes, never an empty list.
+func (c *Client) addrs(region string) ([]discovery.Node, error) {
+	s, ok := c.nodes.Snapshot(region)
+	switch {
+	case !ok:
+		return nil, fmt.Errorf("peers: unknown region %q (not in the topology in service)", region)
+	case !s.Known:
+		return nil, fmt.Errorf("peers: region %s: %w (consul has not answered yet)", region, ErrNoHealthyNode)
+	case len(s.Nodes) == 0:
 		return nil, fmt.Errorf("peers: region %s: %w", region, ErrNoHealthyNode)
 	}
-	c.mu.Lock()
-	c.cache[region] = cached{addrs: addrs, at: time.Now()}
-	c.mu.Unlock()
-	return addrs, nil
+	return s.Nodes, nil
 }

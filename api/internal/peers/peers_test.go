@@ -11,6 +11,7 @@ import (
 	"github.com/8thdegree/meridian/api/internal/rest"
 	"github.com/8thdegree/meridian/internal/apierror"
 	"github.com/8thdegree/meridian/internal/breaker"
+	"github.com/8thdegree/meridian/internal/discovery"
 )
 
 type countingTransport struct {
@@ -39,7 +40,7 @@ func TestBreakerPerRegion(t *testing.T) {
 	}))
 	defer srv.Close()
 	var ct *countingTransport
-	c := NewConsulWith(nil, nil, "s3cret", 0, Options{
+	c := New(nil, "s3cret", Options{
 		WrapTransport: func(rt http.RoundTripper) http.RoundTripper { ct = &countingTransport{base: rt}; return ct },
 		Breakers:      NewBreakers(nil, nil),
 	})
@@ -73,5 +74,38 @@ func TestBreakerPerRegion(t *testing.T) {
 	var out map[string]string
 	if err := c.callNode(ctx, "ap-south", srv.URL, "GET", "/x", nil, &out); err != nil || out["ok"] != "yes" {
 		t.Fatalf("ap-south: %v %v", out, err)
+	}
+}
+
+type fakeNodes map[string]discovery.Snapshot
+
+func (f fakeNodes) Snapshot(region string) (discovery.Snapshot, bool) {
+	s, ok := f[region]
+	return s, ok
+}
+
+// A call goes to a healthy node of the region; a region with none, or not heard of yet, fails at once.
+func TestCallPicksAHealthyNode(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rest.WriteJSON(w, 200, map[string]string{"ok": "yes"})
+	}))
+	defer srv.Close()
+	nodes := fakeNodes{
+		"eu-west":  {Region: discovery.Region{Name: "eu-west"}, Known: true, Nodes: []discovery.Node{{ID: "n/a", Addr: srv.Listener.Addr().String()}}},
+		"us-east":  {Region: discovery.Region{Name: "us-east"}, Known: true},
+		"ap-south": {Region: discovery.Region{Name: "ap-south"}},
+	}
+	c := New(nodes, "s3cret", Options{})
+	var out map[string]string
+	if err := c.Call(context.Background(), "eu-west", "GET", "/x", nil, &out); err != nil || out["ok"] != "yes" {
+		t.Fatalf("eu-west: %v %v", out, err)
+	}
+	for _, region := range []string{"us-east", "ap-south"} {
+		if err := c.Call(context.Background(), region, "GET", "/x", nil, nil); !errors.Is(err, ErrNoHealthyNode) {
+			t.Errorf("%s: %v, want ErrNoHealthyNode", region, err)
+		}
+	}
+	if err := c.Call(context.Background(), "mars", "GET", "/x", nil, nil); err == nil || errors.Is(err, ErrNoHealthyNode) {
+		t.Errorf("a region not in the topology: %v", err)
 	}
 }

@@ -16,7 +16,7 @@ import (
 	"github.com/8thdegree/meridian/api/internal/reviews"
 	"github.com/8thdegree/meridian/api/internal/skills"
 	"github.com/8thdegree/meridian/deploy/local/testenv"
-	"github.com/8thdegree/meridian/internal/accesstoken"
+	"github.com/8thdegree/meridian/internal/tokenissue"
 	"github.com/8thdegree/meridian/internal/wire"
 	"github.com/8thdegree/meridian/pkg/shardkey"
 )
@@ -27,7 +27,7 @@ func TestMain(m *testing.M) { testenv.Main(m) }
 // source (and its routes, to write reviews).
 func start(t *testing.T) *apitest.Harness {
 	t.Helper()
-	return apitest.New(t, apitest.Options{Routes: func(a *feature.Deps, _ *accesstoken.Tokens) []feature.Route {
+	return apitest.New(t, apitest.Options{Routes: func(a *feature.Deps, _ *tokenissue.Issuer) []feature.Route {
 		rv, err := reviews.New(a, reviews.DefaultConfig())
 		if err != nil {
 			t.Fatal(err)

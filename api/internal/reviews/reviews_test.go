@@ -21,8 +21,8 @@ import (
 	"github.com/8thdegree/meridian/api/internal/feature"
 	"github.com/8thdegree/meridian/api/internal/rest"
 	"github.com/8thdegree/meridian/deploy/local/testenv"
-	"github.com/8thdegree/meridian/internal/accesstoken"
 	"github.com/8thdegree/meridian/internal/apierror"
+	"github.com/8thdegree/meridian/internal/tokenissue"
 	"github.com/8thdegree/meridian/internal/wire"
 	"github.com/8thdegree/meridian/pkg/shardkey"
 )
@@ -45,7 +45,7 @@ type envOptions struct {
 func start(t *testing.T, opts envOptions) *env {
 	t.Helper()
 	e := &env{svc: map[string]*Service{}}
-	e.h = apitest.New(t, apitest.Options{Routes: func(a *feature.Deps, _ *accesstoken.Tokens) []feature.Route {
+	e.h = apitest.New(t, apitest.Options{Routes: func(a *feature.Deps, _ *tokenissue.Issuer) []feature.Route {
 		sa := a
 		if opts.redis != nil {
 			c := *a

@@ -33,9 +33,9 @@ import (
 	"github.com/8thdegree/meridian/router/internal/headers"
 	"github.com/8thdegree/meridian/router/internal/metrics"
 	"github.com/8thdegree/meridian/router/internal/resolve"
+	"github.com/8thdegree/meridian/router/internal/tokenkeys"
 	"github.com/8thdegree/meridian/router/internal/traceparent"
 	"github.com/8thdegree/meridian/router/internal/upstream"
-	"github.com/8thdegree/meridian/router/internal/verify"
 	"github.com/8thdegree/meridian/shardmgr/topology"
 )
 
@@ -60,8 +60,8 @@ type Config struct {
 type Deps struct {
 	Log       *slog.Logger
 	Metrics   *metrics.Metrics
-	Pools     *upstream.Set
-	Verifier  *verify.Verifier
+	Pools     *upstream.Regions
+	Verifier  *tokenkeys.Verifier
 	Limiter   *admission.Limiter
 	Transport http.RoundTripper
 	// Ready reports whether the router may take traffic, and if not, what it waits for.
@@ -229,7 +229,7 @@ func (g *Gateway) authenticate(w http.ResponseWriter, r *http.Request, x *exchan
 			return resolve.Caller{}, "", true
 		}
 		switch {
-		case errors.Is(err, verify.ErrNoKeys):
+		case errors.Is(err, tokenkeys.ErrNoKeys):
 			g.fail(w, x, apierror.Unavailable("the router cannot verify tokens yet; retry shortly", time.Second).WithCause(err))
 			return resolve.Caller{}, "", false
 		case errors.Is(err, accesstoken.ErrExpired):

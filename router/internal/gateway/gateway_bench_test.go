@@ -18,11 +18,12 @@ import (
 	"github.com/8thdegree/meridian/internal/accesstoken"
 	"github.com/8thdegree/meridian/internal/ratelimit"
 	"github.com/8thdegree/meridian/internal/ratelimit/admission"
+	"github.com/8thdegree/meridian/internal/tokenissue"
 	"github.com/8thdegree/meridian/pkg/shardkey"
 	"github.com/8thdegree/meridian/router/internal/accesslog"
 	"github.com/8thdegree/meridian/router/internal/metrics"
+	"github.com/8thdegree/meridian/router/internal/tokenkeys"
 	"github.com/8thdegree/meridian/router/internal/upstream"
-	"github.com/8thdegree/meridian/router/internal/verify"
 	"github.com/8thdegree/meridian/shardmgr/topology"
 )
 
@@ -60,19 +61,19 @@ func (s staticJWKS) JWKS(context.Context) ([]byte, error) { return s, nil }
 // transport, and a token of an eu-west user.
 func testGateway(tb testing.TB, rt http.RoundTripper, log *slog.Logger) (*Gateway, string) {
 	tb.Helper()
-	key, _ := accesstoken.GenerateKey()
-	ks, _ := accesstoken.NewKeySet([]accesstoken.Key{key}, key.ID)
-	tokens, _ := accesstoken.New(accesstoken.Config{Issuer: "iss", Audience: "aud", TTL: time.Hour}, ks, nil)
-	vc := verify.DefaultConfig()
+	key, _ := tokenissue.GenerateKey()
+	ks, _ := tokenissue.NewSigningKeys(key)
+	tokens, _ := tokenissue.New(tokenissue.Config{Issuer: "iss", Audience: "aud", TTL: time.Hour}, ks, nil)
+	vc := tokenkeys.DefaultConfig()
 	vc.Issuer, vc.Audience = "iss", "aud"
-	v, err := verify.New(vc, staticJWKS(ks.JWKS()), nil, nil)
+	v, err := tokenkeys.New(vc, staticJWKS(ks.JWKS()), nil, nil)
 	if err != nil {
 		tb.Fatal(err)
 	}
 	if err := v.Refresh(context.Background()); err != nil {
 		tb.Fatal(err)
 	}
-	pools, err := upstream.NewStaticSet(map[string][]string{"eu-west": {"127.0.0.1:1"}, "us-east": {"127.0.0.1:2"}, "ap-south": {"127.0.0.1:3"}}, upstream.DefaultHealth(), nil)
+	pools, err := upstream.NewStatic(map[string][]string{"eu-west": {"127.0.0.1:1"}, "us-east": {"127.0.0.1:2"}, "ap-south": {"127.0.0.1:3"}}, upstream.DefaultHealth(), nil)
 	if err != nil {
 		tb.Fatal(err)
 	}

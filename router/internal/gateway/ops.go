@@ -51,7 +51,7 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 const maxJWKS = 256 << 10
 
 // JWKS fetches the nodes' key set from a node of the router's own region, or, when it has none
-// available, of another region (every region publishes the same keys). It implements verify.Source.
+// available, of another region (every region publishes the same keys). It implements tokenkeys.Source.
 func (g *Gateway) JWKS(ctx context.Context) ([]byte, error) {
 	pools := g.deps.Pools.Pools()
 	regions := make([]string, 0, len(pools))

@@ -1,9 +1,11 @@
 // Package upstream knows the API nodes of every region and picks one per request.
 //
-// Nodes come from Consul's health endpoint: the passing instances of each region's API service (the
-// topology names it), followed with blocking queries, so a node whose check fails leaves the pool
-// within Consul's check interval and a new one joins without a restart. Consul is never called per
-// request: each region's pool is an immutable slice swapped atomically when Consul answers.
+// Regions holds one Pool per region of the topology. The nodes come from internal/discovery: the
+// passing instances of each region's API service in Consul, followed with blocking queries, so a node
+// whose check fails leaves the pool within Consul's check interval and a new one joins without a
+// restart. Consul is never called per request: each region's pool is an immutable slice swapped
+// atomically when Consul answers; this package adds what picking needs on top (in-flight counts,
+// ejections, breakers), kept for every node that stays.
 //
 // Picking is power of two choices on in-flight requests (Mitzenmacher): two random nodes, the less busy
 // wins, which spreads load almost as well as least-loaded without scanning or a shared lock.

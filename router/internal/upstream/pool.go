@@ -5,15 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
-	"net"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	consul "github.com/hashicorp/consul/api"
-
+	"github.com/8thdegree/meridian/internal/discovery"
 	"github.com/8thdegree/meridian/shardmgr/topology"
 )
 
@@ -81,141 +77,133 @@ func (p *Pool) retryIn(nodes []*Node, now time.Time) time.Duration {
 	return max(best, time.Second)
 }
 
-// update replaces the nodes with Consul's passing entries, keeping the Node (and its counters) of
-// every instance that stays.
-func (p *Pool) update(entries []*consul.ServiceEntry, h *Health, log *slog.Logger) (added, removed int) {
-	old := map[string]*Node{}
+// update replaces the nodes with the region's passing instances, keeping the Node (and its counters)
+// of every instance that stays.
+func (p *Pool) update(instances []discovery.Node, h *Health, log *slog.Logger) (added, removed int) {
+	old := map[discovery.Node]*Node{}
 	for _, n := range p.Nodes() {
-		old[n.ID+"@"+n.Addr] = n
+		old[discovery.Node{ID: n.ID, Addr: n.Addr}] = n
 	}
-	next := make([]*Node, 0, len(entries))
-	for _, e := range entries {
-		if e.Service == nil || e.Node == nil {
-			continue
-		}
-		host := e.Service.Address
-		if host == "" {
-			host = e.Node.Address
-		}
-		id, addr := e.Node.Node+"/"+e.Service.ID, net.JoinHostPort(host, strconv.Itoa(e.Service.Port))
-		if prev, ok := old[id+"@"+addr]; ok {
+	next := make([]*Node, 0, len(instances))
+	for _, in := range instances {
+		if prev, ok := old[in]; ok {
 			next = append(next, prev)
-			delete(old, id+"@"+addr)
+			delete(old, in)
 			continue
 		}
 		added++
-		next = append(next, newNode(id, addr, p.Region, h, log))
+		next = append(next, newNode(in.ID, in.Addr, p.Region, h, log))
 	}
 	p.nodes.Store(&next)
 	p.known.Store(true)
 	return added, len(old)
 }
 
-// SetConfig configures a Set.
-type SetConfig struct {
-	Consul *consul.Client
-	Health Health
-	// WaitTime is how long one blocking query waits; MinBackoff and MaxBackoff bound the retries after a
-	// failed query; MinInterval spaces queries that brought nothing new.
-	WaitTime, MinBackoff, MaxBackoff, MinInterval time.Duration
+// Config configures Regions.
+type Config struct {
+	// Discovery follows the regions' nodes in Consul; its OnUpdate is Regions' own.
+	Discovery discovery.Config
+	Health    Health
 	// RetryAfter is the Retry-After of a region that has no node at all.
 	RetryAfter time.Duration
 }
 
-// DefaultSetConfig returns the defaults (Consul has none).
-func DefaultSetConfig() SetConfig {
-	return SetConfig{Health: DefaultHealth(), WaitTime: 5 * time.Minute, MinBackoff: 100 * time.Millisecond,
-		MaxBackoff: 10 * time.Second, MinInterval: 20 * time.Millisecond, RetryAfter: 5 * time.Second}
+// DefaultConfig returns the defaults (Discovery.Consul has none).
+func DefaultConfig() Config {
+	return Config{Discovery: discovery.DefaultConfig(), Health: DefaultHealth(), RetryAfter: 5 * time.Second}
 }
 
 // Validate names the first bad field.
-func (c SetConfig) Validate() error {
-	switch {
-	case c.Consul == nil:
-		return errors.New("upstream: Consul client is required")
-	case c.WaitTime <= 0 || c.WaitTime > 10*time.Minute:
-		return errors.New("upstream: WaitTime must be in (0, 10m]")
-	case c.MinBackoff <= 0 || c.MaxBackoff < c.MinBackoff:
-		return errors.New("upstream: MinBackoff must be positive and MaxBackoff at least MinBackoff")
-	case c.MinInterval < 0:
-		return errors.New("upstream: MinInterval must not be negative")
-	case c.RetryAfter < time.Second:
+func (c Config) Validate() error {
+	if err := c.Discovery.Validate(); err != nil {
+		return err
+	}
+	if c.RetryAfter < time.Second {
 		return errors.New("upstream: RetryAfter must be at least 1s")
 	}
 	return c.Health.Validate()
 }
 
-// Set holds a pool per region of the topology and keeps each one following Consul.
-type Set struct {
-	cfg SetConfig
+// Regions holds the node pool of every region of the topology, each following the region's healthy
+// nodes as internal/discovery sees them.
+type Regions struct {
+	cfg Config
 	log *slog.Logger
+	// nodes is nil for static Regions.
+	nodes *discovery.Watcher
 
 	pools atomic.Pointer[map[string]*Pool]
 
-	mu       sync.Mutex // guards watches
-	watches  map[string]*watch
-	wg       sync.WaitGroup
+	mu       sync.Mutex // serialises apply
 	runCalls atomic.Bool
 }
 
-type watch struct {
-	pool   *Pool
-	cancel context.CancelFunc
-}
-
-// NewSet returns a Set; Run follows the topology and Consul.
-func NewSet(cfg SetConfig, log *slog.Logger) (*Set, error) {
+// New returns Regions; Run follows the topology and Consul.
+func New(cfg Config, log *slog.Logger) (*Regions, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &Set{cfg: cfg, log: log, watches: map[string]*watch{}}
+	r := &Regions{cfg: cfg, log: log}
+	dc := cfg.Discovery
+	dc.OnUpdate = r.update
+	var err error
+	if r.nodes, err = discovery.New(dc, log); err != nil {
+		return nil, err
+	}
 	empty := map[string]*Pool{}
-	s.pools.Store(&empty)
-	return s, nil
+	r.pools.Store(&empty)
+	return r, nil
 }
 
-// NewStaticSet returns a Set of fixed nodes (host:port by region) that follows nothing: for tests,
+// NewStatic returns Regions of fixed nodes (host:port by region) that follow nothing: for tests,
 // benchmarks and development without Consul. Its Run must not be called.
-func NewStaticSet(nodes map[string][]string, h Health, log *slog.Logger) (*Set, error) {
+func NewStatic(nodes map[string][]string, h Health, log *slog.Logger) (*Regions, error) {
 	if err := h.Validate(); err != nil {
 		return nil, err
 	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &Set{cfg: SetConfig{Health: h, RetryAfter: 5 * time.Second}, log: log, watches: map[string]*watch{}}
-	s.runCalls.Store(true)
+	r := &Regions{cfg: Config{Health: h, RetryAfter: 5 * time.Second}, log: log}
+	r.runCalls.Store(true)
 	pools := map[string]*Pool{}
 	for region, addrs := range nodes {
-		p := &Pool{Region: region, retryAfter: s.cfg.RetryAfter}
+		p := &Pool{Region: region, retryAfter: r.cfg.RetryAfter}
 		list := make([]*Node, 0, len(addrs))
 		for i, a := range addrs {
-			list = append(list, newNode(fmt.Sprintf("static-%s-%d", region, i), a, region, &s.cfg.Health, log))
+			list = append(list, newNode(fmt.Sprintf("static-%s-%d", region, i), a, region, &r.cfg.Health, log))
 		}
 		p.nodes.Store(&list)
 		p.known.Store(true)
 		pools[region] = p
 	}
-	s.pools.Store(&pools)
-	return s, nil
+	r.pools.Store(&pools)
+	return r, nil
 }
 
 // Pool returns the region's pool, or nil for a region the topology does not name.
-func (s *Set) Pool(region string) *Pool { return (*s.pools.Load())[region] }
+func (r *Regions) Pool(region string) *Pool { return (*r.pools.Load())[region] }
 
 // Pools returns every pool by region. Callers must not modify the map.
-func (s *Set) Pools() map[string]*Pool { return *s.pools.Load() }
+func (r *Regions) Pools() map[string]*Pool { return *r.pools.Load() }
 
 // Run applies each topology received on topos (regions added, changed or gone) until ctx is done or
-// topos is closed, then stops every Consul watch and returns.
-func (s *Set) Run(ctx context.Context, topos <-chan *topology.Topology) error {
-	if !s.runCalls.CompareAndSwap(false, true) {
-		return errors.New("upstream: Set.Run called twice")
+// topos is closed, then stops following Consul and returns. Each topology's pools are in place before
+// discovery follows its regions, so every answer finds its pool.
+func (r *Regions) Run(ctx context.Context, topos <-chan *topology.Topology) error {
+	if !r.runCalls.CompareAndSwap(false, true) {
+		return errors.New("upstream: Regions.Run called twice")
 	}
-	defer s.stopAll()
+	fwd := make(chan *topology.Topology, 1)
+	done := make(chan error, 1)
+	go func() { done <- r.nodes.Run(ctx, fwd) }()
+	defer func() {
+		close(fwd)
+		<-done
+	}()
 	for {
 		select {
 		case <-ctx.Done():
@@ -224,130 +212,45 @@ func (s *Set) Run(ctx context.Context, topos <-chan *topology.Topology) error {
 			if !ok {
 				return nil
 			}
-			s.apply(ctx, t)
+			r.apply(t)
+			select {
+			case fwd <- t:
+			case <-ctx.Done():
+				return nil
+			}
 		}
 	}
 }
 
-// apply starts a watch for each new (or changed) region and stops those of regions that are gone.
-func (s *Set) apply(ctx context.Context, t *topology.Topology) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+// apply makes a pool for each new (or changed) region and drops those of regions that are gone.
+func (r *Regions) apply(t *topology.Topology) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	cur := *r.pools.Load()
 	next := make(map[string]*Pool, len(t.Regions))
-	for _, r := range t.Regions {
-		if w, ok := s.watches[r.Name]; ok && w.pool.Service == r.APIService && w.pool.DC == r.ConsulDC {
-			next[r.Name] = w.pool
+	for _, reg := range t.Regions {
+		if p, ok := cur[reg.Name]; ok && p.Service == reg.APIService && p.DC == reg.ConsulDC {
+			next[reg.Name] = p
 			continue
 		}
-		if w, ok := s.watches[r.Name]; ok {
-			w.cancel()
-		}
-		p := &Pool{Region: r.Name, Service: r.APIService, DC: r.ConsulDC, retryAfter: s.cfg.RetryAfter}
+		p := &Pool{Region: reg.Name, Service: reg.APIService, DC: reg.ConsulDC, retryAfter: r.cfg.RetryAfter}
 		empty := []*Node{}
 		p.nodes.Store(&empty)
-		wctx, cancel := context.WithCancel(ctx)
-		s.watches[r.Name] = &watch{pool: p, cancel: cancel}
-		next[r.Name] = p
-		s.wg.Add(1)
-		go func() {
-			defer s.wg.Done()
-			s.follow(wctx, p)
-		}()
-		s.log.Info("following the region's API nodes", "region", r.Name, "service", r.APIService, "dc", r.ConsulDC)
+		next[reg.Name] = p
 	}
-	for name, w := range s.watches {
-		if _, ok := next[name]; !ok {
-			w.cancel()
-			delete(s.watches, name)
-			s.log.Info("region left the topology; no longer following its nodes", "region", name)
-		}
-	}
-	s.pools.Store(&next)
+	r.pools.Store(&next)
 }
 
-func (s *Set) stopAll() {
-	s.mu.Lock()
-	for _, w := range s.watches {
-		w.cancel()
+// update is discovery's OnUpdate: it brings the region's pool in line with its passing nodes. An
+// answer for a region whose service or datacenter has just changed finds no matching pool: the pool of
+// the new service waits for its own watch.
+func (r *Regions) update(s discovery.Snapshot) {
+	p := r.Pool(s.Name)
+	if p == nil || p.Service != s.Service || p.DC != s.DC {
+		return
 	}
-	s.mu.Unlock()
-	s.wg.Wait()
-}
-
-// follow keeps p's nodes equal to Consul's passing instances of its service, with blocking queries.
-// When Consul cannot be reached the nodes last seen stay in service: passive ejection still removes the
-// dead ones.
-func (s *Set) follow(ctx context.Context, p *Pool) {
-	log := s.log.With("region", p.Region, "service", p.Service)
-	var index uint64
-	failures := 0
-	health := s.cfg.Consul.Health()
-	for ctx.Err() == nil {
-		start := time.Now()
-		qctx, cancel := context.WithTimeout(ctx, s.cfg.WaitTime+s.cfg.WaitTime/16+10*time.Second)
-		q := (&consul.QueryOptions{WaitIndex: index, WaitTime: s.cfg.WaitTime, Datacenter: p.DC, AllowStale: true}).WithContext(qctx)
-		entries, meta, err := health.Service(p.Service, "", true, q)
-		cancel()
-		if err != nil {
-			if ctx.Err() != nil {
-				return
-			}
-			failures++
-			index = 0
-			delay := backoff(s.cfg.MinBackoff, s.cfg.MaxBackoff, failures)
-			if failures == 1 || failures%10 == 0 {
-				log.Warn("reading the region's API nodes from consul failed; keeping the last list", "err", err,
-					"failures", failures, "nodes", len(p.Nodes()), "retry_in", delay)
-			}
-			if !sleep(ctx, delay) {
-				return
-			}
-			continue
-		}
-		if failures > 0 {
-			log.Info("consul answers again", "after_failures", failures)
-			failures = 0
-		}
-		changed := meta.LastIndex != index
-		switch {
-		case meta.LastIndex < index:
-			index = 0 // the index went backwards (a restore, another server): start over
-		case meta.LastIndex < 1:
-			index = 1
-		default:
-			index = meta.LastIndex
-		}
-		added, removed := p.update(entries, &s.cfg.Health, s.log)
-		if added > 0 || removed > 0 {
-			log.Info("region's API nodes changed", "passing", len(entries), "added", added, "removed", removed)
-		}
-		if !changed {
-			if !sleep(ctx, s.cfg.MinInterval-time.Since(start)) {
-				return
-			}
-		}
-	}
-}
-
-// backoff is an exponential, fully jittered delay for the given attempt.
-func backoff(lo, hi time.Duration, attempt int) time.Duration {
-	d := lo << min(attempt-1, 20)
-	if d > hi || d <= 0 {
-		d = hi
-	}
-	return d/2 + rand.N(d/2+1)
-}
-
-func sleep(ctx context.Context, d time.Duration) bool {
-	if d <= 0 {
-		return ctx.Err() == nil
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
+	added, removed := p.update(s.Nodes, &r.cfg.Health, r.log)
+	if added > 0 || removed > 0 {
+		r.log.Info("region's API nodes changed", "region", s.Name, "service", s.Service, "passing", len(s.Nodes), "added", added, "removed", removed)
 	}
 }
