@@ -87,8 +87,8 @@ func TestNewChecksTheRegionFile(t *testing.T) {
 		t.Fatalf("matching region file: %v", err)
 	}
 	// New builds and connects to nothing; the background tasks are named.
-	want := []string{"topology", "shard_pools", "rate_limits"}
-	if got := n.Tasks(); !slices.Equal(got[:min(len(got), 3)], want) {
+	want := []string{"topology", "shard_pools", "peer_nodes", "rate_limits"}
+	if got := n.Tasks(); !slices.Equal(got[:min(len(got), len(want))], want) {
 		t.Errorf("tasks %v, want %v first", got, want)
 	}
 }
