@@ -141,7 +141,8 @@ func (n *Node) Run(ctx context.Context, ln net.Listener) error {
 	}
 	admDone := make(chan error, 1)
 	go func() { admDone <- n.admission.Run(wctx) }()
-	defer func() { stopWatch(); <-admDone }() // flushes the last debits to Redis
+	// Waiting flushes the last debits to Redis; Run's error is its context's, which we cancelled.
+	defer func() { stopWatch(); _ = <-admDone }()
 
 	srv := &http.Server{
 		Handler:           n.handler,

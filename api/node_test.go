@@ -246,8 +246,11 @@ func TestNodeRun(t *testing.T) {
 		t.Fatalf("readyz: %v %v", resp, err)
 	}
 	var ready map[string]any
-	json.NewDecoder(resp.Body).Decode(&ready)
+	err = json.NewDecoder(resp.Body).Decode(&ready)
 	resp.Body.Close()
+	if err != nil {
+		t.Fatalf("readyz: %v", err)
+	}
 	if ready["redis"] != "ok" || ready["status"] != "ready" {
 		t.Fatalf("readyz: %v", ready)
 	}

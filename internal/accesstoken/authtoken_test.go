@@ -143,7 +143,9 @@ func TestKeyRotationAndJWKS(t *testing.T) {
 	t1, _ := New(testCfg, ks1, nil)
 	before, _, _ := t1.Issue(subject(t))
 	next, _ := GenerateKey()
-	WriteKeyFile(filepath.Join(dir, "2026-06-01.pem"), next)
+	if err := WriteKeyFile(filepath.Join(dir, "2026-06-01.pem"), next); err != nil {
+		t.Fatal(err)
+	}
 	ks2, err := LoadKeyDir(dir)
 	if err != nil || ks2.SigningKeyID() != next.ID {
 		t.Fatalf("after rotation the newest file must sign: %v", err)
@@ -180,7 +182,9 @@ func TestKeyRotationAndJWKS(t *testing.T) {
 			t.Errorf("%s: ParseJWKS accepted it", name)
 		}
 	}
-	os.WriteFile(filepath.Join(dir, "zz.pem"), []byte("not a key"), 0o600)
+	if err := os.WriteFile(filepath.Join(dir, "zz.pem"), []byte("not a key"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := LoadKeyDir(dir); err == nil {
 		t.Fatal("a bad key file was accepted")
 	}

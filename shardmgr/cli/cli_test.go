@@ -99,7 +99,9 @@ func TestValidateFiles(t *testing.T) {
 	}
 	bad := filepath.Join(t.TempDir(), "bad.yaml")
 	data, _ := os.ReadFile(good)
-	os.WriteFile(bad, bytes.Replace(data, []byte(`range: "2080-21"`), []byte(`range: "2080-2f"`), 1), 0o644)
+	if err := os.WriteFile(bad, bytes.Replace(data, []byte(`range: "2080-21"`), []byte(`range: "2080-2f"`), 1), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	r := shardmgr(t, nil, "topology", "validate", "--from", bad)
 	if r.code != ExitError || !strings.Contains(r.stderr, "outside region us-east") {
 		t.Fatalf("bad file: %+v", r)
@@ -113,7 +115,9 @@ func TestTopologyLifecycle(t *testing.T) {
 	}
 	// A bad file changes nothing.
 	bad := filepath.Join(t.TempDir(), "bad.json")
-	os.WriteFile(bad, []byte(`{"regions": []}`), 0o644)
+	if err := os.WriteFile(bad, []byte(`{"regions": []}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	if r := shardmgr(t, f.env, "topology", "init", "--from", bad); r.code != ExitError || !strings.Contains(r.stderr, "at least one region") {
 		t.Fatalf("init with a bad file: %+v", r)
 	}
