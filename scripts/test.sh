@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The test command: installs what is missing (scripts/deps.sh), then runs the lint (scripts/lint.sh:
-# gofmt, go vet, golangci-lint, no tracked binaries) and every test, integration tests included. The test harness (deploy/local/testenv) starts private PostgreSQL,
-# Redis and Consul servers under this run's own temporary folder, on private ports; on exit,
-# whatever still runs from that folder is stopped and the folder removed.
+# gofmt, go vet, golangci-lint, no tracked binaries) and every test, integration tests included.
+# The test harness (deploy/local/testenv) starts private PostgreSQL, Redis and Consul servers under
+# this run's own temporary folder, on private ports; on exit, whatever still runs from that folder is
+# stopped and the folder removed.
 #
 # The lint always covers the whole tree. The exit code is go test's; when the tests pass but the lint
 # found something, it is the lint's (1): a finding fails the run, and does not hide test failures.
