@@ -3,8 +3,6 @@ SHELL := /usr/bin/env bash
 .DEFAULT_GOAL := help
 
 GO          ?= go
-# staticcheck 2026.2.2 (v0.8.2) is the first release that understands Go 1.26.
-STATICCHECK ?= $(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2
 BENCH       ?= .
 PKGS        ?= ./...
 # Tracked and new Go files, without testdata (which may hold deliberately malformed Go).
@@ -21,17 +19,14 @@ deps: ## install PostgreSQL 15 and Redis if missing (apt, as root) and build Con
 build: ## build every command into bin/
 	$(GO) build -o bin/ ./cmd/...
 
-test: ## vet and run every test, integration tests included, against real servers (the CI command)
+test: ## lint, then every test, integration tests included, against real servers (the CI command)
 	./scripts/test.sh
 
 test-short: ## unit tests only: skips everything that needs a real server
 	$(GO) test -short $(PKGS)
 
-lint: ## gofmt check, go vet and staticcheck
-	@files="$$($(GOFILES))"; unformatted="$$([[ -z "$$files" ]] || gofmt -l $$files)"; \
-	if [[ -n "$$unformatted" ]]; then echo "gofmt needed on:"; echo "$$unformatted"; exit 1; fi
-	$(GO) vet $(PKGS)
-	$(STATICCHECK) $(PKGS)
+lint: ## gofmt, go vet, golangci-lint (.golangci.yml), no tracked binaries: what `make test` runs first
+	./scripts/lint.sh
 
 fmt: ## format every Go file
 	@files="$$($(GOFILES))"; [[ -z "$$files" ]] || gofmt -w $$files

@@ -112,7 +112,9 @@ func TestDefaultConfig(t *testing.T) {
 func TestConfigSecretsFromFiles(t *testing.T) {
 	validConfig(t)
 	p := filepath.Join(t.TempDir(), "pepper")
-	os.WriteFile(p, []byte("pepper-from-a-file-0123456789\n"), 0o600)
+	if err := os.WriteFile(p, []byte("pepper-from-a-file-0123456789\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	t.Setenv("MERIDIAN_EMAIL_PEPPER", "")
 	t.Setenv("MERIDIAN_EMAIL_PEPPER_FILE", p)
 	c, err := FromEnv()

@@ -168,6 +168,12 @@ func (n *Node) tracerProvider() (trace.TracerProvider, error) {
 // admitter lets the admission limiter stand where the middleware expects an Allower.
 type admitter struct{ l *admission.Limiter }
 
+var (
+	_ middleware.Allower = admitter{}
+	// The features are wired together here, so their cross-package contracts are checked here too.
+	_ profiles.RatingSource = (*reviews.Service)(nil)
+)
+
 func (a admitter) Allow(ctx context.Context, key string, lim ratelimit.Limit) (ratelimit.Result, error) {
 	return a.l.Allow(ctx, key, lim), nil
 }

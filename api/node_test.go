@@ -1,8 +1,10 @@
 package api
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"flag"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -28,6 +30,44 @@ import (
 )
 
 func TestMain(m *testing.M) { testenv.Main(m) }
+
+// update rewrites the golden files under testdata/: go test ./api -run OpenAPI -update.
+var update = flag.Bool("update", false, "rewrite the golden files in testdata/ with what the tests produce")
+
+// golden compares got with testdata/name, or rewrites the file under -update.
+func golden(t *testing.T, name string, got []byte) {
+	t.Helper()
+	path := filepath.Join("testdata", name)
+	if *update {
+		if err := os.MkdirAll("testdata", 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, got, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run the test with -update to write it)", err)
+	}
+	if bytes.Equal(got, want) {
+		return
+	}
+	// The document is long: name the first line that differs.
+	g, w := strings.Split(string(got), "\n"), strings.Split(string(want), "\n")
+	i := 0
+	for i < len(g) && i < len(w) && g[i] == w[i] {
+		i++
+	}
+	line := func(l []string) string {
+		if i < len(l) {
+			return l[i]
+		}
+		return "(end of file)"
+	}
+	t.Errorf("%s differs from what the test produced, first at line %d:\n got: %s\nwant: %s\nIf the change is meant, rerun with -update and review the diff.", path, i+1, line(g), line(w))
+}
 
 // fullNodes runs the three regional nodes of the harness with every feature and middleware, as cmd/api
 // assembles them.
@@ -82,6 +122,13 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 	if !strings.HasPrefix(doc.OpenAPI, "3.1") || len(doc.Paths) < 20 {
 		t.Fatalf("openapi %q with %d paths", doc.OpenAPI, len(doc.Paths))
 	}
+	// The whole document, indented so that a change reads as a diff of the API.
+	var indented bytes.Buffer
+	if err := json.Indent(&indented, r.Body, "", "  "); err != nil {
+		t.Fatal(err)
+	}
+	indented.WriteByte('\n')
+	golden(t, "openapi.json", indented.Bytes())
 }
 
 // The README's walkthrough, through the assembled nodes: a user registers in eu-west, logs in through
@@ -208,8 +255,11 @@ func TestNodeRun(t *testing.T) {
 		t.Fatalf("readyz: %v %v", resp, err)
 	}
 	var ready map[string]any
-	json.NewDecoder(resp.Body).Decode(&ready)
+	err = json.NewDecoder(resp.Body).Decode(&ready)
 	resp.Body.Close()
+	if err != nil {
+		t.Fatalf("readyz: %v", err)
+	}
 	if ready["redis"] != "ok" || ready["status"] != "ready" {
 		t.Fatalf("readyz: %v", ready)
 	}

@@ -314,9 +314,10 @@ func TestRateLimitsHoldAcrossRouters(t *testing.T) {
 		for i := range 10 {
 			r := []*routertest.Router{a, b}[i%2]
 			ans := do(t, r, call{path: "/api/v1/jobs/search", header: http.Header{"X-Forwarded-For": {ip}}})
-			if ans.status == http.StatusOK {
+			switch ans.status {
+			case http.StatusOK:
 				passed++
-			} else if ans.status == http.StatusTooManyRequests {
+			case http.StatusTooManyRequests:
 				assertLimited(t, ans)
 			}
 		}

@@ -138,7 +138,7 @@ func TestRegionDown(t *testing.T) {
 		for _, n := range env.Nodes("ap-south") {
 			n.Fail(t)
 		}
-		waitFor(t, "the router to see ap-south's nodes fail", func() bool { return len(r.Router.Nodes("ap-south")) == 0 })
+		waitFor(t, "the router to see ap-south's nodes fail", func() bool { return len(r.Nodes("ap-south")) == 0 })
 		hitsBefore := env.TotalHits("ap-south")
 		for range 5 {
 			a := do(t, r, call{path: "/api/v1/users/me", token: apUser.Token})
@@ -151,7 +151,7 @@ func TestRegionDown(t *testing.T) {
 		for _, n := range env.Nodes("ap-south") {
 			n.Pass(t)
 		}
-		waitFor(t, "ap-south to come back", func() bool { return len(r.Router.Nodes("ap-south")) == 2 })
+		waitFor(t, "ap-south to come back", func() bool { return len(r.Nodes("ap-south")) == 2 })
 		mustEcho(t, do(t, r, call{path: "/api/v1/users/me", token: apUser.Token}), "ap-south")
 	})
 

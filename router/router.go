@@ -127,6 +127,8 @@ func New(cfg Config, log *slog.Logger) (*Router, error) {
 // lateSource lets the verifier fetch keys through the gateway built after it.
 type lateSource struct{ gw *gateway.Gateway }
 
+var _ tokenkeys.Source = (*lateSource)(nil)
+
 func (s *lateSource) JWKS(ctx context.Context) ([]byte, error) { return s.gw.JWKS(ctx) }
 
 // Handler is the public handler: the API under /api/v1 and /api, and (with ServeOpsOnPublic) the

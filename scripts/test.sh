@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# The test command: installs what is missing (scripts/deps.sh), then runs `go vet` and every test,
-# integration tests included. The test harness (deploy/local/testenv) starts private PostgreSQL,
-# Redis and Consul servers under this run's own temporary folder, on private ports; on exit,
-# whatever still runs from that folder is stopped and the folder removed.
+# The test command: installs what is missing (scripts/deps.sh), then runs the lint (scripts/lint.sh:
+# gofmt, go vet, golangci-lint, no tracked binaries) and every test, integration tests included.
+# The test harness (deploy/local/testenv) starts private PostgreSQL, Redis and Consul servers under
+# this run's own temporary folder, on private ports; on exit, whatever still runs from that folder is
+# stopped and the folder removed.
 #
-# The exit code is go test's; when the tests pass but go vet failed, it is go vet's.
+# The lint always covers the whole tree. The exit code is go test's; when the tests pass but the lint
+# found something, it is the lint's (1): a finding fails the run, and does not hide test failures.
 # Extra arguments go to `go test` (for example: scripts/test.sh -run TestMove ./shardmgr/...).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -78,8 +80,8 @@ run() {
   return "$rc"
 }
 
-vet=0
-run go vet ./... || vet=$?
+lint=0
+run ./scripts/lint.sh || lint=$?
 
 if (($# == 0)); then set -- ./...; fi
 code=0
@@ -91,8 +93,8 @@ if ((code == 0)) && [[ "$*" == "./..." ]]; then
   run go test -count=1 -run '^$' -bench . -benchtime 1x ./bench/... || code=$?
 fi
 
-if ((code == 0 && vet != 0)); then
-  echo "test.sh: tests passed but go vet failed" >&2
-  code=$vet
+if ((code == 0 && lint != 0)); then
+  echo "test.sh: tests passed but the lint found problems (see above; scripts/lint.sh runs it alone)" >&2
+  code=$lint
 fi
 exit "$code"

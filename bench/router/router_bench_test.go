@@ -92,7 +92,7 @@ func setup(b *testing.B) *rig {
 		// As cmd/router runs it: the access log through the router's encoder (here into io.Discard:
 		// the formatting is paid, the I/O is not); other events through slog.
 		c.AccessLog = io.Discard
-	}, slog.New(slog.NewJSONHandler(io.Discard, nil)))
+	}, slog.New(slog.DiscardHandler))
 
 	return &rig{urls: [ways]string{node.URL(), rt.URL, bareProxy(b, node.URL())}, token: user.Token, bodyLen: len(userBody)}
 }

@@ -162,7 +162,7 @@ func waitFor(ctx context.Context, timeout, interval time.Duration, probe func(ct
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("%w (%w, limit %s): last error: %v", ErrNotReady, ctx.Err(), timeout, last)
+			return fmt.Errorf("%w (%w, limit %s): last error: %w", ErrNotReady, ctx.Err(), timeout, last)
 		case <-time.After(interval):
 		}
 	}

@@ -65,7 +65,7 @@ func TestProcessAliveZombie(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	defer cmd.Wait()
+	defer func() { _ = cmd.Wait() }() // reaps the zombie; how it exited does not matter here
 	// Until Wait reaps it, the exited child is a zombie: kill(0) succeeds, but it is dead.
 	deadline := time.Now().Add(10 * time.Second)
 	for processAlive(cmd.Process.Pid) {
@@ -190,7 +190,9 @@ func TestLogTailAndSince(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f.WriteString("bind: Address already in use\n")
+	if _, err := f.WriteString("bind: Address already in use\n"); err != nil {
+		t.Fatal(err)
+	}
 	f.Close()
 	if got := logSince(p, off); !isPortClash(got) || strings.Contains(got, "line 99") {
 		t.Errorf("logSince = %q", got)

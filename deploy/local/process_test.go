@@ -27,7 +27,9 @@ func main() {
 	if err := os.WriteFile(filepath.Join(dir, "main.go"), []byte(src), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	os.WriteFile(filepath.Join(dir, "go.mod"), []byte("module tinyserver\n\ngo 1.21\n"), 0o644)
+	if err := os.WriteFile(filepath.Join(dir, "go.mod"), []byte("module tinyserver\n\ngo 1.21\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	bin := filepath.Join(dir, "tinyserver")
 	cmd := exec.Command("go", "build", "-o", bin, ".")
 	cmd.Dir = dir

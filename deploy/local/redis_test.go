@@ -113,7 +113,7 @@ func TestRedisLifecycle(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer restarted.Stop(context.Background())
+	defer func() { _ = restarted.Stop(context.Background()) }()
 	if restarted.Addr() != r.Addr() {
 		t.Errorf("restart moved %s to %s", r.Addr(), restarted.Addr())
 	}

@@ -152,7 +152,9 @@ func TestUpDown(t *testing.T) {
 
 func TestUpRefusesABadTopologyAndStartsNothing(t *testing.T) {
 	cfg, _ := testConfig(t)
-	os.WriteFile(cfg.TopologyFile, []byte(`{"regions": [], "shards": [], "keyranges": []}`), 0o644)
+	if err := os.WriteFile(cfg.TopologyFile, []byte(`{"regions": [], "shards": [], "keyranges": []}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	var out bytes.Buffer
 	err := Up(context.Background(), cfg, nil, &out)
 	if err == nil || !strings.Contains(err.Error(), "at least one region") {

@@ -132,7 +132,7 @@ func (c *Cluster) StartNode(tb testing.TB, region string) string {
 		done <- err
 	}()
 	var once sync.Once
-	stop := func() { once.Do(func() { cancel(); <-done }) }
+	stop := func() { once.Do(func() { cancel(); _ = <-done }) } // Run's error was printed above
 	tb.Cleanup(stop)
 	c.stops[region] = append(c.stops[region], stop)
 	base := "http://" + ln.Addr().String()
@@ -164,7 +164,7 @@ func (c *Cluster) StartRouter(tb testing.TB, region string, mutate func(*router.
 	if mutate != nil {
 		mutate(&cfg)
 	}
-	rt, err := router.New(cfg, slog.New(slog.NewJSONHandler(io.Discard, nil)))
+	rt, err := router.New(cfg, slog.New(slog.DiscardHandler))
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -175,7 +175,7 @@ func (c *Cluster) StartRouter(tb testing.TB, region string, mutate func(*router.
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- rt.Serve(ctx, ln) }()
-	tb.Cleanup(func() { cancel(); <-done })
+	tb.Cleanup(func() { cancel(); _ = <-done }) // Serve's error after cancel is the context's
 	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
 		if ok, _ := rt.Ready(); ok {
 			break

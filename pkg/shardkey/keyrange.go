@@ -53,14 +53,14 @@ func ParseKeyRange(s string) (KeyRange, error) {
 	startHex, endHex, _ := strings.Cut(s, "-")
 	p, err := key.ParseKeyRangeParts(startHex, endHex)
 	if err != nil {
-		return KeyRange{}, fmt.Errorf("%w: %s: %v", ErrInvalidKeyRange, detail(s), err)
+		return KeyRange{}, fmt.Errorf("%w: %s: %w", ErrInvalidKeyRange, detail(s), err)
 	}
 	if endHex != "" && allZero(p.End) {
 		return KeyRange{}, fmt.Errorf("%w: %s: an end bound of zero bytes is ambiguous; write an unbounded end as %q", ErrInvalidKeyRange, detail(s), startHex+"-")
 	}
 	r, err := keyRangeFromBounds(p.Start, p.End)
 	if err != nil {
-		return KeyRange{}, fmt.Errorf("%w: %s: %v", ErrInvalidKeyRange, detail(s), err)
+		return KeyRange{}, fmt.Errorf("%w: %s: %w", ErrInvalidKeyRange, detail(s), err)
 	}
 	return r, nil
 }
@@ -84,7 +84,7 @@ func KeyRangeFromProto(p *topodatapb.KeyRange) (KeyRange, error) {
 	}
 	r, err := keyRangeFromBounds(p.Start, p.End)
 	if err != nil {
-		return KeyRange{}, fmt.Errorf("%w: %s: %v", ErrInvalidKeyRange, detail(key.KeyRangeString(p)), err)
+		return KeyRange{}, fmt.Errorf("%w: %s: %w", ErrInvalidKeyRange, detail(key.KeyRangeString(p)), err)
 	}
 	return r, nil
 }

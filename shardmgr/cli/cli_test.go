@@ -4,11 +4,14 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
+	"text/tabwriter"
 
 	"github.com/jackc/pgx/v5"
 
@@ -17,6 +20,61 @@ import (
 )
 
 func TestMain(m *testing.M) { testenv.Main(m) }
+
+// update rewrites the golden files under testdata/: go test ./shardmgr/cli -run Status -update.
+var update = flag.Bool("update", false, "rewrite the golden files in testdata/ with what the tests produce")
+
+// golden compares got with testdata/name, or rewrites the file under -update.
+func golden(t *testing.T, name, got string) {
+	t.Helper()
+	path := filepath.Join("testdata", name)
+	if *update {
+		if err := os.MkdirAll("testdata", 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run the test with -update to write it)", err)
+	}
+	if got != string(want) {
+		t.Errorf("%s differs from what the test produced; if the change is meant, rerun with -update and review the diff.\ngot:\n%s\nwant:\n%s", path, got, want)
+	}
+}
+
+var (
+	// The test databases' addresses and names change with every run; their sizes with PostgreSQL's version.
+	volatileDatabase = regexp.MustCompile(`\b[0-9.]+:[0-9]+/t_[A-Za-z0-9_]+`)
+	volatileBytes    = regexp.MustCompile(`\b[0-9]+(\.[0-9])? [KMGTPE]?i?B\b`)
+	columnGap        = regexp.MustCompile(`  +`)
+)
+
+// normalizeTable replaces what changes from run to run in a table command's output with fixed
+// placeholders, then lines the columns up again as the command does (tabwriter, padding 2), so the
+// golden file keeps the layout.
+func normalizeTable(out string) string {
+	out = volatileDatabase.ReplaceAllString(out, "HOST:PORT/DATABASE")
+	out = volatileBytes.ReplaceAllString(out, "SIZE")
+	var b strings.Builder
+	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
+	for _, line := range strings.SplitAfter(out, "\n") {
+		if line == "" {
+			continue
+		}
+		if !strings.Contains(line, "  ") { // a sentence or a blank line ends the table above it
+			tw.Flush()
+			b.WriteString(line)
+			continue
+		}
+		fmt.Fprint(tw, columnGap.ReplaceAllString(strings.TrimRight(line, " \n"), "\t")+"\n")
+	}
+	tw.Flush()
+	return b.String()
+}
 
 type run struct {
 	code           int
@@ -99,7 +157,9 @@ func TestValidateFiles(t *testing.T) {
 	}
 	bad := filepath.Join(t.TempDir(), "bad.yaml")
 	data, _ := os.ReadFile(good)
-	os.WriteFile(bad, bytes.Replace(data, []byte(`range: "2080-21"`), []byte(`range: "2080-2f"`), 1), 0o644)
+	if err := os.WriteFile(bad, bytes.Replace(data, []byte(`range: "2080-21"`), []byte(`range: "2080-2f"`), 1), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	r := shardmgr(t, nil, "topology", "validate", "--from", bad)
 	if r.code != ExitError || !strings.Contains(r.stderr, "outside region us-east") {
 		t.Fatalf("bad file: %+v", r)
@@ -113,7 +173,9 @@ func TestTopologyLifecycle(t *testing.T) {
 	}
 	// A bad file changes nothing.
 	bad := filepath.Join(t.TempDir(), "bad.json")
-	os.WriteFile(bad, []byte(`{"regions": []}`), 0o644)
+	if err := os.WriteFile(bad, []byte(`{"regions": []}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	if r := shardmgr(t, f.env, "topology", "init", "--from", bad); r.code != ExitError || !strings.Contains(r.stderr, "at least one region") {
 		t.Fatalf("init with a bad file: %+v", r)
 	}
@@ -252,6 +314,7 @@ func TestMigrateAndStatus(t *testing.T) {
 			t.Errorf("status does not show %q:\n%s", want, r.stdout)
 		}
 	}
+	golden(t, "status.txt", normalizeTable(r.stdout))
 	r = shardmgr(t, f.env, "-o", "json", "status", "--exact")
 	var st struct {
 		Regions []regionStats

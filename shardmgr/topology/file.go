@@ -57,7 +57,7 @@ func LoadRegionFile(path string) (Region, error) {
 	dec := json.NewDecoder(bytes.NewReader(js))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&rf); err != nil {
-		return Region{}, fmt.Errorf("%s: %w: %v", path, ErrInvalid, err)
+		return Region{}, fmt.Errorf("%s: %w: %w", path, ErrInvalid, err)
 	}
 	// A region file stands alone, so check it as a one-region topology whose keyspace is fully owned.
 	probe := &Topology{
@@ -78,7 +78,7 @@ func yamlToJSON(data []byte) ([]byte, error) {
 	var v any
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	if err := dec.Decode(&v); err != nil {
-		return nil, fmt.Errorf("%w: yaml: %v", ErrInvalid, err)
+		return nil, fmt.Errorf("%w: yaml: %w", ErrInvalid, err)
 	}
 	v, err := jsonable(v)
 	if err != nil {

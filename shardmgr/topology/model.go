@@ -104,7 +104,7 @@ func Decode(data []byte) (*Topology, error) {
 	dec.DisallowUnknownFields()
 	var t Topology
 	if err := dec.Decode(&t); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
+		return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
 	if dec.More() {
 		return nil, fmt.Errorf("%w: trailing data after the document", ErrInvalid)

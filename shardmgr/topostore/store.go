@@ -228,7 +228,7 @@ func encode(t *topology.Topology) ([]byte, error) {
 	}
 	data, err := t.Encode()
 	if err != nil {
-		return nil, fmt.Errorf("%w: encode: %v", topology.ErrInvalid, err)
+		return nil, fmt.Errorf("%w: encode: %w", topology.ErrInvalid, err)
 	}
 	if len(data) > MaxDocumentSize {
 		return nil, fmt.Errorf("%w: %d bytes encoded, Consul accepts at most %d", ErrTooLarge, len(data), MaxDocumentSize)

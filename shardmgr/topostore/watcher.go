@@ -202,7 +202,7 @@ func (w *Watcher) Run(ctx context.Context) error {
 			}
 			delay := jittered(w.cfg.MinBackoff, w.cfg.MaxBackoff, failures)
 			w.log.Warn("topology read from consul failed; serving last good copy",
-				"err", err, "failures", failures, "retry_in", delay, w.servingAttrs())
+				slog.Any("err", err), slog.Int("failures", failures), slog.Duration("retry_in", delay), w.servingAttrs())
 			if sleep(ctx, delay) != nil {
 				break
 			}
@@ -284,15 +284,15 @@ func (w *Watcher) offer(raw []byte, modifyIndex uint64, source string) bool {
 	t, err := topology.Decode(raw)
 	if err != nil {
 		w.log.Error("skipping invalid topology document; the last good copy keeps serving",
-			"modify_index", modifyIndex, "source", source, "err", err, w.servingAttrs())
+			slog.Uint64("modify_index", modifyIndex), slog.String("source", source), slog.Any("err", err), w.servingAttrs())
 		return false
 	}
 	cur := w.cur.Load()
 	if cur != nil {
 		switch {
 		case t.Version < cur.topo.Version:
-			w.log.Warn("ignoring an older topology version", "version", t.Version, "modify_index", modifyIndex,
-				"source", source, w.servingAttrs())
+			w.log.Warn("ignoring an older topology version", slog.Uint64("version", t.Version), slog.Uint64("modify_index", modifyIndex),
+				slog.String("source", source), w.servingAttrs())
 			return false
 		case t.Version == cur.topo.Version && cur.source == SourceConsul:
 			if !bytes.Equal(raw, cur.raw) {

@@ -9,6 +9,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/8thdegree/meridian/api/internal/authn"
+	"github.com/8thdegree/meridian/api/internal/rest"
 	"github.com/8thdegree/meridian/pkg/shardkey"
 )
 
@@ -36,6 +37,17 @@ const (
 func Scopes() []string {
 	return []string{ScopeProfileRead, ScopeProfileWrite, ScopeJobsRead, ScopeJobsWrite, ScopeReviewsRead, ScopeReviewsWrite, ScopeMatchingRead}
 }
+
+// The request bodies check themselves when rest decodes them: a Validate method that stopped matching
+// rest.Validator would silently switch their checks off.
+var (
+	_ rest.Validator = (*registerRequest)(nil)
+	_ rest.Validator = (*loginRequest)(nil)
+	_ rest.Validator = (*refreshRequest)(nil)
+	_ rest.Validator = (*apiKeyRequest)(nil)
+	_ rest.Validator = (*internalLoginRequest)(nil)
+	_ rest.Validator = (*internalOAuthRequest)(nil)
+)
 
 // registerRequest is the body of POST /auth/register.
 type registerRequest struct {

@@ -278,6 +278,8 @@ func (h *Harness) Do(t *testing.T, region string, req Request) *Response {
 // testPeers lets test nodes call each other in-process over HTTP, as production nodes do through Consul.
 type testPeers struct{ h *Harness }
 
+var _ feature.Peers = (*testPeers)(nil)
+
 func (p *testPeers) Call(ctx context.Context, region, method, path string, body, out any) error {
 	node, ok := p.h.Nodes[region]
 	if !ok {

@@ -69,6 +69,8 @@ func (a *Deps) WriteShard(ctx context.Context, k shardkey.KeyspaceID) (shardpool
 // HandlerFunc is an HTTP handler that returns its error; the server writes it with rest.WriteError.
 type HandlerFunc func(w http.ResponseWriter, r *http.Request) error
 
+var _ http.Handler = HandlerFunc(nil)
+
 // ServeHTTP lets a HandlerFunc stand where an http.Handler is expected.
 func (f HandlerFunc) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if err := f(w, r); err != nil {

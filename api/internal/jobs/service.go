@@ -51,6 +51,8 @@ type Service struct {
 	san *richtext.Sanitizer
 }
 
+var _ sanitizer = (*richtext.Sanitizer)(nil)
+
 // New returns the service. a.Peers may be nil (a node alone): a global search then reports the other
 // regions as failed.
 func New(a *feature.Deps, cfg Config) (*Service, error) {

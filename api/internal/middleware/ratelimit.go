@@ -72,6 +72,9 @@ type Allower interface {
 	Allow(ctx context.Context, key string, lim ratelimit.Limit) (ratelimit.Result, error)
 }
 
+// internal/ratelimit cannot import this package (it is api's internal), so its guard lives here.
+var _ Allower = (*ratelimit.Limiter)(nil)
+
 // RateLimit limits each caller: by user ID when the request is authenticated, else by client address.
 // Every response of a limited route carries the RateLimit-* headers; a refused request gets 429
 // rate_limited with Retry-After. Internal (node-to-node) routes are not limited: their callers are

@@ -203,7 +203,11 @@ func TestTracePropagatesToPeers(t *testing.T) {
 			tp := c.tp
 			if tp == nil {
 				sdk := sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp))
-				defer sdk.Shutdown(context.Background())
+				defer func() {
+					if err := sdk.Shutdown(context.Background()); err != nil {
+						t.Error(err)
+					}
+				}()
 				tp = sdk
 			}
 			tr := NewTracing(tp, nil)

@@ -3,6 +3,7 @@ package testenv
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -199,7 +200,7 @@ func runChild(t *testing.T, mode string) (root string, pids []int) {
 	cmd.WaitDelay = 10 * time.Second
 	err := cmd.Run()
 	if mode == "crash" {
-		if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 3 {
+		if ee := (*exec.ExitError)(nil); !errors.As(err, &ee) || ee.ExitCode() != 3 {
 			t.Fatalf("child: %v\n%s", err, out.String())
 		}
 	} else if err != nil {

@@ -70,6 +70,8 @@ type Deps struct {
 	AccessLog *accesslog.Writer
 }
 
+var _ http.Handler = (*Gateway)(nil)
+
 // Gateway is the router's http.Handler.
 type Gateway struct {
 	cfg  Config

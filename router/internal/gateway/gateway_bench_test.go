@@ -84,7 +84,7 @@ func testGateway(tb testing.TB, rt http.RoundTripper, log *slog.Logger) (*Gatewa
 	tb.Cleanup(cancel)
 	go func() { _ = lim.Run(ctx) }()
 	if log == nil {
-		log = slog.New(slog.NewJSONHandler(io.Discard, nil))
+		log = slog.New(slog.DiscardHandler)
 	}
 	g, err := New(Config{
 		Region: "us-east", MaxBody: 1 << 20, MaxAttempts: 3, JWKSPath: "/api/v1/auth/jwks.json",

@@ -185,6 +185,8 @@ type nodeCollector struct {
 	desc *prometheus.Desc
 }
 
+var _ prometheus.Collector = (*nodeCollector)(nil)
+
 func (c *nodeCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
 
 func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {

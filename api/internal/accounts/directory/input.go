@@ -1,6 +1,12 @@
 package directory
 
-import "github.com/8thdegree/meridian/pkg/shardkey"
+import (
+	"github.com/8thdegree/meridian/api/internal/rest"
+	"github.com/8thdegree/meridian/pkg/shardkey"
+)
+
+// The claim body checks itself when rest decodes it.
+var _ rest.Validator = (*claimRequest)(nil)
 
 // claimRequest is the body of POST /internal/email-claims.
 type claimRequest struct {
