@@ -111,7 +111,7 @@ func TestFollowsConsul(t *testing.T) {
 	topos := make(chan *topology.Topology, 1)
 	done := make(chan error, 1)
 	go func() { done <- w.Run(ctx, topos) }()
-	t.Cleanup(func() { cancel(); <-done })
+	t.Cleanup(func() { cancel(); _ = <-done })
 	topos <- topo
 
 	addrs := func() []string {

@@ -40,7 +40,9 @@ func TestKeyRotation(t *testing.T) {
 	t1, _ := tokenissue.New(issueCfg, ks1, nil)
 	before, _, _ := t1.Issue(subject(t))
 	next, _ := tokenissue.GenerateKey()
-	tokenissue.WriteKeyFile(filepath.Join(dir, "2026-06-01.pem"), next)
+	if err := tokenissue.WriteKeyFile(filepath.Join(dir, "2026-06-01.pem"), next); err != nil {
+		t.Fatal(err)
+	}
 	ks2, err := tokenissue.LoadKeyDir(dir)
 	if err != nil || ks2.SigningKeyID() != next.ID {
 		t.Fatalf("after rotation the newest file must sign: %v", err)
@@ -67,7 +69,9 @@ func TestKeyRotation(t *testing.T) {
 	if strings.Contains(string(ks2.JWKS()), `"d"`) {
 		t.Fatal("the JWKS contains private key material")
 	}
-	os.WriteFile(filepath.Join(dir, "zz.pem"), []byte("not a key"), 0o600)
+	if err := os.WriteFile(filepath.Join(dir, "zz.pem"), []byte("not a key"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := tokenissue.LoadKeyDir(dir); err == nil {
 		t.Fatal("a bad key file was accepted")
 	}

@@ -202,7 +202,7 @@ func (r *Regions) Run(ctx context.Context, topos <-chan *topology.Topology) erro
 	go func() { done <- r.nodes.Run(ctx, fwd) }()
 	defer func() {
 		close(fwd)
-		<-done
+		_ = <-done // Run returns nil once fwd is closed
 	}()
 	for {
 		select {
