@@ -6,97 +6,15 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
-	"sort"
 	"strings"
 	"time"
 
 	"github.com/alexedwards/argon2id"
 
+	"github.com/8thdegree/meridian/api/internal/accounts/oauth"
 	"github.com/8thdegree/meridian/internal/accesstoken"
 	"github.com/8thdegree/meridian/internal/ratelimit"
 )
-
-// OAuth providers this package knows how to talk to.
-const (
-	ProviderGoogle = "google"
-	ProviderGitHub = "github"
-)
-
-// ProviderConfig is one OAuth provider's client registration and endpoints. Every endpoint is
-// configurable, so tests run the whole code flow against a local stand-in provider.
-type ProviderConfig struct {
-	ClientID     string
-	ClientSecret string
-	AuthURL      string
-	TokenURL     string
-	// Issuer and JWKSURL verify Google's ID tokens (OIDC). Unused for GitHub.
-	Issuer  string
-	JWKSURL string
-	// APIBaseURL is GitHub's REST API (/user, /user/emails). Unused for Google.
-	APIBaseURL string
-	// Scopes requested; empty takes the provider's default (openid email profile; read:user user:email).
-	Scopes []string
-}
-
-// GoogleProvider returns Google's production endpoints for a client registration.
-func GoogleProvider(clientID, clientSecret string) ProviderConfig {
-	return ProviderConfig{
-		ClientID:     clientID,
-		ClientSecret: clientSecret,
-		AuthURL:      "https://accounts.google.com/o/oauth2/v2/auth",
-		TokenURL:     "https://oauth2.googleapis.com/token",
-		Issuer:       "https://accounts.google.com",
-		JWKSURL:      "https://www.googleapis.com/oauth2/v3/certs",
-	}
-}
-
-// GitHubProvider returns GitHub's production endpoints for a client registration.
-func GitHubProvider(clientID, clientSecret string) ProviderConfig {
-	return ProviderConfig{
-		ClientID:     clientID,
-		ClientSecret: clientSecret,
-		AuthURL:      "https://github.com/login/oauth/authorize",
-		TokenURL:     "https://github.com/login/oauth/access_token",
-		APIBaseURL:   "https://api.github.com",
-	}
-}
-
-func (p ProviderConfig) scopes(provider string) []string {
-	if len(p.Scopes) > 0 {
-		return p.Scopes
-	}
-	if provider == ProviderGoogle {
-		return []string{"openid", "email", "profile"}
-	}
-	return []string{"read:user", "user:email"}
-}
-
-func (p ProviderConfig) validate(name string) error {
-	field := func(f string) string { return fmt.Sprintf("accounts: OAuth[%q].%s", name, f) }
-	if name != ProviderGoogle && name != ProviderGitHub {
-		return fmt.Errorf("accounts: OAuth provider %q is not supported (google, github)", name)
-	}
-	if p.ClientID == "" {
-		return errors.New(field("ClientID") + " is required")
-	}
-	urls := map[string]string{"AuthURL": p.AuthURL, "TokenURL": p.TokenURL}
-	if name == ProviderGoogle {
-		urls["Issuer"], urls["JWKSURL"] = p.Issuer, p.JWKSURL
-	} else {
-		urls["APIBaseURL"] = p.APIBaseURL
-	}
-	names := make([]string, 0, len(urls))
-	for k := range urls {
-		names = append(names, k)
-	}
-	sort.Strings(names)
-	for _, k := range names {
-		if !httpURL(urls[k]) {
-			return fmt.Errorf("%s must be an http(s) URL, got %q", field(k), urls[k])
-		}
-	}
-	return nil
-}
 
 func httpURL(s string) bool {
 	u, err := url.Parse(s)
@@ -133,7 +51,7 @@ type Config struct {
 	// Limiter counts failed logins.
 	Limiter *ratelimit.Limiter
 	// OAuth holds the configured providers by name (google, github); empty disables OAuth.
-	OAuth map[string]ProviderConfig
+	OAuth map[string]oauth.ProviderConfig
 	// RedirectBaseURL is the public base URL (the edge router's) that OAuth callbacks come back to:
 	// <RedirectBaseURL>/api/v1/auth/oauth/<provider>/callback.
 	RedirectBaseURL string
@@ -205,15 +123,8 @@ func (c Config) Validate() error {
 	if len(c.OAuth) > 0 && !httpURL(c.RedirectBaseURL) {
 		return fmt.Errorf("accounts: RedirectBaseURL must be an http(s) URL when OAuth is configured, got %q", c.RedirectBaseURL)
 	}
-	names := make([]string, 0, len(c.OAuth))
-	for name := range c.OAuth {
-		names = append(names, name)
-	}
-	sort.Strings(names)
-	for _, name := range names {
-		if err := c.OAuth[name].validate(name); err != nil {
-			return err
-		}
+	if err := oauth.ValidateProviders(c.OAuth); err != nil {
+		return fmt.Errorf("accounts: %w", err)
 	}
 	return nil
 }

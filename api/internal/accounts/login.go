@@ -178,7 +178,7 @@ func (s *Service) handleInternalLogin(w http.ResponseWriter, r *http.Request) er
 	if err := rest.Decode(w, r, &req); err != nil {
 		return err
 	}
-	req.Email = normalizeEmail(req.Email)
+	req.Email = directory.NormalizeEmail(req.Email)
 	h := directory.HashEmail(s.cfg.EmailPepper, req.Email)
 	b, err := s.loginLocal(r.Context(), req.UserID, req.Email, req.Password, h, reqMeta{IP: req.IP, UserAgent: req.UserAgent})
 	var e *apierror.Error

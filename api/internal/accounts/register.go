@@ -14,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/8thdegree/meridian/api/internal/accounts/directory"
+	"github.com/8thdegree/meridian/api/internal/accounts/oauth"
 	"github.com/8thdegree/meridian/api/internal/audit"
 	"github.com/8thdegree/meridian/api/internal/authn"
 	"github.com/8thdegree/meridian/api/internal/rest"
@@ -96,7 +97,7 @@ type newUser struct {
 	// PasswordHash is the PHC string, or "" for a user who signs in only with OAuth.
 	PasswordHash string
 	// OAuth, when set, is linked to the new user in the same transaction.
-	OAuth *identity
+	OAuth *oauth.Identity
 }
 
 // createUser claims the email in the directory, creates the user in its home shard and opens a

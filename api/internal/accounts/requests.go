@@ -8,6 +8,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/8thdegree/meridian/api/internal/accounts/directory"
 	"github.com/8thdegree/meridian/api/internal/authn"
 	"github.com/8thdegree/meridian/pkg/shardkey"
 )
@@ -49,8 +50,8 @@ type registerRequest struct {
 
 func (r *registerRequest) Validate() map[string]string {
 	f := map[string]string{}
-	r.Email = normalizeEmail(r.Email)
-	if p := emailProblem(r.Email); p != "" {
+	r.Email = directory.NormalizeEmail(r.Email)
+	if p := directory.EmailProblem(r.Email); p != "" {
 		f["email"] = p
 	}
 	if p := passwordProblem(r.Password); p != "" {
@@ -105,12 +106,12 @@ type loginRequest struct {
 
 func (r *loginRequest) Validate() map[string]string {
 	f := map[string]string{}
-	r.Email = normalizeEmail(r.Email)
+	r.Email = directory.NormalizeEmail(r.Email)
 	switch {
 	case r.Email == "":
 		f["email"] = "is required"
-	case len(r.Email) > maxEmail:
-		f["email"] = fmt.Sprintf("must be at most %d bytes", maxEmail)
+	case len(r.Email) > directory.MaxEmail:
+		f["email"] = fmt.Sprintf("must be at most %d bytes", directory.MaxEmail)
 	}
 	switch {
 	case r.Password == "":

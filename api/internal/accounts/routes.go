@@ -63,14 +63,14 @@ func (s *Service) routes() []feature.Route {
 			nil, openapi.JSONBody("RefreshRequest"),
 			noContent("The session is over."),
 			errs("400", "415", "421"))},
-		{Name: "oauthStart", Method: http.MethodGet, Path: "/auth/oauth/{provider}", Access: feature.Public, Handler: s.handleOAuthStart, Doc: op(
+		{Name: "oauthStart", Method: http.MethodGet, Path: "/auth/oauth/{provider}", Access: feature.Public, Handler: s.oauth.HandleStart, Doc: op(
 			"Start an OAuth sign-in",
 			"Redirects to the provider (google: OpenID Connect; github: OAuth2) with state and a PKCE S256 challenge, kept "+
 				"in a signed, short-lived HttpOnly cookie. `role` is the role of a user created by this sign-in.",
 			[]any{openapi.PathParam("provider", "google or github"), queryParam("role", "client or freelancer (default freelancer), for new users", "string")}, nil,
 			map[string]any{"302": map[string]any{"description": "Redirect to the provider.", "headers": map[string]any{"Location": map[string]any{"schema": map[string]any{"type": "string"}}}}},
 			errs("400", "404"))},
-		{Name: "oauthCallback", Method: http.MethodGet, Path: "/auth/oauth/{provider}/callback", Access: feature.Public, Handler: s.handleOAuthCallback, Doc: op(
+		{Name: "oauthCallback", Method: http.MethodGet, Path: "/auth/oauth/{provider}/callback", Access: feature.Public, Handler: s.oauth.HandleCallback, Doc: op(
 			"Finish an OAuth sign-in",
 			"The provider redirects here. The state must match the cookie; the code is exchanged with the PKCE verifier; the "+
 				"provider's verified email finds the user (in any region) or creates one in this region.",
@@ -120,7 +120,7 @@ func (s *Service) routes() []feature.Route {
 			"Whether a user homed here exists", nil, resp("200", "{exists: bool}", ""), errs("400", "421"), openapi.PathParam("id", "user ID"))},
 		{Name: "internalLogin", Method: http.MethodPost, Path: "/internal/login", Access: feature.Internal, Handler: s.handleInternalLogin, Doc: internalOp(
 			"Check a password in the user's home region", openapi.JSONBody("InternalLoginRequest"), resp("200", "The outcome (ok, invalid_credentials, rate_limited) and, if ok, the bundle.", ""), errs("400", "503"))},
-		{Name: "internalOAuthLogin", Method: http.MethodPost, Path: "/internal/oauth-login", Access: feature.Internal, Handler: s.handleInternalOAuthLogin, Doc: internalOp(
+		{Name: "internalOAuthLogin", Method: http.MethodPost, Path: "/internal/oauth-login", Access: feature.Internal, Handler: s.oauth.HandleInternalLogin, Doc: internalOp(
 			"Sign in an OAuth identity in the user's home region", openapi.JSONBody("InternalOAuthRequest"), resp("200", "The bundle.", "TokenBundle"), errs("400", "404", "503"))},
 	}
 }

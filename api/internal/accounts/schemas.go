@@ -1,6 +1,10 @@
 package accounts
 
-import "github.com/8thdegree/meridian/api/internal/openapi"
+import (
+	"github.com/8thdegree/meridian/api/internal/accounts/directory"
+	"github.com/8thdegree/meridian/api/internal/accounts/oauth"
+	"github.com/8thdegree/meridian/api/internal/openapi"
+)
 
 // Schemas returns the OpenAPI component schemas the accounts routes reference, except Error, which
 // the document's assembler provides (#/components/schemas/Error).
@@ -32,14 +36,14 @@ func Schemas() map[string]any {
 			"expires_in":    map[string]any{"type": "integer", "description": "access token lifetime in seconds"},
 		}),
 		"RegisterRequest": obj([]string{"email", "password", "name", "role"}, map[string]any{
-			"email":    map[string]any{"type": "string", "format": "email", "maxLength": maxEmail},
+			"email":    map[string]any{"type": "string", "format": "email", "maxLength": directory.MaxEmail},
 			"password": map[string]any{"type": "string", "minLength": minPassword, "maxLength": maxPassword},
 			"name":     map[string]any{"type": "string", "minLength": 1, "maxLength": maxName},
 			"role":     map[string]any{"type": "string", "enum": []string{"client", "freelancer"}},
 			"region":   str("home region (default: the region that took the request)"),
 		}),
 		"LoginRequest": obj([]string{"email", "password"}, map[string]any{
-			"email": map[string]any{"type": "string", "maxLength": maxEmail}, "password": map[string]any{"type": "string", "maxLength": maxPassword},
+			"email": map[string]any{"type": "string", "maxLength": directory.MaxEmail}, "password": map[string]any{"type": "string", "maxLength": maxPassword},
 		}),
 		"RefreshRequest": obj([]string{"refresh_token"}, map[string]any{"refresh_token": str("a refresh token")}),
 		"APIKeyCreateRequest": obj([]string{"name", "scopes"}, map[string]any{
@@ -71,7 +75,7 @@ func Schemas() map[string]any {
 			"ip": str("client address"), "user_agent": str("client user agent"),
 		}),
 		"InternalOAuthRequest": obj([]string{"user_id", "provider", "subject", "email"}, map[string]any{
-			"user_id": id("usr"), "provider": map[string]any{"type": "string", "enum": []string{ProviderGoogle, ProviderGitHub}},
+			"user_id": id("usr"), "provider": map[string]any{"type": "string", "enum": []string{oauth.ProviderGoogle, oauth.ProviderGitHub}},
 			"subject": str("provider's subject"), "email": str("verified email"), "ip": str("client address"), "user_agent": str("client user agent"),
 		}),
 	}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/8thdegree/meridian/api/internal/accounts/directory"
+	"github.com/8thdegree/meridian/api/internal/accounts/oauth"
 	"github.com/8thdegree/meridian/api/internal/authn"
 	"github.com/8thdegree/meridian/api/internal/feature"
 	"github.com/8thdegree/meridian/internal/apierror"
@@ -23,7 +24,7 @@ type Service struct {
 	a     *feature.Deps
 	cfg   Config
 	pw    *hasher
-	oauth map[string]*oauthProvider
+	oauth *oauth.Service
 	dir   *directory.Directory
 }
 
@@ -43,11 +44,12 @@ func New(a *feature.Deps, cfg Config) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Service{a: a, cfg: cfg, pw: pw, oauth: map[string]*oauthProvider{}}
+	s := &Service{a: a, cfg: cfg, pw: pw}
 	s.dir = directory.New(a, s)
-	for name, pc := range cfg.OAuth {
-		s.oauth[name] = newOAuthProvider(name, pc, cfg.RedirectBaseURL, cfg.HTTPClient, a.Now)
-	}
+	s.oauth = oauth.New(a, oauth.Config{
+		Providers: cfg.OAuth, StateKey: cfg.StateKey, RedirectBaseURL: cfg.RedirectBaseURL,
+		HTTPClient: cfg.HTTPClient, TrustedProxies: cfg.TrustedProxies,
+	}, oauthAccounts{s})
 	return s, nil
 }
 
