@@ -85,9 +85,7 @@ func (s *Service) oauthLoginLocal(ctx context.Context, userID shardkey.ID, id oa
 		if u.Deleted || u.EmailNorm != id.Email {
 			return errNoUser
 		}
-		tag, err := tx.Exec(ctx, `
-			INSERT INTO auth.oauth_identities (ksid, provider, subject, user_id, email, created_at)
-			VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (ksid, provider, subject) DO NOTHING`,
+		tag, err := tx.Exec(ctx, linkIdentitySQL,
 			ksid.Bytes(), id.Provider, id.Subject, userID.Bytes(), id.Email, s.now())
 		if err != nil {
 			return err

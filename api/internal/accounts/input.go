@@ -2,6 +2,7 @@ package accounts
 
 import (
 	"fmt"
+	"net/netip"
 	"slices"
 	"strings"
 	"time"
@@ -203,3 +204,34 @@ type apiKeyCreated struct {
 	// Key is shown once, in the answer to its creation.
 	Key string `json:"key"`
 }
+
+// internalLoginRequest is a login forwarded to the user's home region by the node that took it.
+type internalLoginRequest struct {
+	UserID    shardkey.ID `json:"user_id"`
+	Email     string      `json:"email"`
+	Password  string      `json:"password"`
+	IP        netip.Addr  `json:"ip,omitzero"`
+	UserAgent string      `json:"user_agent,omitempty"`
+}
+
+func (r *internalLoginRequest) Validate() map[string]string {
+	f := (&loginRequest{Email: r.Email, Password: r.Password}).Validate()
+	if r.UserID.Kind() != shardkey.KindUser {
+		f["user_id"] = "must be a user ID"
+	}
+	return f
+}
+
+// internalLoginAnswer carries the outcome in a 200 so that a 429's retry time survives the hop.
+type internalLoginAnswer struct {
+	Outcome      string       `json:"outcome"`
+	RetryAfterMS int64        `json:"retry_after_ms,omitempty"`
+	Bundle       *tokenBundle `json:"bundle,omitempty"`
+}
+
+// The outcomes of a forwarded login.
+const (
+	outcomeOK      = "ok"
+	outcomeInvalid = "invalid_credentials"
+	outcomeLimited = "rate_limited"
+)
