@@ -68,7 +68,7 @@ func assemble(a *feature.Deps, fs featureSettings) (*assembly, error) {
 	if err != nil {
 		return nil, err
 	}
-	rv, err := reviews.New(a, reviews.DefaultConfig())
+	rv, err := reviews.New(a, reviews.DefaultConfig(), jobs.NewOwnerLookup(a))
 	if err != nil {
 		return nil, err
 	}
@@ -76,7 +76,7 @@ func assemble(a *feature.Deps, fs featureSettings) (*assembly, error) {
 	if err != nil {
 		return nil, err
 	}
-	jb, err := jobs.New(a, jobs.DefaultConfig())
+	jb, err := jobs.New(a, jobs.DefaultConfig(), pf)
 	if err != nil {
 		return nil, err
 	}

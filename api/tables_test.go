@@ -36,12 +36,8 @@ var crossReads = map[string]string{
 	"accounts core.settings": "starting row, written in the registration transaction",
 	// Same-shard joins with the user row, which must stay one statement (atomic insert-if-exists,
 	// existence and data in one round trip). They read only id, ksid, name, role and deleted_at.
-	"profiles auth.users": "public profile joins name, role and deletion",
+	"profiles auth.users": "public profile joins name, role and deletion; matching candidates join role and deletion",
 	"reviews auth.users":  "insert-if-reviewee-exists, user exists, ratings with existence",
-	"jobs auth.users":     "matching candidates join role and deletion",
-	// Pending: to go through interfaces the owners implement (docs/schema.md, "Still to do").
-	"jobs core.profiles": "pending: profiles to serve the caller's skills and the per-shard candidates",
-	"reviews core.jobs":  "pending: jobs to serve a job's owner (JobOwners)",
 }
 
 var tableName = regexp.MustCompile(`\b(auth|core|ai)\.[a-z_]+\b`)
