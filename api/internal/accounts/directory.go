@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/8thdegree/meridian/api/internal/accounts/directory"
+	"github.com/8thdegree/meridian/api/internal/feature"
 	"github.com/8thdegree/meridian/internal/apierror"
 	"github.com/8thdegree/meridian/pkg/shardkey"
 	"github.com/8thdegree/meridian/shardmgr/topology"
@@ -35,8 +36,8 @@ func (s *Service) UserExists(ctx context.Context, id shardkey.ID, homeHint strin
 	var out struct {
 		Exists bool `json:"exists"`
 	}
-	if err := s.a.Peers.Call(ctx, region, http.MethodGet, internalPath("/internal/users/"+id.String()+"/exists"), nil, &out); err != nil {
-		return false, peerError(ctx, region, err)
+	if err := s.a.Peers.Call(ctx, region, http.MethodGet, feature.InternalPath("/internal/users/"+id.String()+"/exists"), nil, &out); err != nil {
+		return false, feature.PeerError(ctx, region, err)
 	}
 	return out.Exists, nil
 }

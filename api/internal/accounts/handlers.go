@@ -114,11 +114,11 @@ func (s *Service) handleLogin(w http.ResponseWriter, r *http.Request) error {
 		return nil
 	}
 	var ans internalLoginAnswer
-	err = s.a.Peers.Call(ctx, home, http.MethodPost, internalPath("/internal/login"), internalLoginRequest{
+	err = s.a.Peers.Call(ctx, home, http.MethodPost, feature.InternalPath("/internal/login"), internalLoginRequest{
 		UserID: c.UserID, Email: req.Email, Password: req.Password, IP: m.IP, UserAgent: m.UserAgent,
 	}, &ans)
 	if err != nil {
-		return peerError(ctx, home, err)
+		return feature.PeerError(ctx, home, err)
 	}
 	switch {
 	case ans.Outcome == outcomeOK && ans.Bundle != nil:

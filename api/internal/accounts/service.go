@@ -119,24 +119,6 @@ func (s *Service) regionOf(id shardkey.ID, fallback string) string {
 	return r.Region
 }
 
-// peerError turns a failed call to another region into the answer for the client: the peer's own
-// 4xx passes through; a peer that cannot be reached or fails is region_unavailable.
-func peerError(ctx context.Context, region string, err error) error {
-	var e *apierror.Error
-	if errors.As(err, &e) && e.Status >= 400 && e.Status < 500 && e.Status != http.StatusMisdirectedRequest {
-		return e
-	}
-	if ctx.Err() != nil {
-		return ctx.Err()
-	}
-	return &apierror.Error{Status: http.StatusServiceUnavailable, Code: "region_unavailable", RetryAfter: 5 * time.Second,
-		Message: "the region " + region + ", which this request needs, is unavailable; retry later",
-		Cause:   fmt.Errorf("peer %s: %w", region, err)}
-}
-
-// internalPath is where a peer serves one of this package's Internal routes.
-func internalPath(p string) string { return "/api/v1" + p }
-
 func httpURL(s string) bool {
 	u, err := url.Parse(s)
 	return err == nil && (u.Scheme == "http" || u.Scheme == "https") && u.Host != ""

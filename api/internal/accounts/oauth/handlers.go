@@ -18,6 +18,7 @@ import (
 
 	"github.com/8thdegree/meridian/api/internal/accounts/directory"
 	"github.com/8thdegree/meridian/api/internal/authn"
+	"github.com/8thdegree/meridian/api/internal/feature"
 	"github.com/8thdegree/meridian/api/internal/rest"
 	"github.com/8thdegree/meridian/internal/apierror"
 	"github.com/8thdegree/meridian/internal/clientip"
@@ -198,7 +199,7 @@ func (s *Service) login(ctx context.Context, home string, user shardkey.ID, id I
 	}
 	// The home region's answer is the token bundle, passed on as it is.
 	var b json.RawMessage
-	err := s.a.Peers.Call(ctx, home, http.MethodPost, "/api/v1/internal/oauth-login", internalLoginRequest{
+	err := s.a.Peers.Call(ctx, home, http.MethodPost, feature.InternalPath("/internal/oauth-login"), internalLoginRequest{
 		UserID: user, Provider: id.Provider, Subject: id.Subject, Email: id.Email, IP: m.IP, UserAgent: m.UserAgent,
 	}, &b)
 	var e *apierror.Error
@@ -206,7 +207,7 @@ func (s *Service) login(ctx context.Context, home string, user shardkey.ID, id I
 		return nil, ErrNoUser
 	}
 	if err != nil {
-		return nil, peerError(ctx, home, err)
+		return nil, feature.PeerError(ctx, home, err)
 	}
 	return b, nil
 }

@@ -3,7 +3,6 @@ package oauth
 import (
 	"context"
 	"errors"
-	"fmt"
 	"net/http"
 	"net/netip"
 	"sort"
@@ -12,7 +11,6 @@ import (
 
 	"github.com/8thdegree/meridian/api/internal/authn"
 	"github.com/8thdegree/meridian/api/internal/feature"
-	"github.com/8thdegree/meridian/internal/apierror"
 	"github.com/8thdegree/meridian/pkg/shardkey"
 )
 
@@ -106,20 +104,4 @@ func (s *Service) now() time.Time {
 		return s.a.Now().UTC()
 	}
 	return time.Now().UTC()
-}
-
-// peerError turns a failed call to another region into the answer for the client: the peer's own
-// 4xx passes through; a peer that cannot be reached or fails is region_unavailable. (The accounts
-// core and the directory answer the same way.)
-func peerError(ctx context.Context, region string, err error) error {
-	var e *apierror.Error
-	if errors.As(err, &e) && e.Status >= 400 && e.Status < 500 && e.Status != http.StatusMisdirectedRequest {
-		return e
-	}
-	if ctx.Err() != nil {
-		return ctx.Err()
-	}
-	return &apierror.Error{Status: http.StatusServiceUnavailable, Code: "region_unavailable", RetryAfter: 5 * time.Second,
-		Message: "the region " + region + ", which this request needs, is unavailable; retry later",
-		Cause:   fmt.Errorf("peer %s: %w", region, err)}
 }
