@@ -129,6 +129,21 @@ type Report struct {
 	Rules           map[Class]string `json:"rules"`
 	Exemptions      []Exemption      `json:"exemptions"`
 	Limit           int              `json:"keys_listed_per_class"`
+	// Reason says why the report is incomplete when it is not (only) a shard that failed.
+	Reason string `json:"reason,omitempty"`
+	// Warnings are what a reader needs to judge the report that is no violation (a shard
+	// operation that was running, say).
+	Warnings []string `json:"warnings,omitempty"`
+}
+
+// MarkIncomplete withdraws the verdict: something outside the shards (the topology changed while
+// they were read, say) means the counts may not describe one placement.
+func (r *Report) MarkIncomplete(reason string) {
+	r.Verdict = Incomplete
+	if r.Reason != "" {
+		reason = r.Reason + "; " + reason
+	}
+	r.Reason = reason
 }
 
 // FailedShards names the shards that could not be read.
@@ -151,7 +166,19 @@ func (r Report) Summary() string {
 	case Violations:
 		fmt.Fprintf(&b, "violations: %d of %d rows break a rule (%s)", r.Totals.Violations, r.Totals.Rows, classCounts(r.Totals.ByClass))
 	case Incomplete:
-		fmt.Fprintf(&b, "incomplete: %d of %d shards could not be read (%s), so there is no verdict", r.Totals.ShardsFailed, r.Totals.Shards, strings.Join(r.FailedShards(), ", "))
+		b.WriteString("incomplete: ")
+		var why []string
+		if r.Totals.ShardsFailed > 0 {
+			why = append(why, fmt.Sprintf("%d of %d shards could not be read (%s)", r.Totals.ShardsFailed, r.Totals.Shards, strings.Join(r.FailedShards(), ", ")))
+		}
+		if r.Totals.Shards == 0 {
+			why = append(why, "no shard to read")
+		}
+		if r.Reason != "" {
+			why = append(why, r.Reason)
+		}
+		b.WriteString(strings.Join(why, "; "))
+		b.WriteString(", so there is no verdict")
 		if r.Totals.Violations > 0 {
 			fmt.Fprintf(&b, "; the shards that were read already show %d violations (%s)", r.Totals.Violations, classCounts(r.Totals.ByClass))
 		}
