@@ -254,7 +254,7 @@ func TestRegisterAgainKeepsCheckPassing(t *testing.T) {
 	reg := func(v int) {
 		t.Helper()
 		err := e.c.Agent().ServiceRegister(&consul.AgentServiceRegistration{ID: e.service + "-n", Name: e.service, Address: host, Port: p,
-			Meta: map[string]string{VersionMeta: strconv.Itoa(v)},
+			Meta:  map[string]string{VersionMeta: strconv.Itoa(v)},
 			Check: &consul.AgentServiceCheck{HTTP: srv.URL + "/readyz", Interval: "1s", Timeout: "1s", DeregisterCriticalServiceAfter: "1m"}})
 		if err != nil {
 			t.Fatal(err)
