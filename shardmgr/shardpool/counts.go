@@ -14,7 +14,7 @@ import (
 // (shardmgr/load); an API node exposes them as meridian_api_keyrange_requests_total.
 type KeyRangeCount struct {
 	Range         shardkey.KeyRange
-	Shard         string
+	Shard, Region string
 	Reads, Writes uint64
 }
 
@@ -22,7 +22,8 @@ type KeyRangeCount struct {
 // the counters of two busy keyranges, incremented from different cores, do not share one.
 type rangeCounter struct {
 	reads, writes atomic.Uint64
-	_             [48]byte
+	region        string
+	_             [32]byte
 }
 
 type counterKey struct {
@@ -45,7 +46,7 @@ func (m *Manager) countersFor(tab *topology.Table) []*rangeCounter {
 		key := counterKey{r.Range, r.Shard.Name}
 		c, ok := m.counters[key]
 		if !ok {
-			c = &rangeCounter{}
+			c = &rangeCounter{region: r.Shard.Region}
 			m.counters[key] = c
 		}
 		out[i] = c
@@ -59,7 +60,7 @@ func (m *Manager) KeyRangeCounts() []KeyRangeCount {
 	m.mu.Lock()
 	out := make([]KeyRangeCount, 0, len(m.counters))
 	for k, c := range m.counters {
-		out = append(out, KeyRangeCount{Range: k.rng, Shard: k.shard, Reads: c.reads.Load(), Writes: c.writes.Load()})
+		out = append(out, KeyRangeCount{Range: k.rng, Shard: k.shard, Region: c.region, Reads: c.reads.Load(), Writes: c.writes.Load()})
 	}
 	m.mu.Unlock()
 	slices.SortFunc(out, func(a, b KeyRangeCount) int {
