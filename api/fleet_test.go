@@ -18,6 +18,7 @@ import (
 	"github.com/8thdegree/meridian/deploy/local/fixture"
 	"github.com/8thdegree/meridian/pkg/shardkey"
 	"github.com/8thdegree/meridian/shardmgr/fleet"
+	"github.com/8thdegree/meridian/shardmgr/load"
 	"github.com/8thdegree/meridian/shardmgr/topology"
 )
 
@@ -215,6 +216,19 @@ func TestNodePublishesTopologyVersion(t *testing.T) {
 	}
 	if series != want {
 		t.Fatalf("%d keyrange series, want read and write for each of ap-south's keyranges (%d)", series, want)
+	}
+	// The planner's view: shardmgr/load finds the node in Consul, scrapes it and sums.
+	l, err := load.Collect(ctx, fx.Consul, serving)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(l.Nodes) != 1 || len(l.Failed()) != 0 || l.Nodes[0].Region != "ap-south" || l.Nodes[0].Total() != 4 {
+		t.Fatalf("load nodes: %+v", l.Nodes)
+	}
+	for _, lk := range l.KeyRanges {
+		if lk.Range == kr.Range && (lk.Counts != load.Counts{Reads: 3, Writes: 1} || lk.Shard != kr.Shard) {
+			t.Fatalf("load of %s: %+v", kr.Range, lk)
+		}
 	}
 
 	stopWatch()
