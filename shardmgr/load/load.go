@@ -152,9 +152,9 @@ func sum(krs []KeyRange, nodes []Node, at time.Time) Load {
 		n := &l.Nodes[i]
 		n.Counts = Counts{}
 		for kr, c := range n.KeyRanges {
-			n.Counts.add(c)
+			n.add(c)
 			if j, ok := index[kr]; ok {
-				l.KeyRanges[j].Counts.add(c)
+				l.KeyRanges[j].add(c)
 			}
 		}
 	}

@@ -109,7 +109,7 @@ func TestSumAndSince(t *testing.T) {
 		t.Fatalf("since, n1: %+v", d.Nodes[0])
 	}
 	// n4 failed in the earlier measure: nothing to subtract from, so it counts nothing.
-	if d.Nodes[3].Err == nil || d.Nodes[3].Counts.Total() != 0 {
+	if d.Nodes[3].Err == nil || d.Nodes[3].Total() != 0 {
 		t.Fatalf("since, n4: %+v", d.Nodes[3])
 	}
 }
