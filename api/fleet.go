@@ -121,8 +121,11 @@ func (n *Node) publishVersion(ctx context.Context, reg *consul.AgentServiceRegis
 				failures++
 				delay := min(50*time.Millisecond<<min(failures-1, 8), 5*time.Second)
 				if failures == 1 || failures%20 == 0 {
-					n.log.Warn("registering in Consul failed; routers do not find this node, and moves wait for it, until it succeeds",
-						"version", v, "err", err, "failures", failures, "retry_in", delay)
+					msg := "publishing the topology version in Consul failed; moves wait for this node until it succeeds"
+					if !registered {
+						msg = "registering in Consul failed; routers will not find this node until it succeeds"
+					}
+					n.log.Warn(msg, "version", v, "err", err, "failures", failures, "retry_in", delay)
 				}
 				retry = time.After(delay)
 			} else {
