@@ -9,7 +9,7 @@ import (
 
 // ShardKeyQuery lists every table of the sharded schemas (auth, core, ai: those split by keyrange
 // and moved between shards), ordered by schema and name, one row per table: schema, table, the
-// first column of its primary key ('' when there is none), whether that column is bytea, and its
+// first column of its primary key (empty when there is none), whether that column is bytea, and its
 // replica identity (pg_class.relreplident: d, n, f or i). It reads pg_index directly rather than
 // information_schema, which only shows tables the current role has privileges on.
 //
