@@ -25,9 +25,10 @@
 //
 // A table is walked in chunks of about [Options.ChunkRows] rows, split at ksid values read from the
 // source, the same bounds applied to both sides. Per chunk each side returns, computed in SQL, the
-// row count and two sums of 64-bit halves of md5(row text): an order-independent checksum, so neither
-// side has to sort, and one that adds up across chunks into the table's checksum. Only a chunk whose
-// count or sums differ is narrowed further: both sides stream (primary key, md5) ordered bytewise
+// row count and the sum of the first 64 bits of md5(row text): an order-independent checksum, so
+// neither side has to sort, and one that adds up (modulo 2^64) across chunks into the table's
+// checksum. Only a chunk whose count or sum differs is narrowed further: both sides stream
+// (primary key, md5) ordered bytewise
 // (COLLATE "C", so a text key orders alike whatever the databases' collations) and a merge lists the
 // keys that differ or exist on one side only.
 //

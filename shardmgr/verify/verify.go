@@ -69,7 +69,7 @@ type TableReport struct {
 	Table          string `json:"table"` // schema.table
 	SourceRows     int64  `json:"source_rows"`
 	TargetRows     int64  `json:"target_rows"`
-	SourceChecksum string `json:"source_checksum"` // 32 hex digits; "" when the table was not summed
+	SourceChecksum string `json:"source_checksum"` // 16 hex digits; "" when the table was not summed
 	TargetChecksum string `json:"target_checksum"`
 	// Differing lists up to Options.Limit keys (see the package doc for their form) of rows that
 	// differ or exist on one side only, in key order.
