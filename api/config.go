@@ -12,7 +12,7 @@ import (
 
 	"github.com/caarlos0/env/v11"
 
-	"github.com/8thdegree/meridian/api/internal/accounts"
+	"github.com/8thdegree/meridian/api/internal/accounts/oauth"
 	"github.com/8thdegree/meridian/internal/ratelimit"
 )
 
@@ -211,27 +211,27 @@ func (c Config) rateLimits() (user, ip ratelimit.Limit) {
 }
 
 // oauthProviders returns the configured OAuth providers, production endpoints unless overridden.
-func (c Config) oauthProviders() (map[string]accounts.ProviderConfig, error) {
-	out := map[string]accounts.ProviderConfig{}
+func (c Config) oauthProviders() (map[string]oauth.ProviderConfig, error) {
+	out := map[string]oauth.ProviderConfig{}
 	set := func(dst *string, v string) {
 		if v != "" {
 			*dst = v
 		}
 	}
 	if c.GoogleClientID != "" {
-		p := accounts.GoogleProvider(c.GoogleClientID, string(c.GoogleClientSecret))
+		p := oauth.GoogleProvider(c.GoogleClientID, string(c.GoogleClientSecret))
 		set(&p.AuthURL, c.GoogleAuthURL)
 		set(&p.TokenURL, c.GoogleTokenURL)
 		set(&p.Issuer, c.GoogleIssuer)
 		set(&p.JWKSURL, c.GoogleJWKSURL)
-		out[accounts.ProviderGoogle] = p
+		out[oauth.ProviderGoogle] = p
 	}
 	if c.GitHubClientID != "" {
-		p := accounts.GitHubProvider(c.GitHubClientID, string(c.GitHubClientSecret))
+		p := oauth.GitHubProvider(c.GitHubClientID, string(c.GitHubClientSecret))
 		set(&p.AuthURL, c.GitHubAuthURL)
 		set(&p.TokenURL, c.GitHubTokenURL)
 		set(&p.APIBaseURL, c.GitHubAPIBaseURL)
-		out[accounts.ProviderGitHub] = p
+		out[oauth.ProviderGitHub] = p
 	}
 	return out, nil
 }

@@ -17,6 +17,7 @@ import (
 	"go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/8thdegree/meridian/api/internal/accounts"
+	"github.com/8thdegree/meridian/api/internal/accounts/oauth"
 	"github.com/8thdegree/meridian/api/internal/authn"
 	"github.com/8thdegree/meridian/api/internal/feature"
 	"github.com/8thdegree/meridian/api/internal/jobs"
@@ -54,7 +55,7 @@ type featureSettings struct {
 	cfg     Config
 	tokens  *tokenissue.Issuer
 	limiter *ratelimit.Limiter
-	oauth   map[string]accounts.ProviderConfig
+	oauth   map[string]oauth.ProviderConfig
 }
 
 // assemble builds the feature packages on a and the OpenAPI document of their routes.
@@ -67,7 +68,7 @@ func assemble(a *feature.Deps, fs featureSettings) (*assembly, error) {
 	if err != nil {
 		return nil, err
 	}
-	rv, err := reviews.New(a, reviews.DefaultConfig())
+	rv, err := reviews.New(a, reviews.DefaultConfig(), jobs.NewOwnerLookup(a))
 	if err != nil {
 		return nil, err
 	}
@@ -75,7 +76,7 @@ func assemble(a *feature.Deps, fs featureSettings) (*assembly, error) {
 	if err != nil {
 		return nil, err
 	}
-	jb, err := jobs.New(a, jobs.DefaultConfig())
+	jb, err := jobs.New(a, jobs.DefaultConfig(), pf)
 	if err != nil {
 		return nil, err
 	}

@@ -3,10 +3,8 @@ package accounts
 import (
 	"context"
 	"testing"
-	"time"
 
 	"github.com/8thdegree/meridian/api/internal/accounts/directory"
-	"github.com/8thdegree/meridian/api/internal/authn"
 	"github.com/8thdegree/meridian/pkg/shardkey"
 	"github.com/8thdegree/meridian/shardmgr/topology"
 )
@@ -70,16 +68,4 @@ func BenchmarkParseCredentials(b *testing.B) {
 			}
 		}
 	})
-}
-
-func BenchmarkOpenState(b *testing.B) {
-	now := time.Now()
-	sealed, _ := sealState(testStateKey, oauthState{Provider: "google", State: "state-state-state", Verifier: "verifier-verifier-verifier",
-		Nonce: "nonce", Role: authn.Client, Expires: now.Add(time.Minute).Unix()})
-	b.ReportAllocs()
-	for b.Loop() {
-		if _, err := openState(testStateKey, sealed, now); err != nil {
-			b.Fatal(err)
-		}
-	}
 }

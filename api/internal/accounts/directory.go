@@ -7,11 +7,10 @@ import (
 	"time"
 
 	"github.com/8thdegree/meridian/api/internal/accounts/directory"
-	"github.com/8thdegree/meridian/api/internal/rest"
+	"github.com/8thdegree/meridian/api/internal/feature"
 	"github.com/8thdegree/meridian/internal/apierror"
 	"github.com/8thdegree/meridian/pkg/shardkey"
 	"github.com/8thdegree/meridian/shardmgr/topology"
-	"github.com/gorilla/mux"
 )
 
 // The accounts core's side of the email directory (package directory): whether a user exists, which
@@ -37,8 +36,8 @@ func (s *Service) UserExists(ctx context.Context, id shardkey.ID, homeHint strin
 	var out struct {
 		Exists bool `json:"exists"`
 	}
-	if err := s.a.Peers.Call(ctx, region, http.MethodGet, internalPath("/internal/users/"+id.String()+"/exists"), nil, &out); err != nil {
-		return false, peerError(ctx, region, err)
+	if err := s.a.Peers.Call(ctx, region, http.MethodGet, feature.InternalPath("/internal/users/"+id.String()+"/exists"), nil, &out); err != nil {
+		return false, feature.PeerError(ctx, region, err)
 	}
 	return out.Exists, nil
 }
@@ -49,24 +48,10 @@ func (s *Service) userExistsLocal(ctx context.Context, id shardkey.ID) (bool, er
 		return false, err
 	}
 	var exists bool
-	err = routed.Pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM auth.users WHERE ksid = $1 AND id = $2)`,
+	err = routed.Pool.QueryRow(ctx, userExistsSQL,
 		routed.Route.KeyspaceID.Bytes(), id.Bytes()).Scan(&exists)
 	if err != nil {
 		return false, fmt.Errorf("accounts: checking a user: %w", err)
 	}
 	return exists, nil
-}
-
-// handleUserExists serves GET /internal/users/{id}/exists for another region's directory.
-func (s *Service) handleUserExists(w http.ResponseWriter, r *http.Request) error {
-	id, err := shardkey.ParseIDOfKind(mux.Vars(r)["id"], shardkey.KindUser)
-	if err != nil {
-		return apierror.Invalid(map[string]string{"id": "must be a user ID"})
-	}
-	exists, err := s.userExistsLocal(r.Context(), id)
-	if err != nil {
-		return err
-	}
-	rest.WriteJSON(w, http.StatusOK, map[string]bool{"exists": exists})
-	return nil
 }

@@ -12,6 +12,11 @@
 // user lives and verifies the password there. Only the keyed hash, the user ID and the home region
 // ever leave the home region. docs/auth.md tells the whole story, failure cases included.
 //
+// OAuth2 sign-in (state cookie, PKCE, providers, the callback flow) lives in the subpackage oauth,
+// which drives this package through oauth.Accounts (find the holder of a verified email, sign an
+// identity in, create a user for it); this package declares its routes and serves them with
+// oauth.Service's handlers, as it does for the directory.
+//
 // Node-to-node calls (claims, lookups, forwarded logins) go to Internal routes under /internal/...
 // through app.Peers; the edge router strips the internal secret from client requests.
 package accounts

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/8thdegree/meridian/api/internal/accounts/oauth"
 	"github.com/8thdegree/meridian/api/internal/apitest"
 	"github.com/8thdegree/meridian/api/internal/audit"
 	"github.com/8thdegree/meridian/api/internal/authn"
@@ -42,7 +43,7 @@ func (e *env) oauthStart(t *testing.T, region, provider, query string) (*http.Co
 		t.Fatalf("start: %d %s", r.Status, r.Body)
 	}
 	cookies := (&http.Response{Header: r.Header}).Cookies()
-	if len(cookies) != 1 || cookies[0].Name != stateCookie || !cookies[0].HttpOnly || cookies[0].MaxAge <= 0 ||
+	if len(cookies) != 1 || cookies[0].Name != oauth.StateCookie || !cookies[0].HttpOnly || cookies[0].MaxAge <= 0 ||
 		cookies[0].SameSite != http.SameSiteLaxMode || cookies[0].Path != "/api/v1/auth/oauth/"+provider {
 		t.Fatalf("start cookie: %v", r.Header["Set-Cookie"])
 	}
@@ -92,7 +93,7 @@ func TestOAuth(t *testing.T) {
 	t.Run("google creates then signs in from any region", func(t *testing.T) {
 		email := uniqueEmail(t, "google")
 		who := stubIdentity{Subject: "g-" + email, Email: strings.ToUpper(email), Verified: true, Name: "Grace Hopper"}
-		r := e.oauth(t, "eu-west", "eu-west", ProviderGoogle, "?role=client", who)
+		r := e.oauth(t, "eu-west", "eu-west", oauth.ProviderGoogle, "?role=client", who)
 		var b tokenBundle
 		r.JSON(t, &b)
 		if r.Status != http.StatusCreated || b.User.Email != email || b.User.Role != authn.Client || b.User.Region != "eu-west" ||
@@ -111,7 +112,7 @@ func TestOAuth(t *testing.T) {
 			t.Error("an OAuth-only user has a password")
 		}
 		// Again, started in one region and finished in another, neither of them home.
-		r = e.oauth(t, "us-east", "ap-south", ProviderGoogle, "", who)
+		r = e.oauth(t, "us-east", "ap-south", oauth.ProviderGoogle, "", who)
 		var b2 tokenBundle
 		r.JSON(t, &b2)
 		if r.Status != http.StatusOK || b2.User.ID != b.User.ID || b2.User.Role != authn.Client {
@@ -134,7 +135,7 @@ func TestOAuth(t *testing.T) {
 		email := uniqueEmail(t, "github")
 		existing := e.register(t, "ap-south", email, authn.Freelancer)
 		who := stubIdentity{GitHubID: 4242, Login: "octo", Email: email, Verified: true}
-		r := e.oauth(t, "us-east", "us-east", ProviderGitHub, "?role=client", who)
+		r := e.oauth(t, "us-east", "us-east", oauth.ProviderGitHub, "?role=client", who)
 		var b tokenBundle
 		r.JSON(t, &b)
 		if r.Status != http.StatusOK || b.User.ID != existing.User.ID || b.User.Role != authn.Freelancer {
@@ -151,7 +152,7 @@ func TestOAuth(t *testing.T) {
 		}
 		// A new GitHub user without a name gets the login as name and the default role.
 		email2 := uniqueEmail(t, "github-new")
-		r = e.oauth(t, "ap-south", "ap-south", ProviderGitHub, "", stubIdentity{GitHubID: 77, Login: "newbie", Email: email2, Verified: true})
+		r = e.oauth(t, "ap-south", "ap-south", oauth.ProviderGitHub, "", stubIdentity{GitHubID: 77, Login: "newbie", Email: email2, Verified: true})
 		r.JSON(t, &b)
 		if r.Status != http.StatusCreated || b.User.Name != "newbie" || b.User.Role != authn.Freelancer || b.User.Region != "ap-south" {
 			t.Errorf("new github user: %d %s", r.Status, r.Body)
@@ -160,23 +161,23 @@ func TestOAuth(t *testing.T) {
 
 	t.Run("refusals", func(t *testing.T) {
 		// Unverified emails.
-		if r := e.oauth(t, "us-east", "us-east", ProviderGoogle, "", stubIdentity{Subject: "u1", Email: uniqueEmail(t, "unverified"), Verified: false}); r.Status != 401 {
+		if r := e.oauth(t, "us-east", "us-east", oauth.ProviderGoogle, "", stubIdentity{Subject: "u1", Email: uniqueEmail(t, "unverified"), Verified: false}); r.Status != 401 {
 			t.Errorf("google unverified: %d %s", r.Status, r.Body)
 		}
-		if r := e.oauth(t, "us-east", "us-east", ProviderGitHub, "", stubIdentity{GitHubID: 5, Login: "x", Email: uniqueEmail(t, "unverified"), Verified: false}); r.Status != 401 {
+		if r := e.oauth(t, "us-east", "us-east", oauth.ProviderGitHub, "", stubIdentity{GitHubID: 5, Login: "x", Email: uniqueEmail(t, "unverified"), Verified: false}); r.Status != 401 {
 			t.Errorf("github unverified primary: %d %s", r.Status, r.Body)
 		}
 		noPrimary := stubIdentity{GitHubID: 6, Login: "y", GitHubEmails: []map[string]any{{"email": uniqueEmail(t, "secondary"), "primary": false, "verified": true}}}
-		if r := e.oauth(t, "us-east", "us-east", ProviderGitHub, "", noPrimary); r.Status != 401 {
+		if r := e.oauth(t, "us-east", "us-east", oauth.ProviderGitHub, "", noPrimary); r.Status != 401 {
 			t.Errorf("github without a primary email: %d %s", r.Status, r.Body)
 		}
 		// An ID token for another sign-in (nonce mismatch).
-		if r := e.oauth(t, "us-east", "us-east", ProviderGoogle, "", stubIdentity{Subject: "n1", Email: uniqueEmail(t, "nonce"), Verified: true, BadNonce: true}); r.Status != 401 {
+		if r := e.oauth(t, "us-east", "us-east", oauth.ProviderGoogle, "", stubIdentity{Subject: "n1", Email: uniqueEmail(t, "nonce"), Verified: true, BadNonce: true}); r.Status != 401 {
 			t.Errorf("bad nonce: %d %s", r.Status, r.Body)
 		}
 		who := stubIdentity{Subject: "s1", Email: uniqueEmail(t, "state"), Verified: true}
 
-		cookie, authURL := e.oauthStart(t, "us-east", ProviderGoogle, "")
+		cookie, authURL := e.oauthStart(t, "us-east", oauth.ProviderGoogle, "")
 		cb := e.oauthConsent(t, authURL, who)
 		q := cb.Query()
 		q.Set("state", "forged-state")
@@ -194,12 +195,12 @@ func TestOAuth(t *testing.T) {
 			t.Errorf("tampered cookie: %d %s", r.Status, r.Body)
 		}
 		// Another flow's cookie (its PKCE verifier and state do not match this code).
-		otherCookie, _ := e.oauthStart(t, "us-east", ProviderGoogle, "")
+		otherCookie, _ := e.oauthStart(t, "us-east", oauth.ProviderGoogle, "")
 		if r := e.oauthCallback(t, "us-east", cb, otherCookie); r.Status != 400 {
 			t.Errorf("another flow's cookie: %d %s", r.Status, r.Body)
 		}
 		// A github cookie on the google callback.
-		ghCookie, _ := e.oauthStart(t, "us-east", ProviderGitHub, "")
+		ghCookie, _ := e.oauthStart(t, "us-east", oauth.ProviderGitHub, "")
 		if r := e.oauthCallback(t, "us-east", cb, ghCookie); r.Status != 400 {
 			t.Errorf("cookie of another provider: %d %s", r.Status, r.Body)
 		}
@@ -211,16 +212,16 @@ func TestOAuth(t *testing.T) {
 			t.Errorf("replayed code: %d %s", r.Status, r.Body)
 		}
 		// Expired state.
-		cookie, authURL = e.oauthStart(t, "us-east", ProviderGoogle, "")
+		cookie, authURL = e.oauthStart(t, "us-east", oauth.ProviderGoogle, "")
 		cb = e.oauthConsent(t, authURL, who)
-		e.clock.Advance(stateTTL + 1)
+		e.clock.Advance(oauth.StateTTL + 1)
 		r := e.oauthCallback(t, "us-east", cb, cookie)
-		e.clock.Advance(-stateTTL - 1)
+		e.clock.Advance(-oauth.StateTTL - 1)
 		if r.Status != 400 {
 			t.Errorf("expired state: %d %s", r.Status, r.Body)
 		}
 		// The user said no at the provider.
-		cookie, authURL = e.oauthStart(t, "us-east", ProviderGoogle, "")
+		cookie, authURL = e.oauthStart(t, "us-east", oauth.ProviderGoogle, "")
 		denied := url.Values{"error": {"access_denied"}, "state": {authURL.Query().Get("state")}}
 		if r := e.oauthCallback(t, "us-east", &url.URL{Path: "/api/v1/auth/oauth/google/callback", RawQuery: denied.Encode()}, cookie); r.Status != 401 {
 			t.Errorf("denied: %d %s", r.Status, r.Body)

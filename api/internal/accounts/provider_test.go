@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/8thdegree/meridian/api/internal/accounts/oauth"
 	"github.com/golang-jwt/jwt/v5"
 )
 
@@ -79,12 +80,12 @@ func newStubProvider(t *testing.T) *stubProvider {
 }
 
 // Configs returns the providers as the service sees them.
-func (p *stubProvider) Configs() map[string]ProviderConfig {
+func (p *stubProvider) Configs() map[string]oauth.ProviderConfig {
 	u := p.srv.URL
-	return map[string]ProviderConfig{
-		ProviderGoogle: {ClientID: stubClientID, ClientSecret: stubClientSecret, AuthURL: u + "/google/authorize", TokenURL: u + "/google/token",
+	return map[string]oauth.ProviderConfig{
+		oauth.ProviderGoogle: {ClientID: stubClientID, ClientSecret: stubClientSecret, AuthURL: u + "/google/authorize", TokenURL: u + "/google/token",
 			Issuer: u + "/google", JWKSURL: u + "/google/jwks"},
-		ProviderGitHub: {ClientID: stubClientID, ClientSecret: stubClientSecret, AuthURL: u + "/github/authorize", TokenURL: u + "/github/token",
+		oauth.ProviderGitHub: {ClientID: stubClientID, ClientSecret: stubClientSecret, AuthURL: u + "/github/authorize", TokenURL: u + "/github/token",
 			APIBaseURL: u + "/github/api"},
 	}
 }

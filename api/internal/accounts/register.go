@@ -5,63 +5,18 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
-	"net/http"
-	"slices"
-	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/8thdegree/meridian/api/internal/accounts/directory"
+	"github.com/8thdegree/meridian/api/internal/accounts/oauth"
 	"github.com/8thdegree/meridian/api/internal/audit"
 	"github.com/8thdegree/meridian/api/internal/authn"
-	"github.com/8thdegree/meridian/api/internal/rest"
-	"github.com/8thdegree/meridian/internal/apierror"
 	"github.com/8thdegree/meridian/pkg/shardkey"
 	"github.com/8thdegree/meridian/shardmgr/shardpool"
 )
-
-func (s *Service) handleRegister(w http.ResponseWriter, r *http.Request) error {
-	var req registerRequest
-	if err := rest.Decode(w, r, &req); err != nil {
-		return err
-	}
-	home := s.a.Region
-	if req.Region != "" {
-		t, err := s.topology()
-		if err != nil {
-			return err
-		}
-		if _, ok := t.Region(req.Region); !ok {
-			names := make([]string, 0, len(t.Regions))
-			for _, reg := range t.Regions {
-				names = append(names, reg.Name)
-			}
-			slices.Sort(names)
-			return apierror.Invalid(map[string]string{"region": "must be one of " + strings.Join(names, ", ")})
-		}
-		home = req.Region
-	}
-	// Answer a request for another home region before spending a password hash on it: the router
-	// replays it there.
-	ksid, routed, err := s.newUserShard(r.Context(), home)
-	if err != nil {
-		return err
-	}
-	phc, err := s.pw.hash(r.Context(), req.Password)
-	if err != nil {
-		return err
-	}
-	b, err := s.createUser(r.Context(), newUser{
-		KSID: ksid, Shard: routed, Email: req.Email, Name: req.Name, Role: req.Role, Region: home, PasswordHash: phc,
-	}, s.metaOf(r))
-	if err != nil {
-		return err
-	}
-	rest.WriteJSON(w, http.StatusCreated, b)
-	return nil
-}
 
 // newUserShard derives the ksid of a new user homed in region and finds its shard, which must be in
 // this node's region (else the error is the 421 replay answer naming region).
@@ -96,7 +51,7 @@ type newUser struct {
 	// PasswordHash is the PHC string, or "" for a user who signs in only with OAuth.
 	PasswordHash string
 	// OAuth, when set, is linked to the new user in the same transaction.
-	OAuth *identity
+	OAuth *oauth.Identity
 }
 
 // createUser claims the email in the directory, creates the user in its home shard and opens a
@@ -135,16 +90,15 @@ func (s *Service) insertUser(ctx context.Context, id shardkey.ID, nu newUser, m 
 	err := pgx.BeginFunc(ctx, nu.Shard.Pool, func(tx pgx.Tx) error {
 		k, uid := nu.KSID.Bytes(), id.Bytes()
 		batch := &pgx.Batch{}
-		batch.Queue(`INSERT INTO auth.users (ksid, id, email, email_normalized, name, role, region, created_at, updated_at)
-			VALUES ($1, $2, $3, $3, $4, $5, $6, $7, $7)`, k, uid, nu.Email, nu.Name, string(nu.Role), nu.Region, now)
+		batch.Queue(insertUserSQL, k, uid, nu.Email, nu.Name, string(nu.Role), nu.Region, now)
 		if nu.PasswordHash != "" {
-			batch.Queue(`INSERT INTO auth.credentials (ksid, user_id, password_hash, created_at, updated_at) VALUES ($1, $2, $3, $4, $4)`,
+			batch.Queue(insertCredentialsSQL,
 				k, uid, nu.PasswordHash, now)
 		}
-		batch.Queue(`INSERT INTO core.profiles (ksid, user_id, created_at, updated_at) VALUES ($1, $2, $3, $3)`, k, uid, now)
-		batch.Queue(`INSERT INTO core.settings (ksid, user_id, created_at, updated_at) VALUES ($1, $2, $3, $3)`, k, uid, now)
+		batch.Queue(insertProfileSQL, k, uid, now)
+		batch.Queue(insertSettingsSQL, k, uid, now)
 		if o := nu.OAuth; o != nil {
-			batch.Queue(`INSERT INTO auth.oauth_identities (ksid, provider, subject, user_id, email, created_at) VALUES ($1, $2, $3, $4, $5, $6)`,
+			batch.Queue(insertIdentitySQL,
 				k, o.Provider, o.Subject, uid, nu.Email, now)
 		}
 		if err := tx.SendBatch(ctx, batch).Close(); err != nil {
@@ -183,7 +137,7 @@ func (s *Service) compensate(ctx context.Context, shard shardpool.Routed, h dire
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
 	var exists bool
-	err := shard.Pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM auth.users WHERE ksid = $1 AND id = $2)`,
+	err := shard.Pool.QueryRow(ctx, userExistsSQL,
 		id.KeyspaceID().Bytes(), id.Bytes()).Scan(&exists)
 	if err != nil || exists {
 		s.a.Log.Warn("email claim kept after a failed registration", "user", id.String(), "exists", exists, "err", err)

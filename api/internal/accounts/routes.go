@@ -63,14 +63,14 @@ func (s *Service) routes() []feature.Route {
 			nil, openapi.JSONBody("RefreshRequest"),
 			noContent("The session is over."),
 			errs("400", "415", "421"))},
-		{Name: "oauthStart", Method: http.MethodGet, Path: "/auth/oauth/{provider}", Access: feature.Public, Handler: s.handleOAuthStart, Doc: op(
+		{Name: "oauthStart", Method: http.MethodGet, Path: "/auth/oauth/{provider}", Access: feature.Public, Handler: s.oauth.HandleStart, Doc: op(
 			"Start an OAuth sign-in",
 			"Redirects to the provider (google: OpenID Connect; github: OAuth2) with state and a PKCE S256 challenge, kept "+
 				"in a signed, short-lived HttpOnly cookie. `role` is the role of a user created by this sign-in.",
 			[]any{openapi.PathParam("provider", "google or github"), queryParam("role", "client or freelancer (default freelancer), for new users", "string")}, nil,
 			map[string]any{"302": map[string]any{"description": "Redirect to the provider.", "headers": map[string]any{"Location": map[string]any{"schema": map[string]any{"type": "string"}}}}},
 			errs("400", "404"))},
-		{Name: "oauthCallback", Method: http.MethodGet, Path: "/auth/oauth/{provider}/callback", Access: feature.Public, Handler: s.handleOAuthCallback, Doc: op(
+		{Name: "oauthCallback", Method: http.MethodGet, Path: "/auth/oauth/{provider}/callback", Access: feature.Public, Handler: s.oauth.HandleCallback, Doc: op(
 			"Finish an OAuth sign-in",
 			"The provider redirects here. The state must match the cookie; the code is exchanged with the PKCE verifier; the "+
 				"provider's verified email finds the user (in any region) or creates one in this region.",
@@ -120,78 +120,7 @@ func (s *Service) routes() []feature.Route {
 			"Whether a user homed here exists", nil, resp("200", "{exists: bool}", ""), errs("400", "421"), openapi.PathParam("id", "user ID"))},
 		{Name: "internalLogin", Method: http.MethodPost, Path: "/internal/login", Access: feature.Internal, Handler: s.handleInternalLogin, Doc: internalOp(
 			"Check a password in the user's home region", openapi.JSONBody("InternalLoginRequest"), resp("200", "The outcome (ok, invalid_credentials, rate_limited) and, if ok, the bundle.", ""), errs("400", "503"))},
-		{Name: "internalOAuthLogin", Method: http.MethodPost, Path: "/internal/oauth-login", Access: feature.Internal, Handler: s.handleInternalOAuthLogin, Doc: internalOp(
+		{Name: "internalOAuthLogin", Method: http.MethodPost, Path: "/internal/oauth-login", Access: feature.Internal, Handler: s.oauth.HandleInternalLogin, Doc: internalOp(
 			"Sign in an OAuth identity in the user's home region", openapi.JSONBody("InternalOAuthRequest"), resp("200", "The bundle.", "TokenBundle"), errs("400", "404", "503"))},
 	}
-}
-
-// OpenAPI helpers.
-
-func op(summary, description string, params []any, reqBody map[string]any, responses ...map[string]any) map[string]any {
-	o := map[string]any{"summary": summary, "description": description, "tags": []string{"auth"}}
-	if len(params) > 0 {
-		o["parameters"] = params
-	}
-	if reqBody != nil {
-		o["requestBody"] = reqBody
-	}
-	o["responses"] = merge(responses...)
-	return o
-}
-
-func internalOp(summary string, reqBody map[string]any, ok, errors map[string]any, params ...any) map[string]any {
-	o := op(summary, "Node-to-node only (internal secret); not reachable through the edge router.", params, reqBody, ok, errors)
-	o["tags"] = []string{"internal"}
-	o["x-internal"] = true
-	return o
-}
-
-func resp(status, description, schema string) map[string]any {
-	r := map[string]any{"description": description}
-	if schema != "" {
-		r["content"] = map[string]any{"application/json": map[string]any{"schema": openapi.Ref(schema)}}
-	} else {
-		r["content"] = map[string]any{"application/json": map[string]any{"schema": map[string]any{"type": "object"}}}
-	}
-	return map[string]any{status: r}
-}
-
-func noContent(description string) map[string]any {
-	return map[string]any{"204": map[string]any{"description": description}}
-}
-
-var errorText = map[string]string{
-	"400": "Invalid request (field errors in error.fields).",
-	"401": "Missing or invalid credentials (`invalid_credentials` for a wrong email or password).",
-	"403": "Not allowed for this caller, role or API-key scope.",
-	"404": "Not found.",
-	"409": "Conflict (`email_taken`, `too_many_api_keys`).",
-	"413": "Body over 1 MiB.",
-	"415": "Body is not JSON.",
-	"421": "The data is homed in another region (`X-Meridian-Replay-Region`); the router replays the request there.",
-	"429": "Too many failed attempts; see Retry-After.",
-	"502": "The OAuth provider failed.",
-	"503": "A region this request needs is unavailable; see Retry-After.",
-}
-
-func errs(statuses ...string) map[string]any {
-	out := map[string]any{}
-	for _, s := range statuses {
-		out[s] = map[string]any{"description": errorText[s], "content": map[string]any{"application/json": map[string]any{"schema": openapi.Ref("Error")}}}
-	}
-	return out
-}
-
-func merge(ms ...map[string]any) map[string]any {
-	out := map[string]any{}
-	for _, m := range ms {
-		for k, v := range m {
-			out[k] = v
-		}
-	}
-	return out
-}
-
-func queryParam(name, description, typ string) map[string]any {
-	return map[string]any{"name": name, "in": "query", "required": false, "description": description, "schema": map[string]any{"type": typ}}
 }

@@ -6,15 +6,21 @@ import (
 	"fmt"
 	"net/http"
 	"net/netip"
+	"net/url"
 	"runtime"
+	"strings"
 	"time"
 
+	"github.com/alexedwards/argon2id"
+
 	"github.com/8thdegree/meridian/api/internal/accounts/directory"
+	"github.com/8thdegree/meridian/api/internal/accounts/oauth"
 	"github.com/8thdegree/meridian/api/internal/authn"
 	"github.com/8thdegree/meridian/api/internal/feature"
 	"github.com/8thdegree/meridian/internal/apierror"
 	"github.com/8thdegree/meridian/internal/clientip"
 	"github.com/8thdegree/meridian/internal/ratelimit"
+	"github.com/8thdegree/meridian/internal/tokenissue"
 	"github.com/8thdegree/meridian/pkg/shardkey"
 )
 
@@ -23,7 +29,7 @@ type Service struct {
 	a     *feature.Deps
 	cfg   Config
 	pw    *hasher
-	oauth map[string]*oauthProvider
+	oauth *oauth.Service
 	dir   *directory.Directory
 }
 
@@ -43,11 +49,12 @@ func New(a *feature.Deps, cfg Config) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Service{a: a, cfg: cfg, pw: pw, oauth: map[string]*oauthProvider{}}
+	s := &Service{a: a, cfg: cfg, pw: pw}
 	s.dir = directory.New(a, s)
-	for name, pc := range cfg.OAuth {
-		s.oauth[name] = newOAuthProvider(name, pc, cfg.RedirectBaseURL, cfg.HTTPClient, a.Now)
-	}
+	s.oauth = oauth.New(a, oauth.Config{
+		Providers: cfg.OAuth, StateKey: cfg.StateKey, RedirectBaseURL: cfg.RedirectBaseURL,
+		HTTPClient: cfg.HTTPClient, TrustedProxies: cfg.TrustedProxies,
+	}, oauthAccounts{s})
 	return s, nil
 }
 
@@ -112,20 +119,115 @@ func (s *Service) regionOf(id shardkey.ID, fallback string) string {
 	return r.Region
 }
 
-// peerError turns a failed call to another region into the answer for the client: the peer's own
-// 4xx passes through; a peer that cannot be reached or fails is region_unavailable.
-func peerError(ctx context.Context, region string, err error) error {
-	var e *apierror.Error
-	if errors.As(err, &e) && e.Status >= 400 && e.Status < 500 && e.Status != http.StatusMisdirectedRequest {
-		return e
-	}
-	if ctx.Err() != nil {
-		return ctx.Err()
-	}
-	return &apierror.Error{Status: http.StatusServiceUnavailable, Code: "region_unavailable", RetryAfter: 5 * time.Second,
-		Message: "the region " + region + ", which this request needs, is unavailable; retry later",
-		Cause:   fmt.Errorf("peer %s: %w", region, err)}
+func httpURL(s string) bool {
+	u, err := url.Parse(s)
+	return err == nil && (u.Scheme == "http" || u.Scheme == "https") && u.Host != ""
 }
 
-// internalPath is where a peer serves one of this package's Internal routes.
-func internalPath(p string) string { return "/api/v1" + p }
+// Defaults.
+const (
+	DefaultRefreshTTL = 30 * 24 * time.Hour
+	// minSecret is the shortest pepper or state key accepted: 128 bits.
+	minSecret = 16
+)
+
+// DefaultLoginLimit is the budget of failed logins per email and per client IP: 10 per 15 minutes.
+var DefaultLoginLimit = ratelimit.Limit{Rate: 10, Period: 15 * time.Minute, Burst: 10}
+
+// DefaultPasswordParams are the argon2id costs of new hashes (OWASP's 19 MiB, 2 passes, 1 lane). They
+// are stored in each hash, so raising them later rehashes users on their next login.
+func DefaultPasswordParams() argon2id.Params {
+	return argon2id.Params{Memory: 19 * 1024, Iterations: 2, Parallelism: 1, SaltLength: 16, KeyLength: 32}
+}
+
+// Config is what the accounts service needs.
+type Config struct {
+	// Tokens issues access tokens; its key set is published at /auth/jwks.json.
+	Tokens *tokenissue.Issuer
+	// EmailPepper keys the email hashes of the cross-region email directory. Every node of every region
+	// must have the same pepper; changing it orphans every claim.
+	EmailPepper []byte
+	// StateKey signs the OAuth state cookie.
+	StateKey []byte
+	// RefreshTTL is the lifetime of a refresh token (each rotation starts a new one).
+	RefreshTTL time.Duration
+	// Limiter counts failed logins.
+	Limiter *ratelimit.Limiter
+	// OAuth holds the configured providers by name (google, github); empty disables OAuth.
+	OAuth map[string]oauth.ProviderConfig
+	// RedirectBaseURL is the public base URL (the edge router's) that OAuth callbacks come back to:
+	// <RedirectBaseURL>/api/v1/auth/oauth/<provider>/callback.
+	RedirectBaseURL string
+
+	// LoginLimit is the failed-login budget per email and per client IP (zero: DefaultLoginLimit).
+	LoginLimit ratelimit.Limit
+	// PasswordParams are the argon2id costs of new hashes (nil: DefaultPasswordParams).
+	PasswordParams *argon2id.Params
+	// HTTPClient calls OAuth providers (nil: a client with a 10 s timeout).
+	HTTPClient *http.Client
+	// TrustedProxies are the networks of the edge routers: their X-Forwarded-For names the client whose
+	// failed logins are counted and audited. Without them the connection's peer is the client.
+	TrustedProxies []netip.Prefix
+	// DisableAPIKeys takes the API-key routes away (MERIDIAN_FEATURE_API_KEYS=false); the node then
+	// also refuses "Authorization: ApiKey".
+	DisableAPIKeys bool
+}
+
+// DefaultConfig returns a Config with the defaults filled in; the caller adds tokens, secrets and the
+// limiter.
+func DefaultConfig() Config {
+	p := DefaultPasswordParams()
+	return Config{RefreshTTL: DefaultRefreshTTL, LoginLimit: DefaultLoginLimit, PasswordParams: &p}
+}
+
+// withDefaults fills zero optional fields.
+func (c Config) withDefaults() Config {
+	if c.RefreshTTL == 0 {
+		c.RefreshTTL = DefaultRefreshTTL
+	}
+	if c.LoginLimit == (ratelimit.Limit{}) {
+		c.LoginLimit = DefaultLoginLimit
+	}
+	if c.PasswordParams == nil {
+		p := DefaultPasswordParams()
+		c.PasswordParams = &p
+	}
+	if c.HTTPClient == nil {
+		c.HTTPClient = &http.Client{Timeout: 10 * time.Second}
+	}
+	c.RedirectBaseURL = strings.TrimRight(c.RedirectBaseURL, "/")
+	return c
+}
+
+// Validate names the first bad field.
+func (c Config) Validate() error {
+	switch {
+	case c.Tokens == nil:
+		return errors.New("accounts: Tokens is required")
+	case len(c.EmailPepper) < minSecret:
+		return fmt.Errorf("accounts: EmailPepper must be at least %d bytes", minSecret)
+	case len(c.StateKey) < minSecret:
+		return fmt.Errorf("accounts: StateKey must be at least %d bytes", minSecret)
+	case c.RefreshTTL < time.Minute:
+		return fmt.Errorf("accounts: RefreshTTL must be at least 1m, got %s", c.RefreshTTL)
+	case c.Limiter == nil:
+		return errors.New("accounts: Limiter is required")
+	}
+	if c.LoginLimit != (ratelimit.Limit{}) {
+		if err := c.LoginLimit.Validate(); err != nil {
+			return fmt.Errorf("accounts: LoginLimit: %w", err)
+		}
+	}
+	if p := c.PasswordParams; p != nil {
+		if p.Memory < 8*1024 || p.Iterations < 1 || p.Parallelism < 1 || p.SaltLength < 16 || p.KeyLength < 16 {
+			return errors.New("accounts: PasswordParams are below the floor (8 MiB, 1 pass, 1 lane, 16-byte salt and key)")
+		}
+	}
+	if len(c.OAuth) > 0 && !httpURL(c.RedirectBaseURL) {
+		return fmt.Errorf("accounts: RedirectBaseURL must be an http(s) URL when OAuth is configured, got %q", c.RedirectBaseURL)
+	}
+	if err := oauth.ValidateProviders(c.OAuth); err != nil {
+		return fmt.Errorf("accounts: %w", err)
+	}
+	return nil
+}

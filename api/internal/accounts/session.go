@@ -2,67 +2,15 @@ package accounts
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 
 	"github.com/8thdegree/meridian/api/internal/audit"
-	"github.com/8thdegree/meridian/api/internal/authn"
 	"github.com/8thdegree/meridian/internal/accesstoken"
 	"github.com/8thdegree/meridian/pkg/shardkey"
 )
-
-// userRow is a row of auth.users; KSID is the row's ksid (the user's ksid now).
-type userRow struct {
-	KSID      shardkey.KeyspaceID
-	ID        shardkey.ID
-	Email     string
-	EmailNorm string
-	Name      string
-	Role      authn.Role
-	Region    string
-	CreatedAt time.Time
-	Deleted   bool
-}
-
-func (u userRow) json() *userJSON {
-	return &userJSON{ID: u.ID, Email: u.Email, Name: u.Name, Role: u.Role, Region: u.Region, CreatedAt: u.CreatedAt.UTC()}
-}
-
-var errNoUser = errors.New("accounts: no such user")
-
-type rowQuerier interface {
-	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
-}
-
-const userColumns = `id, email, email_normalized, name, role, region, created_at, deleted_at IS NOT NULL`
-
-func scanUser(row pgx.Row, ksid shardkey.KeyspaceID, extra ...any) (userRow, error) {
-	u := userRow{KSID: ksid}
-	var id []byte
-	var role string
-	dst := append([]any{&id, &u.Email, &u.EmailNorm, &u.Name, &role, &u.Region, &u.CreatedAt, &u.Deleted}, extra...)
-	if err := row.Scan(dst...); err != nil {
-		if errors.Is(err, pgx.ErrNoRows) {
-			return u, errNoUser
-		}
-		return u, err
-	}
-	var err error
-	if u.ID, err = shardkey.IDFromBytes(id); err != nil {
-		return u, fmt.Errorf("accounts: stored user id: %w", err)
-	}
-	u.Role = authn.Role(role)
-	return u, nil
-}
-
-// loadUser reads a user by its row ksid and ID. lock is "" or a locking clause (FOR UPDATE).
-func loadUser(ctx context.Context, q rowQuerier, ksid shardkey.KeyspaceID, id shardkey.ID, lock string) (userRow, error) {
-	return scanUser(q.QueryRow(ctx, `SELECT `+userColumns+` FROM auth.users WHERE ksid = $1 AND id = $2 `+lock,
-		ksid.Bytes(), id.Bytes()), ksid)
-}
 
 // startSession opens a new refresh-token family (one per login) in tx and returns the token bundle.
 func (s *Service) startSession(ctx context.Context, tx pgx.Tx, u userRow) (tokenBundle, shardkey.ID, error) {
@@ -70,7 +18,7 @@ func (s *Service) startSession(ctx context.Context, tx pgx.Tx, u userRow) (token
 	if err != nil {
 		return tokenBundle{}, fam, err
 	}
-	if _, err := tx.Exec(ctx, `INSERT INTO auth.refresh_token_families (ksid, id, user_id, created_at) VALUES ($1, $2, $3, $4)`,
+	if _, err := tx.Exec(ctx, insertFamilySQL,
 		u.KSID.Bytes(), fam.Bytes(), u.ID.Bytes(), s.now()); err != nil {
 		return tokenBundle{}, fam, fmt.Errorf("accounts: new token family: %w", err)
 	}
@@ -85,9 +33,7 @@ func (s *Service) continueSession(ctx context.Context, tx pgx.Tx, u userRow, fam
 		return tokenBundle{}, err
 	}
 	now := s.now()
-	if _, err := tx.Exec(ctx, `
-		INSERT INTO auth.refresh_tokens (ksid, token_hash, family_id, user_id, issued_at, expires_at)
-		VALUES ($1, $2, $3, $4, $5, $6)`,
+	if _, err := tx.Exec(ctx, insertRefreshTokenSQL,
 		u.KSID.Bytes(), secretHash(refresh), fam.Bytes(), u.ID.Bytes(), now, now.Add(s.cfg.RefreshTTL)); err != nil {
 		return tokenBundle{}, fmt.Errorf("accounts: new refresh token: %w", err)
 	}
@@ -122,4 +68,10 @@ func (s *Service) recordAlone(ctx context.Context, db audit.Execer, ksid shardke
 	if err := s.record(ctx, db, ksid, actor, action, target, m, details); err != nil {
 		s.a.Log.Error("audit event not recorded", "action", action, "ksid", ksid.String(), "err", err)
 	}
+}
+
+// revokeFamily ends a refresh-token family: none of its tokens rotates again.
+func revokeFamily(ctx context.Context, tx pgx.Tx, ksid shardkey.KeyspaceID, fam shardkey.ID, now time.Time, reason string) error {
+	_, err := tx.Exec(ctx, revokeFamilySQL, ksid.Bytes(), fam.Bytes(), now, reason)
+	return err
 }

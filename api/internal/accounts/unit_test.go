@@ -11,49 +11,11 @@ import (
 
 	"github.com/alexedwards/argon2id"
 
-	"github.com/8thdegree/meridian/api/internal/authn"
+	"github.com/8thdegree/meridian/api/internal/accounts/oauth"
 	"github.com/8thdegree/meridian/internal/ratelimit"
 	"github.com/8thdegree/meridian/internal/tokenissue"
 	"github.com/8thdegree/meridian/pkg/shardkey"
 )
-
-func TestEmailProblem(t *testing.T) {
-	for _, tc := range []struct {
-		in string
-		ok bool
-	}{
-		{"ada@example.com", true},
-		{"ada.lovelace+tag@mail.example.co.uk", true},
-		{"o'brien@example.ie", true},
-		{"x@b.io", true},
-		{"jörg@münchen.de", true},
-		{"", false},
-		{"ada", false},
-		{"@example.com", false},
-		{"ada@", false},
-		{"ada@localhost", false},
-		{"ada@example..com", false},
-		{"ada@-example.com", false},
-		{"ada@example.com.", false},
-		{"ada@[127.0.0.1]", false},
-		{`"ada lovelace"@example.com`, false},
-		{"ada lovelace@example.com", false},
-		{"ada <ada@example.com>", false},
-		{"ada@example.com (comment)", false},
-		{"ada@exa_mple.com", false},
-		{strings.Repeat("a", 65) + "@example.com", false},
-		{"a@" + strings.Repeat("b", 250) + ".com", false},
-		{"ada@example.com\x00", false},
-		{"\xffada@example.com", false},
-	} {
-		if got := emailProblem(tc.in) == ""; got != tc.ok {
-			t.Errorf("emailProblem(%q): ok=%v, want %v (%s)", tc.in, got, tc.ok, emailProblem(tc.in))
-		}
-	}
-	if normalizeEmail("  Ada@Example.COM\t") != "ada@example.com" {
-		t.Error("normalizeEmail")
-	}
-}
 
 func TestCredentialFormats(t *testing.T) {
 	gen := shardkey.NewGenerator(nil, nil)
@@ -108,38 +70,6 @@ func TestCredentialFormats(t *testing.T) {
 	}
 }
 
-func TestState(t *testing.T) {
-	now := time.Unix(1_800_000_000, 0)
-	st := oauthState{Provider: "google", State: "s", Verifier: "v", Nonce: "n", Role: authn.Client, Expires: now.Add(time.Minute).Unix()}
-	sealed, err := sealState(testStateKey, st)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got, err := openState(testStateKey, sealed, now); err != nil || got != st {
-		t.Fatalf("open: %+v %v", got, err)
-	}
-	payload, sig, _ := strings.Cut(sealed, ".")
-	for name, tc := range map[string]struct {
-		key []byte
-		v   string
-		now time.Time
-	}{
-		"expired":          {testStateKey, sealed, now.Add(time.Minute)},
-		"other key":        {[]byte("another state key, 16+"), sealed, now},
-		"no signature":     {testStateKey, payload, now},
-		"bad signature":    {testStateKey, payload + "." + sig[:len(sig)-2] + "AA", now},
-		"swapped payload":  {testStateKey, "e30." + sig, now},
-		"garbage":          {testStateKey, "!!.!!", now},
-		"oversized":        {testStateKey, strings.Repeat("a", maxStateCookie+1), now},
-		"empty":            {testStateKey, "", now},
-		"signature in b64": {testStateKey, payload + "." + sig + "=", now},
-	} {
-		if _, err := openState(tc.key, tc.v, tc.now); err == nil {
-			t.Errorf("%s: opened", name)
-		}
-	}
-}
-
 func TestHasher(t *testing.T) {
 	ctx := context.Background()
 	h, err := newHasher(testParams, 1)
@@ -188,7 +118,7 @@ func TestConfigValidate(t *testing.T) {
 		c := DefaultConfig()
 		c.Tokens, c.EmailPepper, c.StateKey, c.Limiter = tokens, testPepper, testStateKey, ratelimit.New(nil, nil)
 		c.RedirectBaseURL = "https://api.example.com"
-		c.OAuth = map[string]ProviderConfig{ProviderGoogle: GoogleProvider("id", "secret"), ProviderGitHub: GitHubProvider("id", "secret")}
+		c.OAuth = map[string]oauth.ProviderConfig{oauth.ProviderGoogle: oauth.GoogleProvider("id", "secret"), oauth.ProviderGitHub: oauth.GitHubProvider("id", "secret")}
 		return c
 	}
 	if err := good().Validate(); err != nil {
@@ -206,10 +136,18 @@ func TestConfigValidate(t *testing.T) {
 		{"LoginLimit", func(c *Config) { c.LoginLimit = ratelimit.Limit{Rate: 0, Period: time.Minute, Burst: 1} }},
 		{"PasswordParams", func(c *Config) { p := testParams; p.Memory = 1024; c.PasswordParams = &p }},
 		{"RedirectBaseURL", func(c *Config) { c.RedirectBaseURL = "api.example.com" }},
-		{`"facebook"`, func(c *Config) { c.OAuth["facebook"] = GoogleProvider("id", "s") }},
-		{`OAuth["google"].ClientID`, func(c *Config) { c.OAuth[ProviderGoogle] = GoogleProvider("", "s") }},
-		{`OAuth["google"].JWKSURL`, func(c *Config) { p := GoogleProvider("id", "s"); p.JWKSURL = ""; c.OAuth[ProviderGoogle] = p }},
-		{`OAuth["github"].APIBaseURL`, func(c *Config) { p := GitHubProvider("id", "s"); p.APIBaseURL = "ftp://x"; c.OAuth[ProviderGitHub] = p }},
+		{`"facebook"`, func(c *Config) { c.OAuth["facebook"] = oauth.GoogleProvider("id", "s") }},
+		{`OAuth["google"].ClientID`, func(c *Config) { c.OAuth[oauth.ProviderGoogle] = oauth.GoogleProvider("", "s") }},
+		{`OAuth["google"].JWKSURL`, func(c *Config) {
+			p := oauth.GoogleProvider("id", "s")
+			p.JWKSURL = ""
+			c.OAuth[oauth.ProviderGoogle] = p
+		}},
+		{`OAuth["github"].APIBaseURL`, func(c *Config) {
+			p := oauth.GitHubProvider("id", "s")
+			p.APIBaseURL = "ftp://x"
+			c.OAuth[oauth.ProviderGitHub] = p
+		}},
 	} {
 		c := good()
 		tc.change(&c)

@@ -5,6 +5,8 @@ package feature
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"time"
@@ -13,6 +15,7 @@ import (
 
 	"github.com/8thdegree/meridian/api/internal/authn"
 	"github.com/8thdegree/meridian/api/internal/rest"
+	"github.com/8thdegree/meridian/internal/apierror"
 	"github.com/8thdegree/meridian/pkg/shardkey"
 	"github.com/8thdegree/meridian/shardmgr/shardpool"
 	"github.com/8thdegree/meridian/shardmgr/topology"
@@ -120,4 +123,23 @@ func Caller(r *http.Request) authn.Principal {
 type Task struct {
 	Name string
 	Run  func(ctx context.Context) error
+}
+
+// InternalPath is where a node serves one of its Internal routes to its peers.
+func InternalPath(p string) string { return "/api/v1" + p }
+
+// PeerError turns a failed Peers.Call into the answer for the client: the peer's own 4xx passes
+// through (but not its 421, a routing matter between nodes); a peer that cannot be reached or fails
+// is 503 region_unavailable naming the region; a request that ended is its context's error.
+func PeerError(ctx context.Context, region string, err error) error {
+	var e *apierror.Error
+	if errors.As(err, &e) && e.Status >= 400 && e.Status < 500 && e.Status != http.StatusMisdirectedRequest {
+		return e
+	}
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	return &apierror.Error{Status: http.StatusServiceUnavailable, Code: "region_unavailable", RetryAfter: 5 * time.Second,
+		Message: "the region " + region + ", which this request needs, is unavailable; retry later",
+		Cause:   fmt.Errorf("peer %s: %w", region, err)}
 }

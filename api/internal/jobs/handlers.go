@@ -7,13 +7,14 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/gorilla/mux"
+	"github.com/jackc/pgx/v5"
+
 	"github.com/8thdegree/meridian/api/internal/authn"
 	"github.com/8thdegree/meridian/api/internal/feature"
 	"github.com/8thdegree/meridian/api/internal/rest"
 	"github.com/8thdegree/meridian/internal/apierror"
 	"github.com/8thdegree/meridian/pkg/shardkey"
-	"github.com/gorilla/mux"
-	"github.com/jackc/pgx/v5"
 )
 
 // writeFailure turns a database error of a write into the public error: the one CHECK a valid request

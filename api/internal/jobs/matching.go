@@ -145,25 +145,13 @@ func (s *Service) matchFreelancers(w http.ResponseWriter, r *http.Request, calle
 	res := shardpool.Scatter(ctx, s.a.Pools.Targets(s.a.Region), s.scatterOpts(),
 		func(ctx context.Context, t shardpool.Target) (shardMatches[MatchedFreelancer], error) {
 			ra := ranges[t.Shard]
-			return batch(ctx, t, countFreelancersSQL, []any{ra.lo, ra.hi},
-				matchFreelancersSQL, []any{want, id.Bytes(), ra.lo, ra.hi, limit},
-				func(row pgx.CollectableRow) (MatchedFreelancer, int64, error) {
-					var (
-						m      MatchedFreelancer
-						uid    []byte
-						theirs []string
-						n      int64
-					)
-					if err := row.Scan(&uid, &theirs, &m.Score, &m.tie, &n); err != nil {
-						return m, 0, err
-					}
-					var err error
-					if m.FreelancerID, err = shardkey.IDFromBytes(uid); err != nil {
-						return m, 0, err
-					}
-					m.Reasons = reasons(want, theirs, "missing skills")
-					return m, n, nil
-				})
+			page, err := s.freelancers.Candidates(ctx, t, want, id.Bytes(), ra.lo, ra.hi, limit)
+			out := shardMatches[MatchedFreelancer]{considered: page.Considered, overlapping: page.Overlapping}
+			for _, c := range page.Items {
+				out.items = append(out.items, MatchedFreelancer{FreelancerID: c.UserID, Score: c.Score, tie: c.Tie,
+					Reasons: reasons(want, c.Skills, "missing skills")})
+			}
+			return out, err
 		})
 	if err := s.matchFailures(ctx, res.Failed, len(res.Values), &fair); err != nil {
 		return err
@@ -202,9 +190,8 @@ func (s *Service) matchJobs(w http.ResponseWriter, r *http.Request, caller authn
 	if err != nil {
 		return err
 	}
-	var have []string
-	err = shard.Pool.QueryRow(ctx, profileSkillsSQL, shard.Route.KeyspaceID.Bytes(), caller.UserID.Bytes()).Scan(&have)
-	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+	have, err := s.freelancers.Skills(ctx, shard, caller.UserID)
+	if err != nil {
 		return err
 	}
 	have, _ = skills.Normalize(have, "skills")

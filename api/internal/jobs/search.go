@@ -15,6 +15,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/8thdegree/meridian/api/internal/feature"
 	"github.com/8thdegree/meridian/api/internal/rest"
 	"github.com/8thdegree/meridian/internal/apierror"
 	"github.com/8thdegree/meridian/pkg/shardkey"
@@ -202,7 +203,7 @@ func (s *Service) searchGlobal(ctx context.Context, p searchParams) (SearchPage,
 		err  error
 	}
 	outs := make([]peerOut, len(regions))
-	path := "/api/v1" + internalSearchPath + "?" + p.values().Encode()
+	path := feature.InternalPath(internalSearchPath) + "?" + p.values().Encode()
 	var wg sync.WaitGroup
 	for i, region := range regions {
 		wg.Go(func() {

@@ -1,12 +1,18 @@
 package jobs
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/8thdegree/meridian/api/internal/feature"
+	"github.com/8thdegree/meridian/api/internal/profiles"
 	"github.com/8thdegree/meridian/api/internal/richtext"
+	"github.com/8thdegree/meridian/pkg/shardkey"
+	"github.com/8thdegree/meridian/shardmgr/shardpool"
 )
 
 // API-key scopes of the jobs endpoints (access tokens have every scope).
@@ -44,23 +50,65 @@ func (c Config) Validate() error {
 	return nil
 }
 
+// Freelancers is what matching reads of freelancers' profiles. The profiles feature owns them and
+// implements it (profiles.Service); the node wires it in.
+type Freelancers interface {
+	// Candidates ranks one shard's available freelancers by skill overlap with want.
+	Candidates(ctx context.Context, t shardpool.Target, want []string, salt []byte, lo, hi [][]byte, limit int) (profiles.CandidatePage, error)
+	// Skills returns user's profile skills (nil without a profile).
+	Skills(ctx context.Context, shard shardpool.Routed, user shardkey.ID) ([]string, error)
+}
+
 // Service serves the jobs endpoints of one regional node.
 type Service struct {
-	a   *feature.Deps
-	cfg Config
-	san *richtext.Sanitizer
+	a           *feature.Deps
+	cfg         Config
+	san         *richtext.Sanitizer
+	freelancers Freelancers
 }
 
 var _ sanitizer = (*richtext.Sanitizer)(nil)
 
-// New returns the service. a.Peers may be nil (a node alone): a global search then reports the other
-// regions as failed.
-func New(a *feature.Deps, cfg Config) (*Service, error) {
-	if a == nil || a.Pools == nil || a.IDs == nil {
+// New returns the service; freelancers serves matching's reads of profiles. a.Peers may be nil (a node
+// alone): a global search then reports the other regions as failed.
+func New(a *feature.Deps, cfg Config, freelancers Freelancers) (*Service, error) {
+	switch {
+	case a == nil || a.Pools == nil || a.IDs == nil:
 		return nil, errors.New("jobs: the app needs Pools and IDs")
+	case freelancers == nil:
+		return nil, errors.New("jobs: a source of freelancers' profiles is required")
 	}
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	return &Service{a: a, cfg: cfg, san: richtext.New()}, nil
+	return &Service{a: a, cfg: cfg, san: richtext.New(), freelancers: freelancers}, nil
+}
+
+// OwnerLookup answers who owns a job of this node's region, for features that need a job's owner
+// without the rest of the jobs service (reviews checks that a reviewer worked with the reviewee).
+type OwnerLookup struct{ a *feature.Deps }
+
+// NewOwnerLookup returns the lookup on a's shards.
+func NewOwnerLookup(a *feature.Deps) *OwnerLookup { return &OwnerLookup{a: a} }
+
+// JobOwner returns the owner of job, which must be homed in this node's region; ok is false when
+// there is no such job.
+func (l *OwnerLookup) JobOwner(ctx context.Context, job shardkey.ID) (owner shardkey.ID, ok bool, err error) {
+	shard, err := l.a.ReadShard(job.KeyspaceID())
+	if err != nil {
+		return owner, false, err
+	}
+	var raw []byte
+	err = shard.Pool.QueryRow(ctx, jobOwnerSQL, shard.Route.KeyspaceID.Bytes(), job.Bytes()).Scan(&raw)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return owner, false, nil
+	}
+	if err != nil {
+		return owner, false, fmt.Errorf("jobs: reading the owner of %s: %w", job, err)
+	}
+	owner, err = shardkey.IDFromBytes(raw)
+	if err != nil {
+		return owner, false, fmt.Errorf("jobs: stored owner of %s: %w", job, err)
+	}
+	return owner, true, nil
 }

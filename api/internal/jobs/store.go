@@ -127,35 +127,11 @@ func constraintError(err error) (code, constraint string) {
 
 // Matching is the honest fallback until the matching engine ships: the Jaccard index of two normalised
 // skill sets, |shared| / |union|, from 0 (nothing shared) to 1 (the same skills). Each shard scores its
-// candidates that share at least one skill (the GIN index on skills finds them), returns its best
-// `limit` and, in the same round trip (a pgx batch), how many candidates it has in all, so the answer can
-// say how many people were considered.
+// open jobs that share at least one skill (the GIN index on skills finds them), returns its best `limit`
+// and, in the same round trip (a pgx batch), how many candidates it has in all, so the answer can say
+// how many were considered. Freelancers are ranked the same way by the profiles feature, which owns
+// their table (profiles.Service.Candidates).
 const (
-	// $1 the job's skills (normalised, distinct), $2 the job's ID (salt of the tie-break), $3/$4 the
-	// shard's keyranges, $5 the limit. Profile skills are folded again (lower, trim) in case a profile was
-	// written by something that did not normalise them.
-	matchFreelancersSQL = `
-SELECT p.user_id, p.skills, m.score, sha256(p.user_id || $2::bytea) AS tie, count(*) OVER () AS overlapping
-FROM core.profiles AS p
-JOIN auth.users AS u ON u.ksid = p.ksid AND u.id = p.user_id
-CROSS JOIN LATERAL (
-	SELECT count(*) FILTER (WHERE d.s = ANY($1::text[]))::float8
-	     / (count(*) + cardinality($1::text[]) - count(*) FILTER (WHERE d.s = ANY($1::text[])))::float8 AS score
-	FROM (SELECT DISTINCT lower(btrim(s)) AS s FROM unnest(p.skills) AS s) AS d
-) AS m
-WHERE p.available AND u.role = 'freelancer' AND u.deleted_at IS NULL
-  AND p.skills && $1::text[]
-  AND EXISTS (SELECT 1 FROM unnest($3::bytea[], $4::bytea[]) AS r(lo, hi) WHERE p.ksid >= r.lo AND p.ksid < r.hi)
-ORDER BY m.score DESC, tie DESC
-LIMIT $5`
-
-	countFreelancersSQL = `
-SELECT count(*)
-FROM core.profiles AS p
-JOIN auth.users AS u ON u.ksid = p.ksid AND u.id = p.user_id
-WHERE p.available AND u.role = 'freelancer' AND u.deleted_at IS NULL
-  AND EXISTS (SELECT 1 FROM unnest($1::bytea[], $2::bytea[]) AS r(lo, hi) WHERE p.ksid >= r.lo AND p.ksid < r.hi)`
-
 	// $1 the freelancer's skills, $2/$3 the shard's keyranges, $4 the limit. Ties go to the newer job.
 	matchJobsSQL = `
 SELECT ` + jobCols + `, m.score, count(*) OVER () AS overlapping
@@ -176,7 +152,8 @@ SELECT count(*) FROM core.jobs AS j
 WHERE j.status = 'open'
   AND EXISTS (SELECT 1 FROM unnest($1::bytea[], $2::bytea[]) AS r(lo, hi) WHERE j.ksid >= r.lo AND j.ksid < r.hi)`
 
-	profileSkillsSQL = `SELECT skills FROM core.profiles WHERE ksid = $1 AND user_id = $2`
+	// jobOwnerSQL serves OwnerLookup: the owner of a job, whatever its status.
+	jobOwnerSQL = `SELECT owner_id FROM core.jobs WHERE ksid = $1 AND id = $2`
 )
 
 // Each shard ranks its matches and returns the best limit+1 after the cursor. The rank is computed in a

@@ -3,11 +3,14 @@ package profiles
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/8thdegree/meridian/api/internal/apitest"
 	"github.com/8thdegree/meridian/api/internal/authn"
@@ -28,7 +31,7 @@ func TestMain(m *testing.M) { testenv.Main(m) }
 func start(t *testing.T) *apitest.Harness {
 	t.Helper()
 	return apitest.New(t, apitest.Options{Routes: func(a *feature.Deps, _ *tokenissue.Issuer) []feature.Route {
-		rv, err := reviews.New(a, reviews.DefaultConfig())
+		rv, err := reviews.New(a, reviews.DefaultConfig(), jobOwners{a})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -281,6 +284,27 @@ func TestPublicProfile(t *testing.T) {
 }
 
 // insertJob writes a job straight into the owner's shard (the jobs package is written elsewhere).
+// jobOwners stands in for the jobs feature (which imports this package, so its tests cannot import
+// it): it reads the rows insertJob writes.
+type jobOwners struct{ a *feature.Deps }
+
+func (j jobOwners) JobOwner(ctx context.Context, job shardkey.ID) (shardkey.ID, bool, error) {
+	shard, err := j.a.ReadShard(job.KeyspaceID())
+	if err != nil {
+		return shardkey.ID{}, false, err
+	}
+	var raw []byte
+	err = shard.Pool.QueryRow(ctx, `SELECT owner_id FROM core.jobs WHERE ksid = $1 AND id = $2`, shard.Route.KeyspaceID.Bytes(), job.Bytes()).Scan(&raw)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return shardkey.ID{}, false, nil
+	}
+	if err != nil {
+		return shardkey.ID{}, false, err
+	}
+	owner, err := shardkey.IDFromBytes(raw)
+	return owner, err == nil, err
+}
+
 func insertJob(t *testing.T, h *apitest.Harness, owner apitest.User) shardkey.ID {
 	t.Helper()
 	id := newID(t, h, shardkey.KindJob, owner.KSID)

@@ -7,14 +7,15 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/gorilla/mux"
+	"github.com/jackc/pgx/v5"
+
 	"github.com/8thdegree/meridian/api/internal/feature"
 	"github.com/8thdegree/meridian/api/internal/rest"
 	"github.com/8thdegree/meridian/internal/apierror"
 	"github.com/8thdegree/meridian/pkg/shardkey"
 	"github.com/8thdegree/meridian/shardmgr/shardpool"
 	"github.com/8thdegree/meridian/shardmgr/topology"
-	"github.com/gorilla/mux"
-	"github.com/jackc/pgx/v5"
 )
 
 func invalid(field, problem string) error {
@@ -88,20 +89,14 @@ func (s *Service) jobOwner(ctx context.Context, job shardkey.ID) (shardkey.ID, e
 		return shardkey.ID{}, err
 	}
 	if rt.Region == s.a.Region {
-		var owner []byte
-		err := rt.Pool.QueryRow(ctx, jobOwnerSQL,
-			rt.Route.KeyspaceID.Bytes(), job.Bytes()).Scan(&owner)
-		if errors.Is(err, pgx.ErrNoRows) {
+		owner, ok, err := s.jobs.JobOwner(ctx, job)
+		if err != nil {
+			return shardkey.ID{}, fmt.Errorf("reviews: %w", err)
+		}
+		if !ok {
 			return shardkey.ID{}, invalid("job_id", "no such job")
 		}
-		if err != nil {
-			return shardkey.ID{}, fmt.Errorf("reviews: reading job: %w", err)
-		}
-		id, err := shardkey.IDFromBytes(owner)
-		if err != nil {
-			return shardkey.ID{}, fmt.Errorf("reviews: stored job owner: %w", err)
-		}
-		return id, nil
+		return owner, nil
 	}
 	if s.a.Peers == nil {
 		return shardkey.ID{}, apierror.RegionUnavailable(rt.Region, 5*time.Second)

@@ -19,6 +19,7 @@ import (
 	"github.com/8thdegree/meridian/api/internal/apitest"
 	"github.com/8thdegree/meridian/api/internal/authn"
 	"github.com/8thdegree/meridian/api/internal/feature"
+	"github.com/8thdegree/meridian/api/internal/jobs"
 	"github.com/8thdegree/meridian/api/internal/rest"
 	"github.com/8thdegree/meridian/deploy/local/testenv"
 	"github.com/8thdegree/meridian/internal/apierror"
@@ -56,7 +57,7 @@ func start(t *testing.T, opts envOptions) *env {
 		if opts.cfg != nil {
 			cfg = *opts.cfg
 		}
-		svc, err := New(sa, cfg)
+		svc, err := New(sa, cfg, jobs.NewOwnerLookup(sa))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -57,17 +57,28 @@ func (c Config) Validate() error {
 // longer than the entries it guards.
 func (c Config) generationTTL() time.Duration { return max(2*c.StatsTTL, time.Hour) }
 
+// JobOwners tells who owns a job homed in this node's region. The jobs feature owns jobs and
+// implements it (jobs.OwnerLookup); a job of another region is asked of that region's node.
+type JobOwners interface {
+	JobOwner(ctx context.Context, job shardkey.ID) (owner shardkey.ID, ok bool, err error)
+}
+
 // Service serves reviews and review stats.
 type Service struct {
 	a     *feature.Deps
 	san   *richtext.Sanitizer
 	cache *statsCache
+	jobs  JobOwners
 }
 
-// New returns the reviews service. Stats are cached in a.Redis (nil disables the cache).
-func New(a *feature.Deps, cfg Config) (*Service, error) {
-	if a == nil || a.Pools == nil || a.IDs == nil {
+// New returns the reviews service; jobs answers who owns a job. Stats are cached in a.Redis (nil
+// disables the cache).
+func New(a *feature.Deps, cfg Config, jobs JobOwners) (*Service, error) {
+	switch {
+	case a == nil || a.Pools == nil || a.IDs == nil:
 		return nil, errors.New("reviews: app with shard pools and an ID generator required")
+	case jobs == nil:
+		return nil, errors.New("reviews: a job owner lookup is required")
 	}
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -79,7 +90,7 @@ func New(a *feature.Deps, cfg Config) (*Service, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Service{a: a, san: richtext.New(), cache: newStatsCache(a.Redis, cfg, now, log)}, nil
+	return &Service{a: a, san: richtext.New(), cache: newStatsCache(a.Redis, cfg, now, log), jobs: jobs}, nil
 }
 
 // Rating returns the number of reviews user received and their average rating, from the same

@@ -6,9 +6,10 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/8thdegree/meridian/pkg/shardkey"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/8thdegree/meridian/pkg/shardkey"
 )
 
 // The statements of the review routes and the stats. A review lives on the reviewee's shard, so every
@@ -20,8 +21,6 @@ const (
 		SELECT $1, $2, $3, $4, $5, $6, $7
 		WHERE EXISTS (SELECT 1 FROM auth.users WHERE ksid = $1 AND id = $4 AND deleted_at IS NULL)
 		RETURNING ` + reviewColumns
-
-	jobOwnerSQL = `SELECT owner_id FROM core.jobs WHERE ksid = $1 AND id = $2`
 
 	getReviewSQL = `SELECT ` + reviewColumns + ` FROM core.reviews WHERE ksid = $1 AND id = $2`
 

@@ -3,7 +3,6 @@ package directory
 import (
 	"context"
 	"errors"
-	"fmt"
 	"net/http"
 	"time"
 
@@ -79,14 +78,14 @@ func (d *Directory) Claim(ctx context.Context, h Hash, userID shardkey.ID, home 
 	if dir.Name == d.a.Region {
 		return d.claimLocal(ctx, ksid, h, userID, home)
 	}
-	err = d.a.Peers.Call(ctx, dir.Name, http.MethodPost, internalPath("/internal/email-claims"),
+	err = d.a.Peers.Call(ctx, dir.Name, http.MethodPost, feature.InternalPath("/internal/email-claims"),
 		claimRequest{EmailHash: h.String(), UserID: userID, HomeRegion: home}, nil)
 	var e *apierror.Error
 	if errors.As(err, &e) && e.Status == http.StatusConflict {
 		return ErrTaken
 	}
 	if err != nil {
-		return peerError(ctx, dir.Name, err)
+		return feature.PeerError(ctx, dir.Name, err)
 	}
 	return nil
 }
@@ -105,13 +104,13 @@ func (d *Directory) Lookup(ctx context.Context, h Hash) (Claim, bool, error) {
 		return d.lookupLocal(ctx, ksid, h)
 	}
 	var c Claim
-	err = d.a.Peers.Call(ctx, dir.Name, http.MethodGet, internalPath("/internal/email-claims/"+h.String()), nil, &c)
+	err = d.a.Peers.Call(ctx, dir.Name, http.MethodGet, feature.InternalPath("/internal/email-claims/"+h.String()), nil, &c)
 	var e *apierror.Error
 	if errors.As(err, &e) && e.Status == http.StatusNotFound {
 		return Claim{}, false, nil
 	}
 	if err != nil {
-		return Claim{}, false, peerError(ctx, dir.Name, err)
+		return Claim{}, false, feature.PeerError(ctx, dir.Name, err)
 	}
 	return c, true, nil
 }
@@ -130,26 +129,9 @@ func (d *Directory) Release(ctx context.Context, h Hash, userID shardkey.ID) err
 		return d.releaseLocal(ctx, ksid, h, userID)
 	}
 	err = d.a.Peers.Call(ctx, dir.Name, http.MethodDelete,
-		internalPath("/internal/email-claims/"+h.String()+"?user_id="+userID.String()), nil, nil)
+		feature.InternalPath("/internal/email-claims/"+h.String()+"?user_id="+userID.String()), nil, nil)
 	if err != nil {
-		return peerError(ctx, dir.Name, err)
+		return feature.PeerError(ctx, dir.Name, err)
 	}
 	return nil
 }
-
-// peerError turns a failed call to another region's node into the error the client sees: the
-// peer's own 4xx when it gave one, else 503 naming the region. (The same rule as the accounts core's.)
-func peerError(ctx context.Context, region string, err error) error {
-	var e *apierror.Error
-	if errors.As(err, &e) && e.Status >= 400 && e.Status < 500 && e.Status != http.StatusMisdirectedRequest {
-		return e
-	}
-	if ctx.Err() != nil {
-		return ctx.Err()
-	}
-	return &apierror.Error{Status: http.StatusServiceUnavailable, Code: "region_unavailable", RetryAfter: 5 * time.Second,
-		Message: "the region " + region + ", which this request needs, is unavailable; retry later",
-		Cause:   fmt.Errorf("peer %s: %w", region, err)}
-}
-
-func internalPath(p string) string { return "/api/v1" + p }

@@ -2,12 +2,14 @@ package accounts
 
 import (
 	"fmt"
+	"net/netip"
 	"slices"
 	"strings"
 	"time"
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/8thdegree/meridian/api/internal/accounts/directory"
 	"github.com/8thdegree/meridian/api/internal/authn"
 	"github.com/8thdegree/meridian/api/internal/rest"
 	"github.com/8thdegree/meridian/pkg/shardkey"
@@ -46,7 +48,6 @@ var (
 	_ rest.Validator = (*refreshRequest)(nil)
 	_ rest.Validator = (*apiKeyRequest)(nil)
 	_ rest.Validator = (*internalLoginRequest)(nil)
-	_ rest.Validator = (*internalOAuthRequest)(nil)
 )
 
 // registerRequest is the body of POST /auth/register.
@@ -61,8 +62,8 @@ type registerRequest struct {
 
 func (r *registerRequest) Validate() map[string]string {
 	f := map[string]string{}
-	r.Email = normalizeEmail(r.Email)
-	if p := emailProblem(r.Email); p != "" {
+	r.Email = directory.NormalizeEmail(r.Email)
+	if p := directory.EmailProblem(r.Email); p != "" {
 		f["email"] = p
 	}
 	if p := passwordProblem(r.Password); p != "" {
@@ -117,12 +118,12 @@ type loginRequest struct {
 
 func (r *loginRequest) Validate() map[string]string {
 	f := map[string]string{}
-	r.Email = normalizeEmail(r.Email)
+	r.Email = directory.NormalizeEmail(r.Email)
 	switch {
 	case r.Email == "":
 		f["email"] = "is required"
-	case len(r.Email) > maxEmail:
-		f["email"] = fmt.Sprintf("must be at most %d bytes", maxEmail)
+	case len(r.Email) > directory.MaxEmail:
+		f["email"] = fmt.Sprintf("must be at most %d bytes", directory.MaxEmail)
 	}
 	switch {
 	case r.Password == "":
@@ -214,3 +215,34 @@ type apiKeyCreated struct {
 	// Key is shown once, in the answer to its creation.
 	Key string `json:"key"`
 }
+
+// internalLoginRequest is a login forwarded to the user's home region by the node that took it.
+type internalLoginRequest struct {
+	UserID    shardkey.ID `json:"user_id"`
+	Email     string      `json:"email"`
+	Password  string      `json:"password"`
+	IP        netip.Addr  `json:"ip,omitzero"`
+	UserAgent string      `json:"user_agent,omitempty"`
+}
+
+func (r *internalLoginRequest) Validate() map[string]string {
+	f := (&loginRequest{Email: r.Email, Password: r.Password}).Validate()
+	if r.UserID.Kind() != shardkey.KindUser {
+		f["user_id"] = "must be a user ID"
+	}
+	return f
+}
+
+// internalLoginAnswer carries the outcome in a 200 so that a 429's retry time survives the hop.
+type internalLoginAnswer struct {
+	Outcome      string       `json:"outcome"`
+	RetryAfterMS int64        `json:"retry_after_ms,omitempty"`
+	Bundle       *tokenBundle `json:"bundle,omitempty"`
+}
+
+// The outcomes of a forwarded login.
+const (
+	outcomeOK      = "ok"
+	outcomeInvalid = "invalid_credentials"
+	outcomeLimited = "rate_limited"
+)

@@ -1,6 +1,10 @@
 package accounts
 
-import "github.com/8thdegree/meridian/api/internal/openapi"
+import (
+	"github.com/8thdegree/meridian/api/internal/accounts/directory"
+	"github.com/8thdegree/meridian/api/internal/accounts/oauth"
+	"github.com/8thdegree/meridian/api/internal/openapi"
+)
 
 // Schemas returns the OpenAPI component schemas the accounts routes reference, except Error, which
 // the document's assembler provides (#/components/schemas/Error).
@@ -32,14 +36,14 @@ func Schemas() map[string]any {
 			"expires_in":    map[string]any{"type": "integer", "description": "access token lifetime in seconds"},
 		}),
 		"RegisterRequest": obj([]string{"email", "password", "name", "role"}, map[string]any{
-			"email":    map[string]any{"type": "string", "format": "email", "maxLength": maxEmail},
+			"email":    map[string]any{"type": "string", "format": "email", "maxLength": directory.MaxEmail},
 			"password": map[string]any{"type": "string", "minLength": minPassword, "maxLength": maxPassword},
 			"name":     map[string]any{"type": "string", "minLength": 1, "maxLength": maxName},
 			"role":     map[string]any{"type": "string", "enum": []string{"client", "freelancer"}},
 			"region":   str("home region (default: the region that took the request)"),
 		}),
 		"LoginRequest": obj([]string{"email", "password"}, map[string]any{
-			"email": map[string]any{"type": "string", "maxLength": maxEmail}, "password": map[string]any{"type": "string", "maxLength": maxPassword},
+			"email": map[string]any{"type": "string", "maxLength": directory.MaxEmail}, "password": map[string]any{"type": "string", "maxLength": maxPassword},
 		}),
 		"RefreshRequest": obj([]string{"refresh_token"}, map[string]any{"refresh_token": str("a refresh token")}),
 		"APIKeyCreateRequest": obj([]string{"name", "scopes"}, map[string]any{
@@ -71,8 +75,79 @@ func Schemas() map[string]any {
 			"ip": str("client address"), "user_agent": str("client user agent"),
 		}),
 		"InternalOAuthRequest": obj([]string{"user_id", "provider", "subject", "email"}, map[string]any{
-			"user_id": id("usr"), "provider": map[string]any{"type": "string", "enum": []string{ProviderGoogle, ProviderGitHub}},
+			"user_id": id("usr"), "provider": map[string]any{"type": "string", "enum": []string{oauth.ProviderGoogle, oauth.ProviderGitHub}},
 			"subject": str("provider's subject"), "email": str("verified email"), "ip": str("client address"), "user_agent": str("client user agent"),
 		}),
 	}
+}
+
+// OpenAPI helpers.
+
+func op(summary, description string, params []any, reqBody map[string]any, responses ...map[string]any) map[string]any {
+	o := map[string]any{"summary": summary, "description": description, "tags": []string{"auth"}}
+	if len(params) > 0 {
+		o["parameters"] = params
+	}
+	if reqBody != nil {
+		o["requestBody"] = reqBody
+	}
+	o["responses"] = merge(responses...)
+	return o
+}
+
+func internalOp(summary string, reqBody map[string]any, ok, errors map[string]any, params ...any) map[string]any {
+	o := op(summary, "Node-to-node only (internal secret); not reachable through the edge router.", params, reqBody, ok, errors)
+	o["tags"] = []string{"internal"}
+	o["x-internal"] = true
+	return o
+}
+
+func resp(status, description, schema string) map[string]any {
+	r := map[string]any{"description": description}
+	if schema != "" {
+		r["content"] = map[string]any{"application/json": map[string]any{"schema": openapi.Ref(schema)}}
+	} else {
+		r["content"] = map[string]any{"application/json": map[string]any{"schema": map[string]any{"type": "object"}}}
+	}
+	return map[string]any{status: r}
+}
+
+func noContent(description string) map[string]any {
+	return map[string]any{"204": map[string]any{"description": description}}
+}
+
+var errorText = map[string]string{
+	"400": "Invalid request (field errors in error.fields).",
+	"401": "Missing or invalid credentials (`invalid_credentials` for a wrong email or password).",
+	"403": "Not allowed for this caller, role or API-key scope.",
+	"404": "Not found.",
+	"409": "Conflict (`email_taken`, `too_many_api_keys`).",
+	"413": "Body over 1 MiB.",
+	"415": "Body is not JSON.",
+	"421": "The data is homed in another region (`X-Meridian-Replay-Region`); the router replays the request there.",
+	"429": "Too many failed attempts; see Retry-After.",
+	"502": "The OAuth provider failed.",
+	"503": "A region this request needs is unavailable; see Retry-After.",
+}
+
+func errs(statuses ...string) map[string]any {
+	out := map[string]any{}
+	for _, s := range statuses {
+		out[s] = map[string]any{"description": errorText[s], "content": map[string]any{"application/json": map[string]any{"schema": openapi.Ref("Error")}}}
+	}
+	return out
+}
+
+func merge(ms ...map[string]any) map[string]any {
+	out := map[string]any{}
+	for _, m := range ms {
+		for k, v := range m {
+			out[k] = v
+		}
+	}
+	return out
+}
+
+func queryParam(name, description, typ string) map[string]any {
+	return map[string]any{"name": name, "in": "query", "required": false, "description": description, "schema": map[string]any{"type": typ}}
 }

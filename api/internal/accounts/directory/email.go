@@ -1,4 +1,4 @@
-package accounts
+package directory
 
 import (
 	"fmt"
@@ -8,22 +8,23 @@ import (
 	"unicode/utf8"
 )
 
-// maxEmail is the longest address accepted, in bytes (RFC 5321's path limit less the brackets).
-const maxEmail = 254
+// MaxEmail is the longest address accepted, in bytes (RFC 5321's path limit less the brackets).
+const MaxEmail = 254
 
-// normalizeEmail is the one spelling of an address that uniqueness is decided on.
-func normalizeEmail(s string) string { return strings.ToLower(strings.TrimSpace(s)) }
+// NormalizeEmail is the one spelling of an address that uniqueness is decided on: what HashEmail
+// hashes, and what accounts stores and compares.
+func NormalizeEmail(s string) string { return strings.ToLower(strings.TrimSpace(s)) }
 
-// emailProblem says what is wrong with a normalised address, or "" if nothing is. It accepts plain
+// EmailProblem says what is wrong with a normalised address, or "" if nothing is. It accepts plain
 // addr-specs (local@domain.tld) and refuses display names, quoted local parts, comments, domain
 // literals and dotless domains: what a marketplace sends mail to.
-func emailProblem(norm string) string {
+func EmailProblem(norm string) string {
 	const bad = "must be a valid email address"
 	switch {
 	case norm == "":
 		return "is required"
-	case len(norm) > maxEmail:
-		return fmt.Sprintf("must be at most %d bytes", maxEmail)
+	case len(norm) > MaxEmail:
+		return fmt.Sprintf("must be at most %d bytes", MaxEmail)
 	case !utf8.ValidString(norm):
 		return bad
 	}

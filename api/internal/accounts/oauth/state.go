@@ -1,4 +1,4 @@
-package accounts
+package oauth
 
 import (
 	"bytes"
@@ -16,8 +16,10 @@ import (
 // The OAuth state travels in a cookie the node signs, so any node of any region can finish a sign-in
 // another started, with no server-side state: payload (base64url JSON) "." HMAC-SHA256 (base64url).
 const (
-	stateCookie = "meridian_oauth"
-	stateTTL    = 10 * time.Minute
+	// StateCookie is the cookie's name, and StateTTL how long a sign-in may take from start to
+	// callback.
+	StateCookie = "meridian_oauth"
+	StateTTL    = 10 * time.Minute
 	// stateDomain separates these MACs from any other use of the key.
 	stateDomain = "meridian/oauth-state/v1\x00"
 	// maxStateCookie bounds what openState will look at.
