@@ -111,7 +111,7 @@ func newRoot(env Env) *cobra.Command {
 	pf.StringVarP(&o.output, "output", "o", "table", "output format: table or json")
 	pf.DurationVar(&o.timeout, "timeout", 30*time.Second, "deadline for the whole command")
 	pf.BoolVarP(&o.verbose, "verbose", "v", false, "log progress to stderr")
-	root.AddCommand(newTopologyCmd(o, env), newStatusCmd(o, env), newMigrateCmd(o, env), newResidencyCmd(o, env))
+	root.AddCommand(newTopologyCmd(o, env), newStatusCmd(o, env), newMigrateCmd(o, env), newResidencyCmd(o, env), newVerifyCmd(o, env))
 	return root
 }
 
