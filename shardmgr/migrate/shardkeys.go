@@ -7,11 +7,15 @@ import (
 	"strings"
 )
 
-// shardKeyQuery lists every table of the sharded schemas (auth, core, ai: those split by keyrange
-// and moved between shards) with the first column of its primary key
-// (NULLs when there is none) and its replica identity. It reads pg_index directly rather than
+// ShardKeyQuery lists every table of the sharded schemas (auth, core, ai: those split by keyrange
+// and moved between shards), ordered by schema and name, one row per table: schema, table, the
+// first column of its primary key (empty when there is none), whether that column is bytea, and its
+// replica identity (pg_class.relreplident: d, n, f or i). It reads pg_index directly rather than
 // information_schema, which only shows tables the current role has privileges on.
-const shardKeyQuery = `
+//
+// It is exported so that the packages that walk every sharded table (verify, move, the residency
+// audit) find the same tables this package checks, with whichever driver they use.
+const ShardKeyQuery = `
 SELECT n.nspname, c.relname,
        coalesce(a.attname, ''),
        coalesce(a.atttypid = 'bytea'::regtype, false),
@@ -28,7 +32,7 @@ ORDER BY n.nspname, c.relname`
 // on columns of the replica identity when updates and deletes are published), so every table needs
 // a primary key led by the bytea ksid, and a replica identity other than NOTHING.
 func checkShardKeys(ctx context.Context, db *sql.DB) error {
-	rows, err := db.QueryContext(ctx, shardKeyQuery)
+	rows, err := db.QueryContext(ctx, ShardKeyQuery)
 	if err != nil {
 		return fmt.Errorf("check shard keys: %w", err)
 	}
