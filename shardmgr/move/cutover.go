@@ -75,7 +75,7 @@ func (s *session) tryCutover(ctx context.Context) (bool, error) {
 	}
 	overran := func(err error) bool { return errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil }
 
-	if err := s.r.cfg.Fleet.WaitApplied(bctx, s.region.APIService, frozen.Version); err != nil {
+	if err := s.r.cfg.Fleet.WaitApplied(bctx, s.region.ConsulDC, s.region.APIService, frozen.Version); err != nil {
 		if overran(err) {
 			return rollback(fmt.Errorf("the nodes of %s did not all apply version %d within %s", s.region.Name, frozen.Version, s.r.cfg.MaxPause))
 		}

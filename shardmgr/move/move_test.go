@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/8thdegree/meridian/deploy/local/fixture"
@@ -54,7 +55,7 @@ type env struct {
 // version, which is what shardmgr/fleet asks of every registered node.
 type managerFleet struct{ mgr *shardpool.Manager }
 
-func (f managerFleet) WaitApplied(ctx context.Context, _ string, version uint64) error {
+func (f managerFleet) WaitApplied(ctx context.Context, _, _ string, version uint64) error {
 	for {
 		if tab := f.mgr.Table(); tab != nil && tab.Version() >= version {
 			return nil
@@ -106,6 +107,20 @@ func newEnv(t *testing.T) *env {
 	go func() { defer wg.Done(); _ = w.Run(wctx) }()
 	go func() { defer wg.Done(); e.mgr.Follow(wctx, ch) }()
 	t.Cleanup(func() {
+		// A failed test may leave replication objects, which would keep testenv from dropping
+		// the databases: subscriptions first (without reaching the publisher), then slots.
+		ctx := context.Background()
+		rows, _ := e.dst.Query(ctx, "SELECT subname FROM pg_subscription WHERE subname LIKE 'meridian_move_%' AND subdbid = (SELECT oid FROM pg_database WHERE datname = current_database())")
+		subs, _ := pgx.CollectRows(rows, pgx.RowTo[string])
+		for _, s := range subs {
+			_, _ = e.dst.Exec(ctx, "ALTER SUBSCRIPTION "+s+" DISABLE")
+			_, _ = e.dst.Exec(ctx, "ALTER SUBSCRIPTION "+s+" SET (slot_name = NONE)")
+			_, _ = e.dst.Exec(ctx, "DROP SUBSCRIPTION "+s)
+		}
+		time.Sleep(100 * time.Millisecond)
+		_, _ = e.src.Exec(ctx, "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE database = current_database() AND active_pid IS NOT NULL")
+		time.Sleep(100 * time.Millisecond)
+		_, _ = e.src.Exec(ctx, "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = current_database()")
 		cancel()
 		unsub()
 		wg.Wait()
@@ -567,7 +582,7 @@ func TestFreezeOverrunRollsBack(t *testing.T) {
 // stuckFleet is a region whose nodes never apply anything.
 type stuckFleet struct{}
 
-func (stuckFleet) WaitApplied(ctx context.Context, _ string, _ uint64) error {
+func (stuckFleet) WaitApplied(ctx context.Context, _, _ string, _ uint64) error {
 	<-ctx.Done()
 	return ctx.Err()
 }

@@ -59,9 +59,10 @@ func (e *Error) Error() string {
 
 func (e *Error) Unwrap() error { return e.Err }
 
-// FleetWaiter waits until every API node of a region holds a topology version (shardmgr/fleet).
+// FleetWaiter waits until every API node of a region (service in Consul datacenter dc) holds a
+// topology version. ConsulFleet is the real one (shardmgr/fleet).
 type FleetWaiter interface {
-	WaitApplied(ctx context.Context, service string, version uint64) error
+	WaitApplied(ctx context.Context, dc, service string, version uint64) error
 }
 
 // VerifyFunc compares source and target over kr and returns nil when they hold the same rows, an
@@ -88,9 +89,9 @@ type Progress struct {
 type Config struct {
 	Consul   *consul.Client
 	Topology *topostore.Store
-	// Fleet waits for a region's nodes to hold a topology version; required.
+	// Fleet waits for a region's nodes to hold a topology version; nil: ConsulFleet on Consul.
 	Fleet FleetWaiter
-	// Verify compares source and target before the cutover; nil: CountVerify.
+	// Verify compares source and target before the cutover; nil: Verify (shardmgr/verify).
 	Verify VerifyFunc
 	// Prefix of the move records (DefaultPrefix); LockKey of the lock (shardlock.DefaultKey).
 	Prefix  string
@@ -126,7 +127,7 @@ type Config struct {
 	Logger   *slog.Logger
 }
 
-// DefaultConfig returns the tunables' defaults; set Consul, Topology and Fleet.
+// DefaultConfig returns the tunables' defaults; set Consul and Topology.
 func DefaultConfig() Config {
 	return Config{
 		Prefix:         DefaultPrefix,
@@ -150,8 +151,6 @@ func (c Config) Validate() error {
 		return errors.New("move: Config.Consul is required")
 	case c.Topology == nil:
 		return errors.New("move: Config.Topology is required")
-	case c.Fleet == nil:
-		return errors.New("move: Config.Fleet is required")
 	case c.Prefix == "" || c.Prefix[len(c.Prefix)-1] != '/':
 		return fmt.Errorf("move: Config.Prefix %q must end with /", c.Prefix)
 	case c.Password == nil:
@@ -181,7 +180,10 @@ func New(cfg Config) (*Runner, error) {
 		return nil, err
 	}
 	if cfg.Verify == nil {
-		cfg.Verify = CountVerify
+		cfg.Verify = Verify
+	}
+	if cfg.Fleet == nil {
+		cfg.Fleet = ConsulFleet{Client: cfg.Consul}
 	}
 	if cfg.Progress == nil {
 		cfg.Progress = func(Progress) {}
