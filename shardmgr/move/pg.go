@@ -177,14 +177,14 @@ type Leftover struct {
 
 func (l Leftover) String() string { return l.Kind + " " + l.Name }
 
-// Leftovers lists the replication objects of moves on db's server: slots named ObjectPrefix% and
-// table-synchronisation slots (pg_<oid>_sync_<relid>_<sysid>) of this database, and this database's
-// publications and subscriptions named ObjectPrefix%. A move that finished or was aborted leaves
+// Leftovers lists the replication objects of moves in db's database: slots named ObjectPrefix% and
+// table-synchronisation slots (pg_<oid>_sync_<relid>_<sysid>) of this database (a source), and
+// publications (a source) and subscriptions (a target) named ObjectPrefix%. A move that finished or was aborted leaves
 // none; one in progress has its own.
 func Leftovers(ctx context.Context, db *pgxpool.Pool) ([]Leftover, error) {
 	rows, err := db.Query(ctx, `
 SELECT 'slot', slot_name::text FROM pg_replication_slots
- WHERE slot_name LIKE 'meridian\_move\_%' OR (slot_name ~ '^pg_[0-9]+_sync_' AND database = current_database())
+ WHERE database = current_database() AND (slot_name LIKE 'meridian\_move\_%' OR slot_name ~ '^pg_[0-9]+_sync_')
 UNION ALL
 SELECT 'publication', pubname::text FROM pg_publication WHERE pubname LIKE 'meridian\_move\_%'
 UNION ALL
