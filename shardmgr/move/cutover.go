@@ -67,7 +67,7 @@ func (s *session) tryCutover(ctx context.Context) (bool, error) {
 		rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 		defer rcancel()
 		if err := s.setState(rctx, topology.Frozen, topology.Moving); err != nil {
-			return false, fmt.Errorf("rolling the freeze back after %v: %w", why, err)
+			return false, fmt.Errorf("rolling the freeze back (after: %w): %w", why, err)
 		}
 		m.Step = StepVerify // the next try starts over with the freeze
 		s.r.log.Warn("cutover rolled back", "move", m.ID, "why", why.Error())
