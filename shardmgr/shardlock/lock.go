@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -124,12 +125,12 @@ func AcquireWith(ctx context.Context, c *consul.Client, o Options) (*Lock, error
 		return nil, err
 	}
 	wctx := (&consul.WriteOptions{}).WithContext(ctx)
-	id, _, err := c.Session().Create(&consul.SessionEntry{
+	id, err := createSession(ctx, c, &consul.SessionEntry{
 		Name:      "meridian shardlock: " + o.Holder,
 		TTL:       o.TTL.String(),
 		LockDelay: o.LockDelay,
 		Behavior:  consul.SessionBehaviorRelease,
-	}, wctx)
+	})
 	if err != nil {
 		return nil, fmt.Errorf("shardlock: creating a session: %w", err)
 	}
@@ -173,6 +174,23 @@ func AcquireWith(ctx context.Context, c *consul.Client, o Options) (*Lock, error
 			destroy()
 			return nil, fmt.Errorf("shardlock: acquiring %s: %w", o.Key, ctx.Err())
 		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
+// createSession creates the session, waiting a little for an agent that has just started: a
+// session is tied to the agent's node, which the catalog lists only moments after the agent joined.
+func createSession(ctx context.Context, c *consul.Client, se *consul.SessionEntry) (string, error) {
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		id, _, err := c.Session().Create(se, (&consul.WriteOptions{}).WithContext(ctx))
+		if err == nil || !strings.Contains(err.Error(), "Missing node registration") || time.Now().After(deadline) {
+			return id, err
+		}
+		select {
+		case <-ctx.Done():
+			return "", ctx.Err()
+		case <-time.After(200 * time.Millisecond):
 		}
 	}
 }
