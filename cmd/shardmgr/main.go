@@ -1,4 +1,4 @@
-// Command shardmgr is the SRE's CLI for Meridian's shards: topology, status and migrations.
+// Command shardmgr is the SRE's CLI for Meridian's shards: topology, status, migrations and moves.
 package main
 
 import (
@@ -12,7 +12,7 @@ import (
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	code := cli.Run(ctx, os.Args[1:], cli.Env{Stdout: os.Stdout, Stderr: os.Stderr, Getenv: os.Getenv})
+	code := cli.Run(ctx, os.Args[1:], cli.Env{Stdout: os.Stdout, Stderr: os.Stderr, Getenv: os.Getenv, Stdin: os.Stdin, Exit: os.Exit})
 	stop()
 	os.Exit(code)
 }

@@ -14,6 +14,8 @@ import (
 	consul "github.com/hashicorp/consul/api"
 	"github.com/spf13/cobra"
 
+	"github.com/8thdegree/meridian/shardmgr/move"
+	"github.com/8thdegree/meridian/shardmgr/shardlock"
 	"github.com/8thdegree/meridian/shardmgr/topology"
 	"github.com/8thdegree/meridian/shardmgr/topostore"
 )
@@ -37,6 +39,10 @@ func usagef(format string, args ...any) error { return usageError{fmt.Errorf(for
 type Env struct {
 	Stdout, Stderr io.Writer
 	Getenv         func(string) string
+	// Stdin answers confirmations when it is a terminal; nil: destructive steps need --yes.
+	Stdin io.Reader
+	// Exit ends the process (MERIDIAN_FAULT); nil: os.Exit.
+	Exit func(int)
 }
 
 type options struct {
@@ -45,6 +51,9 @@ type options struct {
 	output     string
 	timeout    time.Duration
 	verbose    bool
+	// lockKey is the shard lock (shardlock) and movesPrefix the move records' KV prefix.
+	lockKey     string
+	movesPrefix string
 }
 
 // Run executes the shardmgr command line and returns the process exit code.
@@ -90,6 +99,14 @@ func newRoot(env Env) *cobra.Command {
 	if defKey == "" {
 		defKey = topostore.DefaultKey
 	}
+	defLock := env.Getenv("MERIDIAN_LOCK_KEY")
+	if defLock == "" {
+		defLock = shardlock.DefaultKey
+	}
+	defMoves := env.Getenv("MERIDIAN_MOVES_PREFIX")
+	if defMoves == "" {
+		defMoves = move.DefaultPrefix
+	}
 	root := &cobra.Command{
 		Use:           "shardmgr",
 		Short:         "Inspect and operate Meridian's shards and topology",
@@ -102,6 +119,9 @@ func newRoot(env Env) *cobra.Command {
 			if o.timeout <= 0 {
 				return usagef("--timeout must be positive")
 			}
+			if !strings.HasSuffix(o.movesPrefix, "/") {
+				return usagef("--moves-prefix %q must end with /", o.movesPrefix)
+			}
 			return nil
 		},
 	}
@@ -111,7 +131,10 @@ func newRoot(env Env) *cobra.Command {
 	pf.StringVarP(&o.output, "output", "o", "table", "output format: table or json")
 	pf.DurationVar(&o.timeout, "timeout", 30*time.Second, "deadline for the whole command")
 	pf.BoolVarP(&o.verbose, "verbose", "v", false, "log progress to stderr")
+	pf.StringVar(&o.lockKey, "lock-key", defLock, "Consul KV key of the shard lock that migrate and move take (env MERIDIAN_LOCK_KEY)")
+	pf.StringVar(&o.movesPrefix, "moves-prefix", defMoves, "Consul KV prefix of the move records (env MERIDIAN_MOVES_PREFIX)")
 	root.AddCommand(newTopologyCmd(o, env), newStatusCmd(o, env), newMigrateCmd(o, env), newResidencyCmd(o, env), newVerifyCmd(o, env))
+	root.AddCommand(newMoveCmd(o, env), newMovesCmd(o, env))
 	return root
 }
 

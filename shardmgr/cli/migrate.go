@@ -26,6 +26,11 @@ func newMigrateCmd(o *options, env Env) *cobra.Command {
 		if err != nil {
 			return err
 		}
+		lock, err := o.takeShardLock(ctx, env, "migrate up")
+		if err != nil {
+			return err
+		}
+		defer func() { _ = lock.Release(context.WithoutCancel(ctx)) }()
 		results, err := migrate.Up(ctx, targets, migrate.Options{Concurrency: concurrency, Logger: o.logger(env)})
 		if o.output == "json" {
 			if jerr := writeJSON(env.Stdout, upJSON(results)); jerr != nil {
@@ -89,6 +94,11 @@ func newMigrateCmd(o *options, env Env) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			lock, err := o.takeShardLock(ctx, env, "migrate down")
+			if err != nil {
+				return err
+			}
+			defer func() { _ = lock.Release(context.WithoutCancel(ctx)) }()
 			if err := migrate.Down(ctx, targets[0], to, migrate.Options{Logger: o.logger(env)}); err != nil {
 				return err
 			}

@@ -1,0 +1,159 @@
+package move
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/8thdegree/meridian/shardmgr/topology"
+)
+
+// cutover runs freeze, drain and flip as one unit, within the freeze budget, a few times if a try
+// would overrun it. The record is written only after the flip: the steps between are too short to
+// be worth a Consul write each inside the write pause, and a resume re-reads the topology anyway
+// (a frozen keyrange found there is unfrozen and the cutover redone).
+func (s *session) cutover(ctx context.Context) error {
+	m := s.m
+	backoff := s.r.cfg.FreezeBackoff
+	for attempt := 1; ; attempt++ {
+		m.FreezeAttempts++
+		done, err := s.tryCutover(ctx)
+		if err != nil {
+			return err
+		}
+		if done {
+			return nil
+		}
+		if attempt >= s.r.cfg.FreezeAttempts {
+			return fmt.Errorf("%w (%s, %d attempts, each rolled back to moving)", ErrFreezeBudget, s.r.cfg.MaxPause, attempt)
+		}
+		s.r.cfg.Progress(Progress{Move: m.ID, Step: StepFreeze, Message: fmt.Sprintf("cutover attempt %d would overrun %s: rolled back, retrying in %s", attempt, s.r.cfg.MaxPause, backoff)})
+		if err := sleep(ctx, backoff); err != nil {
+			return err
+		}
+		backoff *= 2
+		if err := s.catchup(ctx); err != nil {
+			return err
+		}
+	}
+}
+
+// tryCutover freezes, waits for the region's nodes, drains and flips. It returns false, with the
+// keyrange back to moving, when the budget ran out before the drain completed.
+func (s *session) tryCutover(ctx context.Context) (bool, error) {
+	m := s.m
+	m.startStep(StepFreeze, time.Now().UTC())
+	frozen, err := s.modify(ctx, func(a *topology.Assignment) error {
+		if a.Shard != m.Source || (a.State != topology.Moving && a.State != topology.Frozen) {
+			return fmt.Errorf("keyrange %s is %s on %s; the cutover expects it moving on %s", a.Range, a.State, a.Shard, m.Source)
+		}
+		a.State = topology.Frozen
+		return nil
+	})
+	if err != nil {
+		return false, err
+	}
+	frozenAt := time.Now()
+	deadline := frozenAt.Add(s.r.cfg.MaxPause)
+	bctx, cancel := context.WithDeadline(ctx, deadline)
+	defer cancel()
+
+	rollback := func(why error) (bool, error) {
+		if ctx.Err() != nil {
+			return false, ctx.Err()
+		}
+		// A fresh context: ctx may be the one that ran out, and the held writes must go on.
+		rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer rcancel()
+		if err := s.setState(rctx, topology.Frozen, topology.Moving); err != nil {
+			return false, fmt.Errorf("rolling the freeze back (after: %w): %w", why, err)
+		}
+		m.Step = StepVerify // the next try starts over with the freeze
+		s.r.log.Warn("cutover rolled back", "move", m.ID, "why", why.Error())
+		return false, nil
+	}
+	overran := func(err error) bool { return errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil }
+
+	if err := s.r.cfg.Fleet.WaitApplied(bctx, s.region.ConsulDC, s.region.APIService, frozen.Version); err != nil {
+		if overran(err) {
+			return rollback(fmt.Errorf("the nodes of %s did not all apply version %d within %s", s.region.Name, frozen.Version, s.r.cfg.MaxPause))
+		}
+		_, rerr := rollback(err)
+		return false, errors.Join(fmt.Errorf("waiting for the nodes of %s: %w", s.region.Name, err), rerr)
+	}
+	m.finishStep(StepFreeze, time.Now().UTC())
+	if err := s.fault(StepFreeze); err != nil {
+		return false, err
+	}
+
+	m.startStep(StepDrain, time.Now().UTC())
+	if err := s.drain(bctx); err != nil {
+		if overran(err) {
+			return rollback(fmt.Errorf("the drain did not finish within %s", s.r.cfg.MaxPause))
+		}
+		_, rerr := rollback(err)
+		return false, errors.Join(err, rerr)
+	}
+	m.finishStep(StepDrain, time.Now().UTC())
+	if err := s.fault(StepDrain); err != nil {
+		return false, err
+	}
+
+	// The flip ends the hold as a rollback would, so once drained it is written even past the
+	// budget (the budget leaves the nodes' hold a margin for exactly this).
+	m.startStep(StepFlip, time.Now().UTC())
+	if _, err := s.modify(ctx, func(a *topology.Assignment) error {
+		if a.Shard == m.Target {
+			return nil
+		}
+		if a.Shard != m.Source || a.State != topology.Frozen {
+			return fmt.Errorf("keyrange %s is %s on %s; the flip expects it frozen on %s", a.Range, a.State, a.Shard, m.Source)
+		}
+		a.Shard, a.State = m.Target, topology.Serving
+		return nil
+	}); err != nil {
+		_, rerr := rollback(err)
+		return false, errors.Join(fmt.Errorf("flipping: %w", err), rerr)
+	}
+	flippedAt := time.Now()
+	m.WritePauseMillis = float64(flippedAt.Sub(frozenAt).Microseconds()) / 1000
+	s.r.cfg.Progress(Progress{Move: m.ID, Step: StepFlip, Message: fmt.Sprintf("flipped to %s; writes paused %.1f ms", m.Target, m.WritePauseMillis)})
+	s.r.log.Info("move flipped", "move", m.ID, "write_pause_ms", m.WritePauseMillis)
+	return true, s.complete(ctx, StepFlip)
+}
+
+// drain waits until no transaction that may have been routed to the source before the freeze
+// reached the nodes is open there, then until the target confirmed everything the source had
+// committed by then.
+func (s *session) drain(ctx context.Context) error {
+	before, err := s.repl.sourceNow(ctx)
+	if err != nil {
+		return err
+	}
+	for {
+		n, err := s.repl.inFlight(ctx, before)
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			break
+		}
+		if err := sleep(ctx, 2*time.Millisecond); err != nil {
+			return err
+		}
+	}
+	lsn, err := s.repl.flushMark(ctx)
+	if err != nil {
+		return err
+	}
+	for {
+		ok, err := s.repl.confirmedPast(ctx, lsn)
+		if err != nil || ok {
+			return err
+		}
+		if err := sleep(ctx, 2*time.Millisecond); err != nil {
+			return err
+		}
+	}
+}
