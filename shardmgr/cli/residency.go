@@ -19,9 +19,6 @@ import (
 	"github.com/8thdegree/meridian/shardmgr/topology"
 )
 
-// shardLockKey is the Consul key of the lock every shard operation (move, split, pin, migrate)
-// takes: shardlock.DefaultKey, agreed between the branches of issue 8. The audit only reads it.
-const shardLockKey = "meridian/locks/shards"
 
 func newResidencyCmd(o *options, env Env) *cobra.Command {
 	cmd := &cobra.Command{
@@ -149,10 +146,10 @@ func (o *options) recheck(ctx context.Context, rep *residency.Report) {
 	if err != nil {
 		return
 	}
-	pair, _, err := client.KV().Get(shardLockKey, (&consul.QueryOptions{}).WithContext(ctx))
+	pair, _, err := client.KV().Get(o.lockKey, (&consul.QueryOptions{}).WithContext(ctx))
 	if err == nil && pair != nil && pair.Session != "" {
 		holder := strings.TrimSpace(string(pair.Value))
-		rep.Warnings = append(rep.Warnings, fmt.Sprintf("a shard operation held %s during the audit (holder %q): rows of a keyrange it is copying or cleaning may show as in_move or wrong_shard", shardLockKey, holder))
+		rep.Warnings = append(rep.Warnings, fmt.Sprintf("a shard operation held %s during the audit (holder %q): rows of a keyrange it is copying or cleaning may show as in_move or wrong_shard", o.lockKey, holder))
 	}
 }
 
