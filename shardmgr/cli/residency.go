@@ -19,7 +19,6 @@ import (
 	"github.com/8thdegree/meridian/shardmgr/topology"
 )
 
-
 func newResidencyCmd(o *options, env Env) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "residency",
