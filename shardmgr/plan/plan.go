@@ -515,9 +515,16 @@ func boundHex(k shardkey.KeyspaceID) string {
 // SplitPoint returns the split point with the shortest Vitess spelling that divides a keyrange's rows
 // exactly as its median row does: a point above below (the ksid of the row just before the median row,
 // or kr.Start when there is none) and at most median (the median row's ksid), keeping as few leading
-// bytes of median as it can. It returns false when no point strictly inside kr exists (every row on
-// kr.Start's ksid).
+// bytes of median as it can. When below and median are the same ksid (many rows on one ksid), the point
+// is that ksid: its rows go to the upper half. It returns false when no point strictly inside kr exists
+// (the median row on kr.Start's ksid).
 func SplitPoint(kr shardkey.KeyRange, below, median shardkey.KeyspaceID) (shardkey.KeyspaceID, bool) {
+	if below >= median {
+		if uint64(median) > kr.Start && kr.Contains(median) {
+			return median, true
+		}
+		return 0, false
+	}
 	for keep := 1; keep <= 8; keep++ {
 		x := uint64(median)
 		if keep < 8 {
