@@ -1,4 +1,5 @@
-// Command shardmgr is the SRE's CLI for Meridian's shards: topology, status and migrations.
+// Command shardmgr is the SRE's CLI for Meridian's shards: topology, status, migrations, adding and
+// removing shards, splits, the rebalancing plan and its application.
 package main
 
 import (

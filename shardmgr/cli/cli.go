@@ -112,6 +112,7 @@ func newRoot(env Env) *cobra.Command {
 	pf.DurationVar(&o.timeout, "timeout", 30*time.Second, "deadline for the whole command")
 	pf.BoolVarP(&o.verbose, "verbose", "v", false, "log progress to stderr")
 	root.AddCommand(newTopologyCmd(o, env), newStatusCmd(o, env), newMigrateCmd(o, env))
+	root.AddCommand(newShardCmd(o, env), newSplitCmd(o, env), newPlanCmd(o, env), newRebalanceCmd(o, env))
 	return root
 }
 
