@@ -14,8 +14,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -67,6 +65,10 @@ type Node struct {
 	ready     chan struct{}
 	readyOnce sync.Once
 	running   atomic.Bool
+	// applied is signalled after the pools applied a topology (topologyApplied); published is the
+	// version the node's Consul registration carries (publishVersion).
+	applied   chan struct{}
+	published atomic.Uint64
 }
 
 // ErrAlreadyRunning is returned by Run and Serve on a node that runs already.
@@ -83,7 +85,7 @@ func New(cfg Config, log *slog.Logger) (*Node, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	log = log.With("region", cfg.Region)
-	n := &Node{cfg: cfg, log: log, registry: prometheus.NewRegistry(), ready: make(chan struct{})}
+	n := &Node{cfg: cfg, log: log, registry: prometheus.NewRegistry(), ready: make(chan struct{}), applied: make(chan struct{}, 1)}
 	if cfg.RegionFile != "" {
 		r, err := topology.LoadRegionFile(cfg.RegionFile)
 		if err != nil {
@@ -140,7 +142,9 @@ func New(cfg Config, log *slog.Logger) (*Node, error) {
 		DialTimeout: time.Second, ReadTimeout: 500 * time.Millisecond, WriteTimeout: 500 * time.Millisecond,
 		MaxRetries: 1, ContextTimeoutEnabled: true,
 	})
-	n.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	n.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		newKeyRangeRequests(n.pools, cfg.Region))
+	n.registry.MustRegister(n.topologyGauges()...)
 	n.deps = &feature.Deps{
 		Region:     cfg.Region,
 		Pools:      n.pools,
@@ -231,6 +235,7 @@ func (n *Node) followTopology(ctx context.Context) error {
 		if err := n.pools.Apply(ctx, t); err != nil {
 			return err
 		}
+		n.topologyApplied()
 		if n.cfg.RedisAddr == "" && region.RedisAddr != "" {
 			if cur := n.redisAddr.Load(); cur == nil || *cur != region.RedisAddr {
 				addr := region.RedisAddr
@@ -327,13 +332,9 @@ func (n *Node) Serve(ctx context.Context, ln net.Listener) error {
 	go func() { serveErr <- srv.Serve(ln) }()
 	n.log.Info("api node serving", "addr", ln.Addr().String(), "tasks", n.Tasks())
 
-	serviceID := ""
+	serviceID, stopPublishing := "", func() {}
 	if n.cfg.RegisterService {
-		region, _ := n.pools.Table().Topology().Region(n.cfg.Region)
-		var err error
-		if serviceID, err = n.register(region.APIService, ln.Addr()); err != nil {
-			n.log.Error("registering in Consul failed; routers will not find this node until it succeeds", "err", err)
-		}
+		serviceID, stopPublishing = n.joinCatalog(ctx, ln.Addr())
 	}
 
 	var err error
@@ -343,6 +344,9 @@ func (n *Node) Serve(ctx context.Context, ln net.Listener) error {
 		runErr <- err // for stopped below
 	case <-ctx.Done():
 	}
+	// The publisher stops first: a registration of its after the deregistration would put the node
+	// back in the catalog.
+	stopPublishing()
 	if serviceID != "" {
 		// Leave the catalog first, so routers stop sending before the listener closes.
 		if derr := n.consul.Agent().ServiceDeregister(serviceID); derr != nil {
@@ -364,42 +368,6 @@ func (n *Node) Serve(ctx context.Context, ln net.Listener) error {
 		}
 	}
 	return err
-}
-
-// register adds the node to Consul's catalog under the region's API service, checked on /readyz.
-func (n *Node) register(service string, addr net.Addr) (string, error) {
-	adv := n.cfg.AdvertiseAddr
-	if adv == "" {
-		adv = addr.String()
-	}
-	host, portStr, err := net.SplitHostPort(adv)
-	if err != nil {
-		return "", err
-	}
-	port, _ := strconv.Atoi(portStr)
-	id := n.cfg.NodeID
-	if id == "" {
-		hn, _ := os.Hostname()
-		id = fmt.Sprintf("%s-%s-%d", service, hn, port)
-	}
-	reg := &consul.AgentServiceRegistration{
-		ID:      id,
-		Name:    service,
-		Address: host,
-		Port:    port,
-		Tags:    []string{"region=" + n.cfg.Region},
-		Meta:    map[string]string{"region": n.cfg.Region},
-		Check: &consul.AgentServiceCheck{
-			HTTP:                           "http://" + net.JoinHostPort(host, portStr) + "/readyz",
-			Interval:                       "1s",
-			Timeout:                        "1s",
-			DeregisterCriticalServiceAfter: "1m",
-		},
-	}
-	if err := n.consul.Agent().ServiceRegister(reg); err != nil {
-		return "", err
-	}
-	return id, nil
 }
 
 // Handler returns the node's HTTP handler, for tests and embedding; it needs Run to be running.
@@ -429,7 +397,13 @@ func (n *Node) readyz(w http.ResponseWriter, r *http.Request) {
 		status = http.StatusServiceUnavailable
 		out["topology"] = "missing"
 	} else {
-		out["topology"] = map[string]any{"version": tab.Version(), "source": n.watcher.Source()}
+		topo := map[string]any{"version": tab.Version(), "source": n.watcher.Source()}
+		if n.cfg.RegisterService {
+			// What shardmgr/fleet sees of this node; it lags version only while a registration is
+			// under way or Consul is away.
+			topo["published"] = n.published.Load()
+		}
+		out["topology"] = topo
 		targets := n.pools.Targets(n.cfg.Region)
 		res := shardpool.Scatter(ctx, targets, shardpool.ScatterOptions{PerShardTimeout: 500 * time.Millisecond},
 			func(ctx context.Context, t shardpool.Target) (struct{}, error) { return struct{}{}, t.Pool.Ping(ctx) })

@@ -20,4 +20,12 @@
 // flip or at the same shard after an abort. A write gives up after its maxHold with ErrFrozen, or when
 // its context ends. Nothing polls, and the path of a write to a keyrange that is not frozen is one atomic
 // load and one table lookup, as for a read.
+//
+// # Request counts per keyrange
+//
+// ReadShard and WriteShard count what they route, per keyrange and shard (KeyRangeCounts): the load the
+// rebalance planner reads from every node (shardmgr/load). The count is one atomic add on a counter the
+// lookup finds by index in the snapshot, each counter on a cache line of its own: no lock, no map probe,
+// no allocation. A write is counted once, when it is routed to a shard that serves (after its hold, if
+// it was held); refused and failed routings are not counted.
 package shardpool

@@ -120,6 +120,9 @@ type state struct {
 	// changed is closed when this state is replaced: it wakes the writes held for a frozen keyrange
 	// (WriteShard) without polling and without a lock on the routing path.
 	changed chan struct{}
+	// counters[i] counts the requests routed through table.Routes()[i]: one atomic add per request,
+	// found by the lookup's index.
+	counters []*rangeCounter
 }
 
 // Manager owns the pools of every shard in the topology. It is safe for concurrent use.
@@ -130,6 +133,8 @@ type Manager struct {
 	closed bool
 	cur    atomic.Pointer[state]
 	retire sync.WaitGroup
+	// counters outlive the states that point at them (see countersFor); guarded by mu.
+	counters map[counterKey]*rangeCounter
 }
 
 // New returns a Manager with no topology; call Apply before routing.
@@ -161,7 +166,7 @@ func (m *Manager) Apply(ctx context.Context, t *topology.Topology) error {
 		m.log.Warn("ignoring an older topology", "have", old.table.Version(), "got", tab.Version())
 		return nil
 	}
-	next := &state{table: tab, pools: make(map[string]*shardPool, len(t.Shards)), changed: make(chan struct{})}
+	next := &state{table: tab, pools: make(map[string]*shardPool, len(t.Shards)), changed: make(chan struct{}), counters: m.countersFor(tab)}
 	var created []*pgxpool.Pool
 	for _, s := range tab.Topology().Shards {
 		if old != nil {
@@ -256,9 +261,11 @@ func (m *Manager) Table() *topology.Table {
 
 // Route returns the pool of the shard that owns k (after relocation) and the route itself, whose State
 // tells a writer whether the keyrange is frozen for a cutover. It does not check the region: an API node
-// serving its own region's data uses ReadShard and WriteShard.
+// serving its own region's data uses ReadShard and WriteShard. Route is not counted in KeyRangeCounts:
+// it answers tools and cross-region look-ups, not the region's load.
 func (m *Manager) Route(k shardkey.KeyspaceID) (Routed, error) {
-	return m.cur.Load().route(k)
+	r, _, err := m.cur.Load().route(k)
+	return r, err
 }
 
 // Shard returns one shard's target.

@@ -41,7 +41,12 @@ func (r Routed) Frozen() bool { return r.Route.State == topology.Frozen }
 // reads are never held. Errors: ErrNoTopology, topology.ErrNoShard for a ksid no keyrange covers, and a
 // *WrongRegionError (wrapping ErrWrongRegion, returned with the Routed found) for another region's data.
 func (m *Manager) ReadShard(k shardkey.KeyspaceID, region string) (Routed, error) {
-	return m.cur.Load().routeIn(k, region)
+	s := m.cur.Load()
+	r, i, err := s.routeIn(k, region)
+	if err == nil {
+		s.counters[i].reads.Add(1)
+	}
+	return r, err
 }
 
 // WriteShard is ReadShard for writes. While k's keyrange is frozen it holds the write: every time the
@@ -56,9 +61,14 @@ func (m *Manager) WriteShard(ctx context.Context, k shardkey.KeyspaceID, region 
 		// The route and the channel come from one snapshot: a topology applied after the Load has
 		// already closed s.changed, so no flip can slip between the lookup and the wait.
 		s := m.cur.Load()
-		r, err := s.routeIn(k, region)
-		if err != nil || !r.Frozen() {
+		r, i, err := s.routeIn(k, region)
+		if err != nil {
 			return r, err
+		}
+		if !r.Frozen() {
+			// Counted where it goes: a held write counts once, at the shard it is released to.
+			s.counters[i].writes.Add(1)
+			return r, nil
 		}
 		if deadline == nil {
 			if maxHold <= 0 {
@@ -78,23 +88,24 @@ func (m *Manager) WriteShard(ctx context.Context, k shardkey.KeyspaceID, region 
 	}
 }
 
-// route looks k up in the snapshot s, which may be nil before the first Apply.
-func (s *state) route(k shardkey.KeyspaceID) (Routed, error) {
+// route looks k up in the snapshot s, which may be nil before the first Apply. The index is the route's
+// in s.table.Routes() (and s.counters).
+func (s *state) route(k shardkey.KeyspaceID) (Routed, int, error) {
 	if s == nil {
-		return Routed{}, ErrNoTopology
+		return Routed{}, -1, ErrNoTopology
 	}
-	r, err := s.table.Lookup(k)
+	r, i, err := s.table.LookupIndex(k)
 	if err != nil {
-		return Routed{}, err
+		return Routed{}, -1, err
 	}
 	p := s.pools[r.Shard.Name]
-	return Routed{Target: Target{Shard: r.Shard.Name, Region: r.Shard.Region, Pool: p.pool}, Route: r}, nil
+	return Routed{Target: Target{Shard: r.Shard.Name, Region: r.Shard.Region, Pool: p.pool}, Route: r}, i, nil
 }
 
-func (s *state) routeIn(k shardkey.KeyspaceID, region string) (Routed, error) {
-	r, err := s.route(k)
+func (s *state) routeIn(k shardkey.KeyspaceID, region string) (Routed, int, error) {
+	r, i, err := s.route(k)
 	if err == nil && r.Region != region {
-		return r, &WrongRegionError{KeyspaceID: k, Region: r.Region, Want: region}
+		return r, i, &WrongRegionError{KeyspaceID: k, Region: r.Region, Want: region}
 	}
-	return r, err
+	return r, i, err
 }

@@ -235,3 +235,126 @@ func TestWriteShardNotFrozenDoesNotAllocate(t *testing.T) {
 		t.Fatalf("WriteShard allocates %v times per call", n)
 	}
 }
+
+// Reads and writes are counted per keyrange and shard; a held write counts once, at the shard it is
+// released to; refused routings are not counted; counts survive a new topology and the keyrange that
+// left keeps its last count.
+func TestKeyRangeCounts(t *testing.T) {
+	ctx := context.Background()
+	m, topo := lazyManager(t)
+	if got := m.KeyRangeCounts(); len(got) != len(topo.KeyRanges) {
+		t.Fatalf("%d counters, want one per keyrange (%d)", len(got), len(topo.KeyRanges))
+	}
+	k := shardkey.NewKeyspaceID(0x20, []byte("counted"))
+	kr := topo.KeyRanges[rangeOf(t, topo, k)]
+	count := func() KeyRangeCount {
+		t.Helper()
+		for _, c := range m.KeyRangeCounts() {
+			if c.Range == kr.Range && c.Shard == kr.Shard {
+				return c
+			}
+		}
+		t.Fatalf("no counter for %s on %s", kr.Range, kr.Shard)
+		return KeyRangeCount{}
+	}
+	for range 3 {
+		if _, err := m.ReadShard(k, "us-east"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := m.WriteShard(ctx, k, "us-east", time.Second); err != nil {
+		t.Fatal(err)
+	}
+	// Another region's request is refused, not counted.
+	_, _ = m.ReadShard(k, "eu-west")
+	_, _ = m.WriteShard(ctx, k, "eu-west", time.Second)
+	if c := count(); c.Reads != 3 || c.Writes != 1 || c.Region != "us-east" {
+		t.Fatalf("counts %+v, want 3 reads and 1 write in us-east", c)
+	}
+
+	frozen := withState(t, topo, k, topology.Frozen)
+	if err := m.Apply(ctx, frozen); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.WriteShard(ctx, k, "us-east", 0); !errors.Is(err, ErrFrozen) {
+		t.Fatal(err)
+	}
+	done := holdWrite(t, ctx, m, k, time.Minute)
+	if c := count(); c.Writes != 1 {
+		t.Fatalf("a refused or held write was counted: %+v", c)
+	}
+	if err := m.Apply(ctx, flipped(t, frozen, k)); err != nil {
+		t.Fatal(err)
+	}
+	if h := <-done; h.err != nil {
+		t.Fatal(h.err)
+	}
+	if c := count(); c.Reads != 3 || c.Writes != 1 {
+		t.Fatalf("the source's counts changed after the flip: %+v", c)
+	}
+	var target KeyRangeCount
+	for _, c := range m.KeyRangeCounts() {
+		if c.Range == kr.Range && c.Shard == "us-east-3" {
+			target = c
+		}
+	}
+	if target.Writes != 1 || target.Reads != 0 {
+		t.Fatalf("the released write was not counted once on the target: %+v", target)
+	}
+}
+
+// Counting adds nothing to the hot path: no allocation for a read either.
+func TestReadShardDoesNotAllocate(t *testing.T) {
+	m, _ := lazyManager(t)
+	k := shardkey.NewKeyspaceID(0x40, []byte("hot"))
+	if n := testing.AllocsPerRun(100, func() {
+		if _, err := m.ReadShard(k, "eu-west"); err != nil {
+			t.Fatal(err)
+		}
+	}); n != 0 {
+		t.Fatalf("ReadShard allocates %v times per call", n)
+	}
+}
+
+// BenchmarkReadShard measures a counted read against Route (the same routing, not counted: the
+// baseline), in parallel, so that contention on the counters shows.
+func BenchmarkReadShard(b *testing.B) {
+	m, err := New(DefaultConfig(), nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer m.Close()
+	if err := m.Apply(context.Background(), topology.Example()); err != nil {
+		b.Fatal(err)
+	}
+	keys := make([]shardkey.KeyspaceID, 1024)
+	for i := range keys {
+		keys[i] = shardkey.NewKeyspaceID(0x40, []byte{byte(i), byte(i >> 8)})
+	}
+	b.Run("route", func(b *testing.B) {
+		b.ReportAllocs()
+		b.RunParallel(func(pb *testing.PB) {
+			i := 0
+			for pb.Next() {
+				if _, err := m.Route(keys[i&1023]); err != nil {
+					b.Error(err)
+					return
+				}
+				i++
+			}
+		})
+	})
+	b.Run("counted", func(b *testing.B) {
+		b.ReportAllocs()
+		b.RunParallel(func(pb *testing.PB) {
+			i := 0
+			for pb.Next() {
+				if _, err := m.ReadShard(keys[i&1023], "eu-west"); err != nil {
+					b.Error(err)
+					return
+				}
+				i++
+			}
+		})
+	})
+}

@@ -80,13 +80,20 @@ func (tab *Table) Resolve(k shardkey.KeyspaceID) shardkey.KeyspaceID {
 
 // Lookup returns the shard that owns k after relocation. It does not allocate.
 func (tab *Table) Lookup(k shardkey.KeyspaceID) (Route, error) {
+	r, _, err := tab.LookupIndex(k)
+	return r, err
+}
+
+// LookupIndex is Lookup that also returns the route's position in Routes(), so that a caller can keep
+// per-keyrange data (request counters) in a slice beside the table: an index, not a map probe.
+func (tab *Table) LookupIndex(k shardkey.KeyspaceID) (Route, int, error) {
 	k = tab.Resolve(k)
 	// Find the last keyrange that starts at or before k. The loop has a fixed trip count and a
 	// conditional move instead of a data-dependent branch, so random keys do not stall on mispredictions.
 	v := uint64(k)
 	n := len(tab.starts)
 	if n == 0 || tab.starts[0] > v {
-		return Route{}, ErrNoShard
+		return Route{}, -1, ErrNoShard
 	}
 	base := 0
 	for n > 1 {
@@ -99,10 +106,10 @@ func (tab *Table) Lookup(k shardkey.KeyspaceID) (Route, error) {
 	lo := base + 1
 	r := tab.routes[lo-1]
 	if !r.Range.Contains(k) {
-		return Route{}, ErrNoShard
+		return Route{}, -1, ErrNoShard
 	}
 	r.KeyspaceID = k
-	return r, nil
+	return r, lo - 1, nil
 }
 
 // Routes returns every keyrange route in keyspace order. Callers must not modify the result.

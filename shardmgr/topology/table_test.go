@@ -253,3 +253,20 @@ func TestLookupDoesNotAllocate(t *testing.T) {
 		t.Fatalf("Lookup allocates %.1f times per run", allocs)
 	}
 }
+
+// LookupIndex names the position of the route in Routes(): callers keep per-keyrange data beside it.
+func TestLookupIndexMatchesRoutes(t *testing.T) {
+	tab := mustCompile(t, bigTopology())
+	for _, k := range benchKeys() {
+		r, i, err := tab.LookupIndex(k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := tab.Routes()[i]; got.Range != r.Range || got.Shard != r.Shard {
+			t.Fatalf("ksid %s: index %d is %s on %s, Lookup said %s on %s", k, i, got.Range, got.Shard.Name, r.Range, r.Shard.Name)
+		}
+	}
+	if _, i, err := tab.LookupIndex(0); !errors.Is(err, ErrNoShard) || i != -1 {
+		t.Fatalf("uncovered ksid: %d, %v", i, err)
+	}
+}

@@ -1,0 +1,201 @@
+package api
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"net"
+	"os"
+	"strconv"
+	"time"
+
+	consul "github.com/hashicorp/consul/api"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/8thdegree/meridian/shardmgr/shardpool"
+)
+
+// TopologyVersionMeta is the key of the node's Consul service metadata that holds the topology version
+// its shard pools route with. shardmgr/fleet reads it to wait until every node of a region holds a
+// version (a move's cutover waits so for its freeze); the two must agree on the name.
+const TopologyVersionMeta = "topology_version"
+
+// A node publishes its topology version by re-registering its service with new metadata. Consul's
+// agent (1.16 here) keeps the status of a check it already runs across the re-registration (the
+// snapshot in agent.addServiceInternal), so the node stays passing and routers keep sending to it;
+// shardmgr/fleet's TestRegisterAgainKeepsCheckPassing and api's TestNodePublishesTopologyVersion pin
+// that against the real agent. The alternatives were worse: a KV key per node needs a session to vanish
+// with the node and a second watch to join with the health checks, and setting the check's Status on
+// every update would hide a failing check for a moment.
+
+// registration is the node's service registration, without the version: publishVersion adds it.
+func (n *Node) registration(service string, addr net.Addr) (*consul.AgentServiceRegistration, error) {
+	adv := n.cfg.AdvertiseAddr
+	if adv == "" {
+		adv = addr.String()
+	}
+	host, portStr, err := net.SplitHostPort(adv)
+	if err != nil {
+		return nil, err
+	}
+	port, _ := strconv.Atoi(portStr)
+	id := n.cfg.NodeID
+	if id == "" {
+		hn, _ := os.Hostname()
+		id = fmt.Sprintf("%s-%s-%d", service, hn, port)
+	}
+	return &consul.AgentServiceRegistration{
+		ID:      id,
+		Name:    service,
+		Address: host,
+		Port:    port,
+		Tags:    []string{"region=" + n.cfg.Region},
+		Meta:    map[string]string{"region": n.cfg.Region},
+		Check: &consul.AgentServiceCheck{
+			HTTP:                           "http://" + net.JoinHostPort(host, portStr) + "/readyz",
+			Interval:                       "1s",
+			Timeout:                        "1s",
+			DeregisterCriticalServiceAfter: "1m",
+		},
+	}, nil
+}
+
+// registerTimeout bounds one registration: the agent is local, and a hung one must not hang shutdown.
+const registerTimeout = 5 * time.Second
+
+// joinCatalog registers the node in Consul under its region's API service and starts publishVersion,
+// which registers again with every topology version the pools apply (and retries a failed first
+// registration). It returns the service ID and a stop that returns once publishVersion has returned.
+func (n *Node) joinCatalog(ctx context.Context, addr net.Addr) (string, func()) {
+	region, _ := n.pools.Table().Topology().Region(n.cfg.Region)
+	reg, err := n.registration(region.APIService, addr)
+	if err != nil {
+		n.log.Error("cannot register in Consul; routers will not find this node", "err", err)
+		return "", func() {}
+	}
+	registered := true
+	if err := n.register(ctx, reg); err != nil {
+		registered = false
+		n.log.Error("registering in Consul failed; routers will not find this node until it succeeds", "err", err)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		n.publishVersion(ctx, reg, registered)
+	}()
+	return reg.ID, func() {
+		cancel()
+		<-done
+	}
+}
+
+// register registers reg with the topology version the pools route with now. The call is bounded by its
+// own timeout, not by ctx's end: a registration cancelled half-way could still reach the agent after
+// Serve's deregistration and put the node back in the catalog.
+func (n *Node) register(ctx context.Context, reg *consul.AgentServiceRegistration) error {
+	v := n.pools.Table().Version()
+	r := *reg
+	r.Meta = maps.Clone(reg.Meta)
+	r.Meta[TopologyVersionMeta] = strconv.FormatUint(v, 10)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), registerTimeout)
+	defer cancel()
+	if err := n.consul.Agent().ServiceRegisterOpts(&r, consul.ServiceRegisterOpts{}.WithContext(ctx)); err != nil {
+		return err
+	}
+	n.published.Store(v)
+	return nil
+}
+
+// publishVersion keeps the version in the node's registration equal to the one its pools route with,
+// until ctx ends: followTopology signals every applied topology on n.applied, after the pools have
+// applied it, so the version a node publishes is one whose frozen keyranges it already holds writes
+// for. A failed registration (Consul away) is retried with back-off: until it succeeds a move waiting
+// for this node waits, which is the safe side.
+func (n *Node) publishVersion(ctx context.Context, reg *consul.AgentServiceRegistration, registered bool) {
+	failures := 0
+	var retry <-chan time.Time
+	for {
+		if v := n.pools.Table().Version(); !registered || v != n.published.Load() {
+			if err := n.register(ctx, reg); err != nil {
+				failures++
+				delay := min(50*time.Millisecond<<min(failures-1, 8), 5*time.Second)
+				if failures == 1 || failures%20 == 0 {
+					n.log.Warn("registering in Consul failed; routers do not find this node, and moves wait for it, until it succeeds",
+						"version", v, "err", err, "failures", failures, "retry_in", delay)
+				}
+				retry = time.After(delay)
+			} else {
+				if registered {
+					n.log.Info("topology version published in Consul", "version", n.published.Load())
+				} else {
+					n.log.Info("registered in Consul", "topology_version", n.published.Load(), "after_failures", failures)
+				}
+				registered, failures, retry = true, 0, nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-n.applied:
+		case <-retry:
+		}
+	}
+}
+
+// topologyApplied wakes publishVersion after the pools applied a topology. The channel holds one
+// signal: publishVersion reads the version the pools hold when it wakes, so signals may merge.
+func (n *Node) topologyApplied() {
+	select {
+	case n.applied <- struct{}{}:
+	default:
+	}
+}
+
+// keyRangeRequests exports the pools' request counts of the node's region (shardpool.KeyRangeCounts) as
+// meridian_api_keyrange_requests_total. It reads them at scrape time: the request path only adds to an
+// atomic counter, and no Prometheus vector is probed per request.
+type keyRangeRequests struct {
+	pools  *shardpool.Manager
+	region string
+	desc   *prometheus.Desc
+}
+
+func newKeyRangeRequests(pools *shardpool.Manager, region string) *keyRangeRequests {
+	return &keyRangeRequests{pools: pools, region: region, desc: prometheus.NewDesc(
+		"meridian_api_keyrange_requests_total",
+		"Requests routed to a keyrange of the node's region, by shard and kind (read or write); the rebalance planner sums them over a region's nodes.",
+		[]string{"keyrange", "shard", "kind"}, nil)}
+}
+
+func (c *keyRangeRequests) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c *keyRangeRequests) Collect(ch chan<- prometheus.Metric) {
+	for _, k := range c.pools.KeyRangeCounts() {
+		if k.Region != c.region && k.Reads+k.Writes == 0 {
+			continue // other regions' keyranges are never routed here: no series for them
+		}
+		kr := k.Range.String()
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.CounterValue, float64(k.Reads), kr, k.Shard, "read")
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.CounterValue, float64(k.Writes), kr, k.Shard, "write")
+	}
+}
+
+// topologyGauges export the version the pools route with and the one published in Consul.
+func (n *Node) topologyGauges() []prometheus.Collector {
+	return []prometheus.Collector{
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "meridian_api_topology_version",
+			Help: "Version of the topology the node's shard pools route with (0 before the first).",
+		}, func() float64 {
+			if t := n.pools.Table(); t != nil {
+				return float64(t.Version())
+			}
+			return 0
+		}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "meridian_api_topology_version_published",
+			Help: "Topology version the node last published in its Consul registration (0 when not registered).",
+		}, func() float64 { return float64(n.published.Load()) }),
+	}
+}

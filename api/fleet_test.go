@@ -1,0 +1,293 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net"
+	"net/http"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	consul "github.com/hashicorp/consul/api"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+
+	"github.com/8thdegree/meridian/deploy/local/fixture"
+	"github.com/8thdegree/meridian/pkg/shardkey"
+	"github.com/8thdegree/meridian/shardmgr/fleet"
+	"github.com/8thdegree/meridian/shardmgr/load"
+	"github.com/8thdegree/meridian/shardmgr/topology"
+)
+
+// The names the node writes and shardmgr/fleet reads must agree.
+func TestTopologyVersionMetaMatchesFleet(t *testing.T) {
+	if TopologyVersionMeta != fleet.VersionMeta {
+		t.Fatalf("api publishes %q, fleet reads %q", TopologyVersionMeta, fleet.VersionMeta)
+	}
+}
+
+// serveNode runs a real node of region ap-south (as cmd/api runs it) on the fixture, and returns its
+// base URL and a stop that waits for Serve to return.
+func serveNode(t *testing.T, fx *fixture.Fixture) (*Node, string, func()) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range map[string]string{
+		"MERIDIAN_REGION": "ap-south", "CONSUL_HTTP_ADDR": fx.ConsulAddr, "MERIDIAN_TOPOLOGY_KEY": fx.Key,
+		"MERIDIAN_TOPOLOGY_CACHE": filepath.Join(t.TempDir(), "topology.json"), "MERIDIAN_SIGNING_KEY_DIR": fx.KeyDir(t),
+		"MERIDIAN_INTERNAL_TOKEN": "internal-token-0123456789", "MERIDIAN_EMAIL_PEPPER": "pepper-0123456789abc",
+		"MERIDIAN_OAUTH_STATE_KEY": "state-key-0123456789", "MERIDIAN_LISTEN": ln.Addr().String(),
+	} {
+		t.Setenv(k, v)
+	}
+	cfg, err := FromEnv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	node, err := New(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- node.Serve(ctx, ln) }()
+	stopped := false
+	stop := func() {
+		if stopped {
+			return
+		}
+		stopped = true
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	}
+	t.Cleanup(stop)
+	return node, "http://" + ln.Addr().String(), stop
+}
+
+// A real node publishes the topology version its pools route with in its Consul registration, after
+// applying it: fleet.WaitApplied sees each new version, a write to a keyrange frozen by that version is
+// held by the node, the node never stops passing for the re-registrations, and /readyz and /metrics
+// say the same version. Requests are counted per keyrange on /metrics.
+func TestNodePublishesTopologyVersion(t *testing.T) {
+	ctx := context.Background()
+	fx := fixture.New(t, fixture.Options{Shards: true, Consul: true})
+	service := fx.Topology.Regions[2].APIService
+	node, base, stop := serveNode(t, fx)
+
+	var nodes []fleet.Node
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		var err error
+		nodes, err = fleet.Nodes(ctx, fx.Consul, service)
+		if err == nil && len(nodes) == 1 && nodes[0].Passing {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the node is not passing in Consul: %+v, %v", nodes, err)
+		}
+	}
+	if nodes[0].Version != fx.Topology.Version {
+		t.Fatalf("the node publishes version %d, the topology is at %d", nodes[0].Version, fx.Topology.Version)
+	}
+
+	// From here on, every state Consul reports of the node must be passing.
+	var notPassing atomic.Int32
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	watched := make(chan struct{})
+	go func() {
+		defer close(watched)
+		var index uint64
+		for watchCtx.Err() == nil {
+			entries, meta, err := fx.Consul.Health().Service(service, "", false, (&consul.QueryOptions{WaitIndex: index, WaitTime: 5 * time.Second}).WithContext(watchCtx))
+			if err != nil {
+				continue
+			}
+			if len(entries) != 1 || entries[0].Checks.AggregatedStatus() != consul.HealthPassing {
+				notPassing.Add(1)
+			}
+			index = meta.LastIndex
+		}
+	}()
+
+	// Freeze the keyrange of one ap-south user; once the node publishes that version, its writes there
+	// are held.
+	gen := shardkey.NewGenerator(nil, nil)
+	user, err := gen.New(shardkey.KindUser, shardkey.NewKeyspaceID(fx.Topology.Regions[2].Code, []byte("counted-user")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := user.KeyspaceID()
+	setState := func(st topology.State) *topology.Topology {
+		t.Helper()
+		next, err := fx.Store.Modify(ctx, func(topo *topology.Topology) error {
+			for i := range topo.KeyRanges {
+				if topo.KeyRanges[i].Range.Contains(k) {
+					topo.KeyRanges[i].State = st
+					return nil
+				}
+			}
+			return errors.New("no keyrange holds the user")
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return next
+	}
+	start := time.Now()
+	frozen := setState(topology.Frozen)
+	wctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	if err := fleet.WaitApplied(wctx, fx.Consul, service, frozen.Version); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("from the topology write to every node holding version %d: %v", frozen.Version, time.Since(start))
+	held := make(chan error, 1)
+	go func() {
+		_, err := node.pools.WriteShard(ctx, k, "ap-south", time.Minute)
+		held <- err
+	}()
+	select {
+	case err := <-held:
+		t.Fatalf("a write to the frozen keyrange was not held by a node that published the version: %v", err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	serving := setState(topology.Serving)
+	if err := fleet.WaitApplied(wctx, fx.Consul, service, serving.Version); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-held; err != nil {
+		t.Fatalf("the held write after the keyrange served again: %v", err)
+	}
+
+	var ready struct {
+		Topology struct{ Version, Published uint64 }
+	}
+	getJSON(t, base+"/readyz", &ready)
+	if ready.Topology.Version != serving.Version || ready.Topology.Published != serving.Version {
+		t.Fatalf("readyz topology %+v, want version and published %d", ready.Topology, serving.Version)
+	}
+
+	// Three reads of the user's public profile (404: no such user, but routed to its keyrange).
+	for range 3 {
+		resp, err := http.Get(base + "/api/v1/users/" + user.String() + "/profile")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusNotFound {
+			t.Fatalf("profile of an unknown user: %d", resp.StatusCode)
+		}
+	}
+	mf := scrape(t, base)
+	if v := gauge(mf, "meridian_api_topology_version"); v != float64(serving.Version) {
+		t.Fatalf("meridian_api_topology_version %v, want %d", v, serving.Version)
+	}
+	if v := gauge(mf, "meridian_api_topology_version_published"); v != float64(serving.Version) {
+		t.Fatalf("meridian_api_topology_version_published %v, want %d", v, serving.Version)
+	}
+	var kr topology.Assignment
+	for _, a := range serving.KeyRanges {
+		if a.Range.Contains(k) {
+			kr = a
+		}
+	}
+	counts := map[string]float64{}
+	series := 0
+	for _, m := range mf["meridian_api_keyrange_requests_total"].GetMetric() {
+		series++
+		l := labels(m)
+		if l["keyrange"] == kr.Range.String() && l["shard"] == kr.Shard {
+			counts[l["kind"]] = m.GetCounter().GetValue()
+		}
+	}
+	// The held write counts once, at the shard it was released to.
+	if counts["read"] != 3 || counts["write"] != 1 {
+		t.Fatalf("keyrange %s on %s counted %v, want 3 reads and 1 write", kr.Range, kr.Shard, counts)
+	}
+	want := 0
+	for _, sh := range serving.ShardsIn("ap-south") {
+		want += 2 * len(serving.RangesOf(sh.Name))
+	}
+	if series != want {
+		t.Fatalf("%d keyrange series, want read and write for each of ap-south's keyranges (%d)", series, want)
+	}
+	// The planner's view: shardmgr/load finds the node in Consul, scrapes it and sums.
+	l, err := load.Collect(ctx, fx.Consul, serving)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(l.Nodes) != 1 || len(l.Failed()) != 0 || l.Nodes[0].Region != "ap-south" || l.Nodes[0].Total() != 4 {
+		t.Fatalf("load nodes: %+v", l.Nodes)
+	}
+	for _, lk := range l.KeyRanges {
+		if lk.Range == kr.Range && (lk.Counts != load.Counts{Reads: 3, Writes: 1} || lk.Shard != kr.Shard) {
+			t.Fatalf("load of %s: %+v", kr.Range, lk)
+		}
+	}
+
+	stopWatch()
+	<-watched
+	if n := notPassing.Load(); n != 0 {
+		t.Fatalf("Consul reported the node not passing %d times while it published versions", n)
+	}
+	stop()
+	if nodes, _ := fleet.Nodes(ctx, fx.Consul, service); len(nodes) != 0 {
+		t.Fatalf("the node is still in the catalog after it stopped: %+v", nodes)
+	}
+}
+
+func getJSON(t *testing.T, url string, v any) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
+		t.Fatalf("%s: %v", url, err)
+	}
+}
+
+func scrape(t *testing.T, base string) map[string]*dto.MetricFamily {
+	t.Helper()
+	resp, err := http.Get(base + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	dec := expfmt.NewDecoder(resp.Body, expfmt.ResponseFormat(resp.Header))
+	out := map[string]*dto.MetricFamily{}
+	for {
+		var mf dto.MetricFamily
+		if err := dec.Decode(&mf); err != nil {
+			break
+		}
+		out[mf.GetName()] = &mf
+	}
+	if len(out) == 0 {
+		t.Fatal("no metrics")
+	}
+	return out
+}
+
+func gauge(mf map[string]*dto.MetricFamily, name string) float64 {
+	f := mf[name]
+	if f == nil || len(f.GetMetric()) != 1 {
+		return -1
+	}
+	return f.GetMetric()[0].GetGauge().GetValue()
+}
+
+func labels(m *dto.Metric) map[string]string {
+	out := map[string]string{}
+	for _, l := range m.GetLabel() {
+		out[l.GetName()] = l.GetValue()
+	}
+	return out
+}

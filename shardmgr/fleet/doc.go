@@ -1,0 +1,34 @@
+// Package fleet tells what a region's API nodes hold: the topology version each one routes with, as it
+// publishes it in its Consul registration (service metadata "topology_version", written by the node
+// after its shard pools applied that version), and whether Consul finds it passing.
+//
+// Use WaitApplied where a change to the topology is safe only once every node routes with it: a move's
+// cutover freezes its keyrange (a topology write), waits until every node of the region holds that
+// version, so that every write to the keyrange is held by the node that took it, and only then flips the
+// keyrange to its new shard. Use Nodes to show or check a region's nodes.
+//
+// # Which nodes count
+//
+// Only passing nodes count, as only passing nodes get traffic: routers, and the API nodes of other
+// regions, send to the passing instances of a region's service and to no other. A node that is not
+// passing (its /readyz fails, its Consul agent is gone) is ignored: waiting for it could block a move on
+// a machine that is down. A node that is passing but publishes no version (an older binary) counts as
+// holding version 0, so the wait goes on until it publishes one or ctx ends: not knowing is not safe.
+//
+// A region with no passing node at all is done at once. That is safe: writes reach a region's shards
+// only through its passing nodes, so with none there is nobody to hold a write and nobody to take one.
+// When a node comes back it is passing only after its /readyz answers, which needs a topology applied.
+//
+// What it does not cover: a node that stopped passing while it held an older version, and passes again
+// before its topology watcher brings it the newer one, is ignored by the wait and then gets traffic for a
+// moment with the older version. The node's watcher and its Consul check recover from one partition
+// together, so the window is short, but a cutover cannot rule it out from here; docs/fleet.md says more.
+// Writers that are not API nodes (workers) publish no version and are not waited for.
+//
+// # No polling
+//
+// WaitApplied is a loop of Consul blocking queries on the service's health: each answer comes when a
+// registration or a check status changes (a node publishing a version is a registration change), so the
+// wait wakes when something happened, and ctx bounds it. When Consul cannot be reached it retries with
+// back-off until ctx ends.
+package fleet
