@@ -4,12 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"strings"
 	"time"
 
+	consul "github.com/hashicorp/consul/api"
 	"github.com/spf13/cobra"
 
 	"github.com/8thdegree/meridian/pkg/shardkey"
+	"github.com/8thdegree/meridian/shardmgr/load"
 	"github.com/8thdegree/meridian/shardmgr/plan"
 	"github.com/8thdegree/meridian/shardmgr/plan/collect"
 	"github.com/8thdegree/meridian/shardmgr/shardpool"
@@ -32,6 +35,7 @@ var errMovesUnavailable = errors.New("online moves are not available in this bui
 type planFlags struct {
 	opts         plan.Options
 	shardTimeout time.Duration
+	noRequests   bool
 }
 
 func (p *planFlags) bind(cmd *cobra.Command) {
@@ -42,6 +46,36 @@ func (p *planFlags) bind(cmd *cobra.Command) {
 	f.Float64Var(&p.opts.MoveExcess, "move-excess", p.opts.MoveExcess, "move keyranges off a shard above the region's mean by more than this fraction of it")
 	f.IntVar(&p.opts.MaxSteps, "max-steps", p.opts.MaxSteps, "most steps in one plan")
 	f.DurationVar(&p.shardTimeout, "shard-timeout", 30*time.Second, "deadline for measuring each shard")
+	f.BoolVar(&p.noRequests, "no-requests", false, "balance by rows alone, without the API nodes' request counts")
+}
+
+// nodeRequests weighs keyranges by the requests the regions' API nodes routed to them (shardmgr/load):
+// reads and writes together, totals since each node started. A node that cannot be scraped is left out,
+// with a warning; Consul failing to list a region's nodes fails the plan.
+type nodeRequests struct {
+	c    *consul.Client
+	warn io.Writer
+}
+
+var _ collect.RequestCounter = nodeRequests{}
+
+func (n nodeRequests) Requests(ctx context.Context, t *topology.Topology) (map[shardkey.KeyRange]int64, error) {
+	l, err := load.Collect(ctx, n.c, t)
+	if err != nil {
+		return nil, err
+	}
+	if failed := l.Failed(); len(failed) > 0 {
+		ids := make([]string, len(failed))
+		for i, f := range failed {
+			ids[i] = f.ID
+		}
+		fmt.Fprintf(n.warn, "shardmgr: warning: %d API nodes could not be scraped, their requests are not counted: %s\n", len(failed), strings.Join(ids, ", "))
+	}
+	out := make(map[shardkey.KeyRange]int64, len(l.KeyRanges))
+	for _, kr := range l.KeyRanges {
+		out[kr.Range] = int64(kr.Total())
+	}
+	return out, nil
 }
 
 func (p *planFlags) validate(t *topology.Topology) error {
@@ -61,7 +95,7 @@ func (p *planFlags) validate(t *topology.Topology) error {
 }
 
 // makePlan measures the shards of t and plans from what it found.
-func makePlan(ctx context.Context, t *topology.Topology, pf *planFlags) (*plan.Plan, error) {
+func makePlan(ctx context.Context, o *options, env Env, t *topology.Topology, pf *planFlags) (*plan.Plan, error) {
 	cfg := shardpool.DefaultConfig()
 	cfg.MaxConns = 2
 	cfg.ApplicationName = "shardmgr"
@@ -74,8 +108,15 @@ func makePlan(ctx context.Context, t *topology.Topology, pf *planFlags) (*plan.P
 	if err := pools.Apply(ctx, t); err != nil {
 		return nil, err
 	}
-	// SEAM(fleet): request counts come from the nodes once shardmgr/load (branch fleet) is merged.
-	stats, err := collect.Collect(ctx, t, pools.Targets(""), collect.Options{Region: pf.opts.Region, PerShardTimeout: pf.shardTimeout, Requests: collect.NoRequests{}})
+	var requests collect.RequestCounter = collect.NoRequests{}
+	if !pf.noRequests {
+		c, err := o.consulClient()
+		if err != nil {
+			return nil, err
+		}
+		requests = nodeRequests{c: c, warn: env.Stderr}
+	}
+	stats, err := collect.Collect(ctx, t, pools.Targets(""), collect.Options{Region: pf.opts.Region, PerShardTimeout: pf.shardTimeout, Requests: requests})
 	if err != nil {
 		return nil, err
 	}
@@ -98,7 +139,7 @@ func newPlanCmd(o *options, env Env) *cobra.Command {
 			if err := pf.validate(t); err != nil {
 				return err
 			}
-			p, err := makePlan(ctx, t, pf)
+			p, err := makePlan(ctx, o, env, t, pf)
 			if err != nil {
 				return err
 			}
@@ -146,7 +187,7 @@ the first step that fails and says what was done before it; every step leaves a 
 				return err
 			}
 			if !yes {
-				p, err := makePlan(ctx, t, pf)
+				p, err := makePlan(ctx, o, env, t, pf)
 				if err != nil {
 					return err
 				}
@@ -169,7 +210,7 @@ the first step that fails and says what was done before it; every step leaves a 
 				if err != nil {
 					return fmt.Errorf("reading the topology: %w (nothing changed)", err)
 				}
-				p, err := makePlan(ctx, t, pf)
+				p, err := makePlan(ctx, o, env, t, pf)
 				if err != nil {
 					return fmt.Errorf("%w (nothing changed)", err)
 				}

@@ -4,6 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -401,5 +405,51 @@ func TestPlanAndRebalance(t *testing.T) {
 	r = shardmgr(t, f.env, "-o", "json", "plan", "--region", "us-east")
 	if err := json.Unmarshal([]byte(r.stdout), &p); err != nil || len(p.Steps) < 1 || p.Steps[0].Kind != "move" || p.Steps[0].Target != "us-east-2" {
 		t.Fatalf("plan after the split: %v %+v", err, r)
+	}
+}
+
+// TestPlanWeighsRequests: even rows, uneven load counted by a (stand-in) API node of the region: the
+// plan splits and moves by load; with --no-requests it sees a balanced region.
+func TestPlanWeighsRequests(t *testing.T) {
+	f := reshardFixture(t)
+	seedUsers(t, dsnOf(f.topo.Shards[0].Conn), 500, "01234567")
+	seedUsers(t, dsnOf(f.topo.Shards[1].Conn), 500, "89abcdef")
+
+	// The region's nodes under a service name of the test's own.
+	topo := current(t, f)
+	topo.Regions[0].APIService = "test-" + strings.ReplaceAll(f.env["MERIDIAN_LOCK_KEY"], "/", "-")
+	if r := shardmgr(t, f.env, "topology", "apply", "--from", writeTopo(t, topo)); r.code != 0 {
+		t.Fatalf("apply: %+v", r)
+	}
+	metrics := "# TYPE meridian_api_keyrange_requests_total counter\n" +
+		"meridian_api_keyrange_requests_total{keyrange=\"20-2080\",kind=\"read\",shard=\"us-east-1\"} 100\n" +
+		"meridian_api_keyrange_requests_total{keyrange=\"2080-21\",kind=\"read\",shard=\"us-east-2\"} 600\n" +
+		"meridian_api_keyrange_requests_total{keyrange=\"2080-21\",kind=\"write\",shard=\"us-east-2\"} 300\n"
+	node := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; version=0.0.4")
+		_, _ = w.Write([]byte(metrics))
+	}))
+	t.Cleanup(node.Close)
+	host, port, _ := net.SplitHostPort(node.Listener.Addr().String())
+	p, _ := strconv.Atoi(port)
+	c, err := consul.NewClient(&consul.Config{Address: f.env["CONSUL_HTTP_ADDR"]})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := &consul.AgentServiceRegistration{ID: topo.Regions[0].APIService + "-1", Name: topo.Regions[0].APIService, Address: host, Port: p,
+		Check: &consul.AgentServiceCheck{CheckID: topo.Regions[0].APIService + "-1-ttl", TTL: "1h", Status: consul.HealthPassing}}
+	if err := c.Agent().ServiceRegister(reg); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Agent().ServiceDeregister(reg.ID) })
+
+	r := shardmgr(t, f.env, "plan", "--region", "us-east")
+	for _, want := range []string{"split 2080-21 on us-east-2", "holds 90.0% of us-east's requests", "to us-east-1", "us-east  us-east-2  2080-21"} {
+		if r.code != 0 || !strings.Contains(r.stdout, want) {
+			t.Errorf("plan by load does not say %q: %+v", want, r)
+		}
+	}
+	if r := shardmgr(t, f.env, "plan", "--region", "us-east", "--no-requests"); r.code != 0 || !strings.Contains(r.stdout, "0 steps") || !strings.Contains(r.stdout, "us-east: balanced") {
+		t.Errorf("plan by rows alone: %+v", r)
 	}
 }

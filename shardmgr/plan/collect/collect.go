@@ -27,11 +27,8 @@ import (
 // ErrShards is wrapped when some shard could not be measured; the plan needs every one.
 var ErrShards = errors.New("collect: shards not measured")
 
-// RequestCounter returns the requests the API nodes served per keyrange assignment of t.
-//
-// SEAM(fleet): branch fleet's shardmgr/load.Collect (per-keyrange request counts from the nodes) is to
-// be adapted to this interface once it is merged; until then callers pass NoRequests and the planner
-// balances by rows alone.
+// RequestCounter returns the requests the API nodes served per keyrange assignment of t. `shardmgr plan`
+// adapts shardmgr/load.Collect (the nodes' per-keyrange counters) to it; NoRequests balances by rows alone.
 type RequestCounter interface {
 	Requests(ctx context.Context, t *topology.Topology) (map[shardkey.KeyRange]int64, error)
 }
