@@ -225,16 +225,16 @@ func TestShardRemove(t *testing.T) {
 		})
 	}
 
-	// A running move into the shard blocks the removal; a finished one does not.
+	// An unfinished move into the shard (failed: resumable) blocks the removal; a finished one does not.
 	kv := consulKV(t, f)
 	prefix := f.env["MERIDIAN_MOVES_PREFIX"]
-	if _, err := kv.Put(&consul.KVPair{Key: prefix + "m1", Value: []byte(`{"id":"m1","keyrange":"20-2080","source":"us-east-1","target":"us-east-3","state":"copying"}`)}, nil); err != nil {
+	if _, err := kv.Put(&consul.KVPair{Key: prefix + "m1", Value: []byte(`{"id":"m1","keyrange":"20-2080","source":"us-east-1","target":"us-east-3","status":"failed","step":"copy"}`)}, nil); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := kv.Put(&consul.KVPair{Key: prefix + "m0", Value: []byte(`{"id":"m0","target":"us-east-3","state":"done"}`)}, nil); err != nil {
+	if _, err := kv.Put(&consul.KVPair{Key: prefix + "m0", Value: []byte(`{"id":"m0","target":"us-east-3","status":"done"}`)}, nil); err != nil {
 		t.Fatal(err)
 	}
-	if r := shardmgr(t, f.env, "shard", "remove", "us-east-3", "--yes"); r.code != ExitError || !strings.Contains(r.stderr, "target of a running move (m1)") {
+	if r := shardmgr(t, f.env, "shard", "remove", "us-east-3", "--yes"); r.code != ExitError || !strings.Contains(r.stderr, "target of an unfinished move (m1)") {
 		t.Fatalf("remove during a move: %+v", r)
 	}
 	unchanged(t, f, 2, "remove during a move")
