@@ -7,11 +7,13 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"strings"
 	"time"
 
 	consul "github.com/hashicorp/consul/api"
+	"github.com/hashicorp/go-cleanhttp"
 	"github.com/spf13/cobra"
 
 	"github.com/8thdegree/meridian/shardmgr/move"
@@ -54,6 +56,9 @@ type options struct {
 	// lockKey is the shard lock (shardlock) and movesPrefix the move records' KV prefix.
 	lockKey     string
 	movesPrefix string
+	// consul is the command's one Consul client (consulClient), over transport.
+	consul    *consul.Client
+	transport *http.Transport
 }
 
 // Run executes the shardmgr command line and returns the process exit code.
@@ -61,7 +66,11 @@ func Run(ctx context.Context, args []string, env Env) int {
 	if env.Getenv == nil {
 		env.Getenv = os.Getenv
 	}
-	root := newRoot(env)
+	root, o := newRoot(env)
+	// One command, one Consul client: its idle connections are closed when the command ends, so a
+	// process that runs many commands (tests, an embedding tool) does not pile them up against
+	// Consul's per-client connection limit.
+	defer o.closeConsul()
 	root.SetArgs(args)
 	root.SetOut(env.Stdout)
 	root.SetErr(env.Stderr)
@@ -89,7 +98,7 @@ func isCobraUsageError(err error) bool {
 	return false
 }
 
-func newRoot(env Env) *cobra.Command {
+func newRoot(env Env) (*cobra.Command, *options) {
 	o := &options{}
 	defConsul := env.Getenv("CONSUL_HTTP_ADDR")
 	if defConsul == "" {
@@ -135,7 +144,8 @@ func newRoot(env Env) *cobra.Command {
 	pf.StringVar(&o.movesPrefix, "moves-prefix", defMoves, "Consul KV prefix of the move records (env MERIDIAN_MOVES_PREFIX)")
 	root.AddCommand(newTopologyCmd(o, env), newStatusCmd(o, env), newMigrateCmd(o, env), newResidencyCmd(o, env), newVerifyCmd(o, env))
 	root.AddCommand(newMoveCmd(o, env), newMovesCmd(o, env))
-	return root
+	root.AddCommand(newShardCmd(o, env), newSplitCmd(o, env), newPlanCmd(o, env), newRebalanceCmd(o, env))
+	return root, o
 }
 
 func (o *options) logger(env Env) *slog.Logger {
@@ -146,13 +156,34 @@ func (o *options) logger(env Env) *slog.Logger {
 }
 
 func (o *options) store() (*topostore.Store, error) {
+	client, err := o.consulClient()
+	if err != nil {
+		return nil, err
+	}
+	return topostore.NewStore(client, o.key), nil
+}
+
+// consulClient returns the command's Consul client, made on first use.
+func (o *options) consulClient() (*consul.Client, error) {
+	if o.consul != nil {
+		return o.consul, nil
+	}
 	cfg := consul.DefaultConfig()
 	cfg.Address = o.consulAddr
-	client, err := consul.NewClient(cfg)
+	o.transport = cleanhttp.DefaultPooledTransport()
+	cfg.Transport = o.transport
+	c, err := consul.NewClient(cfg)
 	if err != nil {
 		return nil, usagef("--consul %q: %v", o.consulAddr, err)
 	}
-	return topostore.NewStore(client, o.key), nil
+	o.consul = c
+	return c, nil
+}
+
+func (o *options) closeConsul() {
+	if o.transport != nil {
+		o.transport.CloseIdleConnections()
+	}
 }
 
 // load reads the topology in force from Consul.

@@ -12,7 +12,6 @@ import (
 	"text/tabwriter"
 	"time"
 
-	consul "github.com/hashicorp/consul/api"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/mattn/go-isatty"
 	"github.com/schollz/progressbar/v3"
@@ -26,16 +25,6 @@ import (
 
 // defaultNodeHold is the API nodes' write hold when MERIDIAN_FREEZE_WAIT is not set (api config).
 const defaultNodeHold = 2 * time.Second
-
-func (o *options) consulClient() (*consul.Client, error) {
-	cfg := consul.DefaultConfig()
-	cfg.Address = o.consulAddr
-	c, err := consul.NewClient(cfg)
-	if err != nil {
-		return nil, usagef("--consul %q: %v", o.consulAddr, err)
-	}
-	return c, nil
-}
 
 // runner builds a move runner for the command line: progress to out, MERIDIAN_FAULT honoured.
 func (o *options) runner(env Env, maxPause time.Duration, progress func(move.Progress)) (*move.Runner, error) {

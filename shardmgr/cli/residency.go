@@ -139,9 +139,7 @@ func (o *options) recheck(ctx context.Context, rep *residency.Report) {
 	case now.Version != rep.TopologyVersion:
 		rep.MarkIncomplete(fmt.Sprintf("the topology changed from version %d to %d during the audit; run it again", rep.TopologyVersion, now.Version))
 	}
-	cfg := consul.DefaultConfig()
-	cfg.Address = o.consulAddr
-	client, err := consul.NewClient(cfg)
+	client, err := o.consulClient()
 	if err != nil {
 		return
 	}

@@ -579,6 +579,44 @@ func TestFreezeOverrunRollsBack(t *testing.T) {
 	e.noLeftovers()
 }
 
+// A row the target refuses (here a user whose email another user of the target already has) makes the
+// initial copy fail over and over on the target; the move stops with ErrCopyFailed instead of waiting
+// forever, nothing flips, and once the cause is gone, resume finishes it.
+func TestCopyFailureStopsTheMove(t *testing.T) {
+	e := newEnv(t)
+	e.seed(6)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var email string
+	if err := e.src.QueryRow(ctx, `SELECT email FROM auth.users WHERE ksid >= $1 AND ksid < $2 LIMIT 1`,
+		shardkey.KeyspaceID(moved.Start).Bytes(), shardkey.KeyspaceID(moved.End).Bytes()).Scan(&email); err != nil {
+		t.Fatal(err)
+	}
+	// On the target, outside the moved keyrange, a user with the same email.
+	clash := shardkey.KeyspaceID(shardkey.MustParseKeyRange("2080-21").Start + 1).Bytes()
+	if _, err := e.dst.Exec(ctx, `INSERT INTO auth.users (ksid, id, email, email_normalized, name, role, region) VALUES ($1, $2, $3, $3, 'Clash', 'client', '20')`, clash, randomID(), email); err != nil {
+		t.Fatal(err)
+	}
+	m, err := e.runner(e.config()).Start(ctx, moved, target)
+	var me *move.Error
+	if !errors.Is(err, move.ErrCopyFailed) || !errors.As(err, &me) || me.Flipped {
+		t.Fatalf("Start with a row the target refuses = %v, want a resumable ErrCopyFailed", err)
+	}
+	if a := e.assignment(moved); a.Shard != source {
+		t.Fatalf("after the failed copy: %+v, want the source to own it", a)
+	}
+	if _, err := e.dst.Exec(ctx, `DELETE FROM auth.users WHERE ksid = $1`, clash); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.runner(e.config()).Resume(ctx, m.ID); err != nil {
+		t.Fatalf("resume once the clash is gone: %v", err)
+	}
+	if a := e.assignment(moved); a.Shard != target || a.State != topology.Serving {
+		t.Fatalf("after resume: %+v", a)
+	}
+	e.noLeftovers()
+}
+
 // stuckFleet is a region whose nodes never apply anything.
 type stuckFleet struct{}
 

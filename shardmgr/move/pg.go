@@ -294,6 +294,19 @@ func (r replication) createSubscription(ctx context.Context) error {
 
 func quoteLiteral(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
 
+// syncErrors counts the errors of the subscription's workers so far (PostgreSQL's cumulative
+// statistics): a table-sync worker that fails (a row the target refuses) exits and is restarted every
+// few seconds, so the copy would wait forever without this count.
+func (r replication) syncErrors(ctx context.Context) (int64, error) {
+	var n int64
+	err := r.dst.QueryRow(ctx, `SELECT coalesce(sum(sync_error_count + apply_error_count), 0)::bigint
+FROM pg_stat_subscription_stats WHERE subname = $1`, r.name).Scan(&n)
+	if err != nil {
+		return 0, fmt.Errorf("reading the subscription's error count: %w", err)
+	}
+	return n, nil
+}
+
 // notReady lists the tables of the subscription not yet ready (state other than 'r').
 func (r replication) notReady(ctx context.Context) ([]string, error) {
 	rows, err := r.dst.Query(ctx, `

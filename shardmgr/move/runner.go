@@ -34,6 +34,9 @@ var (
 	ErrKilled = errors.New("move: killed at a fault point")
 	// ErrDiffer means verification found a persistent difference between source and target.
 	ErrDiffer = errors.New("move: source and target differ over the keyrange")
+	// ErrCopyFailed: the target's replication workers keep failing on the initial copy (it would
+	// otherwise retry forever); the move stops resumably.
+	ErrCopyFailed = errors.New("move: the initial copy keeps failing on the target")
 	// ErrFreezeBudget means every freeze attempt would have overrun the freeze budget; each was
 	// rolled back (no write failed) and the move is resumable.
 	ErrFreezeBudget = errors.New("move: the cutover could not finish within the freeze budget")
@@ -232,6 +235,8 @@ type session struct {
 	repl   replication
 	tables []string
 	killed bool
+	// borrowed: the caller holds lock (StartHolding) and releases it.
+	borrowed bool
 }
 
 func (r *Runner) acquire(ctx context.Context, what string) (*shardlock.Lock, error) {
@@ -248,7 +253,7 @@ func (s *session) close(ctx context.Context) {
 	if s.dstDB != nil {
 		s.dstDB.Close()
 	}
-	if s.lock == nil {
+	if s.lock == nil || s.borrowed {
 		return
 	}
 	ctx = context.WithoutCancel(ctx)
@@ -323,6 +328,25 @@ func (r *Runner) Start(ctx context.Context, kr shardkey.KeyRange, targetShard st
 	}
 	s := &session{r: r, lock: lock, m: m}
 	defer s.close(ctx)
+	return r.start(ctx, s, kr, targetShard)
+}
+
+// StartHolding is Start for a caller that already holds the shard lock (rebalance, which runs many
+// steps under one lock so that nothing else reshards between them): the move's record writes are
+// fenced by lock, which stays held when the move ends, whatever its outcome.
+func (r *Runner) StartHolding(ctx context.Context, lock *shardlock.Lock, kr shardkey.KeyRange, targetShard string) (*Move, error) {
+	if lock == nil {
+		return nil, errors.New("move: StartHolding needs the shard lock")
+	}
+	now := time.Now().UTC()
+	m := &Move{ID: newID(now), KeyRange: kr, Target: targetShard, Status: Running, Created: now}
+	s := &session{r: r, lock: lock, m: m, borrowed: true}
+	defer s.close(ctx)
+	return r.start(ctx, s, kr, targetShard)
+}
+
+func (r *Runner) start(ctx context.Context, s *session, kr shardkey.KeyRange, targetShard string) (*Move, error) {
+	m, lock := s.m, s.lock
 
 	topo, _, err := r.cfg.Topology.Load(ctx)
 	if err != nil {
@@ -735,10 +759,20 @@ func (s *session) copy(ctx context.Context) error {
 		total += n
 	}
 	start := time.Now()
+	// Errors counted before this attempt (a resumed move) are not this attempt's.
+	baseErrors, err := s.repl.syncErrors(ctx)
+	if err != nil {
+		return err
+	}
 	for {
 		n, err := s.repl.subscribedTables(ctx)
 		if err != nil {
 			return err
+		}
+		if errs, err := s.repl.syncErrors(ctx); err != nil {
+			return err
+		} else if errs > baseErrors {
+			return fmt.Errorf("%w: the target's replication workers failed %d times copying keyrange %s (the target's PostgreSQL log says why, e.g. a row that breaks a unique constraint of the target); fix the cause, then resume, or abort", ErrCopyFailed, errs-baseErrors, m.KeyRange)
 		}
 		pending, err := s.repl.notReady(ctx)
 		if err != nil {
