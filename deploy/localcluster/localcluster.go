@@ -337,7 +337,11 @@ Operate it:
   go run ./cmd/shardmgr status            # regions, shards, keyranges, rows and bytes
   go run ./cmd/shardmgr topology show     # the topology document (add -o json)
   go run ./cmd/shardmgr migrate status    # schema version of every shard
+  go run ./cmd/shardmgr plan              # proposed splits and moves per region (changes nothing)
+  go run ./cmd/shardmgr moves --all       # online moves, their steps and write pauses
+  go run ./cmd/shardmgr residency audit   # is every row in its owner's region? (exit 1 if not)
   psql "postgres://meridian@127.0.0.1:15432/meridian_us_east_1"   # a shard, by hand
+  # adding a shard, splitting, moving and rebalancing online: docs/rebalancing.md and docs/moves.md
 Stop everything with: ./scripts/down.sh
 `, consulAddr, cfg.TopologyKey, cfg.Dir, cfg.RouterPort(0), DemoPassword)
 }
