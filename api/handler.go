@@ -103,7 +103,7 @@ func assemble(a *feature.Deps, fs featureSettings) (*assembly, error) {
 
 // authenticator verifies bearer tokens and, when enabled, API keys.
 func (asm *assembly) authenticator(tokens *accesstoken.Verifier, apiKeys bool) authn.Authenticator {
-	h := &authn.HeaderAuthenticator{Tokens: tokens}
+	h := &authn.HeaderAuthenticator{Verifier: tokens}
 	if apiKeys {
 		h.APIKeys = asm.accounts
 	}

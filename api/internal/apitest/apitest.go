@@ -110,7 +110,7 @@ func New(t *testing.T, opts Options) *Harness {
 		if opts.Routes != nil {
 			routes = opts.Routes(a, tokens)
 		}
-		auth := &authn.HeaderAuthenticator{Tokens: verifier}
+		auth := &authn.HeaderAuthenticator{Verifier: verifier}
 		if opts.APIKeys != nil {
 			auth.APIKeys = opts.APIKeys(a)
 		}

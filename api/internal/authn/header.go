@@ -17,8 +17,8 @@ type APIKeyVerifier interface {
 
 // HeaderAuthenticator reads the Authorization header: "Bearer <access token>" or "ApiKey <key>".
 type HeaderAuthenticator struct {
-	Tokens  *accesstoken.Verifier
-	APIKeys APIKeyVerifier
+	Verifier *accesstoken.Verifier
+	APIKeys  APIKeyVerifier
 }
 
 var _ Authenticator = (*HeaderAuthenticator)(nil)
@@ -36,7 +36,7 @@ func (h *HeaderAuthenticator) Authenticate(r *http.Request) (Principal, error) {
 	}
 	switch strings.ToLower(scheme) {
 	case "bearer":
-		s, err := h.Tokens.Verify(cred)
+		s, err := h.Verifier.Verify(cred)
 		if errors.Is(err, accesstoken.ErrExpired) {
 			return Principal{}, apierror.Unauthenticated("the access token has expired").WithCause(err)
 		}
