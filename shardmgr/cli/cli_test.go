@@ -317,14 +317,27 @@ func TestMigrateAndStatus(t *testing.T) {
 	golden(t, "status.txt", normalizeTable(r.stdout))
 	r = shardmgr(t, f.env, "-o", "json", "status", "--exact")
 	var st struct {
-		Regions []regionStats
-		Shards  []shardStats
+		Regions   []regionStats
+		Shards    []shardStats
+		KeyRanges []keyRangeStats
 	}
 	if err := json.Unmarshal([]byte(r.stdout), &st); err != nil {
 		t.Fatalf("status -o json: %v\n%s", err, r.stdout)
 	}
 	if len(st.Regions) != 3 || len(st.Shards) != 6 || st.Shards[0].Rows != 25 || !st.Shards[0].Exact || st.Regions[0].Rows != 25 {
 		t.Fatalf("status -o json: %+v", st)
+	}
+	if len(st.KeyRanges) != 6 {
+		t.Fatalf("status -o json: %d keyranges, want 6: %+v", len(st.KeyRanges), st.KeyRanges)
+	}
+	for i, k := range st.KeyRanges {
+		wantRows := int64(0)
+		if i == 0 {
+			wantRows = 25
+		}
+		if k.Rows == nil || k.Bytes == nil || *k.Rows != wantRows || !k.Exact || k.Shard != f.topo.Shards[i].Name || k.State != "serving" || i == 0 && *k.Bytes <= 0 {
+			t.Errorf("status -o json: keyrange %d: %+v, want %d exact rows on %s", i, k, wantRows, f.topo.Shards[i].Name)
+		}
 	}
 
 	// A shard that does not answer: status still reports the others and exits non-zero.
@@ -336,5 +349,15 @@ func TestMigrateAndStatus(t *testing.T) {
 	r = shardmgr(t, f.env, "status", "--shard-timeout", "2s")
 	if r.code != ExitError || !strings.Contains(r.stdout, "unreachable") || !strings.Contains(r.stderr, "1 of 6 shards") || !strings.Contains(r.stdout, "us-east-1") {
 		t.Fatalf("status with a shard down: %+v", r)
+	}
+	// Without --exact a keyrange alone on its shard shows the shard's estimate; the down shard's, nothing.
+	for _, want := range []*regexp.Regexp{
+		regexp.MustCompile(`(?m)^20-2080 +us-east-1 +us-east +serving +~[0-9]+ +[0-9.]+ [KMG]?i?B$`),
+		regexp.MustCompile(`(?m)^60-6080 +ap-south-1 +ap-south +serving +- +-$`),
+		regexp.MustCompile(`(?m)^-: not known`),
+	} {
+		if !want.MatchString(r.stdout) {
+			t.Errorf("status with a shard down does not match %s:\n%s", want, r.stdout)
+		}
 	}
 }

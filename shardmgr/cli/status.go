@@ -11,6 +11,9 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/spf13/cobra"
 
+	"github.com/8thdegree/meridian/pkg/shardkey"
+	"github.com/8thdegree/meridian/shardmgr/plan"
+	"github.com/8thdegree/meridian/shardmgr/plan/collect"
 	"github.com/8thdegree/meridian/shardmgr/shardpool"
 	"github.com/8thdegree/meridian/shardmgr/topology"
 )
@@ -26,6 +29,21 @@ type shardStats struct {
 	DBBytes   int64    `json:"database_bytes"`
 	Exact     bool     `json:"rows_exact"`
 	Error     string   `json:"error,omitempty"`
+	// ranges is what status measured per keyrange of the shard: only with --exact (collect.Shard).
+	ranges map[shardkey.KeyRange]plan.Stats
+}
+
+// keyRangeStats is what status reports per keyrange, in the order of the shards and their keyranges.
+type keyRangeStats struct {
+	KeyRange string `json:"keyrange"`
+	Shard    string `json:"shard"`
+	Region   string `json:"region"`
+	State    string `json:"state"`
+	// Rows and Bytes are null when not known: the shard did not answer, or it owns other keyranges
+	// too and --exact was not given (the estimate is per shard, and only counting splits it).
+	Rows  *int64 `json:"rows"`
+	Bytes *int64 `json:"bytes"`
+	Exact bool   `json:"rows_exact"`
 }
 
 type regionStats struct {
@@ -46,8 +64,15 @@ func newStatusCmd(o *options, env Env) *cobra.Command {
 	var shardTimeout time.Duration
 	cmd := &cobra.Command{
 		Use:   "status",
-		Short: "Regions, shards and keyranges, with rows and bytes per shard",
-		Args:  cobra.NoArgs,
+		Short: "Regions, shards and keyranges, with rows and bytes per shard and per keyrange",
+		Long: `Regions, shards and keyranges, with rows and bytes per region, per shard and per keyrange.
+
+Rows are PostgreSQL's estimate (pg_stat_user_tables.n_live_tup, shown as ~N) unless --exact is
+given, which counts every sharded table's rows, per shard and per keyrange of the shard (bytes are
+the shard's table and index sizes apportioned to its keyranges by their share of each table's rows,
+as the planner measures them). Without --exact a keyrange alone on its shard shows its shard's
+estimate, and keyranges that share a shard show "-": only counting tells them apart.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, cancel := withTimeout(cmd, o)
 			defer cancel()
@@ -60,12 +85,13 @@ func newStatusCmd(o *options, env Env) *cobra.Command {
 				return err
 			}
 			regions := summarise(t, stats)
+			ranges := keyRangesOf(t, stats)
 			if o.output == "json" {
-				if err := writeJSON(env.Stdout, map[string]any{"version": t.Version, "regions": regions, "shards": stats}); err != nil {
+				if err := writeJSON(env.Stdout, map[string]any{"version": t.Version, "regions": regions, "shards": stats, "keyranges": ranges}); err != nil {
 					return err
 				}
 			} else {
-				printStatus(env.Stdout, t, regions, stats)
+				printStatus(env.Stdout, t, regions, stats, ranges)
 			}
 			if failed > 0 {
 				return fmt.Errorf("%d of %d shards did not answer", failed, len(stats))
@@ -94,7 +120,19 @@ func collectStats(ctx context.Context, t *topology.Topology, exact bool, timeout
 	targets := pools.Targets("")
 	res := shardpool.Scatter(ctx, targets, shardpool.ScatterOptions{Concurrency: 6, PerShardTimeout: timeout},
 		func(ctx context.Context, tg shardpool.Target) (shardStats, error) {
-			return shardStatsOf(ctx, tg, exact)
+			st, err := shardStatsOf(ctx, tg, exact)
+			if err != nil || !exact {
+				return st, err
+			}
+			ms, err := collect.Shard(ctx, tg, t.RangesOf(tg.Shard))
+			if err != nil {
+				return st, fmt.Errorf("rows per keyrange: %w", err)
+			}
+			st.ranges = make(map[shardkey.KeyRange]plan.Stats, len(ms))
+			for _, m := range ms {
+				st.ranges[m.KeyRange] = m
+			}
+			return st, nil
 		})
 	byShard := make(map[string]shardStats, len(res.Values))
 	for _, v := range res.Values {
@@ -158,6 +196,26 @@ func shardStatsOf(ctx context.Context, tg shardpool.Target, exact bool) (shardSt
 	return st, nil
 }
 
+// keyRangesOf lists every shard's keyranges with what is known of their rows and bytes: measured
+// with --exact; without it, the shard's estimate when the keyrange is the shard's only one.
+func keyRangesOf(t *topology.Topology, stats []shardStats) []keyRangeStats {
+	out := make([]keyRangeStats, 0, len(t.KeyRanges))
+	for _, s := range stats {
+		owned := t.RangesOf(s.Shard)
+		for _, a := range owned {
+			ks := keyRangeStats{KeyRange: a.Range.String(), Shard: s.Shard, Region: s.Region, State: string(a.State)}
+			if m, ok := s.ranges[a.Range]; ok {
+				ks.Rows, ks.Bytes, ks.Exact = &m.Rows, &m.Bytes, true
+			} else if s.Error == "" && len(owned) == 1 {
+				rows, bytes := s.Rows, s.Bytes
+				ks.Rows, ks.Bytes, ks.Exact = &rows, &bytes, s.Exact
+			}
+			out = append(out, ks)
+		}
+	}
+	return out
+}
+
 func summarise(t *topology.Topology, stats []shardStats) []regionStats {
 	out := make([]regionStats, 0, len(t.Regions))
 	for _, r := range t.Regions {
@@ -178,7 +236,7 @@ func summarise(t *topology.Topology, stats []shardStats) []regionStats {
 	return out
 }
 
-func printStatus(w io.Writer, t *topology.Topology, regions []regionStats, stats []shardStats) {
+func printStatus(w io.Writer, t *topology.Topology, regions []regionStats, stats []shardStats, ranges []keyRangeStats) {
 	fmt.Fprintf(w, "topology version %d: %d regions, %d shards, %d keyranges, %d relocations\n\n", t.Version, len(t.Regions), len(t.Shards), len(t.KeyRanges), len(t.Relocations))
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "REGION\tCODE\tKEYSPACE\tSHARDS\tHEALTHY\tROWS\tBYTES")
@@ -200,6 +258,28 @@ func printStatus(w io.Writer, t *topology.Topology, regions []regionStats, stats
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.Shard, s.Region, strings.Join(s.KeyRanges, " "), rows, bytes, s.Database, status)
 	}
 	tw.Flush()
+	if len(ranges) == 0 {
+		return
+	}
+	fmt.Fprintln(w)
+	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "KEYRANGE\tSHARD\tREGION\tSTATE\tROWS\tBYTES")
+	unknown := false
+	for _, k := range ranges {
+		rows, bytes := "-", "-"
+		if k.Rows != nil {
+			rows, bytes = fmt.Sprint(*k.Rows), humanBytes(*k.Bytes)
+			if !k.Exact {
+				rows = "~" + rows
+			}
+		}
+		unknown = unknown || k.Rows == nil
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", k.KeyRange, k.Shard, k.Region, k.State, rows, bytes)
+	}
+	tw.Flush()
+	if unknown {
+		fmt.Fprintln(w, "\n-: not known (the shard did not answer, or it owns several keyranges: --exact counts each)")
+	}
 }
 
 func humanBytes(n int64) string {

@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/8thdegree/meridian/pkg/shardkey"
+	"github.com/8thdegree/meridian/shardmgr/move"
 	"github.com/8thdegree/meridian/shardmgr/shardpool"
 	"github.com/8thdegree/meridian/shardmgr/topology"
 	"github.com/8thdegree/meridian/shardmgr/verify"
@@ -26,15 +27,16 @@ func newVerifyCmd(o *options, env Env) *cobra.Command {
 	var against string
 	var opts verify.Options
 	cmd := &cobra.Command{
-		Use:   "verify <keyrange> --against <shard>",
+		Use:   "verify <keyrange> [--against <shard>]",
 		Short: "Compare a keyrange's rows on its shard and another shard of its region: counts, checksums, differing keys",
 		Long: `Compare every sharded table's rows in <keyrange> on the shard that owns it (from the topology)
 and on --against, a shard of the same region: rows on each side, checksum equal or not, and the
 primary keys (ksid in hex|the rest of the key) of rows that differ or exist on one side only.
 Each side is read in one REPEATABLE READ READ ONLY transaction; nothing is written.
 
---against is required for now; once moves are recorded in Consul (meridian/moves/<id>), a keyrange
-in a move will default to the move's target.
+Without --against, a keyrange in a move that is not finished (its record under --moves-prefix
+equals or contains the keyrange) is compared with the move's target, or with its source once the
+move has flipped the keyrange to the target. Without a move and without --against: exit 2.
 
 Exit 0: the keyrange is the same on both shards; 1: it differs (or a shard could not be read);
 2: the command line is wrong. The deadline is 1h unless --timeout is given.`,
@@ -43,9 +45,6 @@ Exit 0: the keyrange is the same on both shards; 1: it differs (or a shard could
 			kr, err := shardkey.ParseKeyRange(args[0])
 			if err != nil {
 				return usageError{err}
-			}
-			if against == "" {
-				return usagef("--against <shard> is required: the shard to compare %s's owner with", kr)
 			}
 			if err := opts.Validate(); err != nil {
 				return usageError{err}
@@ -59,6 +58,12 @@ Exit 0: the keyrange is the same on both shards; 1: it differs (or a shard could
 			t, _, err := o.load(ctx)
 			if err != nil {
 				return err
+			}
+			var inMove *move.Move
+			if against == "" {
+				if against, inMove, err = o.moveCounterpart(ctx, env, t, kr); err != nil {
+					return err
+				}
 			}
 			src, tgt, err := verifyShards(t, kr, against)
 			if err != nil {
@@ -74,17 +79,21 @@ Exit 0: the keyrange is the same on both shards; 1: it differs (or a shard could
 				return err
 			}
 			defer tgtPool.Close()
-			o.logger(env).Info("verifying", "keyrange", kr.String(), "source", src.Name, "target", tgt.Name)
+			note := ""
+			if inMove != nil {
+				note = fmt.Sprintf("--against %s: the %s of move %s (keyrange %s, %s → %s, %s)", tgt.Name, moveSide(inMove, tgt.Name), inMove.ID, inMove.KeyRange, inMove.Source, inMove.Target, inMove.Status)
+			}
+			o.logger(env).Info("verifying", "keyrange", kr.String(), "source", src.Name, "target", tgt.Name, "move", moveID(inMove))
 			rep, err := verify.Compare(ctx, srcPool, tgtPool, kr, opts)
 			if err != nil {
 				return fmt.Errorf("verify %s on %s against %s: %w", kr, src.Name, tgt.Name, err)
 			}
 			if o.output == "json" {
-				if err := writeJSON(env.Stdout, verifyJSON{KeyRange: kr, Source: src.Name, Target: tgt.Name, Equal: rep.Equal(), Tables: rep.Tables}); err != nil {
+				if err := writeJSON(env.Stdout, verifyJSON{KeyRange: kr, Source: src.Name, Target: tgt.Name, Move: moveID(inMove), Equal: rep.Equal(), Tables: rep.Tables}); err != nil {
 					return err
 				}
 			} else {
-				printVerify(env.Stdout, rep, src.Name, tgt.Name)
+				printVerify(env.Stdout, rep, src.Name, tgt.Name, note)
 			}
 			if d := rep.Differing(); len(d) > 0 {
 				names := make([]string, len(d))
@@ -97,11 +106,53 @@ Exit 0: the keyrange is the same on both shards; 1: it differs (or a shard could
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&against, "against", "", "the shard to compare with (same region as the keyrange's owner; required)")
+	f.StringVar(&against, "against", "", "the shard to compare with (same region as the keyrange's owner; default: the other shard of the move the keyrange is in)")
 	f.IntVar(&opts.Limit, "limit", verify.DefaultLimit, "differing keys listed per table (all are counted)")
 	f.StringSliceVar(&opts.Tables, "table", nil, "only these tables, schema.table (repeatable; default every sharded table)")
 	f.IntVar(&opts.ChunkRows, "chunk-rows", verify.DefaultChunkRows, "rows per checksum chunk")
 	return cmd
+}
+
+// moveCounterpart chooses --against when it is not given: the other shard of the unfinished move
+// whose keyrange equals or contains kr. That is the move's target while the source owns the
+// keyrange, and the source once the flip made the target its owner (until cleanup has deleted the
+// source's rows, they still compare). No such move is a usage error: there is nothing to default to.
+func (o *options) moveCounterpart(ctx context.Context, env Env, t *topology.Topology, kr shardkey.KeyRange) (string, *move.Move, error) {
+	r, err := o.runner(env, 0, nil)
+	if err != nil {
+		return "", nil, err
+	}
+	ms, err := r.List(ctx, false)
+	if err != nil {
+		return "", nil, fmt.Errorf("looking for a move of %s under %s: %w", kr, o.movesPrefix, err)
+	}
+	for _, m := range ms {
+		if !m.KeyRange.ContainsRange(kr) {
+			continue
+		}
+		for _, a := range t.KeyRanges {
+			if a.Range.ContainsRange(kr) && a.Shard == m.Target {
+				return m.Source, m, nil
+			}
+		}
+		return m.Target, m, nil
+	}
+	return "", nil, usagef("--against <shard> is required: no unfinished move under %s covers %s, so there is no move target to compare %s's owner with", o.movesPrefix, kr, kr)
+}
+
+// moveSide names the part shard plays in m.
+func moveSide(m *move.Move, shard string) string {
+	if shard == m.Source {
+		return "source"
+	}
+	return "target"
+}
+
+func moveID(m *move.Move) string {
+	if m == nil {
+		return ""
+	}
+	return m.ID
 }
 
 // verifyShards returns the shard that owns kr and the one named by against, refusing what the
@@ -169,15 +220,22 @@ func verifyPool(ctx context.Context, s topology.Shard) (*pgxpool.Pool, error) {
 }
 
 type verifyJSON struct {
-	KeyRange shardkey.KeyRange    `json:"keyrange"`
-	Source   string               `json:"source"`
-	Target   string               `json:"target"`
-	Equal    bool                 `json:"equal"`
-	Tables   []verify.TableReport `json:"tables"`
+	KeyRange shardkey.KeyRange `json:"keyrange"`
+	Source   string            `json:"source"`
+	Target   string            `json:"target"`
+	// Move is the move whose shard --against defaulted to; empty when --against was given.
+	Move   string               `json:"move,omitempty"`
+	Equal  bool                 `json:"equal"`
+	Tables []verify.TableReport `json:"tables"`
 }
 
-func printVerify(w io.Writer, rep verify.Report, src, tgt string) {
-	fmt.Fprintf(w, "keyrange %s: %s (owner) against %s\n\n", rep.KeyRange, src, tgt)
+// printVerify prints the report; note, when not empty, says where --against came from.
+func printVerify(w io.Writer, rep verify.Report, src, tgt, note string) {
+	fmt.Fprintf(w, "keyrange %s: %s (owner) against %s\n", rep.KeyRange, src, tgt)
+	if note != "" {
+		fmt.Fprintln(w, note)
+	}
+	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintf(tw, "TABLE\tROWS %s\tROWS %s\tCHECKSUM\tDIFFERING\n", src, tgt)
 	var rows int64

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -8,7 +9,9 @@ import (
 	"testing"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 
+	mfixture "github.com/8thdegree/meridian/deploy/local/fixture"
 	"github.com/8thdegree/meridian/shardmgr/topology"
 )
 
@@ -42,6 +45,7 @@ func seedUsers(t *testing.T, conn *pgx.Conn) {
 
 func TestVerify(t *testing.T) {
 	f := newFixture(t)
+	f.env["MERIDIAN_MOVES_PREFIX"] = "test/TestVerify/moves/" // none: --against has no default
 	if r := shardmgr(t, f.env, "topology", "init", "--from", f.file); r.code != 0 {
 		t.Fatalf("init: %+v", r)
 	}
@@ -56,7 +60,7 @@ func TestVerify(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"verify", "2010-2020"}, "--against <shard> is required"},
+		{[]string{"verify", "2010-2020"}, "--against <shard> is required: no unfinished move under test/TestVerify/moves/ covers 2010-2020"},
 		{[]string{"verify", "zz-", "--against", "us-east-2"}, "invalid keyrange"},
 		{[]string{"verify", "--against", "us-east-2"}, "accepts 1 arg"},
 		{[]string{"verify", "2010-2020", "--against", "nope"}, `--against "nope": no such shard`},
@@ -120,5 +124,104 @@ func TestVerify(t *testing.T) {
 	}
 	if r := shardmgr(t, f.env, "--timeout", "5s", "verify", "2010-2020", "--against", "us-east-2"); r.code != ExitError || !strings.Contains(r.stderr, "us-east-2") {
 		t.Fatalf("target down: %+v", r)
+	}
+}
+
+// moveWithFault starts moving kr to target with MERIDIAN_FAULT=fault, so the command exits right
+// after that step as a crash would, and returns the move's ID.
+func moveWithFault(t *testing.T, env map[string]string, kr, target, fault string) string {
+	t.Helper()
+	faultEnv := map[string]string{"MERIDIAN_FAULT": fault}
+	for k, v := range env {
+		faultEnv[k] = v
+	}
+	var exited []int
+	var out, errb bytes.Buffer
+	code := Run(context.Background(), []string{"move", kr, "--to", target, "--yes"}, Env{
+		Stdout: &out, Stderr: &errb, Getenv: func(k string) string { return faultEnv[k] }, Exit: func(c int) { exited = append(exited, c) },
+	})
+	m := moveIDLine.FindStringSubmatch(out.String())
+	if code != ExitError || len(exited) != 1 || m == nil {
+		t.Fatalf("move %s --to %s with MERIDIAN_FAULT=%s: exit %d, Exit calls %v\nstdout %s\nstderr %s", kr, target, fault, code, exited, out.String(), errb.String())
+	}
+	return m[1]
+}
+
+// TestVerifyDefaultsToMove runs verify without --against: refused without a move, then against
+// the target of a move stopped after its copy (for the move's keyrange and one inside it), and
+// against the source of a move stopped after its flip.
+func TestVerifyDefaultsToMove(t *testing.T) {
+	f := mfixture.New(t, mfixture.Options{Shards: true, Consul: true})
+	env := map[string]string{
+		"CONSUL_HTTP_ADDR":      f.ConsulAddr,
+		"MERIDIAN_TOPOLOGY_KEY": f.Key,
+		"MERIDIAN_LOCK_KEY":     "meridian-test/" + f.Prefix + "/lock",
+		"MERIDIAN_MOVES_PREFIX": "meridian-test/" + f.Prefix + "/moves/",
+	}
+	t.Cleanup(func() { _, _ = f.Consul.KV().DeleteTree(env["MERIDIAN_MOVES_PREFIX"], nil) })
+	ctx := context.Background()
+	src, err := pgxpool.New(ctx, f.DSN["us-east-1"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	if _, err := src.Exec(ctx, `
+		INSERT INTO auth.users (ksid, id, email, email_normalized, name, role, region)
+		SELECT decode('20' || lpad(to_hex(g), 14, '0'), 'hex'), decode(lpad(to_hex(g), 40, '0'), 'hex'),
+		       'u' || g || '@example.test', 'u' || g || '@example.test', 'User ' || g, 'client', 'us-east'
+		  FROM generate_series(1, 300) g`); err != nil {
+		t.Fatal(err)
+	}
+	noMove := "no unfinished move under " + env["MERIDIAN_MOVES_PREFIX"] + " covers"
+	if r := shardmgr(t, env, "verify", "20-2080"); r.code != ExitUsage || !strings.Contains(r.stderr, "--against <shard> is required: "+noMove+" 20-2080") {
+		t.Fatalf("verify without a move: %+v", r)
+	}
+
+	id := moveWithFault(t, env, "20-2080", "us-east-2", "copy")
+	r := shardmgr(t, env, "verify", "20-2080")
+	if r.code != ExitOK || !strings.Contains(r.stdout, "keyrange 20-2080: us-east-1 (owner) against us-east-2\n--against us-east-2: the target of move "+id+" (keyrange 20-2080, us-east-1 → us-east-2, running)") ||
+		!strings.Contains(r.stdout, "300 rows, the same on us-east-1 and us-east-2") {
+		t.Fatalf("verify during the move: %+v", r)
+	}
+	r = shardmgr(t, env, "-o", "json", "verify", "2000000000000001-2000000000000081")
+	var got verifyJSON
+	if err := json.Unmarshal([]byte(r.stdout), &got); err != nil || r.code != ExitOK {
+		t.Fatalf("verify inside the move's keyrange -o json: exit %d, %v\n%s", r.code, err, r.stdout)
+	}
+	if !got.Equal || got.Move != id || got.Source != "us-east-1" || got.Target != "us-east-2" {
+		t.Fatalf("verify inside the move's keyrange -o json: %+v", got)
+	}
+	var n int64
+	for _, tr := range got.Tables {
+		n += tr.TargetRows
+	}
+	if n != 128 {
+		t.Errorf("verify inside the move's keyrange: %d rows on the target, want 128 (ksids 20..01 to 20..80)", n)
+	}
+	if r := shardmgr(t, env, "verify", "2080-21"); r.code != ExitUsage || !strings.Contains(r.stderr, noMove+" 2080-21") {
+		t.Errorf("verify of a keyrange outside the move: %+v", r)
+	}
+	if r := shardmgr(t, env, "verify", "20-2080", "--against", "eu-west-1"); r.code != ExitUsage || !strings.Contains(r.stderr, "is in region eu-west") {
+		t.Errorf("an explicit --against is not checked during the move: %+v", r)
+	}
+	if r := shardmgr(t, env, "move", "--abort", id, "--yes"); r.code != ExitOK {
+		t.Fatalf("abort: %+v", r)
+	}
+	if r := shardmgr(t, env, "verify", "20-2080"); r.code != ExitUsage || !strings.Contains(r.stderr, noMove) {
+		t.Fatalf("verify after the abort: %+v", r)
+	}
+
+	// After the flip the target owns the keyrange and the source still has its rows until cleanup.
+	id = moveWithFault(t, env, "20-2080", "us-east-2", "flip")
+	r = shardmgr(t, env, "verify", "20-2080")
+	if r.code != ExitOK || !strings.Contains(r.stdout, "keyrange 20-2080: us-east-2 (owner) against us-east-1\n--against us-east-1: the source of move "+id) ||
+		!strings.Contains(r.stdout, "300 rows, the same on us-east-2 and us-east-1") {
+		t.Fatalf("verify after the flip: %+v", r)
+	}
+	if r := shardmgr(t, env, "move", "--resume", id); r.code != ExitOK {
+		t.Fatalf("resume: %+v", r)
+	}
+	if r := shardmgr(t, env, "verify", "20-2080"); r.code != ExitUsage || !strings.Contains(r.stderr, noMove) {
+		t.Fatalf("verify after the move: %+v", r)
 	}
 }

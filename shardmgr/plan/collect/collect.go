@@ -84,7 +84,7 @@ func Collect(ctx context.Context, t *topology.Topology, targets []shardpool.Targ
 	}
 	res := shardpool.Scatter(ctx, chosen, shardpool.ScatterOptions{Concurrency: opts.Concurrency, PerShardTimeout: opts.PerShardTimeout},
 		func(ctx context.Context, tg shardpool.Target) ([]plan.Stats, error) {
-			return measureShard(ctx, tg, t.RangesOf(tg.Shard))
+			return measureShard(ctx, tg, t.RangesOf(tg.Shard), true)
 		})
 	if res.Partial() {
 		errs := make([]error, len(res.Failed))
@@ -119,7 +119,15 @@ type table struct {
 	size int64
 }
 
-func measureShard(ctx context.Context, tg shardpool.Target, owned []topology.Assignment) ([]plan.Stats, error) {
+// Shard measures the assignments owned on one shard (t.RangesOf(tg.Shard)) as Collect does, rows and
+// bytes in one snapshot, but without the medians, which only the planner needs (they cost an ordered
+// walk of half of each keyrange's rows), and without requests. `shardmgr status --exact` calls it per
+// shard, so that a shard that does not answer leaves the others reported.
+func Shard(ctx context.Context, tg shardpool.Target, owned []topology.Assignment) ([]plan.Stats, error) {
+	return measureShard(ctx, tg, owned, false)
+}
+
+func measureShard(ctx context.Context, tg shardpool.Target, owned []topology.Assignment, medians bool) ([]plan.Stats, error) {
 	tx, err := tg.Pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
 	if err != nil {
 		return nil, err
@@ -171,7 +179,7 @@ func measureShard(ctx context.Context, tg shardpool.Target, owned []topology.Ass
 		}
 	}
 	for i, a := range owned {
-		if out[i].Rows < 2 || len(tables) == 0 {
+		if !medians || out[i].Rows < 2 || len(tables) == 0 {
 			continue
 		}
 		m, err := median(ctx, tx, tables, a.Range, out[i].Rows)

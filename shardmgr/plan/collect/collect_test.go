@@ -147,6 +147,25 @@ func TestCollect(t *testing.T) {
 		t.Errorf("empty keyrange: %+v", e)
 	}
 
+	// Shard measures one shard alike, without medians.
+	for _, tg := range pools.Targets("") {
+		if tg.Shard != "us-east-1" {
+			continue
+		}
+		one, err := Shard(ctx, tg, topo.RangesOf(tg.Shard))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(one) != 2 {
+			t.Fatalf("Shard us-east-1: %+v, want its 2 keyranges", one)
+		}
+		for _, s := range one {
+			if w := got[s.KeyRange]; s.Rows != w.Rows || s.Bytes != w.Bytes || s.Median != 0 || s.Shard != "us-east-1" {
+				t.Errorf("Shard %s: %+v, want rows %d and bytes %d as Collect, no median", s.KeyRange, s, w.Rows, w.Bytes)
+			}
+		}
+	}
+
 	// A shard that does not answer fails the whole collection, naming it.
 	down := topo.Clone()
 	down.Shards[1].Conn.Port = 1
