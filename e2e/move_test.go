@@ -122,8 +122,11 @@ func (l *moveLoad) run(u *loadUser, pace time.Duration) {
 				var j struct {
 					ID shardkey.ID `json:"id"`
 				}
-				if err := json.Unmarshal(b, &j); err != nil || j.ID.IsZero() {
-					return fmt.Errorf("job answer %s: %v", b, err)
+				if err := json.Unmarshal(b, &j); err != nil {
+					return fmt.Errorf("job answer %s: %w", b, err)
+				}
+				if j.ID.IsZero() {
+					return fmt.Errorf("job answer without an id: %s", b)
 				}
 				u.jobs = append(u.jobs, j.ID)
 				return nil
