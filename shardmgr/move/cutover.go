@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/8thdegree/meridian/pkg/shardkey"
 	"github.com/8thdegree/meridian/shardmgr/topology"
+	"github.com/8thdegree/meridian/shardmgr/topostore"
 )
 
 // cutover runs freeze, drain and flip as one unit, within the freeze budget, a few times if a try
@@ -44,7 +46,7 @@ func (s *session) cutover(ctx context.Context) error {
 func (s *session) tryCutover(ctx context.Context) (bool, error) {
 	m := s.m
 	m.startStep(StepFreeze, time.Now().UTC())
-	frozen, err := s.modify(ctx, func(a *topology.Assignment) error {
+	frozen, frozenIdx, err := s.modifyAt(ctx, func(a *topology.Assignment) error {
 		if a.Shard != m.Source || (a.State != topology.Moving && a.State != topology.Frozen) {
 			return fmt.Errorf("keyrange %s is %s on %s; the cutover expects it moving on %s", a.Range, a.State, a.Shard, m.Source)
 		}
@@ -103,16 +105,7 @@ func (s *session) tryCutover(ctx context.Context) (bool, error) {
 	// The flip ends the hold as a rollback would, so once drained it is written even past the
 	// budget (the budget leaves the nodes' hold a margin for exactly this).
 	m.startStep(StepFlip, time.Now().UTC())
-	if _, err := s.modify(ctx, func(a *topology.Assignment) error {
-		if a.Shard == m.Target {
-			return nil
-		}
-		if a.Shard != m.Source || a.State != topology.Frozen {
-			return fmt.Errorf("keyrange %s is %s on %s; the flip expects it frozen on %s", a.Range, a.State, a.Shard, m.Source)
-		}
-		a.Shard, a.State = m.Target, topology.Serving
-		return nil
-	}); err != nil {
+	if err := s.flip(ctx, frozen, frozenIdx); err != nil {
 		_, rerr := rollback(err)
 		return false, errors.Join(fmt.Errorf("flipping: %w", err), rerr)
 	}
@@ -156,4 +149,84 @@ func (s *session) drain(ctx context.Context) error {
 			return err
 		}
 	}
+}
+
+// flipTo is the flip's edit: the assignment frozen on the source becomes the target's, serving.
+func (s *session) flipTo(a *topology.Assignment) error {
+	m := s.m
+	if a.Shard == m.Target {
+		return nil
+	}
+	if a.Shard != m.Source || a.State != topology.Frozen {
+		return fmt.Errorf("keyrange %s is %s on %s; the flip expects it frozen on %s", a.Range, a.State, a.Shard, m.Source)
+	}
+	a.Shard, a.State = m.Target, topology.Serving
+	return nil
+}
+
+// flip writes the flip inside the write pause with one round trip fewer than modify: the document
+// the freeze wrote is edited and written with check-and-set on the index the freeze returned, so
+// it cannot be loaded again first. The check-and-set fences it exactly as a fresh load would: it
+// succeeds only if nobody wrote the topology since the freeze. When someone did (an edit outside
+// the shard lock, such as a pin), it falls back to modify, which loads the latest document and
+// applies the same checked edit to it.
+func (s *session) flip(ctx context.Context, frozen *topology.Topology, frozenIdx uint64) error {
+	if err := s.lock.Err(); err != nil {
+		return err
+	}
+	next := frozen.Clone()
+	if err := editAssignment(next, s.m.KeyRange, s.flipTo); err != nil {
+		return err
+	}
+	_, err := s.r.cfg.Topology.Update(ctx, next, frozenIdx)
+	if errors.Is(err, topostore.ErrConflict) || errors.Is(err, topostore.ErrStale) {
+		_, err = s.modify(ctx, s.flipTo)
+	}
+	return err
+}
+
+// modifyAt is modify that also returns the ModifyIndex of the write, for the flip to fence on.
+func (s *session) modifyAt(ctx context.Context, fn func(*topology.Assignment) error) (*topology.Topology, uint64, error) {
+	if err := s.lock.Err(); err != nil {
+		return nil, 0, err
+	}
+	var last error
+	for attempt := range modifyAttempts {
+		if attempt > 0 {
+			if err := sleep(ctx, time.Duration(attempt)*10*time.Millisecond); err != nil {
+				return nil, 0, fmt.Errorf("%w (last conflict: %w)", err, last)
+			}
+		}
+		cur, idx, err := s.r.cfg.Topology.Load(ctx)
+		if err != nil {
+			return nil, 0, err
+		}
+		next := cur.Clone()
+		if err := editAssignment(next, s.m.KeyRange, fn); err != nil {
+			return nil, 0, err
+		}
+		written, err := s.r.cfg.Topology.Update(ctx, next, idx)
+		if errors.Is(err, topostore.ErrConflict) || errors.Is(err, topostore.ErrStale) {
+			last = err
+			continue
+		}
+		if err != nil {
+			return nil, 0, err
+		}
+		return next, written, nil
+	}
+	return nil, 0, fmt.Errorf("gave up after %d conflicting writes of the topology: %w", modifyAttempts, last)
+}
+
+// modifyAttempts bounds modifyAt's retries on conflicting writes, as topostore.Store.Modify does.
+const modifyAttempts = 8
+
+// editAssignment applies fn to the assignment of exactly kr in t.
+func editAssignment(t *topology.Topology, kr shardkey.KeyRange, fn func(*topology.Assignment) error) error {
+	for i := range t.KeyRanges {
+		if t.KeyRanges[i].Range == kr {
+			return fn(&t.KeyRanges[i])
+		}
+	}
+	return fmt.Errorf("keyrange %s is no longer one assignment", kr)
 }

@@ -1,0 +1,437 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	consul "github.com/hashicorp/consul/api"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/8thdegree/meridian/e2e/cluster"
+	"github.com/8thdegree/meridian/pkg/shardkey"
+	"github.com/8thdegree/meridian/shardmgr/cli"
+	"github.com/8thdegree/meridian/shardmgr/move"
+	"github.com/8thdegree/meridian/shardmgr/topology"
+	"github.com/8thdegree/meridian/shardmgr/topostore"
+)
+
+// The example topology gives us-east-1 "20-2080" and us-east-2 "2080-21". The test splits
+// us-east-1's keyrange at 2040 with the shardmgr CLI, then moves "2040-2080" to us-east-2 with
+// shardmgr/move, both while clients write and read through the routers.
+var (
+	e2eWhole  = shardkey.MustParseKeyRange("20-2080")
+	e2eMoved  = shardkey.MustParseKeyRange("2040-2080")
+	e2eSource = "us-east-1"
+	e2eTarget = "us-east-2"
+)
+
+// sample is one client request: what it was, whether its user is in the moved keyrange, when it
+// ran and how it ended.
+type sample struct {
+	write, moved bool
+	start, end   time.Time
+	status       int
+	err          error
+	what         string
+}
+
+// loadUser is a client homed in us-east, with what its acknowledged writes wrote.
+type loadUser struct {
+	reg   cluster.Registered
+	ksid  shardkey.KeyspaceID
+	moved bool
+	// jobs: every acknowledged job; headline: the last acknowledged profile headline (one goroutine
+	// per user writes, so the last acknowledged PUT is the profile's final state).
+	jobs     []shardkey.ID
+	headline string
+}
+
+// moveLoad runs one goroutine per user until stop: POST a job, PUT the profile (one round in
+// eight), GET the profile, GET the last job, through the routers in turn.
+type moveLoad struct {
+	routers []string
+	client  *http.Client
+	stop    chan struct{}
+	wg      sync.WaitGroup
+	mu      sync.Mutex
+	samples []sample
+}
+
+func (l *moveLoad) request(method, url, token string, body any) (int, []byte, error) {
+	var rd io.Reader
+	if body != nil {
+		b, _ := json.Marshal(body)
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequest(method, url, rd)
+	if err != nil {
+		return 0, nil, err
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := l.client.Do(req)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, data, err
+}
+
+func (l *moveLoad) run(u *loadUser, pace time.Duration) {
+	l.wg.Add(1)
+	go func() {
+		defer l.wg.Done()
+		for i := 0; ; i++ {
+			select {
+			case <-l.stop:
+				return
+			default:
+			}
+			base := l.routers[i%len(l.routers)]
+			do := func(write bool, what, method, path string, body any, ok func([]byte) error) {
+				s := sample{write: write, moved: u.moved, what: what, start: time.Now()}
+				s.status, _, s.err = func() (int, []byte, error) {
+					st, data, err := l.request(method, base+path, u.reg.AccessToken, body)
+					if err == nil && st/100 == 2 && ok != nil {
+						err = ok(data)
+					}
+					return st, data, err
+				}()
+				s.end = time.Now()
+				if s.err == nil && s.status/100 != 2 {
+					s.err = fmt.Errorf("%s %s: %d", method, path, s.status)
+				}
+				l.mu.Lock()
+				l.samples = append(l.samples, s)
+				l.mu.Unlock()
+			}
+			do(true, "POST job", http.MethodPost, "/api/v1/jobs/", map[string]any{"title": fmt.Sprintf("Move job %d", i), "description": "written during a move", "skills": []string{"go"}, "currency": "USD", "remote": true}, func(b []byte) error {
+				var j struct {
+					ID shardkey.ID `json:"id"`
+				}
+				if err := json.Unmarshal(b, &j); err != nil {
+					return fmt.Errorf("job answer %s: %w", b, err)
+				}
+				if j.ID.IsZero() {
+					return fmt.Errorf("job answer without an id: %s", b)
+				}
+				u.jobs = append(u.jobs, j.ID)
+				return nil
+			})
+			// The profile is one row per user, updated in place: every eighth round only. A row
+			// rewritten faster than the move's verify can recheck it (a few tens of ms) differs
+			// in every recheck and fails the move at verify (resumably): see docs/moves.md.
+			if i%8 == 0 {
+				headline := fmt.Sprintf("headline %d", i)
+				do(true, "PUT profile", http.MethodPut, "/api/v1/users/profile", map[string]any{"headline": headline, "skills": []string{"go", "sql"}}, func([]byte) error {
+					u.headline = headline
+					return nil
+				})
+			}
+			do(false, "GET profile", http.MethodGet, "/api/v1/users/profile", nil, nil)
+			if n := len(u.jobs); n > 0 {
+				do(false, "GET job", http.MethodGet, "/api/v1/jobs/"+u.jobs[n-1].String(), nil, nil)
+			}
+			time.Sleep(pace)
+		}
+	}()
+}
+
+func quantile(d []time.Duration, q float64) time.Duration {
+	if len(d) == 0 {
+		return 0
+	}
+	s := slices.Clone(d)
+	slices.Sort(s)
+	return s[min(len(s)-1, int(q*float64(len(s))))]
+}
+
+// A split and a move on real PostgreSQL and Consul, through two real API nodes of the region and
+// two routers, under clients that write and read all along: every acknowledged write ends on the
+// target exactly once, nothing of the keyrange is left on the source, and no client request fails
+// (a 503 from a hold that ran out counts as a failure: the point of the hold is that none is seen).
+func TestE2EMoveAndSplitUnderLoad(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts real API nodes and routers")
+	}
+	c := cluster.Start(t)
+	// Two nodes in the region: the cutover must wait for both to hold the freeze.
+	c.StartNode(t, "us-east")
+	c.WaitPassing(t, "us-east", 2)
+	usRouter, _ := c.StartRouter(t, "us-east", nil)
+	euRouter, _ := c.StartRouter(t, "eu-west", nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+
+	cc, err := consul.NewClient(&consul.Config{Address: c.ConsulAddr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := strings.TrimSuffix(c.Key, "/topology")
+	lockKey, movesPrefix := base+"/lock", base+"/moves/"
+	t.Cleanup(func() { _, _ = cc.KV().DeleteTree(movesPrefix, nil) })
+	src, err := pgxpool.New(ctx, c.DSN[e2eSource])
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(src.Close)
+	dst, err := pgxpool.New(ctx, c.DSN[e2eTarget])
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(dst.Close)
+	// A failed move leaves its replication objects, which would keep the databases from being
+	// dropped: subscriptions first (without reaching the publisher), then the slots.
+	t.Cleanup(func() {
+		if !t.Failed() {
+			return
+		}
+		ctx := context.Background()
+		rows, _ := dst.Query(ctx, "SELECT subname FROM pg_subscription WHERE subname LIKE 'meridian_move_%' AND subdbid = (SELECT oid FROM pg_database WHERE datname = current_database())")
+		subs, _ := pgx.CollectRows(rows, pgx.RowTo[string])
+		for _, s := range subs {
+			_, _ = dst.Exec(ctx, "ALTER SUBSCRIPTION "+s+" DISABLE")
+			_, _ = dst.Exec(ctx, "ALTER SUBSCRIPTION "+s+" SET (slot_name = NONE)")
+			_, _ = dst.Exec(ctx, "DROP SUBSCRIPTION "+s)
+		}
+		time.Sleep(100 * time.Millisecond)
+		_, _ = src.Exec(ctx, "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE database = current_database() AND active_pid IS NOT NULL")
+		time.Sleep(100 * time.Millisecond)
+		_, _ = src.Exec(ctx, "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = current_database()")
+	})
+
+	// Users homed in us-east: a user's ksid is drawn in its region's keyspace, so register until
+	// enough fall in the moved keyrange and enough outside it.
+	const wantMoved, wantOther = 6, 4
+	hc := cluster.Client()
+	var users []*loadUser
+	nMoved, nOther := 0, 0
+	for i := 0; nMoved < wantMoved || nOther < wantOther; i++ {
+		if i == 200 {
+			t.Fatalf("200 registrations gave %d users in %s and %d outside", nMoved, e2eMoved, nOther)
+		}
+		reg, err := cluster.Register(hc, usRouter, fmt.Sprintf("move-%d-%d@e2e.test", i, time.Now().UnixNano()), "client", "us-east")
+		if err != nil {
+			t.Fatal(err)
+		}
+		id, err := shardkey.ParseID(reg.User.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		u := &loadUser{reg: reg, ksid: id.KeyspaceID(), moved: e2eMoved.Contains(id.KeyspaceID())}
+		switch {
+		case u.moved && nMoved < wantMoved:
+			nMoved++
+		case !u.moved && nOther < wantOther:
+			nOther++
+		default:
+			continue
+		}
+		users = append(users, u)
+	}
+
+	load := &moveLoad{routers: []string{usRouter, euRouter}, client: hc, stop: make(chan struct{})}
+	for _, u := range users {
+		load.run(u, 10*time.Millisecond)
+	}
+	time.Sleep(300 * time.Millisecond)
+
+	// The split, with the shardmgr command line in process.
+	var out bytes.Buffer
+	if code := cli.Run(ctx, []string{"split", e2eWhole.String(), "--at", "2040", "--yes", "--consul", c.ConsulAddr, "--key", c.Key, "--lock-key", lockKey, "--moves-prefix", movesPrefix},
+		cli.Env{Stdout: &out, Stderr: &out, Getenv: func(string) string { return "" }}); code != cli.ExitOK {
+		t.Fatalf("shardmgr split: exit %d: %s", code, out.String())
+	}
+	t.Logf("shardmgr split: %s", strings.TrimSpace(out.String()))
+	time.Sleep(300 * time.Millisecond)
+
+	// The move, with shardmgr/move waiting on the real nodes' published topology versions.
+	store := topostore.NewStore(cc, c.Key)
+	cfg := move.DefaultConfig()
+	cfg.Consul, cfg.Topology = cc, store
+	cfg.Prefix, cfg.LockKey = movesPrefix, lockKey
+	cfg.Poll = 50 * time.Millisecond
+	cfg.DeletePause = time.Millisecond
+	runner, err := move.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, moveErr := runner.Start(ctx, e2eMoved, e2eTarget)
+	time.Sleep(300 * time.Millisecond) // writes after the flip, at the target
+	close(load.stop)
+	load.wg.Wait()
+	if moveErr != nil {
+		t.Fatalf("move: %v", moveErr)
+	}
+	if m.Status != move.Done {
+		t.Fatalf("move ended %s at %s: %s", m.Status, m.Step, m.Error)
+	}
+
+	// No client request failed. One exception, a known limit of the design (docs/moves.md): the
+	// region's nodes apply the flip one after the other, and until the last has, a read through a
+	// node that still holds the freeze goes to the source and misses a job created a moment
+	// earlier at the target through a node that already flipped (404). Such stale reads are
+	// counted and reported, and fail the test only outside that window.
+	var flipStart, flipEnd time.Time
+	for _, st := range m.Steps {
+		if st.Step == move.StepFlip {
+			flipStart, flipEnd = st.Started, st.Finished
+		}
+	}
+	var failed, stale []sample
+	for _, s := range load.samples {
+		switch {
+		case s.err == nil:
+		case s.what == "GET job" && s.status == http.StatusNotFound && s.end.After(flipStart) && s.start.Before(flipEnd.Add(time.Second)):
+			stale = append(stale, s)
+		default:
+			failed = append(failed, s)
+		}
+	}
+	if len(failed) > 0 {
+		t.Errorf("%d of %d requests failed; first: %s: %v", len(failed), len(load.samples), failed[0].what, failed[0].err)
+	}
+	if len(stale) > 0 {
+		t.Logf("%d stale read(s) while the nodes applied the flip (a job just created at the target read through a node still reading the source): first %v", len(stale), stale[0].err)
+	}
+
+	topo, _, err := store.Load(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[shardkey.KeyRange]string{shardkey.MustParseKeyRange("20-2040"): e2eSource, e2eMoved: e2eTarget, shardkey.MustParseKeyRange("2080-21"): e2eTarget}
+	for _, a := range topo.KeyRanges {
+		if sh, ok := want[a.Range]; ok {
+			if a.Shard != sh || a.State != topology.Serving {
+				t.Errorf("after the move %s is %s on %s, want serving on %s", a.Range, a.State, a.Shard, sh)
+			}
+			delete(want, a.Range)
+		}
+	}
+	if len(want) > 0 {
+		t.Errorf("keyranges missing from the topology: %v", want)
+	}
+
+	// Every acknowledged write is on the shard that owns its user now, exactly once, and nowhere
+	// else; the profile holds the last acknowledged headline.
+	pools := map[string]*pgxpool.Pool{e2eSource: src, e2eTarget: dst}
+	owner := func(k shardkey.KeyspaceID) string {
+		if e2eMoved.Contains(k) || k >= shardkey.KeyspaceID(e2eMoved.End) {
+			return e2eTarget
+		}
+		return e2eSource
+	}
+	acked := 0
+	for _, u := range users {
+		home := owner(u.ksid)
+		for sh, db := range pools {
+			wantN := 0
+			if sh == home {
+				wantN = 1
+			}
+			for _, j := range u.jobs {
+				var n int
+				if err := db.QueryRow(ctx, "SELECT count(*) FROM core.jobs WHERE ksid = $1 AND id = $2", j.KeyspaceID().Bytes(), j.Bytes()).Scan(&n); err != nil {
+					t.Fatal(err)
+				}
+				if n != wantN {
+					t.Errorf("acknowledged job %s (user in %s: %v) is on %s %d times, want %d", j, e2eMoved, u.moved, sh, n, wantN)
+				}
+			}
+			var headlines []string
+			rows, err := db.Query(ctx, "SELECT headline FROM core.profiles WHERE ksid = $1", u.ksid.Bytes())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if headlines, err = pgx.CollectRows(rows, pgx.RowTo[string]); err != nil {
+				t.Fatal(err)
+			}
+			switch {
+			case sh == home && (len(headlines) != 1 || headlines[0] != u.headline):
+				t.Errorf("profile of %s on %s: %q, want the last acknowledged %q once", u.reg.User.ID, sh, headlines, u.headline)
+			case sh != home && len(headlines) != 0:
+				t.Errorf("profile of %s (homed on %s) also on %s: %q", u.reg.User.ID, home, sh, headlines)
+			}
+		}
+		acked += len(u.jobs)
+	}
+	// Nothing of the moved keyrange is left on the source, in any sharded table.
+	tables, err := ksidTables(ctx, src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tab := range tables {
+		var n int64
+		if err := src.QueryRow(ctx, "SELECT count(*) FROM "+tab+" WHERE ksid >= $1 AND ksid < $2", shardkey.KeyspaceID(e2eMoved.Start).Bytes(), shardkey.KeyspaceID(e2eMoved.End).Bytes()).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n != 0 {
+			t.Errorf("%d rows of %s left in %s on the source", n, e2eMoved, tab)
+		}
+	}
+	for sh, db := range pools {
+		left, err := move.Leftovers(ctx, db)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(left) > 0 {
+			t.Errorf("%s: replication objects left behind: %v", sh, left)
+		}
+	}
+
+	// The write pause clients saw: writes of the moved keyrange that overlapped the cutover (the
+	// freeze started to the flip written) against those outside it.
+	var from, to time.Time
+	for _, st := range m.Steps {
+		switch st.Step {
+		case move.StepFreeze:
+			from = st.Started
+		case move.StepFlip:
+			to = st.Finished
+		}
+	}
+	var in, outside []time.Duration
+	for _, s := range load.samples {
+		if !s.write || !s.moved {
+			continue
+		}
+		if s.start.Before(to) && s.end.After(from) {
+			in = append(in, s.end.Sub(s.start))
+		} else {
+			outside = append(outside, s.end.Sub(s.start))
+		}
+	}
+	if len(in) == 0 {
+		t.Errorf("no write of %s overlapped the cutover (%s to %s): the hold was not exercised", e2eMoved, from.Format(time.StampMicro), to.Format(time.StampMicro))
+	}
+	t.Logf("move %s: %d requests, %d jobs acknowledged, %d failed, %d stale reads; write pause %.1f ms (%d freeze attempt(s))", m.ID, len(load.samples), acked, len(failed), len(stale), m.WritePauseMillis, m.FreezeAttempts)
+	for _, st := range m.Steps {
+		t.Logf("  %-8s %8.1f ms", st.Step, st.Millis)
+	}
+	t.Logf("writes of %s in the cutover window: %d, p50 %s, p99 %s, max %s; outside: %d, p50 %s, p99 %s",
+		e2eMoved, len(in), quantile(in, 0.5), quantile(in, 0.99), quantile(in, 1), len(outside), quantile(outside, 0.5), quantile(outside, 0.99))
+}
+
+// ksidTables lists the tables of db that have a ksid column (the sharded tables).
+func ksidTables(ctx context.Context, db *pgxpool.Pool) ([]string, error) {
+	rows, err := db.Query(ctx, `SELECT c.table_schema || '.' || c.table_name FROM information_schema.columns c
+		JOIN information_schema.tables t USING (table_schema, table_name)
+		WHERE c.column_name = 'ksid' AND t.table_type = 'BASE TABLE' AND c.table_schema IN ('auth', 'core', 'ai') ORDER BY 1`)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, pgx.RowTo[string])
+}
