@@ -20,7 +20,10 @@ var moveIDLine = regexp.MustCompile(`(?m)^move ([0-9]{8}_[0-9]{6}_[0-9a-f]{4}): 
 // MERIDIAN_FAULT, migrate refused while the move is unfinished, resume, the listing, and an abort
 // refused after the flip. The region has no API node registered, which shardmgr/fleet counts as
 // every node holding the version (nobody takes writes).
-func TestMoveCommands(t *testing.T) {
+// moveFixture is a fixture with its own shard lock and move records, and 300 users on us-east-1 in
+// us-east's lower half (20-2080); env is the CLI's environment for it.
+func moveFixture(t *testing.T) (*mfixture.Fixture, map[string]string, *pgxpool.Pool) {
+	t.Helper()
 	f := mfixture.New(t, mfixture.Options{Shards: true, Consul: true})
 	env := map[string]string{
 		"CONSUL_HTTP_ADDR":      f.ConsulAddr,
@@ -34,12 +37,7 @@ func TestMoveCommands(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer src.Close()
-	dst, err := pgxpool.New(ctx, f.DSN["us-east-2"])
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer dst.Close()
+	t.Cleanup(src.Close)
 	if _, err := src.Exec(ctx, `
 		INSERT INTO auth.users (ksid, id, email, email_normalized, name, role, region)
 		SELECT decode('20' || lpad(to_hex(g), 14, '0'), 'hex'), decode(lpad(to_hex(g), 40, '0'), 'hex'),
@@ -47,6 +45,17 @@ func TestMoveCommands(t *testing.T) {
 		  FROM generate_series(1, 300) g`); err != nil {
 		t.Fatal(err)
 	}
+	return f, env, src
+}
+
+func TestMoveCommands(t *testing.T) {
+	f, env, src := moveFixture(t)
+	ctx := context.Background()
+	dst, err := pgxpool.New(ctx, f.DSN["us-east-2"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dst.Close()
 
 	for _, c := range []struct {
 		args []string

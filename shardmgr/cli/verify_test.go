@@ -9,9 +9,7 @@ import (
 	"testing"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
 
-	mfixture "github.com/8thdegree/meridian/deploy/local/fixture"
 	"github.com/8thdegree/meridian/shardmgr/topology"
 )
 
@@ -151,27 +149,7 @@ func moveWithFault(t *testing.T, env map[string]string, kr, target, fault string
 // the target of a move stopped after its copy (for the move's keyrange and one inside it), and
 // against the source of a move stopped after its flip.
 func TestVerifyDefaultsToMove(t *testing.T) {
-	f := mfixture.New(t, mfixture.Options{Shards: true, Consul: true})
-	env := map[string]string{
-		"CONSUL_HTTP_ADDR":      f.ConsulAddr,
-		"MERIDIAN_TOPOLOGY_KEY": f.Key,
-		"MERIDIAN_LOCK_KEY":     "meridian-test/" + f.Prefix + "/lock",
-		"MERIDIAN_MOVES_PREFIX": "meridian-test/" + f.Prefix + "/moves/",
-	}
-	t.Cleanup(func() { _, _ = f.Consul.KV().DeleteTree(env["MERIDIAN_MOVES_PREFIX"], nil) })
-	ctx := context.Background()
-	src, err := pgxpool.New(ctx, f.DSN["us-east-1"])
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer src.Close()
-	if _, err := src.Exec(ctx, `
-		INSERT INTO auth.users (ksid, id, email, email_normalized, name, role, region)
-		SELECT decode('20' || lpad(to_hex(g), 14, '0'), 'hex'), decode(lpad(to_hex(g), 40, '0'), 'hex'),
-		       'u' || g || '@example.test', 'u' || g || '@example.test', 'User ' || g, 'client', 'us-east'
-		  FROM generate_series(1, 300) g`); err != nil {
-		t.Fatal(err)
-	}
+	_, env, _ := moveFixture(t)
 	noMove := "no unfinished move under " + env["MERIDIAN_MOVES_PREFIX"] + " covers"
 	if r := shardmgr(t, env, "verify", "20-2080"); r.code != ExitUsage || !strings.Contains(r.stderr, "--against <shard> is required: "+noMove+" 20-2080") {
 		t.Fatalf("verify without a move: %+v", r)
