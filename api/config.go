@@ -54,6 +54,8 @@ type Config struct {
 	TokenAudience string        `env:"MERIDIAN_TOKEN_AUDIENCE" envDefault:"meridian-api"`
 	AccessTTL     time.Duration `env:"MERIDIAN_ACCESS_TTL" envDefault:"15m"`
 	RefreshTTL    time.Duration `env:"MERIDIAN_REFRESH_TTL" envDefault:"720h"`
+	// SessionMaxAge is a session's absolute lifetime from its login, however often it refreshes.
+	SessionMaxAge time.Duration `env:"MERIDIAN_SESSION_MAX_AGE" envDefault:"2160h"`
 	// SigningKeyDir holds the Ed25519 signing keys (*.pem); the newest file name signs.
 	SigningKeyDir string `env:"MERIDIAN_SIGNING_KEY_DIR"`
 	// InternalToken authenticates node-to-node calls.
@@ -173,8 +175,11 @@ func (c Config) Validate() error {
 		check(c.RedisAddr == "" || hostPort(c.RedisAddr), "MERIDIAN_REDIS_ADDR", fmt.Sprintf("%q is not host:port", c.RedisAddr)),
 		check(c.TokenIssuer != "", "MERIDIAN_TOKEN_ISSUER", "is required"),
 		check(c.TokenAudience != "", "MERIDIAN_TOKEN_AUDIENCE", "is required"),
-		check(c.AccessTTL >= time.Minute && c.AccessTTL <= 24*time.Hour, "MERIDIAN_ACCESS_TTL", "must be between 1m and 24h"),
+		// At most an hour: a stolen token is bounded by it even where revocation cannot reach (a
+		// region that cannot be asked).
+		check(c.AccessTTL >= time.Minute && c.AccessTTL <= time.Hour, "MERIDIAN_ACCESS_TTL", "must be between 1m and 1h"),
 		check(c.RefreshTTL >= time.Hour, "MERIDIAN_REFRESH_TTL", "must be at least 1h"),
+		check(c.SessionMaxAge >= c.RefreshTTL, "MERIDIAN_SESSION_MAX_AGE", "must be at least MERIDIAN_REFRESH_TTL"),
 		check(c.SigningKeyDir != "", "MERIDIAN_SIGNING_KEY_DIR", "is required (a folder of Ed25519 *.pem keys)"),
 		check(len(c.InternalToken) >= 16, "MERIDIAN_INTERNAL_TOKEN", "must be at least 16 characters"),
 		check(len(c.EmailPepper) >= 16, "MERIDIAN_EMAIL_PEPPER", "must be at least 16 characters"),
@@ -257,5 +262,8 @@ func namedEnvError(err error) error {
 	}
 	return errors.New(strings.Join(msgs, "; "))
 }
+
+// verifierLeeway is the clock skew the node's token verifier tolerates.
+const verifierLeeway = 30 * time.Second
 
 var errNoTopology = errors.New("no topology: neither Consul nor the disk copy had one")

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"net/url"
 	"strings"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/otel/attribute"
@@ -27,6 +28,7 @@ import (
 	"github.com/8thdegree/meridian/api/internal/profiles"
 	"github.com/8thdegree/meridian/api/internal/rest"
 	"github.com/8thdegree/meridian/api/internal/reviews"
+	"github.com/8thdegree/meridian/api/internal/revocation"
 	"github.com/8thdegree/meridian/api/internal/server"
 	"github.com/8thdegree/meridian/internal/accesstoken"
 	"github.com/8thdegree/meridian/internal/breaker"
@@ -44,7 +46,9 @@ type assembly struct {
 	routes   []feature.Route
 	schemas  map[string]any
 	accounts *accounts.Service
-	spec     *openapi.Spec
+	// revocations are the ended sessions whose access tokens the node refuses.
+	revocations *revocation.Service
+	spec        *openapi.Spec
 	// tasks are the features' background work, run by Node.Run beside the node's own.
 	tasks []feature.Task
 }
@@ -64,6 +68,13 @@ func assemble(a *feature.Deps, fs featureSettings) (*assembly, error) {
 	acfg.Tokens, acfg.EmailPepper, acfg.StateKey = fs.tokens, []byte(fs.cfg.EmailPepper), []byte(fs.cfg.StateKey)
 	acfg.RefreshTTL, acfg.OAuth, acfg.RedirectBaseURL, acfg.Limiter = fs.cfg.RefreshTTL, fs.oauth, fs.cfg.PublicURL, fs.limiter
 	acfg.TrustedProxies, acfg.DisableAPIKeys = fs.cfg.TrustedProxies, !fs.cfg.FeatureAPIKeys
+	acfg.SessionMaxAge = fs.cfg.SessionMaxAge
+	// A revoked session's access tokens are refused as long as any of them can be unexpired.
+	rvk, err := revocation.New(a, revocation.DefaultConfig(fs.cfg.AccessTTL+verifierLeeway+time.Minute), accounts.FamilyLog{})
+	if err != nil {
+		return nil, err
+	}
+	acfg.Revocations = rvk
 	acc, err := accounts.New(a, acfg)
 	if err != nil {
 		return nil, err
@@ -81,6 +92,7 @@ func assemble(a *feature.Deps, fs featureSettings) (*assembly, error) {
 		return nil, err
 	}
 	routes := acc.Routes()
+	routes = append(routes, rvk.Routes()...)
 	// Order matters within each package (/jobs/search before /jobs/{id}); keep each package's own order.
 	routes = append(routes, pf.Routes()...)
 	routes = append(routes, rv.Routes()...)
@@ -98,12 +110,13 @@ func assemble(a *feature.Deps, fs featureSettings) (*assembly, error) {
 	}, routes, schemas); err != nil {
 		return nil, fmt.Errorf("openapi: %w", err)
 	}
-	return &assembly{routes: routes, schemas: schemas, accounts: acc, spec: spec}, nil
+	return &assembly{routes: routes, schemas: schemas, accounts: acc, revocations: rvk, spec: spec,
+		tasks: []feature.Task{rvk.Task()}}, nil
 }
 
 // authenticator verifies bearer tokens and, when enabled, API keys.
 func (asm *assembly) authenticator(tokens *accesstoken.Verifier, apiKeys bool) authn.Authenticator {
-	h := &authn.HeaderAuthenticator{Verifier: tokens}
+	h := &authn.HeaderAuthenticator{Verifier: tokens, Revoked: asm.revocations.Revoked}
 	if apiKeys {
 		h.APIKeys = asm.accounts
 	}

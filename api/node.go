@@ -103,7 +103,7 @@ func New(cfg Config, log *slog.Logger) (*Node, error) {
 	if n.tokens, err = tokenissue.New(tokenissue.Config{Issuer: cfg.TokenIssuer, Audience: cfg.TokenAudience, TTL: cfg.AccessTTL}, keys, nil); err != nil {
 		return nil, err
 	}
-	if n.verifier, err = accesstoken.NewVerifier(accesstoken.Config{Issuer: cfg.TokenIssuer, Audience: cfg.TokenAudience, Leeway: 30 * time.Second, CacheSize: 10000}, keys.Public(), nil); err != nil {
+	if n.verifier, err = accesstoken.NewVerifier(accesstoken.Config{Issuer: cfg.TokenIssuer, Audience: cfg.TokenAudience, Leeway: verifierLeeway, CacheSize: 10000}, keys.Public(), nil); err != nil {
 		return nil, err
 	}
 	ccfg := consul.DefaultConfig()

@@ -13,8 +13,10 @@ import (
 	"time"
 
 	"github.com/8thdegree/meridian/internal/accesstoken"
+	"github.com/8thdegree/meridian/internal/apierror"
 	"github.com/8thdegree/meridian/internal/ratelimit"
 	"github.com/8thdegree/meridian/internal/tokenissue"
+	"github.com/8thdegree/meridian/internal/wire"
 	"github.com/8thdegree/meridian/router"
 	"github.com/8thdegree/meridian/router/internal/traceparent"
 	"github.com/8thdegree/meridian/router/routertest"
@@ -362,5 +364,52 @@ func TestRateLimitsWithoutRedis(t *testing.T) {
 	}
 	if passed != 3 {
 		t.Fatalf("%d passed, want 3", passed)
+	}
+}
+
+// A node refuses a token whose session ended and says so in X-Meridian-Token-Revoked: the router then
+// refuses that token itself (the node sees it no more), strips the header, and other tokens of the
+// same user still pass.
+func TestRevokedTokenIsRefusedAtTheEdgeAfterTheNodeSaysSo(t *testing.T) {
+	env := routertest.New(t, routertest.Options{NodesPerRegion: 1})
+	r := env.StartRouter(t, "eu-west", nil)
+	ended := env.User(t, "eu-west")
+	other := env.User(t, "eu-west")
+	node := env.Nodes("eu-west")[0]
+	node.SetHandler(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		if req.Header.Get("Authorization") == "Bearer "+ended.Token {
+			w.Header().Set(wire.TokenRevoked, "1")
+			apierror.Write(w, apierror.Unauthenticated("the session of this access token has ended; log in again"), "")
+			return
+		}
+		node.Echo().ServeHTTP(w, req)
+	}))
+
+	first := do(t, r, call{path: "/api/v1/users/me", auth: "Bearer " + ended.Token})
+	if first.status != http.StatusUnauthorized || first.header.Get(wire.TokenRevoked) != "" {
+		t.Fatalf("node's refusal: %d %s, header %q (the router must strip it)", first.status, first.body, first.header.Get(wire.TokenRevoked))
+	}
+	hits := node.Hits()
+	for range 3 {
+		a := do(t, r, call{path: "/api/v1/users/me", auth: "Bearer " + ended.Token})
+		if a.status != http.StatusUnauthorized || !strings.Contains(string(a.body), "session of this access token has ended") {
+			t.Fatalf("after the node's refusal: %d %s", a.status, a.body)
+		}
+	}
+	if n := node.Hits() - hits; n != 0 {
+		t.Errorf("%d requests with the revoked token reached the node; the router must refuse it itself", n)
+	}
+	mustEcho(t, do(t, r, call{path: "/api/v1/users/me", auth: "Bearer " + other.Token}), "eu-west")
+
+	// A 401 without the header (an expired or unknown session the node judged) does not revoke.
+	plain := env.User(t, "eu-west")
+	node.SetHandler(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		apierror.Write(w, apierror.Unauthenticated("no"), "")
+	}))
+	_ = do(t, r, call{path: "/api/v1/users/me", auth: "Bearer " + plain.Token})
+	hits = node.Hits()
+	_ = do(t, r, call{path: "/api/v1/users/me", auth: "Bearer " + plain.Token})
+	if node.Hits() == hits {
+		t.Error("a plain 401 made the router refuse the token itself")
 	}
 }

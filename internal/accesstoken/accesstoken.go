@@ -34,6 +34,9 @@ var (
 	// ErrUnknownKey is wrapped (with ErrInvalidToken) when an access token names a kid the key set
 	// lacks: the router fetches the nodes' keys again on it, since that is how a rotation reaches it.
 	ErrUnknownKey = errors.New("unknown token key")
+	// ErrRevoked is wrapped (with ErrInvalidToken) when a token was marked revoked with Revoke: its
+	// session ended (logout, refresh-token reuse, a role change, the account's deletion).
+	ErrRevoked = errors.New("access token revoked")
 )
 
 // Key is one Ed25519 public key, by its ID.
@@ -146,6 +149,9 @@ type Claims struct {
 	Role   string `json:"role"`
 	Region string `json:"region"`
 	KSID   string `json:"ksid"`
+	// Family is the refresh-token family (the session) the token was issued in: revoking the family
+	// revokes the token.
+	Family string `json:"fid,omitempty"`
 }
 
 // Subject is what a token says about its user.
@@ -154,6 +160,9 @@ type Subject struct {
 	KSID   shardkey.KeyspaceID
 	Role   string
 	Region string
+	// Family is the session (refresh-token family) the token belongs to; zero for a token issued
+	// outside a session (test harnesses only: the nodes issue every token in one).
+	Family shardkey.ID
 }
 
 // Token is a verified access token.
@@ -164,6 +173,8 @@ type Token struct {
 	UserID string
 	// Expires is the token's exp.
 	Expires time.Time
+	// Revoked is set on a cached token that Revoke marked.
+	Revoked bool
 }
 
 // Config fixes what a valid token says and how verified tokens are kept.
@@ -256,6 +267,9 @@ func (v *Verifier) Verify(token string) (Subject, error) {
 // so no collision can make one token pass for another), so only the same signed bytes hit it.
 func (v *Verifier) VerifyToken(token string) (Token, error) {
 	if t, ok := v.cache.get(token, v.now().Add(-v.cfg.Leeway)); ok {
+		if t.Revoked {
+			return Token{}, fmt.Errorf("%w: %w", ErrInvalidToken, ErrRevoked)
+		}
 		return t, nil
 	}
 	t, err := v.parse(token)
@@ -263,6 +277,23 @@ func (v *Verifier) VerifyToken(token string) (Token, error) {
 		v.cache.put(token, t)
 	}
 	return t, err
+}
+
+// Revoke marks a token that verifies as revoked until it expires, so that VerifyToken refuses it
+// without asking anyone: the edge router calls it when a node refuses the token because its session
+// ended. It needs the cache (with CacheSize 0 it does nothing) and it bounds what it keeps by the
+// same size, so a flood of revoked tokens evicts others rather than growing the cache. A token that
+// does not verify is not recorded (it fails anyway).
+func (v *Verifier) Revoke(token string) {
+	if v.cache == nil {
+		return
+	}
+	t, err := v.parse(token)
+	if err != nil {
+		return
+	}
+	t.Revoked = true
+	v.cache.put(token, t)
 }
 
 func (v *Verifier) parse(token string) (Token, error) {
@@ -298,8 +329,14 @@ func (v *Verifier) parse(token string) (Token, error) {
 	if c.Role == "" || c.Region == "" {
 		return Token{}, fmt.Errorf("%w: role and region are required", ErrInvalidToken)
 	}
+	var fam shardkey.ID
+	if c.Family != "" {
+		if fam, err = shardkey.ParseIDOfKind(c.Family, shardkey.KindTokenFamily); err != nil {
+			return Token{}, fmt.Errorf("%w: fid: %w", ErrInvalidToken, err)
+		}
+	}
 	return Token{
-		Subject: Subject{UserID: id, KSID: k, Role: c.Role, Region: c.Region},
+		Subject: Subject{UserID: id, KSID: k, Role: c.Role, Region: c.Region, Family: fam},
 		UserID:  id.String(),
 		Expires: c.ExpiresAt.Time,
 	}, nil

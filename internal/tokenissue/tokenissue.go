@@ -194,6 +194,9 @@ func (i *Issuer) Issue(s accesstoken.Subject) (string, time.Time, error) {
 		Region: s.Region,
 		KSID:   s.KSID.String(),
 	}
+	if !s.Family.IsZero() {
+		c.Family = s.Family.String()
+	}
 	tok := jwt.NewWithClaims(jwt.SigningMethodEdDSA, c)
 	tok.Header["kid"] = i.keys.signing.ID
 	tok.Header["typ"] = accesstoken.TokenType

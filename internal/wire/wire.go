@@ -14,6 +14,9 @@ const (
 	// Replayed marks a request the router replays in the region a node named: the loop guard. Its
 	// value is the region that sent the hint.
 	Replayed = "X-Meridian-Replayed-From"
+	// TokenRevoked marks a node's 401 for an access token whose session has ended: the router then
+	// refuses that token itself until it expires, and strips the header from the response.
+	TokenRevoked = "X-Meridian-Token-Revoked"
 	// Internal carries the secret of node-to-node calls.
 	Internal = "X-Meridian-Internal"
 	// InternalPrefix starts every internal header; none may come from a client.

@@ -18,6 +18,7 @@ import (
 	"github.com/8thdegree/meridian/api/internal/audit"
 	"github.com/8thdegree/meridian/api/internal/authn"
 	"github.com/8thdegree/meridian/api/internal/feature"
+	"github.com/8thdegree/meridian/api/internal/revocation"
 	"github.com/8thdegree/meridian/deploy/local/testenv"
 	"github.com/8thdegree/meridian/internal/ratelimit"
 	"github.com/8thdegree/meridian/internal/tokenissue"
@@ -48,29 +49,41 @@ func (c *testClock) Advance(d time.Duration) { c.offset.Add(int64(d)) }
 type env struct {
 	*apitest.Harness
 	svc   map[string]*Service
+	// rvk is each region's node's revocation service.
+	rvk   map[string]*revocation.Service
 	stub  *stubProvider
 	clock *testClock
 }
 
 var seq atomic.Int64
 
-func newEnv(t *testing.T) *env {
+func newEnv(t *testing.T, mutate ...func(*Config)) *env {
 	t.Helper()
-	e := &env{svc: map[string]*Service{}, stub: newStubProvider(t), clock: &testClock{}}
+	e := &env{svc: map[string]*Service{}, rvk: map[string]*revocation.Service{}, stub: newStubProvider(t), clock: &testClock{}}
 	params := testParams
 	e.Harness = apitest.New(t, apitest.Options{
 		Now: e.clock.Now,
 		Routes: func(a *feature.Deps, tokens *tokenissue.Issuer) []feature.Route {
-			s, err := New(a, Config{
-				Tokens: tokens, EmailPepper: testPepper, StateKey: testStateKey, Limiter: ratelimit.New(a.Redis, a.Log),
-				OAuth: e.stub.Configs(), RedirectBaseURL: redirectBase, PasswordParams: &params, TrustedProxies: loopback,
-			})
+			rvk, err := revocation.New(a, revocation.DefaultConfig(time.Hour), FamilyLog{})
 			if err != nil {
 				t.Fatal(err)
 			}
-			e.svc[a.Region] = s
-			return s.Routes()
+			cfg := Config{
+				Tokens: tokens, EmailPepper: testPepper, StateKey: testStateKey, Limiter: ratelimit.New(a.Redis, a.Log),
+				OAuth: e.stub.Configs(), RedirectBaseURL: redirectBase, PasswordParams: &params, TrustedProxies: loopback,
+				Revocations: rvk,
+			}
+			for _, m := range mutate {
+				m(&cfg)
+			}
+			s, err := New(a, cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			e.svc[a.Region], e.rvk[a.Region] = s, rvk
+			return append(s.Routes(), rvk.Routes()...)
 		},
+		Revoked: func(a *feature.Deps) func(shardkey.ID) bool { return func(f shardkey.ID) bool { return e.rvk[a.Region].Revoked(f) } },
 		APIKeys: func(a *feature.Deps) authn.APIKeyVerifier { return e.svc[a.Region] },
 	})
 	return e

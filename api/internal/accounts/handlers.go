@@ -17,6 +17,7 @@ import (
 	"github.com/8thdegree/meridian/api/internal/authn"
 	"github.com/8thdegree/meridian/api/internal/feature"
 	"github.com/8thdegree/meridian/api/internal/rest"
+	"github.com/8thdegree/meridian/api/internal/revocation"
 	"github.com/8thdegree/meridian/internal/apierror"
 	"github.com/8thdegree/meridian/pkg/shardkey"
 )
@@ -172,15 +173,18 @@ func (s *Service) handleRefresh(w http.ResponseWriter, r *http.Request) error {
 		b     tokenBundle
 		fail  error // the answer when the transaction commits a refusal
 		reuse bool
+		ended []revocation.Entry
 	)
 	err = pgx.BeginFunc(ctx, routed.Pool, func(tx pgx.Tx) error {
+		ended = ended[:0]
 		var (
 			famB, userB []byte
 			expires     time.Time
 			used        *time.Time
 			revoked     *time.Time
+			started     time.Time
 		)
-		err := tx.QueryRow(ctx, lockRefreshTokenSQL, ksid.Bytes(), secretHash(req.RefreshToken)).Scan(&famB, &userB, &expires, &used, &revoked)
+		err := tx.QueryRow(ctx, lockRefreshTokenSQL, ksid.Bytes(), secretHash(req.RefreshToken)).Scan(&famB, &userB, &expires, &used, &revoked, &started)
 		if errors.Is(err, pgx.ErrNoRows) {
 			fail = errBadRefresh
 			return nil
@@ -203,7 +207,7 @@ func (s *Service) handleRefresh(w http.ResponseWriter, r *http.Request) error {
 			return nil
 		case used != nil:
 			reuse, fail = true, errBadRefresh.WithCause(errors.New("refresh token reuse"))
-			if err := revokeFamily(ctx, tx, ksid, fam, now, "refresh token reuse"); err != nil {
+			if err := revokeFamily(ctx, tx, ksid, fam, now, "refresh token reuse", &ended); err != nil {
 				return err
 			}
 			return s.record(ctx, tx, ksid, shardkey.ID{}, audit.ActionRefreshTokenReuse, fam.String(), s.metaOf(r),
@@ -211,11 +215,14 @@ func (s *Service) handleRefresh(w http.ResponseWriter, r *http.Request) error {
 		case !now.Before(expires):
 			fail = errBadRefresh
 			return nil
+		case !now.Before(started.Add(s.cfg.SessionMaxAge)):
+			fail = errSessionOver
+			return revokeFamily(ctx, tx, ksid, fam, now, "session lifetime reached", &ended)
 		}
 		u, err := loadUser(ctx, tx, ksid, userID, "FOR SHARE")
 		if errors.Is(err, errNoUser) || (err == nil && u.Deleted) {
 			fail = errBadRefresh
-			return revokeFamily(ctx, tx, ksid, fam, now, "user deleted")
+			return revokeFamily(ctx, tx, ksid, fam, now, "user deleted", &ended)
 		}
 		if err != nil {
 			return err
@@ -224,12 +231,13 @@ func (s *Service) handleRefresh(w http.ResponseWriter, r *http.Request) error {
 			ksid.Bytes(), secretHash(req.RefreshToken), now); err != nil {
 			return err
 		}
-		b, err = s.continueSession(ctx, tx, u, fam)
+		b, err = s.continueSession(ctx, tx, u, fam, started)
 		return err
 	})
 	if err != nil {
 		return fmt.Errorf("accounts: refresh: %w", err)
 	}
+	s.published(ctx, ended)
 	if fail != nil {
 		if reuse {
 			s.a.Log.Warn("refresh token reuse: family revoked", "family", req.family.String())
@@ -253,10 +261,15 @@ func (s *Service) handleLogout(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	ksid := routed.Route.KeyspaceID
+	var ended []revocation.Entry
 	err = pgx.BeginFunc(ctx, routed.Pool, func(tx pgx.Tx) error {
+		ended = ended[:0]
 		// Only the holder of a real token of the family may end it: the family ID alone is not enough.
-		var userB []byte
-		err := tx.QueryRow(ctx, logoutFamilySQL, ksid.Bytes(), secretHash(req.RefreshToken), req.family.Bytes(), s.now()).Scan(&userB)
+		var (
+			userB []byte
+			at    time.Time
+		)
+		err := tx.QueryRow(ctx, logoutFamilySQL, ksid.Bytes(), secretHash(req.RefreshToken), req.family.Bytes(), s.now()).Scan(&userB, &at)
 		if errors.Is(err, pgx.ErrNoRows) {
 			return nil
 		}
@@ -267,11 +280,45 @@ func (s *Service) handleLogout(w http.ResponseWriter, r *http.Request) error {
 		if err != nil {
 			return err
 		}
+		ended = append(ended, revocation.Entry{Family: req.family, At: at})
 		return s.record(ctx, tx, ksid, userID, audit.ActionLogout, req.family.String(), s.metaOf(r), nil)
 	})
 	if err != nil {
 		return fmt.Errorf("accounts: logout: %w", err)
 	}
+	s.published(ctx, ended)
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// handleLogoutAll ends every session of the caller (log out everywhere): no refresh token of theirs
+// rotates again and, within about a second, no access token of theirs passes on any node. API keys
+// are credentials of their own and stay (revoke them at /auth/api-keys). It needs a token: an API key
+// cannot end its owner's sessions.
+func (s *Service) handleLogoutAll(w http.ResponseWriter, r *http.Request) error {
+	p := feature.Caller(r)
+	if p.Method == authn.MethodAPIKey {
+		return errLogoutAllWithKey
+	}
+	ctx := r.Context()
+	routed, err := s.a.WriteShard(ctx, p.KSID)
+	if err != nil {
+		return err
+	}
+	ksid := routed.Route.KeyspaceID
+	var ended []revocation.Entry
+	err = pgx.BeginFunc(ctx, routed.Pool, func(tx pgx.Tx) error {
+		ended = ended[:0]
+		if err := revokeSessions(ctx, tx, ksid, p.UserID, s.now(), "logout everywhere", &ended); err != nil {
+			return err
+		}
+		return s.record(ctx, tx, ksid, p.UserID, audit.ActionLogoutAll, p.UserID.String(), s.metaOf(r),
+			map[string]any{"sessions": len(ended)})
+	})
+	if err != nil {
+		return fmt.Errorf("accounts: logout everywhere: %w", err)
+	}
+	s.published(ctx, ended)
 	w.WriteHeader(http.StatusNoContent)
 	return nil
 }

@@ -59,10 +59,19 @@ func (s *Service) routes() []feature.Route {
 			errs("400", "401", "415", "421"))},
 		{Name: "logout", Method: http.MethodPost, Path: "/auth/logout", Access: feature.Public, Handler: s.handleLogout, Doc: op(
 			"Log out",
-			"Revokes the refresh-token family of the presented token. Idempotent.",
+			"Revokes the refresh-token family of the presented token: its refresh tokens no longer rotate and, within about a second, "+
+				"the session's access tokens are refused on every node and router (401). Idempotent.",
 			nil, openapi.JSONBody("RefreshRequest"),
 			noContent("The session is over."),
 			errs("400", "415", "421"))},
+		{Name: "logoutAll", Method: http.MethodPost, Path: "/auth/logout-all", Access: feature.Authenticated, Handler: s.handleLogoutAll, Doc: op(
+			"Log out everywhere",
+			"Ends every session of the caller: no refresh token of theirs rotates again and, within about a second, none of their "+
+				"access tokens passes (this one included). API keys are separate credentials and stay valid; revoke them with "+
+				"DELETE /auth/api-keys/{id}. Needs an access token (an API key gets 403).",
+			nil, nil,
+			noContent("Every session is over."),
+			errs("401", "403", "421"))},
 		{Name: "oauthStart", Method: http.MethodGet, Path: "/auth/oauth/{provider}", Access: feature.Public, Handler: s.oauth.HandleStart, Doc: op(
 			"Start an OAuth sign-in",
 			"Redirects to the provider (google: OpenID Connect; github: OAuth2) with state and a PKCE S256 challenge, kept "+

@@ -17,6 +17,7 @@ import (
 	"github.com/8thdegree/meridian/api/internal/accounts/oauth"
 	"github.com/8thdegree/meridian/api/internal/authn"
 	"github.com/8thdegree/meridian/api/internal/feature"
+	"github.com/8thdegree/meridian/api/internal/revocation"
 	"github.com/8thdegree/meridian/internal/apierror"
 	"github.com/8thdegree/meridian/internal/clientip"
 	"github.com/8thdegree/meridian/internal/ratelimit"
@@ -71,6 +72,8 @@ var (
 	errEmailTaken         = directory.ErrTaken
 	errBadRefresh         = apierror.Unauthenticated("the refresh token is invalid, expired or revoked; log in again")
 	errBadAPIKey          = apierror.Unauthenticated("invalid API key")
+	errSessionOver        = apierror.Unauthenticated("the session has reached its maximum lifetime; log in again")
+	errLogoutAllWithKey   = apierror.Forbidden("log out everywhere needs an access token, not an API key")
 )
 
 // reqMeta is what the audit log records about a request.
@@ -127,6 +130,9 @@ func httpURL(s string) bool {
 // Defaults.
 const (
 	DefaultRefreshTTL = 30 * 24 * time.Hour
+	// DefaultSessionMaxAge is a session's absolute lifetime: however often its refresh token
+	// rotates, the user logs in again after it.
+	DefaultSessionMaxAge = 90 * 24 * time.Hour
 	// minSecret is the shortest pepper or state key accepted: 128 bits.
 	minSecret = 16
 )
@@ -140,6 +146,12 @@ func DefaultPasswordParams() argon2id.Params {
 	return argon2id.Params{Memory: 19 * 1024, Iterations: 2, Parallelism: 1, SaltLength: 16, KeyLength: 32}
 }
 
+// Revocations is told of sessions that ended, after their transaction committed
+// (api/internal/revocation.Service).
+type Revocations interface {
+	Published(ctx context.Context, ended ...revocation.Entry)
+}
+
 // Config is what the accounts service needs.
 type Config struct {
 	// Tokens issues access tokens; its key set is published at /auth/jwks.json.
@@ -151,6 +163,12 @@ type Config struct {
 	StateKey []byte
 	// RefreshTTL is the lifetime of a refresh token (each rotation starts a new one).
 	RefreshTTL time.Duration
+	// SessionMaxAge is a session's absolute lifetime, counted from the login (zero:
+	// DefaultSessionMaxAge).
+	SessionMaxAge time.Duration
+	// Revocations learns of sessions that ended (nil: nobody; access tokens then live until they
+	// expire).
+	Revocations Revocations
 	// Limiter counts failed logins.
 	Limiter *ratelimit.Limiter
 	// OAuth holds the configured providers by name (google, github); empty disables OAuth.
@@ -185,6 +203,9 @@ func (c Config) withDefaults() Config {
 	if c.RefreshTTL == 0 {
 		c.RefreshTTL = DefaultRefreshTTL
 	}
+	if c.SessionMaxAge == 0 {
+		c.SessionMaxAge = DefaultSessionMaxAge
+	}
 	if c.LoginLimit == (ratelimit.Limit{}) {
 		c.LoginLimit = DefaultLoginLimit
 	}
@@ -210,6 +231,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("accounts: StateKey must be at least %d bytes", minSecret)
 	case c.RefreshTTL < time.Minute:
 		return fmt.Errorf("accounts: RefreshTTL must be at least 1m, got %s", c.RefreshTTL)
+	case c.SessionMaxAge < c.RefreshTTL:
+		return fmt.Errorf("accounts: SessionMaxAge (%s) must be at least RefreshTTL (%s)", c.SessionMaxAge, c.RefreshTTL)
 	case c.Limiter == nil:
 		return errors.New("accounts: Limiter is required")
 	}

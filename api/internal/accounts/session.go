@@ -2,14 +2,17 @@ package accounts
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 
 	"github.com/8thdegree/meridian/api/internal/audit"
+	"github.com/8thdegree/meridian/api/internal/revocation"
 	"github.com/8thdegree/meridian/internal/accesstoken"
 	"github.com/8thdegree/meridian/pkg/shardkey"
+	"github.com/8thdegree/meridian/shardmgr/shardpool"
 )
 
 // startSession opens a new refresh-token family (one per login) in tx and returns the token bundle.
@@ -22,22 +25,31 @@ func (s *Service) startSession(ctx context.Context, tx pgx.Tx, u userRow) (token
 		u.KSID.Bytes(), fam.Bytes(), u.ID.Bytes(), s.now()); err != nil {
 		return tokenBundle{}, fam, fmt.Errorf("accounts: new token family: %w", err)
 	}
-	b, err := s.continueSession(ctx, tx, u, fam)
+	b, err := s.continueSession(ctx, tx, u, fam, s.now())
 	return b, fam, err
 }
 
-// continueSession issues the next refresh token of family fam in tx, and an access token.
-func (s *Service) continueSession(ctx context.Context, tx pgx.Tx, u userRow, fam shardkey.ID) (tokenBundle, error) {
+// continueSession issues the next refresh token of family fam (opened at started) in tx, and an
+// access token of the family. The refresh token expires RefreshTTL from now, but never after the
+// session's absolute end, SessionMaxAge after it started.
+func (s *Service) continueSession(ctx context.Context, tx pgx.Tx, u userRow, fam shardkey.ID, started time.Time) (tokenBundle, error) {
 	refresh, err := newRefreshToken(fam)
 	if err != nil {
 		return tokenBundle{}, err
 	}
 	now := s.now()
+	expires := now.Add(s.cfg.RefreshTTL)
+	if end := started.Add(s.cfg.SessionMaxAge); end.Before(expires) {
+		expires = end
+	}
+	if !expires.After(now) {
+		return tokenBundle{}, errSessionOver
+	}
 	if _, err := tx.Exec(ctx, insertRefreshTokenSQL,
-		u.KSID.Bytes(), secretHash(refresh), fam.Bytes(), u.ID.Bytes(), now, now.Add(s.cfg.RefreshTTL)); err != nil {
+		u.KSID.Bytes(), secretHash(refresh), fam.Bytes(), u.ID.Bytes(), now, expires); err != nil {
 		return tokenBundle{}, fmt.Errorf("accounts: new refresh token: %w", err)
 	}
-	access, _, err := s.cfg.Tokens.Issue(accesstoken.Subject{UserID: u.ID, KSID: u.KSID, Role: string(u.Role), Region: u.Region})
+	access, _, err := s.cfg.Tokens.Issue(accesstoken.Subject{UserID: u.ID, KSID: u.KSID, Role: string(u.Role), Region: u.Region, Family: fam})
 	if err != nil {
 		return tokenBundle{}, fmt.Errorf("accounts: access token: %w", err)
 	}
@@ -70,8 +82,76 @@ func (s *Service) recordAlone(ctx context.Context, db audit.Execer, ksid shardke
 	}
 }
 
-// revokeFamily ends a refresh-token family: none of its tokens rotates again.
-func revokeFamily(ctx context.Context, tx pgx.Tx, ksid shardkey.KeyspaceID, fam shardkey.ID, now time.Time, reason string) error {
-	_, err := tx.Exec(ctx, revokeFamilySQL, ksid.Bytes(), fam.Bytes(), now, reason)
-	return err
+// revokeFamily ends a refresh-token family in tx: none of its refresh tokens rotates again, and once
+// the transaction has committed and the entries are published (s.published), none of its access
+// tokens passes either. It appends the family to *ended unless it had already ended.
+func revokeFamily(ctx context.Context, tx pgx.Tx, ksid shardkey.KeyspaceID, fam shardkey.ID, now time.Time, reason string, ended *[]revocation.Entry) error {
+	var at time.Time
+	err := tx.QueryRow(ctx, revokeFamilySQL, ksid.Bytes(), fam.Bytes(), now, reason).Scan(&at)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	*ended = append(*ended, revocation.Entry{Family: fam, At: at})
+	return nil
+}
+
+// revokeSessions ends every session of user in tx (log out everywhere), appending them to *ended.
+func revokeSessions(ctx context.Context, tx pgx.Tx, ksid shardkey.KeyspaceID, user shardkey.ID, now time.Time, reason string, ended *[]revocation.Entry) error {
+	rows, err := tx.Query(ctx, revokeUserFamiliesSQL, ksid.Bytes(), user.Bytes(), now, reason)
+	if err != nil {
+		return err
+	}
+	for rows.Next() {
+		var (
+			idB []byte
+			at  time.Time
+		)
+		if err := rows.Scan(&idB, &at); err != nil {
+			rows.Close()
+			return err
+		}
+		fam, err := shardkey.IDFromBytes(idB)
+		if err != nil {
+			rows.Close()
+			return err
+		}
+		*ended = append(*ended, revocation.Entry{Family: fam, At: at})
+	}
+	return rows.Err()
+}
+
+// published tells the node's revocation set about sessions that ended in a committed transaction.
+func (s *Service) published(ctx context.Context, ended []revocation.Entry) {
+	if s.cfg.Revocations != nil && len(ended) > 0 {
+		s.cfg.Revocations.Published(ctx, ended...)
+	}
+}
+
+// FamilyLog reads the revoked sessions of a shard for api/internal/revocation: the table is this
+// package's.
+type FamilyLog struct{}
+
+var _ revocation.Source = FamilyLog{}
+
+// RevokedSince lists the families revoked on t after since.
+func (FamilyLog) RevokedSince(ctx context.Context, t shardpool.Target, since time.Time) ([]revocation.Entry, error) {
+	rows, err := t.Pool.Query(ctx, revokedFamiliesSQL, since)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, func(row pgx.CollectableRow) (revocation.Entry, error) {
+		var (
+			idB []byte
+			e   revocation.Entry
+		)
+		if err := row.Scan(&idB, &e.At); err != nil {
+			return e, err
+		}
+		var err error
+		e.Family, err = shardkey.IDFromBytes(idB)
+		return e, err
+	})
 }

@@ -47,7 +47,7 @@ const (
 INSERT INTO auth.refresh_tokens (ksid, token_hash, family_id, user_id, issued_at, expires_at)
 VALUES ($1, $2, $3, $4, $5, $6)`
 	lockRefreshTokenSQL = `
-SELECT t.family_id, t.user_id, t.expires_at, t.used_at, f.revoked_at
+SELECT t.family_id, t.user_id, t.expires_at, t.used_at, f.revoked_at, f.created_at
 FROM auth.refresh_tokens t
 JOIN auth.refresh_token_families f ON f.ksid = t.ksid AND f.id = t.family_id
 WHERE t.ksid = $1 AND t.token_hash = $2
@@ -55,12 +55,20 @@ FOR UPDATE OF t, f`
 	useRefreshTokenSQL = `UPDATE auth.refresh_tokens SET used_at = GREATEST(issued_at, $3) WHERE ksid = $1 AND token_hash = $2`
 	revokeFamilySQL    = `
 UPDATE auth.refresh_token_families SET revoked_at = GREATEST(created_at, $3), revoked_reason = $4
-WHERE ksid = $1 AND id = $2 AND revoked_at IS NULL`
+WHERE ksid = $1 AND id = $2 AND revoked_at IS NULL
+RETURNING revoked_at`
+	revokeUserFamiliesSQL = `
+UPDATE auth.refresh_token_families SET revoked_at = GREATEST(created_at, $3), revoked_reason = $4
+WHERE ksid = $1 AND user_id = $2 AND revoked_at IS NULL
+RETURNING id, revoked_at`
+	// revokedFamiliesSQL is what every node reads from every shard of its region (through
+	// refresh_token_families_revoked_idx) to refuse revoked sessions' access tokens.
+	revokedFamiliesSQL = `SELECT id, revoked_at FROM auth.refresh_token_families WHERE revoked_at > $1`
 	logoutFamilySQL = `
 UPDATE auth.refresh_token_families f SET revoked_at = GREATEST(f.created_at, $4), revoked_reason = 'logout'
 WHERE f.ksid = $1 AND f.id = $3 AND f.revoked_at IS NULL
 AND EXISTS (SELECT 1 FROM auth.refresh_tokens t WHERE t.ksid = $1 AND t.token_hash = $2 AND t.family_id = $3)
-RETURNING f.user_id`
+RETURNING f.user_id, f.revoked_at`
 )
 
 // API keys (auth.api_keys).

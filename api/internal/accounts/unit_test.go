@@ -132,6 +132,7 @@ func TestConfigValidate(t *testing.T) {
 		{"EmailPepper", func(c *Config) { c.EmailPepper = []byte("short") }},
 		{"StateKey", func(c *Config) { c.StateKey = nil }},
 		{"RefreshTTL", func(c *Config) { c.RefreshTTL = time.Second }},
+		{"SessionMaxAge", func(c *Config) { c.SessionMaxAge = c.RefreshTTL - time.Hour }},
 		{"Limiter", func(c *Config) { c.Limiter = nil }},
 		{"LoginLimit", func(c *Config) { c.LoginLimit = ratelimit.Limit{Rate: 0, Period: time.Minute, Burst: 1} }},
 		{"PasswordParams", func(c *Config) { p := testParams; p.Memory = 1024; c.PasswordParams = &p }},

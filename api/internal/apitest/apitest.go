@@ -59,6 +59,8 @@ type Options struct {
 	RouteMiddleware func(a *feature.Deps) []middleware.Middleware
 	// Now replaces the clock of every node.
 	Now func() time.Time
+	// Revoked, if set, returns one region's check for ended sessions (HeaderAuthenticator.Revoked).
+	Revoked func(a *feature.Deps) func(shardkey.ID) bool
 }
 
 // Node is one region's API node.
@@ -113,6 +115,9 @@ func New(t *testing.T, opts Options) *Harness {
 		auth := &authn.HeaderAuthenticator{Verifier: verifier}
 		if opts.APIKeys != nil {
 			auth.APIKeys = opts.APIKeys(a)
+		}
+		if opts.Revoked != nil {
+			auth.Revoked = opts.Revoked(a)
 		}
 		so := server.Options{Region: region, Log: a.Log, Auth: auth, InternalToken: InternalToken}
 		if opts.Middleware != nil {

@@ -30,6 +30,7 @@ const (
 	ActionLoginFailed       = "auth.login_failed"
 	ActionRefreshTokenReuse = "auth.refresh_token_reuse"
 	ActionLogout            = "auth.logout"
+	ActionLogoutAll         = "auth.logout_all"
 	ActionAPIKeyCreated     = "auth.api_key_created"
 	ActionAPIKeyRevoked     = "auth.api_key_revoked"
 	ActionOAuthLogin        = "auth.oauth_login"

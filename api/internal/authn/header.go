@@ -8,6 +8,8 @@ import (
 
 	"github.com/8thdegree/meridian/internal/accesstoken"
 	"github.com/8thdegree/meridian/internal/apierror"
+	"github.com/8thdegree/meridian/internal/wire"
+	"github.com/8thdegree/meridian/pkg/shardkey"
 )
 
 // APIKeyVerifier checks an API key (the accounts feature implements it).
@@ -19,6 +21,16 @@ type APIKeyVerifier interface {
 type HeaderAuthenticator struct {
 	Verifier *accesstoken.Verifier
 	APIKeys  APIKeyVerifier
+	// Revoked reports a session that has ended (api/internal/revocation); nil checks nothing.
+	Revoked func(family shardkey.ID) bool
+}
+
+// errSessionEnded answers a token whose session was ended (logout, log out everywhere, refresh-token
+// reuse). Its wire.TokenRevoked header tells the edge router to refuse the token itself from then on.
+func errSessionEnded() *apierror.Error {
+	e := apierror.Unauthenticated("the session of this access token has ended; log in again")
+	e.Header = http.Header{wire.TokenRevoked: []string{"1"}}
+	return e
 }
 
 var _ Authenticator = (*HeaderAuthenticator)(nil)
@@ -46,6 +58,9 @@ func (h *HeaderAuthenticator) Authenticate(r *http.Request) (Principal, error) {
 		role := Role(s.Role)
 		if !role.Valid() {
 			return Principal{}, apierror.Unauthenticated("invalid access token")
+		}
+		if h.Revoked != nil && h.Revoked(s.Family) {
+			return Principal{}, errSessionEnded()
 		}
 		return Principal{UserID: s.UserID, KSID: s.KSID, Role: role, Region: s.Region, Method: MethodJWT}, nil
 	case "apikey":

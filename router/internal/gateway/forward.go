@@ -190,6 +190,10 @@ func outcomeLabel(o upstream.Outcome, res attemptResult) string {
 // region that served); X-Request-ID is the router's.
 func (g *Gateway) respond(w http.ResponseWriter, r *http.Request, x *exchange, resp *http.Response, region string) {
 	defer resp.Body.Close()
+	if resp.StatusCode == http.StatusUnauthorized && x.bearer != "" && resp.Header.Get(wire.TokenRevoked) != "" {
+		// The node refused the token because its session ended: refuse it here from now on.
+		g.deps.Verifier.Revoke(x.bearer)
+	}
 	dst := w.Header()
 	headers.CopyResponse(dst, resp.Header)
 	dst[wire.RequestID] = []string{x.rid}

@@ -126,6 +126,7 @@ type exchange struct {
 	client   string
 	trace    traceparent.Context
 	user     string
+	bearer   string // the verified access token, if the request carried one
 	code     string // error code of a response the router made
 	cause    error
 }
@@ -237,11 +238,14 @@ func (g *Gateway) authenticate(w http.ResponseWriter, r *http.Request, x *exchan
 		case errors.Is(err, accesstoken.ErrExpired):
 			g.fail(w, x, apierror.Unauthenticated("the access token has expired").WithCause(err))
 			return resolve.Caller{}, "", false
+		case errors.Is(err, accesstoken.ErrRevoked):
+			g.fail(w, x, apierror.Unauthenticated("the session of this access token has ended; log in again").WithCause(err))
+			return resolve.Caller{}, "", false
 		case err != nil:
 			g.fail(w, x, apierror.Unauthenticated("invalid access token").WithCause(err))
 			return resolve.Caller{}, "", false
 		}
-		x.user = id.UserID
+		x.user, x.bearer = id.UserID, cred
 		return resolve.Caller{KSID: id.Subject.KSID, By: resolve.Token}, "edge:user:" + id.UserID, true
 	case credential.APIKey:
 		kid, err := credential.APIKeyID(cred)

@@ -116,7 +116,7 @@ func SetForwarded(h http.Header, c Client) {
 // The value slices are shared, not copied: the upstream response is not used afterwards.
 func CopyResponse(dst, src http.Header) {
 	for k, vv := range src {
-		if hopByHop(k) || k == wire.ReplayRegion {
+		if hopByHop(k) || k == wire.ReplayRegion || k == wire.TokenRevoked {
 			continue
 		}
 		dst[k] = vv

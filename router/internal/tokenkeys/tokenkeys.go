@@ -213,6 +213,14 @@ func (v *Verifier) Verify(ctx context.Context, tok string) (accesstoken.Token, e
 	return t, err
 }
 
+// Revoke makes Verify refuse tok from now until it expires: a node refused it because its session
+// ended (see accesstoken.Verifier.Revoke).
+func (v *Verifier) Revoke(tok string) {
+	if st := v.state.Load(); st != nil {
+		st.verifier.Revoke(tok)
+	}
+}
+
 // Len returns the number of cached tokens (for tests and metrics).
 func (v *Verifier) Len() int {
 	st := v.state.Load()
