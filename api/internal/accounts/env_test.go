@@ -48,7 +48,7 @@ func (c *testClock) Advance(d time.Duration) { c.offset.Add(int64(d)) }
 // env is three regional nodes serving the accounts routes, with a stand-in OAuth provider.
 type env struct {
 	*apitest.Harness
-	svc   map[string]*Service
+	svc map[string]*Service
 	// rvk is each region's node's revocation service.
 	rvk   map[string]*revocation.Service
 	stub  *stubProvider
@@ -83,7 +83,9 @@ func newEnv(t *testing.T, mutate ...func(*Config)) *env {
 			e.svc[a.Region], e.rvk[a.Region] = s, rvk
 			return append(s.Routes(), rvk.Routes()...)
 		},
-		Revoked: func(a *feature.Deps) func(shardkey.ID) bool { return func(f shardkey.ID) bool { return e.rvk[a.Region].Revoked(f) } },
+		Revoked: func(a *feature.Deps) func(shardkey.ID) bool {
+			return func(f shardkey.ID) bool { return e.rvk[a.Region].Revoked(f) }
+		},
 		APIKeys: func(a *feature.Deps) authn.APIKeyVerifier { return e.svc[a.Region] },
 	})
 	return e

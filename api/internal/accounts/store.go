@@ -64,7 +64,7 @@ RETURNING id, revoked_at`
 	// revokedFamiliesSQL is what every node reads from every shard of its region (through
 	// refresh_token_families_revoked_idx) to refuse revoked sessions' access tokens.
 	revokedFamiliesSQL = `SELECT id, revoked_at FROM auth.refresh_token_families WHERE revoked_at > $1`
-	logoutFamilySQL = `
+	logoutFamilySQL    = `
 UPDATE auth.refresh_token_families f SET revoked_at = GREATEST(f.created_at, $4), revoked_reason = 'logout'
 WHERE f.ksid = $1 AND f.id = $3 AND f.revoked_at IS NULL
 AND EXISTS (SELECT 1 FROM auth.refresh_tokens t WHERE t.ksid = $1 AND t.token_hash = $2 AND t.family_id = $3)

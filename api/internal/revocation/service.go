@@ -194,7 +194,9 @@ func (s *Service) PollRedis(ctx context.Context) error {
 func (s *Service) Reconcile(ctx context.Context) {
 	since := s.a.Now().Add(-s.cfg.Keep)
 	res := shardpool.Scatter(ctx, s.a.Pools.Targets(s.a.Region), shardpool.ScatterOptions{PerShardTimeout: s.cfg.Timeout},
-		func(ctx context.Context, t shardpool.Target) ([]Entry, error) { return s.src.RevokedSince(ctx, t, since) })
+		func(ctx context.Context, t shardpool.Target) ([]Entry, error) {
+			return s.src.RevokedSince(ctx, t, since)
+		})
 	for _, v := range res.Values {
 		s.set.Add(true, v.Value...)
 	}
@@ -302,4 +304,3 @@ func (s *Service) handleList(w http.ResponseWriter, r *http.Request) error {
 	rest.WriteJSON(w, http.StatusOK, out)
 	return nil
 }
-
