@@ -268,3 +268,37 @@ func BenchmarkVerify(b *testing.B) {
 		})
 	}
 }
+
+// A token names its session, and a token marked revoked is refused until it expires; others are not.
+func TestFamilyAndRevoke(t *testing.T) {
+	f := newFixture(t, testCfg)
+	s := subject(t)
+	fam, err := shardkey.NewGenerator(nil, nil).New(shardkey.KindTokenFamily, s.KSID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Family = fam
+	tok, _, err := f.issuer.Issue(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, _, _ := f.issuer.Issue(subject(t))
+	if got, err := f.verifier.Verify(tok); err != nil || got.Family != fam {
+		t.Fatalf("fid: %v %v, want %s", got.Family, err, fam)
+	}
+	f.verifier.Revoke(tok)
+	f.verifier.Revoke("not a token") // ignored
+	if _, err := f.verifier.Verify(tok); !errors.Is(err, accesstoken.ErrRevoked) || !errors.Is(err, accesstoken.ErrInvalidToken) {
+		t.Fatalf("revoked token: %v", err)
+	}
+	if _, err := f.verifier.Verify(other); err != nil {
+		t.Fatalf("another token after a revocation: %v", err)
+	}
+	// A token that names a session of the wrong kind is refused.
+	bad := s
+	bad.Family = s.UserID
+	badTok, _, _ := f.issuer.Issue(bad)
+	if _, err := f.verifier.Verify(badTok); !errors.Is(err, accesstoken.ErrInvalidToken) {
+		t.Fatalf("fid of the wrong kind: %v", err)
+	}
+}

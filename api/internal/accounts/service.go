@@ -195,7 +195,7 @@ type Config struct {
 // limiter.
 func DefaultConfig() Config {
 	p := DefaultPasswordParams()
-	return Config{RefreshTTL: DefaultRefreshTTL, LoginLimit: DefaultLoginLimit, PasswordParams: &p}
+	return Config{RefreshTTL: DefaultRefreshTTL, SessionMaxAge: DefaultSessionMaxAge, LoginLimit: DefaultLoginLimit, PasswordParams: &p}
 }
 
 // withDefaults fills zero optional fields.
