@@ -111,7 +111,7 @@ func (c *Cluster) StartNode(tb testing.TB, region string) string {
 	cfg := api.Config{
 		Region: region, Listen: ln.Addr().String(), RegisterService: true,
 		ConsulAddr: c.ConsulAddr, TopologyKey: c.Key, TopologyCache: filepath.Join(tb.TempDir(), "topology.json"),
-		TokenIssuer: TokenIssuer, TokenAudience: TokenAudience, AccessTTL: 15 * time.Minute, RefreshTTL: 24 * time.Hour,
+		TokenIssuer: TokenIssuer, TokenAudience: TokenAudience, AccessTTL: 15 * time.Minute, RefreshTTL: 24 * time.Hour, SessionMaxAge: 48 * time.Hour,
 		SigningKeyDir: c.KeyDir, InternalToken: "bench-internal-token-0123", EmailPepper: "bench-pepper-0123456789",
 		StateKey: "bench-state-key-0123456789", PublicURL: "http://127.0.0.1", FreezeWait: 2 * time.Second,
 		ShutdownGrace: 5 * time.Second, StartTimeout: 30 * time.Second, LogLevel: "error", FeatureAPIKeys: true,
