@@ -210,8 +210,13 @@ func (s *Service) handleRefresh(w http.ResponseWriter, r *http.Request) error {
 			if err := revokeFamily(ctx, tx, ksid, fam, now, "refresh token reuse", &ended); err != nil {
 				return err
 			}
+			// The keys minted in a stolen session are the thief's as likely as the user's.
+			keys, err := revokeFamilyKeys(ctx, tx, ksid, fam, now)
+			if err != nil {
+				return err
+			}
 			return s.record(ctx, tx, ksid, shardkey.ID{}, audit.ActionRefreshTokenReuse, fam.String(), s.metaOf(r),
-				map[string]any{"used_at": used.UTC().Format(time.RFC3339Nano)})
+				map[string]any{"used_at": used.UTC().Format(time.RFC3339Nano), "api_keys_revoked": keys})
 		case !now.Before(expires):
 			fail = errBadRefresh
 			return nil
@@ -365,8 +370,12 @@ func (s *Service) handleCreateAPIKey(w http.ResponseWriter, r *http.Request) err
 		if n >= maxActiveKeys {
 			return apierror.Conflict("too_many_api_keys", fmt.Sprintf("a user may have at most %d API keys; revoke one first", maxActiveKeys))
 		}
+		var fam []byte
+		if !p.Family.IsZero() {
+			fam = p.Family.Bytes()
+		}
 		if _, err := tx.Exec(ctx, insertAPIKeySQL,
-			ksid.Bytes(), id.Bytes(), p.UserID.Bytes(), req.Name, out.Prefix, secretHash(key), req.Scopes, now); err != nil {
+			ksid.Bytes(), id.Bytes(), p.UserID.Bytes(), req.Name, out.Prefix, secretHash(key), req.Scopes, now, fam); err != nil {
 			return err
 		}
 		return s.record(ctx, tx, ksid, p.UserID, audit.ActionAPIKeyCreated, id.String(), s.metaOf(r),

@@ -188,6 +188,31 @@ func TestEndedSessionsEndTheirAccessTokens(t *testing.T) {
 		if r := e.me(t, "ap-south", next.AccessToken); r.Status != http.StatusOK {
 			t.Fatalf("rotated token: %d %s", r.Status, r.Body)
 		}
+		newKey := func(token string) string {
+			t.Helper()
+			r := e.Do(t, "ap-south", apitest.Request{Method: "POST", Path: "/api/v1/auth/api-keys", Token: token,
+				Body: map[string]any{"name": "k", "scopes": []string{"profile:read"}}})
+			var out struct{ Key string }
+			r.JSON(t, &out)
+			if r.Status != http.StatusCreated || out.Key == "" {
+				t.Fatalf("create key: %d %s", r.Status, r.Body)
+			}
+			return out.Key
+		}
+		stolenKey := newKey(next.AccessToken)
+		var elsewhere tokenBundle
+		if r := e.login(t, "ap-south", b.User.Email, testPassword, clientIP()); r.Status != http.StatusOK {
+			t.Fatalf("login: %d %s", r.Status, r.Body)
+		} else {
+			r.JSON(t, &elsewhere)
+		}
+		keptKey := newKey(elsewhere.AccessToken)
+		byKey := func(key string) int {
+			return e.Do(t, "ap-south", apitest.Request{Method: "GET", Path: "/api/v1/users/me", Auth: "ApiKey " + key}).Status
+		}
+		if byKey(stolenKey) != http.StatusOK || byKey(keptKey) != http.StatusOK {
+			t.Fatal("keys before the reuse do not work")
+		}
 		// A thief presents the spent token: the family ends, and with it the rightful holder's
 		// access tokens (the thief's too).
 		if r := e.Do(t, "ap-south", apitest.Request{Method: "POST", Path: "/api/v1/auth/refresh", Body: map[string]string{"refresh_token": b.RefreshToken}}); r.Status != http.StatusUnauthorized {
@@ -195,6 +220,15 @@ func TestEndedSessionsEndTheirAccessTokens(t *testing.T) {
 		}
 		mustEnd(t, e.me(t, "ap-south", next.AccessToken), "an access token of a reused family")
 		mustEnd(t, e.me(t, "ap-south", b.AccessToken), "the first access token of a reused family")
+		if got := byKey(stolenKey); got != http.StatusUnauthorized {
+			t.Errorf("an API key created in the reused session: %d, want 401", got)
+		}
+		if got := byKey(keptKey); got != http.StatusOK {
+			t.Errorf("an API key of another session: %d, want 200", got)
+		}
+		if r := e.me(t, "ap-south", elsewhere.AccessToken); r.Status != http.StatusOK {
+			t.Errorf("another session after the reuse: %d %s", r.Status, r.Body)
+		}
 	})
 }
 

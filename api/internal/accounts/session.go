@@ -98,6 +98,26 @@ func revokeFamily(ctx context.Context, tx pgx.Tx, ksid shardkey.KeyspaceID, fam 
 	return nil
 }
 
+// revokeFamilyKeys revokes the API keys created in session fam and returns their IDs.
+func revokeFamilyKeys(ctx context.Context, tx pgx.Tx, ksid shardkey.KeyspaceID, fam shardkey.ID, now time.Time) ([]string, error) {
+	rows, err := tx.Query(ctx, revokeFamilyKeysSQL, ksid.Bytes(), fam.Bytes(), now)
+	if err != nil {
+		return nil, err
+	}
+	ids, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (string, error) {
+		var b []byte
+		if err := row.Scan(&b); err != nil {
+			return "", err
+		}
+		id, err := shardkey.IDFromBytes(b)
+		return id.String(), err
+	})
+	if ids == nil {
+		ids = []string{}
+	}
+	return ids, err
+}
+
 // revokeSessions ends every session of user in tx (log out everywhere), appending them to *ended.
 func revokeSessions(ctx context.Context, tx pgx.Tx, ksid shardkey.KeyspaceID, user shardkey.ID, now time.Time, reason string, ended *[]revocation.Entry) error {
 	rows, err := tx.Query(ctx, revokeUserFamiliesSQL, ksid.Bytes(), user.Bytes(), now, reason)

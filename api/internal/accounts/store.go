@@ -75,8 +75,13 @@ RETURNING f.user_id, f.revoked_at`
 const (
 	countAPIKeysSQL = `SELECT count(*) FROM auth.api_keys WHERE ksid = $1 AND user_id = $2 AND revoked_at IS NULL`
 	insertAPIKeySQL = `
-INSERT INTO auth.api_keys (ksid, id, user_id, name, key_prefix, key_hash, scopes, created_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`
+INSERT INTO auth.api_keys (ksid, id, user_id, name, key_prefix, key_hash, scopes, created_at, family_id)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`
+	// revokeFamilyKeysSQL revokes the API keys created in a session (refresh-token reuse).
+	revokeFamilyKeysSQL = `
+UPDATE auth.api_keys SET revoked_at = GREATEST(created_at, $3)
+WHERE ksid = $1 AND family_id = $2 AND revoked_at IS NULL
+RETURNING id`
 	listAPIKeysSQL = `
 SELECT id, name, scopes, key_prefix, created_at, last_used_at FROM auth.api_keys
 WHERE ksid = $1 AND user_id = $2 AND revoked_at IS NULL AND ($3::bytea IS NULL OR id < $3)

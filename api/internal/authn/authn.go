@@ -52,6 +52,8 @@ type Principal struct {
 	Scopes []string
 	// KeyID is the API key's ID when Method is MethodAPIKey.
 	KeyID shardkey.ID
+	// Family is the session of an access token (zero for an API key).
+	Family shardkey.ID
 }
 
 // HasScope reports whether the principal may use scope. Tokens have every scope.

@@ -62,7 +62,7 @@ func (h *HeaderAuthenticator) Authenticate(r *http.Request) (Principal, error) {
 		if h.Revoked != nil && h.Revoked(s.Family) {
 			return Principal{}, errSessionEnded()
 		}
-		return Principal{UserID: s.UserID, KSID: s.KSID, Role: role, Region: s.Region, Method: MethodJWT}, nil
+		return Principal{UserID: s.UserID, KSID: s.KSID, Role: role, Region: s.Region, Method: MethodJWT, Family: s.Family}, nil
 	case "apikey":
 		if h.APIKeys == nil {
 			return Principal{}, apierror.Unauthenticated("API keys are not enabled")
