@@ -146,6 +146,9 @@ type Claims struct {
 	Role   string `json:"role"`
 	Region string `json:"region"`
 	KSID   string `json:"ksid"`
+	// EmailVerified says the user had proved their email when the token was issued (OIDC's claim
+	// name); absent means unverified.
+	EmailVerified bool `json:"email_verified,omitempty"`
 }
 
 // Subject is what a token says about its user.
@@ -154,6 +157,8 @@ type Subject struct {
 	KSID   shardkey.KeyspaceID
 	Role   string
 	Region string
+	// EmailVerified: the user had proved their email when the token was issued.
+	EmailVerified bool
 }
 
 // Token is a verified access token.
@@ -299,7 +304,7 @@ func (v *Verifier) parse(token string) (Token, error) {
 		return Token{}, fmt.Errorf("%w: role and region are required", ErrInvalidToken)
 	}
 	return Token{
-		Subject: Subject{UserID: id, KSID: k, Role: c.Role, Region: c.Region},
+		Subject: Subject{UserID: id, KSID: k, Role: c.Role, Region: c.Region, EmailVerified: c.EmailVerified},
 		UserID:  id.String(),
 		Expires: c.ExpiresAt.Time,
 	}, nil

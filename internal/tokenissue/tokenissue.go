@@ -193,6 +193,8 @@ func (i *Issuer) Issue(s accesstoken.Subject) (string, time.Time, error) {
 		Role:   s.Role,
 		Region: s.Region,
 		KSID:   s.KSID.String(),
+
+		EmailVerified: s.EmailVerified,
 	}
 	tok := jwt.NewWithClaims(jwt.SigningMethodEdDSA, c)
 	tok.Header["kid"] = i.keys.signing.ID

@@ -52,6 +52,9 @@ type Principal struct {
 	Scopes []string
 	// KeyID is the API key's ID when Method is MethodAPIKey.
 	KeyID shardkey.ID
+	// EmailVerified says the user has proved their email (as of the token's issue, or now for an API
+	// key); Can checks it.
+	EmailVerified bool
 }
 
 // HasScope reports whether the principal may use scope. Tokens have every scope.
