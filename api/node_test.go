@@ -80,6 +80,7 @@ func fullNodes(t *testing.T) (*apitest.Harness, map[string]*assembly) {
 			lims[a.Region] = ratelimit.New(a.Redis, a.Log)
 			cfg := DefaultConfig()
 			cfg.EmailPepper, cfg.StateKey, cfg.RefreshTTL, cfg.PublicURL = "test-pepper-0123456789", "test-state-key-0123456789", time.Hour, "http://meridian.test"
+			cfg.MailDir = t.TempDir()
 			asm, err := assemble(a, featureSettings{cfg: cfg, tokens: tokens, limiter: lims[a.Region]})
 			if err != nil {
 				t.Fatal(err)
@@ -221,7 +222,7 @@ func TestNodeRun(t *testing.T) {
 	for k, v := range map[string]string{
 		"MERIDIAN_REGION": "ap-south", "CONSUL_HTTP_ADDR": fx.ConsulAddr, "MERIDIAN_TOPOLOGY_KEY": key,
 		"MERIDIAN_TOPOLOGY_CACHE": filepath.Join(t.TempDir(), "topology.json"), "MERIDIAN_SIGNING_KEY_DIR": keyDir,
-		"MERIDIAN_INTERNAL_TOKEN": "internal-token-0123456789", "MERIDIAN_EMAIL_PEPPER": "pepper-0123456789abc",
+		"MERIDIAN_INTERNAL_TOKEN": "internal-token-0123456789", "MERIDIAN_EMAIL_PEPPER": "pepper-0123456789abc", "MERIDIAN_MAIL_DIR": t.TempDir(),
 		"MERIDIAN_OAUTH_STATE_KEY": "state-key-0123456789", "MERIDIAN_LISTEN": ln.Addr().String(),
 		"MERIDIAN_OTLP_ENDPOINT": collector.URL, "MERIDIAN_TRACE_SAMPLE_RATIO": "1",
 	} {
