@@ -54,7 +54,7 @@ func (e *env) inbox(t *testing.T, addr string) []sentMail {
 	return out
 }
 
-var linkToken = regexp.MustCompile(`verify-email\?token=(mev_[A-Za-z0-9_.-]+)`)
+var verifyLinkRE = regexp.MustCompile(`verify-email\?token=(mev_[A-Za-z0-9_.-]+)`)
 
 // verifyToken is the token of the newest verification mail to addr.
 func (e *env) verifyToken(t *testing.T, addr string) string {
@@ -63,7 +63,7 @@ func (e *env) verifyToken(t *testing.T, addr string) string {
 	if len(msgs) == 0 {
 		t.Fatalf("no mail to %s", addr)
 	}
-	m := linkToken.FindStringSubmatch(msgs[len(msgs)-1].Body)
+	m := verifyLinkRE.FindStringSubmatch(msgs[len(msgs)-1].Body)
 	if m == nil {
 		t.Fatalf("no verification link in the mail to %s:\n%s", addr, msgs[len(msgs)-1].Body)
 	}
