@@ -24,7 +24,6 @@ import (
 type smtpServer struct {
 	mu       sync.Mutex
 	received []received
-	authed   []string
 	addr     string
 	pool     *x509.CertPool
 }
