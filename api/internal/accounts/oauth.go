@@ -18,8 +18,9 @@ import (
 	"github.com/8thdegree/meridian/shardmgr/shardpool"
 )
 
-// The accounts core's side of OAuth sign-in (package oauth): find the holder of a verified email,
-// sign an identity in, create a user for it. oauthAccounts keeps these methods off Service's own.
+// The accounts core's side of OAuth sign-in (package oauth): find the user an identity is linked to
+// or the holder of an email, sign a linked identity in, create a user for a new one, link one for the
+// account's proven owner. oauthAccounts keeps these methods off Service's own.
 
 type oauthAccounts struct{ s *Service }
 
