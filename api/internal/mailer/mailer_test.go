@@ -11,6 +11,7 @@ import (
 	"net/mail"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -239,4 +240,35 @@ func TestDirWritesOneFilePerMessage(t *testing.T) {
 	if entries, _ := os.ReadDir(dir); len(entries) != 3 {
 		t.Errorf("%d files after refused sends", len(entries))
 	}
+}
+
+// BenchmarkDirSend is one message into the mail folder (built, written, synced, renamed), beside the
+// baseline of writing and syncing the same number of bytes with os.WriteFile and f.Sync.
+func BenchmarkDirSend(b *testing.B) {
+	dir := b.TempDir()
+	d, err := NewDir(dir, "no-reply@meridian.test")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Run("dir", func(b *testing.B) {
+		for b.Loop() {
+			if err := d.Send(context.Background(), msg); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("baseline", func(b *testing.B) {
+		data := bytes.Repeat([]byte("x"), 700)
+		i := 0
+		for b.Loop() {
+			i++
+			f, err := os.Create(filepath.Join(dir, "base-"+strconv.Itoa(i)))
+			if err != nil {
+				b.Fatal(err)
+			}
+			_, _ = f.Write(data)
+			_ = f.Sync()
+			_ = f.Close()
+		}
+	})
 }
