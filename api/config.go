@@ -13,6 +13,7 @@ import (
 	"github.com/caarlos0/env/v11"
 
 	"github.com/8thdegree/meridian/api/internal/accounts/oauth"
+	"github.com/8thdegree/meridian/api/internal/mailer"
 	"github.com/8thdegree/meridian/internal/ratelimit"
 )
 
@@ -66,6 +67,20 @@ type Config struct {
 	StateKey Secret `env:"MERIDIAN_OAUTH_STATE_KEY"`
 	// PublicURL is the node's public base URL as clients see it (OAuth redirect URIs).
 	PublicURL string `env:"MERIDIAN_PUBLIC_URL" envDefault:"http://127.0.0.1:8000"`
+
+	// Mail (email verification links) goes to an SMTP submission server (MERIDIAN_SMTP_ADDR) or, for
+	// the local cluster and tests, into a folder as one .eml file per message (MERIDIAN_MAIL_DIR).
+	// Exactly one of the two is set.
+	MailDir      string        `env:"MERIDIAN_MAIL_DIR"`
+	SMTPAddr     string        `env:"MERIDIAN_SMTP_ADDR"`
+	SMTPUsername string        `env:"MERIDIAN_SMTP_USERNAME"`
+	SMTPPassword Secret        `env:"MERIDIAN_SMTP_PASSWORD"`
+	SMTPTLS      string        `env:"MERIDIAN_SMTP_TLS" envDefault:"starttls"`
+	SMTPTimeout  time.Duration `env:"MERIDIAN_SMTP_TIMEOUT" envDefault:"10s"`
+	MailFrom     string        `env:"MERIDIAN_MAIL_FROM" envDefault:"8thDegree <no-reply@8thdegree.example>"`
+	// VerifyEmailURL is the page a verification mail links to (?token= is appended); default
+	// <MERIDIAN_PUBLIC_URL>/verify-email.
+	VerifyEmailURL string `env:"MERIDIAN_VERIFY_EMAIL_URL"`
 
 	CORSOrigins []string `env:"MERIDIAN_CORS_ORIGINS" envSeparator:","`
 	// TrustedProxies are the networks of the edge routers, whose X-Forwarded-For names the client.
@@ -139,6 +154,7 @@ func FromEnv() (Config, error) {
 		{"MERIDIAN_OAUTH_STATE_KEY", &c.StateKey},
 		{"MERIDIAN_OAUTH_GOOGLE_CLIENT_SECRET", &c.GoogleClientSecret},
 		{"MERIDIAN_OAUTH_GITHUB_CLIENT_SECRET", &c.GitHubClientSecret},
+		{"MERIDIAN_SMTP_PASSWORD", &c.SMTPPassword},
 	} {
 		path := os.Getenv(s.name + "_FILE")
 		if path == "" {
@@ -200,6 +216,20 @@ func (c Config) Validate() error {
 			return err
 		}
 	}
+	switch {
+	case (c.MailDir == "") == (c.SMTPAddr == ""):
+		return errors.New("config: set one of MERIDIAN_SMTP_ADDR (an SMTP submission server) and MERIDIAN_MAIL_DIR (a folder for .eml files)")
+	case c.SMTPAddr != "" && !hostPort(c.SMTPAddr):
+		return fmt.Errorf("config: MERIDIAN_SMTP_ADDR %q is not host:port", c.SMTPAddr)
+	case c.SMTPTLS != string(mailer.STARTTLS) && c.SMTPTLS != string(mailer.ImplicitTLS) && c.SMTPTLS != string(mailer.NoTLS):
+		return fmt.Errorf("config: MERIDIAN_SMTP_TLS must be starttls, tls or none, got %q", c.SMTPTLS)
+	case c.SMTPTimeout <= 0:
+		return errors.New("config: MERIDIAN_SMTP_TIMEOUT must be positive")
+	case c.SMTPPassword != "" && c.SMTPUsername == "":
+		return errors.New("config: MERIDIAN_SMTP_PASSWORD needs MERIDIAN_SMTP_USERNAME")
+	case c.VerifyEmailURL != "" && !strings.HasPrefix(c.VerifyEmailURL, "http://") && !strings.HasPrefix(c.VerifyEmailURL, "https://"):
+		return errors.New("config: MERIDIAN_VERIFY_EMAIL_URL must be an http(s) URL")
+	}
 	if (c.GoogleClientID == "") != (c.GoogleClientSecret == "") {
 		return errors.New("config: MERIDIAN_OAUTH_GOOGLE_CLIENT_ID and MERIDIAN_OAUTH_GOOGLE_CLIENT_SECRET go together")
 	}
@@ -213,6 +243,17 @@ func (c Config) Validate() error {
 func (c Config) rateLimits() (user, ip ratelimit.Limit) {
 	return ratelimit.Limit{Rate: c.RateLimitUserPerMinute, Period: time.Minute, Burst: c.RateLimitUserBurst},
 		ratelimit.Limit{Rate: c.RateLimitIPPerMinute, Period: time.Minute, Burst: c.RateLimitIPBurst}
+}
+
+// mailer returns the configured Mailer: SMTP, or the mail folder.
+func (c Config) mailer() (mailer.Mailer, error) {
+	if c.MailDir != "" {
+		return mailer.NewDir(c.MailDir, c.MailFrom)
+	}
+	return mailer.NewSMTP(mailer.SMTPConfig{
+		Addr: c.SMTPAddr, Username: c.SMTPUsername, Password: string(c.SMTPPassword),
+		TLS: mailer.TLSMode(c.SMTPTLS), From: c.MailFrom, Timeout: c.SMTPTimeout,
+	})
 }
 
 // oauthProviders returns the configured OAuth providers, production endpoints unless overridden.

@@ -20,6 +20,7 @@ func validConfig(t *testing.T) Config {
 		"MERIDIAN_INTERNAL_TOKEN":  "0123456789abcdef-internal",
 		"MERIDIAN_EMAIL_PEPPER":    "0123456789abcdef-pepper",
 		"MERIDIAN_OAUTH_STATE_KEY": "0123456789abcdef-state",
+		"MERIDIAN_SMTP_ADDR":       "smtp.example.com:587",
 	} {
 		t.Setenv(k, v)
 	}
@@ -35,20 +36,26 @@ func validConfig(t *testing.T) Config {
 
 func TestConfigValidateNamesTheField(t *testing.T) {
 	cases := map[string]func(*Config){
-		"MERIDIAN_REGION":          func(c *Config) { c.Region = "" },
-		"MERIDIAN_LISTEN":          func(c *Config) { c.Listen = "8080" },
-		"MERIDIAN_ADVERTISE_ADDR":  func(c *Config) { c.AdvertiseAddr = "nope" },
-		"MERIDIAN_REDIS_ADDR":      func(c *Config) { c.RedisAddr = "redis" },
-		"MERIDIAN_ACCESS_TTL":      func(c *Config) { c.AccessTTL = time.Second },
-		"MERIDIAN_REFRESH_TTL":     func(c *Config) { c.RefreshTTL = time.Minute },
-		"MERIDIAN_SIGNING_KEY_DIR": func(c *Config) { c.SigningKeyDir = "" },
-		"MERIDIAN_INTERNAL_TOKEN":  func(c *Config) { c.InternalToken = "short" },
-		"MERIDIAN_EMAIL_PEPPER":    func(c *Config) { c.EmailPepper = "" },
-		"MERIDIAN_OAUTH_STATE_KEY": func(c *Config) { c.StateKey = "x" },
-		"MERIDIAN_PUBLIC_URL":      func(c *Config) { c.PublicURL = "ftp://x" },
-		"MERIDIAN_FREEZE_WAIT":     func(c *Config) { c.FreezeWait = 0 },
-		"MERIDIAN_LOG_LEVEL":       func(c *Config) { c.LogLevel = "loud" },
-		"MERIDIAN_START_TIMEOUT":   func(c *Config) { c.StartTimeout = 0 },
+		"MERIDIAN_REGION":           func(c *Config) { c.Region = "" },
+		"MERIDIAN_LISTEN":           func(c *Config) { c.Listen = "8080" },
+		"MERIDIAN_ADVERTISE_ADDR":   func(c *Config) { c.AdvertiseAddr = "nope" },
+		"MERIDIAN_REDIS_ADDR":       func(c *Config) { c.RedisAddr = "redis" },
+		"MERIDIAN_ACCESS_TTL":       func(c *Config) { c.AccessTTL = time.Second },
+		"MERIDIAN_REFRESH_TTL":      func(c *Config) { c.RefreshTTL = time.Minute },
+		"MERIDIAN_SIGNING_KEY_DIR":  func(c *Config) { c.SigningKeyDir = "" },
+		"MERIDIAN_INTERNAL_TOKEN":   func(c *Config) { c.InternalToken = "short" },
+		"MERIDIAN_EMAIL_PEPPER":     func(c *Config) { c.EmailPepper = "" },
+		"MERIDIAN_OAUTH_STATE_KEY":  func(c *Config) { c.StateKey = "x" },
+		"MERIDIAN_PUBLIC_URL":       func(c *Config) { c.PublicURL = "ftp://x" },
+		"MERIDIAN_FREEZE_WAIT":      func(c *Config) { c.FreezeWait = 0 },
+		"MERIDIAN_LOG_LEVEL":        func(c *Config) { c.LogLevel = "loud" },
+		"MERIDIAN_START_TIMEOUT":    func(c *Config) { c.StartTimeout = 0 },
+		"MERIDIAN_SMTP_ADDR":        func(c *Config) { c.SMTPAddr = "" },
+		"MERIDIAN_MAIL_DIR":         func(c *Config) { c.MailDir = "/var/mail/meridian" },
+		"MERIDIAN_SMTP_TLS":         func(c *Config) { c.SMTPTLS = "ssl" },
+		"MERIDIAN_SMTP_TIMEOUT":     func(c *Config) { c.SMTPTimeout = 0 },
+		"MERIDIAN_SMTP_USERNAME":    func(c *Config) { c.SMTPPassword = "p" },
+		"MERIDIAN_VERIFY_EMAIL_URL": func(c *Config) { c.VerifyEmailURL = "mailto:x" },
 	}
 	for field, mutate := range cases {
 		c := validConfig(t)
@@ -101,6 +108,7 @@ func TestDefaultConfig(t *testing.T) {
 	// The defaults and the required settings make a valid configuration.
 	d.Region, d.SigningKeyDir = "eu-west", t.TempDir()
 	d.InternalToken, d.EmailPepper, d.StateKey = "0123456789abcdef-internal", "0123456789abcdef-pepper", "0123456789abcdef-state"
+	d.SMTPAddr = "smtp.example.com:587"
 	if err := d.Validate(); err != nil {
 		t.Fatal(err)
 	}

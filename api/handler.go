@@ -64,6 +64,7 @@ type featureSettings struct {
 
 // assemble builds the feature packages on a and the OpenAPI document of their routes.
 func assemble(a *feature.Deps, fs featureSettings) (*assembly, error) {
+	var err error
 	acfg := accounts.DefaultConfig()
 	acfg.Tokens, acfg.EmailPepper, acfg.StateKey = fs.tokens, []byte(fs.cfg.EmailPepper), []byte(fs.cfg.StateKey)
 	acfg.RefreshTTL, acfg.OAuth, acfg.RedirectBaseURL, acfg.Limiter = fs.cfg.RefreshTTL, fs.oauth, fs.cfg.PublicURL, fs.limiter
@@ -75,6 +76,10 @@ func assemble(a *feature.Deps, fs featureSettings) (*assembly, error) {
 		return nil, err
 	}
 	acfg.Revocations = rvk
+	acfg.VerifyLinkURL = fs.cfg.VerifyEmailURL
+	if acfg.Mailer, err = fs.cfg.mailer(); err != nil {
+		return nil, fmt.Errorf("mail: %w", err)
+	}
 	acc, err := accounts.New(a, acfg)
 	if err != nil {
 		return nil, err

@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -73,6 +74,14 @@ func golden(t *testing.T, name string, got []byte) {
 // assembles them.
 func fullNodes(t *testing.T) (*apitest.Harness, map[string]*assembly) {
 	t.Helper()
+	h, asms, _ := fullNodesWithMail(t)
+	return h, asms
+}
+
+// fullNodesWithMail is fullNodes, and the folder every node writes its mail to.
+func fullNodesWithMail(t *testing.T) (*apitest.Harness, map[string]*assembly, string) {
+	t.Helper()
+	mailDir := t.TempDir()
 	asms := map[string]*assembly{}
 	lims := map[string]*ratelimit.Limiter{}
 	h := apitest.New(t, apitest.Options{
@@ -80,6 +89,7 @@ func fullNodes(t *testing.T) (*apitest.Harness, map[string]*assembly) {
 			lims[a.Region] = ratelimit.New(a.Redis, a.Log)
 			cfg := DefaultConfig()
 			cfg.EmailPepper, cfg.StateKey, cfg.RefreshTTL, cfg.PublicURL = "test-pepper-0123456789", "test-state-key-0123456789", time.Hour, "http://meridian.test"
+			cfg.MailDir = mailDir
 			asm, err := assemble(a, featureSettings{cfg: cfg, tokens: tokens, limiter: lims[a.Region]})
 			if err != nil {
 				t.Fatal(err)
@@ -103,7 +113,31 @@ func fullNodes(t *testing.T) (*apitest.Harness, map[string]*assembly) {
 			return route
 		},
 	})
-	return h, asms
+	return h, asms, mailDir
+}
+
+// verificationToken reads the newest verification link mailed to addr from the mail folder.
+func verificationToken(t *testing.T, dir, addr string) string {
+	t.Helper()
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	re := regexp.MustCompile(`token=(mev_[A-Za-z0-9_.-]+)`)
+	tok := ""
+	for _, e := range entries {
+		raw, err := os.ReadFile(filepath.Join(dir, e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m := re.FindSubmatch(raw); m != nil && bytes.Contains(raw, []byte("To: <"+addr+">")) {
+			tok = string(m[1])
+		}
+	}
+	if tok == "" {
+		t.Fatalf("no verification mail to %s in %s", addr, dir)
+	}
+	return tok
 }
 
 // The OpenAPI document served by a node lists exactly the routes the node serves.
@@ -134,7 +168,7 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 // The README's walkthrough, through the assembled nodes: a user registers in eu-west, logs in through
 // us-east, sets a profile; a client in us-east posts a job; the freelancer finds it and is reviewed.
 func TestWalkthrough(t *testing.T) {
-	h, _ := fullNodes(t)
+	h, _, mailDir := fullNodesWithMail(t)
 	do := func(region, method, path, token string, body any) map[string]any {
 		t.Helper()
 		r := h.Do(t, region, apitest.Request{Method: method, Path: path, Token: token, Body: body})
@@ -161,6 +195,13 @@ func TestWalkthrough(t *testing.T) {
 	do("eu-west", "PUT", "/api/v1/users/profile", bruno, map[string]any{"headline": "Go engineer", "bio": "<b>Databases</b><script>x</script>", "skills": []string{"Go", "PostgreSQL"}, "hourly_rate": 80, "country": "PT", "available": true})
 
 	alice := do("us-east", "POST", "/api/v1/auth/register", "", map[string]any{"email": "alice@example.test", "password": "alice's long password", "name": "Alice", "role": "client"})
+	// Alice verifies her email (the link mailed at registration), and refreshes her session to carry it:
+	// an unverified client may not post jobs or reviews.
+	if r := h.Do(t, "us-east", apitest.Request{Method: "POST", Path: "/api/v1/jobs/", Token: alice["access_token"].(string), Body: map[string]any{"title": "x"}}); r.Status != http.StatusForbidden || r.ErrorCode() != "email_unverified" {
+		t.Fatalf("job by an unverified client: %d %s", r.Status, r.Body)
+	}
+	do("us-east", "POST", "/api/v1/auth/verify-email", "", map[string]any{"token": verificationToken(t, mailDir, "alice@example.test")})
+	alice = do("us-east", "POST", "/api/v1/auth/refresh", "", map[string]any{"refresh_token": alice["refresh_token"]})
 	aliceTok := alice["access_token"].(string)
 	job := do("us-east", "POST", "/api/v1/jobs/", aliceTok, map[string]any{"title": "Sharded PostgreSQL expert", "description": "Help us shard", "skills": []string{"go", "postgresql"}, "budget_min": 1000, "budget_max": 5000, "currency": "USD", "remote": true})
 	jobID := job["id"].(string)
@@ -221,7 +262,7 @@ func TestNodeRun(t *testing.T) {
 	for k, v := range map[string]string{
 		"MERIDIAN_REGION": "ap-south", "CONSUL_HTTP_ADDR": fx.ConsulAddr, "MERIDIAN_TOPOLOGY_KEY": key,
 		"MERIDIAN_TOPOLOGY_CACHE": filepath.Join(t.TempDir(), "topology.json"), "MERIDIAN_SIGNING_KEY_DIR": keyDir,
-		"MERIDIAN_INTERNAL_TOKEN": "internal-token-0123456789", "MERIDIAN_EMAIL_PEPPER": "pepper-0123456789abc",
+		"MERIDIAN_INTERNAL_TOKEN": "internal-token-0123456789", "MERIDIAN_EMAIL_PEPPER": "pepper-0123456789abc", "MERIDIAN_MAIL_DIR": t.TempDir(),
 		"MERIDIAN_OAUTH_STATE_KEY": "state-key-0123456789", "MERIDIAN_LISTEN": ln.Addr().String(),
 		"MERIDIAN_OTLP_ENDPOINT": collector.URL, "MERIDIAN_TRACE_SAMPLE_RATIO": "1",
 	} {

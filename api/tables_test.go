@@ -18,6 +18,7 @@ var tableOwners = map[string]string{
 	"auth.refresh_token_families": "accounts",
 	"auth.refresh_tokens":         "accounts",
 	"auth.api_keys":               "accounts",
+	"auth.email_verifications":    "accounts",
 	"auth.email_claims":           "accounts/directory",
 	"core.profiles":               "profiles",
 	"core.settings":               "profiles",

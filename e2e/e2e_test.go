@@ -77,21 +77,39 @@ func TestE2EEveryRouterReachesTheHomeRegion(t *testing.T) {
 	e := startE2E(t)
 	tokens := map[string]string{}
 	ids := map[string]string{}
+	emails := map[string]string{}
+	refresh := map[string]string{}
 	for _, region := range []string{"us-east", "eu-west", "ap-south"} {
 		role := "freelancer"
 		if region == "us-east" {
 			role = "client"
 		}
 		// Registered through another region's router: the body's region decides.
+		emails[region] = fmt.Sprintf("%s-%d@e2e.test", region, time.Now().UnixNano())
 		r := e.do(t, "ap-south", "POST", "/api/v1/auth/register", "", map[string]any{
-			"email": fmt.Sprintf("%s-%d@e2e.test", region, time.Now().UnixNano()), "password": "e2e password 0123",
+			"email": emails[region], "password": "e2e password 0123",
 			"name": "E2E " + region, "role": role, "region": region})
 		if r.status != http.StatusCreated || r.header.Get("X-Meridian-Region") != region {
 			t.Fatalf("register in %s via ap-south: %d %v %v", region, r.status, r.header.Get("X-Meridian-Region"), r.body)
 		}
 		tokens[region] = r.body["access_token"].(string)
+		refresh[region] = r.body["refresh_token"].(string)
 		ids[region] = r.body["user"].(map[string]any)["id"].(string)
 	}
+	// The us-east client verifies their email through the eu-west router (the node there answers 421
+	// and the router replays it home) and refreshes through ap-south for a token that carries it.
+	vt, err := e.cluster.VerificationToken(emails["us-east"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v := e.do(t, "eu-west", "POST", "/api/v1/auth/verify-email", "", map[string]any{"token": vt}); v.status != http.StatusNoContent || v.header.Get("X-Meridian-Region") != "us-east" {
+		t.Fatalf("verify via eu-west: %d %q %v", v.status, v.header.Get("X-Meridian-Region"), v.body)
+	}
+	rf := e.do(t, "ap-south", "POST", "/api/v1/auth/refresh", "", map[string]any{"refresh_token": refresh["us-east"]})
+	if rf.status != http.StatusOK || rf.body["user"].(map[string]any)["email_verified"] != true {
+		t.Fatalf("refresh after verifying: %d %v", rf.status, rf.body)
+	}
+	tokens["us-east"] = rf.body["access_token"].(string)
 	for _, via := range []string{"us-east", "eu-west", "ap-south"} {
 		for home, tok := range tokens {
 			r := e.do(t, via, "GET", "/api/v1/users/me", tok, nil)

@@ -223,7 +223,7 @@ func TestE2EMoveAndSplitUnderLoad(t *testing.T) {
 		if i == 200 {
 			t.Fatalf("200 registrations gave %d users in %s and %d outside", nMoved, e2eMoved, nOther)
 		}
-		reg, err := cluster.Register(hc, usRouter, fmt.Sprintf("move-%d-%d@e2e.test", i, time.Now().UnixNano()), "client", "us-east")
+		reg, err := c.RegisterVerified(hc, usRouter, fmt.Sprintf("move-%d-%d@e2e.test", i, time.Now().UnixNano()), "client", "us-east")
 		if err != nil {
 			t.Fatal(err)
 		}

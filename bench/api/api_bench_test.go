@@ -174,7 +174,7 @@ func BenchmarkJobSearch(b *testing.B) {
 	base := c.Nodes["eu-west"]
 	// Jobs of 40 clients land on both shards of the region.
 	for i := range 40 {
-		u, err := cluster.Register(client, base, fmt.Sprintf("client-%d-%d@bench.test", i, time.Now().UnixNano()), "client", "eu-west")
+		u, err := c.RegisterVerified(client, base, fmt.Sprintf("client-%d-%d@bench.test", i, time.Now().UnixNano()), "client", "eu-west")
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -7,7 +7,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net/http"
+	"net/mail"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
 	"time"
 
 	consul "github.com/hashicorp/consul/api"
@@ -62,6 +68,8 @@ type demoClient struct {
 	http *http.Client
 	// base maps a region to a node (or router) base URL of that region.
 	base map[string]string
+	// mailDir is the folder the API nodes deliver mail to (verification links).
+	mailDir string
 }
 
 func (c *demoClient) do(ctx context.Context, region, method, path, token string, body, out any) (int, error) {
@@ -103,16 +111,10 @@ func (c *demoClient) do(ctx context.Context, region, method, path, token string,
 // seedDemo creates the demo users, their profiles and jobs, and one review, through the API. Users and
 // jobs that exist already are kept, so running it again changes nothing.
 func seedDemo(ctx context.Context, c *demoClient, out io.Writer) error {
-	type bundle struct {
-		User struct {
-			ID string `json:"id"`
-		} `json:"user"`
-		AccessToken string `json:"access_token"`
-	}
-	tokens := map[string]bundle{}
+	tokens := map[string]demoBundle{}
 	created := 0
 	for _, u := range demoUsers {
-		var b bundle
+		var b demoBundle
 		status, err := c.do(ctx, u.Region, "POST", "/api/v1/auth/register", "", map[string]any{"email": u.Email, "password": DemoPassword, "name": u.Name, "role": u.Role, "region": u.Region}, &b)
 		if err != nil {
 			return err
@@ -127,6 +129,12 @@ func seedDemo(ctx context.Context, c *demoClient, out io.Writer) error {
 			}
 		} else {
 			created++
+		}
+		if !b.User.EmailVerified {
+			// Demo users are verified the way anyone is: by following the link mailed to them.
+			if b, err = verifyDemoUser(ctx, c, u, b); err != nil {
+				return err
+			}
 		}
 		tokens[u.Email] = b
 		if u.Profile != nil {
@@ -169,4 +177,86 @@ func seedDemo(ctx context.Context, c *demoClient, out io.Writer) error {
 	}
 	fmt.Fprintf(out, "demo data: %d users created now (%d in all), password %q\n", created, len(demoUsers), DemoPassword)
 	return nil
+}
+
+// demoBundle is what registration, login and refresh answer.
+type demoBundle struct {
+	User struct {
+		ID            string `json:"id"`
+		EmailVerified bool   `json:"email_verified"`
+	} `json:"user"`
+	AccessToken  string `json:"access_token"`
+	RefreshToken string `json:"refresh_token"`
+}
+
+// verifyDemoUser follows the newest verification link mailed to u (asking for a new one if it is
+// missing, expired or used) and returns a session whose access token carries the verification.
+func verifyDemoUser(ctx context.Context, c *demoClient, u demoUser, b demoBundle) (demoBundle, error) {
+	for attempt := 0; ; attempt++ {
+		tok, err := newestVerifyToken(c.mailDir, u.Email)
+		if err != nil {
+			return b, err
+		}
+		if tok != "" {
+			status, err := c.do(ctx, u.Region, "POST", "/api/v1/auth/verify-email", "", map[string]string{"token": tok}, nil)
+			if err == nil && status == http.StatusNoContent {
+				break
+			}
+			if attempt > 0 {
+				return b, fmt.Errorf("demo user %s: verifying the mailed link: %w", u.Email, err)
+			}
+		}
+		if attempt > 0 {
+			return b, fmt.Errorf("demo user %s: no verification mail in %s", u.Email, c.mailDir)
+		}
+		// No usable link (an earlier run's expired or was used): ask for a new one.
+		if _, err := c.do(ctx, u.Region, "POST", "/api/v1/auth/verify-email/resend", b.AccessToken, nil, nil); err != nil {
+			return b, err
+		}
+	}
+	var nb demoBundle
+	if _, err := c.do(ctx, u.Region, "POST", "/api/v1/auth/refresh", "", map[string]string{"refresh_token": b.RefreshToken}, &nb); err != nil {
+		return b, err
+	}
+	if !nb.User.EmailVerified {
+		return b, fmt.Errorf("demo user %s is still unverified after following the link", u.Email)
+	}
+	return nb, nil
+}
+
+var mailedToken = regexp.MustCompile(`token=(mev_[A-Za-z0-9_.-]+)`)
+
+// newestVerifyToken returns the token of the newest verification mail to addr in dir ("" if none).
+// File names start with the delivery time, so the last match in name order is the newest.
+func newestVerifyToken(dir, addr string) (string, error) {
+	entries, err := os.ReadDir(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return "", nil
+	}
+	if err != nil {
+		return "", err
+	}
+	tok := ""
+	for _, e := range entries {
+		if !strings.HasSuffix(e.Name(), ".eml") || strings.HasPrefix(e.Name(), ".") {
+			continue
+		}
+		raw, err := os.ReadFile(filepath.Join(dir, e.Name()))
+		if err != nil {
+			return "", err
+		}
+		m, err := mail.ReadMessage(bytes.NewReader(raw))
+		if err != nil {
+			continue
+		}
+		to, err := mail.ParseAddress(m.Header.Get("To"))
+		if err != nil || !strings.EqualFold(to.Address, addr) {
+			continue
+		}
+		body, _ := io.ReadAll(m.Body)
+		if t := mailedToken.FindSubmatch(body); t != nil {
+			tok = string(t[1])
+		}
+	}
+	return tok, nil
 }

@@ -246,7 +246,7 @@ func Up(ctx context.Context, cfg Config, log *slog.Logger, out io.Writer) error 
 		return err
 	}
 	// The demo data goes in as a client would send it: through each region's router.
-	demo := &demoClient{http: &http.Client{Timeout: 30 * time.Second}, base: map[string]string{}}
+	demo := &demoClient{http: &http.Client{Timeout: 30 * time.Second}, base: map[string]string{}, mailDir: cfg.MailDir()}
 	for i, r := range inForce.Regions {
 		demo.base[r.Name] = fmt.Sprintf("http://127.0.0.1:%d", cfg.RouterPort(i))
 	}
@@ -331,6 +331,12 @@ Use it through any edge router (each sends every request to the caller's home re
   curl -si $R/api/v1/users/me -H "Authorization: Bearer $TOKEN"        # X-Meridian-Region: eu-west
   curl -s "$R/api/v1/jobs/search?q=postgresql&scope=global"             # every region's jobs
   curl -s $R/api/v1/openapi.json                                        # the API reference
+
+Mail (verification links) is delivered to %[3]s/mail, one .eml file per message:
+  curl -s $R/api/v1/auth/register -H 'Content-Type: application/json' \
+    -d '{"email":"you@example.test","password":"a long password","name":"You","role":"client"}'
+  TOK=$(grep -ho 'token=mev_[A-Za-z0-9_.-]*' $(grep -l 'To: <you@example.test>' %[3]s/mail/*.eml) | tail -1 | cut -d= -f2)
+  curl -si $R/api/v1/auth/verify-email -H 'Content-Type: application/json' -d "{\"token\":\"$TOK\"}"   # 204
 
 Operate it:
   export CONSUL_HTTP_ADDR=%[1]s

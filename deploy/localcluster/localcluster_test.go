@@ -3,6 +3,7 @@ package localcluster
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
@@ -76,7 +77,7 @@ func TestUpDown(t *testing.T) {
 	if err := Up(ctx, cfg, nil, &out); err != nil {
 		t.Fatalf("up: %v\n%s", err, out.String())
 	}
-	for _, want := range []string{"topology written to Consul (version 1)", "24 applied now across 6 shards", "us-east", "ap-south-1, ap-south-2"} {
+	for _, want := range []string{"topology written to Consul (version 1)", "30 applied now across 6 shards", "us-east", "ap-south-1, ap-south-2"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("up output lacks %q:\n%s", want, out.String())
 		}
@@ -124,7 +125,23 @@ func TestUpDown(t *testing.T) {
 	if err != nil || resp.StatusCode != 200 {
 		t.Fatalf("login through the us-east router: %v %v", resp, err)
 	}
+	var bruno struct {
+		User struct {
+			EmailVerified bool `json:"email_verified"`
+		} `json:"user"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&bruno); err != nil || !bruno.User.EmailVerified {
+		t.Errorf("the demo user is not verified: %+v %v", bruno, err)
+	}
 	resp.Body.Close()
+	// Each demo user was verified through the link mailed to them, one .eml file each.
+	mails, err := filepath.Glob(filepath.Join(cfg.MailDir(), "*.eml"))
+	if err != nil || len(mails) != 4 {
+		t.Errorf("%d mails in %s, want one per demo user: %v", len(mails), cfg.MailDir(), err)
+	}
+	if tok, err := newestVerifyToken(cfg.MailDir(), "bruno@demo.8thdegree.test"); err != nil || !strings.HasPrefix(tok, "mev_usr_") {
+		t.Errorf("bruno's verification mail: %q %v", tok, err)
+	}
 
 	// Starting again reuses everything and keeps the topology.
 	out.Reset()

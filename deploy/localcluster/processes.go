@@ -94,6 +94,10 @@ func (c Config) apiNodes(t *topology.Topology) []apiNode {
 	return out
 }
 
+// MailDir is the folder the cluster's API nodes deliver mail to (verification links), one .eml file
+// per message.
+func (c Config) MailDir() string { return filepath.Join(c.Dir, "mail") }
+
 // RouterPort is the port of the edge router of the i-th region.
 func (c Config) RouterPort(i int) int { return c.PortBase + 100*(i+1) }
 
@@ -112,6 +116,8 @@ func (c Config) apiProcess(n apiNode, consulAddr string) local.ProcessConfig {
 		"MERIDIAN_EMAIL_PEPPER_FILE=" + filepath.Join(c.Dir, "secrets", "email-pepper"),
 		"MERIDIAN_OAUTH_STATE_KEY_FILE=" + filepath.Join(c.Dir, "secrets", "oauth-state-key"),
 		"MERIDIAN_PUBLIC_URL=" + fmt.Sprintf("http://127.0.0.1:%d", c.PortBase+100),
+		// Every node of every region delivers its mail to one folder, one .eml file per message.
+		"MERIDIAN_MAIL_DIR=" + c.MailDir(),
 	}
 	return local.ProcessConfig{
 		Name:     n.name(),

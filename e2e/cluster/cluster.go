@@ -38,10 +38,17 @@ type Cluster struct {
 	DSN map[string]string
 	// KeyDir holds the signing keys; TokenIssuer/TokenAudience are the nodes' token settings.
 	KeyDir string
+	// MailDir is where every node delivers its mail (verification links), one .eml file per message.
+	MailDir string
+	// Google is the stand-in OpenID Connect provider every node signs "google" users in with.
+	Google *OIDCProvider
 
 	fx    *fixture.Fixture
 	stops map[string][]func()
 }
+
+// PublicURL is the nodes' public base URL: OAuth callbacks and verification links name it.
+const PublicURL = "http://127.0.0.1"
 
 // Token settings of the nodes (the fixture's).
 const (
@@ -54,7 +61,8 @@ const (
 func Start(tb testing.TB, regions ...string) *Cluster {
 	tb.Helper()
 	fx := fixture.New(tb, fixture.Options{Shards: true, MaxConns: 32, Consul: true})
-	c := &Cluster{Topology: fx.Topology, ConsulAddr: fx.ConsulAddr, Key: fx.Key, Nodes: map[string]string{}, DSN: fx.DSN, KeyDir: fx.KeyDir(tb), fx: fx, stops: map[string][]func(){}}
+	c := &Cluster{Topology: fx.Topology, ConsulAddr: fx.ConsulAddr, Key: fx.Key, Nodes: map[string]string{}, DSN: fx.DSN, KeyDir: fx.KeyDir(tb), fx: fx, stops: map[string][]func(){},
+		MailDir: tb.TempDir(), Google: startOIDCProvider(tb)}
 	if len(regions) == 0 {
 		for _, r := range c.Topology.Regions {
 			regions = append(regions, r.Name)
@@ -113,7 +121,10 @@ func (c *Cluster) StartNode(tb testing.TB, region string) string {
 		ConsulAddr: c.ConsulAddr, TopologyKey: c.Key, TopologyCache: filepath.Join(tb.TempDir(), "topology.json"),
 		TokenIssuer: TokenIssuer, TokenAudience: TokenAudience, AccessTTL: 15 * time.Minute, RefreshTTL: 24 * time.Hour, SessionMaxAge: 48 * time.Hour,
 		SigningKeyDir: c.KeyDir, InternalToken: "bench-internal-token-0123", EmailPepper: "bench-pepper-0123456789",
-		StateKey: "bench-state-key-0123456789", PublicURL: "http://127.0.0.1", FreezeWait: 2 * time.Second,
+		StateKey: "bench-state-key-0123456789", PublicURL: PublicURL, FreezeWait: 2 * time.Second,
+		MailDir: c.MailDir, SMTPTLS: "starttls", SMTPTimeout: 10 * time.Second, MailFrom: "8thDegree <no-reply@e2e.test>",
+		GoogleClientID: OIDCClientID, GoogleClientSecret: OIDCClientSecret, GoogleAuthURL: c.Google.URL + "/authorize",
+		GoogleTokenURL: c.Google.URL + "/token", GoogleIssuer: c.Google.URL, GoogleJWKSURL: c.Google.URL + "/jwks",
 		ShutdownGrace: 5 * time.Second, StartTimeout: 30 * time.Second, LogLevel: "error", FeatureAPIKeys: true,
 		// Benchmarks measure the node, not the rate limiter's refusals.
 		RateLimitUserPerMinute: 6_000_000, RateLimitUserBurst: 100_000, RateLimitIPPerMinute: 6_000_000, RateLimitIPBurst: 100_000,

@@ -6,6 +6,10 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/mail"
+	"os"
+	"path/filepath"
+	"regexp"
 	"time"
 )
 
@@ -55,10 +59,12 @@ func PostJSON(c *http.Client, url, token string, body, out any) error {
 // Registered is a user registered through the API.
 type Registered struct {
 	User struct {
-		ID     string `json:"id"`
-		Region string `json:"region"`
+		ID            string `json:"id"`
+		Region        string `json:"region"`
+		EmailVerified bool   `json:"email_verified"`
 	} `json:"user"`
-	AccessToken string `json:"access_token"`
+	AccessToken  string `json:"access_token"`
+	RefreshToken string `json:"refresh_token"`
 }
 
 // Register creates a user through a node.
@@ -66,4 +72,60 @@ func Register(c *http.Client, base, email, role, region string) (Registered, err
 	var r Registered
 	err := PostJSON(c, base+"/api/v1/auth/register", "", map[string]any{"email": email, "password": "benchmark password 1", "name": "Bench " + role, "role": role, "region": region}, &r)
 	return r, err
+}
+
+// RegisterVerified registers a user through base (a node or a router), follows the verification link
+// mailed to them, and returns a session issued after the verification: a user who may post jobs.
+func (c *Cluster) RegisterVerified(hc *http.Client, base, email, role, region string) (Registered, error) {
+	r, err := Register(hc, base, email, role, region)
+	if err != nil {
+		return r, err
+	}
+	tok, err := c.VerificationToken(email)
+	if err != nil {
+		return r, err
+	}
+	if err := PostJSON(hc, base+"/api/v1/auth/verify-email", "", map[string]string{"token": tok}, nil); err != nil {
+		return r, err
+	}
+	var v Registered
+	if err := PostJSON(hc, base+"/api/v1/auth/refresh", "", map[string]string{"refresh_token": r.RefreshToken}, &v); err != nil {
+		return r, err
+	}
+	if !v.User.EmailVerified {
+		return r, fmt.Errorf("%s is not verified after following the link", email)
+	}
+	return v, nil
+}
+
+var mailedToken = regexp.MustCompile(`token=(mev_[A-Za-z0-9_.-]+)`)
+
+// VerificationToken is the token of the newest verification mail to addr in the cluster's mail folder.
+func (c *Cluster) VerificationToken(addr string) (string, error) {
+	entries, err := os.ReadDir(c.MailDir)
+	if err != nil {
+		return "", err
+	}
+	tok := ""
+	for _, e := range entries { // names start with the delivery time
+		raw, err := os.ReadFile(filepath.Join(c.MailDir, e.Name()))
+		if err != nil {
+			return "", err
+		}
+		m, err := mail.ReadMessage(bytes.NewReader(raw))
+		if err != nil {
+			continue
+		}
+		if to, err := mail.ParseAddress(m.Header.Get("To")); err != nil || to.Address != addr {
+			continue
+		}
+		body, _ := io.ReadAll(m.Body)
+		if t := mailedToken.FindSubmatch(body); t != nil {
+			tok = string(t[1])
+		}
+	}
+	if tok == "" {
+		return "", fmt.Errorf("no verification mail to %s in %s", addr, c.MailDir)
+	}
+	return tok, nil
 }

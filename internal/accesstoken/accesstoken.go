@@ -152,6 +152,9 @@ type Claims struct {
 	// Family is the refresh-token family (the session) the token was issued in: revoking the family
 	// revokes the token.
 	Family string `json:"fid,omitempty"`
+	// EmailVerified says the user had proved their email when the token was issued (OIDC's claim
+	// name); absent means unverified.
+	EmailVerified bool `json:"email_verified,omitempty"`
 }
 
 // Subject is what a token says about its user.
@@ -163,6 +166,8 @@ type Subject struct {
 	// Family is the session (refresh-token family) the token belongs to; zero for a token issued
 	// outside a session (test harnesses only: the nodes issue every token in one).
 	Family shardkey.ID
+	// EmailVerified: the user had proved their email when the token was issued.
+	EmailVerified bool
 }
 
 // Token is a verified access token.
@@ -336,7 +341,7 @@ func (v *Verifier) parse(token string) (Token, error) {
 		}
 	}
 	return Token{
-		Subject: Subject{UserID: id, KSID: k, Role: c.Role, Region: c.Region, Family: fam},
+		Subject: Subject{UserID: id, KSID: k, Role: c.Role, Region: c.Region, Family: fam, EmailVerified: c.EmailVerified},
 		UserID:  id.String(),
 		Expires: c.ExpiresAt.Time,
 	}, nil

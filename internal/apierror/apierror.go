@@ -28,6 +28,8 @@ type Error struct {
 	Message string
 	// Fields maps a request field (JSON name, dotted for nesting) to what is wrong with it.
 	Fields map[string]string
+	// Details is what the client needs to act on the error (a link token), safe to show.
+	Details map[string]any
 	// RetryAfter, when positive, is sent as Retry-After in whole seconds (rounded up, at least 1).
 	RetryAfter time.Duration
 	// Header holds extra response headers (a replay hint, rate-limit state).
@@ -155,6 +157,7 @@ type payload struct {
 	Message   string            `json:"message"`
 	RequestID string            `json:"request_id,omitempty"`
 	Fields    map[string]string `json:"fields,omitempty"`
+	Details   map[string]any    `json:"details,omitempty"`
 }
 
 // Write sends err as the contract's JSON error and returns the public Error (for the access log).
@@ -170,7 +173,7 @@ func Write(w http.ResponseWriter, err error, requestID string) *Error {
 	if e.RetryAfter > 0 {
 		h.Set("Retry-After", strconv.FormatInt(max(int64((e.RetryAfter+time.Second-1)/time.Second), 1), 10))
 	}
-	b, mErr := json.Marshal(body{Error: payload{Code: e.Code, Message: e.Message, RequestID: requestID, Fields: e.Fields}})
+	b, mErr := json.Marshal(body{Error: payload{Code: e.Code, Message: e.Message, RequestID: requestID, Fields: e.Fields, Details: e.Details}})
 	if mErr != nil {
 		b = []byte(`{"error":{"code":"internal","message":"internal error"}}`)
 	}

@@ -193,6 +193,8 @@ func (i *Issuer) Issue(s accesstoken.Subject) (string, time.Time, error) {
 		Role:   s.Role,
 		Region: s.Region,
 		KSID:   s.KSID.String(),
+
+		EmailVerified: s.EmailVerified,
 	}
 	if !s.Family.IsZero() {
 		c.Family = s.Family.String()

@@ -390,7 +390,7 @@ ORDER BY 1`)
 	// The documented tables, so that a table cannot silently disappear from the check.
 	want := []string{
 		"ai.embeddings",
-		"auth.api_keys", "auth.credentials", "auth.email_claims", "auth.oauth_identities",
+		"auth.api_keys", "auth.credentials", "auth.email_claims", "auth.email_verifications", "auth.oauth_identities",
 		"auth.refresh_token_families", "auth.refresh_tokens", "auth.users",
 		"core.audit_log", "core.jobs", "core.profiles", "core.reviews", "core.settings",
 	}

@@ -44,10 +44,11 @@ func (s *Service) VerifyAPIKey(ctx context.Context, key string) (authn.Principal
 		hash, userB      []byte
 		scopes           []string
 		revoked, deleted bool
+		verified         bool
 		lastUsed         *time.Time
 		role, region     string
 	)
-	err = routed.Pool.QueryRow(ctx, apiKeyPrincipalSQL, ksid.Bytes(), id.Bytes()).Scan(&hash, &scopes, &revoked, &lastUsed, &userB, &role, &region, &deleted)
+	err = routed.Pool.QueryRow(ctx, apiKeyPrincipalSQL, ksid.Bytes(), id.Bytes()).Scan(&hash, &scopes, &revoked, &lastUsed, &userB, &role, &region, &deleted, &verified)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return authn.Principal{}, errBadAPIKey
 	}
@@ -71,6 +72,6 @@ func (s *Service) VerifyAPIKey(ctx context.Context, key string) (authn.Principal
 	}
 	return authn.Principal{
 		UserID: userID, KSID: ksid, Role: authn.Role(role), Region: region,
-		Method: authn.MethodAPIKey, Scopes: scopes, KeyID: id,
+		Method: authn.MethodAPIKey, Scopes: scopes, KeyID: id, EmailVerified: verified,
 	}, nil
 }

@@ -17,7 +17,7 @@ import (
 func TestAPIKeys(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
-	owner := e.register(t, "us-east", uniqueEmail(t, "owner"), authn.Client)
+	owner := e.registerVerified(t, "us-east", uniqueEmail(t, "owner"), authn.Client)
 	tok := owner.AccessToken
 	create := func(region, auth string, body any) *apitest.Response {
 		return e.Do(t, region, apitest.Request{Method: "POST", Path: "/api/v1/auth/api-keys", Auth: auth, Body: body})
@@ -127,7 +127,7 @@ func TestAPIKeys(t *testing.T) {
 	})
 
 	t.Run("list pages and hides keys", func(t *testing.T) {
-		u := e.register(t, "eu-west", uniqueEmail(t, "lister"), authn.Freelancer)
+		u := e.registerVerified(t, "eu-west", uniqueEmail(t, "lister"), authn.Freelancer)
 		made := map[shardkey.ID]bool{}
 		for i := range 5 {
 			r := create("eu-west", "Bearer "+u.AccessToken, map[string]any{"name": "key " + string(rune('a'+i)), "scopes": Scopes()})
@@ -178,7 +178,7 @@ func TestAPIKeys(t *testing.T) {
 		}
 		// Other users cannot revoke it, whatever region they are in: to them it does not exist.
 		for _, region := range apitest.Regions {
-			other := e.register(t, region, uniqueEmail(t, "intruder"), authn.Client)
+			other := e.registerVerified(t, region, uniqueEmail(t, "intruder"), authn.Client)
 			if r := e.Do(t, region, apitest.Request{Method: "DELETE", Path: "/api/v1/auth/api-keys/" + c.ID.String(), Token: other.AccessToken}); r.Status != 404 {
 				t.Errorf("intruder from %s: %d %s", region, r.Status, r.Body)
 			}

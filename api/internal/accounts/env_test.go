@@ -19,6 +19,7 @@ import (
 	"github.com/8thdegree/meridian/api/internal/authn"
 	"github.com/8thdegree/meridian/api/internal/feature"
 	"github.com/8thdegree/meridian/api/internal/revocation"
+	"github.com/8thdegree/meridian/api/internal/mailer"
 	"github.com/8thdegree/meridian/deploy/local/testenv"
 	"github.com/8thdegree/meridian/internal/ratelimit"
 	"github.com/8thdegree/meridian/internal/tokenissue"
@@ -53,14 +54,20 @@ type env struct {
 	rvk   map[string]*revocation.Service
 	stub  *stubProvider
 	clock *testClock
+	// mailDir is every node's mail folder (one .eml per message).
+	mailDir string
 }
 
 var seq atomic.Int64
 
 func newEnv(t *testing.T, mutate ...func(*Config)) *env {
 	t.Helper()
-	e := &env{svc: map[string]*Service{}, rvk: map[string]*revocation.Service{}, stub: newStubProvider(t), clock: &testClock{}}
+	e := &env{svc: map[string]*Service{}, rvk: map[string]*revocation.Service{}, stub: newStubProvider(t), clock: &testClock{}, mailDir: t.TempDir()}
 	params := testParams
+	mail, err := mailer.NewDir(e.mailDir, "8thDegree <no-reply@meridian.test>")
+	if err != nil {
+		t.Fatal(err)
+	}
 	e.Harness = apitest.New(t, apitest.Options{
 		Now: e.clock.Now,
 		Routes: func(a *feature.Deps, tokens *tokenissue.Issuer) []feature.Route {
@@ -71,7 +78,7 @@ func newEnv(t *testing.T, mutate ...func(*Config)) *env {
 			cfg := Config{
 				Tokens: tokens, EmailPepper: testPepper, StateKey: testStateKey, Limiter: ratelimit.New(a.Redis, a.Log),
 				OAuth: e.stub.Configs(), RedirectBaseURL: redirectBase, PasswordParams: &params, TrustedProxies: loopback,
-				Revocations: rvk,
+				Mailer: mail, Revocations: rvk,
 			}
 			for _, m := range mutate {
 				m(&cfg)

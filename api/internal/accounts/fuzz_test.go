@@ -27,6 +27,7 @@ func FuzzDecoders(f *testing.F) {
 		`{"name":"ci","scopes":["jobs:read","jobs:read"]}`,
 		`{"user_id":"usr_065wzsb800g370x3nmh42kr104106105","provider":"github","subject":"1","email":"a@b.co","ip":"::1"}`,
 		`{"user_id":"usr_065wzsb800g370x3nmh42kr104106105","email":"a@b.co","password":"p","ip":"1.2.3.4"}`,
+		`{"token":"mev_usr_065wzsb800g370x3nmh42kr104106105.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}`,
 		`{"email": null}`, `[]`, `{} {}`, `"x"`, `{"role": 5}`, `{"scopes": [null]}`,
 	} {
 		f.Add([]byte(seed))
@@ -92,6 +93,13 @@ func FuzzDecoders(f *testing.F) {
 			}
 			return ""
 		})
+		var ve verifyEmailRequest
+		check("verify email", &ve, func() string {
+			if ve.user.Kind() != shardkey.KindUser || !strings.HasPrefix(ve.Token, verifyPrefix+ve.user.String()+".") {
+				return "a verification token that names no user"
+			}
+			return ""
+		})
 	})
 }
 
@@ -103,7 +111,9 @@ func FuzzCredentials(f *testing.F) {
 	keyID, _ := gen.New(shardkey.KindAPIKey, 0x4000000000000001)
 	tok, _ := newRefreshToken(fam)
 	key, _, _ := newAPIKey(keyID)
-	for _, s := range []string{tok, key, "", "mrt_", "mk_", ".", directory.HashEmail(testPepper, "a@b.co").String()} {
+	user, _ := gen.New(shardkey.KindUser, 0x4000000000000001)
+	vt, _ := newVerifyToken(user)
+	for _, s := range []string{tok, key, vt, "", "mrt_", "mk_", "mev_", ".", directory.HashEmail(testPepper, "a@b.co").String()} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
@@ -112,6 +122,9 @@ func FuzzCredentials(f *testing.F) {
 		}
 		if id, err := parseAPIKey(s); err == nil && (id.Kind() != shardkey.KindAPIKey || !strings.HasPrefix(s, apiKeyPrefix+id.String()+"_")) {
 			t.Fatalf("API key %q parsed to %s", s, id)
+		}
+		if id, err := parseVerifyToken(s); err == nil && (id.Kind() != shardkey.KindUser || !strings.HasPrefix(s, verifyPrefix+id.String()+".")) {
+			t.Fatalf("verification token %q parsed to %s", s, id)
 		}
 		if h, err := directory.ParseHash(s); err == nil && h.String() != s {
 			t.Fatalf("email hash %q is not canonical", s)

@@ -333,6 +333,9 @@ func (s *Service) handleCreateAPIKey(w http.ResponseWriter, r *http.Request) err
 	if p.Method == authn.MethodAPIKey {
 		return errKeyWithKey
 	}
+	if err := p.Can(authn.CapCreateAPIKey); err != nil {
+		return err
+	}
 	var req apiKeyRequest
 	if err := rest.Decode(w, r, &req); err != nil {
 		return err

@@ -185,12 +185,15 @@ func (r *apiKeyRequest) Validate() map[string]string {
 // The answers.
 
 type userJSON struct {
-	ID        shardkey.ID `json:"id"`
-	Email     string      `json:"email"`
-	Name      string      `json:"name"`
-	Role      authn.Role  `json:"role"`
-	Region    string      `json:"region"`
-	CreatedAt time.Time   `json:"created_at"`
+	ID    shardkey.ID `json:"id"`
+	Email string      `json:"email"`
+	// EmailVerified: the user proved the email; until then the account may not create API keys,
+	// post jobs or reviews, apply or link a sign-in provider.
+	EmailVerified bool       `json:"email_verified"`
+	Name          string     `json:"name"`
+	Role          authn.Role `json:"role"`
+	Region        string     `json:"region"`
+	CreatedAt     time.Time  `json:"created_at"`
 }
 
 type tokenBundle struct {

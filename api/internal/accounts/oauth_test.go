@@ -5,8 +5,10 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/8thdegree/meridian/api/internal/accounts/oauth"
 	"github.com/8thdegree/meridian/api/internal/apitest"
@@ -97,7 +99,7 @@ func TestOAuth(t *testing.T) {
 		var b tokenBundle
 		r.JSON(t, &b)
 		if r.Status != http.StatusCreated || b.User.Email != email || b.User.Role != authn.Client || b.User.Region != "eu-west" ||
-			b.User.Name != "Grace Hopper" || b.AccessToken == "" || b.RefreshToken == "" {
+			b.User.Name != "Grace Hopper" || b.AccessToken == "" || b.RefreshToken == "" || !b.User.EmailVerified {
 			t.Fatalf("new google user: %d %s", r.Status, r.Body)
 		}
 		k := b.User.ID.KeyspaceID()
@@ -131,31 +133,137 @@ func TestOAuth(t *testing.T) {
 		}
 	})
 
-	t.Run("github links an existing password account in its home region", func(t *testing.T) {
-		email := uniqueEmail(t, "github")
-		existing := e.register(t, "ap-south", email, authn.Freelancer)
-		who := stubIdentity{GitHubID: 4242, Login: "octo", Email: email, Verified: true}
+	t.Run("the takeover and a pre-registered password account never linked", func(t *testing.T) {
+		victim := uniqueEmail(t, "victim")
+		// The attacker registers the victim's address with a password, in another region than the
+		// one the victim will sign in from. Nothing proves the address: the account is unverified.
+		attacker := e.register(t, "ap-south", victim, authn.Freelancer)
+		k := attacker.User.ID.KeyspaceID()
+		who := stubIdentity{Subject: "g-victim-" + victim, Email: victim, Verified: true, Name: "Victim"}
+		r := e.oauth(t, "us-east", "us-east", oauth.ProviderGoogle, "", who)
+		if r.Status != http.StatusConflict || errorCode(t, r) != "account_exists" || strings.Contains(string(r.Body), "access_token") {
+			t.Fatalf("google sign-in over a pre-registered address: %d %s", r.Status, r.Body)
+		}
+		linkTok := linkToken(t, r)
+		var n int
+		if err := e.pool(t, k).QueryRow(ctx, `SELECT count(*) FROM auth.oauth_identities WHERE ksid = $1 AND user_id = $2`, k.Bytes(), attacker.User.ID.Bytes()).Scan(&n); err != nil || n != 0 {
+			t.Fatalf("identities linked to the attacker's account: %d %v", n, err)
+		}
+		if got := e.actions(t, k); count(got, audit.ActionOAuthLogin) != 0 {
+			t.Errorf("an OAuth session was opened on the attacker's account: %v", got)
+		}
+		// The victim's sign-in again, finished in the attacker's home region: still nothing.
+		if r := e.oauth(t, "eu-west", "ap-south", oauth.ProviderGoogle, "", who); r.Status != http.StatusConflict {
+			t.Errorf("second sign-in: %d %s", r.Status, r.Body)
+		}
+		// Even holding the link token and the password, the attacker cannot link: the account is unverified.
+		if r := e.link(t, "ap-south", oauth.ProviderGoogle, attacker.AccessToken, linkTok, testPassword); r.Status != http.StatusForbidden || errorCode(t, r) != "email_unverified" {
+			t.Errorf("link by the unverified squatter: %d %s", r.Status, r.Body)
+		}
+		// A password login is the attacker's own account, with no identity in it.
+		if r := e.login(t, "us-east", victim, testPassword, clientIP()); r.Status != http.StatusOK {
+			t.Errorf("attacker login: %d", r.Status)
+		}
+		if err := e.pool(t, k).QueryRow(ctx, `SELECT count(*) FROM auth.oauth_identities WHERE ksid = $1`, k.Bytes()).Scan(&n); err != nil || n != 0 {
+			t.Errorf("identities after the attempts: %d %v", n, err)
+		}
+	})
+
+	t.Run("linking a provider to a verified password account needs its password", func(t *testing.T) {
+		email := uniqueEmail(t, "link")
+		owner := e.registerVerified(t, "ap-south", email, authn.Freelancer)
+		who := stubIdentity{GitHubID: 4242_000 + seq.Add(1), Login: "octo", Email: email, Verified: true}
 		r := e.oauth(t, "us-east", "us-east", oauth.ProviderGitHub, "?role=client", who)
+		if r.Status != http.StatusConflict || errorCode(t, r) != "account_exists" {
+			t.Fatalf("github sign-in of an existing verified account: %d %s", r.Status, r.Body)
+		}
+		tok := linkToken(t, r)
+		for name, tc := range map[string]struct {
+			region, provider, access, token, password string
+			status                                    int
+		}{
+			"no access token":  {"ap-south", oauth.ProviderGitHub, "", tok, testPassword, http.StatusUnauthorized},
+			"wrong password":   {"ap-south", oauth.ProviderGitHub, owner.AccessToken, tok, "not the password", http.StatusUnauthorized},
+			"no password":      {"ap-south", oauth.ProviderGitHub, owner.AccessToken, tok, "", http.StatusUnauthorized},
+			"other provider":   {"ap-south", oauth.ProviderGoogle, owner.AccessToken, tok, testPassword, http.StatusBadRequest},
+			"tampered token":   {"ap-south", oauth.ProviderGitHub, owner.AccessToken, "x" + tok[1:], testPassword, http.StatusBadRequest},
+			"unknown provider": {"ap-south", "myspace", owner.AccessToken, tok, testPassword, http.StatusNotFound},
+		} {
+			if r := e.link(t, tc.region, tc.provider, tc.access, tc.token, tc.password); r.Status != tc.status {
+				t.Errorf("%s: %d %s", name, r.Status, r.Body)
+			}
+		}
+		// Another verified account cannot take the identity: the provider vouched for another email.
+		other := e.registerVerified(t, "us-east", uniqueEmail(t, "other"), authn.Client)
+		if r := e.link(t, "us-east", oauth.ProviderGitHub, other.AccessToken, tok, testPassword); r.Status != http.StatusForbidden {
+			t.Errorf("link to an account of another email: %d %s", r.Status, r.Body)
+		}
+		if r := e.link(t, "ap-south", oauth.ProviderGitHub, owner.AccessToken, tok, testPassword); r.Status != http.StatusNoContent {
+			t.Fatalf("link: %d %s", r.Status, r.Body)
+		}
+		k := owner.User.ID.KeyspaceID()
+		var subject string
+		if err := e.pool(t, k).QueryRow(ctx, `SELECT subject FROM auth.oauth_identities WHERE ksid = $1 AND provider = 'github'`, k.Bytes()).Scan(&subject); err != nil || subject != strconvI(who.GitHubID) {
+			t.Errorf("github identity: %q %v", subject, err)
+		}
+		// Now GitHub signs in to the account, from any region, by (provider, subject).
+		r = e.oauth(t, "eu-west", "eu-west", oauth.ProviderGitHub, "", who)
 		var b tokenBundle
 		r.JSON(t, &b)
-		if r.Status != http.StatusOK || b.User.ID != existing.User.ID || b.User.Role != authn.Freelancer {
-			t.Fatalf("github sign-in of an existing user: %d %s", r.Status, r.Body)
-		}
-		k := existing.User.ID.KeyspaceID()
-		var subject string
-		if err := e.pool(t, k).QueryRow(ctx, `SELECT subject FROM auth.oauth_identities WHERE ksid = $1 AND provider = 'github'`, k.Bytes()).Scan(&subject); err != nil || subject != "4242" {
-			t.Errorf("github identity: %q %v", subject, err)
+		if r.Status != http.StatusOK || b.User.ID != owner.User.ID || b.User.Role != authn.Freelancer || !b.User.EmailVerified {
+			t.Fatalf("github sign-in after linking: %d %s", r.Status, r.Body)
 		}
 		// The password still works too.
 		if r := e.login(t, "us-east", email, testPassword, clientIP()); r.Status != 200 {
 			t.Errorf("password after linking: %d", r.Status)
 		}
-		// A new GitHub user without a name gets the login as name and the default role.
+		got := e.actions(t, k)
+		if count(got, audit.ActionOAuthLinked) != 1 || count(got, audit.ActionOAuthLogin) != 1 {
+			t.Errorf("audit: %v", got)
+		}
+		// An expired link token.
+		r = e.oauth(t, "us-east", "us-east", oauth.ProviderGoogle, "", stubIdentity{Subject: "g-late-" + email, Email: email, Verified: true})
+		late := linkToken(t, r)
+		e.clock.Advance(oauth.LinkTTL + 1)
+		r = e.link(t, "ap-south", oauth.ProviderGoogle, owner.AccessToken, late, testPassword)
+		e.clock.Advance(-oauth.LinkTTL - 1)
+		if r.Status != http.StatusBadRequest {
+			t.Errorf("expired link token: %d %s", r.Status, r.Body)
+		}
+
+		// A new GitHub user without a name gets the login as name and the default role, verified.
 		email2 := uniqueEmail(t, "github-new")
-		r = e.oauth(t, "ap-south", "ap-south", oauth.ProviderGitHub, "", stubIdentity{GitHubID: 77, Login: "newbie", Email: email2, Verified: true})
+		r = e.oauth(t, "ap-south", "ap-south", oauth.ProviderGitHub, "", stubIdentity{GitHubID: 77_000 + seq.Add(1), Login: "newbie", Email: email2, Verified: true})
 		r.JSON(t, &b)
-		if r.Status != http.StatusCreated || b.User.Name != "newbie" || b.User.Role != authn.Freelancer || b.User.Region != "ap-south" {
+		if r.Status != http.StatusCreated || b.User.Name != "newbie" || b.User.Role != authn.Freelancer || b.User.Region != "ap-south" || !b.User.EmailVerified {
 			t.Errorf("new github user: %d %s", r.Status, r.Body)
+		}
+		if len(e.inbox(t, email2)) != 0 {
+			t.Error("a provider-verified user was mailed a verification link")
+		}
+	})
+
+	t.Run("a signed-in identity follows its subject and not the email", func(t *testing.T) {
+		email := uniqueEmail(t, "subject")
+		who := stubIdentity{Subject: "g-subj-" + email, Email: email, Verified: true}
+		r := e.oauth(t, "us-east", "us-east", oauth.ProviderGoogle, "", who)
+		var b tokenBundle
+		r.JSON(t, &b)
+		if r.Status != http.StatusCreated {
+			t.Fatalf("create: %d %s", r.Status, r.Body)
+		}
+		// The provider account's address changes: the same subject still signs in to the same user.
+		who.Email = uniqueEmail(t, "renamed")
+		r = e.oauth(t, "ap-south", "ap-south", oauth.ProviderGoogle, "", who)
+		var b2 tokenBundle
+		r.JSON(t, &b2)
+		if r.Status != http.StatusOK || b2.User.ID != b.User.ID {
+			t.Fatalf("same subject, new email: %d %s", r.Status, r.Body)
+		}
+		// Another subject asserting the first address does not get in.
+		r = e.oauth(t, "ap-south", "ap-south", oauth.ProviderGoogle, "", stubIdentity{Subject: "g-other-" + email, Email: email, Verified: true})
+		if r.Status != http.StatusConflict {
+			t.Errorf("another subject with the address: %d %s", r.Status, r.Body)
 		}
 	})
 
@@ -239,3 +347,34 @@ func TestOAuth(t *testing.T) {
 		}
 	})
 }
+
+// link posts a link token to /auth/oauth/{provider}/link with access as the bearer token.
+func (e *env) link(t *testing.T, region, provider, access, token, password string) *apitest.Response {
+	t.Helper()
+	return e.Do(t, region, apitest.Request{Method: "POST", Path: "/api/v1/auth/oauth/" + provider + "/link", Token: access,
+		Body: map[string]string{"link_token": token, "password": password}, Header: fromIP(clientIP())})
+}
+
+// linkToken reads error.details.link_token of a 409 account_exists.
+func linkToken(t *testing.T, r *apitest.Response) string {
+	t.Helper()
+	var body struct {
+		Error struct {
+			Code    string `json:"code"`
+			Details struct {
+				Provider  string `json:"provider"`
+				LinkToken string `json:"link_token"`
+				LinkURL   string `json:"link_url"`
+				ExpiresIn int64  `json:"expires_in"`
+			} `json:"details"`
+		} `json:"error"`
+	}
+	r.JSON(t, &body)
+	d := body.Error.Details
+	if body.Error.Code != "account_exists" || d.LinkToken == "" || d.LinkURL != "/api/v1/auth/oauth/"+d.Provider+"/link" || d.ExpiresIn != int64(oauth.LinkTTL/time.Second) {
+		t.Fatalf("account_exists answer: %d %s", r.Status, r.Body)
+	}
+	return d.LinkToken
+}
+
+func strconvI(n int64) string { return strconv.FormatInt(n, 10) }

@@ -24,8 +24,10 @@ func Schemas() map[string]any {
 		return o
 	}
 	return map[string]any{
-		"User": obj([]string{"id", "email", "name", "role", "region", "created_at"}, map[string]any{
+		"User": obj([]string{"id", "email", "email_verified", "name", "role", "region", "created_at"}, map[string]any{
 			"id": id("usr"), "email": map[string]any{"type": "string", "format": "email"},
+			"email_verified": map[string]any{"type": "boolean", "description": "the user proved the email (verification link, or a provider that verified it); " +
+				"until then the account cannot create API keys, post jobs or reviews, apply, or link a sign-in provider (403 email_unverified)"},
 			"name": str("display name"), "role": role, "region": str("home region"), "created_at": ts,
 		}),
 		"TokenBundle": obj([]string{"user", "access_token", "refresh_token", "token_type", "expires_in"}, map[string]any{
@@ -44,6 +46,13 @@ func Schemas() map[string]any {
 		}),
 		"LoginRequest": obj([]string{"email", "password"}, map[string]any{
 			"email": map[string]any{"type": "string", "maxLength": directory.MaxEmail}, "password": map[string]any{"type": "string", "maxLength": maxPassword},
+		}),
+		"VerifyEmailRequest": obj([]string{"token"}, map[string]any{
+			"token": map[string]any{"type": "string", "pattern": "^mev_usr_[0-9a-z]{32}\\.[A-Za-z0-9_-]{43}$", "description": "the token of the verification mail's link"},
+		}),
+		"OAuthLinkRequest": obj([]string{"link_token"}, map[string]any{
+			"link_token": str("error.details.link_token of the callback's 409 account_exists"),
+			"password":   map[string]any{"type": "string", "maxLength": maxPassword, "description": "the account's password; required when the account has one"},
 		}),
 		"RefreshRequest": obj([]string{"refresh_token"}, map[string]any{"refresh_token": str("a refresh token")}),
 		"APIKeyCreateRequest": obj([]string{"name", "scopes"}, map[string]any{
@@ -119,9 +128,9 @@ func noContent(description string) map[string]any {
 var errorText = map[string]string{
 	"400": "Invalid request (field errors in error.fields).",
 	"401": "Missing or invalid credentials (`invalid_credentials` for a wrong email or password).",
-	"403": "Not allowed for this caller, role or API-key scope.",
+	"403": "Not allowed for this caller, role or API-key scope, or `email_unverified`: the account has not verified its email.",
 	"404": "Not found.",
-	"409": "Conflict (`email_taken`, `too_many_api_keys`).",
+	"409": "Conflict (`email_taken`, `too_many_api_keys`, `account_exists`, `identity_taken`, `email_already_verified`).",
 	"413": "Body over 1 MiB.",
 	"415": "Body is not JSON.",
 	"421": "The data is homed in another region (`X-Meridian-Replay-Region`); the router replays the request there.",

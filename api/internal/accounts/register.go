@@ -14,6 +14,7 @@ import (
 	"github.com/8thdegree/meridian/api/internal/accounts/oauth"
 	"github.com/8thdegree/meridian/api/internal/audit"
 	"github.com/8thdegree/meridian/api/internal/authn"
+	"github.com/8thdegree/meridian/api/internal/mailer"
 	"github.com/8thdegree/meridian/pkg/shardkey"
 	"github.com/8thdegree/meridian/shardmgr/shardpool"
 )
@@ -50,7 +51,8 @@ type newUser struct {
 	Region string
 	// PasswordHash is the PHC string, or "" for a user who signs in only with OAuth.
 	PasswordHash string
-	// OAuth, when set, is linked to the new user in the same transaction.
+	// OAuth, when set, is linked to the new user in the same transaction, and its provider verified
+	// the email: the user starts verified. A password user starts unverified and is mailed a link.
 	OAuth *oauth.Identity
 }
 
@@ -69,9 +71,20 @@ func (s *Service) createUser(ctx context.Context, nu newUser, m reqMeta) (tokenB
 	if err := s.dir.Claim(cctx, h, id, nu.Region); err != nil {
 		return tokenBundle{}, err
 	}
+	claims := []directory.Hash{h}
+	if o := nu.OAuth; o != nil {
+		// The identity is claimed like the email, so that a sign-in finds its user by (provider,
+		// subject) from any region.
+		ih := directory.HashIdentity(s.cfg.EmailPepper, o.Provider, o.Subject)
+		if err := s.dir.Claim(cctx, ih, id, nu.Region); err != nil {
+			s.compensate(ctx, nu.Shard, claims, id)
+			return tokenBundle{}, err
+		}
+		claims = append(claims, ih)
+	}
 	b, err := s.insertUser(cctx, id, nu, m)
 	if err != nil {
-		s.compensate(ctx, nu.Shard, h, id)
+		s.compensate(ctx, nu.Shard, claims, id)
 		var pg *pgconn.PgError
 		if errors.As(err, &pg) && pg.Code == "23505" && pg.ConstraintName == "users_email_normalized_key" {
 			// The email exists on this shard without a claim (it predates the directory, or its
@@ -85,12 +98,16 @@ func (s *Service) createUser(ctx context.Context, nu newUser, m reqMeta) (tokenB
 
 func (s *Service) insertUser(ctx context.Context, id shardkey.ID, nu newUser, m reqMeta) (tokenBundle, error) {
 	now := s.now()
-	u := userRow{KSID: nu.KSID, ID: id, Email: nu.Email, EmailNorm: nu.Email, Name: nu.Name, Role: nu.Role, Region: nu.Region, CreatedAt: now}
-	var b tokenBundle
+	verified := nu.OAuth != nil
+	u := userRow{KSID: nu.KSID, ID: id, Email: nu.Email, EmailNorm: nu.Email, Name: nu.Name, Role: nu.Role, Region: nu.Region, CreatedAt: now, EmailVerified: verified}
+	var (
+		b    tokenBundle
+		mail *mailer.Message
+	)
 	err := pgx.BeginFunc(ctx, nu.Shard.Pool, func(tx pgx.Tx) error {
 		k, uid := nu.KSID.Bytes(), id.Bytes()
 		batch := &pgx.Batch{}
-		batch.Queue(insertUserSQL, k, uid, nu.Email, nu.Name, string(nu.Role), nu.Region, now)
+		batch.Queue(insertUserSQL, k, uid, nu.Email, nu.Name, string(nu.Role), nu.Region, now, verified)
 		if nu.PasswordHash != "" {
 			batch.Queue(insertCredentialsSQL,
 				k, uid, nu.PasswordHash, now)
@@ -111,6 +128,13 @@ func (s *Service) insertUser(ctx context.Context, id shardkey.ID, nu newUser, m 
 		if err := s.record(ctx, tx, nu.KSID, id, audit.ActionRegister, id.String(), m, details); err != nil {
 			return err
 		}
+		if !verified {
+			msg, err := s.issueVerification(ctx, tx, u, m)
+			if err != nil {
+				return err
+			}
+			mail = &msg
+		}
 		var (
 			fam shardkey.ID
 			err error
@@ -127,13 +151,18 @@ func (s *Service) insertUser(ctx context.Context, id shardkey.ID, nu newUser, m 
 	if err != nil {
 		return tokenBundle{}, fmt.Errorf("accounts: creating user: %w", err)
 	}
+	if mail != nil {
+		// The account exists whether or not the mail goes out: a failure is logged, and the user asks
+		// for another link (POST /auth/verify-email/resend).
+		_ = s.sendVerification(ctx, u, *mail)
+	}
 	return b, nil
 }
 
 // compensate undoes a claim whose user was not created. If the creation's outcome is unknown (the
 // commit's answer was lost), the claim stays: the user may exist, and a claim without a user is
 // taken over later by the orphan rule, while a user without a claim would break uniqueness.
-func (s *Service) compensate(ctx context.Context, shard shardpool.Routed, h directory.Hash, id shardkey.ID) {
+func (s *Service) compensate(ctx context.Context, shard shardpool.Routed, hs []directory.Hash, id shardkey.ID) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
 	var exists bool
@@ -143,7 +172,9 @@ func (s *Service) compensate(ctx context.Context, shard shardpool.Routed, h dire
 		s.a.Log.Warn("email claim kept after a failed registration", "user", id.String(), "exists", exists, "err", err)
 		return
 	}
-	if err := s.dir.Release(ctx, h, id); err != nil {
-		s.a.Log.Warn("email claim not released; it becomes an orphan", "user", id.String(), "err", err)
+	for _, h := range hs {
+		if err := s.dir.Release(ctx, h, id); err != nil {
+			s.a.Log.Warn("directory claim not released; it becomes an orphan", "user", id.String(), "err", err)
+		}
 	}
 }

@@ -178,7 +178,7 @@ func TestEndedSessionsEndTheirAccessTokens(t *testing.T) {
 	})
 
 	t.Run("refresh-token reuse", func(t *testing.T) {
-		b := e.register(t, "ap-south", uniqueEmail(t, "reuse"), authn.Freelancer)
+		b := e.registerVerified(t, "ap-south", uniqueEmail(t, "reuse"), authn.Freelancer)
 		var next tokenBundle
 		r := e.Do(t, "ap-south", apitest.Request{Method: "POST", Path: "/api/v1/auth/refresh", Body: map[string]string{"refresh_token": b.RefreshToken}})
 		r.JSON(t, &next)

@@ -39,7 +39,9 @@ func (s *Service) routes() []feature.Route {
 			"Create an account",
 			"Creates a user homed in `region` (default: the region that took the request) with a password, and signs them in. "+
 				"The email must be unique across all regions. A request for another region's home is answered with 421 and "+
-				"`X-Meridian-Replay-Region`; the edge router replays it there.",
+				"`X-Meridian-Replay-Region`; the edge router replays it there. The account starts with `email_verified: false` "+
+				"and a verification link is mailed to the address (POST /auth/verify-email); until it is verified the account "+
+				"may log in but not create API keys, post jobs or reviews, apply, or link a sign-in provider.",
 			nil, openapi.JSONBody("RegisterRequest"),
 			resp("201", "The new user and their tokens.", "TokenBundle"),
 			errs("400", "409", "415", "421", "503"))},
@@ -82,14 +84,45 @@ func (s *Service) routes() []feature.Route {
 		{Name: "oauthCallback", Method: http.MethodGet, Path: "/auth/oauth/{provider}/callback", Access: feature.Public, Handler: s.oauth.HandleCallback, Doc: op(
 			"Finish an OAuth sign-in",
 			"The provider redirects here. The state must match the cookie; the code is exchanged with the PKCE verifier; the "+
-				"provider's verified email finds the user (in any region) or creates one in this region.",
+				"provider's identity (provider, subject) finds the user it is linked to, in any region. An identity linked to "+
+				"nobody whose provider-verified email an account already holds links nothing and signs nobody in: 409 "+
+				"`account_exists` with `error.details.link_token`, which the account's owner posts to /auth/oauth/{provider}/link. "+
+				"Otherwise a user is created in this region, verified (the provider verified the email). The provider must "+
+				"assert the email as verified (Google's `email_verified`, GitHub's verified primary email), else 401.",
 			[]any{openapi.PathParam("provider", "google or github"), queryParam("code", "authorisation code", "string"), queryParam("state", "state from the start", "string")}, nil,
 			merge(resp("200", "An existing user signed in.", "TokenBundle"), resp("201", "A new user was created and signed in.", "TokenBundle")),
 			errs("400", "401", "404", "409", "502", "503"))},
+		{Name: "oauthLink", Method: http.MethodPost, Path: "/auth/oauth/{provider}/link", Access: feature.Authenticated, Handler: s.oauth.HandleLink, Doc: op(
+			"Link a sign-in provider to your account",
+			"Spends the link token of a callback's 409 `account_exists` (valid 10 minutes): links that provider identity to the "+
+				"caller's account. Needs an access token (not an API key) of a verified account whose email is the one the "+
+				"provider vouched for, and the account's password when it has one (401 `invalid_credentials` otherwise; failures "+
+				"count against the login budget). An identity linked to another account is 409 `identity_taken`.",
+			[]any{openapi.PathParam("provider", "google or github")}, openapi.JSONBody("OAuthLinkRequest"),
+			noContent("Linked: signing in with this provider now signs in to this account."),
+			errs("400", "401", "403", "404", "409", "415", "429", "503"))},
+		{Name: "verifyEmail", Method: http.MethodPost, Path: "/auth/verify-email", Access: feature.Public, Handler: s.handleVerifyEmail, Doc: op(
+			"Verify an email address",
+			"Spends the token of a verification mail's link: the account's email becomes verified. A link works once, for "+
+				"24 hours, and only its user's newest link works; an invalid, tampered, expired, used or replaced token is 400 "+
+				"`invalid_verification_token`. The token names its user, so a node of another region answers 421 and the edge "+
+				"router replays the request in the user's home region. Access tokens issued before carry `email_verified: false` "+
+				"until refreshed (POST /auth/refresh).",
+			nil, openapi.JSONBody("VerifyEmailRequest"),
+			noContent("Verified."),
+			errs("400", "415", "421", "503"))},
+		{Name: "resendVerification", Method: http.MethodPost, Path: "/auth/verify-email/resend", Access: feature.Authenticated, Handler: s.handleResendVerification, Doc: op(
+			"Mail a new verification link",
+			"Mails a new link to the caller's own address and voids the older unused ones. At most 3 mails an hour per user "+
+				"(429 with Retry-After and RateLimit-* headers). An account already verified is 409 `email_already_verified`; a "+
+				"mail server that refuses the mail is 503 with Retry-After.",
+			nil, nil,
+			map[string]any{"202": map[string]any{"description": "The mail was handed to the mail server."}},
+			errs("401", "409", "421", "429", "503"))},
 		{Name: "createAPIKey", Method: http.MethodPost, Path: "/auth/api-keys", Access: feature.Authenticated, Handler: s.handleCreateAPIKey, Doc: op(
 			"Create an API key",
 			"The key is in this answer only; it is stored as a hash. Use it as `Authorization: ApiKey <key>`. "+
-				"API keys are managed with an access token only.",
+				"API keys are managed with an access token only, of an account whose email is verified (403 `email_unverified`).",
 			nil, openapi.JSONBody("APIKeyCreateRequest"),
 			resp("201", "The key, shown once.", "APIKeyCreated"),
 			errs("400", "401", "403", "409", "415"))},

@@ -18,6 +18,7 @@ import (
 	"github.com/8thdegree/meridian/api/internal/authn"
 	"github.com/8thdegree/meridian/api/internal/feature"
 	"github.com/8thdegree/meridian/api/internal/revocation"
+	"github.com/8thdegree/meridian/api/internal/mailer"
 	"github.com/8thdegree/meridian/internal/apierror"
 	"github.com/8thdegree/meridian/internal/clientip"
 	"github.com/8thdegree/meridian/internal/ratelimit"
@@ -186,6 +187,17 @@ type Config struct {
 	// TrustedProxies are the networks of the edge routers: their X-Forwarded-For names the client whose
 	// failed logins are counted and audited. Without them the connection's peer is the client.
 	TrustedProxies []netip.Prefix
+	// Mailer sends the email verification links (required).
+	Mailer mailer.Mailer
+	// VerifyLinkURL is the page a verification mail links to, with ?token=<token> appended; the page
+	// POSTs the token to /api/v1/auth/verify-email (default: <RedirectBaseURL>/verify-email).
+	VerifyLinkURL string
+	// VerifyTTL is how long a verification link works (default DefaultVerifyTTL).
+	VerifyTTL time.Duration
+	// ResendLimit is the budget of verification mails a user may ask for (default DefaultResendLimit).
+	ResendLimit ratelimit.Limit
+	// MailTimeout bounds handing one mail to the Mailer (default 10 s).
+	MailTimeout time.Duration
 	// DisableAPIKeys takes the API-key routes away (MERIDIAN_FEATURE_API_KEYS=false); the node then
 	// also refuses "Authorization: ApiKey".
 	DisableAPIKeys bool
@@ -217,6 +229,18 @@ func (c Config) withDefaults() Config {
 		c.HTTPClient = &http.Client{Timeout: 10 * time.Second}
 	}
 	c.RedirectBaseURL = strings.TrimRight(c.RedirectBaseURL, "/")
+	if c.VerifyLinkURL == "" && c.RedirectBaseURL != "" {
+		c.VerifyLinkURL = c.RedirectBaseURL + "/verify-email"
+	}
+	if c.VerifyTTL == 0 {
+		c.VerifyTTL = DefaultVerifyTTL
+	}
+	if c.ResendLimit == (ratelimit.Limit{}) {
+		c.ResendLimit = DefaultResendLimit
+	}
+	if c.MailTimeout == 0 {
+		c.MailTimeout = 10 * time.Second
+	}
 	return c
 }
 
@@ -235,6 +259,21 @@ func (c Config) Validate() error {
 		return fmt.Errorf("accounts: SessionMaxAge (%s) must be at least RefreshTTL (%s)", c.SessionMaxAge, c.RefreshTTL)
 	case c.Limiter == nil:
 		return errors.New("accounts: Limiter is required")
+	case c.Mailer == nil:
+		return errors.New("accounts: Mailer is required (verification links)")
+	case !httpURL(c.RedirectBaseURL):
+		return fmt.Errorf("accounts: RedirectBaseURL must be an http(s) URL (OAuth callbacks, verification mail), got %q", c.RedirectBaseURL)
+	case c.VerifyLinkURL != "" && !httpURL(c.VerifyLinkURL):
+		return fmt.Errorf("accounts: VerifyLinkURL must be an http(s) URL, got %q", c.VerifyLinkURL)
+	case c.VerifyTTL != 0 && c.VerifyTTL < time.Minute:
+		return fmt.Errorf("accounts: VerifyTTL must be at least 1m, got %s", c.VerifyTTL)
+	case c.MailTimeout < 0:
+		return errors.New("accounts: MailTimeout must be positive")
+	}
+	if c.ResendLimit != (ratelimit.Limit{}) {
+		if err := c.ResendLimit.Validate(); err != nil {
+			return fmt.Errorf("accounts: ResendLimit: %w", err)
+		}
 	}
 	if c.LoginLimit != (ratelimit.Limit{}) {
 		if err := c.LoginLimit.Validate(); err != nil {

@@ -49,7 +49,7 @@ func (s *Service) continueSession(ctx context.Context, tx pgx.Tx, u userRow, fam
 		u.KSID.Bytes(), secretHash(refresh), fam.Bytes(), u.ID.Bytes(), now, expires); err != nil {
 		return tokenBundle{}, fmt.Errorf("accounts: new refresh token: %w", err)
 	}
-	access, _, err := s.cfg.Tokens.Issue(accesstoken.Subject{UserID: u.ID, KSID: u.KSID, Role: string(u.Role), Region: u.Region, Family: fam})
+	access, _, err := s.cfg.Tokens.Issue(accesstoken.Subject{UserID: u.ID, KSID: u.KSID, Role: string(u.Role), Region: u.Region, Family: fam, EmailVerified: u.EmailVerified})
 	if err != nil {
 		return tokenBundle{}, fmt.Errorf("accounts: access token: %w", err)
 	}

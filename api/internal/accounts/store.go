@@ -18,16 +18,18 @@ import (
 // Users and their credentials (auth.users, auth.credentials, auth.oauth_identities).
 const (
 	insertUserSQL = `
-INSERT INTO auth.users (ksid, id, email, email_normalized, name, role, region, created_at, updated_at)
-VALUES ($1, $2, $3, $3, $4, $5, $6, $7, $7)`
+INSERT INTO auth.users (ksid, id, email, email_normalized, name, role, region, created_at, updated_at, email_verified_at)
+VALUES ($1, $2, $3, $3, $4, $5, $6, $7, $7, CASE WHEN $8::bool THEN $7::timestamptz END)`
 	insertCredentialsSQL = `INSERT INTO auth.credentials (ksid, user_id, password_hash, created_at, updated_at) VALUES ($1, $2, $3, $4, $4)`
 	insertIdentitySQL    = `INSERT INTO auth.oauth_identities (ksid, provider, subject, user_id, email, created_at) VALUES ($1, $2, $3, $4, $5, $6)`
 	linkIdentitySQL      = `
 INSERT INTO auth.oauth_identities (ksid, provider, subject, user_id, email, created_at)
 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (ksid, provider, subject) DO NOTHING`
+	identityLinkedSQL = `
+SELECT EXISTS (SELECT 1 FROM auth.oauth_identities WHERE ksid = $1 AND provider = $2 AND subject = $3 AND user_id = $4)`
 	userExistsSQL       = `SELECT EXISTS (SELECT 1 FROM auth.users WHERE ksid = $1 AND id = $2)`
 	userWithPasswordSQL = `
-SELECT u.id, u.email, u.email_normalized, u.name, u.role, u.region, u.created_at, u.deleted_at IS NOT NULL, c.password_hash
+SELECT u.id, u.email, u.email_normalized, u.name, u.role, u.region, u.created_at, u.deleted_at IS NOT NULL, u.email_verified_at IS NOT NULL, c.password_hash
 FROM auth.users u LEFT JOIN auth.credentials c ON c.ksid = u.ksid AND c.user_id = u.id
 WHERE u.ksid = $1 AND u.id = $2`
 	rehashPasswordSQL = `UPDATE auth.credentials SET password_hash = $3 WHERE ksid = $1 AND user_id = $2 AND password_hash = $4`
@@ -91,7 +93,8 @@ UPDATE auth.api_keys SET revoked_at = GREATEST(created_at, $4)
 WHERE ksid = $1 AND id = $2 AND user_id = $3 AND revoked_at IS NULL RETURNING name`
 	apiKeyExistsSQL    = `SELECT EXISTS (SELECT 1 FROM auth.api_keys WHERE ksid = $1 AND id = $2 AND user_id = $3)`
 	apiKeyPrincipalSQL = `
-SELECT k.key_hash, k.scopes, k.revoked_at IS NOT NULL, k.last_used_at, u.id, u.role, u.region, u.deleted_at IS NOT NULL
+SELECT k.key_hash, k.scopes, k.revoked_at IS NOT NULL, k.last_used_at, u.id, u.role, u.region, u.deleted_at IS NOT NULL,
+       u.email_verified_at IS NOT NULL
 FROM auth.api_keys k JOIN auth.users u ON u.ksid = k.ksid AND u.id = k.user_id
 WHERE k.ksid = $1 AND k.id = $2`
 	touchAPIKeySQL = `
@@ -110,10 +113,13 @@ type userRow struct {
 	Region    string
 	CreatedAt time.Time
 	Deleted   bool
+	// EmailVerified: the owner proved the email (a verification link, or the provider that created the
+	// account had verified it).
+	EmailVerified bool
 }
 
 func (u userRow) json() *userJSON {
-	return &userJSON{ID: u.ID, Email: u.Email, Name: u.Name, Role: u.Role, Region: u.Region, CreatedAt: u.CreatedAt.UTC()}
+	return &userJSON{ID: u.ID, Email: u.Email, EmailVerified: u.EmailVerified, Name: u.Name, Role: u.Role, Region: u.Region, CreatedAt: u.CreatedAt.UTC()}
 }
 
 var errNoUser = errors.New("accounts: no such user")
@@ -123,7 +129,7 @@ type rowQuerier interface {
 }
 
 // userColumns are the columns of a userRow, in scanUser's order.
-const userColumns = `id, email, email_normalized, name, role, region, created_at, deleted_at IS NOT NULL`
+const userColumns = `id, email, email_normalized, name, role, region, created_at, deleted_at IS NOT NULL, email_verified_at IS NOT NULL`
 
 // selectUserSQL reads a user by ksid and ID; loadUser appends a locking clause.
 const selectUserSQL = `SELECT ` + userColumns + ` FROM auth.users WHERE ksid = $1 AND id = $2 `
@@ -132,7 +138,7 @@ func scanUser(row pgx.Row, ksid shardkey.KeyspaceID, extra ...any) (userRow, err
 	u := userRow{KSID: ksid}
 	var id []byte
 	var role string
-	dst := append([]any{&id, &u.Email, &u.EmailNorm, &u.Name, &role, &u.Region, &u.CreatedAt, &u.Deleted}, extra...)
+	dst := append([]any{&id, &u.Email, &u.EmailNorm, &u.Name, &role, &u.Region, &u.CreatedAt, &u.Deleted, &u.EmailVerified}, extra...)
 	if err := row.Scan(dst...); err != nil {
 		if errors.Is(err, pgx.ErrNoRows) {
 			return u, errNoUser

@@ -12,6 +12,7 @@ import (
 	"github.com/alexedwards/argon2id"
 
 	"github.com/8thdegree/meridian/api/internal/accounts/oauth"
+	"github.com/8thdegree/meridian/api/internal/mailer"
 	"github.com/8thdegree/meridian/internal/ratelimit"
 	"github.com/8thdegree/meridian/internal/tokenissue"
 	"github.com/8thdegree/meridian/pkg/shardkey"
@@ -118,6 +119,7 @@ func TestConfigValidate(t *testing.T) {
 		c := DefaultConfig()
 		c.Tokens, c.EmailPepper, c.StateKey, c.Limiter = tokens, testPepper, testStateKey, ratelimit.New(nil, nil)
 		c.RedirectBaseURL = "https://api.example.com"
+		c.Mailer = &mailer.Dir{}
 		c.OAuth = map[string]oauth.ProviderConfig{oauth.ProviderGoogle: oauth.GoogleProvider("id", "secret"), oauth.ProviderGitHub: oauth.GitHubProvider("id", "secret")}
 		return c
 	}
@@ -137,6 +139,10 @@ func TestConfigValidate(t *testing.T) {
 		{"LoginLimit", func(c *Config) { c.LoginLimit = ratelimit.Limit{Rate: 0, Period: time.Minute, Burst: 1} }},
 		{"PasswordParams", func(c *Config) { p := testParams; p.Memory = 1024; c.PasswordParams = &p }},
 		{"RedirectBaseURL", func(c *Config) { c.RedirectBaseURL = "api.example.com" }},
+		{"Mailer", func(c *Config) { c.Mailer = nil }},
+		{"VerifyLinkURL", func(c *Config) { c.VerifyLinkURL = "javascript:alert(1)" }},
+		{"VerifyTTL", func(c *Config) { c.VerifyTTL = time.Second }},
+		{"ResendLimit", func(c *Config) { c.ResendLimit = ratelimit.Limit{Rate: 0, Period: time.Hour, Burst: 1} }},
 		{`"facebook"`, func(c *Config) { c.OAuth["facebook"] = oauth.GoogleProvider("id", "s") }},
 		{`OAuth["google"].ClientID`, func(c *Config) { c.OAuth[oauth.ProviderGoogle] = oauth.GoogleProvider("", "s") }},
 		{`OAuth["google"].JWKSURL`, func(c *Config) {

@@ -146,10 +146,24 @@ type User struct {
 	Role   authn.Role
 	Region string
 	Token  string
+	// Verified: the user's email is verified (CreateUser's users are; CreateUnverifiedUser's are not).
+	Verified bool
 }
 
-// CreateUser inserts a user straight into its home shard and mints an access token for it.
+// CreateUser inserts a user with a verified email straight into its home shard and mints an access
+// token for it.
 func (h *Harness) CreateUser(t *testing.T, role authn.Role, region string) User {
+	t.Helper()
+	return h.createUser(t, role, region, true)
+}
+
+// CreateUnverifiedUser is CreateUser for a user who has not verified their email.
+func (h *Harness) CreateUnverifiedUser(t *testing.T, role authn.Role, region string) User {
+	t.Helper()
+	return h.createUser(t, role, region, false)
+}
+
+func (h *Harness) createUser(t *testing.T, role authn.Role, region string, verified bool) User {
 	t.Helper()
 	r, ok := h.Topology.Region(region)
 	if !ok {
@@ -166,10 +180,11 @@ func (h *Harness) CreateUser(t *testing.T, role authn.Role, region string) User 
 	if err != nil {
 		t.Fatal(err)
 	}
-	u := User{ID: id, KSID: k, Email: email, Name: fmt.Sprintf("Test User %d", n), Role: role, Region: region}
+	u := User{ID: id, KSID: k, Email: email, Name: fmt.Sprintf("Test User %d", n), Role: role, Region: region, Verified: verified}
 	if _, err := routed.Pool.Exec(context.Background(),
-		`INSERT INTO auth.users (ksid, id, email, email_normalized, name, role, region) VALUES ($1, $2, $3, $3, $4, $5, $6)`,
-		k.Bytes(), id.Bytes(), email, u.Name, string(role), region); err != nil {
+		`INSERT INTO auth.users (ksid, id, email, email_normalized, name, role, region, email_verified_at)
+		 VALUES ($1, $2, $3, $3, $4, $5, $6, CASE WHEN $7::bool THEN now() END)`,
+		k.Bytes(), id.Bytes(), email, u.Name, string(role), region, verified); err != nil {
 		t.Fatal(err)
 	}
 	u.Token = h.TokenFor(t, u)
@@ -179,7 +194,7 @@ func (h *Harness) CreateUser(t *testing.T, role authn.Role, region string) User 
 // TokenFor mints an access token for u.
 func (h *Harness) TokenFor(t *testing.T, u User) string {
 	t.Helper()
-	tok, _, err := h.Tokens.Issue(accesstoken.Subject{UserID: u.ID, KSID: u.KSID, Role: string(u.Role), Region: u.Region})
+	tok, _, err := h.Tokens.Issue(accesstoken.Subject{UserID: u.ID, KSID: u.KSID, Role: string(u.Role), Region: u.Region, EmailVerified: u.Verified})
 	if err != nil {
 		t.Fatal(err)
 	}

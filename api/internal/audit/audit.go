@@ -34,6 +34,10 @@ const (
 	ActionAPIKeyCreated     = "auth.api_key_created"
 	ActionAPIKeyRevoked     = "auth.api_key_revoked"
 	ActionOAuthLogin        = "auth.oauth_login"
+	// Email verification and provider links (docs/security.md).
+	ActionVerificationSent = "auth.email_verification_sent"
+	ActionEmailVerified    = "auth.email_verified"
+	ActionOAuthLinked      = "auth.oauth_linked"
 )
 
 // Column limits of core.audit_log.

@@ -54,6 +54,9 @@ type Principal struct {
 	KeyID shardkey.ID
 	// Family is the session of an access token (zero for an API key).
 	Family shardkey.ID
+	// EmailVerified says the user has proved their email (as of the token's issue, or now for an API
+	// key); Can checks it.
+	EmailVerified bool
 }
 
 // HasScope reports whether the principal may use scope. Tokens have every scope.

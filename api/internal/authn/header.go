@@ -62,7 +62,7 @@ func (h *HeaderAuthenticator) Authenticate(r *http.Request) (Principal, error) {
 		if h.Revoked != nil && h.Revoked(s.Family) {
 			return Principal{}, errSessionEnded()
 		}
-		return Principal{UserID: s.UserID, KSID: s.KSID, Role: role, Region: s.Region, Method: MethodJWT, Family: s.Family}, nil
+		return Principal{UserID: s.UserID, KSID: s.KSID, Role: role, Region: s.Region, Method: MethodJWT, Family: s.Family, EmailVerified: s.EmailVerified}, nil
 	case "apikey":
 		if h.APIKeys == nil {
 			return Principal{}, apierror.Unauthenticated("API keys are not enabled")

@@ -2,6 +2,7 @@ package jobs
 
 import (
 	"context"
+	"encoding/json"
 	"net/http"
 	"strings"
 	"testing"
@@ -352,5 +353,24 @@ func TestListJobs(t *testing.T) {
 	if r := h.Do(t, "ap-south", apitest.Request{Method: "GET", Path: "/api/v1/jobs/?owner_id=" + faraway.ID.String(), Token: owner.Token}); r.Status != 200 ||
 		!strings.Contains(string(r.Body), `"items":[]`) {
 		t.Fatalf("listing in the owner's region: %d %s", r.Status, r.Body)
+	}
+}
+
+// A client that has not verified their email may not post jobs (authn.CapPostJob).
+func TestUnverifiedCannotPostJobs(t *testing.T) {
+	h := newHarness(t)
+	c := h.CreateUnverifiedUser(t, authn.Client, "us-east")
+	r := h.Do(t, "us-east", apitest.Request{Method: "POST", Path: "/api/v1/jobs/", Token: c.Token,
+		Body: map[string]any{"title": "Scam job", "description": "send money"}})
+	if r.Status != http.StatusForbidden || r.ErrorCode() != "email_unverified" {
+		t.Fatalf("unverified client posts a job: %d %s", r.Status, r.Body)
+	}
+	r = h.Do(t, "us-east", apitest.Request{Method: "GET", Path: "/api/v1/jobs/", Token: c.Token})
+	var page struct {
+		Items []json.RawMessage `json:"items"`
+	}
+	r.JSON(t, &page)
+	if r.Status != http.StatusOK || len(page.Items) != 0 {
+		t.Errorf("jobs of the refused client: %d %s", r.Status, r.Body)
 	}
 }

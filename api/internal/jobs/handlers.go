@@ -33,6 +33,9 @@ func writeFailure(err error) error {
 }
 
 func (s *Service) create(w http.ResponseWriter, r *http.Request) error {
+	if err := feature.Caller(r).Can(authn.CapPostJob); err != nil {
+		return err
+	}
 	var req createRequest
 	if err := rest.Decode(w, r, &req); err != nil {
 		return err

@@ -60,7 +60,7 @@ func (s *Service) Routes() []feature.Route {
 			Name: "createJob", Method: http.MethodPost, Path: "/jobs/", Access: feature.Authenticated,
 			Roles: []authn.Role{authn.Client}, Scope: ScopeWrite, Handler: s.create,
 			Doc: op("Post a job",
-				"Clients only. The job is stored on the caller's shard with status open. The description is "+
+				"Clients only, with a verified email (403 email_unverified). The job is stored on the caller's shard with status open. The description is "+
 					"rich text and is sanitised; skills are trimmed, lower-cased and deduplicated; the currency "+
 					"(default USD) is an ISO 4217 code; budgets are optional, at least 0, with at most two "+
 					"decimals, and budget_min may not exceed budget_max.",

@@ -426,6 +426,8 @@ func components() map[string]any {
 							"request_id": map[string]any{"type": "string"},
 							"fields": map[string]any{"type": "object", "additionalProperties": map[string]any{"type": "string"},
 								"description": "For invalid_request: request field (JSON name, dotted when nested) → what is wrong with it."},
+							"details": map[string]any{"type": "object",
+								"description": "What the client needs to act on the error, e.g. for account_exists: provider, link_token, link_url, expires_in."},
 						},
 					},
 				},

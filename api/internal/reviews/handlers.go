@@ -10,6 +10,7 @@ import (
 	"github.com/gorilla/mux"
 	"github.com/jackc/pgx/v5"
 
+	"github.com/8thdegree/meridian/api/internal/authn"
 	"github.com/8thdegree/meridian/api/internal/feature"
 	"github.com/8thdegree/meridian/api/internal/rest"
 	"github.com/8thdegree/meridian/internal/apierror"
@@ -25,6 +26,9 @@ func invalid(field, problem string) error {
 func (s *Service) create(w http.ResponseWriter, r *http.Request) error {
 	ctx := r.Context()
 	caller := feature.Caller(r)
+	if err := caller.Can(authn.CapPostReview); err != nil {
+		return err
+	}
 	var req createRequest
 	if err := rest.Decode(w, r, &req); err != nil {
 		return err

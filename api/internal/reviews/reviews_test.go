@@ -971,3 +971,17 @@ func TestConfigValidate(t *testing.T) {
 func testLog(*testing.T) *slog.Logger { return testLogB() }
 
 func testLogB() *slog.Logger { return slog.New(slog.DiscardHandler) }
+
+// An account that has not verified its email may not review (authn.CapPostReview).
+func TestUnverifiedCannotReview(t *testing.T) {
+	e := start(t, envOptions{})
+	client := e.h.CreateUnverifiedUser(t, authn.Client, "eu-west")
+	free := e.h.CreateUser(t, authn.Freelancer, "eu-west")
+	job := e.job(t, client)
+	r := e.h.Do(t, "eu-west", apitest.Request{Method: "POST", Path: "/api/v1/reviews/", Token: client.Token,
+		Body: map[string]any{"job_id": job, "reviewee_id": free.ID, "rating": 1, "comment": "fake"}})
+	expect(t, "unverified review", r, http.StatusForbidden, "email_unverified")
+	if st := e.stats(t, "eu-west", free.ID); st.Count != 0 {
+		t.Errorf("the refused review counts: %+v", st)
+	}
+}

@@ -20,7 +20,7 @@ func (s *Service) Routes() []feature.Route {
 			Name: "createReview", Method: http.MethodPost, Path: "/reviews/",
 			Access: feature.Authenticated, Scope: ScopeWrite, Handler: s.create,
 			Doc: op("Review a user",
-				"One review per reviewer, reviewee and job; never of oneself. The job must exist and be posted by "+
+				"Needs a verified email (403 email_unverified). One review per reviewer, reviewee and job; never of oneself. The job must exist and be posted by "+
 					"the reviewer or the reviewee. The review is stored in the reviewee's region: another region's node "+
 					"answers 421 naming it. The comment is rich text and is sanitised.",
 				nil, openapi.JSONBody("ReviewInput"),

@@ -62,7 +62,8 @@ const maxSegments = 6
 func Templates() []string {
 	return []string{
 		"/auth/register", "/auth/login", "/auth/refresh", "/auth/logout", "/auth/jwks.json",
-		"/auth/oauth/{provider}", "/auth/oauth/{provider}/callback", "/auth/api-keys", "/auth/api-keys/{id}",
+		"/auth/oauth/{provider}", "/auth/oauth/{provider}/callback", "/auth/oauth/{provider}/link", "/auth/api-keys", "/auth/api-keys/{id}",
+		"/auth/verify-email", "/auth/verify-email/resend",
 		"/users/me", "/users/profile", "/users/settings", "/users/{id}/profile",
 		"/jobs", "/jobs/search", "/jobs/matching", "/jobs/{id}",
 		"/reviews", "/reviews/stats", "/reviews/{id}", "/openapi.json",
@@ -132,6 +133,9 @@ func match(s []string) Info {
 				return Info{Template: "/auth/jwks.json"}
 			case "api-keys":
 				return Info{Template: "/auth/api-keys"}
+			case "verify-email":
+				// The token names its user; the node that takes it answers 421 for another region's.
+				return Info{Template: "/auth/verify-email"}
 			}
 		case "users":
 			switch s[1] {
@@ -162,12 +166,18 @@ func match(s []string) Info {
 			return Info{Template: "/auth/oauth/{provider}", Endpoint: OAuth}
 		case s[0] == "auth" && s[1] == "api-keys":
 			return Info{Template: "/auth/api-keys/{id}", ID: s[2]}
+		case s[0] == "auth" && s[1] == "verify-email" && s[2] == "resend":
+			return Info{Template: "/auth/verify-email/resend"}
 		case s[0] == "users" && s[2] == "profile":
 			return Info{Template: "/users/{id}/profile", ID: s[1]}
 		}
 	case 4:
 		if s[0] == "auth" && s[1] == "oauth" && s[3] == "callback" {
 			return Info{Template: "/auth/oauth/{provider}/callback", Endpoint: OAuth}
+		}
+		if s[0] == "auth" && s[1] == "oauth" && s[3] == "link" {
+			// Not the OAuth flow: the caller links to their own account, so their region serves it.
+			return Info{Template: "/auth/oauth/{provider}/link"}
 		}
 	}
 	return other

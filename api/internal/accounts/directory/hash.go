@@ -24,6 +24,20 @@ func HashEmail(pepper []byte, norm string) Hash {
 	return h
 }
 
+// HashIdentity is the directory key of an OAuth identity: the same keyed hash over a domain that no
+// email can spell (an email has an '@' and no NUL), so identity and email claims share the directory
+// and never collide.
+func HashIdentity(pepper []byte, provider, subject string) Hash {
+	m := hmac.New(sha256.New, pepper)
+	m.Write([]byte("oauth-identity\x00"))
+	m.Write([]byte(provider))
+	m.Write([]byte{0})
+	m.Write([]byte(subject))
+	var h Hash
+	m.Sum(h[:0])
+	return h
+}
+
 func (h Hash) String() string { return hex.EncodeToString(h[:]) }
 
 // RateKey is the part of the hash used in rate-limit keys (128 bits are plenty to tell emails apart).

@@ -5,9 +5,12 @@
 //
 // The flow keeps no server-side state: the start seals what the callback needs (state, PKCE
 // verifier, nonce, role) in a short-lived HttpOnly cookie signed with Config.StateKey, so any node of
-// any region can finish a sign-in another began. The callback exchanges the code, takes the
-// provider's verified email, and asks the accounts core, through Accounts, who holds that email in
-// the cross-region email directory: an existing user is signed in in their home region (here, or by
-// that region's node through /internal/oauth-login), and otherwise a user is created in this region.
-// Passwords, users and sessions stay the accounts core's business; this package never reads a table.
+// any region can finish a sign-in another began. The callback exchanges the code and takes the
+// provider's identity (provider, subject) and verified email. The identity decides who signs in: the
+// user it is linked to (found through the accounts core's directory, signed in by their home region,
+// here or through /internal/oauth-login). An unlinked identity whose email an account holds links
+// nothing and signs nobody in: 409 account_exists with a link token (link.go), which the account's
+// verified owner spends with their password at /auth/oauth/{provider}/link (HandleLink). Otherwise a
+// user is created in this region. Passwords, users and sessions stay the accounts core's business;
+// this package never reads a table.
 package oauth

@@ -154,8 +154,14 @@ func (s *Service) HandleCallback(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// signIn finds the user with the identity's email through the directory (wherever they live) or
-// creates one in this region, links the identity and opens a session. created says which.
+// signIn signs the identity in, wherever its user lives, or creates a user for it in this region.
+// created says which. The identity, (provider, subject), decides who signs in, never the email alone:
+//
+//  1. the user the identity is linked to (the directory's identity claim) is signed in;
+//  2. else, if an account holds the email: it is signed in if the identity is linked to it (links made
+//     before identities had directory claims), and otherwise the answer is 409 account_exists with a
+//     link token (link.go): nothing is linked and nobody is signed in;
+//  3. else a user is created, verified, with the identity linked.
 func (s *Service) signIn(ctx context.Context, id Identity, role authn.Role, m Meta) (any, bool, error) {
 	var err error
 	// Twice: a registration of the same email may win the race between our lookup and our claim.
@@ -166,12 +172,25 @@ func (s *Service) signIn(ctx context.Context, id Identity, role authn.Role, m Me
 			found bool
 			b     any
 		)
+		if user, home, found, err = s.accounts.FindIdentity(ctx, id.Provider, id.Subject); err != nil {
+			return nil, false, err
+		}
+		if found {
+			b, err = s.login(ctx, home, user, id, m)
+			if err == nil || (!errors.Is(err, ErrNoUser) && !errors.Is(err, ErrNotLinked)) {
+				return b, false, err
+			}
+			// A claim whose user is gone, or whose link was never written: decide by the email.
+		}
 		if user, home, found, err = s.accounts.FindUser(ctx, id.Email); err != nil {
 			return nil, false, err
 		}
 		if found {
 			b, err = s.login(ctx, home, user, id, m)
-			if !errors.Is(err, ErrNoUser) {
+			switch {
+			case errors.Is(err, ErrNotLinked):
+				return nil, false, s.accountExists(id)
+			case !errors.Is(err, ErrNoUser):
 				return b, false, err
 			}
 			// The claim has no user (yet): create one; the claim protocol decides whether we may.
@@ -206,14 +225,20 @@ func (s *Service) login(ctx context.Context, home string, user shardkey.ID, id I
 	if errors.As(err, &e) && e.Status == http.StatusNotFound {
 		return nil, ErrNoUser
 	}
+	if errors.As(err, &e) && e.Code == codeNotLinked {
+		return nil, ErrNotLinked
+	}
 	if err != nil {
 		return nil, feature.PeerError(ctx, home, err)
 	}
 	return b, nil
 }
 
+// codeNotLinked is /internal/oauth-login's answer for ErrNotLinked.
+const codeNotLinked = "not_linked"
+
 // HandleInternalLogin serves POST /internal/oauth-login: a sign-in another region's node forwarded
-// to the user's home region.
+// to the user's home region. It signs in only an identity already linked to the user.
 func (s *Service) HandleInternalLogin(w http.ResponseWriter, r *http.Request) error {
 	var req internalLoginRequest
 	if err := rest.Decode(w, r, &req); err != nil {
@@ -223,6 +248,9 @@ func (s *Service) HandleInternalLogin(w http.ResponseWriter, r *http.Request) er
 		Meta{IP: req.IP, UserAgent: req.UserAgent})
 	if errors.Is(err, ErrNoUser) {
 		return apierror.NotFound("user")
+	}
+	if errors.Is(err, ErrNotLinked) {
+		return apierror.Conflict(codeNotLinked, "the identity is not linked to the user")
 	}
 	if err != nil {
 		return err

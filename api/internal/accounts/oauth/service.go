@@ -17,19 +17,30 @@ import (
 // Accounts is what the OAuth flow needs from the accounts core, which implements it. A session is
 // the token bundle a sign-in answers with; this package only writes it out as JSON.
 type Accounts interface {
+	// FindIdentity asks the cross-region directory which user a (provider, subject) is linked to, and
+	// returns the region that holds that user's data now.
+	FindIdentity(ctx context.Context, provider, subject string) (user shardkey.ID, home string, found bool, err error)
 	// FindUser asks the cross-region email directory who holds a normalised email, and returns the
 	// region that holds that user's data now.
 	FindUser(ctx context.Context, email string) (user shardkey.ID, home string, found bool, err error)
-	// SignIn links the identity to user, whose data is in this region, and opens a session. It
-	// returns ErrNoUser if the user does not exist, is deleted or no longer has the identity's email.
+	// SignIn opens a session for user, whose data is in this region, if the identity is linked to
+	// them. It never links: ErrNoUser if the user does not exist or is deleted, ErrNotLinked if the
+	// identity is not theirs.
 	SignIn(ctx context.Context, user shardkey.ID, id Identity, m Meta) (session any, err error)
-	// CreateUser creates a user homed in this region with the identity linked, and opens a session.
-	// An email another user holds is an *apierror.Error with directory.ErrTaken's code.
+	// CreateUser creates a user homed in this region with the identity linked and the email verified
+	// (the provider verified it), and opens a session. An email or identity another user holds is an
+	// *apierror.Error with directory.ErrTaken's code.
 	CreateUser(ctx context.Context, id Identity, role authn.Role, m Meta) (session any, err error)
+	// Link links the identity to the caller's own account, which must be verified and hold the
+	// identity's email; password must be the account's, if it has one.
+	Link(ctx context.Context, caller authn.Principal, id Identity, password string, m Meta) error
 }
 
-// ErrNoUser is Accounts.SignIn's answer when there is nobody to sign in.
-var ErrNoUser = errors.New("oauth: no such user")
+// Errors of Accounts.SignIn: nobody to sign in, or an account this identity is not linked to.
+var (
+	ErrNoUser    = errors.New("oauth: no such user")
+	ErrNotLinked = errors.New("oauth: the identity is not linked to the user")
+)
 
 // Identity is a user as a provider vouches for them: a verified email and a stable subject.
 type Identity struct {

@@ -38,43 +38,54 @@ type oauthState struct {
 
 var errBadState = errors.New("bad OAuth state cookie")
 
-func stateMAC(key []byte, payload string) []byte {
+func stateMAC(key []byte, domain, payload string) []byte {
 	m := hmac.New(sha256.New, key)
-	m.Write([]byte(stateDomain))
+	m.Write([]byte(domain))
 	m.Write([]byte(payload))
 	return m.Sum(nil)
 }
 
-func sealState(key []byte, st oauthState) (string, error) {
-	b, err := json.Marshal(st)
+// seal signs v (JSON) for domain: base64url payload "." base64url HMAC.
+func seal(key []byte, domain string, v any) (string, error) {
+	b, err := json.Marshal(v)
 	if err != nil {
 		return "", err
 	}
 	payload := base64.RawURLEncoding.EncodeToString(b)
-	return payload + "." + base64.RawURLEncoding.EncodeToString(stateMAC(key, payload)), nil
+	return payload + "." + base64.RawURLEncoding.EncodeToString(stateMAC(key, domain, payload)), nil
 }
+
+// unseal checks the MAC of a sealed value of domain and decodes it strictly into v.
+func unseal(key []byte, domain, s string, max int, v any) error {
+	if len(s) > max {
+		return errBadState
+	}
+	payload, sig, ok := strings.Cut(s, ".")
+	if !ok {
+		return errBadState
+	}
+	mac, err := base64.RawURLEncoding.DecodeString(sig)
+	if err != nil || !hmac.Equal(mac, stateMAC(key, domain, payload)) {
+		return errBadState
+	}
+	b, err := base64.RawURLEncoding.DecodeString(payload)
+	if err != nil {
+		return errBadState
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return errBadState
+	}
+	return nil
+}
+
+func sealState(key []byte, st oauthState) (string, error) { return seal(key, stateDomain, st) }
 
 // openState checks the MAC and the expiry and returns the state.
 func openState(key []byte, v string, now time.Time) (oauthState, error) {
 	var st oauthState
-	if len(v) > maxStateCookie {
-		return st, errBadState
-	}
-	payload, sig, ok := strings.Cut(v, ".")
-	if !ok {
-		return st, errBadState
-	}
-	mac, err := base64.RawURLEncoding.DecodeString(sig)
-	if err != nil || !hmac.Equal(mac, stateMAC(key, payload)) {
-		return st, errBadState
-	}
-	b, err := base64.RawURLEncoding.DecodeString(payload)
-	if err != nil {
-		return st, errBadState
-	}
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&st); err != nil || st.State == "" || st.Verifier == "" {
+	if err := unseal(key, stateDomain, v, maxStateCookie, &st); err != nil || st.State == "" || st.Verifier == "" {
 		return oauthState{}, errBadState
 	}
 	if now.Unix() >= st.Expires {

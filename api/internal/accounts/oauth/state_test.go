@@ -9,6 +9,7 @@ import (
 
 	"github.com/8thdegree/meridian/api/internal/accounts/directory"
 	"github.com/8thdegree/meridian/api/internal/authn"
+	"github.com/8thdegree/meridian/api/internal/feature"
 	"github.com/8thdegree/meridian/api/internal/rest"
 	"github.com/8thdegree/meridian/internal/apierror"
 	"github.com/8thdegree/meridian/pkg/shardkey"
@@ -99,4 +100,37 @@ func FuzzInternalLogin(f *testing.F) {
 			t.Fatalf("%q accepted, but it is an incomplete identity", data)
 		}
 	})
+}
+
+// The link token: what openLink accepts was sealed with the key, is unexpired and names an identity;
+// another key, a tampered payload or an expired token is refused.
+func TestLinkToken(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	s := &Service{a: &feature.Deps{Now: func() time.Time { return now }}, cfg: Config{StateKey: testStateKey}}
+	id := Identity{Provider: ProviderGoogle, Subject: "g-1", Email: "ada@example.com"}
+	err := s.accountExists(id)
+	var e *apierror.Error
+	if !errors.As(err, &e) || e.Code != codeAccountExists || e.Details["link_token"] == "" {
+		t.Fatalf("accountExists: %v", err)
+	}
+	tok := e.Details["link_token"].(string)
+	if got, err := s.openLink(tok); err != nil || got != id {
+		t.Fatalf("openLink: %+v %v", got, err)
+	}
+	// A state cookie is not a link token, even under the same key.
+	st, _ := sealState(testStateKey, oauthState{Provider: "google", State: "s", Verifier: "v", Role: authn.Client, Expires: now.Add(time.Minute).Unix()})
+	other := &Service{a: s.a, cfg: Config{StateKey: []byte("another state key, 16+")}}
+	payload, sig, _ := strings.Cut(tok, ".")
+	for name, bad := range map[string]string{"state cookie": st, "tampered": "e30." + sig, "no mac": payload, "empty": ""} {
+		if _, err := s.openLink(bad); err == nil {
+			t.Errorf("%s: opened", name)
+		}
+	}
+	if _, err := other.openLink(tok); err == nil {
+		t.Error("opened under another key")
+	}
+	now = now.Add(LinkTTL)
+	if _, err := s.openLink(tok); err == nil {
+		t.Error("an expired link token opened")
+	}
 }
