@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -140,18 +141,42 @@ type pinCopy struct {
 	region   string // the target region, written into auth.users.region
 }
 
-// sums checksums every table's rows of the user on both sides (source under from, target under to).
-func (c pinCopy) sums(ctx context.Context, tables []pinTable) (src, dst map[string]sum, err error) {
-	src, dst = map[string]sum{}, map[string]sum{}
+// sumsOn checksums every table's rows under k on db, in one round trip.
+func (c pinCopy) sumsOn(ctx context.Context, db *pgxpool.Pool, k shardkey.KeyspaceID, tables []pinTable) (map[string]sum, error) {
+	b := &pgx.Batch{}
 	for _, t := range tables {
-		var s, d sum
-		if err := c.src.QueryRow(ctx, t.checksumSQL(), t.args(c.from.Bytes(), c.to, c.region)...).Scan(&s.Rows, &s.Sum); err != nil {
-			return nil, nil, fmt.Errorf("checksumming %s on the source: %w", t.name, err)
+		b.Queue(t.checksumSQL(), t.args(k.Bytes(), c.to, c.region)...)
+	}
+	br := db.SendBatch(ctx, b)
+	out := make(map[string]sum, len(tables))
+	for _, t := range tables {
+		var s sum
+		if err := br.QueryRow().Scan(&s.Rows, &s.Sum); err != nil {
+			_ = br.Close()
+			return nil, fmt.Errorf("checksumming %s: %w", t.name, err)
 		}
-		if err := c.dst.QueryRow(ctx, t.checksumSQL(), t.args(c.to.Bytes(), c.to, c.region)...).Scan(&d.Rows, &d.Sum); err != nil {
-			return nil, nil, fmt.Errorf("checksumming %s on the target: %w", t.name, err)
-		}
-		src[t.name], dst[t.name] = s, d
+		out[t.name] = s
+	}
+	return out, br.Close()
+}
+
+// sums checksums every table's rows of the user on both sides at once (source under from, target
+// under to).
+func (c pinCopy) sums(ctx context.Context, tables []pinTable) (src, dst map[string]sum, err error) {
+	var wg sync.WaitGroup
+	var serr error
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		src, serr = c.sumsOn(ctx, c.src, c.from, tables)
+	}()
+	dst, err = c.sumsOn(ctx, c.dst, c.to, tables)
+	wg.Wait()
+	if serr != nil {
+		return nil, nil, fmt.Errorf("on the source: %w", serr)
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("on the target: %w", err)
 	}
 	return src, dst, nil
 }
@@ -167,64 +192,96 @@ func differing(tables []pinTable, src, dst map[string]sum) []pinTable {
 	return out
 }
 
-// copyTable replaces the user's rows of t on the target with those of one source snapshot, and
-// checks the copy against that snapshot's checksum before committing. The target transaction runs
-// with session_replication_role = replica, as a logical replication apply worker does: ordinary
-// triggers (updated_at, audit_log's append-only rule) and foreign-key actions do not fire, so the
-// copy keeps the source's values and deleting a parent row does not cascade into its children.
-// It returns the rows copied.
-func (c pinCopy) copyTable(ctx context.Context, t pinTable) (int64, error) {
-	var data string
-	var want sum
-	err := pgx.BeginTxFunc(ctx, c.src, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
-		if err := tx.QueryRow(ctx, t.rowsSQL(), c.from.Bytes()).Scan(&data); err != nil {
-			return err
-		}
-		return tx.QueryRow(ctx, t.checksumSQL(), t.args(c.from.Bytes(), c.to, c.region)...).Scan(&want.Rows, &want.Sum)
-	})
-	if err != nil {
-		return 0, fmt.Errorf("reading the user's rows of %s on the source: %w", t.name, err)
+// copyTables replaces the user's rows of the given tables on the target with those of one source
+// snapshot, and checks each table's copy against that snapshot's checksum before committing: one
+// REPEATABLE READ read-only transaction on the source, one transaction on the target, each sent as
+// one batch (a round trip, not one per statement, which matters inside the write pause). The target
+// transaction runs with session_replication_role = replica, as a logical replication apply worker
+// does: ordinary triggers (updated_at, audit_log's append-only rule) and foreign-key actions do not
+// fire, so the copy keeps the source's values and deleting a parent row does not cascade into its
+// children. It returns the rows copied per table (tables with rows).
+func (c pinCopy) copyTables(ctx context.Context, tables []pinTable) (map[string]int64, error) {
+	out := map[string]int64{}
+	if len(tables) == 0 {
+		return out, nil
 	}
-	err = pgx.BeginFunc(ctx, c.dst, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, "SET LOCAL session_replication_role = replica"); err != nil {
-			return err
+	data := make([]string, len(tables))
+	want := make([]sum, len(tables))
+	err := pgx.BeginTxFunc(ctx, c.src, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
+		b := &pgx.Batch{}
+		for _, t := range tables {
+			b.Queue(t.rowsSQL(), c.from.Bytes())
+			b.Queue(t.checksumSQL(), t.args(c.from.Bytes(), c.to, c.region)...)
 		}
-		if _, err := tx.Exec(ctx, "DELETE FROM "+t.name+" WHERE ksid = $1", c.to.Bytes()); err != nil {
-			return err
-		}
-		if want.Rows > 0 {
-			if _, err := tx.Exec(ctx, t.insertSQL(), t.args(data, c.to, c.region)...); err != nil {
-				return err
+		br := tx.SendBatch(ctx, b)
+		for i, t := range tables {
+			if err := br.QueryRow().Scan(&data[i]); err != nil {
+				_ = br.Close()
+				return fmt.Errorf("%s: %w", t.name, err)
+			}
+			if err := br.QueryRow().Scan(&want[i].Rows, &want[i].Sum); err != nil {
+				_ = br.Close()
+				return fmt.Errorf("%s: %w", t.name, err)
 			}
 		}
-		var got sum
-		if err := tx.QueryRow(ctx, t.checksumSQL(), t.args(c.to.Bytes(), c.to, c.region)...).Scan(&got.Rows, &got.Sum); err != nil {
+		return br.Close()
+	})
+	if err != nil {
+		return out, fmt.Errorf("reading the user's rows on the source: %w", err)
+	}
+	var differ []string
+	err = pgx.BeginFunc(ctx, c.dst, func(tx pgx.Tx) error {
+		b := &pgx.Batch{}
+		b.Queue("SET LOCAL session_replication_role = replica")
+		for i, t := range tables {
+			b.Queue("DELETE FROM "+t.name+" WHERE ksid = $1", c.to.Bytes())
+			if want[i].Rows > 0 {
+				b.Queue(t.insertSQL(), t.args(data[i], c.to, c.region)...)
+			}
+			b.Queue(t.checksumSQL(), t.args(c.to.Bytes(), c.to, c.region)...)
+		}
+		br := tx.SendBatch(ctx, b)
+		if _, err := br.Exec(); err != nil {
+			_ = br.Close()
 			return err
 		}
-		if got != want {
-			return fmt.Errorf("%w: %s: the copy holds %d rows (checksum %s), the source snapshot %d (%s)", ErrDiffer, t.name, got.Rows, got.Sum, want.Rows, want.Sum)
+		for i, t := range tables {
+			if _, err := br.Exec(); err != nil {
+				_ = br.Close()
+				return fmt.Errorf("%s: %w", t.name, err)
+			}
+			if want[i].Rows > 0 {
+				if _, err := br.Exec(); err != nil {
+					_ = br.Close()
+					return fmt.Errorf("%s: %w", t.name, err)
+				}
+			}
+			var got sum
+			if err := br.QueryRow().Scan(&got.Rows, &got.Sum); err != nil {
+				_ = br.Close()
+				return fmt.Errorf("%s: %w", t.name, err)
+			}
+			if got != want[i] {
+				differ = append(differ, fmt.Sprintf("%s: the copy holds %d rows (checksum %s), the source snapshot %d (%s)", t.name, got.Rows, got.Sum, want[i].Rows, want[i].Sum))
+			}
+		}
+		if err := br.Close(); err != nil {
+			return err
+		}
+		if len(differ) > 0 {
+			return fmt.Errorf("%w: %s", ErrDiffer, strings.Join(differ, "; "))
 		}
 		return nil
 	})
 	if err != nil {
 		if errors.Is(err, ErrDiffer) {
-			return 0, err
-		}
-		return 0, fmt.Errorf("copying the user's rows of %s to the target: %w", t.name, err)
-	}
-	return want.Rows, nil
-}
-
-// copyTables copies the given tables and returns the rows copied per table (tables with rows).
-func (c pinCopy) copyTables(ctx context.Context, tables []pinTable) (map[string]int64, error) {
-	out := map[string]int64{}
-	for _, t := range tables {
-		n, err := c.copyTable(ctx, t)
-		if err != nil {
 			return out, err
 		}
-		if n > 0 {
-			out[t.name] = n
+		return out, fmt.Errorf("copying the user's rows to the target: %w", err)
+	}
+	for i, t := range tables {
+		if want[i].Rows > 0 {
+			out[t.name] = want[i].Rows
 		}
 	}
 	return out, nil
