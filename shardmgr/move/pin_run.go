@@ -566,7 +566,7 @@ func (s *session) tryPinCutover(ctx context.Context) (bool, error) {
 }
 
 // pinDrain waits for the source's transactions that started before the freeze reached the nodes,
-// copies what changed since the verify, and compares every table.
+// compares every table and copies those that changed since the verify.
 func (s *session) pinDrain(ctx context.Context, tables []pinTable) error {
 	repl := replication{src: s.srcDB}
 	before, err := repl.sourceNow(ctx)
@@ -585,6 +585,9 @@ func (s *session) pinDrain(ctx context.Context, tables []pinTable) error {
 			return err
 		}
 	}
+	// With the user's writes held and the source's earlier transactions finished, the source is
+	// still: what the sums find equal stays equal, and copyTables checks every table it copies
+	// against its source snapshot before it commits. So the tables agree once this returns.
 	c := s.copier()
 	src, dst, err := c.sums(ctx, tables)
 	if err != nil {
@@ -593,19 +596,9 @@ func (s *session) pinDrain(ctx context.Context, tables []pinTable) error {
 	if _, err := c.copyTables(ctx, differing(tables, src, dst)); err != nil {
 		return err
 	}
-	if src, dst, err = c.sums(ctx, tables); err != nil {
-		return err
-	}
-	if diff := differing(tables, src, dst); len(diff) > 0 {
-		names := make([]string, len(diff))
-		for i, t := range diff {
-			names[i] = fmt.Sprintf("%s (source %d rows, target %d)", t.name, src[t.name].Rows, dst[t.name].Rows)
-		}
-		return fmt.Errorf("%w: with the user's writes held: %s", ErrDiffer, strings.Join(names, "; "))
-	}
 	s.p.RowsCopied = map[string]int64{}
 	for _, t := range tables {
-		if n := dst[t.name].Rows; n > 0 {
+		if n := src[t.name].Rows; n > 0 {
 			s.p.RowsCopied[t.name] = n
 		}
 	}
