@@ -328,11 +328,23 @@ func (w *pinWriters) halt() {
 	w.wg.Wait()
 }
 
-// TestPin pins a user to eu-west while writers write its rows, then checks every row carried over,
-// every acknowledged write present once in the new region and none left in the old, the directory
-// following, the audit clean; a second pin sends the user back, collapsing the relocation map.
+// TestPin runs, on one deployment with a fresh user each: a pin under writers and the pin back
+// home, the refusals, a cutover overrunning its budget, and a kill after each step followed by
+// resume and by abort. The residency audit is clean at the end.
 func TestPin(t *testing.T) {
 	e := newPinEnv(t)
+	t.Run("under writers", func(t *testing.T) { e.t = t; pinUnderWriters(t, e) })
+	t.Run("refusals", func(t *testing.T) { e.t = t; pinRefusals(t, e) })
+	t.Run("overrun", func(t *testing.T) { e.t = t; pinFreezeOverrun(t, e) })
+	pinFaultPoints(t, e)
+	e.t = t
+	e.auditClean()
+}
+
+// pinUnderWriters pins a user to eu-west while writers write its rows, then checks every row
+// carried over, every acknowledged write present once in the new region and none left in the old,
+// the directory following, the audit clean; a second pin sends the user back.
+func pinUnderWriters(t *testing.T, e *pinEnv) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	u := e.seedUser("pinned")
@@ -401,8 +413,8 @@ func TestPin(t *testing.T) {
 		t.Errorf("the other user's rows changed:\n%v\nwant\n%v", got, bystanderRows)
 	}
 	e.auditClean()
-	if len(e.relocations()) != 1 {
-		t.Errorf("relocations: %+v", e.relocations())
+	if rels := e.relocationsOf(u.ksid, to); len(rels) != 1 {
+		t.Errorf("relocations of the user: %+v", rels)
 	}
 
 	// Routing follows the map: the user's old ID routes to the new ksid in eu-west.
@@ -421,7 +433,7 @@ func TestPin(t *testing.T) {
 	if back.From != to || back.To != u.ksid {
 		t.Errorf("pin back: from %s to %s", back.From, back.To)
 	}
-	if rels := e.relocations(); len(rels) != 1 || rels[0] != (topology.Relocation{From: to, To: u.ksid}) {
+	if rels := e.relocationsOf(u.ksid, to); len(rels) != 1 || rels[0] != (topology.Relocation{From: to, To: u.ksid}) {
 		t.Errorf("relocations after the way back: %+v, want only %s -> %s", rels, to, u.ksid)
 	}
 	if got := snapshot(t, e.pools[source], u.ksid); fmt.Sprint(got) != fmt.Sprint(before) {
@@ -432,7 +444,7 @@ func TestPin(t *testing.T) {
 	}
 	e.auditClean()
 	all, err := r.Pins(ctx, true)
-	if err != nil || len(all) != 2 {
+	if err != nil || len(all) != 2 || all[0].ID != p.ID || all[1].ID != back.ID || all[1].Status != move.Done {
 		t.Errorf("Pins(all) = %d, %v", len(all), err)
 	}
 }
@@ -446,7 +458,16 @@ func keys(m map[string]string) []string {
 	return out
 }
 
-func (e *pinEnv) relocations() []topology.Relocation { return e.topo().Relocations }
+// relocationsOf are the topology's relocation entries from or to the ksids given.
+func (e *pinEnv) relocationsOf(ks ...shardkey.KeyspaceID) []topology.Relocation {
+	var out []topology.Relocation
+	for _, rel := range e.topo().Relocations {
+		if slices.Contains(ks, rel.From) || slices.Contains(ks, rel.To) {
+			out = append(out, rel)
+		}
+	}
+	return out
+}
 
 // checkPinnedShape is checkPinned for a user whose rows changed while it was pinned: the target
 // rows' shape, not their values.
@@ -469,9 +490,8 @@ func (e *pinEnv) checkPinnedShape(u pinUser, p *move.Pin) {
 	}
 }
 
-// TestPinRefusals: each refusal names its reason and changes nothing.
-func TestPinRefusals(t *testing.T) {
-	e := newPinEnv(t)
+// pinRefusals: each refusal names its reason and changes nothing.
+func pinRefusals(t *testing.T, e *pinEnv) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	u := e.seedUser("refused")
@@ -479,6 +499,10 @@ func TestPinRefusals(t *testing.T) {
 	ghost, _ := shardkey.NewGenerator(nil, nil).New(shardkey.KindUser, ksidIn(stays))
 	job, _ := shardkey.NewGenerator(nil, nil).New(shardkey.KindJob, u.ksid)
 	r := e.runner(e.config())
+	pinsBefore, err := r.Pins(ctx, true)
+	if err != nil {
+		t.Fatal(err)
+	}
 
 	nothingChanged := func(what string, version uint64) {
 		t.Helper()
@@ -486,8 +510,8 @@ func TestPinRefusals(t *testing.T) {
 			t.Errorf("%s: topology version %d, was %d", what, v, version)
 		}
 		pins, err := r.Pins(ctx, true)
-		if err != nil || len(pins) != 0 {
-			t.Errorf("%s: pins recorded: %d (%v)", what, len(pins), err)
+		if err != nil || len(pins) != len(pinsBefore) {
+			t.Errorf("%s: pins recorded: %d, were %d (%v)", what, len(pins), len(pinsBefore), err)
 		}
 		e.checkUnpinned(u, want)
 	}
@@ -549,14 +573,11 @@ func TestPinRefusals(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.checkUnpinned(u, want)
-	e.auditClean()
 }
 
-// TestPinFaultPoints kills the runner right after each step as a crash would, then resumes the pin
-// or aborts it from a new runner, and checks the user ends pinned or as it was. One deployment,
-// a fresh user per case.
-func TestPinFaultPoints(t *testing.T) {
-	e := newPinEnv(t)
+// pinFaultPoints kills the runner right after each step as a crash would, then resumes the pin
+// or aborts it from a new runner, and checks the user ends pinned or as it was.
+func pinFaultPoints(t *testing.T, e *pinEnv) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	for _, point := range move.PinFaultPoints() {
@@ -609,6 +630,47 @@ func TestPinFaultPoints(t *testing.T) {
 			})
 		}
 	}
-	e.t = t
-	e.auditClean()
+}
+
+// A cutover that would overrun its budget (nodes that never apply the freeze) is rolled back each
+// time, no held write fails, and the pin stops resumably; resumed with nodes that apply, it ends.
+func pinFreezeOverrun(t *testing.T, e *pinEnv) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	u := e.seedUser("overrun")
+	w := e.startPinWriters(u)
+	cfg := e.config()
+	cfg.Fleet = stuckFleet{}
+	cfg.MaxPause = 200 * time.Millisecond
+	cfg.FreezeAttempts = 2
+	p, err := e.runner(cfg).Pin(ctx, u.id, "eu-west")
+	time.Sleep(50 * time.Millisecond)
+	w.halt()
+	var pe *move.PinError
+	if !errors.Is(err, move.ErrFreezeBudget) || !errors.As(err, &pe) || pe.Flipped {
+		t.Fatalf("Pin with nodes that never apply = %v, want a resumable ErrFreezeBudget", err)
+	}
+	t.Logf("%v", err)
+	if len(w.errs) > 0 {
+		t.Errorf("%d writes failed during the rolled-back cutovers, first: %v", len(w.errs), w.errs[0])
+	}
+	if rel, ok := e.relocation(u.ksid); ok {
+		t.Fatalf("relocation left after the rollbacks: %+v", rel)
+	}
+	got, err := e.runner(e.config()).GetPin(ctx, p.ID)
+	if err != nil || got.Status != move.Failed || got.FreezeAttempts != 2 {
+		t.Fatalf("record after the overrun: %+v, %v", got, err)
+	}
+	done, err := e.runner(e.config()).ResumePin(ctx, p.ID)
+	if err != nil || done.Status != move.Done {
+		t.Fatalf("ResumePin: %+v, %v", done, err)
+	}
+	to := e.newKsid(u, "eu-west")
+	if rel, ok := e.relocation(u.ksid); !ok || !rel.Active() || rel.To != to {
+		t.Errorf("relocation after the resume: %+v (%v)", rel, ok)
+	}
+	var n int
+	if err := e.pools[done.Target].QueryRow(ctx, "SELECT count(*) FROM core.audit_log WHERE ksid = $1 AND action = 'test.write'", to.Bytes()).Scan(&n); err != nil || n != len(w.acked[u.id]) {
+		t.Errorf("target holds %d of the %d acknowledged writes (%v)", n, len(w.acked[u.id]), err)
+	}
 }
