@@ -121,6 +121,7 @@ func TestE2EPinUnderLoad(t *testing.T) {
 	// No client request failed.
 	var failed []sample
 	var pinnedWrites, inPause int
+	var pauseLat time.Duration
 	var freezeStart, flipEnd time.Time
 	for _, st := range pin.Steps {
 		switch st.Step {
@@ -138,6 +139,7 @@ func TestE2EPinUnderLoad(t *testing.T) {
 			pinnedWrites++
 			if s.start.Before(flipEnd) && s.end.After(freezeStart) {
 				inPause++
+				pauseLat = max(pauseLat, s.end.Sub(s.start))
 			}
 		}
 	}
@@ -152,7 +154,8 @@ func TestE2EPinUnderLoad(t *testing.T) {
 	if inPause == 0 {
 		t.Errorf("no write of the pinned user overlapped the cutover (%s to %s): the hold was not exercised", freezeStart.Format(time.StampMicro), flipEnd.Format(time.StampMicro))
 	}
-	t.Logf("pin %s: %d requests, %d writes of the pinned user (%d in the cutover), write pause %.1f ms", pin.ID, len(load.samples), pinnedWrites, inPause, pin.WritePauseMS)
+	t.Logf("pin %s: %d requests, %d failed, %d writes of the pinned user (%d in the cutover, the slowest %s), write pause %.1f ms",
+		pin.ID, len(load.samples), len(failed), pinnedWrites, inPause, pauseLat.Round(time.Millisecond), pin.WritePauseMS)
 	for _, st := range pin.Steps {
 		t.Logf("  %-9s %8.1f ms", st.Step, st.Millis)
 	}
