@@ -221,6 +221,17 @@ func TestE2EPinUnderLoad(t *testing.T) {
 		}
 	}
 
+	// The refresh token from before the pin (its family ID carries the old ksid) still rotates.
+	var refreshed struct {
+		AccessToken  string `json:"access_token"`
+		RefreshToken string `json:"refresh_token"`
+	}
+	if err := cluster.PostJSON(hc, usRouter+"/api/v1/auth/refresh", "", map[string]any{"refresh_token": pinned.reg.RefreshToken}, &refreshed); err != nil || refreshed.AccessToken == "" {
+		t.Errorf("refresh with the token from before the pin: %v (%+v)", err, refreshed)
+	} else if st, body, err := load.request(http.MethodGet, euRouter+"/api/v1/users/profile", refreshed.AccessToken, nil); err != nil || st != http.StatusOK {
+		t.Errorf("GET profile with the refreshed token: %d %s %v", st, body, err)
+	}
+
 	// Login by email, through the router of the old region, lands in the new one.
 	var login struct {
 		User struct {

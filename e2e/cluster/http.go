@@ -58,7 +58,8 @@ type Registered struct {
 		ID     string `json:"id"`
 		Region string `json:"region"`
 	} `json:"user"`
-	AccessToken string `json:"access_token"`
+	AccessToken  string `json:"access_token"`
+	RefreshToken string `json:"refresh_token"`
 }
 
 // Register creates a user through a node.
