@@ -672,7 +672,7 @@ func (s *session) pinAudit(ctx context.Context) error {
 		"pin": p.ID, "from_ksid": p.From.String(), "to_ksid": p.To.String(),
 		"source_region": p.SourceRegion, "target_region": p.TargetRegion,
 		"source_shard": p.Source, "target_shard": p.Target,
-		"rows_copied": counts(p.RowsCopied), "rows_deleted": counts(p.RowsDeleted),
+		"rows_copied": orEmpty(p.RowsCopied), "rows_deleted": orEmpty(p.RowsDeleted),
 		"claims_updated": p.ClaimsUpdated, "write_pause_ms": p.WritePauseMillis,
 	})
 	if err != nil {
@@ -687,8 +687,8 @@ VALUES ($1, $2, $3, $4, $5, $6::jsonb) ON CONFLICT (ksid, id) DO NOTHING`,
 	return nil
 }
 
-// counts is m, or an empty map for nil (an object in the audit record's JSON, never null).
-func counts(m map[string]int64) map[string]int64 {
+// orEmpty is m, or an empty map for nil (an object in the audit record's JSON, never null).
+func orEmpty(m map[string]int64) map[string]int64 {
 	if m == nil {
 		return map[string]int64{}
 	}
