@@ -394,6 +394,13 @@ func newMovesCmd(o *options, env Env) *cobra.Command {
 			for _, l := range left {
 				fmt.Fprintf(env.Stdout, "replication object on %s: %s\n", l.Shard, l.Leftover)
 			}
+			// Pins are listed by 'shardmgr pins'; an unfinished one is worth a line here too, since
+			// it refuses moves of the keyranges that hold its user.
+			if pins, err := r.Pins(ctx, false); err == nil {
+				for _, p := range pins {
+					fmt.Fprintf(env.Stdout, "pin %s of user %s is %s after step %q: see 'shardmgr pins'\n", p.ID, p.User, p.Status, p.Step)
+				}
+			}
 			return lerr
 		},
 	}

@@ -108,6 +108,9 @@ func TestPinCommands(t *testing.T) {
 	if r := shardmgr(t, env, "pins"); r.code != 0 || !strings.Contains(r.stdout, id) || !strings.Contains(r.stdout, "us-east/us-east-1 → eu-west/") {
 		t.Fatalf("pins after the crash: %+v", r)
 	}
+	if r := shardmgr(t, env, "moves"); r.code != 0 || !strings.Contains(r.stdout, "pin "+id+" of user "+user.String()) {
+		t.Errorf("moves does not mention the unfinished pin:\n%s", r.stdout)
+	}
 	if r := shardmgr(t, env, "pin", user.String(), "--region", "ap-south", "--yes"); r.code != ExitError || !strings.Contains(r.stderr, "nothing was changed") {
 		t.Errorf("a second pin of the user while one is unfinished: %+v", r)
 	}
