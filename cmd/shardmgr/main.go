@@ -1,6 +1,6 @@
 // Command shardmgr is the SRE's CLI for Meridian's shards: topology, status, migrations, adding and
-// removing shards, splits, online moves, the rebalancing plan and its application, verification and
-// the residency audit.
+// removing shards, splits, online moves, the rebalancing plan and its application, verification,
+// pinning a user to a region and the residency audit.
 package main
 
 import (

@@ -56,6 +56,8 @@ type options struct {
 	// lockKey is the shard lock (shardlock) and movesPrefix the move records' KV prefix.
 	lockKey     string
 	movesPrefix string
+	// pinsPrefix is the pin records' KV prefix.
+	pinsPrefix string
 	// consul is the command's one Consul client (consulClient), over transport.
 	consul    *consul.Client
 	transport *http.Transport
@@ -116,6 +118,10 @@ func newRoot(env Env) (*cobra.Command, *options) {
 	if defMoves == "" {
 		defMoves = move.DefaultPrefix
 	}
+	defPins := env.Getenv("MERIDIAN_PINS_PREFIX")
+	if defPins == "" {
+		defPins = move.DefaultPinPrefix
+	}
 	root := &cobra.Command{
 		Use:           "shardmgr",
 		Short:         "Inspect and operate Meridian's shards and topology",
@@ -131,6 +137,9 @@ func newRoot(env Env) (*cobra.Command, *options) {
 			if !strings.HasSuffix(o.movesPrefix, "/") {
 				return usagef("--moves-prefix %q must end with /", o.movesPrefix)
 			}
+			if !strings.HasSuffix(o.pinsPrefix, "/") || o.pinsPrefix == o.movesPrefix {
+				return usagef("--pins-prefix %q must end with / and differ from --moves-prefix", o.pinsPrefix)
+			}
 			return nil
 		},
 	}
@@ -142,8 +151,9 @@ func newRoot(env Env) (*cobra.Command, *options) {
 	pf.BoolVarP(&o.verbose, "verbose", "v", false, "log progress to stderr")
 	pf.StringVar(&o.lockKey, "lock-key", defLock, "Consul KV key of the shard lock that migrate and move take (env MERIDIAN_LOCK_KEY)")
 	pf.StringVar(&o.movesPrefix, "moves-prefix", defMoves, "Consul KV prefix of the move records (env MERIDIAN_MOVES_PREFIX)")
+	pf.StringVar(&o.pinsPrefix, "pins-prefix", defPins, "Consul KV prefix of the pin records (env MERIDIAN_PINS_PREFIX)")
 	root.AddCommand(newTopologyCmd(o, env), newStatusCmd(o, env), newMigrateCmd(o, env), newResidencyCmd(o, env), newVerifyCmd(o, env))
-	root.AddCommand(newMoveCmd(o, env), newMovesCmd(o, env))
+	root.AddCommand(newMoveCmd(o, env), newMovesCmd(o, env), newPinCmd(o, env), newPinsCmd(o, env))
 	root.AddCommand(newShardCmd(o, env), newSplitCmd(o, env), newPlanCmd(o, env), newRebalanceCmd(o, env))
 	return root, o
 }

@@ -28,6 +28,11 @@ const defaultNodeHold = 2 * time.Second
 
 // runner builds a move runner for the command line: progress to out, MERIDIAN_FAULT honoured.
 func (o *options) runner(env Env, maxPause time.Duration, progress func(move.Progress)) (*move.Runner, error) {
+	return o.runnerWith(env, maxPause, progress, move.ParseStep)
+}
+
+// runnerWith is runner with MERIDIAN_FAULT read by parse (a move's steps, or a pin's).
+func (o *options) runnerWith(env Env, maxPause time.Duration, progress func(move.Progress), parse func(string) (move.Step, error)) (*move.Runner, error) {
 	c, err := o.consulClient()
 	if err != nil {
 		return nil, err
@@ -38,14 +43,14 @@ func (o *options) runner(env Env, maxPause time.Duration, progress func(move.Pro
 	}
 	cfg := move.DefaultConfig()
 	cfg.Consul, cfg.Topology = c, st
-	cfg.Prefix, cfg.LockKey = o.movesPrefix, o.lockKey
+	cfg.Prefix, cfg.LockKey, cfg.PinPrefix = o.movesPrefix, o.lockKey, o.pinsPrefix
 	cfg.Logger = o.logger(env)
 	cfg.Progress = progress
 	if maxPause > 0 {
 		cfg.MaxPause = maxPause
 	}
 	if fault := env.Getenv("MERIDIAN_FAULT"); fault != "" {
-		point, err := move.ParseStep(fault)
+		point, err := parse(fault)
 		if err != nil {
 			return nil, usagef("MERIDIAN_FAULT: %v", err)
 		}
@@ -388,6 +393,13 @@ func newMovesCmd(o *options, env Env) *cobra.Command {
 			}
 			for _, l := range left {
 				fmt.Fprintf(env.Stdout, "replication object on %s: %s\n", l.Shard, l.Leftover)
+			}
+			// Pins are listed by 'shardmgr pins'; an unfinished one is worth a line here too, since
+			// it refuses moves of the keyranges that hold its user.
+			if pins, err := r.Pins(ctx, false); err == nil {
+				for _, p := range pins {
+					fmt.Fprintf(env.Stdout, "pin %s of user %s is %s after step %q: see 'shardmgr pins'\n", p.ID, p.User, p.Status, p.Step)
+				}
 			}
 			return lerr
 		},

@@ -202,9 +202,13 @@ func printTopology(w io.Writer, t *topology.Topology) error {
 	if len(t.Relocations) > 0 {
 		fmt.Fprintf(w, "\n%d relocations\n", len(t.Relocations))
 		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-		fmt.Fprintln(tw, "FROM\tTO")
+		fmt.Fprintln(tw, "FROM\tTO\tSTATE")
 		for _, r := range t.Relocations {
-			fmt.Fprintf(tw, "%s\t%s\n", r.From, r.To)
+			state := "active"
+			if !r.Active() {
+				state = string(r.State) + " (a pin's cutover)"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\n", r.From, r.To, state)
 		}
 		tw.Flush()
 	}

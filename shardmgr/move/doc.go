@@ -27,5 +27,11 @@
 // the step a crash interrupted; Abort rolls back anything before the flip and refuses after it.
 // Each step is a fault point: Config.Fault stops the runner right after a step as a crash would.
 //
+// Runner.Pin is the same machinery for one user across regions (PinSteps, the Pin record under
+// Config.PinPrefix, ResumePin, AbortPin): the user's rows copied transactionally to a shard of the
+// target region under the new ksid, a frozen relocation entry holding the user's writes on the
+// nodes of both regions for the cutover, the relocation flipped, the email directory pointed at the
+// region, the source rows deleted, an audit record written. See docs/pin.md.
+//
 // See docs/moves.md.
 package move

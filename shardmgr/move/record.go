@@ -210,17 +210,27 @@ func (s records) put(ctx context.Context, m *Move, lock *shardlock.Lock, now tim
 	}
 	m.Updated = now
 	m.Fence = lock.Fence()
-	data, err := json.Marshal(m)
+	idx, err := s.putValue(ctx, m.ID, m, m.index, lock)
+	if err == nil {
+		m.index = idx
+	}
+	return err
+}
+
+// putValue writes v as JSON at the record id if its key is still at index (0: absent) and lock
+// still holds its key, and returns the key's new ModifyIndex. Move and pin records share it.
+func (s records) putValue(ctx context.Context, id string, v any, index uint64, lock *shardlock.Lock) (uint64, error) {
+	data, err := json.Marshal(v)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	ops := consul.TxnOps{
 		{KV: &consul.KVTxnOp{Verb: consul.KVCheckSession, Key: lock.Key(), Session: lock.Session()}},
-		{KV: &consul.KVTxnOp{Verb: consul.KVCAS, Key: s.key(m.ID), Value: data, Index: m.index}},
+		{KV: &consul.KVTxnOp{Verb: consul.KVCAS, Key: s.key(id), Value: data, Index: index}},
 	}
 	ok, resp, _, err := s.c.Txn().Txn(ops, (&consul.QueryOptions{}).WithContext(ctx))
 	if err != nil {
-		return fmt.Errorf("move: writing %s: %w", s.key(m.ID), err)
+		return 0, fmt.Errorf("move: writing %s: %w", s.key(id), err)
 	}
 	if !ok {
 		var why []string
@@ -229,12 +239,12 @@ func (s records) put(ctx context.Context, m *Move, lock *shardlock.Lock, now tim
 				why = append(why, e.What)
 			}
 		}
-		return fmt.Errorf("%w: %s (%s)", errRecordConflict, s.key(m.ID), strings.Join(why, "; "))
+		return 0, fmt.Errorf("%w: %s (%s)", errRecordConflict, s.key(id), strings.Join(why, "; "))
 	}
 	for _, r := range resp.Results {
-		if r.KV != nil && r.KV.Key == s.key(m.ID) {
-			m.index = r.KV.ModifyIndex
+		if r.KV != nil && r.KV.Key == s.key(id) {
+			index = r.KV.ModifyIndex
 		}
 	}
-	return nil
+	return index, nil
 }

@@ -99,6 +99,8 @@ type Config struct {
 	// Prefix of the move records (DefaultPrefix); LockKey of the lock (shardlock.DefaultKey).
 	Prefix  string
 	LockKey string
+	// PinPrefix is the Consul KV prefix of the pin records (DefaultPinPrefix).
+	PinPrefix string
 	// LockTTL and LockDelay of the lock's session (shardlock defaults when zero).
 	LockTTL, LockDelay time.Duration
 	// Holder prefixes the lock holder's name ("shardmgr"); the move ID follows.
@@ -134,6 +136,7 @@ type Config struct {
 func DefaultConfig() Config {
 	return Config{
 		Prefix:         DefaultPrefix,
+		PinPrefix:      DefaultPinPrefix,
 		LockKey:        shardlock.DefaultKey,
 		Holder:         "shardmgr",
 		Password:       shardpool.PasswordFromEnvOrFile,
@@ -156,6 +159,10 @@ func (c Config) Validate() error {
 		return errors.New("move: Config.Topology is required")
 	case c.Prefix == "" || c.Prefix[len(c.Prefix)-1] != '/':
 		return fmt.Errorf("move: Config.Prefix %q must end with /", c.Prefix)
+	case c.PinPrefix == "" || c.PinPrefix[len(c.PinPrefix)-1] != '/':
+		return fmt.Errorf("move: Config.PinPrefix %q must end with /", c.PinPrefix)
+	case c.PinPrefix == c.Prefix:
+		return fmt.Errorf("move: Config.PinPrefix and Config.Prefix must differ (%q)", c.Prefix)
 	case c.Password == nil:
 		return errors.New("move: Config.Password is required")
 	case c.MaxPause <= 0:
@@ -227,12 +234,14 @@ type session struct {
 	r      *Runner
 	lock   *shardlock.Lock
 	m      *Move
+	p      *Pin // a pin's session (m is nil)
 	region topology.Region
 	src    topology.Shard
 	dst    topology.Shard
 	srcDB  *pgxpool.Pool
 	dstDB  *pgxpool.Pool
 	repl   replication
+	srcDSN string
 	tables []string
 	killed bool
 	// borrowed: the caller holds lock (StartHolding) and releases it.
@@ -278,6 +287,9 @@ func (r *Runner) open(ctx context.Context, sh topology.Shard) (*pgxpool.Pool, st
 	}
 	cfg.MaxConns = 4
 	cfg.ConnConfig.RuntimeParams["application_name"] = "meridian-move"
+	// One time zone on every shard's sessions, so that rows rendered as text (a pin's checksums)
+	// compare equal across clusters whatever their servers' defaults.
+	cfg.ConnConfig.RuntimeParams["timezone"] = "UTC"
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, "", fmt.Errorf("shard %s: %w", sh.Name, err)
@@ -287,12 +299,21 @@ func (r *Runner) open(ctx context.Context, sh topology.Shard) (*pgxpool.Pool, st
 
 // attach opens the shards of s.m.
 func (s *session) attach(ctx context.Context, topo *topology.Topology) error {
-	var ok bool
-	if s.src, ok = topo.Shard(s.m.Source); !ok {
-		return fmt.Errorf("source shard %s is not in the topology", s.m.Source)
+	if err := s.attachShards(ctx, topo, s.m.Source, s.m.Target); err != nil {
+		return err
 	}
-	if s.dst, ok = topo.Shard(s.m.Target); !ok {
-		return fmt.Errorf("target shard %s is not in the topology", s.m.Target)
+	s.repl = replication{name: objectName(s.m.ID), src: s.srcDB, dst: s.dstDB, sourceDSN: s.srcDSN}
+	return nil
+}
+
+// attachShards opens the source and target shards and lists the sharded tables of the source.
+func (s *session) attachShards(ctx context.Context, topo *topology.Topology, source, target string) error {
+	var ok bool
+	if s.src, ok = topo.Shard(source); !ok {
+		return fmt.Errorf("source shard %s is not in the topology", source)
+	}
+	if s.dst, ok = topo.Shard(target); !ok {
+		return fmt.Errorf("target shard %s is not in the topology", target)
 	}
 	if s.region, ok = topo.Region(s.src.Region); !ok {
 		return fmt.Errorf("region %s of shard %s is not in the topology", s.src.Region, s.src.Name)
@@ -305,7 +326,7 @@ func (s *session) attach(ctx context.Context, topo *topology.Topology) error {
 	if s.dstDB, _, err = s.r.open(ctx, s.dst); err != nil {
 		return err
 	}
-	s.repl = replication{name: objectName(s.m.ID), src: s.srcDB, dst: s.dstDB, sourceDSN: srcDSN}
+	s.srcDSN = srcDSN
 	if s.tables, err = shardedTables(ctx, s.srcDB); err != nil {
 		return fmt.Errorf("source %s: %w", s.src.Name, err)
 	}
@@ -427,6 +448,14 @@ func (r *Runner) refuseConcurrent(ctx context.Context, kr shardkey.KeyRange) err
 		if m.KeyRange.Overlaps(kr) {
 			return refusef("move %s (keyrange %s, %s) is not finished: resume or abort it first", m.ID, m.KeyRange, m.Status)
 		}
+	}
+	// A pin not finished has rows of its user on both of its shards, which a move would split.
+	p, err := r.unfinishedPinIn(ctx, kr)
+	if err != nil {
+		return err
+	}
+	if p != nil {
+		return refusef("pin %s of user %s (ksid %s to %s, %s) is not finished: resume or abort it first", p.ID, p.User, p.From, p.To, p.Status)
 	}
 	return nil
 }

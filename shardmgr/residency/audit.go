@@ -319,6 +319,9 @@ func rulesFor(t *topology.Topology, shard topology.Shard) (shardRules, error) {
 		}
 	}
 	for _, rel := range t.Relocations {
+		if !rel.Active() {
+			continue // a pin's cutover: the rows are still where From routes
+		}
 		r.froms = append(r.froms, rel.From.Bytes())
 		r.tos = append(r.tos, rel.To.Bytes())
 		if slices.ContainsFunc(r.own, func(kr shardkey.KeyRange) bool { return kr.Contains(rel.From) }) {

@@ -35,7 +35,9 @@ func (e *WrongRegionError) Unwrap() error { return ErrWrongRegion }
 // Frozen reports whether the keyrange is frozen for a cutover: its writes must wait for the flip (the
 // source is no longer written to and the target not yet), while reads go on at the current owner. It is
 // the one definition of frozen that WriteShard and every other writer (move verifiers, workers) share.
-func (r Routed) Frozen() bool { return r.Route.State == topology.Frozen }
+// A ksid whose relocation is frozen (a pin's cutover, topology.Route.RelocationFrozen) is frozen the
+// same way, for that one ksid.
+func (r Routed) Frozen() bool { return r.Route.State == topology.Frozen || r.Route.RelocationFrozen }
 
 // ReadShard returns the shard that holds k's data, which must be homed in region. It answers at once:
 // reads are never held. Errors: ErrNoTopology, topology.ErrNoShard for a ksid no keyrange covers, and a
@@ -62,9 +64,12 @@ func (m *Manager) WriteShard(ctx context.Context, k shardkey.KeyspaceID, region 
 		// already closed s.changed, so no flip can slip between the lookup and the wait.
 		s := m.cur.Load()
 		r, i, err := s.routeIn(k, region)
-		if err != nil {
+		if err != nil && !(r.Route.RelocationFrozen && errors.Is(err, ErrWrongRegion)) {
 			return r, err
 		}
+		// A pin's cutover holds the user's writes in every region: a write replayed here by the
+		// router just after the flip, before this node applied it, waits for the flip instead of
+		// being sent back to the old region.
 		if !r.Frozen() {
 			// Counted where it goes: a held write counts once, at the shard it is released to.
 			s.counters[i].writes.Add(1)

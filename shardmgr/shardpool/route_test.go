@@ -358,3 +358,52 @@ func BenchmarkReadShard(b *testing.B) {
 		})
 	})
 }
+
+// A pin's cutover (a frozen relocation) holds the user's writes at a node of the user's region and
+// at a node of the target region (a write replayed there by a router that saw the flip first); the
+// flip releases the first with the target region's answer (the router replays it) and the second
+// at the target's shard. Other users of the keyrange are not held.
+func TestWriteShardHoldsAFrozenRelocation(t *testing.T) {
+	ctx := context.Background()
+	m, topo := lazyManager(t)
+	k := shardkey.NewKeyspaceID(0x20, []byte("pinned-user"))
+	to := k.WithRegion(0x40)
+	frozen := topo.Clone()
+	frozen.Version++
+	frozen.Relocations = []topology.Relocation{{From: k, To: to, State: topology.Frozen}}
+	if err := m.Apply(ctx, frozen); err != nil {
+		t.Fatal(err)
+	}
+	if r, err := m.WriteShard(ctx, k+1, "us-east", 0); err != nil || r.Frozen() {
+		t.Fatalf("a neighbour of the pinned user: %+v, %v", r, err)
+	}
+	if _, err := m.WriteShard(ctx, k, "us-east", 0); !errors.Is(err, ErrFrozen) {
+		t.Fatalf("WriteShard of the pinned user without a hold = %v, want ErrFrozen", err)
+	}
+	home := holdWrite(t, ctx, m, k, time.Minute)
+	away := make(chan held, 1)
+	go func() {
+		r, err := m.WriteShard(ctx, k, "eu-west", time.Minute)
+		away <- held{r, err}
+	}()
+	select {
+	case h := <-away:
+		t.Fatalf("a write of the pinned user in the target region was not held: %+v", h)
+	case <-time.After(50 * time.Millisecond):
+	}
+	flip := frozen.Clone()
+	flip.Version++
+	flip.Relocations = []topology.Relocation{{From: k, To: to}}
+	if err := m.Apply(ctx, flip); err != nil {
+		t.Fatal(err)
+	}
+	h := <-home
+	var wr *WrongRegionError
+	if !errors.As(h.err, &wr) || wr.Region != "eu-west" {
+		t.Fatalf("the write held in us-east after the flip: %+v, %v; want the wrong-region answer naming eu-west", h.r, h.err)
+	}
+	h = <-away
+	if h.err != nil || h.r.Region != "eu-west" || h.r.Route.KeyspaceID != to || h.r.Frozen() {
+		t.Fatalf("the write held in eu-west after the flip: %+v, %v; want eu-west under %s", h.r, h.err, to)
+	}
+}

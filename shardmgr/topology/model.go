@@ -79,12 +79,22 @@ type Assignment struct {
 	State State             `json:"state"`
 }
 
-// Relocation records that a user's data moved from one keyspace ID to another (a move across regions).
-// Routers and API nodes consult it before the keyrange lookup, so IDs minted under the old ksid still route.
+// Relocation records that a user's data moved from one keyspace ID to another (a pin: a move of one
+// user across regions). Routers and API nodes consult it before the keyrange lookup, so IDs minted
+// under the old ksid still route.
+//
+// An entry whose State is Frozen is a pin's cutover in progress: it does not apply yet (From still
+// routes to its own keyrange), but API nodes hold the writes of From as they hold those of a frozen
+// keyrange, until the entry becomes active (State empty, the flip) or goes away (a rollback).
 type Relocation struct {
 	From shardkey.KeyspaceID `json:"from"`
 	To   shardkey.KeyspaceID `json:"to"`
+	// State is empty for an active relocation, or Frozen during a pin's cutover.
+	State State `json:"state,omitempty"`
 }
+
+// Active reports whether the relocation applies: routing sends From to To.
+func (rel Relocation) Active() bool { return rel.State == "" }
 
 // Topology is the whole placement document.
 type Topology struct {

@@ -19,6 +19,9 @@ type Route struct {
 	State      State
 	Shard      *Shard
 	Region     *Region
+	// RelocationFrozen is true when the ksid (after relocation) is the From of a frozen relocation:
+	// a pin's cutover, during which its writes are held as a frozen keyrange's are.
+	RelocationFrozen bool
 }
 
 // Table is a compiled, read-only view of a Topology built for the hot path. It is safe for concurrent use.
@@ -28,6 +31,8 @@ type Table struct {
 	starts []uint64
 	routes []Route
 	moved  map[shardkey.KeyspaceID]shardkey.KeyspaceID
+	// frozen holds the From of every frozen relocation (a pin's cutover).
+	frozen map[shardkey.KeyspaceID]struct{}
 }
 
 // Compile validates t and builds its lookup table. The table keeps a private copy: later changes to t do
@@ -57,6 +62,13 @@ func Compile(t *Topology) (*Table, error) {
 		tab.starts[i] = r.Range.Start
 	}
 	for _, rel := range t.Relocations {
+		if !rel.Active() {
+			if tab.frozen == nil {
+				tab.frozen = make(map[shardkey.KeyspaceID]struct{})
+			}
+			tab.frozen[rel.From] = struct{}{}
+			continue
+		}
 		tab.moved[rel.From] = rel.To
 	}
 	return tab, nil
@@ -68,7 +80,7 @@ func (tab *Table) Topology() *Topology { return tab.topo }
 // Version is the document's version.
 func (tab *Table) Version() uint64 { return tab.topo.Version }
 
-// Resolve applies the relocation map: the ksid a user's data lives under now.
+// Resolve applies the relocation map (its active entries): the ksid a user's data lives under now.
 func (tab *Table) Resolve(k shardkey.KeyspaceID) shardkey.KeyspaceID {
 	if len(tab.moved) != 0 {
 		if to, ok := tab.moved[k]; ok {
@@ -109,6 +121,9 @@ func (tab *Table) LookupIndex(k shardkey.KeyspaceID) (Route, int, error) {
 		return Route{}, -1, ErrNoShard
 	}
 	r.KeyspaceID = k
+	if len(tab.frozen) != 0 {
+		_, r.RelocationFrozen = tab.frozen[k]
+	}
 	return r, lo - 1, nil
 }
 

@@ -83,6 +83,35 @@ func TestLookupFollowsRelocation(t *testing.T) {
 	}
 }
 
+// A frozen relocation does not route yet: its From stays where its keyrange is, marked so that
+// writers hold its writes; other ksids of the keyrange are not marked.
+func TestLookupMarksFrozenRelocation(t *testing.T) {
+	topo := Example()
+	old := shardkey.NewKeyspaceID(0x20, []byte("user-7"))
+	topo.Relocations = []Relocation{{From: old, To: old.WithRegion(0x40), State: Frozen}}
+	tab := mustCompile(t, topo)
+	r, err := tab.Lookup(old)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Region.Name != "us-east" || r.KeyspaceID != old || !r.RelocationFrozen || r.State != Serving {
+		t.Fatalf("frozen relocation: routed to %s as %s (relocation frozen %v, keyrange %s)", r.Region.Name, r.KeyspaceID, r.RelocationFrozen, r.State)
+	}
+	if tab.Resolve(old) != old {
+		t.Fatal("Resolve applied a frozen relocation")
+	}
+	if r, _ := tab.Lookup(old + 1); r.RelocationFrozen {
+		t.Fatal("a neighbour of the frozen ksid is marked")
+	}
+	// A user pinned before: the frozen entry is from its current ksid, reached through the active one.
+	cur := old.WithRegion(0x40)
+	topo.Relocations = []Relocation{{From: old, To: cur}, {From: cur, To: old.WithRegion(0x60), State: Frozen}}
+	tab = mustCompile(t, topo)
+	if r, _ := tab.Lookup(old); r.Region.Name != "eu-west" || !r.RelocationFrozen {
+		t.Fatalf("old ID of a user pinned again: %s, frozen %v", r.Region.Name, r.RelocationFrozen)
+	}
+}
+
 func TestCompileCopies(t *testing.T) {
 	topo := Example()
 	tab := mustCompile(t, topo)

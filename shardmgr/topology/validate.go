@@ -128,8 +128,15 @@ func (t *Topology) Validate() error {
 	}
 
 	from := make(map[shardkey.KeyspaceID]bool, len(t.Relocations))
+	activeFrom := make(map[shardkey.KeyspaceID]bool, len(t.Relocations))
 	for i, rel := range t.Relocations {
 		at := fmt.Sprintf("relocations[%d] (%s -> %s)", i, rel.From, rel.To)
+		if rel.State != "" && rel.State != Frozen {
+			bad("%s: state %q must be empty (active) or frozen", at, rel.State)
+		}
+		if rel.Active() {
+			activeFrom[rel.From] = true
+		}
 		if rel.From == rel.To {
 			bad("%s: from and to are the same", at)
 		}
@@ -144,8 +151,11 @@ func (t *Topology) Validate() error {
 		}
 		from[rel.From] = true
 	}
+	// Chains are checked among active entries only: a frozen entry's From is the current ksid of a
+	// user being pinned again (the To of an active entry), and its To may be an active From (a user
+	// pinned back to a region it lived in); the flip collapses both.
 	for i, rel := range t.Relocations {
-		if from[rel.To] {
+		if rel.Active() && activeFrom[rel.To] {
 			bad("relocations[%d] (%s -> %s): target is itself relocated; collapse the chain", i, rel.From, rel.To)
 		}
 	}

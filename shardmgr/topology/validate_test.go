@@ -67,6 +67,14 @@ func TestValidateRefuses(t *testing.T) {
 			k := shardkey.NewKeyspaceID(0x20, []byte("a"))
 			t.Relocations = []Relocation{{From: k, To: k.WithRegion(0x40)}, {From: k.WithRegion(0x40), To: k.WithRegion(0x60)}}
 		}, "collapse the chain"},
+		{"bad relocation state", func(t *Topology) {
+			k := shardkey.NewKeyspaceID(0x20, []byte("a"))
+			t.Relocations = []Relocation{{From: k, To: k.WithRegion(0x40), State: Moving}}
+		}, `state "moving"`},
+		{"frozen and active from one ksid", func(t *Topology) {
+			k := shardkey.NewKeyspaceID(0x20, []byte("a"))
+			t.Relocations = []Relocation{{From: k, To: k.WithRegion(0x40)}, {From: k, To: k.WithRegion(0x60), State: Frozen}}
+		}, "relocated twice"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -147,5 +155,22 @@ func TestCloneIsDeep(t *testing.T) {
 	b.KeyRanges[0].State = Frozen
 	if a.Shards[0].Name == "changed" || a.KeyRanges[0].State == Frozen {
 		t.Fatal("Clone shares slices with the original")
+	}
+}
+
+// A pin's cutover of a user pinned before: the frozen entry starts where the active one ends (a
+// second pin) or leads back to where it started (a pin home). Neither is a chain: the flip
+// collapses them.
+func TestValidateAcceptsFrozenRelocationsOfPinnedUsers(t *testing.T) {
+	k := shardkey.NewKeyspaceID(0x20, []byte("a"))
+	for name, rels := range map[string][]Relocation{
+		"pinned again": {{From: k, To: k.WithRegion(0x40)}, {From: k.WithRegion(0x40), To: k.WithRegion(0x60), State: Frozen}},
+		"pinned home":  {{From: k, To: k.WithRegion(0x40)}, {From: k.WithRegion(0x40), To: k, State: Frozen}},
+	} {
+		topo := Example()
+		topo.Relocations = rels
+		if err := topo.Validate(); err != nil {
+			t.Errorf("%s: %v", name, err)
+		}
 	}
 }

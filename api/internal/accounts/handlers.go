@@ -461,7 +461,8 @@ func (s *Service) handleRevokeAPIKey(w http.ResponseWriter, r *http.Request) err
 		return apierror.Invalid(map[string]string{"id": "must be an API key ID (key_…)"})
 	}
 	// Another user's key, wherever it lives, is simply not found: no query, no replay to its region.
-	if tab := s.a.Topology(); tab == nil || tab.Resolve(id.KeyspaceID()) != p.KSID {
+	// Both sides resolve through the relocation map: a token issued before a pin names the old ksid.
+	if tab := s.a.Topology(); tab == nil || tab.Resolve(id.KeyspaceID()) != tab.Resolve(p.KSID) {
 		return apierror.NotFound("API key")
 	}
 	ctx := r.Context()
