@@ -15,6 +15,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 
+	"github.com/8thdegree/meridian/deploy/local"
 	"github.com/8thdegree/meridian/deploy/local/fixture"
 	"github.com/8thdegree/meridian/pkg/shardkey"
 	"github.com/8thdegree/meridian/shardmgr/fleet"
@@ -38,7 +39,7 @@ func serveNode(t *testing.T, fx *fixture.Fixture) (*Node, string, func()) {
 		t.Fatal(err)
 	}
 	for k, v := range map[string]string{
-		"MERIDIAN_REGION": "ap-south", "CONSUL_HTTP_ADDR": fx.ConsulAddr, "MERIDIAN_TOPOLOGY_KEY": fx.Key,
+		"MERIDIAN_REGION": "ap-south", "CONSUL_HTTP_ADDR": fx.ConsulAddr, "CONSUL_HTTP_TOKEN_FILE": fx.ConsulAgent.TokenFile(local.RoleNode), "MERIDIAN_TOPOLOGY_KEY": fx.Key,
 		"MERIDIAN_TOPOLOGY_CACHE": filepath.Join(t.TempDir(), "topology.json"), "MERIDIAN_SIGNING_KEY_DIR": fx.KeyDir(t),
 		"MERIDIAN_INTERNAL_TOKEN": "internal-token-0123456789", "MERIDIAN_EMAIL_PEPPER": "pepper-0123456789abc",
 		"MERIDIAN_OAUTH_STATE_KEY": "state-key-0123456789", "MERIDIAN_LISTEN": ln.Addr().String(),

@@ -81,11 +81,35 @@ func TestUpDown(t *testing.T) {
 			t.Errorf("up output lacks %q:\n%s", want, out.String())
 		}
 	}
-	ccfg := consul.DefaultConfig()
-	ccfg.Address = fmt.Sprintf("127.0.0.1:%d", cfg.ConsulHTTPPort)
-	client, err := consul.NewClient(ccfg)
+	// The SRE's way in: the shardmgr token file the summary names.
+	shardmgrToken := filepath.Join(cfg.Dir, "consul", "tokens", "shardmgr.token")
+	if !strings.Contains(out.String(), "export CONSUL_HTTP_TOKEN_FILE="+shardmgrToken) {
+		t.Errorf("up output does not name the shardmgr token file:\n%s", out.String())
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", cfg.ConsulHTTPPort)
+	client, err := consul.NewClient(&consul.Config{Address: addr, TokenFile: shardmgrToken})
 	if err != nil {
 		t.Fatal(err)
+	}
+	// Consul answers no one without a token, and the routers' token cannot rewrite the topology
+	// nor pose as a region's API nodes.
+	anon, err := consul.NewClient(&consul.Config{Address: addr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := anon.KV().Get(cfg.TopologyKey, nil); err == nil || !strings.Contains(err.Error(), "403") {
+		t.Errorf("anonymous topology read: %v, want 403", err)
+	}
+	router, err := consul.NewClient(&consul.Config{Address: addr, TokenFile: filepath.Join(cfg.Dir, "consul", "tokens", "router.token")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := router.KV().Put(&consul.KVPair{Key: cfg.TopologyKey, Value: []byte("{}")}, nil); err == nil || !strings.Contains(err.Error(), "403") {
+		t.Errorf("router topology write: %v, want 403", err)
+	}
+	fake := &consul.AgentServiceRegistration{ID: "fake", Name: topo.Regions[0].APIService, Address: "127.0.0.1", Port: 1}
+	if err := router.Agent().ServiceRegister(fake); err == nil || !strings.Contains(err.Error(), "403") {
+		t.Errorf("router registers %s: %v, want 403", fake.Name, err)
 	}
 	got, _, err := topostore.NewStore(client, cfg.TopologyKey).Load(ctx)
 	if err != nil {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/8thdegree/meridian/deploy/local"
 	"github.com/8thdegree/meridian/deploy/local/testenv"
 	"github.com/8thdegree/meridian/shardmgr/topology"
 )
@@ -93,6 +94,8 @@ type fixture struct {
 	env  map[string]string
 	file string // topology file pointing at the test's databases
 	topo *topology.Topology
+	// agent is the test Consul; env holds its shardmgr token file.
+	agent *local.Consul
 }
 
 func newFixture(t *testing.T) fixture {
@@ -116,7 +119,8 @@ func newFixture(t *testing.T) fixture {
 		t.Fatal(err)
 	}
 	key := "test/" + strings.NewReplacer("/", "-", " ", "-").Replace(t.Name()) + "/topology"
-	return fixture{env: map[string]string{"CONSUL_HTTP_ADDR": agent.HTTPAddr(), "MERIDIAN_TOPOLOGY_KEY": key}, file: file, topo: topo}
+	env := map[string]string{"CONSUL_HTTP_ADDR": agent.HTTPAddr(), "CONSUL_HTTP_TOKEN_FILE": agent.TokenFile(local.RoleShardmgr), "MERIDIAN_TOPOLOGY_KEY": key}
+	return fixture{env: env, agent: agent, file: file, topo: topo}
 }
 
 func TestUsageErrors(t *testing.T) {
