@@ -158,7 +158,9 @@ func (c Config) consulDir() string { return filepath.Join(c.Dir, "consul") }
 
 // consulTokenFile is the file of role's Consul token (consul/tokens/<role>.token), which the programs
 // get as CONSUL_HTTP_TOKEN_FILE.
-func (c Config) consulTokenFile(role string) string { return local.ConsulTokenFile(c.consulDir(), role) }
+func (c Config) consulTokenFile(role string) string {
+	return local.ConsulTokenFile(c.consulDir(), role)
+}
 
 // apiServicePrefix starts every region's API service name: routers read the services under it.
 const apiServicePrefix = "meridian-api-"

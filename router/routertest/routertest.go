@@ -66,8 +66,8 @@ type Env struct {
 	// register with it. Routers get the router role's token (DefaultRouterConfig).
 	Consul      *consul.Client
 	ConsulAgent *local.Consul
-	ConsulAddr string
-	RedisAddr  string
+	ConsulAddr  string
+	RedisAddr   string
 	// Key is the Consul KV key of the topology.
 	Key string
 	// Prefix makes the test's Consul names unique.
