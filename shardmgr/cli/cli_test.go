@@ -154,6 +154,28 @@ func TestConsulUnreachable(t *testing.T) {
 	}
 }
 
+// Consul runs with ACLs on: without a token, or with a router's, shardmgr changes nothing and says
+// which token it needs.
+func TestConsulToken(t *testing.T) {
+	f := newFixture(t)
+	for name, env := range map[string]map[string]string{
+		"no token":     {"CONSUL_HTTP_ADDR": f.env["CONSUL_HTTP_ADDR"], "MERIDIAN_TOPOLOGY_KEY": f.env["MERIDIAN_TOPOLOGY_KEY"]},
+		"router token": {"CONSUL_HTTP_ADDR": f.env["CONSUL_HTTP_ADDR"], "MERIDIAN_TOPOLOGY_KEY": f.env["MERIDIAN_TOPOLOGY_KEY"], "CONSUL_HTTP_TOKEN_FILE": f.agent.TokenFile(local.RoleRouter)},
+	} {
+		r := shardmgr(t, env, "topology", "init", "--from", f.file)
+		if r.code != ExitError || !strings.Contains(r.stderr, "403") || !strings.Contains(r.stderr, "CONSUL_HTTP_TOKEN_FILE") {
+			t.Errorf("%s: topology init: exit %d, stderr %q; want a 403 naming CONSUL_HTTP_TOKEN_FILE", name, r.code, r.stderr)
+		}
+	}
+	if r := shardmgr(t, f.env, "topology", "show"); r.code != ExitError || !strings.Contains(r.stderr, "topology init") {
+		t.Errorf("the refused init wrote a topology: %+v", r)
+	}
+	missing := map[string]string{"CONSUL_HTTP_ADDR": f.env["CONSUL_HTTP_ADDR"], "CONSUL_HTTP_TOKEN_FILE": filepath.Join(t.TempDir(), "none.token")}
+	if r := shardmgr(t, missing, "topology", "show"); r.code != ExitUsage || !strings.Contains(r.stderr, "CONSUL_HTTP_TOKEN_FILE") {
+		t.Errorf("missing token file: exit %d, stderr %q", r.code, r.stderr)
+	}
+}
+
 func TestValidateFiles(t *testing.T) {
 	good := filepath.Join("..", "..", "deploy", "regions", "local", "topology.yaml")
 	if r := shardmgr(t, nil, "topology", "validate", "--from", good); r.code != 0 || !strings.Contains(r.stdout, "valid (3 regions, 6 shards, 6 keyranges)") {
