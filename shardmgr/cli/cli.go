@@ -82,7 +82,7 @@ func Run(ctx context.Context, args []string, env Env) int {
 		return ExitOK
 	}
 	fmt.Fprintf(env.Stderr, "shardmgr: %v\n", err)
-	if msg := err.Error(); strings.Contains(msg, "response code: 403") || strings.Contains(msg, "ACL not found") {
+	if msg := err.Error(); strings.Contains(msg, "Permission denied") || strings.Contains(msg, "ACL not found") {
 		fmt.Fprintln(env.Stderr, "Consul refused the token: shardmgr needs one with the shardmgr policy, e.g. "+
 			"export CONSUL_HTTP_TOKEN_FILE=.local-cluster/consul/tokens/shardmgr.token for the local cluster (docs/security.md#consul).")
 	}

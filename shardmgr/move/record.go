@@ -13,6 +13,7 @@ import (
 
 	"github.com/8thdegree/meridian/pkg/shardkey"
 	"github.com/8thdegree/meridian/shardmgr/shardlock"
+	"github.com/8thdegree/meridian/shardmgr/topostore"
 )
 
 // DefaultPrefix is the Consul KV prefix of the move records: meridian/moves/<id>.
@@ -223,13 +224,10 @@ func (s records) put(ctx context.Context, m *Move, lock *shardlock.Lock, now tim
 		return fmt.Errorf("move: writing %s: %w", s.key(m.ID), err)
 	}
 	if !ok {
-		var why []string
-		if resp != nil {
-			for _, e := range resp.Errors {
-				why = append(why, e.What)
-			}
+		if topostore.TxnDenied(resp) {
+			return fmt.Errorf("move: writing %s: Consul refused the token (shardmgr's role writes the move records): %s", s.key(m.ID), topostore.TxnErrors(resp))
 		}
-		return fmt.Errorf("%w: %s (%s)", errRecordConflict, s.key(m.ID), strings.Join(why, "; "))
+		return fmt.Errorf("%w: %s (%s)", errRecordConflict, s.key(m.ID), topostore.TxnErrors(resp))
 	}
 	for _, r := range resp.Results {
 		if r.KV != nil && r.KV.Key == s.key(m.ID) {
