@@ -200,6 +200,10 @@ func Up(ctx context.Context, cfg Config, log *slog.Logger, out io.Writer) error 
 	if err != nil {
 		return err
 	}
+	ccfg := cfg.consulConfig()
+	if ccfg.Roles, err = cfg.consulRoles(topo); err != nil {
+		return err
+	}
 	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
 		return err
 	}
@@ -223,10 +227,6 @@ func Up(ctx context.Context, cfg Config, log *slog.Logger, out io.Writer) error 
 		}
 	}
 	fmt.Fprintln(out, "starting Consul (ACLs on, default deny; a token per role in "+filepath.Join(cfg.consulDir(), "tokens")+")...")
-	ccfg := cfg.consulConfig()
-	if ccfg.Roles, err = cfg.consulRoles(topo); err != nil {
-		return err
-	}
 	agent, err := local.StartConsul(ctx, ccfg, log)
 	if err != nil {
 		return err

@@ -187,6 +187,22 @@ func TestUpRefusesABadTopologyAndStartsNothing(t *testing.T) {
 	if _, statErr := os.Stat(cfg.Dir); !os.IsNotExist(statErr) {
 		t.Fatalf("up created %s although the topology was refused", cfg.Dir)
 	}
+	// An API service the routers' Consul policy would not cover.
+	topo := topology.Example()
+	topo.Regions[1].APIService = "edge-eu-west"
+	data, err := topo.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(cfg.TopologyFile, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := Up(context.Background(), cfg, nil, &out); err == nil || !strings.Contains(err.Error(), `must start with "meridian-api-"`) {
+		t.Fatalf("up with a service outside meridian-api-: %v", err)
+	}
+	if _, statErr := os.Stat(cfg.Dir); !os.IsNotExist(statErr) {
+		t.Fatalf("up created %s although the topology was refused", cfg.Dir)
+	}
 	bad := cfg
 	bad.NodesPerRegion = 0
 	if err := bad.Validate(); err == nil || !strings.Contains(err.Error(), "NodesPerRegion") {
