@@ -153,7 +153,8 @@ type Consul struct {
 
 // StartConsul starts a single-node Consul server on loopback with persistent data in
 // cfg.DataDir, in its own session so that it outlives the caller, and returns once it has a
-// leader and serves KV reads and writes. An agent already running for that folder is reused.
+// leader, serves KV reads and writes, and has every role's policy and token (ACLs on, default
+// deny; see consulacl.go). An agent already running for that folder is reused, tokens included.
 func StartConsul(ctx context.Context, cfg ConsulConfig, log *slog.Logger) (*Consul, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err

@@ -218,7 +218,7 @@ func ensureRole(ctx context.Context, client *consul.Client, dataDir string, r Co
 	policy, _, err := acl.PolicyReadByName(name, q)
 	if err != nil {
 		if strings.Contains(err.Error(), "ACL support disabled") {
-			return fmt.Errorf("the running agent has ACLs off (it was started before they were on): stop it and start again: %w", err)
+			return fmt.Errorf("the running agent has ACLs off (it was started before they were on): stop it, and whatever uses it, and start again (for the local cluster: ./scripts/down.sh, then ./scripts/up.sh): %w", err)
 		}
 		return fmt.Errorf("reading policy %s: %w", name, err)
 	}

@@ -1,11 +1,15 @@
 package local
 
 import (
+	"encoding/json"
 	"errors"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -256,4 +260,56 @@ func TestConsulACL(t *testing.T) {
 			time.Sleep(100 * time.Millisecond)
 		}
 	})
+}
+
+// A folder whose agent still runs from before ACLs were on (a local cluster started by an older
+// version) is not silently reused: StartConsul says to stop and start again.
+func TestConsulReuseOfAnAgentWithoutACLs(t *testing.T) {
+	integration(t)
+	dir := filepath.Join(t.TempDir(), "consul")
+	cfg := DefaultConsulConfig(dir)
+	if cfg.Bin == "" {
+		_, err := ConsulBinary()
+		t.Fatal(err)
+	}
+	ctx := testCtx(t)
+	c, err := StartConsul(ctx, cfg, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// Start the same folder's agent with its config's acl block removed, as the older version wrote it.
+	conf := filepath.Join(c.Config().DataDir, consulConfName)
+	b, err := os.ReadFile(conf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m map[string]any
+	if err := json.Unmarshal(b, &m); err != nil {
+		t.Fatal(err)
+	}
+	delete(m, "acl")
+	if b, err = json.Marshal(m); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(conf, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(cfg.Bin, "agent", "-config-file", conf)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	t.Cleanup(func() { _ = cmd.Process.Kill(); <-done })
+	if err := os.WriteFile(c.pidFile(), []byte(strconv.Itoa(cmd.Process.Pid)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err = StartConsul(ctx, cfg, testLogger(t))
+	if err == nil || !strings.Contains(err.Error(), "ACLs off") || !strings.Contains(err.Error(), "start again") {
+		t.Fatalf("StartConsul on an agent without ACLs: %v", err)
+	}
 }
