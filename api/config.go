@@ -44,7 +44,10 @@ type Config struct {
 	// RegisterService registers the node in Consul with a health check on /readyz.
 	RegisterService bool `env:"MERIDIAN_REGISTER_SERVICE" envDefault:"true"`
 
-	ConsulAddr  string `env:"CONSUL_HTTP_ADDR" envDefault:"127.0.0.1:8500"`
+	ConsulAddr string `env:"CONSUL_HTTP_ADDR" envDefault:"127.0.0.1:8500"`
+	// ConsulToken is the node's Consul ACL token (CONSUL_HTTP_TOKEN_FILE names a file holding it): it
+	// reads the topology and the API services' health, and registers the region's service.
+	ConsulToken Secret `env:"CONSUL_HTTP_TOKEN"`
 	TopologyKey string `env:"MERIDIAN_TOPOLOGY_KEY" envDefault:"meridian/topology"`
 	// TopologyCache is the disk copy of the last good topology, loaded when Consul is unreachable at start.
 	TopologyCache string `env:"MERIDIAN_TOPOLOGY_CACHE"`
@@ -149,6 +152,7 @@ func FromEnv() (Config, error) {
 		name string
 		dst  *Secret
 	}{
+		{"CONSUL_HTTP_TOKEN", &c.ConsulToken},
 		{"MERIDIAN_INTERNAL_TOKEN", &c.InternalToken},
 		{"MERIDIAN_EMAIL_PEPPER", &c.EmailPepper},
 		{"MERIDIAN_OAUTH_STATE_KEY", &c.StateKey},

@@ -145,6 +145,16 @@ func TestConfigSecretsFromFiles(t *testing.T) {
 		t.Fatalf("missing file: %v", err)
 	}
 	t.Setenv("MERIDIAN_EMAIL_PEPPER_FILE", "")
+	// The Consul token comes from CONSUL_HTTP_TOKEN_FILE, as consul/api names it, and is never printed.
+	tok := filepath.Join(t.TempDir(), "node.token")
+	if err := os.WriteFile(tok, []byte("6b7e1c4e-3f0a-4c3e-9a55-0d5f3c2b1a90\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("CONSUL_HTTP_TOKEN_FILE", tok)
+	if c, err := FromEnv(); err != nil || c.ConsulToken != "6b7e1c4e-3f0a-4c3e-9a55-0d5f3c2b1a90" || strings.Contains(fmt.Sprint(c.ConsulToken), "6b7e") {
+		t.Fatalf("consul token from a file: %v, %v", c.ConsulToken, err)
+	}
+	t.Setenv("CONSUL_HTTP_TOKEN_FILE", "")
 	t.Setenv("MERIDIAN_ACCESS_TTL", "soon")
 	if _, err := FromEnv(); err == nil || !strings.Contains(err.Error(), "MERIDIAN_ACCESS_TTL") {
 		t.Fatalf("bad duration: %v", err)

@@ -15,6 +15,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 
+	"github.com/8thdegree/meridian/deploy/local"
 	"github.com/8thdegree/meridian/deploy/local/fixture"
 	"github.com/8thdegree/meridian/pkg/shardkey"
 	"github.com/8thdegree/meridian/shardmgr/fleet"
@@ -38,7 +39,7 @@ func serveNode(t *testing.T, fx *fixture.Fixture) (*Node, string, func()) {
 		t.Fatal(err)
 	}
 	for k, v := range map[string]string{
-		"MERIDIAN_REGION": "ap-south", "CONSUL_HTTP_ADDR": fx.ConsulAddr, "MERIDIAN_TOPOLOGY_KEY": fx.Key,
+		"MERIDIAN_REGION": "ap-south", "CONSUL_HTTP_ADDR": fx.ConsulAddr, "CONSUL_HTTP_TOKEN_FILE": fx.ConsulAgent.TokenFile(local.RoleNode), "MERIDIAN_TOPOLOGY_KEY": fx.Key,
 		"MERIDIAN_TOPOLOGY_CACHE": filepath.Join(t.TempDir(), "topology.json"), "MERIDIAN_SIGNING_KEY_DIR": fx.KeyDir(t),
 		"MERIDIAN_INTERNAL_TOKEN": "internal-token-0123456789", "MERIDIAN_EMAIL_PEPPER": "pepper-0123456789abc", "MERIDIAN_MAIL_DIR": t.TempDir(),
 		"MERIDIAN_OAUTH_STATE_KEY": "state-key-0123456789", "MERIDIAN_LISTEN": ln.Addr().String(),
@@ -165,12 +166,19 @@ func TestNodePublishesTopologyVersion(t *testing.T) {
 		t.Fatalf("the held write after the keyrange served again: %v", err)
 	}
 
+	// The catalog can show the registration a moment before the node's own call to the agent has
+	// returned and recorded it as published: poll briefly.
 	var ready struct {
 		Topology struct{ Version, Published uint64 }
 	}
-	getJSON(t, base+"/readyz", &ready)
-	if ready.Topology.Version != serving.Version || ready.Topology.Published != serving.Version {
-		t.Fatalf("readyz topology %+v, want version and published %d", ready.Topology, serving.Version)
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		getJSON(t, base+"/readyz", &ready)
+		if ready.Topology.Version == serving.Version && ready.Topology.Published == serving.Version {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("readyz topology %+v, want version and published %d", ready.Topology, serving.Version)
+		}
 	}
 
 	// Three reads of the user's public profile (404: no such user, but routed to its keyrange).

@@ -107,7 +107,7 @@ func New(cfg Config, log *slog.Logger) (*Node, error) {
 		return nil, err
 	}
 	ccfg := consul.DefaultConfig()
-	ccfg.Address = cfg.ConsulAddr
+	ccfg.Address, ccfg.Token = cfg.ConsulAddr, string(cfg.ConsulToken)
 	if n.consul, err = consul.NewClient(ccfg); err != nil {
 		return nil, fmt.Errorf("config: CONSUL_HTTP_ADDR: %w", err)
 	}

@@ -13,10 +13,11 @@ import (
 	"testing"
 	"time"
 
-	consul "github.com/hashicorp/consul/api"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/8thdegree/meridian/deploy/local"
+	"github.com/8thdegree/meridian/deploy/local/testenv"
 	"github.com/8thdegree/meridian/e2e/cluster"
 	"github.com/8thdegree/meridian/pkg/shardkey"
 	"github.com/8thdegree/meridian/shardmgr/cli"
@@ -176,10 +177,7 @@ func TestE2EMoveAndSplitUnderLoad(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 
-	cc, err := consul.NewClient(&consul.Config{Address: c.ConsulAddr})
-	if err != nil {
-		t.Fatal(err)
-	}
+	cc := testenv.ConsulClient(t, c.ConsulAgent, local.RoleShardmgr)
 	base := strings.TrimSuffix(c.Key, "/topology")
 	lockKey, movesPrefix := base+"/lock", base+"/moves/"
 	t.Cleanup(func() { _, _ = cc.KV().DeleteTree(movesPrefix, nil) })
@@ -252,7 +250,7 @@ func TestE2EMoveAndSplitUnderLoad(t *testing.T) {
 	// The split, with the shardmgr command line in process.
 	var out bytes.Buffer
 	if code := cli.Run(ctx, []string{"split", e2eWhole.String(), "--at", "2040", "--yes", "--consul", c.ConsulAddr, "--key", c.Key, "--lock-key", lockKey, "--moves-prefix", movesPrefix},
-		cli.Env{Stdout: &out, Stderr: &out, Getenv: func(string) string { return "" }}); code != cli.ExitOK {
+		cli.Env{Stdout: &out, Stderr: &out, Getenv: shardmgrEnv(c)}); code != cli.ExitOK {
 		t.Fatalf("shardmgr split: exit %d: %s", code, out.String())
 	}
 	t.Logf("shardmgr split: %s", strings.TrimSpace(out.String()))
@@ -434,4 +432,14 @@ func ksidTables(ctx context.Context, db *pgxpool.Pool) ([]string, error) {
 		return nil, err
 	}
 	return pgx.CollectRows(rows, pgx.RowTo[string])
+}
+
+// shardmgrEnv is the environment an SRE runs shardmgr with against c: the shardmgr role's token.
+func shardmgrEnv(c *cluster.Cluster) func(string) string {
+	return func(name string) string {
+		if name == "CONSUL_HTTP_TOKEN_FILE" {
+			return c.ConsulAgent.TokenFile(local.RoleShardmgr)
+		}
+		return ""
+	}
 }

@@ -20,9 +20,14 @@ type Config struct {
 	// requests, logins and registrations without a region go there.
 	Region string
 
-	// ConsulAddr is the Consul agent's HTTP address (host:port); ConsulToken its ACL token, if any.
-	ConsulAddr  string
-	ConsulToken string
+	// ConsulAddr is the Consul agent's HTTP address (host:port). ConsulTokenFile is a file holding
+	// the router's ACL token (read at start; wins over ConsulToken), ConsulToken the token itself.
+	// With neither, the client takes CONSUL_HTTP_TOKEN_FILE or CONSUL_HTTP_TOKEN from the process
+	// environment, as consul/api does. The token needs the router's policy: read the topology key
+	// and the API services' health (deploy/local's ConsulRoles, docs/security.md).
+	ConsulAddr      string
+	ConsulToken     string
+	ConsulTokenFile string
 	// TopologyKey is the Consul KV key of the topology; TopologyCache a file for the last good copy
 	// ("" keeps none), served when Consul is unreachable at start.
 	TopologyKey   string

@@ -58,7 +58,7 @@ func New(cfg Config, log *slog.Logger) (*Router, error) {
 	}
 	log = log.With("component", "router", "router_region", cfg.Region)
 	cc := consul.DefaultConfig()
-	cc.Address, cc.Token = cfg.ConsulAddr, cfg.ConsulToken
+	cc.Address, cc.Token, cc.TokenFile = cfg.ConsulAddr, cfg.ConsulToken, cfg.ConsulTokenFile
 	client, err := consul.NewClient(cc)
 	if err != nil {
 		return nil, fmt.Errorf("router: consul client: %w", err)

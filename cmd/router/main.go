@@ -3,7 +3,8 @@
 //
 //	router -region eu-west -listen :8000 -consul 127.0.0.1:8500
 //
-// Secrets come from the environment only: CONSUL_HTTP_TOKEN, MERIDIAN_REDIS_PASSWORD.
+// Secrets come from the environment only: CONSUL_HTTP_TOKEN (or, better, a file named by
+// CONSUL_HTTP_TOKEN_FILE or -consul-token-file), MERIDIAN_REDIS_PASSWORD.
 package main
 
 import (
@@ -64,6 +65,7 @@ func run(args []string) error {
 	str(&o.listen, "listen", "MERIDIAN_ROUTER_LISTEN", "127.0.0.1:8000", "address clients connect to")
 	str(&o.opsListen, "ops-listen", "MERIDIAN_ROUTER_OPS_LISTEN", "", "separate address for /healthz, /readyz and /metrics (empty: the public one only)")
 	str(&cfg.ConsulAddr, "consul", "CONSUL_HTTP_ADDR", "127.0.0.1:8500", "Consul agent HTTP address")
+	str(&cfg.ConsulTokenFile, "consul-token-file", "CONSUL_HTTP_TOKEN_FILE", "", "file holding the router's Consul ACL token")
 	str(&cfg.TopologyKey, "topology-key", "MERIDIAN_TOPOLOGY_KEY", cfg.TopologyKey, "Consul KV key of the topology")
 	str(&cfg.TopologyCache, "topology-cache", "MERIDIAN_TOPOLOGY_CACHE", "", "file for the last good topology (served when Consul is away at start)")
 	str(&cfg.RedisAddr, "redis", "MERIDIAN_REDIS_ADDR", "", "the region's Redis for shared rate limits (empty: the topology's)")

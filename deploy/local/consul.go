@@ -49,6 +49,9 @@ type ConsulConfig struct {
 	Datacenter string
 	// NodeName is the agent's node name.
 	NodeName string
+	// Roles are the ACL tokens the agent gets besides its management and agent tokens (see
+	// ConsulRoles); their tokens are kept in the data folder (ConsulTokenFile).
+	Roles []ConsulRole
 }
 
 // DefaultConsulConfig returns the config of an agent in dataDir with the binary ConsulBinary
@@ -113,6 +116,19 @@ func (c ConsulConfig) Validate() error {
 	if !consulNameRe.MatchString(strings.ToLower(c.NodeName)) {
 		return invalid("consul: NodeName %q must be letters, digits, '-' or '_'", c.NodeName)
 	}
+	seen := map[string]bool{RoleManagement: true, RoleAgent: true}
+	for _, r := range c.Roles {
+		if !consulNameRe.MatchString(r.Name) {
+			return invalid("consul: Roles: name %q must be lower-case letters, digits, '-' or '_'", r.Name)
+		}
+		if seen[r.Name] {
+			return invalid("consul: Roles: %q is reserved or given twice", r.Name)
+		}
+		seen[r.Name] = true
+		if strings.TrimSpace(r.Rules) == "" {
+			return invalid("consul: Roles: %s has no rules", r.Name)
+		}
+	}
 	if c.Bin == "" {
 		_, err := ConsulBinary()
 		return fmt.Errorf("consul: Bin is empty and no binary was found: %w", err)
@@ -137,7 +153,8 @@ type Consul struct {
 
 // StartConsul starts a single-node Consul server on loopback with persistent data in
 // cfg.DataDir, in its own session so that it outlives the caller, and returns once it has a
-// leader and serves KV reads and writes. An agent already running for that folder is reused.
+// leader, serves KV reads and writes, and has every role's policy and token (ACLs on, default
+// deny; see consulacl.go). An agent already running for that folder is reused, tokens included.
 func StartConsul(ctx context.Context, cfg ConsulConfig, log *slog.Logger) (*Consul, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -179,7 +196,7 @@ func (c *Consul) startLocked(ctx context.Context) error {
 			return serverError("consul", "reuse", c.cfg.HTTPPort, c.LogFile(), fmt.Errorf("running (pid %d) but not ready: %w", pid, err))
 		}
 		c.log.Info("reusing running consul", "http_port", c.cfg.HTTPPort, "pid", pid)
-		return nil
+		return c.ensureACL(ctx)
 	}
 
 	want := c.cfg
@@ -191,7 +208,7 @@ func (c *Consul) startLocked(ctx context.Context) error {
 		logStart := fileSize(c.LogFile())
 		err = c.spawn(ctx)
 		if err == nil {
-			return nil
+			return c.ensureACL(ctx)
 		}
 		if !auto || attempt == 3 || !isPortClash(logSince(c.LogFile(), logStart)) {
 			return err
@@ -285,7 +302,20 @@ func readConsulPorts(path string) (consulPorts, error) {
 // -dev itself (the internal `consul.raft` block) cannot be set from a config file: Consul merges
 // its own defaults for them after every user source. So an election, on every start, takes
 // 1-2 s (one randomised heartbeat timeout); -dev is no way out, it keeps Raft in memory.
+//
+// ACLs are on with a default policy of deny (see consulacl.go): the agent bootstraps the
+// management token from this file on its first start, and keeps its node in the catalog with the
+// agent token. Tokens set later through the agent's API (consul acl set-agent-token) persist in
+// the data folder and win over this file's.
 func (c *Consul) agentConfig() ([]byte, error) {
+	mgmt, err := c.managementToken()
+	if err != nil {
+		return nil, fmt.Errorf("management token: %w", err)
+	}
+	agent, err := secret(ConsulTokenFile(c.cfg.DataDir, RoleAgent))
+	if err != nil {
+		return nil, fmt.Errorf("agent token: %w", err)
+	}
 	conf := map[string]any{
 		"datacenter":       c.cfg.Datacenter,
 		"node_name":        c.cfg.NodeName,
@@ -309,6 +339,13 @@ func (c *Consul) agentConfig() ([]byte, error) {
 		// A single server has no cluster to be stale against; the default (7 days) would make a
 		// local cluster that sat stopped for a week refuse to start.
 		"server_rejoin_age_max": "87600h",
+		"acl": map[string]any{
+			"enabled":                  true,
+			"default_policy":           "deny",
+			"down_policy":              "extend-cache",
+			"enable_token_persistence": true,
+			"tokens":                   map[string]any{"initial_management": mgmt, "agent": agent},
+		},
 	}
 	return json.MarshalIndent(conf, "", "  ")
 }
@@ -396,11 +433,17 @@ func (c *Consul) ready(ctx context.Context) error {
 	return nil
 }
 
+// do sends a request with the management token.
 func (c *Consul) do(ctx context.Context, method, path string, body io.Reader) ([]byte, error) {
 	req, err := http.NewRequestWithContext(ctx, method, "http://"+c.HTTPAddr()+path, body)
 	if err != nil {
 		return nil, err
 	}
+	mgmt, err := c.managementToken()
+	if err != nil {
+		return nil, giveUp{fmt.Errorf("management token: %w", err)}
+	}
+	req.Header.Set("X-Consul-Token", mgmt)
 	resp, err := c.http.Do(req)
 	if err != nil {
 		return nil, err

@@ -117,7 +117,7 @@ func startTestConsul(t *testing.T, dir string) *Consul {
 
 func consulKV(t *testing.T, c *Consul) *api.KV {
 	t.Helper()
-	client, err := api.NewClient(&api.Config{Address: c.HTTPAddr()})
+	client, err := c.Client(RoleManagement)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,6 +10,10 @@
 // folder whose server is alive and answering reuses it instead of starting a second one. Port 0 means "the port this folder used last time if it is
 // free, else any free port", so a stopped cluster comes back on the same addresses.
 //
+// Consul runs with ACLs on and a default policy of deny, with a token per role kept in its data
+// folder (tokens/<role>.token): both the local cluster and the tests talk to it as the component
+// they are (consulacl.go, docs/security.md).
+//
 // PostgreSQL refuses to run as root. When the caller is root, initdb, pg_ctl and the postmaster run
 // as the unprivileged `postgres` system user (created if missing) and the data folder is handed to
 // that user; its ancestors get o+x (search, not read) where that user could not pass.

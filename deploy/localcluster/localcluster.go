@@ -15,13 +15,14 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"text/tabwriter"
 	"time"
 
-	consul "github.com/hashicorp/consul/api"
-
 	"github.com/8thdegree/meridian/deploy/local"
 	"github.com/8thdegree/meridian/shardmgr/migrate"
+	"github.com/8thdegree/meridian/shardmgr/move"
+	"github.com/8thdegree/meridian/shardmgr/shardlock"
 	"github.com/8thdegree/meridian/shardmgr/shardpool"
 	"github.com/8thdegree/meridian/shardmgr/topology"
 	"github.com/8thdegree/meridian/shardmgr/topostore"
@@ -148,9 +149,37 @@ func (c Config) redisConfig(region string, port int) local.RedisConfig {
 }
 
 func (c Config) consulConfig() local.ConsulConfig {
-	cc := local.DefaultConsulConfig(filepath.Join(c.Dir, "consul"))
+	cc := local.DefaultConsulConfig(c.consulDir())
 	cc.HTTPPort, cc.ServerPort, cc.SerfLANPort = c.ConsulHTTPPort, c.ConsulServerPort, c.ConsulSerfPort
 	return cc
+}
+
+func (c Config) consulDir() string { return filepath.Join(c.Dir, "consul") }
+
+// consulTokenFile is the file of role's Consul token (consul/tokens/<role>.token), which the programs
+// get as CONSUL_HTTP_TOKEN_FILE.
+func (c Config) consulTokenFile(role string) string {
+	return local.ConsulTokenFile(c.consulDir(), role)
+}
+
+// apiServicePrefix starts every region's API service name: routers read the services under it.
+const apiServicePrefix = "meridian-api-"
+
+// consulRoles are the cluster's Consul ACL roles over t: a router role, a node role per region that
+// may register that region's API service alone, and shardmgr's over the topology key, the shard lock
+// and the move records.
+func (c Config) consulRoles(t *topology.Topology) ([]local.ConsulRole, error) {
+	s := local.ConsulScope{
+		TopologyKey: c.TopologyKey, LockKey: shardlock.DefaultKey, MovesPrefix: move.DefaultPrefix, PinsPrefix: move.DefaultPinPrefix,
+		ServicePrefix: apiServicePrefix, NodeServices: map[string]string{},
+	}
+	for _, r := range t.Regions {
+		if !strings.HasPrefix(r.APIService, apiServicePrefix) {
+			return nil, fmt.Errorf("region %s: api_service %q must start with %q: the routers' Consul policy reads those services alone", r.Name, r.APIService, apiServicePrefix)
+		}
+		s.NodeServices[local.NodeRole(r.Name)] = r.APIService
+	}
+	return local.ConsulRoles(s), nil
 }
 
 // Up starts everything that is not running, creates the shard databases, applies migrations and writes
@@ -169,6 +198,10 @@ func Up(ctx context.Context, cfg Config, log *slog.Logger, out io.Writer) error 
 	}
 	pgs, redis, err := plan(topo)
 	if err != nil {
+		return err
+	}
+	ccfg := cfg.consulConfig()
+	if ccfg.Roles, err = cfg.consulRoles(topo); err != nil {
 		return err
 	}
 	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
@@ -193,15 +226,13 @@ func Up(ctx context.Context, cfg Config, log *slog.Logger, out io.Writer) error 
 			return fmt.Errorf("region %s: %w", r.Name, err)
 		}
 	}
-	fmt.Fprintln(out, "starting Consul...")
-	agent, err := local.StartConsul(ctx, cfg.consulConfig(), log)
+	fmt.Fprintln(out, "starting Consul (ACLs on, default deny; a token per role in "+filepath.Join(cfg.consulDir(), "tokens")+")...")
+	agent, err := local.StartConsul(ctx, ccfg, log)
 	if err != nil {
 		return err
 	}
-
-	ccfg := consul.DefaultConfig()
-	ccfg.Address = agent.HTTPAddr()
-	client, err := consul.NewClient(ccfg)
+	// Up writes the topology and waits for the nodes as shardmgr would.
+	client, err := agent.Client(local.RoleShardmgr)
 	if err != nil {
 		return err
 	}
@@ -320,7 +351,7 @@ func printSummary(out io.Writer, cfg Config, t *topology.Topology, consulAddr st
 	}
 	tw.Flush()
 	fmt.Fprintf(out, `
-Consul:  http://%[1]s  (topology at key %[2]s)
+Consul:  http://%[1]s  (topology at key %[2]s; ACLs on, a token per role in %[6]s)
 Data:    %[3]s
 
 Use it through any edge router (each sends every request to the caller's home region):
@@ -340,6 +371,7 @@ Mail (verification links) is delivered to %[3]s/mail, one .eml file per message:
 
 Operate it:
   export CONSUL_HTTP_ADDR=%[1]s
+  export CONSUL_HTTP_TOKEN_FILE=%[7]s
   go run ./cmd/shardmgr status            # regions, shards, keyranges, rows and bytes
   go run ./cmd/shardmgr topology show     # the topology document (add -o json)
   go run ./cmd/shardmgr migrate status    # schema version of every shard
@@ -349,7 +381,7 @@ Operate it:
   psql "postgres://meridian@127.0.0.1:15432/meridian_us_east_1"   # a shard, by hand
   # adding a shard, splitting, moving and rebalancing online: docs/rebalancing.md and docs/moves.md
 Stop everything with: ./scripts/down.sh
-`, consulAddr, cfg.TopologyKey, cfg.Dir, cfg.RouterPort(0), DemoPassword)
+`, consulAddr, cfg.TopologyKey, cfg.Dir, cfg.RouterPort(0), DemoPassword, filepath.Join(cfg.consulDir(), "tokens"), cfg.consulTokenFile(local.RoleShardmgr))
 }
 
 // Down stops every server of the cluster in cfg.Dir. Data stays on disk; the next Up reuses it.

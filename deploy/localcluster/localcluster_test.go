@@ -82,11 +82,35 @@ func TestUpDown(t *testing.T) {
 			t.Errorf("up output lacks %q:\n%s", want, out.String())
 		}
 	}
-	ccfg := consul.DefaultConfig()
-	ccfg.Address = fmt.Sprintf("127.0.0.1:%d", cfg.ConsulHTTPPort)
-	client, err := consul.NewClient(ccfg)
+	// The SRE's way in: the shardmgr token file the summary names.
+	shardmgrToken := filepath.Join(cfg.Dir, "consul", "tokens", "shardmgr.token")
+	if !strings.Contains(out.String(), "export CONSUL_HTTP_TOKEN_FILE="+shardmgrToken) {
+		t.Errorf("up output does not name the shardmgr token file:\n%s", out.String())
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", cfg.ConsulHTTPPort)
+	client, err := consul.NewClient(&consul.Config{Address: addr, TokenFile: shardmgrToken})
 	if err != nil {
 		t.Fatal(err)
+	}
+	// Consul answers no one without a token, and the routers' token cannot rewrite the topology
+	// nor pose as a region's API nodes.
+	anon, err := consul.NewClient(&consul.Config{Address: addr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := anon.KV().Get(cfg.TopologyKey, nil); err == nil || !strings.Contains(err.Error(), "403") {
+		t.Errorf("anonymous topology read: %v, want 403", err)
+	}
+	router, err := consul.NewClient(&consul.Config{Address: addr, TokenFile: filepath.Join(cfg.Dir, "consul", "tokens", "router.token")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := router.KV().Put(&consul.KVPair{Key: cfg.TopologyKey, Value: []byte("{}")}, nil); err == nil || !strings.Contains(err.Error(), "403") {
+		t.Errorf("router topology write: %v, want 403", err)
+	}
+	fake := &consul.AgentServiceRegistration{ID: "fake", Name: topo.Regions[0].APIService, Address: "127.0.0.1", Port: 1}
+	if err := router.Agent().ServiceRegister(fake); err == nil || !strings.Contains(err.Error(), "403") {
+		t.Errorf("router registers %s: %v, want 403", fake.Name, err)
 	}
 	got, _, err := topostore.NewStore(client, cfg.TopologyKey).Load(ctx)
 	if err != nil {
@@ -176,6 +200,22 @@ func TestUpRefusesABadTopologyAndStartsNothing(t *testing.T) {
 	err := Up(context.Background(), cfg, nil, &out)
 	if err == nil || !strings.Contains(err.Error(), "at least one region") {
 		t.Fatalf("up with a bad topology: %v", err)
+	}
+	if _, statErr := os.Stat(cfg.Dir); !os.IsNotExist(statErr) {
+		t.Fatalf("up created %s although the topology was refused", cfg.Dir)
+	}
+	// An API service the routers' Consul policy would not cover.
+	topo := topology.Example()
+	topo.Regions[1].APIService = "edge-eu-west"
+	data, err := topo.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(cfg.TopologyFile, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := Up(context.Background(), cfg, nil, &out); err == nil || !strings.Contains(err.Error(), `must start with "meridian-api-"`) {
+		t.Fatalf("up with a service outside meridian-api-: %v", err)
 	}
 	if _, statErr := os.Stat(cfg.Dir); !os.IsNotExist(statErr) {
 		t.Fatalf("up created %s although the topology was refused", cfg.Dir)

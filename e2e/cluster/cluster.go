@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/8thdegree/meridian/api"
+	"github.com/8thdegree/meridian/deploy/local"
 	"github.com/8thdegree/meridian/deploy/local/fixture"
 	"github.com/8thdegree/meridian/internal/ratelimit"
 	"github.com/8thdegree/meridian/router"
@@ -31,7 +32,11 @@ import (
 type Cluster struct {
 	Topology   *topology.Topology
 	ConsulAddr string
-	Key        string
+	// ConsulAgent is the test Consul: nodes and routers get their roles' tokens from it, and tests
+	// that act as shardmgr take testenv.ConsulClient(tb, c.ConsulAgent, local.RoleShardmgr) and
+	// ConsulAgent.TokenFile(local.RoleShardmgr).
+	ConsulAgent *local.Consul
+	Key         string
 	// Nodes maps a region to its node's base URL.
 	Nodes map[string]string
 	// DSN maps a shard to a connection string for direct queries (the baseline).
@@ -61,7 +66,7 @@ const (
 func Start(tb testing.TB, regions ...string) *Cluster {
 	tb.Helper()
 	fx := fixture.New(tb, fixture.Options{Shards: true, MaxConns: 32, Consul: true})
-	c := &Cluster{Topology: fx.Topology, ConsulAddr: fx.ConsulAddr, Key: fx.Key, Nodes: map[string]string{}, DSN: fx.DSN, KeyDir: fx.KeyDir(tb), fx: fx, stops: map[string][]func(){},
+	c := &Cluster{Topology: fx.Topology, ConsulAddr: fx.ConsulAddr, ConsulAgent: fx.ConsulAgent, Key: fx.Key, Nodes: map[string]string{}, DSN: fx.DSN, KeyDir: fx.KeyDir(tb), fx: fx, stops: map[string][]func(){},
 		MailDir: tb.TempDir(), Google: startOIDCProvider(tb)}
 	if len(regions) == 0 {
 		for _, r := range c.Topology.Regions {
@@ -116,9 +121,13 @@ func (c *Cluster) StartNode(tb testing.TB, region string) string {
 	if err != nil {
 		tb.Fatal(err)
 	}
+	token, err := c.ConsulAgent.Token(local.RoleNode)
+	if err != nil {
+		tb.Fatal(err)
+	}
 	cfg := api.Config{
 		Region: region, Listen: ln.Addr().String(), RegisterService: true,
-		ConsulAddr: c.ConsulAddr, TopologyKey: c.Key, TopologyCache: filepath.Join(tb.TempDir(), "topology.json"),
+		ConsulAddr: c.ConsulAddr, ConsulToken: api.Secret(token), TopologyKey: c.Key, TopologyCache: filepath.Join(tb.TempDir(), "topology.json"),
 		TokenIssuer: TokenIssuer, TokenAudience: TokenAudience, AccessTTL: 15 * time.Minute, RefreshTTL: 24 * time.Hour, SessionMaxAge: 48 * time.Hour,
 		SigningKeyDir: c.KeyDir, InternalToken: "bench-internal-token-0123", EmailPepper: "bench-pepper-0123456789",
 		StateKey: "bench-state-key-0123456789", PublicURL: PublicURL, FreezeWait: 2 * time.Second,
@@ -168,6 +177,7 @@ func (c *Cluster) StartRouter(tb testing.TB, region string, mutate func(*router.
 	cfg := router.DefaultConfig()
 	cfg.Region = region
 	cfg.ConsulAddr, cfg.TopologyKey, cfg.RedisAddr = c.ConsulAddr, c.Key, c.fx.RedisAddr
+	cfg.ConsulTokenFile = c.ConsulAgent.TokenFile(local.RoleRouter)
 	cfg.TokenIssuer, cfg.TokenAudience = TokenIssuer, TokenAudience
 	cfg.IPLimit = ratelimit.Limit{Rate: 1_000_000, Period: time.Second, Burst: 1_000_000}
 	cfg.PrincipalLimit = cfg.IPLimit

@@ -10,6 +10,7 @@ import (
 
 	consul "github.com/hashicorp/consul/api"
 
+	"github.com/8thdegree/meridian/deploy/local"
 	"github.com/8thdegree/meridian/deploy/local/testenv"
 	"github.com/8thdegree/meridian/shardmgr/topology"
 )
@@ -67,10 +68,7 @@ func TestNodesUsesTheServiceAddressElseTheNode(t *testing.T) {
 // stops following a region that leaves the topology.
 func TestFollowsConsul(t *testing.T) {
 	c := testenv.Consul(t)
-	client, err := consul.NewClient(&consul.Config{Address: c.HTTPAddr()})
-	if err != nil {
-		t.Fatal(err)
-	}
+	client := testenv.ConsulClient(t, c, local.RoleNode) // registers the nodes
 	prefix := fmt.Sprintf("disc-%d", time.Now().UnixNano()%1_000_000_000)
 	topo := topology.Example()
 	for i := range topo.Regions {
@@ -94,7 +92,8 @@ func TestFollowsConsul(t *testing.T) {
 	var mu sync.Mutex
 	updates := map[string]int{}
 	cfg := DefaultConfig()
-	cfg.Consul, cfg.WaitTime = client, 2*time.Second
+	// The watcher reads as a router does.
+	cfg.Consul, cfg.WaitTime = testenv.ConsulClient(t, c, local.RoleRouter), 2*time.Second
 	cfg.OnUpdate = func(s Snapshot) {
 		mu.Lock()
 		updates[s.Name]++

@@ -31,7 +31,9 @@ import (
 
 	consul "github.com/hashicorp/consul/api"
 
+	"github.com/8thdegree/meridian/deploy/local"
 	"github.com/8thdegree/meridian/deploy/local/fixture"
+	"github.com/8thdegree/meridian/deploy/local/testenv"
 	"github.com/8thdegree/meridian/internal/accesstoken"
 	"github.com/8thdegree/meridian/internal/ratelimit"
 	"github.com/8thdegree/meridian/internal/tokenissue"
@@ -60,9 +62,12 @@ type Options struct {
 
 // Env is one test's world: Consul, Redis, topology, keys and nodes.
 type Env struct {
-	Consul     *consul.Client
-	ConsulAddr string
-	RedisAddr  string
+	// Consul is a client of the test Consul as the API nodes (local.RoleNode): the stand-in nodes
+	// register with it. Routers get the router role's token (DefaultRouterConfig).
+	Consul      *consul.Client
+	ConsulAgent *local.Consul
+	ConsulAddr  string
+	RedisAddr   string
 	// Key is the Consul KV key of the topology.
 	Key string
 	// Prefix makes the test's Consul names unique.
@@ -91,7 +96,7 @@ func New(t testing.TB, opts Options) *Env {
 	}
 	fx := fixture.New(t, fixture.Options{Consul: true})
 	e := &Env{
-		Consul: fx.Consul, ConsulAddr: fx.ConsulAddr, RedisAddr: fx.RedisAddr,
+		Consul: testenv.ConsulClient(t, fx.ConsulAgent, local.RoleNode), ConsulAgent: fx.ConsulAgent, ConsulAddr: fx.ConsulAddr, RedisAddr: fx.RedisAddr,
 		Key: fx.Key, Prefix: fx.Prefix,
 		Keys: fx.Keys, Tokens: fx.Tokens(t, tokenissue.Config{TTL: time.Hour}, nil), IDs: shardkey.NewGenerator(nil, nil),
 		verifier: fx.Verifier(t, accesstoken.Config{}, nil),
@@ -396,7 +401,7 @@ type Router struct {
 func (e *Env) DefaultRouterConfig(region string) router.Config {
 	cfg := router.DefaultConfig()
 	cfg.Region = region
-	cfg.ConsulAddr = e.ConsulAddr
+	cfg.ConsulAddr, cfg.ConsulTokenFile = e.ConsulAddr, e.ConsulAgent.TokenFile(local.RoleRouter)
 	cfg.TopologyKey = e.Key
 	cfg.RedisAddr = e.RedisAddr
 	cfg.TokenIssuer, cfg.TokenAudience = Issuer, Audience

@@ -49,10 +49,13 @@ type Env struct {
 
 type options struct {
 	consulAddr string
-	key        string
-	output     string
-	timeout    time.Duration
-	verbose    bool
+	// consulTokenFile and consulToken are the Consul ACL token's file and the token itself.
+	consulTokenFile string
+	consulToken     string
+	key             string
+	output          string
+	timeout         time.Duration
+	verbose         bool
 	// lockKey is the shard lock (shardlock) and movesPrefix the move records' KV prefix.
 	lockKey     string
 	movesPrefix string
@@ -81,6 +84,10 @@ func Run(ctx context.Context, args []string, env Env) int {
 		return ExitOK
 	}
 	fmt.Fprintf(env.Stderr, "shardmgr: %v\n", err)
+	if msg := err.Error(); strings.Contains(msg, "Permission denied") || strings.Contains(msg, "ACL not found") {
+		fmt.Fprintln(env.Stderr, "Consul refused the token: shardmgr needs one with the shardmgr policy, e.g. "+
+			"export CONSUL_HTTP_TOKEN_FILE=.local-cluster/consul/tokens/shardmgr.token for the local cluster (docs/security.md#consul).")
+	}
 	var ue usageError
 	if errors.As(err, &ue) || isCobraUsageError(err) {
 		fmt.Fprintln(env.Stderr, "Run 'shardmgr --help' for usage.")
@@ -101,7 +108,7 @@ func isCobraUsageError(err error) bool {
 }
 
 func newRoot(env Env) (*cobra.Command, *options) {
-	o := &options{}
+	o := &options{consulToken: env.Getenv("CONSUL_HTTP_TOKEN")}
 	defConsul := env.Getenv("CONSUL_HTTP_ADDR")
 	if defConsul == "" {
 		defConsul = "127.0.0.1:8500"
@@ -145,6 +152,7 @@ func newRoot(env Env) (*cobra.Command, *options) {
 	}
 	pf := root.PersistentFlags()
 	pf.StringVar(&o.consulAddr, "consul", defConsul, "Consul HTTP address (env CONSUL_HTTP_ADDR)")
+	pf.StringVar(&o.consulTokenFile, "consul-token-file", env.Getenv("CONSUL_HTTP_TOKEN_FILE"), "file holding the Consul ACL token, with the shardmgr role's policy (env CONSUL_HTTP_TOKEN_FILE; or the token in CONSUL_HTTP_TOKEN)")
 	pf.StringVar(&o.key, "key", defKey, "Consul KV key of the topology document (env MERIDIAN_TOPOLOGY_KEY)")
 	pf.StringVarP(&o.output, "output", "o", "table", "output format: table or json")
 	pf.DurationVar(&o.timeout, "timeout", 30*time.Second, "deadline for the whole command")
@@ -180,6 +188,16 @@ func (o *options) consulClient() (*consul.Client, error) {
 	}
 	cfg := consul.DefaultConfig()
 	cfg.Address = o.consulAddr
+	if o.consulToken != "" {
+		cfg.Token = o.consulToken
+	}
+	// The file wins over the token, as in Consul's own CLI.
+	if o.consulTokenFile != "" {
+		if _, err := os.ReadFile(o.consulTokenFile); err != nil {
+			return nil, usagef("--consul-token-file (env CONSUL_HTTP_TOKEN_FILE): %v", err)
+		}
+		cfg.TokenFile = o.consulTokenFile
+	}
 	o.transport = cleanhttp.DefaultPooledTransport()
 	cfg.Transport = o.transport
 	c, err := consul.NewClient(cfg)

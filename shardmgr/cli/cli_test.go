@@ -15,6 +15,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/8thdegree/meridian/deploy/local"
 	"github.com/8thdegree/meridian/deploy/local/testenv"
 	"github.com/8thdegree/meridian/shardmgr/topology"
 )
@@ -93,6 +94,8 @@ type fixture struct {
 	env  map[string]string
 	file string // topology file pointing at the test's databases
 	topo *topology.Topology
+	// agent is the test Consul; env holds its shardmgr token file.
+	agent *local.Consul
 }
 
 func newFixture(t *testing.T) fixture {
@@ -116,7 +119,8 @@ func newFixture(t *testing.T) fixture {
 		t.Fatal(err)
 	}
 	key := "test/" + strings.NewReplacer("/", "-", " ", "-").Replace(t.Name()) + "/topology"
-	return fixture{env: map[string]string{"CONSUL_HTTP_ADDR": agent.HTTPAddr(), "MERIDIAN_TOPOLOGY_KEY": key}, file: file, topo: topo}
+	env := map[string]string{"CONSUL_HTTP_ADDR": agent.HTTPAddr(), "CONSUL_HTTP_TOKEN_FILE": agent.TokenFile(local.RoleShardmgr), "MERIDIAN_TOPOLOGY_KEY": key}
+	return fixture{env: env, agent: agent, file: file, topo: topo}
 }
 
 func TestUsageErrors(t *testing.T) {
@@ -147,6 +151,29 @@ func TestConsulUnreachable(t *testing.T) {
 	r := shardmgr(t, map[string]string{"CONSUL_HTTP_ADDR": "127.0.0.1:1"}, "--timeout", "2s", "topology", "show")
 	if r.code != ExitError || !strings.Contains(r.stderr, "127.0.0.1:1") {
 		t.Fatalf("exit %d, stderr %q", r.code, r.stderr)
+	}
+}
+
+// Consul runs with ACLs on: without a token, or with a router's, shardmgr changes nothing and says
+// which token it needs.
+func TestConsulToken(t *testing.T) {
+	f := newFixture(t)
+	for name, env := range map[string]map[string]string{
+		"no token":     {"CONSUL_HTTP_ADDR": f.env["CONSUL_HTTP_ADDR"], "MERIDIAN_TOPOLOGY_KEY": f.env["MERIDIAN_TOPOLOGY_KEY"]},
+		"router token": {"CONSUL_HTTP_ADDR": f.env["CONSUL_HTTP_ADDR"], "MERIDIAN_TOPOLOGY_KEY": f.env["MERIDIAN_TOPOLOGY_KEY"], "CONSUL_HTTP_TOKEN_FILE": f.agent.TokenFile(local.RoleRouter)},
+	} {
+		r := shardmgr(t, env, "topology", "init", "--from", f.file)
+		if r.code != ExitError || !strings.Contains(r.stderr, "refused the token") ||
+			strings.Contains(r.stderr, "already exists") || !strings.Contains(r.stderr, "CONSUL_HTTP_TOKEN_FILE") {
+			t.Errorf("%s: topology init: exit %d, stderr %q; want a refusal naming CONSUL_HTTP_TOKEN_FILE", name, r.code, r.stderr)
+		}
+	}
+	if r := shardmgr(t, f.env, "topology", "show"); r.code != ExitError || !strings.Contains(r.stderr, "topology init") {
+		t.Errorf("the refused init wrote a topology: %+v", r)
+	}
+	missing := map[string]string{"CONSUL_HTTP_ADDR": f.env["CONSUL_HTTP_ADDR"], "CONSUL_HTTP_TOKEN_FILE": filepath.Join(t.TempDir(), "none.token")}
+	if r := shardmgr(t, missing, "topology", "show"); r.code != ExitUsage || !strings.Contains(r.stderr, "CONSUL_HTTP_TOKEN_FILE") {
+		t.Errorf("missing token file: exit %d, stderr %q", r.code, r.stderr)
 	}
 }
 

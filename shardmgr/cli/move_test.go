@@ -10,6 +10,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/8thdegree/meridian/deploy/local"
 	mfixture "github.com/8thdegree/meridian/deploy/local/fixture"
 	"github.com/8thdegree/meridian/shardmgr/move"
 )
@@ -26,10 +27,11 @@ func moveFixture(t *testing.T) (*mfixture.Fixture, map[string]string, *pgxpool.P
 	t.Helper()
 	f := mfixture.New(t, mfixture.Options{Shards: true, Consul: true})
 	env := map[string]string{
-		"CONSUL_HTTP_ADDR":      f.ConsulAddr,
-		"MERIDIAN_TOPOLOGY_KEY": f.Key,
-		"MERIDIAN_LOCK_KEY":     "meridian-test/" + f.Prefix + "/lock",
-		"MERIDIAN_MOVES_PREFIX": "meridian-test/" + f.Prefix + "/moves/",
+		"CONSUL_HTTP_ADDR":       f.ConsulAddr,
+		"CONSUL_HTTP_TOKEN_FILE": f.ConsulAgent.TokenFile(local.RoleShardmgr),
+		"MERIDIAN_TOPOLOGY_KEY":  f.Key,
+		"MERIDIAN_LOCK_KEY":      "meridian-test/" + f.Prefix + "/lock",
+		"MERIDIAN_MOVES_PREFIX":  "meridian-test/" + f.Prefix + "/moves/",
 	}
 	t.Cleanup(func() { _, _ = f.Consul.KV().DeleteTree(env["MERIDIAN_MOVES_PREFIX"], nil) })
 	ctx := context.Background()

@@ -15,6 +15,7 @@ import (
 	consul "github.com/hashicorp/consul/api"
 	"github.com/jackc/pgx/v5"
 
+	"github.com/8thdegree/meridian/deploy/local"
 	"github.com/8thdegree/meridian/deploy/local/testenv"
 	"github.com/8thdegree/meridian/shardmgr/migrate"
 	"github.com/8thdegree/meridian/shardmgr/shardlock"
@@ -194,10 +195,7 @@ func countRows(t *testing.T, dsn, table string) int64 {
 
 func consulKV(t *testing.T, f fixture) *consul.KV {
 	t.Helper()
-	c, err := consul.NewClient(&consul.Config{Address: f.env["CONSUL_HTTP_ADDR"]})
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := testenv.ConsulClient(t, f.agent, local.RoleShardmgr)
 	return c.KV()
 }
 
@@ -284,10 +282,7 @@ func TestSplit(t *testing.T) {
 	}
 
 	// Another holder of the shard lock: refused, nothing changed.
-	c, err := consul.NewClient(&consul.Config{Address: f.env["CONSUL_HTTP_ADDR"]})
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := testenv.ConsulClient(t, f.agent, local.RoleShardmgr)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	l, err := shardlock.Acquire(ctx, c, f.env["MERIDIAN_LOCK_KEY"], "test holder")
@@ -445,10 +440,7 @@ func TestPlanWeighsRequests(t *testing.T) {
 	t.Cleanup(node.Close)
 	host, port, _ := net.SplitHostPort(node.Listener.Addr().String())
 	p, _ := strconv.Atoi(port)
-	c, err := consul.NewClient(&consul.Config{Address: f.env["CONSUL_HTTP_ADDR"]})
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := testenv.ConsulClient(t, f.agent, local.RoleNode) // the stand-in node registers as nodes do
 	reg := &consul.AgentServiceRegistration{ID: topo.Regions[0].APIService + "-1", Name: topo.Regions[0].APIService, Address: host, Port: p,
 		Check: &consul.AgentServiceCheck{CheckID: topo.Regions[0].APIService + "-1-ttl", TTL: "1h", Status: consul.HealthPassing}}
 	if err := c.Agent().ServiceRegister(reg); err != nil {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/8thdegree/meridian/deploy/local"
 	localfixture "github.com/8thdegree/meridian/deploy/local/fixture"
 	"github.com/8thdegree/meridian/pkg/shardkey"
 	"github.com/8thdegree/meridian/shardmgr/topology"
@@ -28,7 +29,7 @@ type auditFixture struct {
 func newAuditFixture(t *testing.T) auditFixture {
 	t.Helper()
 	f := localfixture.New(t, localfixture.Options{Shards: true, Consul: true, MaxConns: 2})
-	a := auditFixture{f: f, env: map[string]string{"CONSUL_HTTP_ADDR": f.ConsulAddr, "MERIDIAN_TOPOLOGY_KEY": f.Key}, ids: shardkey.NewGenerator(time.Now, rand.Reader)}
+	a := auditFixture{f: f, env: map[string]string{"CONSUL_HTTP_ADDR": f.ConsulAddr, "CONSUL_HTTP_TOKEN_FILE": f.ConsulAgent.TokenFile(local.RoleShardmgr), "MERIDIAN_TOPOLOGY_KEY": f.Key}, ids: shardkey.NewGenerator(time.Now, rand.Reader)}
 	for _, kr := range f.Topology.KeyRanges {
 		sh, _ := f.Topology.Shard(kr.Shard)
 		a.putUser(t, kr.Shard, shardkey.KeyspaceID(kr.Range.Start+1), sh.Region)

@@ -16,6 +16,7 @@ import (
 
 	consul "github.com/hashicorp/consul/api"
 
+	"github.com/8thdegree/meridian/deploy/local"
 	"github.com/8thdegree/meridian/deploy/local/testenv"
 )
 
@@ -53,8 +54,10 @@ func (c *countingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 // env is a test's view of the shared Consul agent: a service name of its own and a client whose
 // requests are counted.
 type env struct {
-	t       *testing.T
+	t *testing.T
+	// c is shardmgr's client (the one fleet's functions get), node the fake nodes'.
 	c       *consul.Client
+	node    *consul.Client
 	service string
 	calls   *countingTransport
 }
@@ -63,11 +66,15 @@ func newEnv(t *testing.T) *env {
 	t.Helper()
 	agent := testenv.Consul(t)
 	calls := &countingTransport{}
-	c, err := consul.NewClient(&consul.Config{Address: agent.HTTPAddr(), HttpClient: &http.Client{Transport: calls}})
+	token, err := agent.Token(local.RoleShardmgr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &env{t: t, c: c, service: fmt.Sprintf("fleet-test-%08x", rand.Uint32()), calls: calls}
+	c, err := consul.NewClient(&consul.Config{Address: agent.HTTPAddr(), Token: token, HttpClient: &http.Client{Transport: calls}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &env{t: t, c: c, node: testenv.ConsulClient(t, agent, local.RoleNode), service: fmt.Sprintf("fleet-test-%08x", rand.Uint32()), calls: calls}
 }
 
 // register registers (or registers again) a fake node with a TTL check in status, publishing version
@@ -80,15 +87,15 @@ func (e *env) register(id, version, status string) {
 	}
 	reg := &consul.AgentServiceRegistration{ID: e.service + "-" + id, Name: e.service, Address: "127.0.0.1", Port: 9000 + len(id),
 		Meta: meta, Check: &consul.AgentServiceCheck{CheckID: e.service + "-" + id + "-ttl", TTL: "1h", Status: status}}
-	if err := e.c.Agent().ServiceRegister(reg); err != nil {
+	if err := e.node.Agent().ServiceRegister(reg); err != nil {
 		e.t.Fatal(err)
 	}
-	e.t.Cleanup(func() { _ = e.c.Agent().ServiceDeregister(reg.ID) })
+	e.t.Cleanup(func() { _ = e.node.Agent().ServiceDeregister(reg.ID) })
 }
 
 func (e *env) setStatus(id, status string) {
 	e.t.Helper()
-	if err := e.c.Agent().UpdateTTL(e.service+"-"+id+"-ttl", "", status); err != nil {
+	if err := e.node.Agent().UpdateTTL(e.service+"-"+id+"-ttl", "", status); err != nil {
 		e.t.Fatal(err)
 	}
 }
@@ -253,7 +260,7 @@ func TestRegisterAgainKeepsCheckPassing(t *testing.T) {
 	p, _ := strconv.Atoi(port)
 	reg := func(v int) {
 		t.Helper()
-		err := e.c.Agent().ServiceRegister(&consul.AgentServiceRegistration{ID: e.service + "-n", Name: e.service, Address: host, Port: p,
+		err := e.node.Agent().ServiceRegister(&consul.AgentServiceRegistration{ID: e.service + "-n", Name: e.service, Address: host, Port: p,
 			Meta:  map[string]string{VersionMeta: strconv.Itoa(v)},
 			Check: &consul.AgentServiceCheck{HTTP: srv.URL + "/readyz", Interval: "1s", Timeout: "1s", DeregisterCriticalServiceAfter: "1m"}})
 		if err != nil {
@@ -261,7 +268,7 @@ func TestRegisterAgainKeepsCheckPassing(t *testing.T) {
 		}
 	}
 	reg(1)
-	t.Cleanup(func() { _ = e.c.Agent().ServiceDeregister(e.service + "-n") })
+	t.Cleanup(func() { _ = e.node.Agent().ServiceDeregister(e.service + "-n") })
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {

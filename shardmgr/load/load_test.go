@@ -15,6 +15,7 @@ import (
 
 	consul "github.com/hashicorp/consul/api"
 
+	"github.com/8thdegree/meridian/deploy/local"
 	"github.com/8thdegree/meridian/deploy/local/testenv"
 	"github.com/8thdegree/meridian/shardmgr/fleet"
 	"github.com/8thdegree/meridian/shardmgr/topology"
@@ -118,10 +119,8 @@ func TestSumAndSince(t *testing.T) {
 // a node's /metrics text; a critical node is not scraped; a node whose /metrics fails is reported.
 func TestCollect(t *testing.T) {
 	agent := testenv.Consul(t)
-	c, err := consul.NewClient(&consul.Config{Address: agent.HTTPAddr()})
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := testenv.ConsulClient(t, agent, local.RoleShardmgr)
+	node := testenv.ConsulClient(t, agent, local.RoleNode) // registers the fake nodes
 	prefix := fmt.Sprintf("load-test-%08x", rand.Uint32())
 	topo := topology.Example()
 	for i := range topo.Regions {
@@ -148,10 +147,10 @@ func TestCollect(t *testing.T) {
 		svc, _ := topo.Region(region)
 		reg := &consul.AgentServiceRegistration{ID: prefix + "-" + id, Name: svc.APIService, Address: host, Port: p,
 			Check: &consul.AgentServiceCheck{CheckID: prefix + "-" + id + "-ttl", TTL: "1h", Status: status}}
-		if err := c.Agent().ServiceRegister(reg); err != nil {
+		if err := node.Agent().ServiceRegister(reg); err != nil {
 			t.Fatal(err)
 		}
-		t.Cleanup(func() { _ = c.Agent().ServiceDeregister(reg.ID) })
+		t.Cleanup(func() { _ = node.Agent().ServiceDeregister(reg.ID) })
 	}
 	register("us-east", "e1", consul.HealthPassing, metricsServer(t, map[string]Counts{ek + "@" + east.Shard.Name: {Reads: 10, Writes: 3}}))
 	register("us-east", "e2", consul.HealthPassing, metricsServer(t, map[string]Counts{ek + "@" + east.Shard.Name: {Reads: 5}}))

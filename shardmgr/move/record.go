@@ -13,6 +13,7 @@ import (
 
 	"github.com/8thdegree/meridian/pkg/shardkey"
 	"github.com/8thdegree/meridian/shardmgr/shardlock"
+	"github.com/8thdegree/meridian/shardmgr/topostore"
 )
 
 // DefaultPrefix is the Consul KV prefix of the move records: meridian/moves/<id>.
@@ -233,13 +234,10 @@ func (s records) putValue(ctx context.Context, id string, v any, index uint64, l
 		return 0, fmt.Errorf("move: writing %s: %w", s.key(id), err)
 	}
 	if !ok {
-		var why []string
-		if resp != nil {
-			for _, e := range resp.Errors {
-				why = append(why, e.What)
-			}
+		if topostore.TxnDenied(resp) {
+			return 0, fmt.Errorf("move: writing %s: Consul refused the token (shardmgr's role writes the move and pin records): %s", s.key(id), topostore.TxnErrors(resp))
 		}
-		return 0, fmt.Errorf("%w: %s (%s)", errRecordConflict, s.key(id), strings.Join(why, "; "))
+		return 0, fmt.Errorf("%w: %s (%s)", errRecordConflict, s.key(id), topostore.TxnErrors(resp))
 	}
 	for _, r := range resp.Results {
 		if r.KV != nil && r.KV.Key == s.key(id) {

@@ -11,6 +11,7 @@ import (
 
 	consul "github.com/hashicorp/consul/api"
 
+	"github.com/8thdegree/meridian/deploy/local"
 	"github.com/8thdegree/meridian/deploy/local/testenv"
 	"github.com/8thdegree/meridian/shardmgr/shardlock"
 )
@@ -20,11 +21,7 @@ func TestMain(m *testing.M) { testenv.Main(m) }
 func client(t *testing.T) *consul.Client {
 	t.Helper()
 	agent := testenv.Consul(t)
-	c, err := consul.NewClient(&consul.Config{Address: agent.HTTPAddr()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
+	return testenv.ConsulClient(t, agent, local.RoleShardmgr)
 }
 
 func uniqueKey(t *testing.T) string {

@@ -26,11 +26,8 @@ func consulClient(t testing.TB, agent *local.Consul) *api.Client {
 	if agent == nil {
 		agent = testenv.Consul(t)
 	}
-	c, err := api.NewClient(&api.Config{Address: agent.HTTPAddr()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
+	// shardmgr's role: the tests write topologies as it does, and read them as routers do.
+	return testenv.ConsulClient(t, agent, local.RoleShardmgr)
 }
 
 // uniqueKey returns a KV key no other test (or earlier run against a reused agent) uses.

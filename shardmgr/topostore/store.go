@@ -33,6 +33,9 @@ var (
 	ErrStale = errors.New("topostore: topology version is stale")
 	// ErrTooLarge means the encoded document exceeds MaxDocumentSize.
 	ErrTooLarge = errors.New("topostore: topology document too large")
+	// ErrDenied means Consul's ACLs refused the write: the client's token may not write the key
+	// (only shardmgr's role may; docs/security.md).
+	ErrDenied = errors.New("topostore: Consul refused the token")
 )
 
 // Modify's retry budget. Contention on the topology is rare (SRE operations and moves, which also
@@ -202,18 +205,42 @@ func (s *Store) cas(ctx context.Context, data []byte, index uint64) (uint64, err
 		return 0, err
 	}
 	if !ok {
-		var why []string
-		if resp != nil {
-			for _, e := range resp.Errors {
-				why = append(why, e.What)
-			}
+		why := TxnErrors(resp)
+		if TxnDenied(resp) {
+			return 0, fmt.Errorf("%w: writing %s: %s", ErrDenied, s.key, why)
 		}
-		return 0, fmt.Errorf("%w: check-and-set on index %d failed: %s", ErrConflict, index, strings.Join(why, "; "))
+		return 0, fmt.Errorf("%w: check-and-set on index %d failed: %s", ErrConflict, index, why)
 	}
 	if resp == nil || len(resp.Results) != 1 || resp.Results[0].KV == nil {
 		return 0, errors.New("check-and-set succeeded but Consul returned no key in the transaction result")
 	}
 	return resp.Results[0].KV.ModifyIndex, nil
+}
+
+// TxnDenied reports whether a transaction failed because ACLs refused one of its operations: Consul
+// answers that inside the transaction's errors (HTTP 409), not with a 403.
+func TxnDenied(resp *api.TxnResponse) bool {
+	if resp == nil {
+		return false
+	}
+	for _, e := range resp.Errors {
+		if strings.Contains(e.What, "Permission denied") || strings.Contains(e.What, "ACL not found") {
+			return true
+		}
+	}
+	return false
+}
+
+// TxnErrors joins a failed transaction's errors.
+func TxnErrors(resp *api.TxnResponse) string {
+	if resp == nil {
+		return ""
+	}
+	var why []string
+	for _, e := range resp.Errors {
+		why = append(why, e.What)
+	}
+	return strings.Join(why, "; ")
 }
 
 func (s *Store) stamp() time.Time {

@@ -10,6 +10,8 @@ import (
 
 	"github.com/hashicorp/consul/api"
 
+	"github.com/8thdegree/meridian/deploy/local"
+	"github.com/8thdegree/meridian/deploy/local/testenv"
 	"github.com/8thdegree/meridian/pkg/shardkey"
 	"github.com/8thdegree/meridian/shardmgr/topology"
 	"github.com/8thdegree/meridian/shardmgr/topostore"
@@ -321,5 +323,39 @@ func TestStoreModifyAborts(t *testing.T) {
 	missing := topostore.NewStore(c, uniqueKey(t))
 	if _, err := missing.Modify(ctx, func(*topology.Topology) error { return nil }); !errors.Is(err, topostore.ErrNotFound) {
 		t.Fatalf("Modify of an absent key = %v, want ErrNotFound", err)
+	}
+}
+
+// Only shardmgr's role writes the topology: a router's or a node's token is refused with ErrDenied
+// (not reported as a conflict, nor retried), and nothing is written.
+func TestStoreWriteDeniedByACL(t *testing.T) {
+	ctx := context.Background()
+	c := consulClient(t, nil)
+	key := uniqueKey(t)
+	agent := testenv.Consul(t)
+	for _, role := range []string{local.RoleRouter, local.RoleNode} {
+		s := topostore.NewStore(testenv.ConsulClient(t, agent, role), key)
+		if _, err := s.Create(ctx, example(1)); !errors.Is(err, topostore.ErrDenied) || errors.Is(err, topostore.ErrConflict) {
+			t.Errorf("%s: Create = %v, want ErrDenied", role, err)
+		}
+		if p := rawKV(t, c, key); p != nil {
+			t.Fatalf("%s: a refused Create wrote %s", role, p.Value)
+		}
+	}
+	idx, err := topostore.NewStore(c, key).Create(ctx, example(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := topostore.NewStore(testenv.ConsulClient(t, agent, local.RoleRouter), key)
+	got, _, err := s.Load(ctx)
+	if err != nil {
+		t.Fatalf("a router reads the topology: %v", err)
+	}
+	_, err = s.Modify(ctx, func(t *topology.Topology) error { t.KeyRanges[0].State = topology.Frozen; return nil })
+	if !errors.Is(err, topostore.ErrDenied) {
+		t.Errorf("router Modify = %v, want ErrDenied", err)
+	}
+	if _, err := s.Update(ctx, got, idx); !errors.Is(err, topostore.ErrDenied) {
+		t.Errorf("router Update = %v, want ErrDenied", err)
 	}
 }

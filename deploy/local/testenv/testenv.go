@@ -13,7 +13,22 @@
 //	}
 //
 // Tests that take Consul away and bring it back use NewConsul, which gives them an agent of
-// their own. With -short every helper skips the test; without it, a server that cannot start
+// their own.
+//
+// Consul runs as the local cluster runs it: ACLs on, default deny, a token per role (see
+// deploy/local's ConsulRoles). A client without a token can do nothing, so a test talks to Consul
+// as the component it plays, with ConsulClient:
+//
+//	router := testenv.ConsulClient(t, consul, local.RoleRouter)     // reads topology and health
+//	node := testenv.ConsulClient(t, consul, local.RoleNode)         // and registers services
+//	shardmgr := testenv.ConsulClient(t, consul, local.RoleShardmgr) // writes KV, holds locks
+//
+// and hands a process under test the role's token file (consul.TokenFile(role)) as
+// CONSUL_HTTP_TOKEN_FILE. Never consul.NewClient(&consul.Config{Address: agent.HTTPAddr()}): that
+// client is anonymous and denied. Tests pick their own KV keys and service names, so the roles'
+// policies here cover every key and every service (TestConsulScope); what each role may do (read,
+// register services, write KV, create sessions) is the cluster's. The cluster's exact scopes are
+// tested in deploy/local. With -short every helper skips the test; without it, a server that cannot start
 // (say, a binary that is not installed) fails the test with a message that says what to install.
 //
 // The servers are shared by every test in the process, so this package holds process-wide state
@@ -38,6 +53,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	consul "github.com/hashicorp/consul/api"
 
 	"github.com/8thdegree/meridian/deploy/local"
 )
@@ -314,5 +331,23 @@ func (h *harness) startConsul(name string) (*local.Consul, error) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
 	defer cancel()
-	return local.StartConsul(ctx, local.DefaultConsulConfig(filepath.Join(root, name)), h.log)
+	cfg := local.DefaultConsulConfig(filepath.Join(root, name))
+	cfg.Roles = local.ConsulRoles(TestConsulScope)
+	return local.StartConsul(ctx, cfg, h.log)
+}
+
+// TestConsulScope is the scope of the test agents' roles: every key and every service, one node
+// role (local.RoleNode) for every service, since tests choose their own names.
+var TestConsulScope = local.ConsulScope{NodeServices: map[string]string{local.RoleNode: ""}}
+
+// ConsulClient returns a client of agent c (Consul or NewConsul) that authenticates as role:
+// local.RoleRouter, local.RoleNode, local.RoleShardmgr, or local.RoleManagement for set-up that
+// no component does (ACL changes). It fails the test when c has no such role.
+func ConsulClient(t testing.TB, c *local.Consul, role string) *consul.Client {
+	t.Helper()
+	client, err := c.Client(role)
+	if err != nil {
+		t.Fatalf("testenv: consul client for %s: %v", role, err)
+	}
+	return client
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,6 +19,8 @@ import (
 	"github.com/hashicorp/consul/api"
 	"github.com/jackc/pgx/v5"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/8thdegree/meridian/deploy/local"
 )
 
 func TestMain(m *testing.M) { Main(m) }
@@ -110,10 +113,7 @@ func TestConsulIsShared(t *testing.T) {
 	if Consul(t) != c {
 		t.Fatal("second call started a second agent")
 	}
-	client, err := api.NewClient(&api.Config{Address: c.HTTPAddr()})
-	if err != nil {
-		t.Fatal(err)
-	}
+	client := ConsulClient(t, c, local.RoleShardmgr)
 	if _, err := client.KV().Put(&api.KVPair{Key: t.Name(), Value: []byte("x")}, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -123,16 +123,54 @@ func TestConsulIsShared(t *testing.T) {
 	}
 }
 
+// TestConsulRolesAreEnforced: the test agents deny as the cluster's does, so that a test whose
+// component lacks a permission fails here as it would in the cluster.
+func TestConsulRolesAreEnforced(t *testing.T) {
+	c := Consul(t)
+	key := "testenv/" + t.Name()
+	shardmgr := ConsulClient(t, c, local.RoleShardmgr)
+	if _, err := shardmgr.KV().Put(&api.KVPair{Key: key, Value: []byte("x")}, nil); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _, _ = shardmgr.KV().Delete(key, nil) })
+	denied := func(what string, err error) {
+		t.Helper()
+		var se api.StatusError
+		if !errors.As(err, &se) || se.Code != http.StatusForbidden {
+			t.Errorf("%s: %v, want 403", what, err)
+		}
+	}
+	anon, err := api.NewClient(&api.Config{Address: c.HTTPAddr()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _, err = anon.KV().Get(key, nil)
+	denied("anonymous read", err)
+	for _, role := range []string{local.RoleRouter, local.RoleNode} {
+		client := ConsulClient(t, c, role)
+		if pair, _, err := client.KV().Get(key, nil); err != nil || pair == nil {
+			t.Errorf("%s read: %v, %v", role, pair, err)
+		}
+		_, err := client.KV().Put(&api.KVPair{Key: key, Value: []byte("y")}, nil)
+		denied(role+" write", err)
+	}
+	reg := &api.AgentServiceRegistration{ID: t.Name(), Name: "testenv-" + t.Name(), Port: 1}
+	denied("router registers a service", ConsulClient(t, c, local.RoleRouter).Agent().ServiceRegister(reg))
+	node := ConsulClient(t, c, local.RoleNode)
+	if err := node.Agent().ServiceRegister(reg); err != nil {
+		t.Fatalf("node registers a service: %v", err)
+	}
+	if err := node.Agent().ServiceDeregister(reg.ID); err != nil {
+		t.Errorf("node deregisters: %v", err)
+	}
+}
+
 func TestNewConsulRestartKeepsKV(t *testing.T) {
 	c := NewConsul(t)
 	if c == Consul(t) {
 		t.Fatal("NewConsul returned the shared agent")
 	}
-	client, err := api.NewClient(&api.Config{Address: c.HTTPAddr()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	kv := client.KV()
+	kv := ConsulClient(t, c, local.RoleShardmgr).KV()
 	if _, err := kv.Put(&api.KVPair{Key: "topology", Value: []byte("v7")}, nil); err != nil {
 		t.Fatal(err)
 	}
