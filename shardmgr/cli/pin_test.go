@@ -10,6 +10,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/8thdegree/meridian/deploy/local"
 	mfixture "github.com/8thdegree/meridian/deploy/local/fixture"
 	"github.com/8thdegree/meridian/pkg/shardkey"
 )
@@ -23,11 +24,12 @@ var pinIDLine = regexp.MustCompile(`(?m)^pin ([0-9]{8}_[0-9]{6}_[0-9a-f]{4}): us
 func TestPinCommands(t *testing.T) {
 	f := mfixture.New(t, mfixture.Options{Shards: true, Consul: true})
 	env := map[string]string{
-		"CONSUL_HTTP_ADDR":      f.ConsulAddr,
-		"MERIDIAN_TOPOLOGY_KEY": f.Key,
-		"MERIDIAN_LOCK_KEY":     "meridian-test/" + f.Prefix + "/lock",
-		"MERIDIAN_MOVES_PREFIX": "meridian-test/" + f.Prefix + "/moves/",
-		"MERIDIAN_PINS_PREFIX":  "meridian-test/" + f.Prefix + "/pins/",
+		"CONSUL_HTTP_ADDR":       f.ConsulAddr,
+		"CONSUL_HTTP_TOKEN_FILE": f.ConsulAgent.TokenFile(local.RoleShardmgr),
+		"MERIDIAN_TOPOLOGY_KEY":  f.Key,
+		"MERIDIAN_LOCK_KEY":      "meridian-test/" + f.Prefix + "/lock",
+		"MERIDIAN_MOVES_PREFIX":  "meridian-test/" + f.Prefix + "/moves/",
+		"MERIDIAN_PINS_PREFIX":   "meridian-test/" + f.Prefix + "/pins/",
 	}
 	t.Cleanup(func() { _, _ = f.Consul.KV().DeleteTree("meridian-test/"+f.Prefix+"/", nil) })
 	ctx := context.Background()

@@ -114,6 +114,7 @@ func (e *pinEnv) seedUser(name string) pinUser {
 		{`INSERT INTO auth.refresh_tokens (ksid, token_hash, family_id, user_id, expires_at) VALUES ($1, $2, $3, $4, now() + interval '1 day')`, []any{kb, rnd(32), fam, ib}},
 		{`INSERT INTO auth.api_keys (ksid, id, user_id, name, key_prefix, key_hash, scopes) VALUES ($1, $2, $3, 'ci', 'mk_abc', $4, '{jobs:read,jobs:write}')`, []any{kb, rnd(20), ib, rnd(32)}},
 		{`INSERT INTO auth.oauth_identities (ksid, provider, subject, user_id, email) VALUES ($1, 'github', $2, $3, $4)`, []any{kb, name, ib, email}},
+		{`INSERT INTO auth.email_verifications (ksid, token_hash, user_id, email, expires_at) VALUES ($1, $2, $3, $4, now() + interval '1 day')`, []any{kb, rnd(32), ib, email}},
 		{`INSERT INTO core.profiles (ksid, user_id, headline, bio, skills, hourly_rate, country, available) VALUES ($1, $2, 'Go and SQL', 'bio', '{go,sql}', 42.50, 'DE', true)`, []any{kb, ib}},
 		{`INSERT INTO core.settings (ksid, user_id, locale, timezone, notifications) VALUES ($1, $2, 'de-DE', 'Europe/Berlin', '{"email": true, "digest": {"day": "mon"}}')`, []any{kb, ib}},
 		{`INSERT INTO core.jobs (ksid, id, owner_id, title, description, skills, budget_min, budget_max, currency) VALUES ($1, $2, $3, 'Build a thing', 'with care', '{go}', 100.25, 2000, 'EUR')`, []any{kb, rnd(20), ib}},
