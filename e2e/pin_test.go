@@ -10,9 +10,10 @@ import (
 	"testing"
 	"time"
 
-	consul "github.com/hashicorp/consul/api"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/8thdegree/meridian/deploy/local"
+	"github.com/8thdegree/meridian/deploy/local/testenv"
 	"github.com/8thdegree/meridian/e2e/cluster"
 	"github.com/8thdegree/meridian/pkg/shardkey"
 	"github.com/8thdegree/meridian/shardmgr/cli"
@@ -32,10 +33,7 @@ func TestE2EPinUnderLoad(t *testing.T) {
 	euRouter, _ := c.StartRouter(t, "eu-west", nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	cc, err := consul.NewClient(&consul.Config{Address: c.ConsulAddr})
-	if err != nil {
-		t.Fatal(err)
-	}
+	cc := testenv.ConsulClient(t, c.ConsulAgent, local.RoleShardmgr)
 	base := strings.TrimSuffix(c.Key, "/topology")
 	lockKey, movesPrefix, pinsPrefix := base+"/lock", base+"/moves/", base+"/pins/"
 	t.Cleanup(func() { _, _ = cc.KV().DeleteTree(pinsPrefix, nil) })
@@ -51,7 +49,7 @@ func TestE2EPinUnderLoad(t *testing.T) {
 	shardmgr := func(args ...string) (int, string) {
 		var out bytes.Buffer
 		args = append(args, "--consul", c.ConsulAddr, "--key", c.Key, "--lock-key", lockKey, "--moves-prefix", movesPrefix, "--pins-prefix", pinsPrefix)
-		code := cli.Run(ctx, args, cli.Env{Stdout: &out, Stderr: &out, Getenv: func(string) string { return "" }})
+		code := cli.Run(ctx, args, cli.Env{Stdout: &out, Stderr: &out, Getenv: shardmgrEnv(c)})
 		return code, out.String()
 	}
 
@@ -60,7 +58,7 @@ func TestE2EPinUnderLoad(t *testing.T) {
 	var users []*loadUser
 	for i := range 3 {
 		email := fmt.Sprintf("pin-%d-%d@e2e.test", i, time.Now().UnixNano())
-		reg, err := cluster.Register(hc, usRouter, email, "client", "us-east")
+		reg, err := c.RegisterVerified(hc, usRouter, email, "client", "us-east")
 		if err != nil {
 			t.Fatal(err)
 		}
