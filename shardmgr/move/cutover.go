@@ -97,6 +97,19 @@ func (s *session) tryCutover(ctx context.Context) (bool, error) {
 		_, rerr := rollback(err)
 		return false, errors.Join(err, rerr)
 	}
+	if len(m.Unsettled) > 0 {
+		// The rows verify could not settle, rechecked with the writes held and drained: they stand
+		// still now, so a difference is real. Nothing flipped: roll back and fail (resumable; the
+		// resume verifies again).
+		if err := RecheckUnsettled(bctx, s.srcDB, s.dstDB, m.KeyRange, m.Unsettled); err != nil {
+			if overran(err) {
+				return rollback(fmt.Errorf("the recheck of %d unsettled rows did not finish within %s", unsettledRows(m.Unsettled), s.r.cfg.MaxPause))
+			}
+			_, rerr := rollback(err)
+			m.Step = StepCatchup
+			return false, errors.Join(err, rerr)
+		}
+	}
 	m.finishStep(StepDrain, time.Now().UTC())
 	if err := s.fault(StepDrain); err != nil {
 		return false, err

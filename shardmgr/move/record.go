@@ -13,6 +13,7 @@ import (
 
 	"github.com/8thdegree/meridian/pkg/shardkey"
 	"github.com/8thdegree/meridian/shardmgr/shardlock"
+	"github.com/8thdegree/meridian/shardmgr/verify"
 )
 
 // DefaultPrefix is the Consul KV prefix of the move records: meridian/moves/<id>.
@@ -112,6 +113,9 @@ type Move struct {
 	RowsCopied map[string]int64 `json:"rows_copied,omitempty"`
 	// RowsDeleted is what cleanup (or abort, on the target) deleted per table.
 	RowsDeleted map[string]int64 `json:"rows_deleted,omitempty"`
+	// Unsettled are the rows verify left to the cutover (they kept changing): rechecked by key
+	// inside the freeze, after the drain. Kept after the move for the record.
+	Unsettled []verify.TableReport `json:"unsettled,omitempty"`
 	// SubscriptionOID names the table-sync slots (pg_<oid>_sync_...) to drop with the subscription.
 	SubscriptionOID uint32 `json:"subscription_oid,omitempty"`
 	Error           string `json:"error,omitempty"`
@@ -123,6 +127,15 @@ type Move struct {
 	Updated time.Time `json:"updated"`
 
 	index uint64 // ModifyIndex of the version read or written last
+}
+
+// unsettledRows counts the rows of tables.
+func unsettledRows(tables []verify.TableReport) int64 {
+	var n int64
+	for _, t := range tables {
+		n += t.DifferingRows
+	}
+	return n
 }
 
 // Timing returns the timing of step s, if it ran.

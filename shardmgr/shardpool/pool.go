@@ -123,6 +123,8 @@ type state struct {
 	// counters[i] counts the requests routed through table.Routes()[i]: one atomic add per request,
 	// found by the lookup's index.
 	counters []*rangeCounter
+	// frozenIn lists the regions with a keyrange frozen in this version (ReadRegion holds on them).
+	frozenIn []string
 }
 
 // Manager owns the pools of every shard in the topology. It is safe for concurrent use.
@@ -167,6 +169,7 @@ func (m *Manager) Apply(ctx context.Context, t *topology.Topology) error {
 		return nil
 	}
 	next := &state{table: tab, pools: make(map[string]*shardPool, len(t.Shards)), changed: make(chan struct{}), counters: m.countersFor(tab)}
+	next.frozenIn = frozenRegions(tab.Topology())
 	var created []*pgxpool.Pool
 	for _, s := range tab.Topology().Shards {
 		if old != nil {
