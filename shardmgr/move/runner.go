@@ -239,6 +239,9 @@ type session struct {
 	repl   replication
 	tables []string
 	killed bool
+	// flipApplied receives CutoverTiming.NodesFlipped once watchFlip's wait ends (nil: no flip in
+	// this session).
+	flipApplied chan float64
 	// borrowed: the caller holds lock (StartHolding) and releases it.
 	borrowed bool
 }
@@ -868,6 +871,16 @@ func (s *session) waitDrained(ctx context.Context) error {
 func (s *session) settle(ctx context.Context, version uint64) error {
 	m := s.m
 	s.r.cfg.Progress(Progress{Move: m.ID, Step: StepCleanup, Message: fmt.Sprintf("waiting until every node of %s holds topology version %d", s.region.Name, version)})
+	if s.flipApplied != nil {
+		select {
+		case ms := <-s.flipApplied:
+			if m.Cutover != nil && ms > 0 {
+				m.Cutover.NodesFlipped = ms
+			}
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 	if err := s.r.cfg.Fleet.WaitApplied(ctx, s.region.ConsulDC, s.region.APIService, version); err != nil {
 		return fmt.Errorf("waiting for the nodes of %s to apply the flip (version %d) before deleting the source's rows: %w", s.region.Name, version, err)
 	}
