@@ -2,9 +2,11 @@ package api
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"maps"
 	"net"
+	"net/http"
 	"os"
 	"strconv"
 	"time"
@@ -144,6 +146,51 @@ func (n *Node) publishVersion(ctx context.Context, reg *consul.AgentServiceRegis
 		case <-retry:
 		}
 	}
+}
+
+// TopologyPath is the node's ops endpoint that answers the topology version its pools route with:
+// GET /topologyz?min=<v>&wait=<duration> answers {"version": n} as soon as n >= v, or after wait
+// (at most maxTopologyWait) with the version it holds then. Without min it answers at once. A move's
+// cutover asks every passing node of the region here (shardmgr/fleet), which learns of the node's
+// apply one HTTP round trip after it happened, instead of waiting for the node's registration to
+// reach the Consul catalog; the two must agree on the path (fleet.VersionPath).
+const TopologyPath = "/topologyz"
+
+// maxTopologyWait bounds one long poll of TopologyPath.
+const maxTopologyWait = 10 * time.Second
+
+// topologyz serves TopologyPath. The version is the pools' (read after they applied it), so a node
+// that answers v holds every request to a keyrange frozen in v, as a published version does.
+func (n *Node) topologyz(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	var minV uint64
+	wait := time.Duration(0)
+	var bad string
+	if s := q.Get("min"); s != "" {
+		v, err := strconv.ParseUint(s, 10, 64)
+		if err != nil {
+			bad = "min must be a topology version (a non-negative integer), got " + strconv.Quote(s)
+		}
+		minV = v
+	}
+	if s := q.Get("wait"); s != "" && bad == "" {
+		d, err := time.ParseDuration(s)
+		if err != nil || d < 0 || d > maxTopologyWait {
+			bad = "wait must be a duration between 0 and " + maxTopologyWait.String() + ", got " + strconv.Quote(s)
+		}
+		wait = d
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	if bad != "" {
+		w.WriteHeader(http.StatusBadRequest)
+		_ = json.NewEncoder(w).Encode(map[string]string{"error": bad})
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), wait)
+	defer cancel()
+	v, _ := n.pools.WaitVersion(ctx, minV) // the version held when wait ran out answers too
+	_ = json.NewEncoder(w).Encode(map[string]uint64{"version": v})
 }
 
 // topologyApplied wakes publishVersion after the pools applied a topology. The channel holds one

@@ -515,3 +515,55 @@ func BenchmarkReadShard(b *testing.B) {
 		})
 	})
 }
+
+// WaitVersion answers at once when the version is held, wakes on the Apply that brings it (the first
+// one included), and ends with the context.
+func TestWaitVersion(t *testing.T) {
+	ctx := context.Background()
+	m := newManager(t)
+	topo := topology.Example()
+	got := make(chan uint64, 1)
+	go func() {
+		v, err := m.WaitVersion(ctx, topo.Version)
+		if err != nil {
+			t.Error(err)
+		}
+		got <- v
+	}()
+	select {
+	case v := <-got:
+		t.Fatalf("answered %d before any topology", v)
+	case <-time.After(30 * time.Millisecond):
+	}
+	if err := m.Apply(ctx, topo); err != nil {
+		t.Fatal(err)
+	}
+	if v := <-got; v != topo.Version {
+		t.Fatalf("after the first Apply: %d, want %d", v, topo.Version)
+	}
+	if v, err := m.WaitVersion(ctx, topo.Version-1); err != nil || v != topo.Version {
+		t.Fatalf("an older version: %d, %v", v, err)
+	}
+	next := topo.Clone()
+	next.Version++
+	go func() {
+		v, _ := m.WaitVersion(ctx, next.Version)
+		got <- v
+	}()
+	select {
+	case v := <-got:
+		t.Fatalf("answered %d before the version was applied", v)
+	case <-time.After(30 * time.Millisecond):
+	}
+	if err := m.Apply(ctx, next); err != nil {
+		t.Fatal(err)
+	}
+	if v := <-got; v != next.Version {
+		t.Fatalf("after the Apply: %d, want %d", v, next.Version)
+	}
+	cctx, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
+	defer cancel()
+	if v, err := m.WaitVersion(cctx, next.Version+5); !errors.Is(err, context.DeadlineExceeded) || v != next.Version {
+		t.Fatalf("a version never applied: %d, %v", v, err)
+	}
+}
