@@ -119,6 +119,18 @@ var askClient = &http.Client{Transport: &http.Transport{
 // a node that cannot be asked (an older binary, a network that does not reach it) is waited for
 // through Consul alone. The set of nodes waited for is always Consul's passing set.
 func WaitAppliedIn(ctx context.Context, c *consul.Client, dc, service string, version uint64) error {
+	return WaitAppliedWith(ctx, c, dc, service, version, WaitOptions{})
+}
+
+// WaitOptions tune WaitAppliedWith.
+type WaitOptions struct {
+	// RegistrationsOnly waits for the nodes' Consul registrations alone, without asking the nodes:
+	// for a waiter that cannot reach them, and as the baseline the direct asks are measured against.
+	RegistrationsOnly bool
+}
+
+// WaitAppliedWith is WaitAppliedIn with options.
+func WaitAppliedWith(ctx context.Context, c *consul.Client, dc, service string, version uint64, opts WaitOptions) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	type listing struct {
@@ -180,7 +192,7 @@ func WaitAppliedIn(ctx context.Context, c *consul.Client, dc, service string, ve
 			}
 			nodes, listed, lastErr = l.nodes, true, nil
 			for _, n := range lagging() {
-				if asked[n.ID] {
+				if asked[n.ID] || opts.RegistrationsOnly {
 					continue
 				}
 				asked[n.ID] = true

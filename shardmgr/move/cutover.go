@@ -189,9 +189,9 @@ func (s *session) flipTo(a *topology.Assignment) error {
 	return nil
 }
 
-// flip writes the flip inside the write pause with one round trip fewer than modify: the document
+// flip writes the flip inside the write pause with two round trips fewer than modify: the document
 // the freeze wrote is edited and written with check-and-set on the index the freeze returned, so
-// it cannot be loaded again first. The check-and-set fences it exactly as a fresh load would: it
+// it is neither loaded again first nor read back to check its version (topostore.UpdateWritten). The check-and-set fences it exactly as a fresh load would: it
 // succeeds only if nobody wrote the topology since the freeze. When someone did (an edit outside
 // the shard lock, such as a pin), it falls back to modify, which loads the latest document and
 // applies the same checked edit to it.
@@ -203,7 +203,9 @@ func (s *session) flip(ctx context.Context, frozen *topology.Topology, frozenIdx
 	if err := editAssignment(next, s.m.KeyRange, s.flipTo); err != nil {
 		return 0, err
 	}
-	_, err := s.r.cfg.Topology.Update(ctx, next, frozenIdx)
+	// The freeze's own document and the index its write returned: UpdateWritten's check-and-set
+	// alone fences it (no read first).
+	_, err := s.r.cfg.Topology.UpdateWritten(ctx, next, frozenIdx)
 	if errors.Is(err, topostore.ErrConflict) || errors.Is(err, topostore.ErrStale) {
 		if next, err = s.modify(ctx, s.flipTo); err != nil {
 			return 0, err

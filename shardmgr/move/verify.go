@@ -100,12 +100,16 @@ func describeDiff(rep verify.Report) string {
 }
 
 // ConsulFleet waits for a region's API nodes through shardmgr/fleet: every passing node of the
-// service must publish the version in its Consul registration.
-type ConsulFleet struct{ Client *consul.Client }
+// service must hold the version, as its Consul registration or its own answer says.
+type ConsulFleet struct {
+	Client *consul.Client
+	// RegistrationsOnly waits for the registrations alone (fleet.WaitOptions).
+	RegistrationsOnly bool
+}
 
 var _ FleetWaiter = ConsulFleet{}
 
 // WaitApplied implements FleetWaiter.
 func (f ConsulFleet) WaitApplied(ctx context.Context, dc, service string, version uint64) error {
-	return fleet.WaitAppliedIn(ctx, f.Client, dc, service, version)
+	return fleet.WaitAppliedWith(ctx, f.Client, dc, service, version, fleet.WaitOptions{RegistrationsOnly: f.RegistrationsOnly})
 }
