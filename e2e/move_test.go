@@ -436,6 +436,10 @@ func TestE2EMoveAndSplitUnderLoad(t *testing.T) {
 	for _, st := range m.Steps {
 		t.Logf("  %-8s %8.1f ms", st.Step, st.Millis)
 	}
+	if ct := m.Cutover; ct != nil {
+		t.Logf("cutover: freeze written %.1f ms, nodes held it %.1f ms, drain %.1f ms, flip written %.1f ms; the nodes applied the flip %.1f ms later",
+			ct.FreezeWrite, ct.NodesHeld, ct.Drain, ct.FlipWrite, ct.NodesFlipped)
+	}
 	t.Logf("writes of %s in the cutover window: %d, p50 %s, p99 %s, max %s; outside: %d, p50 %s, p99 %s",
 		e2eMoved, len(in), quantile(in, 0.5), quantile(in, 0.99), quantile(in, 1), len(outside), quantile(outside, 0.5), quantile(outside, 0.99))
 }
