@@ -163,8 +163,11 @@ func (l *moveLoad) run(u *loadUser, pace time.Duration) {
 					var j struct {
 						ID shardkey.ID `json:"id"`
 					}
-					if err := json.Unmarshal(b, &j); err != nil || j.ID != id {
-						return fmt.Errorf("job read %s, want %s (%v)", b, id, err)
+					if err := json.Unmarshal(b, &j); err != nil {
+						return fmt.Errorf("job answer %s: %w", b, err)
+					}
+					if j.ID != id {
+						return fmt.Errorf("job read %s, want %s", b, id)
 					}
 					return nil
 				})
