@@ -212,6 +212,12 @@ func TestNodePublishesTopologyVersion(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("from the topology write to every node holding version %d: %v", frozen.Version, time.Since(start))
+	// A waiter that cannot ask the node learns it from the registration, published a moment later
+	// (a freeze is published after publishFrozenDelay, unless the flip comes first).
+	if err := fleet.WaitAppliedWith(wctx, fx.Consul, "", service, frozen.Version, fleet.WaitOptions{RegistrationsOnly: true}); err != nil {
+		t.Fatalf("the frozen version never reached the registration: %v", err)
+	}
+	t.Logf("and to the registration carrying it: %v", time.Since(start))
 	held := make(chan error, 1)
 	go func() {
 		_, err := node.pools.WriteShard(ctx, k, "ap-south", time.Minute)
