@@ -2,9 +2,11 @@ package api
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"maps"
 	"net"
+	"net/http"
 	"os"
 	"strconv"
 	"time"
@@ -13,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/8thdegree/meridian/shardmgr/shardpool"
+	"github.com/8thdegree/meridian/shardmgr/topology"
 )
 
 // TopologyVersionMeta is the key of the node's Consul service metadata that holds the topology version
@@ -115,26 +118,45 @@ func (n *Node) register(ctx context.Context, reg *consul.AgentServiceRegistratio
 func (n *Node) publishVersion(ctx context.Context, reg *consul.AgentServiceRegistration, registered bool) {
 	failures := 0
 	var retry <-chan time.Time
+	// deferUntil is set while a version with a keyrange of the region frozen waits to be published.
+	var deferUntil time.Time
 	for {
+		var deferred <-chan time.Time
 		if v := n.pools.Table().Version(); !registered || v != n.published.Load() {
-			if err := n.register(ctx, reg); err != nil {
-				failures++
-				delay := min(50*time.Millisecond<<min(failures-1, 8), 5*time.Second)
-				if failures == 1 || failures%20 == 0 {
-					msg := "publishing the topology version in Consul failed; moves wait for this node until it succeeds"
-					if !registered {
-						msg = "registering in Consul failed; routers will not find this node until it succeeds"
+			frozen := registered && frozenIn(n.pools.Table().Topology(), n.cfg.Region)
+			now := time.Now()
+			if frozen && deferUntil.IsZero() {
+				deferUntil = now.Add(publishFrozenDelay)
+			}
+			switch {
+			case frozen && now.Before(deferUntil):
+				// A cutover's freeze: its runner asks this node directly (TopologyPath), and a
+				// registration now would put a catalog write per node (and the blocking queries it
+				// wakes) in the middle of the cutover, ahead of its drain and its flip. The flip
+				// follows within tens of ms and is published at once; a freeze that lasts is
+				// published after publishFrozenDelay, for waiters that cannot ask the node.
+				deferred = time.After(deferUntil.Sub(now))
+			default:
+				deferUntil = time.Time{}
+				if err := n.register(ctx, reg); err != nil {
+					failures++
+					delay := min(50*time.Millisecond<<min(failures-1, 8), 5*time.Second)
+					if failures == 1 || failures%20 == 0 {
+						msg := "publishing the topology version in Consul failed; moves wait for this node until it succeeds"
+						if !registered {
+							msg = "registering in Consul failed; routers will not find this node until it succeeds"
+						}
+						n.log.Warn(msg, "version", v, "err", err, "failures", failures, "retry_in", delay)
 					}
-					n.log.Warn(msg, "version", v, "err", err, "failures", failures, "retry_in", delay)
-				}
-				retry = time.After(delay)
-			} else {
-				if registered {
-					n.log.Info("topology version published in Consul", "version", n.published.Load())
+					retry = time.After(delay)
 				} else {
-					n.log.Info("registered in Consul", "topology_version", n.published.Load(), "after_failures", failures)
+					if registered {
+						n.log.Info("topology version published in Consul", "version", n.published.Load())
+					} else {
+						n.log.Info("registered in Consul", "topology_version", n.published.Load(), "after_failures", failures)
+					}
+					registered, failures, retry = true, 0, nil
 				}
-				registered, failures, retry = true, 0, nil
 			}
 		}
 		select {
@@ -142,8 +164,72 @@ func (n *Node) publishVersion(ctx context.Context, reg *consul.AgentServiceRegis
 			return
 		case <-n.applied:
 		case <-retry:
+		case <-deferred:
 		}
 	}
+}
+
+// publishFrozenDelay is how long a version that freezes a keyrange of the node's region waits before
+// it is published in Consul (publishVersion): longer than a cutover's drain and flip take, short
+// beside a move's freeze budget (1 s), so that a runner waiting on registrations alone still fits.
+const publishFrozenDelay = 250 * time.Millisecond
+
+// frozenIn reports whether t has a frozen keyrange on a shard of region.
+func frozenIn(t *topology.Topology, region string) bool {
+	for _, a := range t.KeyRanges {
+		if a.State != topology.Frozen {
+			continue
+		}
+		if sh, ok := t.Shard(a.Shard); ok && sh.Region == region {
+			return true
+		}
+	}
+	return false
+}
+
+// TopologyPath is the node's ops endpoint that answers the topology version its pools route with:
+// GET /topologyz?min=<v>&wait=<duration> answers {"version": n} as soon as n >= v, or after wait
+// (at most maxTopologyWait) with the version it holds then. Without min it answers at once. A move's
+// cutover asks every passing node of the region here (shardmgr/fleet), which learns of the node's
+// apply one HTTP round trip after it happened, instead of waiting for the node's registration to
+// reach the Consul catalog; the two must agree on the path (fleet.VersionPath).
+const TopologyPath = "/topologyz"
+
+// maxTopologyWait bounds one long poll of TopologyPath.
+const maxTopologyWait = 10 * time.Second
+
+// topologyz serves TopologyPath. The version is the pools' (read after they applied it), so a node
+// that answers v holds every request to a keyrange frozen in v, as a published version does.
+func (n *Node) topologyz(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	var minV uint64
+	wait := time.Duration(0)
+	var bad string
+	if s := q.Get("min"); s != "" {
+		v, err := strconv.ParseUint(s, 10, 64)
+		if err != nil {
+			bad = "min must be a topology version (a non-negative integer), got " + strconv.Quote(s)
+		}
+		minV = v
+	}
+	if s := q.Get("wait"); s != "" && bad == "" {
+		d, err := time.ParseDuration(s)
+		if err != nil || d < 0 || d > maxTopologyWait {
+			bad = "wait must be a duration between 0 and " + maxTopologyWait.String() + ", got " + strconv.Quote(s)
+		}
+		wait = d
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	if bad != "" {
+		w.WriteHeader(http.StatusBadRequest)
+		_ = json.NewEncoder(w).Encode(map[string]string{"error": bad})
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), wait)
+	defer cancel()
+	v, _ := n.pools.WaitVersion(ctx, minV) // the version held when wait ran out answers too
+	_ = json.NewEncoder(w).Encode(map[string]uint64{"version": v})
 }
 
 // topologyApplied wakes publishVersion after the pools applied a topology. The channel holds one

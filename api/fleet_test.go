@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"path/filepath"
@@ -27,6 +28,9 @@ import (
 func TestTopologyVersionMetaMatchesFleet(t *testing.T) {
 	if TopologyVersionMeta != fleet.VersionMeta {
 		t.Fatalf("api publishes %q, fleet reads %q", TopologyVersionMeta, fleet.VersionMeta)
+	}
+	if TopologyPath != fleet.VersionPath {
+		t.Fatalf("api answers on %q, fleet asks %q", TopologyPath, fleet.VersionPath)
 	}
 }
 
@@ -70,6 +74,67 @@ func serveNode(t *testing.T, fx *fixture.Fixture) (*Node, string, func()) {
 	}
 	t.Cleanup(stop)
 	return node, "http://" + ln.Addr().String(), stop
+}
+
+// A node answers the version its pools hold on /topologyz: at once without min, as soon as it holds
+// min when asked to wait, with what it holds when the wait runs out; bad parameters are a 400.
+func TestNodeAnswersTopologyVersion(t *testing.T) {
+	ctx := context.Background()
+	fx := fixture.New(t, fixture.Options{Shards: true, Consul: true})
+	node, base, _ := serveNode(t, fx)
+	for deadline := time.Now().Add(30 * time.Second); node.pools.Table() == nil; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("no topology applied")
+		}
+	}
+	type answer struct {
+		Version uint64 `json:"version"`
+		Error   string `json:"error"`
+	}
+	get := func(query string) (int, answer) {
+		t.Helper()
+		resp, err := http.Get(base + TopologyPath + query)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var a answer
+		if err := json.NewDecoder(resp.Body).Decode(&a); err != nil {
+			t.Fatal(err)
+		}
+		return resp.StatusCode, a
+	}
+	have := fx.Topology.Version
+	if st, a := get(""); st != http.StatusOK || a.Version != have {
+		t.Fatalf("without min: %d %+v, want version %d", st, a, have)
+	}
+	for _, q := range []string{"?min=x", "?min=-1", "?wait=forever", "?wait=1h", "?wait=-1s"} {
+		if st, a := get(q); st != http.StatusBadRequest || a.Error == "" {
+			t.Errorf("%s: %d %+v, want a 400 that says why", q, st, a)
+		}
+	}
+	start := time.Now()
+	if st, a := get(fmt.Sprintf("?min=%d&wait=50ms", have+1)); st != http.StatusOK || a.Version != have || time.Since(start) < 50*time.Millisecond {
+		t.Fatalf("a version not applied: %d %+v after %v; want %d after the wait", st, a, time.Since(start), have)
+	}
+	got := make(chan answer, 1)
+	go func() {
+		_, a := get(fmt.Sprintf("?min=%d&wait=10s", have+1))
+		got <- a
+	}()
+	time.Sleep(50 * time.Millisecond)
+	next, err := fx.Store.Modify(ctx, func(*topology.Topology) error { return nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case a := <-got:
+		if a.Version != next.Version {
+			t.Fatalf("the long poll answered %+v, want %d", a, next.Version)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the long poll did not answer when the node applied the version")
+	}
 }
 
 // A real node publishes the topology version its pools route with in its Consul registration, after
@@ -148,6 +213,12 @@ func TestNodePublishesTopologyVersion(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("from the topology write to every node holding version %d: %v", frozen.Version, time.Since(start))
+	// A waiter that cannot ask the node learns it from the registration, published a moment later
+	// (a freeze is published after publishFrozenDelay, unless the flip comes first).
+	if err := fleet.WaitAppliedWith(wctx, fx.Consul, "", service, frozen.Version, fleet.WaitOptions{RegistrationsOnly: true}); err != nil {
+		t.Fatalf("the frozen version never reached the registration: %v", err)
+	}
+	t.Logf("and to the registration carrying it: %v", time.Since(start))
 	held := make(chan error, 1)
 	go func() {
 		_, err := node.pools.WriteShard(ctx, k, "ap-south", time.Minute)
@@ -166,12 +237,12 @@ func TestNodePublishesTopologyVersion(t *testing.T) {
 		t.Fatalf("the held write after the keyrange served again: %v", err)
 	}
 
-	// The catalog can show the registration a moment before the node's own call to the agent has
-	// returned and recorded it as published: poll briefly.
+	// WaitApplied may have learnt it from the node itself (/topologyz) before the registration
+	// carrying it reached Consul: the publication follows.
 	var ready struct {
 		Topology struct{ Version, Published uint64 }
 	}
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
 		getJSON(t, base+"/readyz", &ready)
 		if ready.Topology.Version == serving.Version && ready.Topology.Published == serving.Version {
 			break

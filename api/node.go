@@ -379,8 +379,10 @@ func (n *Node) opsHandlers() map[string]http.Handler {
 			w.Header().Set("Content-Type", "application/json")
 			_, _ = w.Write([]byte(`{"status":"ok"}` + "\n"))
 		}),
-		"/readyz":  http.HandlerFunc(n.readyz),
-		"/metrics": promhttp.HandlerFor(n.registry, promhttp.HandlerOpts{Registry: n.registry}),
+		"/readyz": http.HandlerFunc(n.readyz),
+		// shardmgr/fleet asks here whether the node holds a topology version yet (api/fleet.go).
+		"/topologyz": http.HandlerFunc(n.topologyz),
+		"/metrics":   promhttp.HandlerFor(n.registry, promhttp.HandlerOpts{Registry: n.registry}),
 	}
 }
 

@@ -27,8 +27,17 @@
 //
 // # No polling
 //
-// WaitApplied is a loop of Consul blocking queries on the service's health: each answer comes when a
-// registration or a check status changes (a node publishing a version is a registration change), so the
-// wait wakes when something happened, and ctx bounds it. When Consul cannot be reached it retries with
-// back-off until ctx ends.
+// WaitApplied follows the service's health with Consul blocking queries: each answer comes when a
+// registration or a check status changes (a node publishing a version is a registration change), and
+// ctx bounds the wait. When Consul cannot be reached it retries with back-off until ctx ends.
+//
+// # Asking the nodes
+//
+// A node's registration reaches the waiter through its agent, the agent's sync to the servers, the
+// catalog and the blocking query: most of a cutover's wait. So WaitApplied also asks every passing node
+// that has not published the version yet, at its service address, on VersionPath (a long poll the node
+// answers the moment its pools hold the version). A node is done when its registration or its own
+// answer says so; both are the node's statement that its pools hold the version. The nodes waited for
+// are still exactly Consul's passing set, and a node that cannot be asked (an older binary, a network
+// the waiter does not reach) is waited for through its registration alone.
 package fleet

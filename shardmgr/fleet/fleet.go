@@ -2,10 +2,14 @@ package fleet
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net"
+	"net/http"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -89,42 +93,184 @@ func WaitApplied(ctx context.Context, c *consul.Client, service string, version 
 // waitTime is how long one blocking query waits at Consul; ctx bounds the whole wait.
 const waitTime = time.Minute
 
+// VersionPath is the API node's ops endpoint that answers the topology version it holds, long-polled
+// with ?min=<version>&wait=<duration> (api.TopologyPath; this package must not import api).
+const VersionPath = "/topologyz"
+
+// askWait is how long one ask of a node's VersionPath waits there for the version.
+const askWait = 5 * time.Second
+
+// askClient asks the nodes. Its connections are kept: a cutover asks every node of the region, and
+// a round trip on an open connection is what the wait costs once the nodes applied the version.
+var askClient = &http.Client{Transport: &http.Transport{
+	Proxy:               nil,
+	DialContext:         (&net.Dialer{Timeout: 2 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+	MaxIdleConnsPerHost: 4,
+	IdleConnTimeout:     90 * time.Second,
+}}
+
 // WaitAppliedIn is WaitApplied in the Consul datacenter dc; "" is the client's own.
+//
+// Consul says which nodes are passing and, in their service metadata, the version each published.
+// A passing node that has not published the version yet is also asked directly, at its service
+// address, on VersionPath (long-polled: it answers the moment its pools hold the version), so the
+// wait ends one round trip after the last node applied it rather than after its registration
+// reached the catalog. Either answer is the node's own statement that its pools hold the version;
+// a node that cannot be asked (an older binary, a network that does not reach it) is waited for
+// through Consul alone. The set of nodes waited for is always Consul's passing set.
 func WaitAppliedIn(ctx context.Context, c *consul.Client, dc, service string, version uint64) error {
-	var (
-		index    uint64
-		lagging  []Node
-		lastErr  error
-		failures int
-	)
-	for {
-		nodes, next, err := query(ctx, c, dc, service, index)
-		if err != nil {
+	return WaitAppliedWith(ctx, c, dc, service, version, WaitOptions{})
+}
+
+// WaitOptions tune WaitAppliedWith.
+type WaitOptions struct {
+	// RegistrationsOnly waits for the nodes' Consul registrations alone, without asking the nodes:
+	// for a waiter that cannot reach them, and as the baseline the direct asks are measured against.
+	RegistrationsOnly bool
+}
+
+// WaitAppliedWith is WaitAppliedIn with options.
+func WaitAppliedWith(ctx context.Context, c *consul.Client, dc, service string, version uint64, opts WaitOptions) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	type listing struct {
+		nodes []Node
+		err   error
+	}
+	lists := make(chan listing, 1)
+	go func() {
+		var index uint64
+		failures := 0
+		for {
+			nodes, next, err := query(ctx, c, dc, service, index)
 			if ctx.Err() != nil {
-				return &NotAppliedError{Service: service, Version: version, Lagging: lagging, Err: ctx.Err(), Consul: lastErr}
+				return
 			}
-			failures++
-			lastErr, index = err, 0
-			if !sleep(ctx, backoff(failures)) {
-				return &NotAppliedError{Service: service, Version: version, Lagging: lagging, Err: ctx.Err(), Consul: lastErr}
+			select {
+			case lists <- listing{nodes, err}:
+			case <-ctx.Done():
+				return
 			}
-			continue
+			if err != nil {
+				failures++
+				index = 0
+				if !sleep(ctx, backoff(failures)) {
+					return
+				}
+				continue
+			}
+			failures, index = 0, next
 		}
-		failures, lastErr = 0, nil
-		lagging = lagging[:0:0]
+	}()
+	type answer struct {
+		id      string
+		version uint64
+	}
+	answers := make(chan answer, 16)
+	asked := map[string]bool{}
+	direct := map[string]uint64{}
+	var (
+		nodes   []Node
+		listed  bool
+		lastErr error
+	)
+	lagging := func() []Node {
+		var out []Node
 		for _, n := range nodes {
-			if n.Passing && n.Version < version {
-				lagging = append(lagging, n)
+			if n.Passing && max(n.Version, direct[n.ID]) < version {
+				out = append(out, n)
 			}
 		}
-		if len(lagging) == 0 {
+		return out
+	}
+	for {
+		select {
+		case l := <-lists:
+			if l.err != nil {
+				lastErr = l.err
+				break
+			}
+			nodes, listed, lastErr = l.nodes, true, nil
+			for _, n := range lagging() {
+				if asked[n.ID] || opts.RegistrationsOnly {
+					continue
+				}
+				asked[n.ID] = true
+				go func(n Node) {
+					if v, ok := ask(ctx, n.Address, version); ok {
+						select {
+						case answers <- answer{n.ID, v}:
+						case <-ctx.Done():
+						}
+					}
+				}(n)
+			}
+		case a := <-answers:
+			direct[a.id] = max(direct[a.id], a.version)
+		case <-ctx.Done():
+			return &NotAppliedError{Service: service, Version: version, Lagging: lagging(), Err: ctx.Err(), Consul: lastErr}
+		}
+		if listed && len(lagging()) == 0 {
 			return nil
 		}
-		if ctx.Err() != nil {
-			return &NotAppliedError{Service: service, Version: version, Lagging: lagging, Err: ctx.Err()}
-		}
-		index = next
 	}
+}
+
+// ask long-polls the node at addr until it says it holds version (true, with the version it holds)
+// or ctx ends. A node that answers something else than the version (a 404 from an older binary) is
+// not asked again: false, and the wait goes on through Consul. A node that cannot be reached is asked
+// again after a back-off.
+func ask(ctx context.Context, addr string, version uint64) (uint64, bool) {
+	u := (&url.URL{Scheme: "http", Host: addr, Path: VersionPath,
+		RawQuery: url.Values{"min": {strconv.FormatUint(version, 10)}, "wait": {askWait.String()}}.Encode()}).String()
+	failures := 0
+	for ctx.Err() == nil {
+		v, err := askOnce(ctx, u)
+		switch {
+		case err == nil && v >= version:
+			return v, true
+		case err == nil:
+			failures = 0 // the wait ran out at the node: ask again
+		case errors.Is(err, errNotAsked):
+			return 0, false
+		default:
+			failures++
+			if !sleep(ctx, backoff(failures)) {
+				return 0, false
+			}
+		}
+	}
+	return 0, false
+}
+
+var errNotAsked = errors.New("fleet: the node does not answer its topology version")
+
+func askOnce(ctx context.Context, u string) (uint64, error) {
+	ctx, cancel := context.WithTimeout(ctx, askWait+2*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return 0, errNotAsked
+	}
+	resp, err := askClient.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4096))
+		if resp.StatusCode >= 500 {
+			return 0, fmt.Errorf("fleet: %s: %s", u, resp.Status)
+		}
+		return 0, errNotAsked
+	}
+	var body struct {
+		Version *uint64 `json:"version"`
+	}
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 4096)).Decode(&body); err != nil || body.Version == nil {
+		return 0, errNotAsked
+	}
+	return *body.Version, nil
 }
 
 // query reads the service's instances; with index > 0 it is a blocking query that answers when the

@@ -319,3 +319,112 @@ func TestRegisterAgainKeepsCheckPassing(t *testing.T) {
 		t.Fatalf("Consul reported the node not passing %d times while it was registered again", n)
 	}
 }
+
+// registerAt is register with the node's address: host:port of a server that answers VersionPath.
+func (e *env) registerAt(id, version, status, addr string) {
+	e.t.Helper()
+	host, port, _ := net.SplitHostPort(addr)
+	p, _ := strconv.Atoi(port)
+	reg := &consul.AgentServiceRegistration{ID: e.service + "-" + id, Name: e.service, Address: host, Port: p,
+		Meta: map[string]string{VersionMeta: version}, Check: &consul.AgentServiceCheck{CheckID: e.service + "-" + id + "-ttl", TTL: "1h", Status: status}}
+	if err := e.c.Agent().ServiceRegister(reg); err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(func() { _ = e.c.Agent().ServiceDeregister(reg.ID) })
+}
+
+// versionServer is a node's VersionPath: it answers the version in have, long-polled (it looks
+// every millisecond until it holds min or the wait runs out).
+type versionServer struct {
+	*httptest.Server
+	have  atomic.Uint64
+	asked atomic.Int64
+}
+
+func newVersionServer(t *testing.T, v uint64, status int) *versionServer {
+	s := &versionServer{}
+	s.have.Store(v)
+	s.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.asked.Add(1)
+		if r.URL.Path != VersionPath || status != http.StatusOK {
+			http.Error(w, "no", status)
+			return
+		}
+		minV, _ := strconv.ParseUint(r.URL.Query().Get("min"), 10, 64)
+		wait, _ := time.ParseDuration(r.URL.Query().Get("wait"))
+		for end := time.Now().Add(wait); s.have.Load() < minV && time.Now().Before(end) && r.Context().Err() == nil; {
+			time.Sleep(time.Millisecond)
+		}
+		fmt.Fprintf(w, `{"version": %d}`, s.have.Load())
+	}))
+	t.Cleanup(s.Close)
+	return s
+}
+
+func (s *versionServer) bump(v uint64) { s.have.Store(v) }
+
+// A passing node whose registration still carries an older version but that answers the version on
+// VersionPath is done: WaitApplied ends when the node says so, without waiting for the catalog.
+// A node that cannot be asked (a 404: an older binary) is waited for through Consul alone.
+func TestWaitAppliedAsksTheNodes(t *testing.T) {
+	e := newEnv(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	fast := newVersionServer(t, 4, http.StatusOK)
+	old := newVersionServer(t, 0, http.StatusNotFound)
+	e.registerAt("fast", "4", consul.HealthPassing, fast.Listener.Addr().String())
+	e.registerAt("old", "4", consul.HealthPassing, old.Listener.Addr().String())
+
+	done := make(chan error, 1)
+	go func() { done <- WaitApplied(ctx, e.c, e.service, 5) }()
+	time.Sleep(100 * time.Millisecond)
+	fast.bump(5)
+	select {
+	case err := <-done:
+		t.Fatalf("WaitApplied ended (%v) while the node that cannot be asked published 4", err)
+	case <-time.After(200 * time.Millisecond):
+	}
+	if old.asked.Load() == 0 {
+		t.Error("the node that cannot be asked was not asked")
+	}
+	e.registerAt("old", "5", consul.HealthPassing, old.Listener.Addr().String())
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("WaitApplied did not end once the old node published the version")
+	}
+
+	// The fast node alone: its answer ends the wait though Consul says 4.
+	e2 := newEnv(t)
+	fast2 := newVersionServer(t, 4, http.StatusOK)
+	e2.registerAt("fast", "4", consul.HealthPassing, fast2.Listener.Addr().String())
+	go func() { done <- WaitApplied(ctx, e2.c, e2.service, 5) }()
+	time.Sleep(50 * time.Millisecond)
+	start := time.Now()
+	fast2.bump(5)
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("WaitApplied ended %v after the node applied the version", time.Since(start))
+	case <-time.After(10 * time.Second):
+		t.Fatal("WaitApplied did not end when the node answered the version")
+	}
+	if nodes, err := Nodes(ctx, e2.c, e2.service); err != nil || len(nodes) != 1 || nodes[0].Version != 4 {
+		t.Fatalf("the catalog should still say 4: %+v, %v", nodes, err)
+	}
+	// A node that is not passing is not asked, and does not hold the wait.
+	e3 := newEnv(t)
+	down := newVersionServer(t, 1, http.StatusOK)
+	e3.registerAt("down", "1", consul.HealthCritical, down.Listener.Addr().String())
+	if err := WaitApplied(ctx, e3.c, e3.service, 9); err != nil {
+		t.Fatal(err)
+	}
+	if down.asked.Load() != 0 {
+		t.Error("a node that is not passing was asked")
+	}
+}

@@ -45,7 +45,10 @@ func (s *session) cutover(ctx context.Context) error {
 // keyrange back to moving, when the budget ran out before the drain completed.
 func (s *session) tryCutover(ctx context.Context) (bool, error) {
 	m := s.m
-	m.startStep(StepFreeze, time.Now().UTC())
+	freezeStart := time.Now()
+	m.startStep(StepFreeze, freezeStart.UTC())
+	ct := &CutoverTiming{}
+	m.Cutover = ct
 	frozen, frozenIdx, err := s.modifyAt(ctx, func(a *topology.Assignment) error {
 		if a.Shard != m.Source || (a.State != topology.Moving && a.State != topology.Frozen) {
 			return fmt.Errorf("keyrange %s is %s on %s; the cutover expects it moving on %s", a.Range, a.State, a.Shard, m.Source)
@@ -57,6 +60,7 @@ func (s *session) tryCutover(ctx context.Context) (bool, error) {
 		return false, err
 	}
 	frozenAt := time.Now()
+	ct.FreezeWrite = millis(frozenAt.Sub(freezeStart))
 	deadline := frozenAt.Add(s.r.cfg.MaxPause)
 	bctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
@@ -84,12 +88,15 @@ func (s *session) tryCutover(ctx context.Context) (bool, error) {
 		_, rerr := rollback(err)
 		return false, errors.Join(fmt.Errorf("waiting for the nodes of %s: %w", s.region.Name, err), rerr)
 	}
-	m.finishStep(StepFreeze, time.Now().UTC())
+	heldAt := time.Now()
+	ct.NodesHeld = millis(heldAt.Sub(frozenAt))
+	m.finishStep(StepFreeze, heldAt.UTC())
 	if err := s.fault(StepFreeze); err != nil {
 		return false, err
 	}
 
-	m.startStep(StepDrain, time.Now().UTC())
+	drainStart := time.Now()
+	m.startStep(StepDrain, drainStart.UTC())
 	if err := s.drain(bctx); err != nil {
 		if overran(err) {
 			return rollback(fmt.Errorf("the drain did not finish within %s", s.r.cfg.MaxPause))
@@ -97,6 +104,20 @@ func (s *session) tryCutover(ctx context.Context) (bool, error) {
 		_, rerr := rollback(err)
 		return false, errors.Join(err, rerr)
 	}
+	if len(m.Unsettled) > 0 {
+		// The rows verify could not settle, rechecked with the writes held and drained: they stand
+		// still now, so a difference is real. Nothing flipped: roll back and fail (resumable; the
+		// resume verifies again).
+		if err := RecheckUnsettled(bctx, s.srcDB, s.dstDB, m.KeyRange, m.Unsettled); err != nil {
+			if overran(err) {
+				return rollback(fmt.Errorf("the recheck of %d unsettled rows did not finish within %s", unsettledRows(m.Unsettled), s.r.cfg.MaxPause))
+			}
+			_, rerr := rollback(err)
+			m.Step = StepCatchup
+			return false, errors.Join(err, rerr)
+		}
+	}
+	ct.Drain = millis(time.Since(drainStart))
 	m.finishStep(StepDrain, time.Now().UTC())
 	if err := s.fault(StepDrain); err != nil {
 		return false, err
@@ -104,13 +125,17 @@ func (s *session) tryCutover(ctx context.Context) (bool, error) {
 
 	// The flip ends the hold as a rollback would, so once drained it is written even past the
 	// budget (the budget leaves the nodes' hold a margin for exactly this).
-	m.startStep(StepFlip, time.Now().UTC())
-	if err := s.flip(ctx, frozen, frozenIdx); err != nil {
+	flipStart := time.Now()
+	m.startStep(StepFlip, flipStart.UTC())
+	flipVersion, err := s.flip(ctx, frozen, frozenIdx)
+	if err != nil {
 		_, rerr := rollback(err)
 		return false, errors.Join(fmt.Errorf("flipping: %w", err), rerr)
 	}
 	flippedAt := time.Now()
-	m.WritePauseMillis = float64(flippedAt.Sub(frozenAt).Microseconds()) / 1000
+	ct.FlipWrite = millis(flippedAt.Sub(flipStart))
+	m.WritePauseMillis = millis(flippedAt.Sub(frozenAt))
+	s.watchFlip(ctx, flipVersion, flippedAt)
 	s.r.cfg.Progress(Progress{Move: m.ID, Step: StepFlip, Message: fmt.Sprintf("flipped to %s; writes paused %.1f ms", m.Target, m.WritePauseMillis)})
 	s.r.log.Info("move flipped", "move", m.ID, "write_pause_ms", m.WritePauseMillis)
 	return true, s.complete(ctx, StepFlip)
@@ -164,25 +189,48 @@ func (s *session) flipTo(a *topology.Assignment) error {
 	return nil
 }
 
-// flip writes the flip inside the write pause with one round trip fewer than modify: the document
+// flip writes the flip inside the write pause with two round trips fewer than modify: the document
 // the freeze wrote is edited and written with check-and-set on the index the freeze returned, so
-// it cannot be loaded again first. The check-and-set fences it exactly as a fresh load would: it
+// it is neither loaded again first nor read back to check its version (topostore.UpdateWritten). The check-and-set fences it exactly as a fresh load would: it
 // succeeds only if nobody wrote the topology since the freeze. When someone did (an edit outside
 // the shard lock, such as a pin), it falls back to modify, which loads the latest document and
 // applies the same checked edit to it.
-func (s *session) flip(ctx context.Context, frozen *topology.Topology, frozenIdx uint64) error {
+func (s *session) flip(ctx context.Context, frozen *topology.Topology, frozenIdx uint64) (uint64, error) {
 	if err := s.lock.Err(); err != nil {
-		return err
+		return 0, err
 	}
 	next := frozen.Clone()
 	if err := editAssignment(next, s.m.KeyRange, s.flipTo); err != nil {
-		return err
+		return 0, err
 	}
-	_, err := s.r.cfg.Topology.Update(ctx, next, frozenIdx)
+	// The freeze's own document and the index its write returned: UpdateWritten's check-and-set
+	// alone fences it (no read first).
+	_, err := s.r.cfg.Topology.UpdateWritten(ctx, next, frozenIdx)
 	if errors.Is(err, topostore.ErrConflict) || errors.Is(err, topostore.ErrStale) {
-		_, err = s.modify(ctx, s.flipTo)
+		if next, err = s.modify(ctx, s.flipTo); err != nil {
+			return 0, err
+		}
 	}
-	return err
+	if err != nil {
+		return 0, err
+	}
+	return next.Version, nil
+}
+
+// watchFlip measures, off the write pause, how long the region's nodes take to apply the flip
+// (CutoverTiming.NodesFlipped); cleanup's settle waits for the same and finds it done.
+func (s *session) watchFlip(ctx context.Context, version uint64, flippedAt time.Time) {
+	done := make(chan float64, 1)
+	s.flipApplied = done
+	go func() {
+		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		if err := s.r.cfg.Fleet.WaitApplied(wctx, s.region.ConsulDC, s.region.APIService, version); err != nil {
+			done <- 0
+			return
+		}
+		done <- millis(time.Since(flippedAt))
+	}()
 }
 
 // modifyAt is modify that also returns the ModifyIndex of the write, for the flip to fence on.

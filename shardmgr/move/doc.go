@@ -11,13 +11,16 @@
 //	copy     publication over every sharded table filtered to the keyrange on the source, a logical
 //	         slot created apart, a subscription on the target through it; initial sync of every table
 //	catchup  replication lag under Config.CatchupLag
-//	verify   source and target equal over the keyrange (Config.Verify); a difference stops the move
+//	verify   source and target equal over the keyrange (Config.Verify); a difference stops the move,
+//	         but a few rows that keep changing (hot rows) are left to the cutover (Move.Unsettled)
 //	freeze   the assignment becomes frozen and every API node of the region holds that version:
-//	         nodes hold the keyrange's writes from then on (shardpool.WriteShard)
+//	         nodes hold the keyrange's reads and writes from then on (shardpool.ReadShard, WriteShard)
 //	drain    transactions that reached the source before the freeze ended, and the target
-//	         confirmed everything the source committed
+//	         confirmed everything the source committed; the unsettled rows rechecked, a difference
+//	         rolls the freeze back and fails the move before the flip
 //	flip     the assignment is the target's, serving: held writes go on at the target
-//	cleanup  the replication objects dropped, then the moved rows deleted from the source in batches
+//	cleanup  once every node holds the flip and the source's open transactions ended, the
+//	         replication objects dropped, then the moved rows deleted from the source in batches
 //	done
 //
 // freeze, drain and flip are one cutover, bounded by Config.MaxPause: a try that would overrun it is

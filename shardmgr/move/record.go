@@ -14,6 +14,7 @@ import (
 	"github.com/8thdegree/meridian/pkg/shardkey"
 	"github.com/8thdegree/meridian/shardmgr/shardlock"
 	"github.com/8thdegree/meridian/shardmgr/topostore"
+	"github.com/8thdegree/meridian/shardmgr/verify"
 )
 
 // DefaultPrefix is the Consul KV prefix of the move records: meridian/moves/<id>.
@@ -107,12 +108,17 @@ type Move struct {
 	// WritePauseMillis is the write pause of the cutover: from the freeze applied by every node of
 	// the region to the flip written, in milliseconds; 0 before the flip.
 	WritePauseMillis float64 `json:"write_pause_ms,omitempty"`
+	// Cutover splits the last cutover tried into its parts, in milliseconds.
+	Cutover *CutoverTiming `json:"cutover,omitempty"`
 	// FreezeAttempts counts freezes tried (a freeze that would overrun its budget is rolled back).
 	FreezeAttempts int `json:"freeze_attempts,omitempty"`
 	// RowsCopied is the target's row count per table after the initial sync.
 	RowsCopied map[string]int64 `json:"rows_copied,omitempty"`
 	// RowsDeleted is what cleanup (or abort, on the target) deleted per table.
 	RowsDeleted map[string]int64 `json:"rows_deleted,omitempty"`
+	// Unsettled are the rows verify left to the cutover (they kept changing): rechecked by key
+	// inside the freeze, after the drain. Kept after the move for the record.
+	Unsettled []verify.TableReport `json:"unsettled,omitempty"`
 	// SubscriptionOID names the table-sync slots (pg_<oid>_sync_...) to drop with the subscription.
 	SubscriptionOID uint32 `json:"subscription_oid,omitempty"`
 	Error           string `json:"error,omitempty"`
@@ -124,6 +130,34 @@ type Move struct {
 	Updated time.Time `json:"updated"`
 
 	index uint64 // ModifyIndex of the version read or written last
+}
+
+// CutoverTiming is where a cutover's time went, in milliseconds. The write pause (Move.WritePauseMillis)
+// is NodesHeld + Drain + FlipWrite; NodesFlipped comes after it (the nodes release what they held as
+// each applies the flip).
+type CutoverTiming struct {
+	// FreezeWrite: the freeze's check-and-set write of the topology (load, check, write).
+	FreezeWrite float64 `json:"freeze_write_ms"`
+	// NodesHeld: from the freeze written to every passing node of the region holding it.
+	NodesHeld float64 `json:"nodes_held_ms"`
+	// Drain: the drain, and the recheck of the unsettled rows if any.
+	Drain float64 `json:"drain_ms"`
+	// FlipWrite: the flip's write of the topology.
+	FlipWrite float64 `json:"flip_write_ms"`
+	// NodesFlipped: from the flip written to every passing node holding it (0 when not measured:
+	// a cutover rolled back, or the wait did not end within 10 s).
+	NodesFlipped float64 `json:"nodes_flipped_ms,omitempty"`
+}
+
+func millis(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// unsettledRows counts the rows of tables.
+func unsettledRows(tables []verify.TableReport) int64 {
+	var n int64
+	for _, t := range tables {
+		n += t.DifferingRows
+	}
+	return n
 }
 
 // Timing returns the timing of step s, if it ran.

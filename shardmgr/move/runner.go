@@ -18,6 +18,7 @@ import (
 	"github.com/8thdegree/meridian/shardmgr/shardpool"
 	"github.com/8thdegree/meridian/shardmgr/topology"
 	"github.com/8thdegree/meridian/shardmgr/topostore"
+	"github.com/8thdegree/meridian/shardmgr/verify"
 )
 
 var (
@@ -68,11 +69,14 @@ type FleetWaiter interface {
 	WaitApplied(ctx context.Context, dc, service string, version uint64) error
 }
 
-// VerifyFunc compares source and target over kr and returns nil when they hold the same rows, an
-// error wrapping ErrDiffer when they differ persistently. catchUp waits until the target holds what
-// the source has committed so far: a verifier that sees differences (rows written while it reads)
-// calls it and looks again.
-type VerifyFunc func(ctx context.Context, source, target *pgxpool.Pool, kr shardkey.KeyRange, catchUp func(context.Context) error) error
+// VerifyFunc compares source and target over kr. It returns nothing when they hold the same rows,
+// an error wrapping ErrDiffer when they differ persistently, and the differing rows (tables with
+// their keys listed, as verify.Recheck takes them) it could not settle because they kept changing:
+// the cutover rechecks those by key inside the freeze, after the drain, with the writes held
+// (RecheckUnsettled), and a difference there rolls the freeze back and fails the move. catchUp
+// waits until the target holds what the source has committed so far: a verifier that sees
+// differences (rows written while it reads) calls it and looks again.
+type VerifyFunc func(ctx context.Context, source, target *pgxpool.Pool, kr shardkey.KeyRange, catchUp func(context.Context) error) ([]verify.TableReport, error)
 
 // Progress is what a runner reports while it works.
 type Progress struct {
@@ -244,6 +248,9 @@ type session struct {
 	srcDSN string
 	tables []string
 	killed bool
+	// flipApplied receives CutoverTiming.NodesFlipped once watchFlip's wait ends (nil: no flip in
+	// this session).
+	flipApplied chan float64
 	// borrowed: the caller holds lock (StartHolding) and releases it.
 	borrowed bool
 }
@@ -585,7 +592,10 @@ func (s *session) runStep(ctx context.Context, step Step) error {
 	case StepCatchup:
 		err = s.catchup(ctx)
 	case StepVerify:
-		err = s.r.cfg.Verify(ctx, s.srcDB, s.dstDB, m.KeyRange, s.waitDrained)
+		m.Unsettled, err = s.r.cfg.Verify(ctx, s.srcDB, s.dstDB, m.KeyRange, s.waitDrained)
+		if len(m.Unsettled) > 0 {
+			s.r.cfg.Progress(Progress{Move: m.ID, Step: step, Message: fmt.Sprintf("%d rows kept changing during verify; they are rechecked in the cutover, with the writes held", unsettledRows(m.Unsettled))})
+		}
 	case StepCleanup:
 		err = s.cleanup(ctx)
 	case StepDone:
@@ -880,6 +890,56 @@ func (s *session) waitDrained(ctx context.Context) error {
 	}
 }
 
+// settle waits, before anything of the source's copy goes, until nothing can still read or write
+// the keyrange there: every passing node of the region holds version (the flip or later: none
+// routes the keyrange to the source any more, and the requests they held during the freeze went to
+// the target), then no client transaction that was open on the source when they all did is still
+// open (a request routed to the source before its node applied the freeze, still running). Without
+// it a node slow to apply the flip would read the source while its rows are deleted: a 404 for a
+// row written long before.
+func (s *session) settle(ctx context.Context, version uint64) error {
+	m := s.m
+	s.r.cfg.Progress(Progress{Move: m.ID, Step: StepCleanup, Message: fmt.Sprintf("waiting until every node of %s holds topology version %d", s.region.Name, version)})
+	if s.flipApplied != nil {
+		select {
+		case ms := <-s.flipApplied:
+			if m.Cutover != nil && ms > 0 {
+				m.Cutover.NodesFlipped = ms
+			}
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	if err := s.r.cfg.Fleet.WaitApplied(ctx, s.region.ConsulDC, s.region.APIService, version); err != nil {
+		return fmt.Errorf("waiting for the nodes of %s to apply the flip (version %d) before deleting the source's rows: %w", s.region.Name, version, err)
+	}
+	before, err := s.repl.sourceNow(ctx)
+	if err != nil {
+		return err
+	}
+	// Bounded: a session left idle in a transaction for long is not a request (nodes answer in
+	// seconds), and must not hold the cleanup forever.
+	wctx, cancel := context.WithTimeout(ctx, settleTransactions)
+	defer cancel()
+	for {
+		n, err := s.repl.inFlight(wctx, before)
+		if err == nil && n == 0 {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if wctx.Err() != nil || err != nil {
+			s.r.log.Warn("transactions still open on the source before its rows are deleted", "move", m.ID, "open", n, "waited", settleTransactions, "err", err)
+			return nil
+		}
+		_ = sleep(wctx, 10*time.Millisecond)
+	}
+}
+
+// settleTransactions bounds settle's wait for the source's open transactions.
+const settleTransactions = 30 * time.Second
+
 // cleanup drops the replication objects and deletes the moved rows from the source.
 func (s *session) cleanup(ctx context.Context) error {
 	m := s.m
@@ -893,6 +953,9 @@ func (s *session) cleanup(ctx context.Context) error {
 	}
 	if a.Shard != m.Target {
 		return fmt.Errorf("keyrange %s is on %s, not on the target %s: refusing to delete it from the source", m.KeyRange, a.Shard, m.Target)
+	}
+	if err := s.settle(ctx, topo.Version); err != nil {
+		return err
 	}
 	oid, err := s.repl.subscription(ctx)
 	if err != nil {

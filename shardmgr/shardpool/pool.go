@@ -123,6 +123,8 @@ type state struct {
 	// counters[i] counts the requests routed through table.Routes()[i]: one atomic add per request,
 	// found by the lookup's index.
 	counters []*rangeCounter
+	// frozenIn lists the regions with a keyrange frozen in this version (ReadRegion holds on them).
+	frozenIn []string
 }
 
 // Manager owns the pools of every shard in the topology. It is safe for concurrent use.
@@ -135,6 +137,8 @@ type Manager struct {
 	retire sync.WaitGroup
 	// counters outlive the states that point at them (see countersFor); guarded by mu.
 	counters map[counterKey]*rangeCounter
+	// first is closed by the first Apply (WaitVersion before it); guarded by mu.
+	first chan struct{}
 }
 
 // New returns a Manager with no topology; call Apply before routing.
@@ -167,6 +171,7 @@ func (m *Manager) Apply(ctx context.Context, t *topology.Topology) error {
 		return nil
 	}
 	next := &state{table: tab, pools: make(map[string]*shardPool, len(t.Shards)), changed: make(chan struct{}), counters: m.countersFor(tab)}
+	next.frozenIn = frozenRegions(tab.Topology())
 	var created []*pgxpool.Pool
 	for _, s := range tab.Topology().Shards {
 		if old != nil {
@@ -188,6 +193,9 @@ func (m *Manager) Apply(ctx context.Context, t *topology.Topology) error {
 		next.targets = append(next.targets, Target{Shard: s.Name, Region: s.Region, Pool: pool})
 	}
 	m.cur.Store(next)
+	if old == nil && m.first != nil {
+		close(m.first)
+	}
 	if old != nil {
 		close(old.changed)
 		for name, p := range old.pools {
@@ -257,6 +265,46 @@ func (m *Manager) Table() *topology.Table {
 		return s.table
 	}
 	return nil
+}
+
+// WaitVersion returns the version of the topology in force once it is at least v, or ctx's error
+// (with the version in force, 0 before the first Apply) when ctx ends first. It wakes on every Apply
+// (the snapshot's changed channel), never on a timer: an API node answers the shard manager's
+// question "do you hold v yet?" with it the moment its pools hold v.
+func (m *Manager) WaitVersion(ctx context.Context, v uint64) (uint64, error) {
+	for {
+		s := m.cur.Load()
+		var have uint64
+		var changed <-chan struct{}
+		if s != nil {
+			have, changed = s.table.Version(), s.changed
+		} else {
+			changed = m.firstApply()
+		}
+		if s != nil && have >= v {
+			return have, nil
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return have, ctx.Err()
+		}
+	}
+}
+
+// firstApply returns a channel closed by the first Apply (for waits before it).
+func (m *Manager) firstApply() <-chan struct{} {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.first == nil {
+		m.first = make(chan struct{})
+	}
+	if m.cur.Load() != nil {
+		closed := make(chan struct{})
+		close(closed)
+		return closed
+	}
+	return m.first
 }
 
 // Route returns the pool of the shard that owns k (after relocation) and the route itself, whose State

@@ -85,6 +85,54 @@ func TestStoreCreateLoadUpdate(t *testing.T) {
 	}
 }
 
+// UpdateWritten writes a successor of the store's own last write with check-and-set on that write's
+// index alone; anything written in between makes it a conflict, and nothing is written then.
+func TestStoreUpdateWritten(t *testing.T) {
+	ctx := context.Background()
+	c := consulClient(t, nil)
+	s := topostore.NewStore(c, uniqueKey(t))
+	if _, err := s.Create(ctx, example(1)); err != nil {
+		t.Fatal(err)
+	}
+	doc, idx, err := s.Load(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc.KeyRanges[0].State = topology.Frozen
+	frozenIdx, err := s.Update(ctx, doc, idx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc.KeyRanges[0].State = topology.Serving
+	flipIdx, err := s.UpdateWritten(ctx, doc, frozenIdx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, idx, err := s.Load(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if idx != flipIdx || got.Version != 3 || doc.Version != 3 || got.KeyRanges[0].State != topology.Serving {
+		t.Fatalf("after UpdateWritten: version %d (caller's %d) index %d state %s; want 3, %d, serving", got.Version, doc.Version, idx, got.KeyRanges[0].State, flipIdx)
+	}
+	// Another writer in between: a conflict, and the stored document stays.
+	other := got.Clone()
+	other.Shards[0].Conn.Port = 20999
+	if _, err := s.Update(ctx, other, idx); err != nil {
+		t.Fatal(err)
+	}
+	doc.KeyRanges[0].State = topology.Frozen
+	if _, err := s.UpdateWritten(ctx, doc, flipIdx); !errors.Is(err, topostore.ErrConflict) {
+		t.Fatalf("UpdateWritten after another write = %v, want ErrConflict", err)
+	}
+	if after, _, err := s.Load(ctx); err != nil || after.Version != 4 || after.KeyRanges[0].State != topology.Serving || after.Shards[0].Conn.Port != 20999 {
+		t.Fatalf("the conflicting UpdateWritten changed the document: %+v, %v", after, err)
+	}
+	if _, err := s.UpdateWritten(ctx, doc, 0); err == nil {
+		t.Fatal("UpdateWritten with index 0 succeeded")
+	}
+}
+
 // TestStoreUpdateCASConflict: two writers that read the same index race; exactly one wins.
 func TestStoreUpdateCASConflict(t *testing.T) {
 	ctx := context.Background()

@@ -32,7 +32,7 @@ func (s *Service) VerifyAPIKey(ctx context.Context, key string) (authn.Principal
 	if err != nil {
 		return authn.Principal{}, errBadAPIKey
 	}
-	routed, err := s.a.ReadShard(id.KeyspaceID())
+	routed, err := s.a.ReadShard(ctx, id.KeyspaceID())
 	if errors.Is(err, topology.ErrNoShard) {
 		return authn.Principal{}, errBadAPIKey
 	}

@@ -43,7 +43,7 @@ func (s *Service) UserExists(ctx context.Context, id shardkey.ID, homeHint strin
 }
 
 func (s *Service) userExistsLocal(ctx context.Context, id shardkey.ID) (bool, error) {
-	routed, err := s.a.ReadShard(id.KeyspaceID())
+	routed, err := s.a.ReadShard(ctx, id.KeyspaceID())
 	if err != nil {
 		return false, err
 	}

@@ -411,7 +411,7 @@ func (s *Service) handleListAPIKeys(w http.ResponseWriter, r *http.Request) erro
 		}
 		after = cur.ID.Bytes()
 	}
-	routed, err := s.a.ReadShard(p.KSID)
+	routed, err := s.a.ReadShard(r.Context(), p.KSID)
 	if err != nil {
 		return err
 	}
@@ -501,7 +501,7 @@ func (s *Service) handleRevokeAPIKey(w http.ResponseWriter, r *http.Request) err
 
 func (s *Service) handleMe(w http.ResponseWriter, r *http.Request) error {
 	p := feature.Caller(r)
-	routed, err := s.a.ReadShard(p.KSID)
+	routed, err := s.a.ReadShard(r.Context(), p.KSID)
 	if err != nil {
 		return err
 	}

@@ -21,7 +21,7 @@ func TestHarnessServesRoutesWithAccessRules(t *testing.T) {
 		return []feature.Route{
 			{Name: "whoami", Method: http.MethodGet, Path: "/whoami", Access: feature.Authenticated, Handler: func(w http.ResponseWriter, r *http.Request) error {
 				p := feature.Caller(r)
-				shard, err := a.ReadShard(p.KSID)
+				shard, err := a.ReadShard(r.Context(), p.KSID)
 				if err != nil {
 					return err
 				}

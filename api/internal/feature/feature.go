@@ -56,17 +56,27 @@ func (a *Deps) RegionCode() (shardkey.Region, bool) {
 	return r.Code, ok
 }
 
-// ReadShard returns the shard of this region that holds k's data. Its errors are shardpool's
-// (a *shardpool.WrongRegionError for data homed elsewhere, shardpool.ErrNoTopology,
-// topology.ErrNoShard); rest.WriteError turns them into the replay hint, 503 or 404.
-func (a *Deps) ReadShard(k shardkey.KeyspaceID) (shardpool.Routed, error) {
-	return a.Pools.ReadShard(k, a.Region)
+// ReadShard returns the shard of this region that holds k's data. While k's keyrange is frozen for a
+// cutover it waits (up to FreezeWait) for the next topology, as a write does, and then answers with the
+// keyrange's owner: a read at the source during the flip's propagation could miss a write another node
+// already took at the target. Its errors are shardpool's (a *shardpool.WrongRegionError for data homed
+// elsewhere, shardpool.ErrNoTopology, topology.ErrNoShard, shardpool.ErrFrozen, ctx's error);
+// rest.WriteError turns them into the replay hint, 503 or 404.
+func (a *Deps) ReadShard(ctx context.Context, k shardkey.KeyspaceID) (shardpool.Routed, error) {
+	return a.Pools.ReadShard(ctx, k, a.Region, a.FreezeWait)
 }
 
 // WriteShard is ReadShard for writes: while k's keyrange is frozen for a cutover, it waits (up to
 // FreezeWait) for the next topology and then answers with the keyrange's owner, or shardpool.ErrFrozen.
 func (a *Deps) WriteShard(ctx context.Context, k shardkey.KeyspaceID) (shardpool.Routed, error) {
 	return a.Pools.WriteShard(ctx, k, a.Region, a.FreezeWait)
+}
+
+// ReadRegion returns this region's shards, and the table of the same version, for a read that fans
+// out over them (shardpool.Scatter). While a keyrange of the region is frozen for a cutover it waits
+// (up to FreezeWait) as ReadShard does; errors as ReadShard's.
+func (a *Deps) ReadRegion(ctx context.Context) (shardpool.RegionView, error) {
+	return a.Pools.ReadRegion(ctx, a.Region, a.FreezeWait)
 }
 
 // HandlerFunc is an HTTP handler that returns its error; the server writes it with rest.WriteError.

@@ -18,7 +18,8 @@ import (
 
 func TestMain(m *testing.M) { testenv.Main(m) }
 
-// A write to a frozen keyrange waits for the cutover and then goes to the keyrange's new owner.
+// A write to a frozen keyrange, a read of it and a fan-out over its region wait for the cutover and
+// then go to the keyrange's new owner.
 func TestWriteShardWaitsForTheFlip(t *testing.T) {
 	h := apitest.New(t, apitest.Options{})
 	a := h.Nodes["us-east"].App
@@ -56,29 +57,44 @@ func TestWriteShardWaitsForTheFlip(t *testing.T) {
 		r   shardpool.Routed
 		err error
 	}
-	done := make(chan result, 1)
+	done := make(chan result, 2)
 	go func() {
 		r, err := a.WriteShard(context.Background(), k)
 		done <- result{r, err}
 	}()
+	go func() {
+		r, err := a.ReadShard(context.Background(), k)
+		done <- result{r, err}
+	}()
+	fanout := make(chan shardpool.RegionView, 1)
+	go func() {
+		v, err := a.ReadRegion(context.Background())
+		if err != nil {
+			t.Error(err)
+		}
+		fanout <- v
+	}()
 	select {
 	case res := <-done:
-		t.Fatalf("a write to a frozen keyrange did not wait: %+v", res)
+		t.Fatalf("a request for a frozen keyrange did not wait: %+v", res)
+	case <-fanout:
+		t.Fatal("a fan-out over a region with a frozen keyrange did not wait")
 	case <-time.After(150 * time.Millisecond):
 	}
 	if err := h.Pools.Apply(context.Background(), flipped); err != nil {
 		t.Fatal(err)
 	}
-	res := <-done
-	if res.err != nil {
-		t.Fatal(res.err)
+	for range 2 {
+		res := <-done
+		if res.err != nil {
+			t.Fatal(res.err)
+		}
+		if res.r.Shard != "us-east-3" {
+			t.Fatalf("a held request went to %s after the flip, want us-east-3", res.r.Shard)
+		}
 	}
-	if res.r.Shard != "us-east-3" {
-		t.Fatalf("write went to %s after the flip, want us-east-3", res.r.Shard)
-	}
-	// Reads never wait.
-	if r, err := a.ReadShard(k); err != nil || r.Shard != "us-east-3" {
-		t.Fatalf("read: %v %v", r.Shard, err)
+	if v := <-fanout; v.Table.Version() != flipped.Version {
+		t.Fatalf("the fan-out was released with version %d, want %d", v.Table.Version(), flipped.Version)
 	}
 }
 
@@ -98,6 +114,14 @@ func TestWriteShardGivesUpAfterFreezeWait(t *testing.T) {
 	if e := rest.Public(err); !errors.Is(err, shardpool.ErrFrozen) || e.Status != http.StatusServiceUnavailable || e.RetryAfter == 0 {
 		t.Fatalf("want a 503 with Retry-After after FreezeWait, got %v", err)
 	}
+	_, err = a.ReadShard(context.Background(), shardkey.NewKeyspaceID(0x40, []byte("x")))
+	if e := rest.Public(err); !errors.Is(err, shardpool.ErrFrozen) || e.Status != http.StatusServiceUnavailable || e.RetryAfter == 0 {
+		t.Fatalf("read: want a 503 with Retry-After after FreezeWait, got %v", err)
+	}
+	_, err = a.ReadRegion(context.Background())
+	if e := rest.Public(err); !errors.Is(err, shardpool.ErrFrozen) || e.Status != http.StatusServiceUnavailable || e.RetryAfter == 0 {
+		t.Fatalf("fan-out: want a 503 with Retry-After after FreezeWait, got %v", err)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	a.FreezeWait = time.Minute
@@ -107,16 +131,17 @@ func TestWriteShardGivesUpAfterFreezeWait(t *testing.T) {
 }
 
 func TestRouteErrors(t *testing.T) {
+	ctx := context.Background()
 	h := apitest.New(t, apitest.Options{})
 	a := h.Nodes["ap-south"].App
-	_, err := a.ReadShard(shardkey.NewKeyspaceID(0x20, []byte("x")))
+	_, err := a.ReadShard(ctx, shardkey.NewKeyspaceID(0x20, []byte("x")))
 	var wr *shardpool.WrongRegionError
 	e := rest.Public(err)
 	if !errors.As(err, &wr) || wr.Region != "us-east" || e.Status != http.StatusMisdirectedRequest || e.Code != "wrong_region" ||
 		e.Header.Get(wire.ReplayRegion) != "us-east" || !errors.Is(e, shardpool.ErrWrongRegion) {
 		t.Fatalf("foreign ksid: %v", err)
 	}
-	_, err = a.ReadShard(shardkey.NewKeyspaceID(0x99, []byte("x")))
+	_, err = a.ReadShard(ctx, shardkey.NewKeyspaceID(0x99, []byte("x")))
 	if e := rest.Public(err); !errors.Is(err, topology.ErrNoShard) || e.Status != http.StatusNotFound {
 		t.Fatalf("unknown region code: %v", err)
 	}

@@ -98,7 +98,7 @@ func BenchmarkRegionSearch(b *testing.B) {
 		}
 		return len(body)
 	}
-	ranges := svc.ownedRanges()
+	ranges := ownedRanges(pools.Table())
 	shards := pools.Targets("eu-west")
 	direct := func() int {
 		var wg sync.WaitGroup

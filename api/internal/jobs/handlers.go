@@ -78,7 +78,7 @@ func (s *Service) get(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	shard, err := s.a.ReadShard(id.KeyspaceID())
+	shard, err := s.a.ReadShard(r.Context(), id.KeyspaceID())
 	if err != nil {
 		return err
 	}
@@ -213,7 +213,7 @@ func (s *Service) list(w http.ResponseWriter, r *http.Request) error {
 	if owner == caller.UserID {
 		ksid = caller.KSID // the caller's ksid now, after any relocation
 	}
-	shard, err := s.a.ReadShard(ksid)
+	shard, err := s.a.ReadShard(r.Context(), ksid)
 	if err != nil {
 		return err
 	}

@@ -117,7 +117,7 @@ func batch[T any](ctx context.Context, t shardpool.Target, countSQL string, coun
 
 func (s *Service) matchFreelancers(w http.ResponseWriter, r *http.Request, caller authn.Principal, id shardkey.ID, limit int) error {
 	ctx := r.Context()
-	shard, err := s.a.ReadShard(id.KeyspaceID())
+	shard, err := s.a.ReadShard(ctx, id.KeyspaceID())
 	if err != nil {
 		return err
 	}
@@ -141,8 +141,12 @@ func (s *Service) matchFreelancers(w http.ResponseWriter, r *http.Request, calle
 		rest.WriteJSON(w, http.StatusOK, page)
 		return nil
 	}
-	ranges := s.ownedRanges()
-	res := shardpool.Scatter(ctx, s.a.Pools.Targets(s.a.Region), s.scatterOpts(),
+	view, err := s.a.ReadRegion(ctx) // held while a keyrange of the region is frozen, see searchRegion
+	if err != nil {
+		return err
+	}
+	ranges := ownedRanges(view.Table)
+	res := shardpool.Scatter(ctx, view.Targets, s.scatterOpts(),
 		func(ctx context.Context, t shardpool.Target) (shardMatches[MatchedFreelancer], error) {
 			ra := ranges[t.Shard]
 			page, err := s.freelancers.Candidates(ctx, t, want, id.Bytes(), ra.lo, ra.hi, limit)
@@ -186,7 +190,7 @@ func (s *Service) matchFreelancers(w http.ResponseWriter, r *http.Request, calle
 
 func (s *Service) matchJobs(w http.ResponseWriter, r *http.Request, caller authn.Principal, limit int) error {
 	ctx := r.Context()
-	shard, err := s.a.ReadShard(caller.KSID)
+	shard, err := s.a.ReadShard(ctx, caller.KSID)
 	if err != nil {
 		return err
 	}
@@ -204,8 +208,12 @@ func (s *Service) matchJobs(w http.ResponseWriter, r *http.Request, caller authn
 		rest.WriteJSON(w, http.StatusOK, page)
 		return nil
 	}
-	ranges := s.ownedRanges()
-	res := shardpool.Scatter(ctx, s.a.Pools.Targets(s.a.Region), s.scatterOpts(),
+	view, err := s.a.ReadRegion(ctx) // held while a keyrange of the region is frozen, see searchRegion
+	if err != nil {
+		return err
+	}
+	ranges := ownedRanges(view.Table)
+	res := shardpool.Scatter(ctx, view.Targets, s.scatterOpts(),
 		func(ctx context.Context, t shardpool.Target) (shardMatches[MatchedJob], error) {
 			ra := ranges[t.Shard]
 			return batch(ctx, t, countOpenJobsSQL, []any{ra.lo, ra.hi},

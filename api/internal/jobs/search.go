@@ -131,12 +131,17 @@ type regionAnswer struct {
 
 // searchRegion runs p on every shard of this node's region, one query per shard, and merges.
 func (s *Service) searchRegion(ctx context.Context, p searchParams) (regionAnswer, error) {
-	targets := s.a.Pools.Targets(s.a.Region)
-	if len(targets) == 0 {
+	// Held while a keyrange of the region is frozen for a cutover (a move's flip): a shard queried for
+	// it then could miss what another node already wrote at its new owner.
+	view, err := s.a.ReadRegion(ctx)
+	if err != nil {
+		return regionAnswer{}, err
+	}
+	if len(view.Targets) == 0 {
 		return regionAnswer{}, apierror.Unavailable("the node has no shards for its region yet", time.Second)
 	}
-	ranges := s.ownedRanges()
-	res := shardpool.Scatter(ctx, targets, shardpool.ScatterOptions{Concurrency: s.cfg.Concurrency, PerShardTimeout: s.cfg.ShardTimeout},
+	ranges := ownedRanges(view.Table)
+	res := shardpool.Scatter(ctx, view.Targets, shardpool.ScatterOptions{Concurrency: s.cfg.Concurrency, PerShardTimeout: s.cfg.ShardTimeout},
 		func(ctx context.Context, t shardpool.Target) ([]SearchItem, error) {
 			return s.searchShard(ctx, t, ranges[t.Shard], p)
 		})

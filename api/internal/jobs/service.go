@@ -94,7 +94,7 @@ func NewOwnerLookup(a *feature.Deps) *OwnerLookup { return &OwnerLookup{a: a} }
 // JobOwner returns the owner of job, which must be homed in this node's region; ok is false when
 // there is no such job.
 func (l *OwnerLookup) JobOwner(ctx context.Context, job shardkey.ID) (owner shardkey.ID, ok bool, err error) {
-	shard, err := l.a.ReadShard(job.KeyspaceID())
+	shard, err := l.a.ReadShard(ctx, job.KeyspaceID())
 	if err != nil {
 		return owner, false, err
 	}

@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/8thdegree/meridian/pkg/shardkey"
+	"github.com/8thdegree/meridian/shardmgr/topology"
 )
 
 // jobCols are the columns of a Job, in scanJob's order, for queries that call core.jobs "j". Budgets are
@@ -96,9 +97,9 @@ type rangeArgs struct{ lo, hi [][]byte }
 // unbounded sorts after every 8-byte ksid under bytea ordering: it stands for a keyrange's open end.
 const unbounded = "\xff\xff\xff\xff\xff\xff\xff\xff\xff"
 
-// ownedRanges returns every shard's keyranges from the topology in force.
-func (s *Service) ownedRanges() map[string]rangeArgs {
-	tab := s.a.Topology()
+// ownedRanges returns every shard's keyranges in tab: the table of the fan-out's RegionView, so that
+// each shard is queried for the keyranges it owns in the version its targets come from.
+func ownedRanges(tab *topology.Table) map[string]rangeArgs {
 	if tab == nil {
 		return nil
 	}

@@ -17,7 +17,7 @@ import (
 
 func (s *Service) getOwnProfile(w http.ResponseWriter, r *http.Request) error {
 	caller := feature.Caller(r)
-	shard, err := s.a.ReadShard(caller.KSID)
+	shard, err := s.a.ReadShard(r.Context(), caller.KSID)
 	if err != nil {
 		return err
 	}
@@ -68,7 +68,7 @@ func (s *Service) getPublicProfile(w http.ResponseWriter, r *http.Request) error
 	if err != nil {
 		return apierror.NotFound("user").WithCause(err)
 	}
-	shard, err := s.a.ReadShard(id.KeyspaceID())
+	shard, err := s.a.ReadShard(r.Context(), id.KeyspaceID())
 	if errors.Is(err, topology.ErrNoShard) {
 		return apierror.NotFound("user").WithCause(err) // a region code no region has
 	}
@@ -94,7 +94,7 @@ func (s *Service) getPublicProfile(w http.ResponseWriter, r *http.Request) error
 
 func (s *Service) getSettings(w http.ResponseWriter, r *http.Request) error {
 	caller := feature.Caller(r)
-	shard, err := s.a.ReadShard(caller.KSID)
+	shard, err := s.a.ReadShard(r.Context(), caller.KSID)
 	if err != nil {
 		return err
 	}

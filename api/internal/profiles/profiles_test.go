@@ -289,7 +289,7 @@ func TestPublicProfile(t *testing.T) {
 type jobOwners struct{ a *feature.Deps }
 
 func (j jobOwners) JobOwner(ctx context.Context, job shardkey.ID) (shardkey.ID, bool, error) {
-	shard, err := j.a.ReadShard(job.KeyspaceID())
+	shard, err := j.a.ReadShard(ctx, job.KeyspaceID())
 	if err != nil {
 		return shardkey.ID{}, false, err
 	}

@@ -42,7 +42,7 @@ func (s *Service) create(w http.ResponseWriter, r *http.Request) error {
 	}
 	// The review is written where the reviewee lives. Asking first, before the job lookup, means a
 	// node of the wrong region answers 421 at once and the work is done once, in the right region.
-	if _, err := s.a.ReadShard(in.revieweeID.KeyspaceID()); err != nil {
+	if _, err := s.a.ReadShard(ctx, in.revieweeID.KeyspaceID()); err != nil {
 		if errors.Is(err, topology.ErrNoShard) {
 			return invalid("reviewee_id", "no such user")
 		}
@@ -137,7 +137,7 @@ func (s *Service) get(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	shard, err := s.a.ReadShard(id.KeyspaceID())
+	shard, err := s.a.ReadShard(r.Context(), id.KeyspaceID())
 	if errors.Is(err, topology.ErrNoShard) {
 		return apierror.NotFound("review").WithCause(err)
 	}
@@ -273,7 +273,7 @@ func (s *Service) list(w http.ResponseWriter, r *http.Request) error {
 		}
 		after = &cur
 	}
-	shard, err := s.a.ReadShard(user.KeyspaceID())
+	shard, err := s.a.ReadShard(ctx, user.KeyspaceID())
 	if err != nil {
 		if errors.Is(err, topology.ErrNoShard) {
 			return apierror.NotFound("user").WithCause(err)

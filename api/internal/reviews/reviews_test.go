@@ -76,7 +76,7 @@ func jobStandIn(a *feature.Deps) feature.Route {
 			if err != nil {
 				return apierror.NotFound("job")
 			}
-			shard, err := a.ReadShard(id.KeyspaceID())
+			shard, err := a.ReadShard(r.Context(), id.KeyspaceID())
 			if err != nil {
 				return err
 			}

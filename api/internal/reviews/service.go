@@ -105,7 +105,7 @@ func (s *Service) Rating(ctx context.Context, user shardkey.ID) (int, float64, e
 
 // stats answers for a user homed in this region (a replay error otherwise).
 func (s *Service) stats(ctx context.Context, user shardkey.ID) (Stats, error) {
-	shard, err := s.a.ReadShard(user.KeyspaceID())
+	shard, err := s.a.ReadShard(ctx, user.KeyspaceID())
 	if err != nil {
 		return Stats{}, err
 	}

@@ -70,7 +70,7 @@ func (d *Directory) claimLocal(ctx context.Context, ksid shardkey.KeyspaceID, h 
 
 // lookupLocal reads h's claim from this region's directory shard.
 func (d *Directory) lookupLocal(ctx context.Context, ksid shardkey.KeyspaceID, h Hash) (Claim, bool, error) {
-	routed, err := d.a.ReadShard(ksid)
+	routed, err := d.a.ReadShard(ctx, ksid)
 	if err != nil {
 		return Claim{}, false, err
 	}
