@@ -45,6 +45,13 @@ type Config struct {
 	// MaxBodyBytes is the largest request body accepted (413 above); every body is buffered so that
 	// a request can be retried or replayed.
 	MaxBodyBytes int64
+	// BodyReadTimeout bounds the reading of one request's body, from its first byte to its last: a
+	// client that sends it slower gets 408 and its connection is closed.
+	BodyReadTimeout time.Duration
+	// MaxBufferedBytes bounds the bytes of request bodies the router holds at once, all requests
+	// together; a request that would go over gets 503 with Retry-After. Body buffers grow as bytes
+	// arrive, so a client holds only what it has sent. It must be at least MaxBodyBytes.
+	MaxBufferedBytes int64
 	// IPLimit and PrincipalLimit are the edge's rate limits per client IP (IPv6: per /64) and per
 	// principal (user or API key). A zero Limit disables one.
 	IPLimit        ratelimit.Limit
@@ -81,7 +88,8 @@ type Config struct {
 	// lines through the router's slog logger instead.
 	AccessLog io.Writer
 
-	// HTTP server settings.
+	// HTTP server settings. ReadHeaderTimeout bounds the reading of a request's headers (the body has
+	// BodyReadTimeout); IdleTimeout a keep-alive connection's wait for its next request.
 	ReadHeaderTimeout time.Duration
 	IdleTimeout       time.Duration
 	MaxHeaderBytes    int
@@ -96,6 +104,8 @@ func DefaultConfig() Config {
 		JWKSPath:            "/api/v1/auth/jwks.json",
 		JWKSRefresh:         5 * time.Minute,
 		MaxBodyBytes:        1 << 20,
+		BodyReadTimeout:     15 * time.Second,
+		MaxBufferedBytes:    256 << 20,
 		IPLimit:             ratelimit.Limit{Rate: 600, Period: time.Minute, Burst: 300},
 		PrincipalLimit:      ratelimit.Limit{Rate: 1200, Period: time.Minute, Burst: 300},
 		UpstreamTimeout:     30 * time.Second,
@@ -122,7 +132,7 @@ func (c Config) Validate() error {
 		name string
 		d    time.Duration
 	}{
-		{"JWKSRefresh", c.JWKSRefresh}, {"UpstreamTimeout", c.UpstreamTimeout}, {"DialTimeout", c.DialTimeout},
+		{"JWKSRefresh", c.JWKSRefresh}, {"BodyReadTimeout", c.BodyReadTimeout}, {"UpstreamTimeout", c.UpstreamTimeout}, {"DialTimeout", c.DialTimeout},
 		{"EjectBase", c.EjectBase}, {"BreakerOpenFor", c.BreakerOpenFor},
 		{"ReadHeaderTimeout", c.ReadHeaderTimeout}, {"IdleTimeout", c.IdleTimeout}, {"ShutdownTimeout", c.ShutdownTimeout},
 	}
@@ -143,6 +153,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("router: Config.JWKSPath %q must be an absolute path", c.JWKSPath)
 	case c.MaxBodyBytes <= 0:
 		return errors.New("router: Config.MaxBodyBytes must be positive")
+	case c.MaxBufferedBytes < c.MaxBodyBytes:
+		return errors.New("router: Config.MaxBufferedBytes must be at least MaxBodyBytes")
 	case c.MaxIdleConnsPerNode < 1:
 		return errors.New("router: Config.MaxIdleConnsPerNode must be at least 1")
 	case c.MaxAttempts < 1 || c.MaxAttempts > 8:

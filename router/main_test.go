@@ -116,3 +116,9 @@ func mustEcho(t *testing.T, a answer, wantRegion string) routertest.Seen {
 	}
 	return s
 }
+
+// opsGet is a GET of one of the router's own endpoints (/healthz, /readyz, /metrics).
+func opsGet(t *testing.T, r *routertest.Router, path string) answer {
+	t.Helper()
+	return do(t, r, call{path: path})
+}

@@ -93,6 +93,8 @@ func New(cfg Config, log *slog.Logger) (*Router, error) {
 	gwc := gateway.Config{
 		Region:         cfg.Region,
 		MaxBody:        cfg.MaxBodyBytes,
+		BodyTimeout:    cfg.BodyReadTimeout,
+		MaxBuffered:    cfg.MaxBufferedBytes,
 		Trust:          headers.Trust{Proxies: cfg.TrustedProxies},
 		IPLimit:        cfg.IPLimit,
 		PrincipalLimit: cfg.PrincipalLimit,
@@ -358,6 +360,8 @@ func (r *Router) registerGauges() {
 			}
 			return 0
 		})
+	m.GaugeFunc("meridian_router_buffered_body_bytes", "Bytes held by request bodies being read or forwarded (bounded by MaxBufferedBytes).",
+		func() float64 { return float64(r.gw.Buffered()) })
 	m.GaugeFunc("meridian_router_token_cache_entries", "Verified access tokens cached.",
 		func() float64 { return float64(r.verifier.Len()) })
 	m.CounterFunc("meridian_router_ratelimit_optimistic_total", "Rate-limit decisions made from the last known shared budget.",

@@ -77,7 +77,10 @@ func run(args []string) error {
 	dur(&cfg.UpstreamTimeout, "upstream-timeout", "MERIDIAN_ROUTER_UPSTREAM_TIMEOUT", cfg.UpstreamTimeout, "wait for a node's response headers (504 after)")
 	dur(&cfg.DialTimeout, "dial-timeout", "MERIDIAN_ROUTER_DIAL_TIMEOUT", cfg.DialTimeout, "connect to a node")
 	dur(&cfg.ShutdownTimeout, "shutdown-timeout", "MERIDIAN_ROUTER_SHUTDOWN_TIMEOUT", cfg.ShutdownTimeout, "let requests in flight finish at shutdown")
+	dur(&cfg.BodyReadTimeout, "body-timeout", "MERIDIAN_ROUTER_BODY_TIMEOUT", cfg.BodyReadTimeout, "read one request's body (408 after)")
+	dur(&cfg.ReadHeaderTimeout, "header-timeout", "MERIDIAN_ROUTER_HEADER_TIMEOUT", cfg.ReadHeaderTimeout, "read one request's headers")
 	fs.Int64Var(&cfg.MaxBodyBytes, "max-body", cfg.MaxBodyBytes, "largest request body in bytes (413 above)")
+	fs.Int64Var(&cfg.MaxBufferedBytes, "max-buffered", cfg.MaxBufferedBytes, "bytes of request bodies held at once, all requests together (503 above)")
 	fs.IntVar(&cfg.MaxAttempts, "max-attempts", cfg.MaxAttempts, "nodes one request is tried on in a region")
 	fs.BoolVar(&cfg.ServeOpsOnPublic, "ops-on-public", cfg.ServeOpsOnPublic, "answer /healthz, /readyz and /metrics on the public listener too")
 	if envErr != nil {

@@ -18,6 +18,9 @@ func TestBadFlags(t *testing.T) {
 		{[]string{"-region", "eu-west", "-log-level", "loud"}, "-log-level"},
 		{[]string{"-region", "eu-west", "-max-attempts", "0"}, "MaxAttempts"},
 		{[]string{"-region", "eu-west", "-token-issuer", ""}, "TokenIssuer"},
+		{[]string{"-region", "eu-west", "-max-buffered", "1024"}, "MaxBufferedBytes"},
+		{[]string{"-region", "eu-west", "-body-timeout", "0s"}, "BodyReadTimeout"},
+		{[]string{"-region", "eu-west", "-header-timeout", "0s"}, "ReadHeaderTimeout"},
 		{[]string{"-no-such-flag"}, "no-such-flag"},
 	}
 	for _, c := range cases {

@@ -18,6 +18,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"os"
 	"sync/atomic"
 	"time"
 
@@ -45,7 +46,12 @@ type Config struct {
 	Region string
 	// MaxBody is the largest request body accepted (413 above).
 	MaxBody int64
-	Trust   headers.Trust
+	// BodyTimeout bounds the reading of one request's body (408 after it; 0: no bound).
+	BodyTimeout time.Duration
+	// MaxBuffered bounds the bytes of request bodies held at once by every request together (503
+	// above). It must be at least MaxBody.
+	MaxBuffered int64
+	Trust       headers.Trust
 	// IPLimit and PrincipalLimit are the edge's rate limits; a zero Limit is no limit.
 	IPLimit, PrincipalLimit ratelimit.Limit
 	// MaxAttempts bounds the nodes tried for one request in one region.
@@ -83,6 +89,8 @@ type Gateway struct {
 	// logq feeds RunAccessLog while logging is set.
 	logq    chan accessLine
 	logging atomic.Bool
+	// buffered is the bytes request bodies hold now (reserve, release).
+	buffered atomic.Int64
 }
 
 // New returns a Gateway. SetTable must be called before it routes anything.
@@ -92,6 +100,8 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 		return nil, errors.New("gateway: Region is required")
 	case cfg.MaxBody <= 0:
 		return nil, errors.New("gateway: MaxBody must be positive")
+	case cfg.MaxBuffered < cfg.MaxBody:
+		return nil, errors.New("gateway: MaxBuffered must be at least MaxBody")
 	case cfg.MaxAttempts < 1:
 		return nil, errors.New("gateway: MaxAttempts must be at least 1")
 	case deps.Metrics == nil || deps.Pools == nil || deps.Verifier == nil || deps.Limiter == nil || deps.Transport == nil || deps.Ready == nil:
@@ -174,10 +184,11 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, x *exchange) {
 	if principal != "" && !g.admit(w, r, x, "principal", principal, g.cfg.PrincipalLimit) {
 		return
 	}
-	body, ok := g.readBody(w, r, x)
+	body, held, ok := g.readBody(w, r, x)
 	if !ok {
 		return
 	}
+	defer g.release(held)
 	tab := g.tab.Load()
 	if tab == nil {
 		g.fail(w, x, apierror.Unavailable("the router has no topology yet; retry shortly", time.Second))
@@ -255,38 +266,111 @@ func (g *Gateway) authenticate(w http.ResponseWriter, r *http.Request, x *exchan
 	return resolve.Caller{}, "", true
 }
 
+// bodyChunk is the first buffer a body is read into (a Content-Length under it gets exactly its
+// size); the buffer doubles as bytes arrive, so a client holds only as much memory as it has sent.
+const bodyChunk = 16 << 10
+
 // readBody reads the whole request body (at most MaxBody): a request that may be retried or replayed
-// must be sendable twice, and the auth endpoints route by their body.
-func (g *Gateway) readBody(w http.ResponseWriter, r *http.Request, x *exchange) ([]byte, bool) {
+// must be sendable twice, and the auth endpoints route by their body. The read must end within
+// BodyTimeout (408 after), the buffer grows with what arrives (a Content-Length is never allocated up
+// front), and every byte of it is reserved from the bytes all requests may hold at once (503 above).
+// held is what the caller releases once the body is no longer needed.
+func (g *Gateway) readBody(w http.ResponseWriter, r *http.Request, x *exchange) (body []byte, held int64, ok bool) {
 	if r.ContentLength == 0 || r.Body == nil || r.Body == http.NoBody {
-		return nil, true
+		return nil, 0, true
 	}
 	if r.ContentLength > g.cfg.MaxBody {
 		g.fail(w, x, apierror.TooLarge(g.cfg.MaxBody))
-		return nil, false
+		return nil, 0, false
 	}
-	var body []byte
-	var err error
+	if g.cfg.BodyTimeout > 0 {
+		rc := http.NewResponseController(w)
+		if rc.SetReadDeadline(time.Now().Add(g.cfg.BodyTimeout)) == nil {
+			// Cleared once the body is in: the server's background read that notices a client leaving
+			// must not time out while the node works.
+			defer func() { _ = rc.SetReadDeadline(time.Time{}) }()
+		}
+	}
+	// limit is the most the buffer may need: the Content-Length, or one byte past MaxBody.
+	limit := g.cfg.MaxBody + 1
 	if r.ContentLength > 0 {
-		body = make([]byte, r.ContentLength)
-		_, err = io.ReadFull(r.Body, body)
-	} else {
-		body, err = io.ReadAll(io.LimitReader(r.Body, g.cfg.MaxBody+1))
-		if err == nil && int64(len(body)) > g.cfg.MaxBody {
-			g.fail(w, x, apierror.TooLarge(g.cfg.MaxBody))
-			return nil, false
+		limit = r.ContentLength
+	}
+	size := min(limit, bodyChunk)
+	if !g.reserve(size) {
+		g.fail(w, x, errBuffersFull)
+		return nil, 0, false
+	}
+	held = size
+	buf := make([]byte, 0, size)
+	for {
+		if len(buf) == cap(buf) {
+			if int64(len(buf)) == limit {
+				break // Content-Length bytes are in, or more than MaxBody came
+			}
+			grow := min(int64(cap(buf)), limit-int64(cap(buf)))
+			if !g.reserve(grow) {
+				g.release(held)
+				g.fail(w, x, errBuffersFull)
+				return nil, 0, false
+			}
+			held += grow
+			next := make([]byte, len(buf), int64(cap(buf))+grow)
+			copy(next, buf)
+			buf = next
+		}
+		n, err := r.Body.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			g.release(held)
+			switch {
+			case errors.Is(err, os.ErrDeadlineExceeded):
+				// First: the failed read also cancels the request's context. The rest of the body may still
+				// come, so the connection cannot be read again.
+				w.Header().Set("Connection", "close")
+				g.fail(w, x, apierror.RequestTimeout().WithCause(err))
+			case r.Context().Err() != nil:
+				g.fail(w, x, apierror.ClientClosed().WithCause(err))
+			default:
+				g.fail(w, x, apierror.BadRequest("the request body could not be read").WithCause(err))
+			}
+			return nil, 0, false
 		}
 	}
-	if err != nil {
-		if r.Context().Err() != nil {
-			g.fail(w, x, apierror.ClientClosed().WithCause(err))
-		} else {
-			g.fail(w, x, apierror.BadRequest("the request body could not be read").WithCause(err))
-		}
-		return nil, false
+	if int64(len(buf)) > g.cfg.MaxBody {
+		g.release(held)
+		g.fail(w, x, apierror.TooLarge(g.cfg.MaxBody))
+		return nil, 0, false
 	}
-	return body, true
+	return buf, held, true
 }
+
+// errBuffersFull is the answer when the bodies being read already hold MaxBuffered bytes.
+var errBuffersFull = apierror.Unavailable("the router is holding too many request bodies; retry shortly", time.Second)
+
+// reserve takes n bytes from what request bodies may hold at once, if they are free. A counter rather
+// than a semaphore: nothing ever waits for bytes (a request that finds none is refused at once), so
+// an atomic add is the whole mechanism, with no lock on the request path.
+func (g *Gateway) reserve(n int64) bool {
+	if g.buffered.Add(n) > g.cfg.MaxBuffered {
+		g.buffered.Add(-n)
+		return false
+	}
+	return true
+}
+
+// release gives back bytes taken by reserve.
+func (g *Gateway) release(n int64) {
+	if n > 0 {
+		g.buffered.Add(-n)
+	}
+}
+
+// Buffered is the number of bytes request bodies hold now (read or being read).
+func (g *Gateway) Buffered() int64 { return g.buffered.Load() }
 
 // fail answers with one of the router's own errors.
 func (g *Gateway) fail(w http.ResponseWriter, x *exchange, err error) {
