@@ -79,9 +79,6 @@ type Config struct {
 	// TrustedProxies are the load balancers in front of the router whose X-Forwarded-For and
 	// X-Forwarded-Proto are believed. Empty: the peer address is the client.
 	TrustedProxies []netip.Prefix
-	// ServeOpsOnPublic answers /healthz, /readyz and /metrics on the public listener too (they are
-	// always on OpsHandler).
-	ServeOpsOnPublic bool
 
 	// AccessLog, if set, receives the access log as JSON lines (the shape of slog's JSON handler),
 	// written by the router's own encoder, several times cheaper than a slog handler. nil sends the
@@ -118,7 +115,6 @@ func DefaultConfig() Config {
 		BreakerFailures:     5,
 		BreakerOpenFor:      5 * time.Second,
 		RegionRetryAfter:    5 * time.Second,
-		ServeOpsOnPublic:    true,
 		ReadHeaderTimeout:   10 * time.Second,
 		IdleTimeout:         2 * time.Minute,
 		MaxHeaderBytes:      64 << 10,

@@ -100,7 +100,6 @@ func New(cfg Config, log *slog.Logger) (*Router, error) {
 		PrincipalLimit: cfg.PrincipalLimit,
 		MaxAttempts:    cfg.MaxAttempts,
 		JWKSPath:       cfg.JWKSPath,
-		ServeOps:       cfg.ServeOpsOnPublic,
 	}
 	// The verifier fetches keys through the gateway (a node of the region), and the gateway verifies
 	// tokens with the verifier: the source is bound after both exist.
@@ -133,11 +132,12 @@ var _ tokenkeys.Source = (*lateSource)(nil)
 
 func (s *lateSource) JWKS(ctx context.Context) ([]byte, error) { return s.gw.JWKS(ctx) }
 
-// Handler is the public handler: the API under /api/v1 and /api, and (with ServeOpsOnPublic) the
-// router's own /healthz, /readyz and /metrics.
+// Handler is the public handler: the API under /api/v1 and /api, nothing else (the router's own
+// /healthz, /readyz and /metrics are on OpsHandler only).
 func (r *Router) Handler() http.Handler { return r.gw }
 
-// OpsHandler serves only /healthz, /readyz and /metrics, for an operations listener.
+// OpsHandler serves only /healthz, /readyz and /metrics, for an operations listener of its own
+// (ServeOps), which clients must not reach.
 func (r *Router) OpsHandler() http.Handler { return r.gw.OpsHandler() }
 
 // Ready reports whether the router can route: a topology in service, the token keys, and an answer
@@ -299,9 +299,18 @@ func (r *Router) Serve(ctx context.Context, ln net.Listener) error {
 	return r.serve(ctx, srv, ln)
 }
 
-// ServeOps answers the operations endpoints on ln until ctx is done.
+// ServeOps answers the operations endpoints (/healthz, /readyz, /metrics) on ln until ctx is done.
+// They are on no other listener: ln belongs on an address only operators and health checkers reach.
 func (r *Router) ServeOps(ctx context.Context, ln net.Listener) error {
-	srv := &http.Server{Handler: r.gw.OpsHandler(), ReadHeaderTimeout: r.cfg.ReadHeaderTimeout}
+	srv := &http.Server{
+		Handler:           r.gw.OpsHandler(),
+		ReadHeaderTimeout: r.cfg.ReadHeaderTimeout,
+		// The ops endpoints take no body and answer from memory.
+		ReadTimeout:    r.cfg.ReadHeaderTimeout,
+		IdleTimeout:    r.cfg.IdleTimeout,
+		MaxHeaderBytes: r.cfg.MaxHeaderBytes,
+		ErrorLog:       slog.NewLogLogger(r.log.Handler(), slog.LevelWarn),
+	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	select {

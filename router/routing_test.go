@@ -124,7 +124,8 @@ func TestIDOfNoRegionIsNotFound(t *testing.T) {
 	}
 }
 
-// The router's own paths are answered by the router; no other path outside /api reaches a node.
+// The router's own paths are answered by the router, on its ops listener only: on the public listener
+// they are a 404 like every path outside /api, and none of them reaches a node.
 func TestOpsPathsAreTheRouters(t *testing.T) {
 	env := routertest.New(t, routertest.Options{NodesPerRegion: 1})
 	r := env.StartRouter(t, "eu-west", nil)
@@ -132,18 +133,23 @@ func TestOpsPathsAreTheRouters(t *testing.T) {
 	mustEcho(t, do(t, r, call{path: "/api/v1/users/me", token: u.Token}), "eu-west")
 
 	for _, p := range []string{"/healthz", "/readyz"} {
-		a := do(t, r, call{path: p})
-		if a.status != http.StatusOK || a.header.Get("X-Meridian-Region") != "eu-west" || a.header.Get("X-Request-ID") == "" {
-			t.Errorf("%s: %d %v %s", p, a.status, a.header, a.body)
+		a := opsGet(t, r, p)
+		if a.status != http.StatusOK || a.header.Get("X-Meridian-Region") != "eu-west" {
+			t.Errorf("ops %s: %d %v %s", p, a.status, a.header, a.body)
 		}
 	}
 	// The request is counted right after its answer is sent: poll.
 	waitFor(t, "the request in /metrics", func() bool {
-		a := do(t, r, call{path: "/metrics"})
+		a := opsGet(t, r, "/metrics")
 		return a.status == http.StatusOK &&
 			strings.Contains(string(a.body), `meridian_router_requests_total{code="200",method="GET",region="eu-west",route="/users/me"} 1`)
 	})
-	for _, p := range []string{"/debug/pprof/", "/api/../metrics", "/api/v1/../../healthz", "/api//v1/users/me", "/api/v1/./users/me", "/", "/apiv1/users/me"} {
+	// The ops listener serves nothing else.
+	if a := opsGet(t, r, "/api/v1/users/me"); a.status != http.StatusNotFound {
+		t.Errorf("ops listener: /api/v1/users/me answered %d, want 404", a.status)
+	}
+	for _, p := range []string{"/healthz", "/readyz", "/metrics", "/debug/pprof/", "/api/../metrics", "/api/v1/../../healthz",
+		"/api//v1/users/me", "/api/v1/./users/me", "/", "/apiv1/users/me"} {
 		a := do(t, r, call{path: p, token: u.Token})
 		if a.status != http.StatusNotFound || a.errorCode(t) != "not_found" || a.header.Get("X-Meridian-Region") != "eu-west" {
 			t.Errorf("%s: got %d %s, want the router's 404", p, a.status, a.body)

@@ -62,7 +62,7 @@ func run(args []string) error {
 	}
 	str(&cfg.Region, "region", "MERIDIAN_REGION", "", "the region this router runs in (required)")
 	str(&o.listen, "listen", "MERIDIAN_ROUTER_LISTEN", "127.0.0.1:8000", "address clients connect to")
-	str(&o.opsListen, "ops-listen", "MERIDIAN_ROUTER_OPS_LISTEN", "", "separate address for /healthz, /readyz and /metrics (empty: the public one only)")
+	str(&o.opsListen, "ops-listen", "MERIDIAN_ROUTER_OPS_LISTEN", "127.0.0.1:8001", "address of /healthz, /readyz and /metrics, never on the public listener (off: not served)")
 	str(&cfg.ConsulAddr, "consul", "CONSUL_HTTP_ADDR", "127.0.0.1:8500", "Consul agent HTTP address")
 	str(&cfg.TopologyKey, "topology-key", "MERIDIAN_TOPOLOGY_KEY", cfg.TopologyKey, "Consul KV key of the topology")
 	str(&cfg.TopologyCache, "topology-cache", "MERIDIAN_TOPOLOGY_CACHE", "", "file for the last good topology (served when Consul is away at start)")
@@ -82,7 +82,6 @@ func run(args []string) error {
 	fs.Int64Var(&cfg.MaxBodyBytes, "max-body", cfg.MaxBodyBytes, "largest request body in bytes (413 above)")
 	fs.Int64Var(&cfg.MaxBufferedBytes, "max-buffered", cfg.MaxBufferedBytes, "bytes of request bodies held at once, all requests together (503 above)")
 	fs.IntVar(&cfg.MaxAttempts, "max-attempts", cfg.MaxAttempts, "nodes one request is tried on in a region")
-	fs.BoolVar(&cfg.ServeOpsOnPublic, "ops-on-public", cfg.ServeOpsOnPublic, "answer /healthz, /readyz and /metrics on the public listener too")
 	if envErr != nil {
 		return envErr
 	}
@@ -143,7 +142,7 @@ func run(args []string) error {
 	if err != nil {
 		return err
 	}
-	if o.opsListen != "" {
+	if o.opsListen != "off" && o.opsListen != "" {
 		ops, err := net.Listen("tcp", o.opsListen)
 		if err != nil {
 			return err

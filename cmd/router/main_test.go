@@ -22,6 +22,8 @@ func TestBadFlags(t *testing.T) {
 		{[]string{"-region", "eu-west", "-body-timeout", "0s"}, "BodyReadTimeout"},
 		{[]string{"-region", "eu-west", "-header-timeout", "0s"}, "ReadHeaderTimeout"},
 		{[]string{"-no-such-flag"}, "no-such-flag"},
+		// The ops endpoints are on the ops listener only: there is no switch to put them on the public one.
+		{[]string{"-region", "eu-west", "-ops-on-public"}, "ops-on-public"},
 	}
 	for _, c := range cases {
 		err := run(c.args)

@@ -384,11 +384,13 @@ func (n *Node) Echo() http.Handler { return http.HandlerFunc(n.echo) }
 // Router is a running router.
 type Router struct {
 	*router.Router
-	URL    string
-	Region string
-	logs   *syncBuffer
-	cancel context.CancelFunc
-	done   chan error
+	// URL is the public listener's base URL; OpsURL the ops listener's (/healthz, /readyz, /metrics).
+	URL, OpsURL string
+	Region      string
+	logs        *syncBuffer
+	cancel      context.CancelFunc
+	done        chan error
+	opsDone     chan error
 }
 
 // DefaultRouterConfig is the configuration StartRouter uses before mutate: the Env's Consul, Redis
@@ -435,9 +437,15 @@ func (e *Env) startRouter(t testing.TB, region string, mutate func(*router.Confi
 	if err != nil {
 		t.Fatal(err)
 	}
+	ops, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
-	rt := &Router{Router: r, URL: "http://" + ln.Addr().String(), Region: region, logs: logs, cancel: cancel, done: make(chan error, 1)}
+	rt := &Router{Router: r, URL: "http://" + ln.Addr().String(), OpsURL: "http://" + ops.Addr().String(), Region: region,
+		logs: logs, cancel: cancel, done: make(chan error, 1), opsDone: make(chan error, 1)}
 	go func() { rt.done <- r.Serve(ctx, ln) }()
+	go func() { rt.opsDone <- r.ServeOps(ctx, ops) }()
 	t.Cleanup(func() { rt.Stop(t) })
 	deadline := time.Now().Add(30 * time.Second)
 	for {
@@ -461,13 +469,15 @@ func (r *Router) Stop(t testing.TB) {
 	}
 	r.cancel()
 	r.cancel = nil
-	select {
-	case err := <-r.done:
-		if err != nil {
-			t.Errorf("routertest: router %s: Serve: %v", r.Region, err)
+	for name, done := range map[string]chan error{"Serve": r.done, "ServeOps": r.opsDone} {
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("routertest: router %s: %s: %v", r.Region, name, err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Errorf("routertest: router %s: %s did not stop", r.Region, name)
 		}
-	case <-time.After(30 * time.Second):
-		t.Errorf("routertest: router %s did not stop", r.Region)
 	}
 }
 

@@ -58,8 +58,6 @@ type Config struct {
 	MaxAttempts int
 	// JWKSPath is the path of the nodes' key set.
 	JWKSPath string
-	// ServeOps answers /healthz, /readyz and /metrics on the public handler too.
-	ServeOps bool
 }
 
 // Deps are the parts the gateway uses.
@@ -144,22 +142,17 @@ type exchange struct {
 func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	x := exchange{rid: requestid.New(), start: time.Now(), route: apipath.OtherTemplate}
 	w.Header()[wire.RequestID] = []string{x.rid}
-	if g.cfg.ServeOps && isOps(r.URL.Path) {
-		g.ops.ServeHTTP(w, r)
-		return
-	}
 	g.m.InFlight(1)
 	defer g.m.InFlight(-1)
 	g.serve(w, r, &x)
 	g.finish(r, &x)
 }
 
-func isOps(p string) bool { return p == "/healthz" || p == "/readyz" || p == "/metrics" }
-
 func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, x *exchange) {
 	info, ok := apipath.Parse(r.URL.Path)
 	if !ok {
-		// Not the public API: a node's own paths (/metrics, /healthz, ...) are never reachable from outside.
+		// Not the public API: a node's own paths (/metrics, /healthz, ...), and the router's, which are on
+		// its ops listener only, are never reachable from outside.
 		g.fail(w, x, apierror.NotFound("route"))
 		return
 	}
