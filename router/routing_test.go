@@ -159,3 +159,29 @@ func TestOpsPathsAreTheRouters(t *testing.T) {
 		t.Errorf("%d requests reached eu-west, want only the first", n)
 	}
 }
+
+// The nodes' internal routes do not exist at the edge: any path under /api/v1/internal (or its /api
+// alias, or percent-encoded), with any method, is the router's own 404, never forwarded, so neither a
+// node's answer nor its 405 tells a client which internal routes there are.
+func TestInternalPathsAreNotFoundAtTheEdge(t *testing.T) {
+	env := routertest.New(t, routertest.Options{NodesPerRegion: 1})
+	r := env.StartRouter(t, "us-east", nil)
+	u := env.User(t, "us-east")
+	paths := []string{"/api/v1/internal", "/api/v1/internal/", "/api/v1/internal/login", "/api/v1/internal/oauth-login",
+		"/api/v1/internal/email-claims/abc", "/api/v1/internal/users/" + u.ID.String() + "/exists", "/api/internal/login",
+		"/api/v1/%69nternal/login", "/api/v1/internal/no-such-route"}
+	methods := []string{http.MethodGet, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete, http.MethodOptions}
+	for _, p := range paths {
+		for _, m := range methods {
+			a := do(t, r, call{method: m, path: p, token: u.Token, body: `{"email":"a@b.test"}`})
+			if a.status != http.StatusNotFound || a.errorCode(t) != "not_found" || a.header.Get("X-Meridian-Region") != "us-east" {
+				t.Errorf("%s %s: got %d %s, want the router's 404", m, p, a.status, a.body)
+			}
+		}
+	}
+	if n := env.TotalHits("us-east"); n != 0 {
+		t.Errorf("%d internal requests reached a node", n)
+	}
+	// A public path that merely starts alike is the API's.
+	mustEcho(t, do(t, r, call{path: "/api/v1/internals", token: u.Token}), "us-east")
+}
