@@ -82,6 +82,17 @@ func TestResolution(t *testing.T) {
 			body: `{"refresh_token":"` + env.RefreshToken(t, eu) + `"}`}, "eu-west"},
 		{"logout without a body goes by the caller", call{method: http.MethodPost, path: "/api/v1/auth/logout", token: eu.Token}, "eu-west"},
 		{"unknown path under /api", call{path: "/api/v1/nothing/here", token: eu.Token}, "eu-west"},
+		// The session endpoints go by their own rules only, whatever ID the client puts in the query.
+		{"register ignores a user_id in the query", call{method: http.MethodPost, path: "/api/v1/auth/register?user_id=" + eu.ID.String(),
+			body: `{"email":"x@y.z","password":"0123456789","name":"X","role":"client"}`}, "us-east"},
+		{"register's region beats an owner_id in the query", call{method: http.MethodPost, path: "/api/v1/auth/register?owner_id=" + eu.ID.String(),
+			body: `{"email":"x@y.z","password":"0123456789","name":"X","role":"client","region":"ap-south"}`}, "ap-south"},
+		{"login ignores a user_id in the query", call{method: http.MethodPost, path: "/api/v1/auth/login?user_id=" + ap.ID.String(),
+			body: `{"email":"a@b.c","password":"0123456789"}`}, "us-east"},
+		{"oauth ignores a job_id in the query", call{path: "/api/v1/auth/oauth/github?job_id=" + job.String()}, "us-east"},
+		{"oauth callback ignores a user_id in the query", call{path: "/api/v1/auth/oauth/github/callback?code=c&state=s&user_id=" + eu.ID.String()}, "us-east"},
+		{"refresh ignores a user_id in the query", call{method: http.MethodPost, path: "/api/v1/auth/refresh?user_id=" + ap.ID.String(),
+			body: `{"refresh_token":"` + env.RefreshToken(t, eu) + `"}`}, "eu-west"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
