@@ -56,6 +56,10 @@ type Config struct {
 	// principal (user or API key). A zero Limit disables one.
 	IPLimit        ratelimit.Limit
 	PrincipalLimit ratelimit.Limit
+	// APIKeyVerifiedFor is how long an API key a node verified is charged to its own budget up front.
+	// A key not known to be verified (a first request, or a made-up secret with someone's key ID) is
+	// charged to the client's IP only, and to the key once a node says it verified the secret.
+	APIKeyVerifiedFor time.Duration
 
 	// UpstreamTimeout bounds the wait for a node's response headers (504 after it); DialTimeout a
 	// connection to a node.
@@ -105,6 +109,7 @@ func DefaultConfig() Config {
 		MaxBufferedBytes:    256 << 20,
 		IPLimit:             ratelimit.Limit{Rate: 600, Period: time.Minute, Burst: 300},
 		PrincipalLimit:      ratelimit.Limit{Rate: 1200, Period: time.Minute, Burst: 300},
+		APIKeyVerifiedFor:   time.Minute,
 		UpstreamTimeout:     30 * time.Second,
 		DialTimeout:         time.Second,
 		MaxIdleConnsPerNode: 256,
@@ -128,7 +133,7 @@ func (c Config) Validate() error {
 		name string
 		d    time.Duration
 	}{
-		{"JWKSRefresh", c.JWKSRefresh}, {"BodyReadTimeout", c.BodyReadTimeout}, {"UpstreamTimeout", c.UpstreamTimeout}, {"DialTimeout", c.DialTimeout},
+		{"JWKSRefresh", c.JWKSRefresh}, {"BodyReadTimeout", c.BodyReadTimeout}, {"APIKeyVerifiedFor", c.APIKeyVerifiedFor}, {"UpstreamTimeout", c.UpstreamTimeout}, {"DialTimeout", c.DialTimeout},
 		{"EjectBase", c.EjectBase}, {"BreakerOpenFor", c.BreakerOpenFor},
 		{"ReadHeaderTimeout", c.ReadHeaderTimeout}, {"IdleTimeout", c.IdleTimeout}, {"ShutdownTimeout", c.ShutdownTimeout},
 	}

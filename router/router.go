@@ -100,6 +100,8 @@ func New(cfg Config, log *slog.Logger) (*Router, error) {
 		PrincipalLimit: cfg.PrincipalLimit,
 		MaxAttempts:    cfg.MaxAttempts,
 		JWKSPath:       cfg.JWKSPath,
+		VerifiedKeys:   1 << 16,
+		VerifiedKeyTTL: cfg.APIKeyVerifiedFor,
 	}
 	// The verifier fetches keys through the gateway (a node of the region), and the gateway verifies
 	// tokens with the verifier: the source is bound after both exist.

@@ -14,6 +14,10 @@ const (
 	// Replayed marks a request the router replays in the region a node named: the loop guard. Its
 	// value is the region that sent the hint.
 	Replayed = "X-Meridian-Replayed-From"
+	// KeyVerified is set by a node on its answer to a request whose API key it verified (the secret
+	// matched, the key is live); its value is the key's ID. The router charges the key's rate-limit
+	// budget only then, and drops the header.
+	KeyVerified = "X-Meridian-Key-Verified"
 	// Internal carries the secret of node-to-node calls.
 	Internal = "X-Meridian-Internal"
 	// InternalPrefix starts every internal header; none may come from a client.

@@ -35,8 +35,10 @@ import (
 	"github.com/8thdegree/meridian/internal/accesstoken"
 	"github.com/8thdegree/meridian/internal/ratelimit"
 	"github.com/8thdegree/meridian/internal/tokenissue"
+	"github.com/8thdegree/meridian/internal/wire"
 	"github.com/8thdegree/meridian/pkg/shardkey"
 	"github.com/8thdegree/meridian/router"
+	"github.com/8thdegree/meridian/router/internal/credential"
 	"github.com/8thdegree/meridian/shardmgr/topology"
 	"github.com/8thdegree/meridian/shardmgr/topostore"
 )
@@ -177,11 +179,15 @@ func (e *Env) NewID(t testing.TB, kind shardkey.Kind, owner shardkey.KeyspaceID)
 	return id
 }
 
-// APIKey returns an API key (as a client sends it) owned by u. The secret is well-formed and
-// meaningless: stand-in nodes do not check it.
+// APIKeySecret is the secret of every API key APIKey makes: the one a stand-in node accepts.
+var APIKeySecret = strings.Repeat("A", 43)
+
+// APIKey returns an API key (as a client sends it) owned by u, with APIKeySecret as its secret.
+// Stand-in nodes check a key as a real node does, only against that secret: they answer 401 to any
+// other, and mark the answers to a good one with X-Meridian-Key-Verified.
 func (e *Env) APIKey(t testing.TB, u User) string {
 	t.Helper()
-	return "mk_" + e.NewID(t, shardkey.KindAPIKey, u.KSID).String() + "_" + strings.Repeat("A", 43)
+	return "mk_" + e.NewID(t, shardkey.KindAPIKey, u.KSID).String() + "_" + APIKeySecret
 }
 
 // RefreshToken returns a well-formed refresh token of a family owned by u.
@@ -328,6 +334,17 @@ func (n *Node) serve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	n.hits.Add(1)
+	if scheme, key, ok := strings.Cut(r.Header.Get("Authorization"), " "); ok && strings.EqualFold(scheme, "ApiKey") {
+		kid, err := credential.APIKeyID(key)
+		if err != nil || !strings.HasSuffix(key, "_"+APIKeySecret) {
+			n.record(r, nil)
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusUnauthorized)
+			_, _ = io.WriteString(w, `{"error":{"code":"unauthenticated","message":"invalid API key"}}`)
+			return
+		}
+		w.Header().Set(wire.KeyVerified, kid.String())
+	}
 	if tab := n.table.Load(); tab != nil {
 		if k, ok := n.ksidOf(r); ok {
 			if rt, err := tab.Lookup(k); err == nil && rt.Region.Name != n.Region {

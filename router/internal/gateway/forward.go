@@ -190,6 +190,11 @@ func outcomeLabel(o upstream.Outcome, res attemptResult) string {
 // region that served); X-Request-ID is the router's.
 func (g *Gateway) respond(w http.ResponseWriter, r *http.Request, x *exchange, resp *http.Response, region string) {
 	defer resp.Body.Close()
+	if x.key.sent {
+		if v := resp.Header[wire.KeyVerified]; len(v) == 1 && v[0] == x.user {
+			x.key.verified = true
+		}
+	}
 	dst := w.Header()
 	headers.CopyResponse(dst, resp.Header)
 	dst[wire.RequestID] = []string{x.rid}

@@ -13,6 +13,7 @@ package gateway
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"errors"
 	"io"
 	"log/slog"
@@ -21,6 +22,8 @@ import (
 	"os"
 	"sync/atomic"
 	"time"
+
+	lru "github.com/hashicorp/golang-lru/v2"
 
 	"github.com/8thdegree/meridian/internal/accesstoken"
 	"github.com/8thdegree/meridian/internal/apierror"
@@ -58,6 +61,9 @@ type Config struct {
 	MaxAttempts int
 	// JWKSPath is the path of the nodes' key set.
 	JWKSPath string
+	// VerifiedKeys bounds the API keys remembered as verified by a node, each for VerifiedKeyTTL.
+	VerifiedKeys   int
+	VerifiedKeyTTL time.Duration
 }
 
 // Deps are the parts the gateway uses.
@@ -89,6 +95,9 @@ type Gateway struct {
 	logging atomic.Bool
 	// buffered is the bytes request bodies hold now (reserve, release).
 	buffered atomic.Int64
+	// keys maps the SHA-256 of an API key a node verified (the whole credential, secret included, so
+	// a made-up secret never matches) to when that stops counting (unix ns).
+	keys *lru.Cache[[sha256.Size]byte, int64]
 }
 
 // New returns a Gateway. SetTable must be called before it routes anything.
@@ -102,6 +111,8 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 		return nil, errors.New("gateway: MaxBuffered must be at least MaxBody")
 	case cfg.MaxAttempts < 1:
 		return nil, errors.New("gateway: MaxAttempts must be at least 1")
+	case cfg.VerifiedKeys < 1 || cfg.VerifiedKeyTTL <= 0:
+		return nil, errors.New("gateway: VerifiedKeys and VerifiedKeyTTL must be positive")
 	case deps.Metrics == nil || deps.Pools == nil || deps.Verifier == nil || deps.Limiter == nil || deps.Transport == nil || deps.Ready == nil:
 		return nil, errors.New("gateway: every dependency is required")
 	}
@@ -109,6 +120,10 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 		deps.Log = slog.New(slog.DiscardHandler)
 	}
 	g := &Gateway{cfg: cfg, deps: deps, log: deps.Log, m: deps.Metrics, logq: make(chan accessLine, 4096)}
+	var err error
+	if g.keys, err = lru.New[[sha256.Size]byte, int64](cfg.VerifiedKeys); err != nil {
+		return nil, err
+	}
 	g.ops = g.opsHandler()
 	return g, nil
 }
@@ -134,8 +149,10 @@ type exchange struct {
 	client   string
 	trace    traceparent.Context
 	user     string
-	code     string // error code of a response the router made
-	cause    error
+	// key is the API key's state, when the caller sent one.
+	key   keyState
+	code  string // error code of a response the router made
+	cause error
 }
 
 // ServeHTTP implements http.Handler.
@@ -176,6 +193,9 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, x *exchange) {
 	}
 	if principal != "" && !g.admit(w, r, x, "principal", principal, g.cfg.PrincipalLimit) {
 		return
+	}
+	if x.key.sent {
+		defer g.settleKey(r, x)
 	}
 	body, held, ok := g.readBody(w, r, x)
 	if !ok {
@@ -224,7 +244,8 @@ func (g *Gateway) admit(w http.ResponseWriter, r *http.Request, x *exchange, nam
 }
 
 // authenticate reads the Authorization header: a Bearer token is verified here (401 if it is not
-// valid), an API key only parsed (the node checks its secret). principal is the rate-limit key.
+// valid), an API key only parsed (the node checks its secret). principal is the rate-limit key to
+// charge now ("" for none).
 func (g *Gateway) authenticate(w http.ResponseWriter, r *http.Request, x *exchange, info apipath.Info) (resolve.Caller, string, bool) {
 	scheme, cred := credential.Authorization(r.Header.Get("Authorization"))
 	switch scheme {
@@ -254,9 +275,47 @@ func (g *Gateway) authenticate(w http.ResponseWriter, r *http.Request, x *exchan
 			return resolve.Caller{}, "", false
 		}
 		x.user = kid.String()
-		return resolve.Caller{KSID: kid.KeyspaceID(), By: resolve.APIKey}, "edge:key:" + x.user, true
+		x.key = keyState{sent: true, sum: sha256.Sum256([]byte(cred))}
+		caller := resolve.Caller{KSID: kid.KeyspaceID(), By: resolve.APIKey}
+		if exp, ok := g.keys.Get(x.key.sum); ok && time.Now().UnixNano() < exp {
+			// A node verified this very key lately: its own budget pays, up front.
+			return caller, "edge:key:" + x.user, true
+		}
+		// Not known to be verified (a first request, or a made-up secret with someone's key ID): only
+		// the client's IP budget pays now; the key's is charged once a node says it verified the key
+		// (settleKey), so bogus secrets can never spend a real key's budget.
+		x.key.pending = true
+		return caller, "", true
 	}
 	return resolve.Caller{}, "", true
+}
+
+// keyState is what the router knows of a request's API key.
+type keyState struct {
+	sent bool
+	sum  [sha256.Size]byte
+	// pending: the key was not known to be verified, so its budget has not been charged yet.
+	pending bool
+	// verified: the node's answer said it verified the key (wire.KeyVerified).
+	verified bool
+}
+
+// settleKey runs once a request with an API key is answered. A key the node verified is remembered
+// (its later requests are charged to it up front), and if its budget was not charged up front it is
+// now: a refusal there is remembered by the limiter and refuses the key's next requests. A key a node
+// refused (401) is forgotten: it may just have been revoked.
+func (g *Gateway) settleKey(r *http.Request, x *exchange) {
+	switch {
+	case x.key.verified:
+		if x.key.pending {
+			g.keys.Add(x.key.sum, time.Now().Add(g.cfg.VerifiedKeyTTL).UnixNano())
+			if g.cfg.PrincipalLimit != (ratelimit.Limit{}) {
+				g.deps.Limiter.Allow(context.WithoutCancel(r.Context()), "edge:key:"+x.user, g.cfg.PrincipalLimit)
+			}
+		}
+	case x.status == http.StatusUnauthorized:
+		g.keys.Remove(x.key.sum)
+	}
 }
 
 // bodyChunk is the first buffer a body is read into (a Content-Length under it gets exactly its
