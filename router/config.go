@@ -50,10 +50,21 @@ type Config struct {
 	// MaxBodyBytes is the largest request body accepted (413 above); every body is buffered so that
 	// a request can be retried or replayed.
 	MaxBodyBytes int64
+	// BodyReadTimeout bounds the reading of one request's body, from its first byte to its last: a
+	// client that sends it slower gets 408 and its connection is closed.
+	BodyReadTimeout time.Duration
+	// MaxBufferedBytes bounds the bytes of request bodies the router holds at once, all requests
+	// together; a request that would go over gets 503 with Retry-After. Body buffers grow as bytes
+	// arrive, so a client holds only what it has sent. It must be at least MaxBodyBytes.
+	MaxBufferedBytes int64
 	// IPLimit and PrincipalLimit are the edge's rate limits per client IP (IPv6: per /64) and per
 	// principal (user or API key). A zero Limit disables one.
 	IPLimit        ratelimit.Limit
 	PrincipalLimit ratelimit.Limit
+	// APIKeyVerifiedFor is how long an API key a node verified is charged to its own budget up front.
+	// A key not known to be verified (a first request, or a made-up secret with someone's key ID) is
+	// charged to the client's IP only, and to the key once a node says it verified the secret.
+	APIKeyVerifiedFor time.Duration
 
 	// UpstreamTimeout bounds the wait for a node's response headers (504 after it); DialTimeout a
 	// connection to a node.
@@ -77,16 +88,14 @@ type Config struct {
 	// TrustedProxies are the load balancers in front of the router whose X-Forwarded-For and
 	// X-Forwarded-Proto are believed. Empty: the peer address is the client.
 	TrustedProxies []netip.Prefix
-	// ServeOpsOnPublic answers /healthz, /readyz and /metrics on the public listener too (they are
-	// always on OpsHandler).
-	ServeOpsOnPublic bool
 
 	// AccessLog, if set, receives the access log as JSON lines (the shape of slog's JSON handler),
 	// written by the router's own encoder, several times cheaper than a slog handler. nil sends the
 	// lines through the router's slog logger instead.
 	AccessLog io.Writer
 
-	// HTTP server settings.
+	// HTTP server settings. ReadHeaderTimeout bounds the reading of a request's headers (the body has
+	// BodyReadTimeout); IdleTimeout a keep-alive connection's wait for its next request.
 	ReadHeaderTimeout time.Duration
 	IdleTimeout       time.Duration
 	MaxHeaderBytes    int
@@ -101,8 +110,11 @@ func DefaultConfig() Config {
 		JWKSPath:            "/api/v1/auth/jwks.json",
 		JWKSRefresh:         5 * time.Minute,
 		MaxBodyBytes:        1 << 20,
+		BodyReadTimeout:     15 * time.Second,
+		MaxBufferedBytes:    256 << 20,
 		IPLimit:             ratelimit.Limit{Rate: 600, Period: time.Minute, Burst: 300},
 		PrincipalLimit:      ratelimit.Limit{Rate: 1200, Period: time.Minute, Burst: 300},
+		APIKeyVerifiedFor:   time.Minute,
 		UpstreamTimeout:     30 * time.Second,
 		DialTimeout:         time.Second,
 		MaxIdleConnsPerNode: 256,
@@ -113,7 +125,6 @@ func DefaultConfig() Config {
 		BreakerFailures:     5,
 		BreakerOpenFor:      5 * time.Second,
 		RegionRetryAfter:    5 * time.Second,
-		ServeOpsOnPublic:    true,
 		ReadHeaderTimeout:   10 * time.Second,
 		IdleTimeout:         2 * time.Minute,
 		MaxHeaderBytes:      64 << 10,
@@ -127,7 +138,7 @@ func (c Config) Validate() error {
 		name string
 		d    time.Duration
 	}{
-		{"JWKSRefresh", c.JWKSRefresh}, {"UpstreamTimeout", c.UpstreamTimeout}, {"DialTimeout", c.DialTimeout},
+		{"JWKSRefresh", c.JWKSRefresh}, {"BodyReadTimeout", c.BodyReadTimeout}, {"APIKeyVerifiedFor", c.APIKeyVerifiedFor}, {"UpstreamTimeout", c.UpstreamTimeout}, {"DialTimeout", c.DialTimeout},
 		{"EjectBase", c.EjectBase}, {"BreakerOpenFor", c.BreakerOpenFor},
 		{"ReadHeaderTimeout", c.ReadHeaderTimeout}, {"IdleTimeout", c.IdleTimeout}, {"ShutdownTimeout", c.ShutdownTimeout},
 	}
@@ -148,6 +159,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("router: Config.JWKSPath %q must be an absolute path", c.JWKSPath)
 	case c.MaxBodyBytes <= 0:
 		return errors.New("router: Config.MaxBodyBytes must be positive")
+	case c.MaxBufferedBytes < c.MaxBodyBytes:
+		return errors.New("router: Config.MaxBufferedBytes must be at least MaxBodyBytes")
 	case c.MaxIdleConnsPerNode < 1:
 		return errors.New("router: Config.MaxIdleConnsPerNode must be at least 1")
 	case c.MaxAttempts < 1 || c.MaxAttempts > 8:

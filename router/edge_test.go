@@ -413,3 +413,71 @@ func TestRevokedTokenIsRefusedAtTheEdgeAfterTheNodeSaysSo(t *testing.T) {
 		t.Error("a plain 401 made the router refuse the token itself")
 	}
 }
+
+// An API key's budget is charged only for requests a node verified: made-up secrets with a victim's key
+// ID (which is not secret) spend the sender's IP budget, never the key's, so they cannot starve the
+// real key. The real key's budget still holds.
+func TestAPIKeyBudgetIsChargedOnlyOnceVerified(t *testing.T) {
+	env := routertest.New(t, routertest.Options{NodesPerRegion: 1})
+	const burst = 5
+	r := env.StartRouter(t, "us-east", func(c *router.Config) {
+		c.PrincipalLimit = ratelimit.Limit{Rate: burst, Period: time.Hour, Burst: burst}
+		c.IPLimit = ratelimit.Limit{Rate: 2 * burst, Period: time.Hour, Burst: 2 * burst}
+		c.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
+	})
+	victim := env.User(t, "eu-west")
+	key := env.APIKey(t, victim)
+	kid := strings.TrimSuffix(strings.TrimPrefix(key, "mk_"), "_"+routertest.APIKeySecret)
+	bogus := "ApiKey mk_" + kid + "_" + strings.Repeat("B", 43)
+
+	// An attacker at one address: its bogus keys are refused by the node until its own IP budget ends.
+	attacker := http.Header{"X-Forwarded-For": {randomIP()}}
+	refused, limited := 0, 0
+	for range 3 * burst {
+		a := do(t, r, call{path: "/api/v1/users/me", auth: bogus, header: attacker})
+		switch a.status {
+		case http.StatusUnauthorized:
+			refused++
+		case http.StatusTooManyRequests:
+			limited++
+			assertLimitedBy(t, a, 2*burst)
+		default:
+			t.Fatalf("bogus key: status %d: %s", a.status, a.body)
+		}
+	}
+	if refused != 2*burst || limited != burst {
+		t.Fatalf("bogus keys: %d refused by the node and %d limited, want %d and %d (the attacker's IP budget)", refused, limited, 2*burst, burst)
+	}
+	// Attackers at many addresses: still nothing of the key's budget.
+	for range 2 * burst {
+		if a := do(t, r, call{path: "/api/v1/users/me", auth: bogus, header: http.Header{"X-Forwarded-For": {randomIP()}}}); a.status != http.StatusUnauthorized {
+			t.Fatalf("bogus key from a fresh address: status %d: %s", a.status, a.body)
+		}
+	}
+
+	// The real key has its whole budget, and no more.
+	owner := http.Header{"X-Forwarded-For": {randomIP()}}
+	for i := range burst {
+		a := do(t, r, call{path: "/api/v1/users/me", auth: "ApiKey " + key, header: owner})
+		mustEcho(t, a, "eu-west")
+		if a.header.Get("X-Meridian-Key-Verified") != "" {
+			t.Fatalf("request %d: the node's verified-key mark reached the client", i)
+		}
+	}
+	a := do(t, r, call{path: "/api/v1/users/me", auth: "ApiKey " + key, header: http.Header{"X-Forwarded-For": {randomIP()}}})
+	if a.status != http.StatusTooManyRequests {
+		t.Fatalf("request %d with the real key: status %d, want 429 (its budget is %d)", burst+1, a.status, burst)
+	}
+	assertLimitedBy(t, a, burst)
+	// A bogus secret is still the node's to refuse, not the exhausted key's 429.
+	if a := do(t, r, call{path: "/api/v1/users/me", auth: bogus, header: http.Header{"X-Forwarded-For": {randomIP()}}}); a.status != http.StatusUnauthorized {
+		t.Fatalf("bogus key after the real key's budget ran out: status %d: %s", a.status, a.body)
+	}
+}
+
+func assertLimitedBy(t *testing.T, a answer, limit int) {
+	t.Helper()
+	if a.errorCode(t) != "rate_limited" || a.header.Get("Retry-After") == "" || a.header.Get("RateLimit-Limit") != fmt.Sprint(limit) {
+		t.Errorf("refusal without the contract's headers (limit %d): %v %s", limit, a.header, a.body)
+	}
+}

@@ -121,7 +121,7 @@ func TestKilledNodeIsEjectedWithoutFailedRequests(t *testing.T) {
 	if served != 40 {
 		t.Errorf("the live nodes served %d of 40 requests", served)
 	}
-	m := do(t, r, call{path: "/metrics"})
+	m := opsGet(t, r, "/metrics")
 	if !strings.Contains(string(m.body), `meridian_router_nodes{region="eu-west",state="ejected"} 1`) {
 		t.Errorf("the dead node is not reported ejected:\n%s", grep(string(m.body), "meridian_router_nodes"))
 	}

@@ -116,3 +116,11 @@ func mustEcho(t *testing.T, a answer, wantRegion string) routertest.Seen {
 	}
 	return s
 }
+
+// opsGet is a GET of one of the router's own endpoints (/healthz, /readyz, /metrics).
+func opsGet(t *testing.T, r *routertest.Router, path string) answer {
+	t.Helper()
+	ops := *r
+	ops.URL = r.OpsURL
+	return do(t, &ops, call{path: path})
+}

@@ -93,12 +93,15 @@ func New(cfg Config, log *slog.Logger) (*Router, error) {
 	gwc := gateway.Config{
 		Region:         cfg.Region,
 		MaxBody:        cfg.MaxBodyBytes,
+		BodyTimeout:    cfg.BodyReadTimeout,
+		MaxBuffered:    cfg.MaxBufferedBytes,
 		Trust:          headers.Trust{Proxies: cfg.TrustedProxies},
 		IPLimit:        cfg.IPLimit,
 		PrincipalLimit: cfg.PrincipalLimit,
 		MaxAttempts:    cfg.MaxAttempts,
 		JWKSPath:       cfg.JWKSPath,
-		ServeOps:       cfg.ServeOpsOnPublic,
+		VerifiedKeys:   1 << 16,
+		VerifiedKeyTTL: cfg.APIKeyVerifiedFor,
 	}
 	// The verifier fetches keys through the gateway (a node of the region), and the gateway verifies
 	// tokens with the verifier: the source is bound after both exist.
@@ -131,11 +134,12 @@ var _ tokenkeys.Source = (*lateSource)(nil)
 
 func (s *lateSource) JWKS(ctx context.Context) ([]byte, error) { return s.gw.JWKS(ctx) }
 
-// Handler is the public handler: the API under /api/v1 and /api, and (with ServeOpsOnPublic) the
-// router's own /healthz, /readyz and /metrics.
+// Handler is the public handler: the API under /api/v1 and /api, nothing else (the router's own
+// /healthz, /readyz and /metrics are on OpsHandler only).
 func (r *Router) Handler() http.Handler { return r.gw }
 
-// OpsHandler serves only /healthz, /readyz and /metrics, for an operations listener.
+// OpsHandler serves only /healthz, /readyz and /metrics, for an operations listener of its own
+// (ServeOps), which clients must not reach.
 func (r *Router) OpsHandler() http.Handler { return r.gw.OpsHandler() }
 
 // Ready reports whether the router can route: a topology in service, the token keys, and an answer
@@ -297,9 +301,18 @@ func (r *Router) Serve(ctx context.Context, ln net.Listener) error {
 	return r.serve(ctx, srv, ln)
 }
 
-// ServeOps answers the operations endpoints on ln until ctx is done.
+// ServeOps answers the operations endpoints (/healthz, /readyz, /metrics) on ln until ctx is done.
+// They are on no other listener: ln belongs on an address only operators and health checkers reach.
 func (r *Router) ServeOps(ctx context.Context, ln net.Listener) error {
-	srv := &http.Server{Handler: r.gw.OpsHandler(), ReadHeaderTimeout: r.cfg.ReadHeaderTimeout}
+	srv := &http.Server{
+		Handler:           r.gw.OpsHandler(),
+		ReadHeaderTimeout: r.cfg.ReadHeaderTimeout,
+		// The ops endpoints take no body and answer from memory.
+		ReadTimeout:    r.cfg.ReadHeaderTimeout,
+		IdleTimeout:    r.cfg.IdleTimeout,
+		MaxHeaderBytes: r.cfg.MaxHeaderBytes,
+		ErrorLog:       slog.NewLogLogger(r.log.Handler(), slog.LevelWarn),
+	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	select {
@@ -358,6 +371,8 @@ func (r *Router) registerGauges() {
 			}
 			return 0
 		})
+	m.GaugeFunc("meridian_router_buffered_body_bytes", "Bytes held by request bodies being read or forwarded (bounded by MaxBufferedBytes).",
+		func() float64 { return float64(r.gw.Buffered()) })
 	m.GaugeFunc("meridian_router_token_cache_entries", "Verified access tokens cached.",
 		func() float64 { return float64(r.verifier.Len()) })
 	m.CounterFunc("meridian_router_ratelimit_optimistic_total", "Rate-limit decisions made from the last known shared budget.",

@@ -82,6 +82,17 @@ func TestResolution(t *testing.T) {
 			body: `{"refresh_token":"` + env.RefreshToken(t, eu) + `"}`}, "eu-west"},
 		{"logout without a body goes by the caller", call{method: http.MethodPost, path: "/api/v1/auth/logout", token: eu.Token}, "eu-west"},
 		{"unknown path under /api", call{path: "/api/v1/nothing/here", token: eu.Token}, "eu-west"},
+		// The session endpoints go by their own rules only, whatever ID the client puts in the query.
+		{"register ignores a user_id in the query", call{method: http.MethodPost, path: "/api/v1/auth/register?user_id=" + eu.ID.String(),
+			body: `{"email":"x@y.z","password":"0123456789","name":"X","role":"client"}`}, "us-east"},
+		{"register's region beats an owner_id in the query", call{method: http.MethodPost, path: "/api/v1/auth/register?owner_id=" + eu.ID.String(),
+			body: `{"email":"x@y.z","password":"0123456789","name":"X","role":"client","region":"ap-south"}`}, "ap-south"},
+		{"login ignores a user_id in the query", call{method: http.MethodPost, path: "/api/v1/auth/login?user_id=" + ap.ID.String(),
+			body: `{"email":"a@b.c","password":"0123456789"}`}, "us-east"},
+		{"oauth ignores a job_id in the query", call{path: "/api/v1/auth/oauth/github?job_id=" + job.String()}, "us-east"},
+		{"oauth callback ignores a user_id in the query", call{path: "/api/v1/auth/oauth/github/callback?code=c&state=s&user_id=" + eu.ID.String()}, "us-east"},
+		{"refresh ignores a user_id in the query", call{method: http.MethodPost, path: "/api/v1/auth/refresh?user_id=" + ap.ID.String(),
+			body: `{"refresh_token":"` + env.RefreshToken(t, eu) + `"}`}, "eu-west"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -124,7 +135,8 @@ func TestIDOfNoRegionIsNotFound(t *testing.T) {
 	}
 }
 
-// The router's own paths are answered by the router; no other path outside /api reaches a node.
+// The router's own paths are answered by the router, on its ops listener only: on the public listener
+// they are a 404 like every path outside /api, and none of them reaches a node.
 func TestOpsPathsAreTheRouters(t *testing.T) {
 	env := routertest.New(t, routertest.Options{NodesPerRegion: 1})
 	r := env.StartRouter(t, "eu-west", nil)
@@ -132,18 +144,23 @@ func TestOpsPathsAreTheRouters(t *testing.T) {
 	mustEcho(t, do(t, r, call{path: "/api/v1/users/me", token: u.Token}), "eu-west")
 
 	for _, p := range []string{"/healthz", "/readyz"} {
-		a := do(t, r, call{path: p})
-		if a.status != http.StatusOK || a.header.Get("X-Meridian-Region") != "eu-west" || a.header.Get("X-Request-ID") == "" {
-			t.Errorf("%s: %d %v %s", p, a.status, a.header, a.body)
+		a := opsGet(t, r, p)
+		if a.status != http.StatusOK || a.header.Get("X-Meridian-Region") != "eu-west" {
+			t.Errorf("ops %s: %d %v %s", p, a.status, a.header, a.body)
 		}
 	}
 	// The request is counted right after its answer is sent: poll.
 	waitFor(t, "the request in /metrics", func() bool {
-		a := do(t, r, call{path: "/metrics"})
+		a := opsGet(t, r, "/metrics")
 		return a.status == http.StatusOK &&
 			strings.Contains(string(a.body), `meridian_router_requests_total{code="200",method="GET",region="eu-west",route="/users/me"} 1`)
 	})
-	for _, p := range []string{"/debug/pprof/", "/api/../metrics", "/api/v1/../../healthz", "/api//v1/users/me", "/api/v1/./users/me", "/", "/apiv1/users/me"} {
+	// The ops listener serves nothing else.
+	if a := opsGet(t, r, "/api/v1/users/me"); a.status != http.StatusNotFound {
+		t.Errorf("ops listener: /api/v1/users/me answered %d, want 404", a.status)
+	}
+	for _, p := range []string{"/healthz", "/readyz", "/metrics", "/debug/pprof/", "/api/../metrics", "/api/v1/../../healthz",
+		"/api//v1/users/me", "/api/v1/./users/me", "/", "/apiv1/users/me"} {
 		a := do(t, r, call{path: p, token: u.Token})
 		if a.status != http.StatusNotFound || a.errorCode(t) != "not_found" || a.header.Get("X-Meridian-Region") != "eu-west" {
 			t.Errorf("%s: got %d %s, want the router's 404", p, a.status, a.body)
@@ -152,4 +169,30 @@ func TestOpsPathsAreTheRouters(t *testing.T) {
 	if n := env.TotalHits("eu-west"); n != 1 {
 		t.Errorf("%d requests reached eu-west, want only the first", n)
 	}
+}
+
+// The nodes' internal routes do not exist at the edge: any path under /api/v1/internal (or its /api
+// alias, or percent-encoded), with any method, is the router's own 404, never forwarded, so neither a
+// node's answer nor its 405 tells a client which internal routes there are.
+func TestInternalPathsAreNotFoundAtTheEdge(t *testing.T) {
+	env := routertest.New(t, routertest.Options{NodesPerRegion: 1})
+	r := env.StartRouter(t, "us-east", nil)
+	u := env.User(t, "us-east")
+	paths := []string{"/api/v1/internal", "/api/v1/internal/", "/api/v1/internal/login", "/api/v1/internal/oauth-login",
+		"/api/v1/internal/email-claims/abc", "/api/v1/internal/users/" + u.ID.String() + "/exists", "/api/internal/login",
+		"/api/v1/%69nternal/login", "/api/v1/internal/no-such-route"}
+	methods := []string{http.MethodGet, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete, http.MethodOptions}
+	for _, p := range paths {
+		for _, m := range methods {
+			a := do(t, r, call{method: m, path: p, token: u.Token, body: `{"email":"a@b.test"}`})
+			if a.status != http.StatusNotFound || a.errorCode(t) != "not_found" || a.header.Get("X-Meridian-Region") != "us-east" {
+				t.Errorf("%s %s: got %d %s, want the router's 404", m, p, a.status, a.body)
+			}
+		}
+	}
+	if n := env.TotalHits("us-east"); n != 0 {
+		t.Errorf("%d internal requests reached a node", n)
+	}
+	// A public path that merely starts alike is the API's.
+	mustEcho(t, do(t, r, call{path: "/api/v1/internals", token: u.Token}), "us-east")
 }

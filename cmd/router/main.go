@@ -63,7 +63,7 @@ func run(args []string) error {
 	}
 	str(&cfg.Region, "region", "MERIDIAN_REGION", "", "the region this router runs in (required)")
 	str(&o.listen, "listen", "MERIDIAN_ROUTER_LISTEN", "127.0.0.1:8000", "address clients connect to")
-	str(&o.opsListen, "ops-listen", "MERIDIAN_ROUTER_OPS_LISTEN", "", "separate address for /healthz, /readyz and /metrics (empty: the public one only)")
+	str(&o.opsListen, "ops-listen", "MERIDIAN_ROUTER_OPS_LISTEN", "127.0.0.1:8001", "address of /healthz, /readyz and /metrics, never on the public listener (off: not served)")
 	str(&cfg.ConsulAddr, "consul", "CONSUL_HTTP_ADDR", "127.0.0.1:8500", "Consul agent HTTP address")
 	str(&cfg.ConsulTokenFile, "consul-token-file", "CONSUL_HTTP_TOKEN_FILE", "", "file holding the router's Consul ACL token")
 	str(&cfg.TopologyKey, "topology-key", "MERIDIAN_TOPOLOGY_KEY", cfg.TopologyKey, "Consul KV key of the topology")
@@ -79,9 +79,11 @@ func run(args []string) error {
 	dur(&cfg.UpstreamTimeout, "upstream-timeout", "MERIDIAN_ROUTER_UPSTREAM_TIMEOUT", cfg.UpstreamTimeout, "wait for a node's response headers (504 after)")
 	dur(&cfg.DialTimeout, "dial-timeout", "MERIDIAN_ROUTER_DIAL_TIMEOUT", cfg.DialTimeout, "connect to a node")
 	dur(&cfg.ShutdownTimeout, "shutdown-timeout", "MERIDIAN_ROUTER_SHUTDOWN_TIMEOUT", cfg.ShutdownTimeout, "let requests in flight finish at shutdown")
+	dur(&cfg.BodyReadTimeout, "body-timeout", "MERIDIAN_ROUTER_BODY_TIMEOUT", cfg.BodyReadTimeout, "read one request's body (408 after)")
+	dur(&cfg.ReadHeaderTimeout, "header-timeout", "MERIDIAN_ROUTER_HEADER_TIMEOUT", cfg.ReadHeaderTimeout, "read one request's headers")
 	fs.Int64Var(&cfg.MaxBodyBytes, "max-body", cfg.MaxBodyBytes, "largest request body in bytes (413 above)")
+	fs.Int64Var(&cfg.MaxBufferedBytes, "max-buffered", cfg.MaxBufferedBytes, "bytes of request bodies held at once, all requests together (503 above)")
 	fs.IntVar(&cfg.MaxAttempts, "max-attempts", cfg.MaxAttempts, "nodes one request is tried on in a region")
-	fs.BoolVar(&cfg.ServeOpsOnPublic, "ops-on-public", cfg.ServeOpsOnPublic, "answer /healthz, /readyz and /metrics on the public listener too")
 	if envErr != nil {
 		return envErr
 	}
@@ -142,7 +144,7 @@ func run(args []string) error {
 	if err != nil {
 		return err
 	}
-	if o.opsListen != "" {
+	if o.opsListen != "off" && o.opsListen != "" {
 		ops, err := net.Listen("tcp", o.opsListen)
 		if err != nil {
 			return err

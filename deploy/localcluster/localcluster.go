@@ -327,7 +327,7 @@ func sameLayout(a, b *topology.Topology) bool {
 
 func printSummary(out io.Writer, cfg Config, t *topology.Topology, consulAddr string) {
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "REGION\tCODE\tEDGE ROUTER\tAPI NODES\tPOSTGRESQL\tSHARDS\tREDIS")
+	fmt.Fprintln(tw, "REGION\tCODE\tEDGE ROUTER\tROUTER OPS\tAPI NODES\tPOSTGRESQL\tSHARDS\tREDIS")
 	nodes := cfg.apiNodes(t)
 	for i, r := range t.Regions {
 		addrs := ""
@@ -347,7 +347,7 @@ func printSummary(out io.Writer, cfg Config, t *topology.Topology, consulAddr st
 			shards += s.Name
 			port = s.Conn.Port
 		}
-		fmt.Fprintf(tw, "%s\t%s\thttp://127.0.0.1:%d\t%s\t127.0.0.1:%d\t%s\t%s\n", r.Name, r.Code, cfg.RouterPort(i), addrs, port, shards, r.RedisAddr)
+		fmt.Fprintf(tw, "%s\t%s\thttp://127.0.0.1:%d\t127.0.0.1:%d\t%s\t127.0.0.1:%d\t%s\t%s\n", r.Name, r.Code, cfg.RouterPort(i), cfg.RouterOpsPort(i), addrs, port, shards, r.RedisAddr)
 	}
 	tw.Flush()
 	fmt.Fprintf(out, `
@@ -378,10 +378,11 @@ Operate it:
   go run ./cmd/shardmgr plan              # proposed splits and moves per region (changes nothing)
   go run ./cmd/shardmgr moves --all       # online moves, their steps and write pauses
   go run ./cmd/shardmgr residency audit   # is every row in its owner's region? (exit 1 if not)
+  curl -s 127.0.0.1:%[8]d/metrics | head   # the us-east router's metrics (its ops listener, never the public one)
   psql "postgres://meridian@127.0.0.1:15432/meridian_us_east_1"   # a shard, by hand
   # adding a shard, splitting, moving and rebalancing online: docs/rebalancing.md and docs/moves.md
 Stop everything with: ./scripts/down.sh
-`, consulAddr, cfg.TopologyKey, cfg.Dir, cfg.RouterPort(0), DemoPassword, filepath.Join(cfg.consulDir(), "tokens"), cfg.consulTokenFile(local.RoleShardmgr))
+`, consulAddr, cfg.TopologyKey, cfg.Dir, cfg.RouterPort(0), DemoPassword, filepath.Join(cfg.consulDir(), "tokens"), cfg.consulTokenFile(local.RoleShardmgr), cfg.RouterOpsPort(0))
 }
 
 // Down stops every server of the cluster in cfg.Dir. Data stays on disk; the next Up reuses it.

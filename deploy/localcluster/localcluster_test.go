@@ -166,6 +166,23 @@ func TestUpDown(t *testing.T) {
 	if tok, err := newestVerifyToken(cfg.MailDir(), "bruno@demo.8thdegree.test"); err != nil || !strings.HasPrefix(tok, "mev_usr_") {
 		t.Errorf("bruno's verification mail: %q %v", tok, err)
 	}
+	// The routers' ops endpoints are on their ops listener, never on the one clients reach.
+	for i := range topo.Regions {
+		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/readyz", cfg.RouterOpsPort(i)))
+		if err != nil || resp.StatusCode != 200 {
+			t.Fatalf("router %d ops /readyz: %v %v", i, resp, err)
+		}
+		resp.Body.Close()
+		for _, p := range []string{"/readyz", "/metrics"} {
+			resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d%s", cfg.RouterPort(i), p))
+			if err != nil || resp.StatusCode != http.StatusNotFound {
+				t.Errorf("router %d public %s: %v %v, want 404", i, p, resp, err)
+			}
+			if resp != nil {
+				resp.Body.Close()
+			}
+		}
+	}
 
 	// Starting again reuses everything and keeps the topology.
 	out.Reset()

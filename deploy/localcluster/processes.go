@@ -101,6 +101,10 @@ func (c Config) MailDir() string { return filepath.Join(c.Dir, "mail") }
 // RouterPort is the port of the edge router of the i-th region.
 func (c Config) RouterPort(i int) int { return c.PortBase + 100*(i+1) }
 
+// RouterOpsPort is the port of the edge router's ops listener (/healthz, /readyz, /metrics) of the i-th
+// region: they are never on RouterPort, which is what clients reach.
+func (c Config) RouterOpsPort(i int) int { return c.RouterPort(i) + 90 }
+
 func (c Config) apiProcess(n apiNode, consulAddr string) local.ProcessConfig {
 	dir := filepath.Join(c.Dir, "api", n.name())
 	addr := fmt.Sprintf("127.0.0.1:%d", n.port)
@@ -153,12 +157,14 @@ func (c Config) routerProcess(i int, region, consulAddr string) local.ProcessCon
 	name := "router-" + region
 	dir := filepath.Join(c.Dir, "router", name)
 	addr := fmt.Sprintf("127.0.0.1:%d", c.RouterPort(i))
+	ops := fmt.Sprintf("127.0.0.1:%d", c.RouterOpsPort(i))
 	return local.ProcessConfig{
 		Name: name,
 		Bin:  filepath.Join(c.Dir, "bin", "router"),
 		Env: []string{
 			"MERIDIAN_REGION=" + region,
 			"MERIDIAN_ROUTER_LISTEN=" + addr,
+			"MERIDIAN_ROUTER_OPS_LISTEN=" + ops,
 			"CONSUL_HTTP_ADDR=" + consulAddr,
 			"CONSUL_HTTP_TOKEN_FILE=" + c.consulTokenFile(local.RoleRouter),
 			"MERIDIAN_TOPOLOGY_KEY=" + c.TopologyKey,
@@ -166,7 +172,7 @@ func (c Config) routerProcess(i int, region, consulAddr string) local.ProcessCon
 			"MERIDIAN_ROUTER_ACCESS_LOG=" + filepath.Join(dir, "access.log"),
 		},
 		Dir:      dir,
-		ReadyURL: "http://" + addr + "/readyz",
+		ReadyURL: "http://" + ops + "/readyz",
 	}
 }
 

@@ -116,6 +116,11 @@ func Timeout() *Error {
 	return &Error{Status: http.StatusGatewayTimeout, Code: "timeout", Message: "the request took too long"}
 }
 
+// RequestTimeout is a client that did not send its request body in time.
+func RequestTimeout() *Error {
+	return &Error{Status: http.StatusRequestTimeout, Code: "request_timeout", Message: "the request body did not arrive in time"}
+}
+
 // BadGateway is an upstream (the API node behind the router) that failed to answer properly.
 func BadGateway() *Error {
 	return &Error{Status: http.StatusBadGateway, Code: "bad_gateway", Message: "the API node failed to answer; retry later"}

@@ -17,6 +17,10 @@ const (
 	// TokenRevoked marks a node's 401 for an access token whose session has ended: the router then
 	// refuses that token itself until it expires, and strips the header from the response.
 	TokenRevoked = "X-Meridian-Token-Revoked"
+	// KeyVerified is set by a node on its answer to a request whose API key it verified (the secret
+	// matched, the key is live); its value is the key's ID. The router charges the key's rate-limit
+	// budget only then, and drops the header.
+	KeyVerified = "X-Meridian-Key-Verified"
 	// Internal carries the secret of node-to-node calls.
 	Internal = "X-Meridian-Internal"
 	// InternalPrefix starts every internal header; none may come from a client.

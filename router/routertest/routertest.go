@@ -37,8 +37,10 @@ import (
 	"github.com/8thdegree/meridian/internal/accesstoken"
 	"github.com/8thdegree/meridian/internal/ratelimit"
 	"github.com/8thdegree/meridian/internal/tokenissue"
+	"github.com/8thdegree/meridian/internal/wire"
 	"github.com/8thdegree/meridian/pkg/shardkey"
 	"github.com/8thdegree/meridian/router"
+	"github.com/8thdegree/meridian/router/internal/credential"
 	"github.com/8thdegree/meridian/shardmgr/topology"
 	"github.com/8thdegree/meridian/shardmgr/topostore"
 )
@@ -182,11 +184,15 @@ func (e *Env) NewID(t testing.TB, kind shardkey.Kind, owner shardkey.KeyspaceID)
 	return id
 }
 
-// APIKey returns an API key (as a client sends it) owned by u. The secret is well-formed and
-// meaningless: stand-in nodes do not check it.
+// APIKeySecret is the secret of every API key APIKey makes: the one a stand-in node accepts.
+var APIKeySecret = strings.Repeat("A", 43)
+
+// APIKey returns an API key (as a client sends it) owned by u, with APIKeySecret as its secret.
+// Stand-in nodes check a key as a real node does, only against that secret: they answer 401 to any
+// other, and mark the answers to a good one with X-Meridian-Key-Verified.
 func (e *Env) APIKey(t testing.TB, u User) string {
 	t.Helper()
-	return "mk_" + e.NewID(t, shardkey.KindAPIKey, u.KSID).String() + "_" + strings.Repeat("A", 43)
+	return "mk_" + e.NewID(t, shardkey.KindAPIKey, u.KSID).String() + "_" + APIKeySecret
 }
 
 // RefreshToken returns a well-formed refresh token of a family owned by u.
@@ -333,6 +339,17 @@ func (n *Node) serve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	n.hits.Add(1)
+	if scheme, key, ok := strings.Cut(r.Header.Get("Authorization"), " "); ok && strings.EqualFold(scheme, "ApiKey") {
+		kid, err := credential.APIKeyID(key)
+		if err != nil || !strings.HasSuffix(key, "_"+APIKeySecret) {
+			n.record(r, nil)
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusUnauthorized)
+			_, _ = io.WriteString(w, `{"error":{"code":"unauthenticated","message":"invalid API key"}}`)
+			return
+		}
+		w.Header().Set(wire.KeyVerified, kid.String())
+	}
 	if tab := n.table.Load(); tab != nil {
 		if k, ok := n.ksidOf(r); ok {
 			if rt, err := tab.Lookup(k); err == nil && rt.Region.Name != n.Region {
@@ -389,11 +406,13 @@ func (n *Node) Echo() http.Handler { return http.HandlerFunc(n.echo) }
 // Router is a running router.
 type Router struct {
 	*router.Router
-	URL    string
-	Region string
-	logs   *syncBuffer
-	cancel context.CancelFunc
-	done   chan error
+	// URL is the public listener's base URL; OpsURL the ops listener's (/healthz, /readyz, /metrics).
+	URL, OpsURL string
+	Region      string
+	logs        *syncBuffer
+	cancel      context.CancelFunc
+	done        chan error
+	opsDone     chan error
 }
 
 // DefaultRouterConfig is the configuration StartRouter uses before mutate: the Env's Consul, Redis
@@ -440,9 +459,15 @@ func (e *Env) startRouter(t testing.TB, region string, mutate func(*router.Confi
 	if err != nil {
 		t.Fatal(err)
 	}
+	ops, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
-	rt := &Router{Router: r, URL: "http://" + ln.Addr().String(), Region: region, logs: logs, cancel: cancel, done: make(chan error, 1)}
+	rt := &Router{Router: r, URL: "http://" + ln.Addr().String(), OpsURL: "http://" + ops.Addr().String(), Region: region,
+		logs: logs, cancel: cancel, done: make(chan error, 1), opsDone: make(chan error, 1)}
 	go func() { rt.done <- r.Serve(ctx, ln) }()
+	go func() { rt.opsDone <- r.ServeOps(ctx, ops) }()
 	t.Cleanup(func() { rt.Stop(t) })
 	deadline := time.Now().Add(30 * time.Second)
 	for {
@@ -466,13 +491,15 @@ func (r *Router) Stop(t testing.TB) {
 	}
 	r.cancel()
 	r.cancel = nil
-	select {
-	case err := <-r.done:
-		if err != nil {
-			t.Errorf("routertest: router %s: Serve: %v", r.Region, err)
+	for name, done := range map[string]chan error{"Serve": r.done, "ServeOps": r.opsDone} {
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("routertest: router %s: %s: %v", r.Region, name, err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Errorf("routertest: router %s: %s did not stop", r.Region, name)
 		}
-	case <-time.After(30 * time.Second):
-		t.Errorf("routertest: router %s did not stop", r.Region)
 	}
 }
 

@@ -126,7 +126,14 @@ func (s *Service) handleLogin(w http.ResponseWriter, r *http.Request) error {
 		rest.WriteJSON(w, http.StatusOK, ans.Bundle)
 		return nil
 	case ans.Outcome == outcomeLimited:
-		return apierror.RateLimited(time.Duration(ans.RetryAfterMS) * time.Millisecond)
+		e := apierror.RateLimited(time.Duration(ans.RetryAfterMS) * time.Millisecond)
+		e.Header = http.Header{}
+		for _, k := range rateLimitHeaders {
+			if v := ans.RateLimit[k]; v != "" {
+				e.Header.Set(k, v)
+			}
+		}
+		return e
 	case ans.Outcome == outcomeInvalid:
 		return errInvalidCredentials
 	}
@@ -148,7 +155,13 @@ func (s *Service) handleInternalLogin(w http.ResponseWriter, r *http.Request) er
 	case errors.As(err, &e) && e.Code == outcomeInvalid:
 		rest.WriteJSON(w, http.StatusOK, internalLoginAnswer{Outcome: outcomeInvalid})
 	case errors.As(err, &e) && e.Code == outcomeLimited:
-		rest.WriteJSON(w, http.StatusOK, internalLoginAnswer{Outcome: outcomeLimited, RetryAfterMS: e.RetryAfter.Milliseconds()})
+		ans := internalLoginAnswer{Outcome: outcomeLimited, RetryAfterMS: e.RetryAfter.Milliseconds(), RateLimit: map[string]string{}}
+		for _, k := range rateLimitHeaders {
+			if v := e.Header.Get(k); v != "" {
+				ans.RateLimit[k] = v
+			}
+		}
+		rest.WriteJSON(w, http.StatusOK, ans)
 	default:
 		return err
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/8thdegree/meridian/api/internal/accounts/directory"
 	"github.com/8thdegree/meridian/api/internal/authn"
 	"github.com/8thdegree/meridian/api/internal/rest"
+	"github.com/8thdegree/meridian/internal/ratelimit"
 	"github.com/8thdegree/meridian/pkg/shardkey"
 )
 
@@ -241,7 +242,13 @@ type internalLoginAnswer struct {
 	Outcome      string       `json:"outcome"`
 	RetryAfterMS int64        `json:"retry_after_ms,omitempty"`
 	Bundle       *tokenBundle `json:"bundle,omitempty"`
+	// RateLimit holds the home region's RateLimit-* headers of a refusal, so that the region that took
+	// the request answers with exactly the headers of a local refusal.
+	RateLimit map[string]string `json:"rate_limit,omitempty"`
 }
+
+// rateLimitHeaders are the headers of a refusal that a forwarded login carries back.
+var rateLimitHeaders = []string{ratelimit.HeaderLimit, ratelimit.HeaderRemaining, ratelimit.HeaderReset, ratelimit.HeaderPolicy}
 
 // The outcomes of a forwarded login.
 const (

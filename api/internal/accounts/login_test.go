@@ -120,6 +120,42 @@ func TestLogin(t *testing.T) {
 		}
 	})
 
+	t.Run("a forwarded refusal carries the headers of a local one", func(t *testing.T) {
+		email := uniqueEmail(t, "oracle")
+		e.register(t, "eu-west", email, authn.Client)
+		for i := range 10 {
+			if r := e.login(t, "eu-west", email, "wrong password!", clientIP()); r.Status != 401 {
+				t.Fatalf("failure %d: %d %s", i+1, r.Status, r.Body)
+			}
+		}
+		// The home region refuses locally; the others forward and pass its refusal on. A client must not
+		// tell them apart (that would say in which region the account lives).
+		names := []string{"Retry-After", "RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset", "RateLimit-Policy"}
+		local := e.login(t, "eu-west", email, "wrong password!", clientIP())
+		if local.Status != http.StatusTooManyRequests {
+			t.Fatalf("local refusal: %d %s", local.Status, local.Body)
+		}
+		for _, via := range []string{"us-east", "ap-south"} {
+			r := e.login(t, via, email, "wrong password!", clientIP())
+			if r.Status != http.StatusTooManyRequests || r.ErrorCode() != "rate_limited" {
+				t.Fatalf("via %s: %d %s", via, r.Status, r.Body)
+			}
+			for _, k := range names {
+				if local.Header.Get(k) == "" {
+					t.Errorf("the local refusal lacks %s: %v", k, local.Header)
+				}
+				if r.Header.Get(k) == "" {
+					t.Errorf("via %s: the forwarded refusal lacks %s (local: %q)", via, k, local.Header.Get(k))
+				}
+			}
+			for _, k := range []string{"RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Policy"} {
+				if r.Header.Get(k) != local.Header.Get(k) {
+					t.Errorf("via %s: %s %q, local %q", via, k, r.Header.Get(k), local.Header.Get(k))
+				}
+			}
+		}
+	})
+
 	t.Run("a success gives the email's budget back", func(t *testing.T) {
 		email := uniqueEmail(t, "reset")
 		e.register(t, "eu-west", email, authn.Client)

@@ -133,6 +133,11 @@ func guard(rt feature.Route, opts Options) http.Handler {
 			if len(rt.Roles) > 0 && !slices.Contains(rt.Roles, p.Role) {
 				return apierror.Forbidden(fmt.Sprintf("this operation is for the roles %s", roleList(rt.Roles)))
 			}
+			if p.Method == authn.MethodAPIKey {
+				// The secret matched: the edge charges the key's rate-limit budget only on this word
+				// (and drops the header), so a made-up secret with someone's key ID spends nothing of it.
+				w.Header()[wire.KeyVerified] = []string{p.KeyID.String()}
+			}
 			if rt.Scope != "" && !p.HasScope(rt.Scope) {
 				return apierror.Forbidden("the API key lacks the scope " + rt.Scope)
 			}

@@ -72,8 +72,10 @@ func Templates() []string {
 }
 
 // Parse classifies an URL path (decoded, as in url.URL.Path). ok is false when the path is not part of
-// the public API: outside /api, or not canonical ("//", "/./", "/../"), which a node's router would
-// clean into another path, one the edge did not check. It does not allocate.
+// the public API: outside /api, not canonical ("//", "/./", "/../"), which a node's router would
+// clean into another path, one the edge did not check, or under the nodes' internal prefix
+// (/api/v1/internal), which only nodes call, each other, and which the edge does not even admit
+// exists (any method is a 404, never the node's 405). It does not allocate.
 func Parse(path string) (info Info, ok bool) {
 	var rest string
 	switch {
@@ -86,7 +88,7 @@ func Parse(path string) (info Info, ok bool) {
 	default:
 		return Info{}, false
 	}
-	if !canonical(rest) {
+	if !canonical(rest) || internal(rest) {
 		return Info{}, false
 	}
 	// A trailing slash is the same route ("/jobs/" and "/jobs").
@@ -181,6 +183,15 @@ func match(s []string) Info {
 		}
 	}
 	return other
+}
+
+// internalSegment is the first segment of the nodes' node-to-node routes.
+const internalSegment = "internal"
+
+// internal reports whether rest (a path after "/api/v1/" or "/api/") is under the internal prefix.
+func internal(rest string) bool {
+	seg, _, _ := strings.Cut(rest, "/")
+	return seg == internalSegment
 }
 
 // canonical reports whether rest (a path after "/api/v1/") has no empty, "." or ".." segment except a

@@ -54,6 +54,12 @@ func TestParse(t *testing.T) {
 		{"/api/v1//users/me", false, "", Other, ""},
 		{"/api/v1/jobs/..", false, "", Other, ""},
 		{"", false, "", Other, ""},
+		{"/api/v1/internal", false, "", Other, ""},
+		{"/api/v1/internal/", false, "", Other, ""},
+		{"/api/v1/internal/login", false, "", Other, ""},
+		{"/api/v1/internal/email-claims/abc", false, "", Other, ""},
+		{"/api/internal/oauth-login", false, "", Other, ""},
+		{"/api/v1/internals", true, OtherTemplate, Other, ""},
 	}
 	for _, c := range cases {
 		got, ok := Parse(c.path)

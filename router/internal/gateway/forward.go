@@ -194,6 +194,11 @@ func (g *Gateway) respond(w http.ResponseWriter, r *http.Request, x *exchange, r
 		// The node refused the token because its session ended: refuse it here from now on.
 		g.deps.Verifier.Revoke(x.bearer)
 	}
+	if x.key.sent {
+		if v := resp.Header[wire.KeyVerified]; len(v) == 1 && v[0] == x.user {
+			x.key.verified = true
+		}
+	}
 	dst := w.Header()
 	headers.CopyResponse(dst, resp.Header)
 	dst[wire.RequestID] = []string{x.rid}

@@ -13,13 +13,17 @@ package gateway
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"errors"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/url"
+	"os"
 	"sync/atomic"
 	"time"
+
+	lru "github.com/hashicorp/golang-lru/v2"
 
 	"github.com/8thdegree/meridian/internal/accesstoken"
 	"github.com/8thdegree/meridian/internal/apierror"
@@ -45,15 +49,21 @@ type Config struct {
 	Region string
 	// MaxBody is the largest request body accepted (413 above).
 	MaxBody int64
-	Trust   headers.Trust
+	// BodyTimeout bounds the reading of one request's body (408 after it; 0: no bound).
+	BodyTimeout time.Duration
+	// MaxBuffered bounds the bytes of request bodies held at once by every request together (503
+	// above). It must be at least MaxBody.
+	MaxBuffered int64
+	Trust       headers.Trust
 	// IPLimit and PrincipalLimit are the edge's rate limits; a zero Limit is no limit.
 	IPLimit, PrincipalLimit ratelimit.Limit
 	// MaxAttempts bounds the nodes tried for one request in one region.
 	MaxAttempts int
 	// JWKSPath is the path of the nodes' key set.
 	JWKSPath string
-	// ServeOps answers /healthz, /readyz and /metrics on the public handler too.
-	ServeOps bool
+	// VerifiedKeys bounds the API keys remembered as verified by a node, each for VerifiedKeyTTL.
+	VerifiedKeys   int
+	VerifiedKeyTTL time.Duration
 }
 
 // Deps are the parts the gateway uses.
@@ -83,6 +93,11 @@ type Gateway struct {
 	// logq feeds RunAccessLog while logging is set.
 	logq    chan accessLine
 	logging atomic.Bool
+	// buffered is the bytes request bodies hold now (reserve, release).
+	buffered atomic.Int64
+	// keys maps the SHA-256 of an API key a node verified (the whole credential, secret included, so
+	// a made-up secret never matches) to when that stops counting (unix ns).
+	keys *lru.Cache[[sha256.Size]byte, int64]
 }
 
 // New returns a Gateway. SetTable must be called before it routes anything.
@@ -92,8 +107,12 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 		return nil, errors.New("gateway: Region is required")
 	case cfg.MaxBody <= 0:
 		return nil, errors.New("gateway: MaxBody must be positive")
+	case cfg.MaxBuffered < cfg.MaxBody:
+		return nil, errors.New("gateway: MaxBuffered must be at least MaxBody")
 	case cfg.MaxAttempts < 1:
 		return nil, errors.New("gateway: MaxAttempts must be at least 1")
+	case cfg.VerifiedKeys < 1 || cfg.VerifiedKeyTTL <= 0:
+		return nil, errors.New("gateway: VerifiedKeys and VerifiedKeyTTL must be positive")
 	case deps.Metrics == nil || deps.Pools == nil || deps.Verifier == nil || deps.Limiter == nil || deps.Transport == nil || deps.Ready == nil:
 		return nil, errors.New("gateway: every dependency is required")
 	}
@@ -101,6 +120,10 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 		deps.Log = slog.New(slog.DiscardHandler)
 	}
 	g := &Gateway{cfg: cfg, deps: deps, log: deps.Log, m: deps.Metrics, logq: make(chan accessLine, 4096)}
+	var err error
+	if g.keys, err = lru.New[[sha256.Size]byte, int64](cfg.VerifiedKeys); err != nil {
+		return nil, err
+	}
 	g.ops = g.opsHandler()
 	return g, nil
 }
@@ -127,30 +150,27 @@ type exchange struct {
 	trace    traceparent.Context
 	user     string
 	bearer   string // the verified access token, if the request carried one
-	code     string // error code of a response the router made
-	cause    error
+	// key is the API key's state, when the caller sent one.
+	key   keyState
+	code  string // error code of a response the router made
+	cause error
 }
 
 // ServeHTTP implements http.Handler.
 func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	x := exchange{rid: requestid.New(), start: time.Now(), route: apipath.OtherTemplate}
 	w.Header()[wire.RequestID] = []string{x.rid}
-	if g.cfg.ServeOps && isOps(r.URL.Path) {
-		g.ops.ServeHTTP(w, r)
-		return
-	}
 	g.m.InFlight(1)
 	defer g.m.InFlight(-1)
 	g.serve(w, r, &x)
 	g.finish(r, &x)
 }
 
-func isOps(p string) bool { return p == "/healthz" || p == "/readyz" || p == "/metrics" }
-
 func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, x *exchange) {
 	info, ok := apipath.Parse(r.URL.Path)
 	if !ok {
-		// Not the public API: a node's own paths (/metrics, /healthz, ...) are never reachable from outside.
+		// Not the public API: a node's own paths (/metrics, /healthz, ...), and the router's, which are on
+		// its ops listener only, are never reachable from outside.
 		g.fail(w, x, apierror.NotFound("route"))
 		return
 	}
@@ -175,10 +195,14 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, x *exchange) {
 	if principal != "" && !g.admit(w, r, x, "principal", principal, g.cfg.PrincipalLimit) {
 		return
 	}
-	body, ok := g.readBody(w, r, x)
+	if x.key.sent {
+		defer g.settleKey(r, x)
+	}
+	body, held, ok := g.readBody(w, r, x)
 	if !ok {
 		return
 	}
+	defer g.release(held)
 	tab := g.tab.Load()
 	if tab == nil {
 		g.fail(w, x, apierror.Unavailable("the router has no topology yet; retry shortly", time.Second))
@@ -221,7 +245,8 @@ func (g *Gateway) admit(w http.ResponseWriter, r *http.Request, x *exchange, nam
 }
 
 // authenticate reads the Authorization header: a Bearer token is verified here (401 if it is not
-// valid), an API key only parsed (the node checks its secret). principal is the rate-limit key.
+// valid), an API key only parsed (the node checks its secret). principal is the rate-limit key to
+// charge now ("" for none).
 func (g *Gateway) authenticate(w http.ResponseWriter, r *http.Request, x *exchange, info apipath.Info) (resolve.Caller, string, bool) {
 	scheme, cred := credential.Authorization(r.Header.Get("Authorization"))
 	switch scheme {
@@ -254,43 +279,154 @@ func (g *Gateway) authenticate(w http.ResponseWriter, r *http.Request, x *exchan
 			return resolve.Caller{}, "", false
 		}
 		x.user = kid.String()
-		return resolve.Caller{KSID: kid.KeyspaceID(), By: resolve.APIKey}, "edge:key:" + x.user, true
+		x.key = keyState{sent: true, sum: sha256.Sum256([]byte(cred))}
+		caller := resolve.Caller{KSID: kid.KeyspaceID(), By: resolve.APIKey}
+		if exp, ok := g.keys.Get(x.key.sum); ok && time.Now().UnixNano() < exp {
+			// A node verified this very key lately: its own budget pays, up front.
+			return caller, "edge:key:" + x.user, true
+		}
+		// Not known to be verified (a first request, or a made-up secret with someone's key ID): only
+		// the client's IP budget pays now; the key's is charged once a node says it verified the key
+		// (settleKey), so bogus secrets can never spend a real key's budget.
+		x.key.pending = true
+		return caller, "", true
 	}
 	return resolve.Caller{}, "", true
 }
 
+// keyState is what the router knows of a request's API key.
+type keyState struct {
+	sent bool
+	sum  [sha256.Size]byte
+	// pending: the key was not known to be verified, so its budget has not been charged yet.
+	pending bool
+	// verified: the node's answer said it verified the key (wire.KeyVerified).
+	verified bool
+}
+
+// settleKey runs once a request with an API key is answered. A key the node verified is remembered
+// (its later requests are charged to it up front), and if its budget was not charged up front it is
+// now: a refusal there is remembered by the limiter and refuses the key's next requests. A key a node
+// refused (401) is forgotten: it may just have been revoked.
+func (g *Gateway) settleKey(r *http.Request, x *exchange) {
+	switch {
+	case x.key.verified:
+		if x.key.pending {
+			g.keys.Add(x.key.sum, time.Now().Add(g.cfg.VerifiedKeyTTL).UnixNano())
+			if g.cfg.PrincipalLimit != (ratelimit.Limit{}) {
+				g.deps.Limiter.Allow(context.WithoutCancel(r.Context()), "edge:key:"+x.user, g.cfg.PrincipalLimit)
+			}
+		}
+	case x.status == http.StatusUnauthorized:
+		g.keys.Remove(x.key.sum)
+	}
+}
+
+// bodyChunk is the first buffer a body is read into (a Content-Length under it gets exactly its
+// size); the buffer doubles as bytes arrive, so a client holds only as much memory as it has sent.
+const bodyChunk = 16 << 10
+
 // readBody reads the whole request body (at most MaxBody): a request that may be retried or replayed
-// must be sendable twice, and the auth endpoints route by their body.
-func (g *Gateway) readBody(w http.ResponseWriter, r *http.Request, x *exchange) ([]byte, bool) {
+// must be sendable twice, and the auth endpoints route by their body. The read must end within
+// BodyTimeout (408 after), the buffer grows with what arrives (a Content-Length is never allocated up
+// front), and every byte of it is reserved from the bytes all requests may hold at once (503 above).
+// held is what the caller releases once the body is no longer needed.
+func (g *Gateway) readBody(w http.ResponseWriter, r *http.Request, x *exchange) (body []byte, held int64, ok bool) {
 	if r.ContentLength == 0 || r.Body == nil || r.Body == http.NoBody {
-		return nil, true
+		return nil, 0, true
 	}
 	if r.ContentLength > g.cfg.MaxBody {
 		g.fail(w, x, apierror.TooLarge(g.cfg.MaxBody))
-		return nil, false
+		return nil, 0, false
 	}
-	var body []byte
-	var err error
+	if g.cfg.BodyTimeout > 0 {
+		rc := http.NewResponseController(w)
+		if rc.SetReadDeadline(time.Now().Add(g.cfg.BodyTimeout)) == nil {
+			// Cleared once the body is in: the server's background read that notices a client leaving
+			// must not time out while the node works.
+			defer func() { _ = rc.SetReadDeadline(time.Time{}) }()
+		}
+	}
+	// limit is the most the buffer may need: the Content-Length, or one byte past MaxBody.
+	limit := g.cfg.MaxBody + 1
 	if r.ContentLength > 0 {
-		body = make([]byte, r.ContentLength)
-		_, err = io.ReadFull(r.Body, body)
-	} else {
-		body, err = io.ReadAll(io.LimitReader(r.Body, g.cfg.MaxBody+1))
-		if err == nil && int64(len(body)) > g.cfg.MaxBody {
-			g.fail(w, x, apierror.TooLarge(g.cfg.MaxBody))
-			return nil, false
+		limit = r.ContentLength
+	}
+	size := min(limit, bodyChunk)
+	if !g.reserve(size) {
+		g.fail(w, x, errBuffersFull)
+		return nil, 0, false
+	}
+	held = size
+	buf := make([]byte, 0, size)
+	for {
+		if len(buf) == cap(buf) {
+			if int64(len(buf)) == limit {
+				break // Content-Length bytes are in, or more than MaxBody came
+			}
+			grow := min(int64(cap(buf)), limit-int64(cap(buf)))
+			if !g.reserve(grow) {
+				g.release(held)
+				g.fail(w, x, errBuffersFull)
+				return nil, 0, false
+			}
+			held += grow
+			next := make([]byte, len(buf), int64(cap(buf))+grow)
+			copy(next, buf)
+			buf = next
+		}
+		n, err := r.Body.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			g.release(held)
+			switch {
+			case errors.Is(err, os.ErrDeadlineExceeded):
+				// First: the failed read also cancels the request's context. The rest of the body may still
+				// come, so the connection cannot be read again.
+				w.Header().Set("Connection", "close")
+				g.fail(w, x, apierror.RequestTimeout().WithCause(err))
+			case r.Context().Err() != nil:
+				g.fail(w, x, apierror.ClientClosed().WithCause(err))
+			default:
+				g.fail(w, x, apierror.BadRequest("the request body could not be read").WithCause(err))
+			}
+			return nil, 0, false
 		}
 	}
-	if err != nil {
-		if r.Context().Err() != nil {
-			g.fail(w, x, apierror.ClientClosed().WithCause(err))
-		} else {
-			g.fail(w, x, apierror.BadRequest("the request body could not be read").WithCause(err))
-		}
-		return nil, false
+	if int64(len(buf)) > g.cfg.MaxBody {
+		g.release(held)
+		g.fail(w, x, apierror.TooLarge(g.cfg.MaxBody))
+		return nil, 0, false
 	}
-	return body, true
+	return buf, held, true
 }
+
+// errBuffersFull is the answer when the bodies being read already hold MaxBuffered bytes.
+var errBuffersFull = apierror.Unavailable("the router is holding too many request bodies; retry shortly", time.Second)
+
+// reserve takes n bytes from what request bodies may hold at once, if they are free. A counter rather
+// than a semaphore: nothing ever waits for bytes (a request that finds none is refused at once), so
+// an atomic add is the whole mechanism, with no lock on the request path.
+func (g *Gateway) reserve(n int64) bool {
+	if g.buffered.Add(n) > g.cfg.MaxBuffered {
+		g.buffered.Add(-n)
+		return false
+	}
+	return true
+}
+
+// release gives back bytes taken by reserve.
+func (g *Gateway) release(n int64) {
+	if n > 0 {
+		g.buffered.Add(-n)
+	}
+}
+
+// Buffered is the number of bytes request bodies hold now (read or being read).
+func (g *Gateway) Buffered() int64 { return g.buffered.Load() }
 
 // fail answers with one of the router's own errors.
 func (g *Gateway) fail(w http.ResponseWriter, x *exchange, err error) {

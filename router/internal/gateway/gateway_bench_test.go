@@ -87,7 +87,7 @@ func testGateway(tb testing.TB, rt http.RoundTripper, log *slog.Logger) (*Gatewa
 		log = slog.New(slog.DiscardHandler)
 	}
 	g, err := New(Config{
-		Region: "us-east", MaxBody: 1 << 20, MaxAttempts: 3, JWKSPath: "/api/v1/auth/jwks.json",
+		Region: "us-east", MaxBody: 1 << 20, MaxBuffered: 64 << 20, MaxAttempts: 3, VerifiedKeys: 1024, VerifiedKeyTTL: time.Minute, JWKSPath: "/api/v1/auth/jwks.json",
 		IPLimit:        ratelimit.Limit{Rate: 1_000_000, Period: time.Second, Burst: 1 << 30},
 		PrincipalLimit: ratelimit.Limit{Rate: 1_000_000, Period: time.Second, Burst: 1 << 30},
 	}, Deps{Log: log, Metrics: metrics.New(), Pools: pools, Verifier: v, Limiter: lim, Transport: rt,

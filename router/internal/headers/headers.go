@@ -112,11 +112,12 @@ func SetForwarded(h http.Header, c Client) {
 }
 
 // CopyResponse copies an upstream response's headers into dst, without hop-by-hop headers (and those
-// the response's Connection header names) and without the replay hint, which is for the router alone.
+// the response's Connection header names) and without the replay hint and the verified-key mark,
+// which are for the router alone.
 // The value slices are shared, not copied: the upstream response is not used afterwards.
 func CopyResponse(dst, src http.Header) {
 	for k, vv := range src {
-		if hopByHop(k) || k == wire.ReplayRegion || k == wire.TokenRevoked {
+		if hopByHop(k) || k == wire.ReplayRegion || k == wire.KeyVerified || k == wire.TokenRevoked {
 			continue
 		}
 		dst[k] = vv

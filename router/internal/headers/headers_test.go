@@ -87,6 +87,7 @@ func TestCopyResponse(t *testing.T) {
 		"X-Hop":                    {"1"},
 		"Transfer-Encoding":        {"chunked"},
 		"X-Meridian-Replay-Region": {"eu-west"},
+		"X-Meridian-Key-Verified":  {"key_x"},
 		"X-Meridian-Region":        {"us-east"},
 	}
 	dst := http.Header{"X-Request-Id": {"r"}}

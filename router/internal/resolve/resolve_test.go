@@ -73,6 +73,15 @@ func TestResolve(t *testing.T) {
 		{"login with a token", "/api/v1/auth/login", "", `{}`, token(ap), "us-east", Login, nil},
 		{"oauth", "/api/v1/auth/oauth/google/callback", "code=x", ``, Caller{}, "us-east", Login, nil},
 		{"caller of no region", "/api/v1/users/me", "", "", token(orphan), "us-east", OwnRegion, nil},
+		// The session endpoints go by their own rules, whatever ID the query names.
+		{"register ignores a query id", "/api/v1/auth/register", "user_id=" + id(shardkey.KindUser, eu), `{}`, Caller{}, "us-east", OwnRegion, nil},
+		{"register's region beats a query id", "/api/v1/auth/register", "owner_id=" + id(shardkey.KindUser, eu), `{"region":"ap-south"}`, Caller{}, "ap-south", RegisterRegion, nil},
+		{"login ignores a query id", "/api/v1/auth/login", "user_id=" + id(shardkey.KindUser, eu), `{}`, Caller{}, "us-east", Login, nil},
+		{"oauth ignores a query id", "/api/v1/auth/oauth/google", "job_id=" + id(shardkey.KindJob, ap), ``, Caller{}, "us-east", Login, nil},
+		{"oauth callback ignores an orphan id", "/api/v1/auth/oauth/google/callback", "user_id=" + id(shardkey.KindUser, orphan), ``, Caller{}, "us-east", Login, nil},
+		{"refresh ignores a query id", "/api/v1/auth/refresh", "user_id=" + id(shardkey.KindUser, eu), `{"refresh_token":"mrt_` + id(shardkey.KindTokenFamily, ap) + "." + secret + `"}`, Caller{}, "ap-south", RefreshToken, nil},
+		{"refresh without a token ignores a query id", "/api/v1/auth/refresh", "user_id=" + id(shardkey.KindUser, eu), `{}`, Caller{}, "us-east", OwnRegion, nil},
+		{"logout ignores a query id", "/api/v1/auth/logout", "user_id=" + id(shardkey.KindUser, ap), ``, token(eu), "eu-west", Token, nil},
 	}
 	for _, c := range cases {
 		got, err := Resolve(tab, "us-east", Request{Info: parse(c.path), RawQuery: c.query, Body: []byte(c.body), Caller: c.caller})
