@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/8thdegree/meridian/e2e/cluster"
 	"github.com/8thdegree/meridian/internal/ratelimit"
 	"github.com/8thdegree/meridian/router"
 )
@@ -24,13 +25,11 @@ func TestE2EAPIKeyBudgetFollowsTheNodesVerification(t *testing.T) {
 	base, _ := e.cluster.StartRouter(t, "us-east", func(c *router.Config) {
 		c.PrincipalLimit = ratelimit.Limit{Rate: burst, Period: time.Hour, Burst: burst}
 	})
-	r := e.do(t, "eu-west", "POST", "/api/v1/auth/register", "", map[string]any{
-		"email": fmt.Sprintf("key-%d@e2e.test", time.Now().UnixNano()), "password": "e2e password 0123",
-		"name": "Key", "role": "freelancer", "region": "eu-west"})
-	if r.status != http.StatusCreated {
-		t.Fatalf("register: %d %v", r.status, r.body)
+	reg, err := e.cluster.RegisterVerified(cluster.Client(), e.routers["eu-west"], fmt.Sprintf("key-%d@e2e.test", time.Now().UnixNano()), "freelancer", "eu-west")
+	if err != nil {
+		t.Fatalf("register: %v", err)
 	}
-	k := e.do(t, "eu-west", "POST", "/api/v1/auth/api-keys", r.body["access_token"].(string), map[string]any{"name": "ci", "scopes": []string{"profile:read"}})
+	k := e.do(t, "eu-west", "POST", "/api/v1/auth/api-keys", reg.AccessToken, map[string]any{"name": "ci", "scopes": []string{"profile:read"}})
 	if k.status != http.StatusCreated {
 		t.Fatalf("create an API key: %d %v", k.status, k.body)
 	}
