@@ -81,7 +81,7 @@ var errorResponses = []struct {
 	{413, ResponseTooLarge, "The request body is larger than 1 MiB.", "request_too_large"},
 	{415, ResponseUnsupported, "The request body is not application/json.", "unsupported_media_type"},
 	{429, ResponseRateLimited, "Too many requests; retry after Retry-After seconds.", "rate_limited"},
-	{503, ResponseUnavailable, "The home region or a dependency is unavailable; retry after Retry-After seconds.", "region_unavailable, unavailable"},
+	{503, ResponseUnavailable, "The home region, a database shard or another dependency is unavailable; retry after Retry-After seconds.", "region_unavailable, shard_unavailable, unavailable"},
 }
 
 // ErrorResponse returns a reference to the document's standard response for status (400, 401, 403,
