@@ -76,6 +76,11 @@ type Config struct {
 	RateLimitIPPerMinute   int `env:"MERIDIAN_RATE_LIMIT_IP_PER_MINUTE" envDefault:"120"`
 	RateLimitIPBurst       int `env:"MERIDIAN_RATE_LIMIT_IP_BURST" envDefault:"30"`
 
+	// Free failed logins per account and per client address (an IPv6 /64) before each further failure
+	// doubles the wait for the next attempt (1 s, 2 s, ... 15 min); successes cost nothing.
+	LoginAccountFreeFailures int `env:"MERIDIAN_LOGIN_ACCOUNT_FREE_FAILURES" envDefault:"5"`
+	LoginIPFreeFailures      int `env:"MERIDIAN_LOGIN_IP_FREE_FAILURES" envDefault:"30"`
+
 	// FeatureAPIKeys enables API keys (the /auth/api-keys routes and "Authorization: ApiKey").
 	FeatureAPIKeys bool `env:"MERIDIAN_FEATURE_API_KEYS" envDefault:"true"`
 	// OAuth login is enabled per provider by configuring its client: MERIDIAN_OAUTH_GOOGLE_CLIENT_ID and
@@ -189,6 +194,8 @@ func (c Config) Validate() error {
 		check(c.RateLimitUserBurst > 0, "MERIDIAN_RATE_LIMIT_USER_BURST", "must be positive"),
 		check(c.RateLimitIPPerMinute > 0, "MERIDIAN_RATE_LIMIT_IP_PER_MINUTE", "must be positive"),
 		check(c.RateLimitIPBurst > 0, "MERIDIAN_RATE_LIMIT_IP_BURST", "must be positive"),
+		check(c.LoginAccountFreeFailures >= 0, "MERIDIAN_LOGIN_ACCOUNT_FREE_FAILURES", "must not be negative"),
+		check(c.LoginIPFreeFailures >= 0, "MERIDIAN_LOGIN_IP_FREE_FAILURES", "must not be negative"),
 		check(map[string]bool{"debug": true, "info": true, "warn": true, "error": true}[c.LogLevel], "MERIDIAN_LOG_LEVEL", "must be debug, info, warn or error"),
 	} {
 		if err != nil {

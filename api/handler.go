@@ -64,6 +64,7 @@ func assemble(a *feature.Deps, fs featureSettings) (*assembly, error) {
 	acfg.Tokens, acfg.EmailPepper, acfg.StateKey = fs.tokens, []byte(fs.cfg.EmailPepper), []byte(fs.cfg.StateKey)
 	acfg.RefreshTTL, acfg.OAuth, acfg.RedirectBaseURL, acfg.Limiter = fs.cfg.RefreshTTL, fs.oauth, fs.cfg.PublicURL, fs.limiter
 	acfg.TrustedProxies, acfg.DisableAPIKeys = fs.cfg.TrustedProxies, !fs.cfg.FeatureAPIKeys
+	acfg.AccountBackoff.Free, acfg.IPBackoff.Free = fs.cfg.LoginAccountFreeFailures, fs.cfg.LoginIPFreeFailures
 	acc, err := accounts.New(a, acfg)
 	if err != nil {
 		return nil, err

@@ -75,33 +75,28 @@ func (s *Service) handleRegister(w http.ResponseWriter, r *http.Request) error {
 // handleLogin works in any region: the directory says where the user lives, and the password is
 // checked there (here, or by the home region's node through an Internal route).
 //
-// Failed-login budgets: per client IP, spent here before anything else; per email, spent where the
-// password is checked (the home region, so that every region's attempts on one account share one
-// budget), and here for emails nobody has. A GCRA cannot refund, so a budget is spent before the
-// check and a success gives the email's budget back (failures since the last success are what
-// count); a success still costs the IP one event.
+// Failed logins are throttled where the password is checked (see throttled): in the home region for
+// an account, here for an email nobody has.
 func (s *Service) handleLogin(w http.ResponseWriter, r *http.Request) error {
 	var req loginRequest
 	if err := rest.Decode(w, r, &req); err != nil {
 		return err
 	}
 	ctx, m := r.Context(), s.metaOf(r)
-	if err := s.spend(ctx, "ip:"+m.IP.String()); err != nil {
-		return err
-	}
 	h := directory.HashEmail(s.cfg.EmailPepper, req.Email)
 	c, found, err := s.dir.Lookup(ctx, h)
 	if err != nil {
 		return err
 	}
 	if !found {
-		if err := s.spend(ctx, "email:"+h.RateKey()); err != nil {
+		if err := s.throttled(ctx, m.IP, h); err != nil {
 			return err
 		}
 		// The same work as a wrong password, so the answer's timing does not tell the two apart.
 		if _, _, err := s.pw.check(ctx, req.Password, ""); err != nil {
 			return err
 		}
+		s.failed(ctx, m.IP, h)
 		return errInvalidCredentials
 	}
 	home := s.regionOf(c.UserID, c.HomeRegion)

@@ -133,7 +133,8 @@ func TestConfigValidate(t *testing.T) {
 		{"StateKey", func(c *Config) { c.StateKey = nil }},
 		{"RefreshTTL", func(c *Config) { c.RefreshTTL = time.Second }},
 		{"Limiter", func(c *Config) { c.Limiter = nil }},
-		{"LoginLimit", func(c *Config) { c.LoginLimit = ratelimit.Limit{Rate: 0, Period: time.Minute, Burst: 1} }},
+		{"AccountBackoff", func(c *Config) { c.AccountBackoff = ratelimit.Backoff{Free: 1, Base: 0, Max: time.Minute, Window: time.Hour} }},
+		{"IPBackoff", func(c *Config) { c.IPBackoff = ratelimit.Backoff{Free: 1, Base: time.Hour, Max: time.Minute, Window: time.Hour} }},
 		{"PasswordParams", func(c *Config) { p := testParams; p.Memory = 1024; c.PasswordParams = &p }},
 		{"RedirectBaseURL", func(c *Config) { c.RedirectBaseURL = "api.example.com" }},
 		{`"facebook"`, func(c *Config) { c.OAuth["facebook"] = oauth.GoogleProvider("id", "s") }},
@@ -158,7 +159,7 @@ func TestConfigValidate(t *testing.T) {
 	}
 	// Zero optional fields take defaults.
 	c := Config{}.withDefaults()
-	if c.RefreshTTL != DefaultRefreshTTL || c.LoginLimit != DefaultLoginLimit || c.PasswordParams == nil || c.HTTPClient == nil {
+	if c.RefreshTTL != DefaultRefreshTTL || c.AccountBackoff != DefaultAccountBackoff || c.IPBackoff != DefaultIPBackoff || c.PasswordParams == nil || c.HTTPClient == nil {
 		t.Errorf("defaults: %+v", c)
 	}
 }
