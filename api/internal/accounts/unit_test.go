@@ -133,8 +133,12 @@ func TestConfigValidate(t *testing.T) {
 		{"StateKey", func(c *Config) { c.StateKey = nil }},
 		{"RefreshTTL", func(c *Config) { c.RefreshTTL = time.Second }},
 		{"Limiter", func(c *Config) { c.Limiter = nil }},
-		{"AccountBackoff", func(c *Config) { c.AccountBackoff = ratelimit.Backoff{Free: 1, Base: 0, Max: time.Minute, Window: time.Hour} }},
-		{"IPBackoff", func(c *Config) { c.IPBackoff = ratelimit.Backoff{Free: 1, Base: time.Hour, Max: time.Minute, Window: time.Hour} }},
+		{"AccountBackoff", func(c *Config) {
+			c.AccountBackoff = ratelimit.Backoff{Free: 1, Base: 0, Max: time.Minute, Window: time.Hour}
+		}},
+		{"IPBackoff", func(c *Config) {
+			c.IPBackoff = ratelimit.Backoff{Free: 1, Base: time.Hour, Max: time.Minute, Window: time.Hour}
+		}},
 		{"PasswordParams", func(c *Config) { p := testParams; p.Memory = 1024; c.PasswordParams = &p }},
 		{"RedirectBaseURL", func(c *Config) { c.RedirectBaseURL = "api.example.com" }},
 		{`"facebook"`, func(c *Config) { c.OAuth["facebook"] = oauth.GoogleProvider("id", "s") }},
