@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"flag"
 	"net"
 	"net/http"
@@ -224,6 +225,8 @@ func TestNodeRun(t *testing.T) {
 		"MERIDIAN_INTERNAL_TOKEN": "internal-token-0123456789", "MERIDIAN_EMAIL_PEPPER": "pepper-0123456789abc",
 		"MERIDIAN_OAUTH_STATE_KEY": "state-key-0123456789", "MERIDIAN_LISTEN": ln.Addr().String(),
 		"MERIDIAN_OTLP_ENDPOINT": collector.URL, "MERIDIAN_TRACE_SAMPLE_RATIO": "1",
+		// Small enough that the per-IP limit below shows whose address the node counts.
+		"MERIDIAN_RATE_LIMIT_IP_PER_MINUTE": "1", "MERIDIAN_RATE_LIMIT_IP_BURST": "3",
 	} {
 		t.Setenv(k, v)
 	}
@@ -268,6 +271,25 @@ func TestNodeRun(t *testing.T) {
 		t.Fatalf("jwks: %v %v", resp, err)
 	}
 	resp.Body.Close()
+	// No router is configured (MERIDIAN_TRUSTED_PROXIES unset), so a local process that forges
+	// X-Forwarded-For is still counted as itself: its anonymous requests share one per-IP budget
+	// however many addresses it claims.
+	limited := 0
+	for i := range 6 {
+		req, _ := http.NewRequest(http.MethodGet, base+"/api/v1/auth/jwks.json", nil)
+		req.Header.Set("X-Forwarded-For", fmt.Sprintf("198.51.100.%d", i+1))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusTooManyRequests {
+			limited++
+		}
+	}
+	if limited == 0 {
+		t.Error("forged X-Forwarded-For from loopback was believed: six addresses, no 429")
+	}
 	resp, err = http.Get(base + "/metrics")
 	if err != nil || resp.StatusCode != 200 {
 		t.Fatalf("metrics: %v %v", resp, err)

@@ -112,6 +112,8 @@ func (c Config) apiProcess(n apiNode, consulAddr string) local.ProcessConfig {
 		"MERIDIAN_EMAIL_PEPPER_FILE=" + filepath.Join(c.Dir, "secrets", "email-pepper"),
 		"MERIDIAN_OAUTH_STATE_KEY_FILE=" + filepath.Join(c.Dir, "secrets", "oauth-state-key"),
 		"MERIDIAN_PUBLIC_URL=" + fmt.Sprintf("http://127.0.0.1:%d", c.PortBase+100),
+		// The routers connect from 127.0.0.1: their X-Forwarded-For names the client.
+		"MERIDIAN_TRUSTED_PROXIES=127.0.0.1",
 	}
 	return local.ProcessConfig{
 		Name:     n.name(),
