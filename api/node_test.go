@@ -310,3 +310,60 @@ func TestNodeRun(t *testing.T) {
 		t.Fatalf("no disk copy of the topology: %v", err)
 	}
 }
+
+// Every scope an API key can carry is checked on its routes: matching:read on /jobs/matching (not
+// jobs:read), reviews:read on the review reads, which stay open to callers without credentials.
+func TestAPIKeyScopesAreChecked(t *testing.T) {
+	h, _ := fullNodes(t)
+	reg := h.Do(t, "us-east", apitest.Request{Method: "POST", Path: "/api/v1/auth/register",
+		Body: map[string]any{"email": "scopes@example.test", "password": "a long enough password", "name": "Sco", "role": "freelancer"}})
+	if reg.Status != http.StatusCreated {
+		t.Fatalf("register: %d %s", reg.Status, reg.Body)
+	}
+	var b struct {
+		AccessToken string `json:"access_token"`
+		User        struct {
+			ID string `json:"id"`
+		} `json:"user"`
+	}
+	reg.JSON(t, &b)
+	key := func(scopes ...string) http.Header {
+		t.Helper()
+		r := h.Do(t, "us-east", apitest.Request{Method: "POST", Path: "/api/v1/auth/api-keys", Token: b.AccessToken,
+			Body: map[string]any{"name": strings.Join(scopes, "+"), "scopes": scopes}})
+		if r.Status != http.StatusCreated {
+			t.Fatalf("create key %v: %d %s", scopes, r.Status, r.Body)
+		}
+		var k struct{ Key string }
+		r.JSON(t, &k)
+		return http.Header{"Authorization": {"ApiKey " + k.Key}}
+	}
+	everything := key("profile:read", "profile:write", "jobs:read", "jobs:write", "reviews:write")
+	for _, tc := range []struct {
+		path   string
+		scope  string
+		others http.Header // a key with every scope but this one
+	}{
+		{"/api/v1/jobs/matching", "matching:read", everything},
+		{"/api/v1/reviews/?user_id=" + b.User.ID, "reviews:read", everything},
+		{"/api/v1/reviews/stats?user_id=" + b.User.ID, "reviews:read", everything},
+	} {
+		if r := h.Do(t, "us-east", apitest.Request{Method: "GET", Path: tc.path, Header: tc.others}); r.Status != http.StatusForbidden || !strings.Contains(string(r.Body), tc.scope) {
+			t.Errorf("%s with a key without %s: %d %s", tc.path, tc.scope, r.Status, r.Body)
+		}
+		if r := h.Do(t, "us-east", apitest.Request{Method: "GET", Path: tc.path, Header: key(tc.scope)}); r.Status != http.StatusOK {
+			t.Errorf("%s with a key with %s: %d %s", tc.path, tc.scope, r.Status, r.Body)
+		}
+		if r := h.Do(t, "us-east", apitest.Request{Method: "GET", Path: tc.path, Token: b.AccessToken}); r.Status != http.StatusOK {
+			t.Errorf("%s with an access token: %d %s", tc.path, r.Status, r.Body)
+		}
+	}
+	// Reviews stay public: no credentials at all is fine, a bad key is not.
+	if r := h.Do(t, "us-east", apitest.Request{Method: "GET", Path: "/api/v1/reviews/?user_id=" + b.User.ID}); r.Status != http.StatusOK {
+		t.Errorf("reviews without credentials: %d %s", r.Status, r.Body)
+	}
+	if r := h.Do(t, "us-east", apitest.Request{Method: "GET", Path: "/api/v1/reviews/?user_id=" + b.User.ID,
+		Header: http.Header{"Authorization": {"ApiKey mk_bogus"}}}); r.Status != http.StatusUnauthorized {
+		t.Errorf("reviews with a bad key: %d %s", r.Status, r.Body)
+	}
+}
