@@ -367,3 +367,61 @@ func TestAPIKeyScopesAreChecked(t *testing.T) {
 		t.Errorf("reviews with a bad key: %d %s", r.Status, r.Body)
 	}
 }
+
+// Plain-text fields take no markup (400 naming the field, nothing stored); rich text keeps no images.
+func TestPlainTextFieldsRefuseMarkup(t *testing.T) {
+	h, _ := fullNodes(t)
+	const xss = `<img src=x onerror=alert(1)>`
+	bad := func(r *apitest.Response, field, what string) {
+		t.Helper()
+		var e struct {
+			Error struct {
+				Code   string            `json:"code"`
+				Fields map[string]string `json:"fields"`
+			} `json:"error"`
+		}
+		r.JSON(t, &e)
+		if r.Status != http.StatusBadRequest || e.Error.Code != "invalid_request" || !strings.Contains(e.Error.Fields[field], "plain text") {
+			t.Errorf("%s: %d %s, want 400 naming %s", what, r.Status, r.Body, field)
+		}
+	}
+	bad(h.Do(t, "us-east", apitest.Request{Method: "POST", Path: "/api/v1/auth/register",
+		Body: map[string]any{"email": "markup@example.test", "password": "a long enough password", "name": "Eve" + xss, "role": "client"}}), "name", "register")
+	reg := h.Do(t, "us-east", apitest.Request{Method: "POST", Path: "/api/v1/auth/register",
+		Body: map[string]any{"email": "markup@example.test", "password": "a long enough password", "name": "Eve", "role": "client"}})
+	if reg.Status != http.StatusCreated {
+		t.Fatalf("register: %d %s", reg.Status, reg.Body)
+	}
+	var b struct {
+		AccessToken string `json:"access_token"`
+	}
+	reg.JSON(t, &b)
+	tok := b.AccessToken
+	profile := map[string]any{"headline": "Go engineer", "bio": "ok", "skills": []string{"go"}, "hourly_rate": 80, "country": "PT", "available": true}
+	with := func(m map[string]any, k string, v any) map[string]any {
+		c := map[string]any{}
+		for kk, vv := range m {
+			c[kk] = vv
+		}
+		c[k] = v
+		return c
+	}
+	bad(h.Do(t, "us-east", apitest.Request{Method: "PUT", Path: "/api/v1/users/profile", Token: tok, Body: with(profile, "headline", "Hi "+xss)}), "headline", "profile headline")
+	bad(h.Do(t, "us-east", apitest.Request{Method: "PUT", Path: "/api/v1/users/profile", Token: tok, Body: with(profile, "skills", []string{"go", "<b>sql</b>"})}), "skills.1", "profile skill")
+	job := map[string]any{"title": "Shard it", "description": "Help", "skills": []string{"go"}, "budget_min": 1000, "budget_max": 5000, "currency": "USD", "remote": true}
+	bad(h.Do(t, "us-east", apitest.Request{Method: "POST", Path: "/api/v1/jobs/", Token: tok, Body: with(job, "title", xss+"Shard it")}), "title", "job title")
+	bad(h.Do(t, "us-east", apitest.Request{Method: "POST", Path: "/api/v1/jobs/", Token: tok, Body: with(job, "skills", []string{xss})}), "skills.0", "job skill")
+	// Nothing was stored by the refusals; text that merely looks odd is plain text.
+	if r := h.Do(t, "us-east", apitest.Request{Method: "GET", Path: "/api/v1/jobs/", Token: tok}); r.Status != 200 || strings.Contains(string(r.Body), "Shard it") {
+		t.Errorf("jobs after refusals: %d %s", r.Status, r.Body)
+	}
+	r := h.Do(t, "us-east", apitest.Request{Method: "POST", Path: "/api/v1/jobs/", Token: tok,
+		Body: with(with(job, "title", "C++ < Rust & <3"), "description", `<p>Logo: <img src="https://tracker.example/p.png"></p>`)})
+	if r.Status != http.StatusCreated {
+		t.Fatalf("job with plain title: %d %s", r.Status, r.Body)
+	}
+	got := r.Map(t)
+	if got["title"] != "C++ < Rust & <3" || strings.Contains(got["description"].(string), "img") || strings.Contains(got["description"].(string), "tracker") {
+		t.Errorf("stored job: %v", got)
+	}
+}

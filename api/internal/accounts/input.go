@@ -9,6 +9,8 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/8thdegree/meridian/api/internal/richtext"
+
 	"github.com/8thdegree/meridian/api/internal/accounts/directory"
 	"github.com/8thdegree/meridian/api/internal/authn"
 	"github.com/8thdegree/meridian/api/internal/rest"
@@ -105,6 +107,8 @@ func nameProblem(name string, limit int) string {
 		return fmt.Sprintf("must be at most %d characters", limit)
 	case strings.ContainsFunc(name, unicode.IsControl):
 		return "must not contain control characters"
+	case richtext.HasMarkup(name):
+		return richtext.PlainTextProblem
 	}
 	return ""
 }

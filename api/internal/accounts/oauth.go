@@ -5,6 +5,8 @@ import (
 	"errors"
 	"strings"
 
+	"github.com/8thdegree/meridian/api/internal/richtext"
+
 	"github.com/jackc/pgx/v5"
 
 	"github.com/8thdegree/meridian/api/internal/accounts/directory"
@@ -60,7 +62,7 @@ func displayName(name, email string) string {
 			return -1
 		}
 		return r
-	}, strings.TrimSpace(name))
+	}, strings.TrimSpace(richtext.StripMarkup(name)))
 	if name == "" {
 		name, _, _ = strings.Cut(email, "@")
 	}
