@@ -22,7 +22,22 @@ const (
 	// keyPrefixLen characters of the secret are kept in clear (key_prefix) so that a user can match a
 	// listed key with the one in their config; 48 of its 256 bits, which leaves the rest unguessable.
 	keyPrefixLen = 8
+	// maxKeyLifetime bounds expires_at: a key meant to expire is not meant to outlive a year.
+	maxKeyLifetime = 366 * 24 * time.Hour
 )
+
+// expiryProblem checks a requested expires_at against now (Validate has no clock).
+func expiryProblem(expires *time.Time, now time.Time) string {
+	switch {
+	case expires == nil:
+		return ""
+	case !expires.After(now):
+		return "must be in the future"
+	case expires.Sub(now) > maxKeyLifetime:
+		return "must be at most a year from now"
+	}
+	return ""
+}
 
 // VerifyAPIKey implements authn.APIKeyVerifier: the key names its row (and so its shard), the hash
 // is compared in constant time, and the key's user gives the role. A key homed in another region is
@@ -41,27 +56,28 @@ func (s *Service) VerifyAPIKey(ctx context.Context, key string) (authn.Principal
 	}
 	ksid := routed.Route.KeyspaceID
 	var (
-		hash, userB      []byte
-		scopes           []string
-		revoked, deleted bool
-		lastUsed         *time.Time
-		role, region     string
+		hash, userB       []byte
+		scopes            []string
+		revoked, deleted  bool
+		lastUsed, expires *time.Time
+		role, region      string
 	)
-	err = routed.Pool.QueryRow(ctx, apiKeyPrincipalSQL, ksid.Bytes(), id.Bytes()).Scan(&hash, &scopes, &revoked, &lastUsed, &userB, &role, &region, &deleted)
+	err = routed.Pool.QueryRow(ctx, apiKeyPrincipalSQL, ksid.Bytes(), id.Bytes()).Scan(&hash, &scopes, &revoked, &lastUsed, &expires, &userB, &role, &region, &deleted)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return authn.Principal{}, errBadAPIKey
 	}
 	if err != nil {
 		return authn.Principal{}, fmt.Errorf("accounts: verifying an API key: %w", err)
 	}
-	if subtle.ConstantTimeCompare(hash, secretHash(key)) != 1 || revoked || deleted || !authn.Role(role).Valid() {
+	now := s.now()
+	if subtle.ConstantTimeCompare(hash, secretHash(key)) != 1 || revoked || deleted || !authn.Role(role).Valid() ||
+		(expires != nil && !now.Before(*expires)) {
 		return authn.Principal{}, errBadAPIKey
 	}
 	userID, err := shardkey.IDFromBytes(userB)
 	if err != nil {
 		return authn.Principal{}, err
 	}
-	now := s.now()
 	// During a cutover the keyrange's writes are held; a usage timestamp is not worth holding a read for.
 	if (lastUsed == nil || now.Sub(*lastUsed) >= lastUsedEvery) && !routed.Frozen() {
 		if _, err := routed.Pool.Exec(ctx, touchAPIKeySQL,

@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/8thdegree/meridian/api/internal/apitest"
 	"github.com/8thdegree/meridian/api/internal/audit"
@@ -222,6 +223,40 @@ func TestAPIKeys(t *testing.T) {
 			if strings.Contains(en.Target, "mk_") || strings.Contains(stringify(en.Details), "mk_") {
 				t.Errorf("a key in the audit log: %+v", en)
 			}
+		}
+	})
+
+	// Last: it moves the clock.
+	t.Run("expiry", func(t *testing.T) {
+		now := e.clock.Now()
+		for name, exp := range map[string]time.Time{"in the past": now.Add(-time.Minute), "now": now, "over a year": now.Add(367 * 24 * time.Hour)} {
+			if r := create("us-east", "Bearer "+tok, map[string]any{"name": "x", "scopes": []string{ScopeProfileRead}, "expires_at": exp}); r.Status != http.StatusBadRequest || !strings.Contains(string(r.Body), "expires_at") {
+				t.Errorf("expires_at %s: %d %s", name, r.Status, r.Body)
+			}
+		}
+		exp := now.Add(time.Hour).UTC().Truncate(time.Second)
+		r := create("us-east", "Bearer "+tok, map[string]any{"name": "one hour", "scopes": []string{ScopeProfileRead}, "expires_at": exp})
+		var k apiKeyCreated
+		r.JSON(t, &k)
+		if r.Status != http.StatusCreated || k.ExpiresAt == nil || !k.ExpiresAt.Equal(exp) {
+			t.Fatalf("create with expiry: %d %s", r.Status, r.Body)
+		}
+		list := e.Do(t, "us-east", apitest.Request{Method: "GET", Path: "/api/v1/auth/api-keys?limit=100", Auth: "Bearer " + tok})
+		var page rest.Page[apiKeyJSON]
+		list.JSON(t, &page)
+		listed := false
+		for _, it := range page.Items {
+			listed = listed || (it.ID == k.ID && it.ExpiresAt != nil && it.ExpiresAt.Equal(exp))
+		}
+		if !listed {
+			t.Errorf("the listing does not show the expiry: %s", list.Body)
+		}
+		if r := me("us-east", "ApiKey "+k.Key); r.Status != 200 {
+			t.Fatalf("before expiry: %d %s", r.Status, r.Body)
+		}
+		e.clock.Advance(time.Hour)
+		if r := me("us-east", "ApiKey "+k.Key); r.Status != http.StatusUnauthorized {
+			t.Errorf("at expiry: %d %s", r.Status, r.Body)
 		}
 	})
 }

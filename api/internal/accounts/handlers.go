@@ -280,6 +280,14 @@ func (s *Service) handleCreateAPIKey(w http.ResponseWriter, r *http.Request) err
 	if err := rest.Decode(w, r, &req); err != nil {
 		return err
 	}
+	now := s.now()
+	if prob := expiryProblem(req.ExpiresAt, now); prob != "" {
+		return apierror.Invalid(map[string]string{"expires_at": prob})
+	}
+	if req.ExpiresAt != nil {
+		t := req.ExpiresAt.UTC().Truncate(time.Microsecond) // what PostgreSQL keeps
+		req.ExpiresAt = &t
+	}
 	ctx := r.Context()
 	routed, err := s.a.WriteShard(ctx, p.KSID)
 	if err != nil {
@@ -294,8 +302,7 @@ func (s *Service) handleCreateAPIKey(w http.ResponseWriter, r *http.Request) err
 	if err != nil {
 		return err
 	}
-	now := s.now()
-	out := apiKeyCreated{apiKeyJSON: apiKeyJSON{ID: id, Name: req.Name, Scopes: req.Scopes, Prefix: secret[:keyPrefixLen], CreatedAt: now}, Key: key}
+	out := apiKeyCreated{apiKeyJSON: apiKeyJSON{ID: id, Name: req.Name, Scopes: req.Scopes, Prefix: secret[:keyPrefixLen], CreatedAt: now, ExpiresAt: req.ExpiresAt}, Key: key}
 	err = pgx.BeginFunc(ctx, routed.Pool, func(tx pgx.Tx) error {
 		// Locking the user row serialises a user's key creations, so the count below holds.
 		u, err := loadUser(ctx, tx, ksid, p.UserID, "FOR UPDATE")
@@ -314,11 +321,11 @@ func (s *Service) handleCreateAPIKey(w http.ResponseWriter, r *http.Request) err
 			return apierror.Conflict("too_many_api_keys", fmt.Sprintf("a user may have at most %d API keys; revoke one first", maxActiveKeys))
 		}
 		if _, err := tx.Exec(ctx, insertAPIKeySQL,
-			ksid.Bytes(), id.Bytes(), p.UserID.Bytes(), req.Name, out.Prefix, secretHash(key), req.Scopes, now); err != nil {
+			ksid.Bytes(), id.Bytes(), p.UserID.Bytes(), req.Name, out.Prefix, secretHash(key), req.Scopes, now, req.ExpiresAt); err != nil {
 			return err
 		}
 		return s.record(ctx, tx, ksid, p.UserID, audit.ActionAPIKeyCreated, id.String(), s.metaOf(r),
-			map[string]any{"name": req.Name, "scopes": req.Scopes})
+			map[string]any{"name": req.Name, "scopes": req.Scopes, "expires_at": req.ExpiresAt})
 	})
 	if err != nil {
 		return err
@@ -361,7 +368,7 @@ func (s *Service) handleListAPIKeys(w http.ResponseWriter, r *http.Request) erro
 			k   apiKeyJSON
 			idB []byte
 		)
-		if err := rows.Scan(&idB, &k.Name, &k.Scopes, &k.Prefix, &k.CreatedAt, &k.LastUsedAt); err != nil {
+		if err := rows.Scan(&idB, &k.Name, &k.Scopes, &k.Prefix, &k.CreatedAt, &k.LastUsedAt, &k.ExpiresAt); err != nil {
 			rows.Close()
 			return err
 		}
@@ -373,6 +380,10 @@ func (s *Service) handleListAPIKeys(w http.ResponseWriter, r *http.Request) erro
 		if k.LastUsedAt != nil {
 			t := k.LastUsedAt.UTC()
 			k.LastUsedAt = &t
+		}
+		if k.ExpiresAt != nil {
+			t := k.ExpiresAt.UTC()
+			k.ExpiresAt = &t
 		}
 		page.Items = append(page.Items, k)
 	}

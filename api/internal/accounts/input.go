@@ -160,6 +160,8 @@ func (r *refreshRequest) Validate() map[string]string {
 type apiKeyRequest struct {
 	Name   string   `json:"name"`
 	Scopes []string `json:"scopes"`
+	// ExpiresAt, when given, is when the key stops working (at most a year ahead).
+	ExpiresAt *time.Time `json:"expires_at,omitempty"`
 }
 
 func (r *apiKeyRequest) Validate() map[string]string {
@@ -212,6 +214,7 @@ type apiKeyJSON struct {
 	Prefix     string      `json:"prefix"`
 	CreatedAt  time.Time   `json:"created_at"`
 	LastUsedAt *time.Time  `json:"last_used_at,omitempty"`
+	ExpiresAt  *time.Time  `json:"expires_at,omitempty"`
 }
 
 type apiKeyCreated struct {
