@@ -11,13 +11,16 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/8thdegree/meridian/api/internal/accounts/directory"
 	"github.com/8thdegree/meridian/api/internal/apitest"
 	"github.com/8thdegree/meridian/api/internal/authn"
 	"github.com/8thdegree/meridian/api/internal/feature"
@@ -225,8 +228,6 @@ func TestNodeRun(t *testing.T) {
 		"MERIDIAN_INTERNAL_TOKEN": "internal-token-0123456789", "MERIDIAN_EMAIL_PEPPER": "pepper-0123456789abc",
 		"MERIDIAN_OAUTH_STATE_KEY": "state-key-0123456789", "MERIDIAN_LISTEN": ln.Addr().String(),
 		"MERIDIAN_OTLP_ENDPOINT": collector.URL, "MERIDIAN_TRACE_SAMPLE_RATIO": "1",
-		// Small enough that the per-IP limit below shows whose address the node counts.
-		"MERIDIAN_RATE_LIMIT_IP_PER_MINUTE": "1", "MERIDIAN_RATE_LIMIT_IP_BURST": "3",
 	} {
 		t.Setenv(k, v)
 	}
@@ -272,23 +273,43 @@ func TestNodeRun(t *testing.T) {
 	}
 	resp.Body.Close()
 	// No router is configured (MERIDIAN_TRUSTED_PROXIES unset), so a local process that forges
-	// X-Forwarded-For is still counted as itself: its anonymous requests share one per-IP budget
-	// however many addresses it claims.
-	limited := 0
-	for i := range 6 {
-		req, _ := http.NewRequest(http.MethodGet, base+"/api/v1/auth/jwks.json", nil)
-		req.Header.Set("X-Forwarded-For", fmt.Sprintf("198.51.100.%d", i+1))
-		resp, err := http.DefaultClient.Do(req)
+	// X-Forwarded-For is still recorded as itself: the registration's audit event names loopback.
+	// An email whose directory is this node's region: the test runs no node of the others.
+	var email string
+	for i := 0; email == ""; i++ {
+		e := fmt.Sprintf("forged-xff-%d@example.test", i)
+		if r, _, err := directory.Locate(topo, directory.HashEmail([]byte(cfg.EmailPepper), e)); err == nil && r.Name == cfg.Region {
+			email = e
+		}
+	}
+	body := strings.NewReader(`{"email":"` + email + `","password":"a long enough password","name":"Xff","role":"client"}`)
+	req, _ := http.NewRequest(http.MethodPost, base+"/api/v1/auth/register", body)
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("X-Forwarded-For", "198.51.100.7")
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil || resp.StatusCode != http.StatusCreated {
+		t.Fatalf("register: %v %v", resp, err)
+	}
+	resp.Body.Close()
+	var ips []string
+	for _, dsn := range fx.DSN {
+		conn, err := pgx.Connect(ctx, dsn)
 		if err != nil {
 			t.Fatal(err)
 		}
-		resp.Body.Close()
-		if resp.StatusCode == http.StatusTooManyRequests {
-			limited++
+		rows, err := conn.Query(ctx, `SELECT host(ip) FROM core.audit_log WHERE action = 'auth.register'`)
+		if err != nil {
+			t.Fatal(err)
 		}
+		got, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		conn.Close(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ips = append(ips, got...)
 	}
-	if limited == 0 {
-		t.Error("forged X-Forwarded-For from loopback was believed: six addresses, no 429")
+	if !slices.Equal(ips, []string{"127.0.0.1"}) {
+		t.Errorf("registration audited from %v, want only 127.0.0.1 (the forged X-Forwarded-For was believed)", ips)
 	}
 	resp, err = http.Get(base + "/metrics")
 	if err != nil || resp.StatusCode != 200 {
