@@ -146,6 +146,11 @@ type Claims struct {
 	Role   string `json:"role"`
 	Region string `json:"region"`
 	KSID   string `json:"ksid"`
+	// AuthTime is when the user last proved who they are (the login that started the session;
+	// OIDC's auth_time): refreshes keep it, so it tells a fresh login from a long-lived session.
+	AuthTime *jwt.NumericDate `json:"auth_time,omitempty"`
+	// SessionID is the session's refresh-token family (OIDC's sid).
+	SessionID string `json:"sid,omitempty"`
 }
 
 // Subject is what a token says about its user.
@@ -154,6 +159,9 @@ type Subject struct {
 	KSID   shardkey.KeyspaceID
 	Role   string
 	Region string
+	// AuthTime and Session are the login the token descends from (zero when a token does not say).
+	AuthTime time.Time
+	Session  shardkey.ID
 }
 
 // Token is a verified access token.
@@ -298,8 +306,17 @@ func (v *Verifier) parse(token string) (Token, error) {
 	if c.Role == "" || c.Region == "" {
 		return Token{}, fmt.Errorf("%w: role and region are required", ErrInvalidToken)
 	}
+	sub := Subject{UserID: id, KSID: k, Role: c.Role, Region: c.Region}
+	if c.AuthTime != nil {
+		sub.AuthTime = c.AuthTime.Time
+	}
+	if c.SessionID != "" {
+		if sub.Session, err = shardkey.ParseIDOfKind(c.SessionID, shardkey.KindTokenFamily); err != nil {
+			return Token{}, fmt.Errorf("%w: sid: %w", ErrInvalidToken, err)
+		}
+	}
 	return Token{
-		Subject: Subject{UserID: id, KSID: k, Role: c.Role, Region: c.Region},
+		Subject: sub,
 		UserID:  id.String(),
 		Expires: c.ExpiresAt.Time,
 	}, nil

@@ -194,6 +194,12 @@ func (i *Issuer) Issue(s accesstoken.Subject) (string, time.Time, error) {
 		Region: s.Region,
 		KSID:   s.KSID.String(),
 	}
+	if !s.AuthTime.IsZero() {
+		c.AuthTime = jwt.NewNumericDate(s.AuthTime)
+	}
+	if !s.Session.IsZero() {
+		c.SessionID = s.Session.String()
+	}
 	tok := jwt.NewWithClaims(jwt.SigningMethodEdDSA, c)
 	tok.Header["kid"] = i.keys.signing.ID
 	tok.Header["typ"] = accesstoken.TokenType

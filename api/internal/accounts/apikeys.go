@@ -5,11 +5,14 @@ import (
 	"crypto/subtle"
 	"errors"
 	"fmt"
+	"net/http"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/8thdegree/meridian/api/internal/accounts/directory"
 	"github.com/8thdegree/meridian/api/internal/authn"
+	"github.com/8thdegree/meridian/internal/apierror"
 	"github.com/8thdegree/meridian/pkg/shardkey"
 	"github.com/8thdegree/meridian/shardmgr/topology"
 )
@@ -25,6 +28,56 @@ const (
 	// maxKeyLifetime bounds expires_at: a key meant to expire is not meant to outlive a year.
 	maxKeyLifetime = 366 * 24 * time.Hour
 )
+
+// reauthWindow is how recent the login behind an access token must be to create an API key without
+// the password: a key outlives the session, so minting one must prove the user, not just the token.
+const reauthWindow = 10 * time.Minute
+
+var errReauth = &apierror.Error{Status: http.StatusUnauthorized, Code: "reauthentication_required",
+	Message: "creating an API key needs a login in the last 10 minutes, or the account's password in the request"}
+
+// reauthenticated checks that the caller proved who they are recently: the token's login (auth_time)
+// is within reauthWindow, or password is the account's password. A wrong password counts as a
+// failed login of the account (and is throttled like one), so this is no way around login throttling.
+func (s *Service) reauthenticated(ctx context.Context, p authn.Principal, password string, m reqMeta) error {
+	now := s.now()
+	if !p.AuthTime.IsZero() && now.Sub(p.AuthTime) <= reauthWindow && !p.AuthTime.After(now.Add(time.Minute)) {
+		return nil
+	}
+	if password == "" {
+		return errReauth
+	}
+	routed, err := s.a.ReadShard(p.KSID)
+	if err != nil {
+		return err
+	}
+	var phc *string
+	u, err := scanUser(routed.Pool.QueryRow(ctx, userWithPasswordSQL, routed.Route.KeyspaceID.Bytes(), p.UserID.Bytes()), routed.Route.KeyspaceID, &phc)
+	if errors.Is(err, errNoUser) || (err == nil && u.Deleted) {
+		return apierror.NotFound("user")
+	}
+	if err != nil {
+		return err
+	}
+	h := directory.HashEmail(s.cfg.EmailPepper, u.EmailNorm)
+	if err := s.throttled(ctx, m.IP, h); err != nil {
+		return err
+	}
+	stored := ""
+	if phc != nil {
+		stored = *phc
+	}
+	ok, _, err := s.pw.check(ctx, password, stored)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		s.failed(ctx, m.IP, h)
+		return errReauth.WithCause(errors.New("wrong password"))
+	}
+	s.succeeded(ctx, h)
+	return nil
+}
 
 // expiryProblem checks a requested expires_at against now (Validate has no clock).
 func expiryProblem(expires *time.Time, now time.Time) string {
@@ -89,4 +142,19 @@ func (s *Service) VerifyAPIKey(ctx context.Context, key string) (authn.Principal
 		UserID: userID, KSID: ksid, Role: authn.Role(role), Region: region,
 		Method: authn.MethodAPIKey, Scopes: scopes, KeyID: id,
 	}, nil
+}
+
+// sessionBytes is the created_by_family of a key made by session fam (NULL when the token named none).
+func sessionBytes(fam shardkey.ID) []byte {
+	if fam.IsZero() {
+		return nil
+	}
+	return fam.Bytes()
+}
+
+func sessionString(fam shardkey.ID) string {
+	if fam.IsZero() {
+		return ""
+	}
+	return fam.String()
 }

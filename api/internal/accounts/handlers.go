@@ -174,8 +174,9 @@ func (s *Service) handleRefresh(w http.ResponseWriter, r *http.Request) error {
 			expires     time.Time
 			used        *time.Time
 			revoked     *time.Time
+			loggedIn    time.Time
 		)
-		err := tx.QueryRow(ctx, lockRefreshTokenSQL, ksid.Bytes(), secretHash(req.RefreshToken)).Scan(&famB, &userB, &expires, &used, &revoked)
+		err := tx.QueryRow(ctx, lockRefreshTokenSQL, ksid.Bytes(), secretHash(req.RefreshToken)).Scan(&famB, &userB, &expires, &used, &revoked, &loggedIn)
 		if errors.Is(err, pgx.ErrNoRows) {
 			fail = errBadRefresh
 			return nil
@@ -219,7 +220,8 @@ func (s *Service) handleRefresh(w http.ResponseWriter, r *http.Request) error {
 			ksid.Bytes(), secretHash(req.RefreshToken), now); err != nil {
 			return err
 		}
-		b, err = s.continueSession(ctx, tx, u, fam)
+		// The session's login time stays the access token's auth_time: a refresh proves no one again.
+		b, err = s.continueSession(ctx, tx, u, fam, loggedIn)
 		return err
 	})
 	if err != nil {
@@ -280,6 +282,9 @@ func (s *Service) handleCreateAPIKey(w http.ResponseWriter, r *http.Request) err
 	if err := rest.Decode(w, r, &req); err != nil {
 		return err
 	}
+	if err := s.reauthenticated(r.Context(), p, req.Password, s.metaOf(r)); err != nil {
+		return err
+	}
 	now := s.now()
 	if prob := expiryProblem(req.ExpiresAt, now); prob != "" {
 		return apierror.Invalid(map[string]string{"expires_at": prob})
@@ -321,11 +326,11 @@ func (s *Service) handleCreateAPIKey(w http.ResponseWriter, r *http.Request) err
 			return apierror.Conflict("too_many_api_keys", fmt.Sprintf("a user may have at most %d API keys; revoke one first", maxActiveKeys))
 		}
 		if _, err := tx.Exec(ctx, insertAPIKeySQL,
-			ksid.Bytes(), id.Bytes(), p.UserID.Bytes(), req.Name, out.Prefix, secretHash(key), req.Scopes, now, req.ExpiresAt); err != nil {
+			ksid.Bytes(), id.Bytes(), p.UserID.Bytes(), req.Name, out.Prefix, secretHash(key), req.Scopes, now, req.ExpiresAt, sessionBytes(p.Session)); err != nil {
 			return err
 		}
 		return s.record(ctx, tx, ksid, p.UserID, audit.ActionAPIKeyCreated, id.String(), s.metaOf(r),
-			map[string]any{"name": req.Name, "scopes": req.Scopes, "expires_at": req.ExpiresAt})
+			map[string]any{"name": req.Name, "scopes": req.Scopes, "expires_at": req.ExpiresAt, "session": sessionString(p.Session)})
 	})
 	if err != nil {
 		return err

@@ -162,6 +162,8 @@ type apiKeyRequest struct {
 	Scopes []string `json:"scopes"`
 	// ExpiresAt, when given, is when the key stops working (at most a year ahead).
 	ExpiresAt *time.Time `json:"expires_at,omitempty"`
+	// Password re-authenticates a session whose login is older than reauthWindow.
+	Password string `json:"password,omitempty"`
 }
 
 func (r *apiKeyRequest) Validate() map[string]string {
@@ -169,6 +171,9 @@ func (r *apiKeyRequest) Validate() map[string]string {
 	r.Name = strings.TrimSpace(r.Name)
 	if p := nameProblem(r.Name, maxKeyName); p != "" {
 		f["name"] = p
+	}
+	if len(r.Password) > maxPassword*4 { // bytes: maxPassword characters of up to 4 bytes
+		f["password"] = fmt.Sprintf("must be at most %d characters", maxPassword)
 	}
 	all := Scopes()
 	switch {

@@ -50,6 +50,7 @@ func Schemas() map[string]any {
 			"name":       map[string]any{"type": "string", "minLength": 1, "maxLength": maxKeyName},
 			"scopes":     map[string]any{"type": "array", "items": scope, "minItems": 1, "uniqueItems": true},
 			"expires_at": map[string]any{"type": "string", "format": "date-time", "description": "when the key stops working (after now, at most a year ahead); absent: it does not expire"},
+			"password":   map[string]any{"type": "string", "maxLength": maxPassword, "description": "the account's password, needed when the session's login is more than 10 minutes old"},
 		}),
 		"APIKey": obj([]string{"id", "name", "scopes", "prefix", "created_at"}, map[string]any{
 			"id": id("key"), "name": str("label"), "scopes": map[string]any{"type": "array", "items": scope},

@@ -18,16 +18,18 @@ func (s *Service) startSession(ctx context.Context, tx pgx.Tx, u userRow) (token
 	if err != nil {
 		return tokenBundle{}, fam, err
 	}
+	now := s.now()
 	if _, err := tx.Exec(ctx, insertFamilySQL,
-		u.KSID.Bytes(), fam.Bytes(), u.ID.Bytes(), s.now()); err != nil {
+		u.KSID.Bytes(), fam.Bytes(), u.ID.Bytes(), now); err != nil {
 		return tokenBundle{}, fam, fmt.Errorf("accounts: new token family: %w", err)
 	}
-	b, err := s.continueSession(ctx, tx, u, fam)
+	b, err := s.continueSession(ctx, tx, u, fam, now)
 	return b, fam, err
 }
 
-// continueSession issues the next refresh token of family fam in tx, and an access token.
-func (s *Service) continueSession(ctx context.Context, tx pgx.Tx, u userRow, fam shardkey.ID) (tokenBundle, error) {
+// continueSession issues the next refresh token of family fam in tx, and an access token that names
+// the session (sid) and the login that started it (auth_time).
+func (s *Service) continueSession(ctx context.Context, tx pgx.Tx, u userRow, fam shardkey.ID, loggedIn time.Time) (tokenBundle, error) {
 	refresh, err := newRefreshToken(fam)
 	if err != nil {
 		return tokenBundle{}, err
@@ -37,7 +39,7 @@ func (s *Service) continueSession(ctx context.Context, tx pgx.Tx, u userRow, fam
 		u.KSID.Bytes(), secretHash(refresh), fam.Bytes(), u.ID.Bytes(), now, now.Add(s.cfg.RefreshTTL)); err != nil {
 		return tokenBundle{}, fmt.Errorf("accounts: new refresh token: %w", err)
 	}
-	access, _, err := s.cfg.Tokens.Issue(accesstoken.Subject{UserID: u.ID, KSID: u.KSID, Role: string(u.Role), Region: u.Region})
+	access, _, err := s.cfg.Tokens.Issue(accesstoken.Subject{UserID: u.ID, KSID: u.KSID, Role: string(u.Role), Region: u.Region, AuthTime: loggedIn, Session: fam})
 	if err != nil {
 		return tokenBundle{}, fmt.Errorf("accounts: access token: %w", err)
 	}

@@ -47,7 +47,7 @@ const (
 INSERT INTO auth.refresh_tokens (ksid, token_hash, family_id, user_id, issued_at, expires_at)
 VALUES ($1, $2, $3, $4, $5, $6)`
 	lockRefreshTokenSQL = `
-SELECT t.family_id, t.user_id, t.expires_at, t.used_at, f.revoked_at
+SELECT t.family_id, t.user_id, t.expires_at, t.used_at, f.revoked_at, f.created_at
 FROM auth.refresh_tokens t
 JOIN auth.refresh_token_families f ON f.ksid = t.ksid AND f.id = t.family_id
 WHERE t.ksid = $1 AND t.token_hash = $2
@@ -67,8 +67,8 @@ RETURNING f.user_id`
 const (
 	countAPIKeysSQL = `SELECT count(*) FROM auth.api_keys WHERE ksid = $1 AND user_id = $2 AND revoked_at IS NULL`
 	insertAPIKeySQL = `
-INSERT INTO auth.api_keys (ksid, id, user_id, name, key_prefix, key_hash, scopes, created_at, expires_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`
+INSERT INTO auth.api_keys (ksid, id, user_id, name, key_prefix, key_hash, scopes, created_at, expires_at, created_by_family)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`
 	listAPIKeysSQL = `
 SELECT id, name, scopes, key_prefix, created_at, last_used_at, expires_at FROM auth.api_keys
 WHERE ksid = $1 AND user_id = $2 AND revoked_at IS NULL AND ($3::bytea IS NULL OR id < $3)

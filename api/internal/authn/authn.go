@@ -8,6 +8,7 @@ import (
 	"errors"
 	"net/http"
 	"slices"
+	"time"
 
 	"github.com/8thdegree/meridian/pkg/shardkey"
 )
@@ -52,6 +53,9 @@ type Principal struct {
 	Scopes []string
 	// KeyID is the API key's ID when Method is MethodAPIKey.
 	KeyID shardkey.ID
+	// AuthTime and Session are, for a token, the login it descends from (zero when it does not say).
+	AuthTime time.Time
+	Session  shardkey.ID
 }
 
 // HasScope reports whether the principal may use scope. Tokens have every scope.

@@ -47,7 +47,7 @@ func (h *HeaderAuthenticator) Authenticate(r *http.Request) (Principal, error) {
 		if !role.Valid() {
 			return Principal{}, apierror.Unauthenticated("invalid access token")
 		}
-		return Principal{UserID: s.UserID, KSID: s.KSID, Role: role, Region: s.Region, Method: MethodJWT}, nil
+		return Principal{UserID: s.UserID, KSID: s.KSID, Role: role, Region: s.Region, Method: MethodJWT, AuthTime: s.AuthTime, Session: s.Session}, nil
 	case "apikey":
 		if h.APIKeys == nil {
 			return Principal{}, apierror.Unauthenticated("API keys are not enabled")
