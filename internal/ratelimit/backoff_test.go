@@ -93,7 +93,9 @@ func backoffSequence(t *testing.T, ls []*Limiter, clk *clock) {
 	check(0, 0, 0)
 	// So does the window.
 	for range 4 {
-		pick(0).Fail(ctx, key, b)
+		if _, err := pick(0).Fail(ctx, key, b); err != nil {
+			t.Fatal(err)
+		}
 	}
 	check(1, 4, 2*time.Second)
 	clk.add(b.Window)

@@ -7,6 +7,7 @@
 package richtext
 
 import (
+	"errors"
 	"io"
 	"regexp"
 	"strings"
@@ -55,7 +56,7 @@ func HasMarkup(s string) bool {
 	for {
 		switch z.Next() {
 		case html.ErrorToken:
-			return z.Err() != io.EOF
+			return !errors.Is(z.Err(), io.EOF)
 		case html.TextToken:
 		default:
 			return true
