@@ -77,3 +77,25 @@ func TestNormalizeEmail(t *testing.T) {
 		}
 	}
 }
+
+// Normalising twice changes nothing more (a stored address is its own normal form), and a valid
+// normalised address is ASCII in its domain.
+func FuzzNormalizeEmail(f *testing.F) {
+	for _, s := range []string{"Ada@Example.COM", "jose\u0301@mu\u0308nchen.de", "Stra\u00dfe@x.de", "a@xn--mnchen-3ya.de", "\xff@x.io", "a@b@c", "ada@\uff45xample.com"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		n := NormalizeEmail(s)
+		if again := NormalizeEmail(n); again != n {
+			t.Fatalf("NormalizeEmail(%q) = %q, but NormalizeEmail of that = %q", s, n, again)
+		}
+		if EmailProblem(n) == "" {
+			at := strings.LastIndexByte(n, '@')
+			for i := at + 1; i < len(n); i++ {
+				if n[i] >= 0x80 {
+					t.Fatalf("valid %q has a non-ASCII domain", n)
+				}
+			}
+		}
+	})
+}
