@@ -86,8 +86,11 @@ type Config struct {
 	VerifyEmailURL string `env:"MERIDIAN_VERIFY_EMAIL_URL"`
 
 	CORSOrigins []string `env:"MERIDIAN_CORS_ORIGINS" envSeparator:","`
-	// TrustedProxies are the networks of the edge routers, whose X-Forwarded-For names the client.
-	TrustedProxies []netip.Prefix `env:"MERIDIAN_TRUSTED_PROXIES" envSeparator:"," envDefault:"127.0.0.0/8,::1/128"`
+	// TrustedProxies are the addresses or networks of the edge routers, whose X-Forwarded-For names
+	// the client. None by default: a node believes no X-Forwarded-For until its routers are named, so
+	// that any other process that can reach it (on loopback or in its network) cannot pick the
+	// address its per-IP limits, login throttles and audit log see.
+	TrustedProxies []netip.Prefix `env:"MERIDIAN_TRUSTED_PROXIES"`
 
 	// Rate limits per authenticated user and per client IP (anonymous requests), in requests per minute
 	// with a burst; kept in the region's Redis (GCRA), per process while Redis is down.
@@ -95,6 +98,11 @@ type Config struct {
 	RateLimitUserBurst     int `env:"MERIDIAN_RATE_LIMIT_USER_BURST" envDefault:"100"`
 	RateLimitIPPerMinute   int `env:"MERIDIAN_RATE_LIMIT_IP_PER_MINUTE" envDefault:"120"`
 	RateLimitIPBurst       int `env:"MERIDIAN_RATE_LIMIT_IP_BURST" envDefault:"30"`
+
+	// Free failed logins per account and per client address (an IPv6 /64) before each further failure
+	// doubles the wait for the next attempt (1 s, 2 s, ... 15 min); successes cost nothing.
+	LoginAccountFreeFailures int `env:"MERIDIAN_LOGIN_ACCOUNT_FREE_FAILURES" envDefault:"5"`
+	LoginIPFreeFailures      int `env:"MERIDIAN_LOGIN_IP_FREE_FAILURES" envDefault:"30"`
 
 	// FeatureAPIKeys enables API keys (the /auth/api-keys routes and "Authorization: ApiKey").
 	FeatureAPIKeys bool `env:"MERIDIAN_FEATURE_API_KEYS" envDefault:"true"`
@@ -134,18 +142,43 @@ type Config struct {
 // ones (region, keys, secrets) are empty.
 func DefaultConfig() Config {
 	var c Config
-	if err := env.ParseWithOptions(&c, env.Options{Environment: map[string]string{}}); err != nil {
+	if err := env.ParseWithOptions(&c, env.Options{Environment: map[string]string{}, FuncMap: envParsers}); err != nil {
 		// The defaults are constants of this file; a test parses them.
 		panic("api: bad default configuration: " + err.Error())
 	}
 	return c
 }
 
+// envParsers read what the env library cannot: a trusted proxy may be written as an address
+// (10.0.0.5, one router) or as a network (10.0.0.0/24).
+var envParsers = map[reflect.Type]env.ParserFunc{
+	reflect.TypeOf([]netip.Prefix{}): func(v string) (any, error) {
+		var out []netip.Prefix
+		for _, part := range strings.Split(v, ",") {
+			part = strings.TrimSpace(part)
+			if part == "" {
+				continue
+			}
+			if a, err := netip.ParseAddr(part); err == nil {
+				a = a.Unmap()
+				out = append(out, netip.PrefixFrom(a, a.BitLen()))
+				continue
+			}
+			p, err := netip.ParsePrefix(part)
+			if err != nil {
+				return nil, fmt.Errorf("%q is neither an address nor a network (CIDR)", part)
+			}
+			out = append(out, p.Masked())
+		}
+		return out, nil
+	},
+}
+
 // FromEnv reads the configuration from the environment. For each Secret, NAME_FILE may name a file
 // holding it instead of NAME.
 func FromEnv() (Config, error) {
 	var c Config
-	if err := env.Parse(&c); err != nil {
+	if err := env.ParseWithOptions(&c, env.Options{FuncMap: envParsers}); err != nil {
 		return c, namedEnvError(err)
 	}
 	for _, s := range []struct {
@@ -214,6 +247,8 @@ func (c Config) Validate() error {
 		check(c.RateLimitUserBurst > 0, "MERIDIAN_RATE_LIMIT_USER_BURST", "must be positive"),
 		check(c.RateLimitIPPerMinute > 0, "MERIDIAN_RATE_LIMIT_IP_PER_MINUTE", "must be positive"),
 		check(c.RateLimitIPBurst > 0, "MERIDIAN_RATE_LIMIT_IP_BURST", "must be positive"),
+		check(c.LoginAccountFreeFailures >= 0, "MERIDIAN_LOGIN_ACCOUNT_FREE_FAILURES", "must not be negative"),
+		check(c.LoginIPFreeFailures >= 0, "MERIDIAN_LOGIN_IP_FREE_FAILURES", "must not be negative"),
 		check(map[string]bool{"debug": true, "info": true, "warn": true, "error": true}[c.LogLevel], "MERIDIAN_LOG_LEVEL", "must be debug, info, warn or error"),
 	} {
 		if err != nil {

@@ -2,6 +2,7 @@ package api
 
 import (
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -100,9 +101,26 @@ func TestNewChecksTheRegionFile(t *testing.T) {
 	}
 }
 
+// No X-Forwarded-For is believed until the routers are named; they may be named by address or network.
+func TestTrustedProxies(t *testing.T) {
+	if d := DefaultConfig(); len(d.TrustedProxies) != 0 {
+		t.Errorf("trusted by default: %v", d.TrustedProxies)
+	}
+	t.Setenv("MERIDIAN_TRUSTED_PROXIES", "10.0.0.5, 10.1.0.0/16,::ffff:10.2.0.1,fd00::7")
+	c := validConfig(t)
+	want := []netip.Prefix{netip.MustParsePrefix("10.0.0.5/32"), netip.MustParsePrefix("10.1.0.0/16"), netip.MustParsePrefix("10.2.0.1/32"), netip.MustParsePrefix("fd00::7/128")}
+	if !slices.Equal(c.TrustedProxies, want) {
+		t.Errorf("parsed %v, want %v", c.TrustedProxies, want)
+	}
+	t.Setenv("MERIDIAN_TRUSTED_PROXIES", "router.local")
+	if _, err := FromEnv(); err == nil || !strings.Contains(err.Error(), "MERIDIAN_TRUSTED_PROXIES") {
+		t.Errorf("a host name: %v", err)
+	}
+}
+
 func TestDefaultConfig(t *testing.T) {
 	d := DefaultConfig()
-	if d.Listen != "127.0.0.1:8080" || d.FreezeWait != 2*time.Second || d.StartTimeout != time.Minute || len(d.TrustedProxies) != 2 || !d.RegisterService {
+	if d.Listen != "127.0.0.1:8080" || d.FreezeWait != 2*time.Second || d.StartTimeout != time.Minute || len(d.TrustedProxies) != 0 || !d.RegisterService {
 		t.Fatalf("defaults: %+v", d)
 	}
 	// The defaults and the required settings make a valid configuration.

@@ -80,6 +80,7 @@ func assemble(a *feature.Deps, fs featureSettings) (*assembly, error) {
 	if acfg.Mailer, err = fs.cfg.mailer(); err != nil {
 		return nil, fmt.Errorf("mail: %w", err)
 	}
+	acfg.AccountBackoff.Free, acfg.IPBackoff.Free = fs.cfg.LoginAccountFreeFailures, fs.cfg.LoginIPFreeFailures
 	acc, err := accounts.New(a, acfg)
 	if err != nil {
 		return nil, err

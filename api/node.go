@@ -85,6 +85,9 @@ func New(cfg Config, log *slog.Logger) (*Node, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	log = log.With("region", cfg.Region)
+	if len(cfg.TrustedProxies) == 0 {
+		log.Warn("MERIDIAN_TRUSTED_PROXIES is empty: X-Forwarded-For is ignored, and behind edge routers every client is counted as the router it came through")
+	}
 	n := &Node{cfg: cfg, log: log, registry: prometheus.NewRegistry(), ready: make(chan struct{}), applied: make(chan struct{}, 1)}
 	if cfg.RegionFile != "" {
 		r, err := topology.LoadRegionFile(cfg.RegionFile)

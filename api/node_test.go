@@ -5,19 +5,23 @@ import (
 	"context"
 	"encoding/json"
 	"flag"
+	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/8thdegree/meridian/api/internal/accounts/directory"
 	"github.com/8thdegree/meridian/api/internal/apitest"
 	"github.com/8thdegree/meridian/api/internal/authn"
 	"github.com/8thdegree/meridian/api/internal/feature"
@@ -310,6 +314,45 @@ func TestNodeRun(t *testing.T) {
 		t.Fatalf("jwks: %v %v", resp, err)
 	}
 	resp.Body.Close()
+	// No router is configured (MERIDIAN_TRUSTED_PROXIES unset), so a local process that forges
+	// X-Forwarded-For is still recorded as itself: the registration's audit event names loopback.
+	// An email whose directory is this node's region: the test runs no node of the others.
+	var email string
+	for i := 0; email == ""; i++ {
+		e := fmt.Sprintf("forged-xff-%d@example.test", i)
+		if r, _, err := directory.Locate(topo, directory.HashEmail([]byte(cfg.EmailPepper), e)); err == nil && r.Name == cfg.Region {
+			email = e
+		}
+	}
+	body := strings.NewReader(`{"email":"` + email + `","password":"a long enough password","name":"Xff","role":"client"}`)
+	req, _ := http.NewRequest(http.MethodPost, base+"/api/v1/auth/register", body)
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("X-Forwarded-For", "198.51.100.7")
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil || resp.StatusCode != http.StatusCreated {
+		t.Fatalf("register: %v %v", resp, err)
+	}
+	resp.Body.Close()
+	var ips []string
+	for _, dsn := range fx.DSN {
+		conn, err := pgx.Connect(ctx, dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rows, err := conn.Query(ctx, `SELECT host(ip) FROM core.audit_log WHERE action = 'auth.register'`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		conn.Close(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ips = append(ips, got...)
+	}
+	if !slices.Equal(ips, []string{"127.0.0.1"}) {
+		t.Errorf("registration audited from %v, want only 127.0.0.1 (the forged X-Forwarded-For was believed)", ips)
+	}
 	resp, err = http.Get(base + "/metrics")
 	if err != nil || resp.StatusCode != 200 {
 		t.Fatalf("metrics: %v %v", resp, err)
@@ -328,5 +371,120 @@ func TestNodeRun(t *testing.T) {
 	}
 	if _, err := os.Stat(cfg.TopologyCache); err != nil {
 		t.Fatalf("no disk copy of the topology: %v", err)
+	}
+}
+
+// Every scope an API key can carry is checked on its routes: matching:read on /jobs/matching (not
+// jobs:read), reviews:read on the review reads, which stay open to callers without credentials.
+func TestAPIKeyScopesAreChecked(t *testing.T) {
+	h, _ := fullNodes(t)
+	reg := h.Do(t, "us-east", apitest.Request{Method: "POST", Path: "/api/v1/auth/register",
+		Body: map[string]any{"email": "scopes@example.test", "password": "a long enough password", "name": "Sco", "role": "freelancer"}})
+	if reg.Status != http.StatusCreated {
+		t.Fatalf("register: %d %s", reg.Status, reg.Body)
+	}
+	var b struct {
+		AccessToken string `json:"access_token"`
+		User        struct {
+			ID string `json:"id"`
+		} `json:"user"`
+	}
+	reg.JSON(t, &b)
+	key := func(scopes ...string) http.Header {
+		t.Helper()
+		r := h.Do(t, "us-east", apitest.Request{Method: "POST", Path: "/api/v1/auth/api-keys", Token: b.AccessToken,
+			Body: map[string]any{"name": strings.Join(scopes, "+"), "scopes": scopes}})
+		if r.Status != http.StatusCreated {
+			t.Fatalf("create key %v: %d %s", scopes, r.Status, r.Body)
+		}
+		var k struct{ Key string }
+		r.JSON(t, &k)
+		return http.Header{"Authorization": {"ApiKey " + k.Key}}
+	}
+	everything := key("profile:read", "profile:write", "jobs:read", "jobs:write", "reviews:write")
+	for _, tc := range []struct {
+		path   string
+		scope  string
+		others http.Header // a key with every scope but this one
+	}{
+		{"/api/v1/jobs/matching", "matching:read", everything},
+		{"/api/v1/reviews/?user_id=" + b.User.ID, "reviews:read", everything},
+		{"/api/v1/reviews/stats?user_id=" + b.User.ID, "reviews:read", everything},
+	} {
+		if r := h.Do(t, "us-east", apitest.Request{Method: "GET", Path: tc.path, Header: tc.others}); r.Status != http.StatusForbidden || !strings.Contains(string(r.Body), tc.scope) {
+			t.Errorf("%s with a key without %s: %d %s", tc.path, tc.scope, r.Status, r.Body)
+		}
+		if r := h.Do(t, "us-east", apitest.Request{Method: "GET", Path: tc.path, Header: key(tc.scope)}); r.Status != http.StatusOK {
+			t.Errorf("%s with a key with %s: %d %s", tc.path, tc.scope, r.Status, r.Body)
+		}
+		if r := h.Do(t, "us-east", apitest.Request{Method: "GET", Path: tc.path, Token: b.AccessToken}); r.Status != http.StatusOK {
+			t.Errorf("%s with an access token: %d %s", tc.path, r.Status, r.Body)
+		}
+	}
+	// Reviews stay public: no credentials at all is fine, a bad key is not.
+	if r := h.Do(t, "us-east", apitest.Request{Method: "GET", Path: "/api/v1/reviews/?user_id=" + b.User.ID}); r.Status != http.StatusOK {
+		t.Errorf("reviews without credentials: %d %s", r.Status, r.Body)
+	}
+	if r := h.Do(t, "us-east", apitest.Request{Method: "GET", Path: "/api/v1/reviews/?user_id=" + b.User.ID,
+		Header: http.Header{"Authorization": {"ApiKey mk_bogus"}}}); r.Status != http.StatusUnauthorized {
+		t.Errorf("reviews with a bad key: %d %s", r.Status, r.Body)
+	}
+}
+
+// Plain-text fields take no markup (400 naming the field, nothing stored); rich text keeps no images.
+func TestPlainTextFieldsRefuseMarkup(t *testing.T) {
+	h, _ := fullNodes(t)
+	const xss = `<img src=x onerror=alert(1)>`
+	bad := func(r *apitest.Response, field, what string) {
+		t.Helper()
+		var e struct {
+			Error struct {
+				Code   string            `json:"code"`
+				Fields map[string]string `json:"fields"`
+			} `json:"error"`
+		}
+		r.JSON(t, &e)
+		if r.Status != http.StatusBadRequest || e.Error.Code != "invalid_request" || !strings.Contains(e.Error.Fields[field], "plain text") {
+			t.Errorf("%s: %d %s, want 400 naming %s", what, r.Status, r.Body, field)
+		}
+	}
+	bad(h.Do(t, "us-east", apitest.Request{Method: "POST", Path: "/api/v1/auth/register",
+		Body: map[string]any{"email": "markup@example.test", "password": "a long enough password", "name": "Eve" + xss, "role": "client"}}), "name", "register")
+	reg := h.Do(t, "us-east", apitest.Request{Method: "POST", Path: "/api/v1/auth/register",
+		Body: map[string]any{"email": "markup@example.test", "password": "a long enough password", "name": "Eve", "role": "client"}})
+	if reg.Status != http.StatusCreated {
+		t.Fatalf("register: %d %s", reg.Status, reg.Body)
+	}
+	var b struct {
+		AccessToken string `json:"access_token"`
+	}
+	reg.JSON(t, &b)
+	tok := b.AccessToken
+	profile := map[string]any{"headline": "Go engineer", "bio": "ok", "skills": []string{"go"}, "hourly_rate": 80, "country": "PT", "available": true}
+	with := func(m map[string]any, k string, v any) map[string]any {
+		c := map[string]any{}
+		for kk, vv := range m {
+			c[kk] = vv
+		}
+		c[k] = v
+		return c
+	}
+	bad(h.Do(t, "us-east", apitest.Request{Method: "PUT", Path: "/api/v1/users/profile", Token: tok, Body: with(profile, "headline", "Hi "+xss)}), "headline", "profile headline")
+	bad(h.Do(t, "us-east", apitest.Request{Method: "PUT", Path: "/api/v1/users/profile", Token: tok, Body: with(profile, "skills", []string{"go", "<b>sql</b>"})}), "skills.1", "profile skill")
+	job := map[string]any{"title": "Shard it", "description": "Help", "skills": []string{"go"}, "budget_min": 1000, "budget_max": 5000, "currency": "USD", "remote": true}
+	bad(h.Do(t, "us-east", apitest.Request{Method: "POST", Path: "/api/v1/jobs/", Token: tok, Body: with(job, "title", xss+"Shard it")}), "title", "job title")
+	bad(h.Do(t, "us-east", apitest.Request{Method: "POST", Path: "/api/v1/jobs/", Token: tok, Body: with(job, "skills", []string{xss})}), "skills.0", "job skill")
+	// Nothing was stored by the refusals; text that merely looks odd is plain text.
+	if r := h.Do(t, "us-east", apitest.Request{Method: "GET", Path: "/api/v1/jobs/", Token: tok}); r.Status != 200 || strings.Contains(string(r.Body), "Shard it") {
+		t.Errorf("jobs after refusals: %d %s", r.Status, r.Body)
+	}
+	r := h.Do(t, "us-east", apitest.Request{Method: "POST", Path: "/api/v1/jobs/", Token: tok,
+		Body: with(with(job, "title", "C++ < Rust & <3"), "description", `<p>Logo: <img src="https://tracker.example/p.png"></p>`)})
+	if r.Status != http.StatusCreated {
+		t.Fatalf("job with plain title: %d %s", r.Status, r.Body)
+	}
+	got := r.Map(t)
+	if got["title"] != "C++ < Rust & <3" || strings.Contains(got["description"].(string), "img") || strings.Contains(got["description"].(string), "tracker") {
+		t.Errorf("stored job: %v", got)
 	}
 }

@@ -123,6 +123,8 @@ func (c Config) apiProcess(n apiNode, consulAddr string) local.ProcessConfig {
 		"MERIDIAN_PUBLIC_URL=" + fmt.Sprintf("http://127.0.0.1:%d", c.PortBase+100),
 		// Every node of every region delivers its mail to one folder, one .eml file per message.
 		"MERIDIAN_MAIL_DIR=" + c.MailDir(),
+		// The routers connect from 127.0.0.1: their X-Forwarded-For names the client.
+		"MERIDIAN_TRUSTED_PROXIES=127.0.0.1",
 	}
 	return local.ProcessConfig{
 		Name:     n.name(),

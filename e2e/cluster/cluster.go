@@ -14,6 +14,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"sync"
@@ -137,6 +138,10 @@ func (c *Cluster) StartNode(tb testing.TB, region string) string {
 		ShutdownGrace: 5 * time.Second, StartTimeout: 30 * time.Second, LogLevel: "error", FeatureAPIKeys: true,
 		// Benchmarks measure the node, not the rate limiter's refusals.
 		RateLimitUserPerMinute: 6_000_000, RateLimitUserBurst: 100_000, RateLimitIPPerMinute: 6_000_000, RateLimitIPBurst: 100_000,
+		// Every client of the cluster is on loopback: the address's failed logins must not add up.
+		LoginAccountFreeFailures: 5, LoginIPFreeFailures: 100_000,
+		// The cluster's routers connect from 127.0.0.1: their X-Forwarded-For names the client.
+		TrustedProxies: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")},
 	}
 	node, err := api.New(cfg, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
 	if err != nil {

@@ -149,12 +149,15 @@ type Claims struct {
 	Role   string `json:"role"`
 	Region string `json:"region"`
 	KSID   string `json:"ksid"`
-	// Family is the refresh-token family (the session) the token was issued in: revoking the family
-	// revokes the token.
-	Family string `json:"fid,omitempty"`
 	// EmailVerified says the user had proved their email when the token was issued (OIDC's claim
 	// name); absent means unverified.
 	EmailVerified bool `json:"email_verified,omitempty"`
+	// AuthTime is when the user last proved who they are (the login that started the session;
+	// OIDC's auth_time): refreshes keep it, so it tells a fresh login from a long-lived session.
+	AuthTime *jwt.NumericDate `json:"auth_time,omitempty"`
+	// SessionID is the session's refresh-token family (OIDC's sid): revoking the family revokes the
+	// token.
+	SessionID string `json:"sid,omitempty"`
 }
 
 // Subject is what a token says about its user.
@@ -163,11 +166,12 @@ type Subject struct {
 	KSID   shardkey.KeyspaceID
 	Role   string
 	Region string
-	// Family is the session (refresh-token family) the token belongs to; zero for a token issued
-	// outside a session (test harnesses only: the nodes issue every token in one).
-	Family shardkey.ID
 	// EmailVerified: the user had proved their email when the token was issued.
 	EmailVerified bool
+	// AuthTime and Session are the login the token descends from (zero when a token does not say;
+	// the nodes issue every token in a session, so only test harnesses' tokens lack them).
+	AuthTime time.Time
+	Session  shardkey.ID
 }
 
 // Token is a verified access token.
@@ -334,14 +338,17 @@ func (v *Verifier) parse(token string) (Token, error) {
 	if c.Role == "" || c.Region == "" {
 		return Token{}, fmt.Errorf("%w: role and region are required", ErrInvalidToken)
 	}
-	var fam shardkey.ID
-	if c.Family != "" {
-		if fam, err = shardkey.ParseIDOfKind(c.Family, shardkey.KindTokenFamily); err != nil {
-			return Token{}, fmt.Errorf("%w: fid: %w", ErrInvalidToken, err)
+	sub := Subject{UserID: id, KSID: k, Role: c.Role, Region: c.Region, EmailVerified: c.EmailVerified}
+	if c.AuthTime != nil {
+		sub.AuthTime = c.AuthTime.Time
+	}
+	if c.SessionID != "" {
+		if sub.Session, err = shardkey.ParseIDOfKind(c.SessionID, shardkey.KindTokenFamily); err != nil {
+			return Token{}, fmt.Errorf("%w: sid: %w", ErrInvalidToken, err)
 		}
 	}
 	return Token{
-		Subject: Subject{UserID: id, KSID: k, Role: c.Role, Region: c.Region, Family: fam, EmailVerified: c.EmailVerified},
+		Subject: sub,
 		UserID:  id.String(),
 		Expires: c.ExpiresAt.Time,
 	}, nil

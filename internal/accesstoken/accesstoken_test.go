@@ -277,14 +277,14 @@ func TestFamilyAndRevoke(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.Family = fam
+	s.Session = fam
 	tok, _, err := f.issuer.Issue(s)
 	if err != nil {
 		t.Fatal(err)
 	}
 	other, _, _ := f.issuer.Issue(subject(t))
-	if got, err := f.verifier.Verify(tok); err != nil || got.Family != fam {
-		t.Fatalf("fid: %v %v, want %s", got.Family, err, fam)
+	if got, err := f.verifier.Verify(tok); err != nil || got.Session != fam {
+		t.Fatalf("sid: %v %v, want %s", got.Session, err, fam)
 	}
 	f.verifier.Revoke(tok)
 	f.verifier.Revoke("not a token") // ignored
@@ -296,7 +296,7 @@ func TestFamilyAndRevoke(t *testing.T) {
 	}
 	// A token that names a session of the wrong kind is refused.
 	bad := s
-	bad.Family = s.UserID
+	bad.Session = s.UserID
 	badTok, _, _ := f.issuer.Issue(bad)
 	if _, err := f.verifier.Verify(badTok); !errors.Is(err, accesstoken.ErrInvalidToken) {
 		t.Fatalf("fid of the wrong kind: %v", err)

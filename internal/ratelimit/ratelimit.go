@@ -12,6 +12,10 @@
 // account, registrations, password resets). For per-request limits on the hot path (per client IP,
 // per principal) use the admission subpackage, which admits from a locally held share of the same
 // Redis budget and settles in batches.
+//
+// Backoff is the other policy: it counts failures only (Check, Fail, Forget) and answers a wait that
+// doubles with each failure past a few free ones, for attempts whose successes must cost nothing
+// (logins). It falls back to per-process counts when Redis is down, like Allow.
 package ratelimit
 
 import (
@@ -28,6 +32,7 @@ import (
 	"time"
 
 	"github.com/go-redis/redis_rate/v10"
+	golru "github.com/hashicorp/golang-lru/v2"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 	"golang.org/x/time/rate"
@@ -100,6 +105,11 @@ type Limiter struct {
 	// onLocal is true while decisions come from the local limiters because Redis failed.
 	onLocal   atomic.Bool
 	decisions *prometheus.CounterVec
+
+	// backoffs are the failure counts of Backoff keys while Redis is away (Check, Fail, Forget).
+	localCap    int
+	backoffOnce sync.Once
+	backoffs    *golru.Cache[string, failures]
 }
 
 // New returns a Limiter on rdb. rdb may be nil: every decision is then local to the process.
@@ -113,11 +123,12 @@ func newLimiter(rdb redis.UniversalClient, log *slog.Logger, bcfg breaker.Config
 		log = slog.New(slog.DiscardHandler)
 	}
 	l := &Limiter{
-		rdb:     rdb,
-		local:   newLRU(capacity),
-		log:     log,
-		now:     time.Now,
-		timeout: redisTimeout,
+		rdb:      rdb,
+		local:    newLRU(capacity),
+		localCap: max(capacity, 1),
+		log:      log,
+		now:      time.Now,
+		timeout:  redisTimeout,
 		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "meridian_ratelimit_decisions_total",
 			Help: "Rate-limit decisions by backend (redis or local) and result (allowed or limited).",
@@ -130,6 +141,14 @@ func newLimiter(rdb redis.UniversalClient, log *slog.Logger, bcfg breaker.Config
 		l.breaker, _ = breaker.New(bcfg, nil, nil)
 	}
 	return l
+}
+
+// SetClock makes now the clock of the local limiters and of Backoff counts (tests move it). Call it
+// before the limiter is used.
+func (l *Limiter) SetClock(now func() time.Time) {
+	if now != nil {
+		l.now = now
+	}
 }
 
 // Register adds the limiter's metrics to reg: meridian_ratelimit_decisions_total{backend,result} and

@@ -196,8 +196,11 @@ func (i *Issuer) Issue(s accesstoken.Subject) (string, time.Time, error) {
 
 		EmailVerified: s.EmailVerified,
 	}
-	if !s.Family.IsZero() {
-		c.Family = s.Family.String()
+	if !s.AuthTime.IsZero() {
+		c.AuthTime = jwt.NewNumericDate(s.AuthTime)
+	}
+	if !s.Session.IsZero() {
+		c.SessionID = s.Session.String()
 	}
 	tok := jwt.NewWithClaims(jwt.SigningMethodEdDSA, c)
 	tok.Header["kid"] = i.keys.signing.ID

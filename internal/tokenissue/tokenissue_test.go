@@ -96,3 +96,32 @@ func TestConfigAndKeys(t *testing.T) {
 		}
 	}
 }
+
+// A token names the login it descends from (auth_time) and its session (sid); one without them
+// verifies with both zero.
+func TestAuthTimeAndSession(t *testing.T) {
+	k, _ := tokenissue.GenerateKey()
+	ks, _ := tokenissue.NewSigningKeys(k)
+	iss, _ := tokenissue.New(issueCfg, ks, nil)
+	v, _ := accesstoken.NewVerifier(verifyCfg, ks.Public(), nil)
+	s := subject(t)
+	fam, err := shardkey.NewGenerator(nil, nil).New(shardkey.KindTokenFamily, s.KSID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	with := s
+	with.AuthTime, with.Session = time.Now().Add(-time.Hour).Truncate(time.Second), fam
+	for _, want := range []accesstoken.Subject{with, s} {
+		tok, _, err := iss.Issue(want)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := v.Verify(tok)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !got.AuthTime.Equal(want.AuthTime) || got.Session != want.Session {
+			t.Errorf("issued auth_time %v sid %v, verified %v %v", want.AuthTime, want.Session, got.AuthTime, got.Session)
+		}
+	}
+}

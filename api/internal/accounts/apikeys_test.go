@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/8thdegree/meridian/api/internal/apitest"
 	"github.com/8thdegree/meridian/api/internal/audit"
@@ -222,6 +223,96 @@ func TestAPIKeys(t *testing.T) {
 			if strings.Contains(en.Target, "mk_") || strings.Contains(stringify(en.Details), "mk_") {
 				t.Errorf("a key in the audit log: %+v", en)
 			}
+		}
+	})
+
+	// Last two: they move the clock.
+	t.Run("creation needs a recent login or the password", func(t *testing.T) {
+		email := uniqueEmail(t, "reauth")
+		u := e.registerVerified(t, "eu-west", email, authn.Freelancer)
+		body := func(pw string) map[string]any {
+			m := map[string]any{"name": "k", "scopes": []string{ScopeProfileRead}}
+			if pw != "" {
+				m["password"] = pw
+			}
+			return m
+		}
+		// Fresh from registration: fine, and the key records the session that made it.
+		r := create("eu-west", "Bearer "+u.AccessToken, body(""))
+		var k apiKeyCreated
+		r.JSON(t, &k)
+		if r.Status != http.StatusCreated {
+			t.Fatalf("fresh session: %d %s", r.Status, r.Body)
+		}
+		pool, ks := e.pool(t, u.User.ID.KeyspaceID()), u.User.ID.KeyspaceID()
+		var fromKey, fromToken []byte
+		if err := pool.QueryRow(ctx, `SELECT created_by_family FROM auth.api_keys WHERE ksid = $1 AND id = $2`, ks.Bytes(), k.ID.Bytes()).Scan(&fromKey); err != nil {
+			t.Fatal(err)
+		}
+		if err := pool.QueryRow(ctx, `SELECT family_id FROM auth.refresh_tokens WHERE ksid = $1 AND token_hash = $2`, ks.Bytes(), secretHash(u.RefreshToken)).Scan(&fromToken); err != nil {
+			t.Fatal(err)
+		}
+		if len(fromKey) == 0 || string(fromKey) != string(fromToken) {
+			t.Errorf("created_by_family %x, the session's family %x", fromKey, fromToken)
+		}
+		// Eleven minutes on the same session, even with a token fresh from a refresh, is not recent.
+		e.clock.Advance(11 * time.Minute)
+		ref := e.Do(t, "eu-west", apitest.Request{Method: "POST", Path: "/api/v1/auth/refresh", Body: map[string]any{"refresh_token": u.RefreshToken}})
+		var nb tokenBundle
+		ref.JSON(t, &nb)
+		if ref.Status != 200 {
+			t.Fatalf("refresh: %d %s", ref.Status, ref.Body)
+		}
+		for name, pw := range map[string]string{"no password": "", "a wrong password": "not the password!"} {
+			if r := create("eu-west", "Bearer "+nb.AccessToken, body(pw)); r.Status != http.StatusUnauthorized || r.ErrorCode() != "reauthentication_required" {
+				t.Errorf("old login, %s: %d %s", name, r.Status, r.Body)
+			}
+		}
+		if r := create("eu-west", "Bearer "+nb.AccessToken, body(testPassword)); r.Status != http.StatusCreated {
+			t.Errorf("old login with the password: %d %s", r.Status, r.Body)
+		}
+		// A new login is recent again.
+		var lb tokenBundle
+		lr := e.login(t, "eu-west", email, testPassword, clientIP())
+		if lr.JSON(t, &lb); lr.Status != 200 {
+			t.Fatalf("login: %d %s", lr.Status, lr.Body)
+		}
+		if r := create("eu-west", "Bearer "+lb.AccessToken, body("")); r.Status != http.StatusCreated {
+			t.Errorf("after a new login: %d %s", r.Status, r.Body)
+		}
+	})
+
+	t.Run("expiry", func(t *testing.T) {
+		tok := e.registerVerified(t, "us-east", uniqueEmail(t, "expiry"), authn.Client).AccessToken
+		now := e.clock.Now()
+		for name, exp := range map[string]time.Time{"in the past": now.Add(-time.Minute), "now": now, "over a year": now.Add(367 * 24 * time.Hour)} {
+			if r := create("us-east", "Bearer "+tok, map[string]any{"name": "x", "scopes": []string{ScopeProfileRead}, "expires_at": exp}); r.Status != http.StatusBadRequest || !strings.Contains(string(r.Body), "expires_at") {
+				t.Errorf("expires_at %s: %d %s", name, r.Status, r.Body)
+			}
+		}
+		exp := now.Add(time.Hour).UTC().Truncate(time.Second)
+		r := create("us-east", "Bearer "+tok, map[string]any{"name": "one hour", "scopes": []string{ScopeProfileRead}, "expires_at": exp})
+		var k apiKeyCreated
+		r.JSON(t, &k)
+		if r.Status != http.StatusCreated || k.ExpiresAt == nil || !k.ExpiresAt.Equal(exp) {
+			t.Fatalf("create with expiry: %d %s", r.Status, r.Body)
+		}
+		list := e.Do(t, "us-east", apitest.Request{Method: "GET", Path: "/api/v1/auth/api-keys?limit=100", Auth: "Bearer " + tok})
+		var page rest.Page[apiKeyJSON]
+		list.JSON(t, &page)
+		listed := false
+		for _, it := range page.Items {
+			listed = listed || (it.ID == k.ID && it.ExpiresAt != nil && it.ExpiresAt.Equal(exp))
+		}
+		if !listed {
+			t.Errorf("the listing does not show the expiry: %s", list.Body)
+		}
+		if r := me("us-east", "ApiKey "+k.Key); r.Status != 200 {
+			t.Fatalf("before expiry: %d %s", r.Status, r.Body)
+		}
+		e.clock.Advance(time.Hour)
+		if r := me("us-east", "ApiKey "+k.Key); r.Status != http.StatusUnauthorized {
+			t.Errorf("at expiry: %d %s", r.Status, r.Body)
 		}
 	})
 }

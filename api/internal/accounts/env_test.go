@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/alexedwards/argon2id"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/8thdegree/meridian/api/internal/accounts/directory"
 	"github.com/8thdegree/meridian/api/internal/apitest"
@@ -34,6 +36,9 @@ var (
 	// testParams keep tests quick; production costs are DefaultPasswordParams.
 	testParams = argon2id.Params{Memory: 8 * 1024, Iterations: 1, Parallelism: 1, SaltLength: 16, KeyLength: 32}
 )
+
+// testIPBackoff lets a test reach a client address's waits in a few attempts.
+var testIPBackoff = ratelimit.Backoff{Free: 3, Base: time.Second, Max: time.Minute, Window: time.Hour}
 
 const (
 	redirectBase = "http://meridian.test"
@@ -75,10 +80,16 @@ func newEnv(t *testing.T, mutate ...func(*Config)) *env {
 			if err != nil {
 				t.Fatal(err)
 			}
+			// Each region's throttle counts in a Redis of its own, as in production (one server,
+			// one logical database per region).
+			rdb := redis.NewClient(&redis.Options{Addr: testenv.Redis(t), DB: 1 + slices.Index(apitest.Regions, a.Region)})
+			t.Cleanup(func() { rdb.Close() })
+			lim := ratelimit.New(rdb, a.Log)
+			lim.SetClock(e.clock.Now)
 			cfg := Config{
-				Tokens: tokens, EmailPepper: testPepper, StateKey: testStateKey, Limiter: ratelimit.New(a.Redis, a.Log),
+				Tokens: tokens, EmailPepper: testPepper, StateKey: testStateKey, Limiter: lim,
 				OAuth: e.stub.Configs(), RedirectBaseURL: redirectBase, PasswordParams: &params, TrustedProxies: loopback,
-				Mailer: mail, Revocations: rvk,
+				IPBackoff: testIPBackoff, Mailer: mail, Revocations: rvk,
 			}
 			for _, m := range mutate {
 				m(&cfg)

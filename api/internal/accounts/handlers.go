@@ -76,33 +76,28 @@ func (s *Service) handleRegister(w http.ResponseWriter, r *http.Request) error {
 // handleLogin works in any region: the directory says where the user lives, and the password is
 // checked there (here, or by the home region's node through an Internal route).
 //
-// Failed-login budgets: per client IP, spent here before anything else; per email, spent where the
-// password is checked (the home region, so that every region's attempts on one account share one
-// budget), and here for emails nobody has. A GCRA cannot refund, so a budget is spent before the
-// check and a success gives the email's budget back (failures since the last success are what
-// count); a success still costs the IP one event.
+// Failed logins are throttled where the password is checked (see throttled): in the home region for
+// an account, here for an email nobody has.
 func (s *Service) handleLogin(w http.ResponseWriter, r *http.Request) error {
 	var req loginRequest
 	if err := rest.Decode(w, r, &req); err != nil {
 		return err
 	}
 	ctx, m := r.Context(), s.metaOf(r)
-	if err := s.spend(ctx, "ip:"+m.IP.String()); err != nil {
-		return err
-	}
 	h := directory.HashEmail(s.cfg.EmailPepper, req.Email)
 	c, found, err := s.dir.Lookup(ctx, h)
 	if err != nil {
 		return err
 	}
 	if !found {
-		if err := s.spend(ctx, "email:"+h.RateKey()); err != nil {
+		if err := s.throttled(ctx, m.IP, h); err != nil {
 			return err
 		}
 		// The same work as a wrong password, so the answer's timing does not tell the two apart.
 		if _, _, err := s.pw.check(ctx, req.Password, ""); err != nil {
 			return err
 		}
+		s.failed(ctx, m.IP, h)
 		return errInvalidCredentials
 	}
 	home := s.regionOf(c.UserID, c.HomeRegion)
@@ -195,7 +190,7 @@ func (s *Service) handleRefresh(w http.ResponseWriter, r *http.Request) error {
 			expires     time.Time
 			used        *time.Time
 			revoked     *time.Time
-			started     time.Time
+			started     time.Time // the login that opened the session
 		)
 		err := tx.QueryRow(ctx, lockRefreshTokenSQL, ksid.Bytes(), secretHash(req.RefreshToken)).Scan(&famB, &userB, &expires, &used, &revoked, &started)
 		if errors.Is(err, pgx.ErrNoRows) {
@@ -249,6 +244,7 @@ func (s *Service) handleRefresh(w http.ResponseWriter, r *http.Request) error {
 			ksid.Bytes(), secretHash(req.RefreshToken), now); err != nil {
 			return err
 		}
+		// The session's login time stays the access token's auth_time: a refresh proves no one again.
 		b, err = s.continueSession(ctx, tx, u, fam, started)
 		return err
 	})
@@ -353,6 +349,17 @@ func (s *Service) handleCreateAPIKey(w http.ResponseWriter, r *http.Request) err
 	if err := rest.Decode(w, r, &req); err != nil {
 		return err
 	}
+	if err := s.reauthenticated(r.Context(), p, req.Password, s.metaOf(r)); err != nil {
+		return err
+	}
+	now := s.now()
+	if prob := expiryProblem(req.ExpiresAt, now); prob != "" {
+		return apierror.Invalid(map[string]string{"expires_at": prob})
+	}
+	if req.ExpiresAt != nil {
+		t := req.ExpiresAt.UTC().Truncate(time.Microsecond) // what PostgreSQL keeps
+		req.ExpiresAt = &t
+	}
 	ctx := r.Context()
 	routed, err := s.a.WriteShard(ctx, p.KSID)
 	if err != nil {
@@ -367,8 +374,7 @@ func (s *Service) handleCreateAPIKey(w http.ResponseWriter, r *http.Request) err
 	if err != nil {
 		return err
 	}
-	now := s.now()
-	out := apiKeyCreated{apiKeyJSON: apiKeyJSON{ID: id, Name: req.Name, Scopes: req.Scopes, Prefix: secret[:keyPrefixLen], CreatedAt: now}, Key: key}
+	out := apiKeyCreated{apiKeyJSON: apiKeyJSON{ID: id, Name: req.Name, Scopes: req.Scopes, Prefix: secret[:keyPrefixLen], CreatedAt: now, ExpiresAt: req.ExpiresAt}, Key: key}
 	err = pgx.BeginFunc(ctx, routed.Pool, func(tx pgx.Tx) error {
 		// Locking the user row serialises a user's key creations, so the count below holds.
 		u, err := loadUser(ctx, tx, ksid, p.UserID, "FOR UPDATE")
@@ -386,16 +392,12 @@ func (s *Service) handleCreateAPIKey(w http.ResponseWriter, r *http.Request) err
 		if n >= maxActiveKeys {
 			return apierror.Conflict("too_many_api_keys", fmt.Sprintf("a user may have at most %d API keys; revoke one first", maxActiveKeys))
 		}
-		var fam []byte
-		if !p.Family.IsZero() {
-			fam = p.Family.Bytes()
-		}
 		if _, err := tx.Exec(ctx, insertAPIKeySQL,
-			ksid.Bytes(), id.Bytes(), p.UserID.Bytes(), req.Name, out.Prefix, secretHash(key), req.Scopes, now, fam); err != nil {
+			ksid.Bytes(), id.Bytes(), p.UserID.Bytes(), req.Name, out.Prefix, secretHash(key), req.Scopes, now, req.ExpiresAt, sessionBytes(p.Session)); err != nil {
 			return err
 		}
 		return s.record(ctx, tx, ksid, p.UserID, audit.ActionAPIKeyCreated, id.String(), s.metaOf(r),
-			map[string]any{"name": req.Name, "scopes": req.Scopes})
+			map[string]any{"name": req.Name, "scopes": req.Scopes, "expires_at": req.ExpiresAt, "session": sessionString(p.Session)})
 	})
 	if err != nil {
 		return err
@@ -438,7 +440,7 @@ func (s *Service) handleListAPIKeys(w http.ResponseWriter, r *http.Request) erro
 			k   apiKeyJSON
 			idB []byte
 		)
-		if err := rows.Scan(&idB, &k.Name, &k.Scopes, &k.Prefix, &k.CreatedAt, &k.LastUsedAt); err != nil {
+		if err := rows.Scan(&idB, &k.Name, &k.Scopes, &k.Prefix, &k.CreatedAt, &k.LastUsedAt, &k.ExpiresAt); err != nil {
 			rows.Close()
 			return err
 		}
@@ -450,6 +452,10 @@ func (s *Service) handleListAPIKeys(w http.ResponseWriter, r *http.Request) erro
 		if k.LastUsedAt != nil {
 			t := k.LastUsedAt.UTC()
 			k.LastUsedAt = &t
+		}
+		if k.ExpiresAt != nil {
+			t := k.ExpiresAt.UTC()
+			k.ExpiresAt = &t
 		}
 		page.Items = append(page.Items, k)
 	}

@@ -9,6 +9,8 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/8thdegree/meridian/api/internal/richtext"
+
 	"github.com/8thdegree/meridian/api/internal/accounts/directory"
 	"github.com/8thdegree/meridian/api/internal/authn"
 	"github.com/8thdegree/meridian/api/internal/rest"
@@ -106,6 +108,8 @@ func nameProblem(name string, limit int) string {
 		return fmt.Sprintf("must be at most %d characters", limit)
 	case strings.ContainsFunc(name, unicode.IsControl):
 		return "must not contain control characters"
+	case richtext.HasMarkup(name):
+		return richtext.PlainTextProblem
 	}
 	return ""
 }
@@ -157,6 +161,10 @@ func (r *refreshRequest) Validate() map[string]string {
 type apiKeyRequest struct {
 	Name   string   `json:"name"`
 	Scopes []string `json:"scopes"`
+	// ExpiresAt, when given, is when the key stops working (at most a year ahead).
+	ExpiresAt *time.Time `json:"expires_at,omitempty"`
+	// Password re-authenticates a session whose login is older than reauthWindow.
+	Password string `json:"password,omitempty"`
 }
 
 func (r *apiKeyRequest) Validate() map[string]string {
@@ -164,6 +172,9 @@ func (r *apiKeyRequest) Validate() map[string]string {
 	r.Name = strings.TrimSpace(r.Name)
 	if p := nameProblem(r.Name, maxKeyName); p != "" {
 		f["name"] = p
+	}
+	if len(r.Password) > maxPassword*4 { // bytes: maxPassword characters of up to 4 bytes
+		f["password"] = fmt.Sprintf("must be at most %d characters", maxPassword)
 	}
 	all := Scopes()
 	switch {
@@ -212,6 +223,7 @@ type apiKeyJSON struct {
 	Prefix     string      `json:"prefix"`
 	CreatedAt  time.Time   `json:"created_at"`
 	LastUsedAt *time.Time  `json:"last_used_at,omitempty"`
+	ExpiresAt  *time.Time  `json:"expires_at,omitempty"`
 }
 
 type apiKeyCreated struct {

@@ -18,7 +18,7 @@ func (s *Service) loginLocal(ctx context.Context, userID shardkey.ID, email, pas
 	if err != nil {
 		return tokenBundle{}, err
 	}
-	if err := s.spend(ctx, "email:"+h.RateKey()); err != nil {
+	if err := s.throttled(ctx, m.IP, h); err != nil {
 		return tokenBundle{}, err
 	}
 	ksid := routed.Route.KeyspaceID
@@ -41,12 +41,13 @@ func (s *Service) loginLocal(ctx context.Context, userID shardkey.ID, email, pas
 		return tokenBundle{}, err
 	}
 	if !ok {
+		s.failed(ctx, m.IP, h)
 		if stored != "" {
 			s.recordAlone(ctx, routed.Pool, ksid, shardkey.ID{}, audit.ActionLoginFailed, u.ID.String(), m, map[string]any{"reason": "wrong_password"})
 		}
 		return tokenBundle{}, errInvalidCredentials
 	}
-	s.resetBudget(ctx, "email:"+h.RateKey())
+	s.succeeded(ctx, h)
 	rehash := ""
 	if stale {
 		// The costs were raised since this hash was made: store one with today's costs.

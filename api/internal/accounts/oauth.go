@@ -7,6 +7,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/8thdegree/meridian/api/internal/richtext"
+
 	"github.com/jackc/pgx/v5"
 
 	"github.com/8thdegree/meridian/api/internal/accounts/directory"
@@ -76,7 +78,7 @@ func displayName(name, email string) string {
 			return -1
 		}
 		return r
-	}, strings.TrimSpace(name))
+	}, strings.TrimSpace(richtext.StripMarkup(name)))
 	if name == "" {
 		name, _, _ = strings.Cut(email, "@")
 	}
@@ -155,7 +157,7 @@ func (o oauthAccounts) Link(ctx context.Context, p authn.Principal, id oauth.Ide
 	}
 	if phc != nil {
 		h := directory.HashEmail(s.cfg.EmailPepper, u.EmailNorm)
-		if err := s.spend(ctx, "email:"+h.RateKey()); err != nil {
+		if err := s.throttled(ctx, m.IP, h); err != nil {
 			return err
 		}
 		ok, _, err := s.pw.check(ctx, password, *phc)
@@ -163,10 +165,11 @@ func (o oauthAccounts) Link(ctx context.Context, p authn.Principal, id oauth.Ide
 			return err
 		}
 		if !ok {
+			s.failed(ctx, m.IP, h)
 			s.recordAlone(ctx, routed.Pool, ksid, shardkey.ID{}, audit.ActionLoginFailed, u.ID.String(), m, map[string]any{"reason": "wrong_password", "for": "oauth_link"})
 			return errInvalidCredentials
 		}
-		s.resetBudget(ctx, "email:"+h.RateKey())
+		s.succeeded(ctx, h)
 	}
 	ih := directory.HashIdentity(s.cfg.EmailPepper, id.Provider, id.Subject)
 	cctx, cancel := context.WithTimeout(ctx, directory.ClaimWindow)

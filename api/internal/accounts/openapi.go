@@ -56,16 +56,18 @@ func Schemas() map[string]any {
 		}),
 		"RefreshRequest": obj([]string{"refresh_token"}, map[string]any{"refresh_token": str("a refresh token")}),
 		"APIKeyCreateRequest": obj([]string{"name", "scopes"}, map[string]any{
-			"name":   map[string]any{"type": "string", "minLength": 1, "maxLength": maxKeyName},
-			"scopes": map[string]any{"type": "array", "items": scope, "minItems": 1, "uniqueItems": true},
+			"name":       map[string]any{"type": "string", "minLength": 1, "maxLength": maxKeyName},
+			"scopes":     map[string]any{"type": "array", "items": scope, "minItems": 1, "uniqueItems": true},
+			"expires_at": map[string]any{"type": "string", "format": "date-time", "description": "when the key stops working (after now, at most a year ahead); absent: it does not expire"},
+			"password":   map[string]any{"type": "string", "maxLength": maxPassword, "description": "the account's password, needed when the session's login is more than 10 minutes old"},
 		}),
 		"APIKey": obj([]string{"id", "name", "scopes", "prefix", "created_at"}, map[string]any{
 			"id": id("key"), "name": str("label"), "scopes": map[string]any{"type": "array", "items": scope},
-			"prefix": str("first characters of the key's secret part"), "created_at": ts, "last_used_at": ts,
+			"prefix": str("first characters of the key's secret part"), "created_at": ts, "last_used_at": ts, "expires_at": ts,
 		}),
 		"APIKeyCreated": obj([]string{"id", "key", "name", "scopes", "prefix", "created_at"}, map[string]any{
 			"id": id("key"), "key": str("mk_<id>_<secret>; shown once"), "name": str("label"),
-			"scopes": map[string]any{"type": "array", "items": scope}, "prefix": str("first characters of the key's secret part"), "created_at": ts,
+			"scopes": map[string]any{"type": "array", "items": scope}, "prefix": str("first characters of the key's secret part"), "created_at": ts, "expires_at": ts,
 		}),
 		"APIKeyPage": obj([]string{"items"}, map[string]any{
 			"items": map[string]any{"type": "array", "items": openapi.Ref("APIKey")}, "next_cursor": str("opaque; absent on the last page"),

@@ -123,6 +123,31 @@ func TestRegister(t *testing.T) {
 		}
 	})
 
+	t.Run("Unicode spellings of one address are one account", func(t *testing.T) {
+		tag := strings.TrimSuffix(uniqueEmail(t, "u"), "@example.test")
+		nfc := tag + "-jos\u00e9@m\u00fcnchen.example"   // é and ü as single code points
+		nfd := tag + "-jose\u0301@mu\u0308nchen.example" // e, u and combining marks
+		upper := strings.ToUpper(tag) + "-JOS\u00c9@XN--MNCHEN-3YA.EXAMPLE"
+		first := e.register(t, "eu-west", nfc, authn.Freelancer)
+		if want := tag + "-jos\u00e9@xn--mnchen-3ya.example"; first.User.Email != want {
+			t.Errorf("stored as %q, want %q", first.User.Email, want)
+		}
+		for _, region := range apitest.Regions {
+			for _, spelling := range []string{nfd, upper} {
+				r := e.Do(t, region, apitest.Request{Method: "POST", Path: "/api/v1/auth/register",
+					Body: map[string]any{"email": spelling, "password": "another password", "name": "Eve", "role": "client"}})
+				if r.Status != http.StatusConflict || r.ErrorCode() != "email_taken" {
+					t.Errorf("%s %q: %d %s", region, spelling, r.Status, r.Body)
+				}
+				var b tokenBundle
+				r = e.login(t, region, spelling, testPassword, clientIP())
+				if r.JSON(t, &b); r.Status != 200 || b.User.ID != first.User.ID {
+					t.Errorf("login as %q via %s: %d %s", spelling, region, r.Status, r.Body)
+				}
+			}
+		}
+	})
+
 	t.Run("concurrent registrations of one email in every region", func(t *testing.T) {
 		email := uniqueEmail(t, "race")
 		var wg sync.WaitGroup

@@ -59,8 +59,8 @@ func TestEndedSessionsEndTheirAccessTokens(t *testing.T) {
 		t.Fatal(err)
 	}
 	sub, err := ver.Verify(first.AccessToken)
-	if err != nil || sub.Family != familyOf(t, first) {
-		t.Fatalf("access token's fid %s (%v), want the session %s", sub.Family, err, familyOf(t, first))
+	if err != nil || sub.Session != familyOf(t, first) {
+		t.Fatalf("access token's sid %s (%v), want the session %s", sub.Session, err, familyOf(t, first))
 	}
 	for _, b := range []tokenBundle{first, second} {
 		if r := e.me(t, "eu-west", b.AccessToken); r.Status != http.StatusOK {

@@ -122,7 +122,10 @@ func (s *Service) routes() []feature.Route {
 		{Name: "createAPIKey", Method: http.MethodPost, Path: "/auth/api-keys", Access: feature.Authenticated, Handler: s.handleCreateAPIKey, Doc: op(
 			"Create an API key",
 			"The key is in this answer only; it is stored as a hash. Use it as `Authorization: ApiKey <key>`. "+
-				"API keys are managed with an access token only, of an account whose email is verified (403 `email_unverified`).",
+				"API keys are managed with an access token only, of an account whose email is verified (403 `email_unverified`). "+
+				"A key outlives the session, so creating one needs a "+
+				"login (or OAuth sign-in) in the last 10 minutes, or the account's password in the request: else "+
+				"401 reauthentication_required. The key records the session that created it, and may carry an expiry.",
 			nil, openapi.JSONBody("APIKeyCreateRequest"),
 			resp("201", "The key, shown once.", "APIKeyCreated"),
 			errs("400", "401", "403", "409", "415"))},

@@ -90,26 +90,58 @@ func (s *Service) metaOf(r *http.Request) reqMeta {
 	return reqMeta{IP: clientip.Of(r, s.cfg.TrustedProxies), UserAgent: r.UserAgent()}
 }
 
-// spend takes one event of key's failed-login budget, or answers 429 when it is gone. A limiter
-// error (a bad limit, which Validate rules out) fails open: logging in must not depend on it.
-func (s *Service) spend(ctx context.Context, key string) error {
-	res, err := s.cfg.Limiter.Allow(ctx, "auth:login:"+key, s.cfg.LoginLimit)
-	if err != nil {
-		s.a.Log.Error("login rate limit", "err", err)
-		return nil
+// Login throttling counts failures, never successes (ratelimit.Backoff): a client address (its /64
+// for IPv6, clientip.LimitKey) and an account each get a few free failures, then a wait that doubles
+// with every further failure, up to a cap. A wait is answered 429 with Retry-After before the password
+// is even looked at; once it is over the right password logs in and forgets the account's failures.
+// Nobody is ever locked out for good, and a NAT's users spend nothing by logging in.
+//
+// Where the counts live: the account's in its home region's Redis, where the password is checked
+// (a login taken by another region is forwarded there with the client's address), so that every
+// region's attempts on one account share one count; the client's in the same place, together with
+// the account it tried. Emails nobody has are counted like accounts in the region that took the
+// request, so that the answers do not tell the two apart.
+func loginIPKey(ip netip.Addr) string { return "auth:login:ip:" + clientip.LimitKey(ip) }
+
+func loginAccountKey(h directory.Hash) string { return "auth:login:email:" + h.RateKey() }
+
+// throttled answers 429 when the client or the account must still wait. A limiter error (a bad
+// policy, which Validate rules out) fails open: logging in must not depend on it; Redis being down
+// does not reach here, the limiter then counts per process (internal/ratelimit).
+func (s *Service) throttled(ctx context.Context, ip netip.Addr, h directory.Hash) error {
+	var wait time.Duration
+	for _, k := range []struct {
+		key string
+		b   ratelimit.Backoff
+	}{{loginIPKey(ip), s.cfg.IPBackoff}, {loginAccountKey(h), s.cfg.AccountBackoff}} {
+		st, err := s.cfg.Limiter.Check(ctx, k.key, k.b)
+		if err != nil {
+			s.a.Log.Error("login throttle", "err", err)
+			continue
+		}
+		wait = max(wait, st.RetryAfter)
 	}
-	if res.Allowed {
-		return nil
+	if wait > 0 {
+		return apierror.RateLimited(wait)
 	}
-	e := apierror.RateLimited(res.RetryAfter)
-	e.Header = http.Header{}
-	ratelimit.SetHeaders(e.Header, res)
-	return e
+	return nil
 }
 
-func (s *Service) resetBudget(ctx context.Context, key string) {
-	if err := s.cfg.Limiter.Reset(ctx, "auth:login:"+key); err != nil {
-		s.a.Log.Warn("login rate limit reset", "err", err)
+// failed counts a failed login of the client and the account.
+func (s *Service) failed(ctx context.Context, ip netip.Addr, h directory.Hash) {
+	if _, err := s.cfg.Limiter.Fail(ctx, loginIPKey(ip), s.cfg.IPBackoff); err != nil {
+		s.a.Log.Error("login throttle", "err", err)
+	}
+	if _, err := s.cfg.Limiter.Fail(ctx, loginAccountKey(h), s.cfg.AccountBackoff); err != nil {
+		s.a.Log.Error("login throttle", "err", err)
+	}
+}
+
+// succeeded forgets the account's failures. The client's stay: logging in to an account of one's
+// own must not buy more guesses at others.
+func (s *Service) succeeded(ctx context.Context, h directory.Hash) {
+	if err := s.cfg.Limiter.Forget(ctx, loginAccountKey(h)); err != nil {
+		s.a.Log.Warn("login throttle reset", "err", err)
 	}
 }
 
@@ -138,8 +170,12 @@ const (
 	minSecret = 16
 )
 
-// DefaultLoginLimit is the budget of failed logins per email and per client IP: 10 per 15 minutes.
-var DefaultLoginLimit = ratelimit.Limit{Rate: 10, Period: 15 * time.Minute, Burst: 10}
+// Default login throttles: an account has 5 free failures, a client address 30 (a NAT's users share
+// it); then waits of 1 s, 2 s, 4 s ... up to 15 minutes. Failures are forgotten an hour after the last.
+var (
+	DefaultAccountBackoff = ratelimit.Backoff{Free: 5, Base: time.Second, Max: 15 * time.Minute, Window: time.Hour}
+	DefaultIPBackoff      = ratelimit.Backoff{Free: 30, Base: time.Second, Max: 15 * time.Minute, Window: time.Hour}
+)
 
 // DefaultPasswordParams are the argon2id costs of new hashes (OWASP's 19 MiB, 2 passes, 1 lane). They
 // are stored in each hash, so raising them later rehashes users on their next login.
@@ -178,8 +214,10 @@ type Config struct {
 	// <RedirectBaseURL>/api/v1/auth/oauth/<provider>/callback.
 	RedirectBaseURL string
 
-	// LoginLimit is the failed-login budget per email and per client IP (zero: DefaultLoginLimit).
-	LoginLimit ratelimit.Limit
+	// AccountBackoff and IPBackoff throttle failed logins per account and per client address (zero:
+	// DefaultAccountBackoff, DefaultIPBackoff).
+	AccountBackoff ratelimit.Backoff
+	IPBackoff      ratelimit.Backoff
 	// PasswordParams are the argon2id costs of new hashes (nil: DefaultPasswordParams).
 	PasswordParams *argon2id.Params
 	// HTTPClient calls OAuth providers (nil: a client with a 10 s timeout).
@@ -207,7 +245,7 @@ type Config struct {
 // limiter.
 func DefaultConfig() Config {
 	p := DefaultPasswordParams()
-	return Config{RefreshTTL: DefaultRefreshTTL, SessionMaxAge: DefaultSessionMaxAge, LoginLimit: DefaultLoginLimit, PasswordParams: &p}
+	return Config{RefreshTTL: DefaultRefreshTTL, SessionMaxAge: DefaultSessionMaxAge, AccountBackoff: DefaultAccountBackoff, IPBackoff: DefaultIPBackoff, PasswordParams: &p}
 }
 
 // withDefaults fills zero optional fields.
@@ -218,8 +256,11 @@ func (c Config) withDefaults() Config {
 	if c.SessionMaxAge == 0 {
 		c.SessionMaxAge = DefaultSessionMaxAge
 	}
-	if c.LoginLimit == (ratelimit.Limit{}) {
-		c.LoginLimit = DefaultLoginLimit
+	if c.AccountBackoff == (ratelimit.Backoff{}) {
+		c.AccountBackoff = DefaultAccountBackoff
+	}
+	if c.IPBackoff == (ratelimit.Backoff{}) {
+		c.IPBackoff = DefaultIPBackoff
 	}
 	if c.PasswordParams == nil {
 		p := DefaultPasswordParams()
@@ -275,9 +316,14 @@ func (c Config) Validate() error {
 			return fmt.Errorf("accounts: ResendLimit: %w", err)
 		}
 	}
-	if c.LoginLimit != (ratelimit.Limit{}) {
-		if err := c.LoginLimit.Validate(); err != nil {
-			return fmt.Errorf("accounts: LoginLimit: %w", err)
+	if c.AccountBackoff != (ratelimit.Backoff{}) {
+		if err := c.AccountBackoff.Validate(); err != nil {
+			return fmt.Errorf("accounts: AccountBackoff: %w", err)
+		}
+	}
+	if c.IPBackoff != (ratelimit.Backoff{}) {
+		if err := c.IPBackoff.Validate(); err != nil {
+			return fmt.Errorf("accounts: IPBackoff: %w", err)
 		}
 	}
 	if p := c.PasswordParams; p != nil {

@@ -21,17 +21,19 @@ func (s *Service) startSession(ctx context.Context, tx pgx.Tx, u userRow) (token
 	if err != nil {
 		return tokenBundle{}, fam, err
 	}
+	now := s.now()
 	if _, err := tx.Exec(ctx, insertFamilySQL,
-		u.KSID.Bytes(), fam.Bytes(), u.ID.Bytes(), s.now()); err != nil {
+		u.KSID.Bytes(), fam.Bytes(), u.ID.Bytes(), now); err != nil {
 		return tokenBundle{}, fam, fmt.Errorf("accounts: new token family: %w", err)
 	}
-	b, err := s.continueSession(ctx, tx, u, fam, s.now())
+	b, err := s.continueSession(ctx, tx, u, fam, now)
 	return b, fam, err
 }
 
-// continueSession issues the next refresh token of family fam (opened at started) in tx, and an
-// access token of the family. The refresh token expires RefreshTTL from now, but never after the
-// session's absolute end, SessionMaxAge after it started.
+// continueSession issues the next refresh token of family fam (opened at started, the login) in tx,
+// and an access token that names the session (sid) and the login (auth_time). The refresh token
+// expires RefreshTTL from now, but never after the session's absolute end, SessionMaxAge after the
+// login.
 func (s *Service) continueSession(ctx context.Context, tx pgx.Tx, u userRow, fam shardkey.ID, started time.Time) (tokenBundle, error) {
 	refresh, err := newRefreshToken(fam)
 	if err != nil {
@@ -49,7 +51,8 @@ func (s *Service) continueSession(ctx context.Context, tx pgx.Tx, u userRow, fam
 		u.KSID.Bytes(), secretHash(refresh), fam.Bytes(), u.ID.Bytes(), now, expires); err != nil {
 		return tokenBundle{}, fmt.Errorf("accounts: new refresh token: %w", err)
 	}
-	access, _, err := s.cfg.Tokens.Issue(accesstoken.Subject{UserID: u.ID, KSID: u.KSID, Role: string(u.Role), Region: u.Region, Family: fam, EmailVerified: u.EmailVerified})
+	access, _, err := s.cfg.Tokens.Issue(accesstoken.Subject{UserID: u.ID, KSID: u.KSID, Role: string(u.Role), Region: u.Region,
+		EmailVerified: u.EmailVerified, AuthTime: started, Session: fam})
 	if err != nil {
 		return tokenBundle{}, fmt.Errorf("accounts: access token: %w", err)
 	}

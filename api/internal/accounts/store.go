@@ -77,15 +77,15 @@ RETURNING f.user_id, f.revoked_at`
 const (
 	countAPIKeysSQL = `SELECT count(*) FROM auth.api_keys WHERE ksid = $1 AND user_id = $2 AND revoked_at IS NULL`
 	insertAPIKeySQL = `
-INSERT INTO auth.api_keys (ksid, id, user_id, name, key_prefix, key_hash, scopes, created_at, family_id)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`
+INSERT INTO auth.api_keys (ksid, id, user_id, name, key_prefix, key_hash, scopes, created_at, expires_at, created_by_family)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`
 	// revokeFamilyKeysSQL revokes the API keys created in a session (refresh-token reuse).
 	revokeFamilyKeysSQL = `
 UPDATE auth.api_keys SET revoked_at = GREATEST(created_at, $3)
-WHERE ksid = $1 AND family_id = $2 AND revoked_at IS NULL
+WHERE ksid = $1 AND created_by_family = $2 AND revoked_at IS NULL
 RETURNING id`
 	listAPIKeysSQL = `
-SELECT id, name, scopes, key_prefix, created_at, last_used_at FROM auth.api_keys
+SELECT id, name, scopes, key_prefix, created_at, last_used_at, expires_at FROM auth.api_keys
 WHERE ksid = $1 AND user_id = $2 AND revoked_at IS NULL AND ($3::bytea IS NULL OR id < $3)
 ORDER BY id DESC LIMIT $4`
 	revokeAPIKeySQL = `
@@ -93,7 +93,7 @@ UPDATE auth.api_keys SET revoked_at = GREATEST(created_at, $4)
 WHERE ksid = $1 AND id = $2 AND user_id = $3 AND revoked_at IS NULL RETURNING name`
 	apiKeyExistsSQL    = `SELECT EXISTS (SELECT 1 FROM auth.api_keys WHERE ksid = $1 AND id = $2 AND user_id = $3)`
 	apiKeyPrincipalSQL = `
-SELECT k.key_hash, k.scopes, k.revoked_at IS NOT NULL, k.last_used_at, u.id, u.role, u.region, u.deleted_at IS NOT NULL,
+SELECT k.key_hash, k.scopes, k.revoked_at IS NOT NULL, k.last_used_at, k.expires_at, u.id, u.role, u.region, u.deleted_at IS NOT NULL,
        u.email_verified_at IS NOT NULL
 FROM auth.api_keys k JOIN auth.users u ON u.ksid = k.ksid AND u.id = k.user_id
 WHERE k.ksid = $1 AND k.id = $2`

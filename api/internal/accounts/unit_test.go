@@ -136,7 +136,12 @@ func TestConfigValidate(t *testing.T) {
 		{"RefreshTTL", func(c *Config) { c.RefreshTTL = time.Second }},
 		{"SessionMaxAge", func(c *Config) { c.SessionMaxAge = c.RefreshTTL - time.Hour }},
 		{"Limiter", func(c *Config) { c.Limiter = nil }},
-		{"LoginLimit", func(c *Config) { c.LoginLimit = ratelimit.Limit{Rate: 0, Period: time.Minute, Burst: 1} }},
+		{"AccountBackoff", func(c *Config) {
+			c.AccountBackoff = ratelimit.Backoff{Free: 1, Base: 0, Max: time.Minute, Window: time.Hour}
+		}},
+		{"IPBackoff", func(c *Config) {
+			c.IPBackoff = ratelimit.Backoff{Free: 1, Base: time.Hour, Max: time.Minute, Window: time.Hour}
+		}},
 		{"PasswordParams", func(c *Config) { p := testParams; p.Memory = 1024; c.PasswordParams = &p }},
 		{"RedirectBaseURL", func(c *Config) { c.RedirectBaseURL = "api.example.com" }},
 		{"Mailer", func(c *Config) { c.Mailer = nil }},
@@ -165,7 +170,7 @@ func TestConfigValidate(t *testing.T) {
 	}
 	// Zero optional fields take defaults.
 	c := Config{}.withDefaults()
-	if c.RefreshTTL != DefaultRefreshTTL || c.LoginLimit != DefaultLoginLimit || c.PasswordParams == nil || c.HTTPClient == nil {
+	if c.RefreshTTL != DefaultRefreshTTL || c.AccountBackoff != DefaultAccountBackoff || c.IPBackoff != DefaultIPBackoff || c.PasswordParams == nil || c.HTTPClient == nil {
 		t.Errorf("defaults: %+v", c)
 	}
 }

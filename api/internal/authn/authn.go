@@ -8,6 +8,7 @@ import (
 	"errors"
 	"net/http"
 	"slices"
+	"time"
 
 	"github.com/8thdegree/meridian/pkg/shardkey"
 )
@@ -52,11 +53,12 @@ type Principal struct {
 	Scopes []string
 	// KeyID is the API key's ID when Method is MethodAPIKey.
 	KeyID shardkey.ID
-	// Family is the session of an access token (zero for an API key).
-	Family shardkey.ID
 	// EmailVerified says the user has proved their email (as of the token's issue, or now for an API
 	// key); Can checks it.
 	EmailVerified bool
+	// AuthTime and Session are, for a token, the login it descends from (zero when it does not say).
+	AuthTime time.Time
+	Session  shardkey.ID
 }
 
 // HasScope reports whether the principal may use scope. Tokens have every scope.

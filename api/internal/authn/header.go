@@ -59,10 +59,10 @@ func (h *HeaderAuthenticator) Authenticate(r *http.Request) (Principal, error) {
 		if !role.Valid() {
 			return Principal{}, apierror.Unauthenticated("invalid access token")
 		}
-		if h.Revoked != nil && h.Revoked(s.Family) {
+		if h.Revoked != nil && h.Revoked(s.Session) {
 			return Principal{}, errSessionEnded()
 		}
-		return Principal{UserID: s.UserID, KSID: s.KSID, Role: role, Region: s.Region, Method: MethodJWT, Family: s.Family, EmailVerified: s.EmailVerified}, nil
+		return Principal{UserID: s.UserID, KSID: s.KSID, Role: role, Region: s.Region, Method: MethodJWT, AuthTime: s.AuthTime, Session: s.Session, EmailVerified: s.EmailVerified}, nil
 	case "apikey":
 		if h.APIKeys == nil {
 			return Principal{}, apierror.Unauthenticated("API keys are not enabled")

@@ -12,6 +12,8 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/8thdegree/meridian/api/internal/richtext"
+
 	"github.com/8thdegree/meridian/api/internal/rest"
 	"github.com/8thdegree/meridian/api/internal/skills"
 	"github.com/8thdegree/meridian/internal/apierror"
@@ -240,6 +242,8 @@ func (f *jobFields) normalize(san sanitizer, bad map[string]string) jobInput {
 			bad["title"] = fmt.Sprintf("must be at most %d characters", MaxTitle)
 		case strings.IndexFunc(t, unicode.IsControl) >= 0:
 			bad["title"] = "must not contain control characters"
+		case richtext.HasMarkup(t):
+			bad["title"] = richtext.PlainTextProblem
 		default:
 			in.Title = &t
 		}

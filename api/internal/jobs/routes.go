@@ -36,7 +36,7 @@ func (s *Service) Routes() []feature.Route {
 		},
 		{
 			Name: "matchJobs", Method: http.MethodGet, Path: "/jobs/matching", Access: feature.Authenticated,
-			Roles: []authn.Role{authn.Client, authn.Freelancer}, Scope: ScopeRead, Handler: s.matching,
+			Roles: []authn.Role{authn.Client, authn.Freelancer}, Scope: ScopeMatching, Handler: s.matching,
 			Doc: op("Match freelancers to a job, or jobs to a freelancer",
 				"Until the matching engine ships, a simple skill-overlap ranking (Jaccard index of the normalised "+
 					"skill sets) over this region's shards. With job_id (the caller's own job; anyone else's is "+

@@ -19,6 +19,8 @@ import (
 const (
 	ScopeRead  = "jobs:read"
 	ScopeWrite = "jobs:write"
+	// ScopeMatching is the API-key scope of /jobs/matching.
+	ScopeMatching = "matching:read"
 )
 
 // Config bounds the cross-shard reads.

@@ -81,7 +81,7 @@ var errorResponses = []struct {
 	{413, ResponseTooLarge, "The request body is larger than 1 MiB.", "request_too_large"},
 	{415, ResponseUnsupported, "The request body is not application/json.", "unsupported_media_type"},
 	{429, ResponseRateLimited, "Too many requests; retry after Retry-After seconds.", "rate_limited"},
-	{503, ResponseUnavailable, "The home region or a dependency is unavailable; retry after Retry-After seconds.", "region_unavailable, unavailable"},
+	{503, ResponseUnavailable, "The home region, a database shard or another dependency is unavailable; retry after Retry-After seconds.", "region_unavailable, shard_unavailable, unavailable"},
 }
 
 // ErrorResponse returns a reference to the document's standard response for status (400, 401, 403,
@@ -253,10 +253,20 @@ func operation(rt feature.Route) (map[string]any, error) {
 	}
 
 	// Security: explicit per operation, so a public one says it needs nothing.
-	switch rt.Access {
-	case feature.Public:
+	switch {
+	case rt.Access == feature.Public && rt.Scope != "":
+		// Anyone may call it; credentials are optional, and an API key must have the scope.
+		op["security"] = []any{
+			map[string]any{},
+			map[string]any{SecurityBearer: []string{}},
+			map[string]any{SecurityAPIKey: []string{rt.Scope}},
+		}
+		op["x-meridian-scope"] = rt.Scope
+		d, _ := op["description"].(string)
+		op["description"] = strings.TrimSpace(d + "\n\nNo credentials are needed; an API key that is presented needs the scope " + rt.Scope + ".")
+	case rt.Access == feature.Public:
 		op["security"] = []any{}
-	case feature.Authenticated:
+	case rt.Access == feature.Authenticated:
 		keyScopes := []string{}
 		if rt.Scope != "" {
 			keyScopes = []string{rt.Scope}

@@ -102,6 +102,8 @@ func (p *profileRequest) normalize(san *richtext.Sanitizer) (Profile, map[string
 		bad["headline"] = fmt.Sprintf("must be at most %d characters", MaxHeadline)
 	case hasControl(out.Headline):
 		bad["headline"] = "must not contain control characters"
+	case richtext.HasMarkup(out.Headline):
+		bad["headline"] = richtext.PlainTextProblem
 	}
 
 	if utf8.RuneCountInString(p.Bio) > MaxBio {

@@ -38,9 +38,15 @@ func Public(err error) *apierror.Error {
 	return apierror.Public(err)
 }
 
+// ShardRetryAfter is the Retry-After of a shard that could not be reached: long enough for a restart
+// or a failover to finish, short enough that a client does not wait past it.
+const ShardRetryAfter = 2 * time.Second
+
 // routingError maps shardpool's errors (ReadShard, WriteShard): data homed elsewhere is 421 with
 // the replay hint the router follows; a keyrange frozen past the hold, or a node with no topology
-// yet, is a 503 that a client may retry in a second; a ksid no keyrange covers names no object.
+// yet, is a 503 that a client may retry in a second; a ksid no keyrange covers names no object; a
+// shard that cannot be reached or dropped the connection (shardpool.Unavailable) is 503
+// shard_unavailable, never 500.
 func routingError(err error) *apierror.Error {
 	var wr *shardpool.WrongRegionError
 	switch {
@@ -53,6 +59,9 @@ func routingError(err error) *apierror.Error {
 		return apierror.Unavailable("the node has no topology yet", time.Second).WithCause(err)
 	case errors.Is(err, topology.ErrNoShard):
 		return apierror.NotFound("object").WithCause(err)
+	case shardpool.Unavailable(err):
+		return &apierror.Error{Status: http.StatusServiceUnavailable, Code: "shard_unavailable",
+			Message: "a database shard is unavailable; retry shortly", RetryAfter: ShardRetryAfter, Cause: err}
 	}
 	return nil
 }

@@ -5,11 +5,16 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/puddle/v2"
 
 	"github.com/8thdegree/meridian/internal/apierror"
 	"github.com/8thdegree/meridian/internal/requestid"
@@ -187,6 +192,12 @@ func TestWriteErrorRouting(t *testing.T) {
 		// A handler that knows what the ksid named answers in its own words.
 		{apierror.NotFound("user").WithCause(topology.ErrNoShard), 404, "not_found", "", ""},
 		{fmt.Errorf("shardpool: write held: %w", context.Canceled), 499, "client_closed_request", "", ""},
+		// A shard that is down or going away is a 503 to retry, never a 500.
+		{fmt.Errorf("jobs: create: %w", &pgconn.PgError{Code: "57P01", Message: "terminating connection due to administrator command"}), 503, "shard_unavailable", "2", ""},
+		{fmt.Errorf("profiles: %w", puddle.ErrClosedPool), 503, "shard_unavailable", "2", ""},
+		{fmt.Errorf("reviews: %w", &net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED}), 503, "shard_unavailable", "2", ""},
+		// A query that is wrong is still the server's fault.
+		{fmt.Errorf("jobs: %w", &pgconn.PgError{Code: "42P01", Message: "relation does not exist"}), 500, "internal", "", ""},
 	}
 	for _, c := range cases {
 		r := httptest.NewRequest("GET", "/", nil)
@@ -204,7 +215,7 @@ func TestWriteErrorRouting(t *testing.T) {
 		if w.Code != c.status || got.Error.Code != c.code || w.Header().Get("Retry-After") != c.retry || w.Header().Get(wire.ReplayRegion) != c.replay {
 			t.Errorf("%v: %d %+v %v", c.err, w.Code, got, w.Header())
 		}
-		if strings.Contains(got.Error.Message, "shardpool") || strings.Contains(got.Error.Message, "keyrange") {
+		if strings.Contains(got.Error.Message, "shardpool") || strings.Contains(got.Error.Message, "keyrange") || strings.Contains(got.Error.Message, "SQLSTATE") || strings.Contains(got.Error.Message, "administrator") {
 			t.Errorf("%v: the private cause leaked: %q", c.err, got.Error.Message)
 		}
 	}

@@ -451,12 +451,12 @@ func TestPatchAndDelete(t *testing.T) {
 	}
 	r = patch(client.Token, map[string]any{"comment": "<i>better</i><img src=x onerror=alert(1)>"})
 	r.JSON(t, &cur)
-	if r.Status != 200 || cur.Comment != "<i>better</i><img src=\"x\">" || cur.Rating != 3 || !cur.UpdatedAt.After(rv.UpdatedAt) {
+	if r.Status != 200 || cur.Comment != "<i>better</i>" || cur.Rating != 3 || !cur.UpdatedAt.After(rv.UpdatedAt) {
 		t.Fatalf("comment patch: %d %s", r.Status, r.Body)
 	}
 	r = patch(client.Token, map[string]any{"rating": 5, "comment": nil})
 	r.JSON(t, &cur)
-	if r.Status != 200 || cur.Rating != 5 || cur.Comment != "<i>better</i><img src=\"x\">" {
+	if r.Status != 200 || cur.Rating != 5 || cur.Comment != "<i>better</i>" {
 		t.Fatalf("rating patch: %d %s", r.Status, r.Body)
 	}
 	wantStats(t, e.stats(t, "eu-west", free.ID), 1, 5, [5]int{0, 0, 0, 0, 1})

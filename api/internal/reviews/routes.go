@@ -28,7 +28,7 @@ func (s *Service) Routes() []feature.Route {
 		},
 		{
 			Name: "listReviews", Method: http.MethodGet, Path: "/reviews/",
-			Access: feature.Public, Handler: s.list,
+			Access: feature.Public, Scope: ScopeRead, Handler: s.list,
 			Doc: op("Reviews a user received",
 				"Newest first, with cursor pagination.",
 				[]any{userID, queryParam("limit", "Page size, 1 to 100 (default 20).", false), queryParam("cursor", "next_cursor of the previous page.", false)},
@@ -37,7 +37,7 @@ func (s *Service) Routes() []feature.Route {
 		},
 		{
 			Name: "getReviewStats", Method: http.MethodGet, Path: "/reviews/stats",
-			Access: feature.Public, Handler: s.getStats,
+			Access: feature.Public, Scope: ScopeRead, Handler: s.getStats,
 			Doc: op("Rating statistics of a user",
 				"Count, average (two places; 0 without reviews) and the number of reviews per rating.",
 				[]any{userID}, nil,
@@ -45,7 +45,7 @@ func (s *Service) Routes() []feature.Route {
 		},
 		{
 			Name: "getReview", Method: http.MethodGet, Path: "/reviews/{id}",
-			Access: feature.Public, Handler: s.get,
+			Access: feature.Public, Scope: ScopeRead, Handler: s.get,
 			Doc: op("A review", "Anyone may read a review. A malformed or unknown ID is a 404.",
 				[]any{idParam}, nil,
 				responses(http.StatusOK, "The review.", "Review", http.StatusNotFound, http.StatusMisdirectedRequest)),

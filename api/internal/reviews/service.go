@@ -13,8 +13,12 @@ import (
 	"github.com/8thdegree/meridian/pkg/shardkey"
 )
 
-// ScopeWrite is the API-key scope needed to write reviews. Reading reviews needs no credentials.
-const ScopeWrite = "reviews:write"
+// API-key scopes: ScopeWrite to write reviews; reading them needs no credentials, but an API key that
+// is presented to read them needs ScopeRead.
+const (
+	ScopeWrite = "reviews:write"
+	ScopeRead  = "reviews:read"
+)
 
 // Config tunes the stats cache.
 type Config struct {

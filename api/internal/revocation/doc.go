@@ -1,5 +1,5 @@
 // Package revocation ends access tokens before they expire. An access token names its session (the
-// refresh-token family, claim fid); when a session ends (logout, log out everywhere, refresh-token
+// refresh-token family, claim sid); when a session ends (logout, log out everywhere, refresh-token
 // reuse) the family is revoked in the database, and every API node of every region refuses the
 // family's tokens within about a second.
 //

@@ -94,8 +94,10 @@ func check(rt feature.Route) error {
 		return fmt.Errorf("server: route %s: path %q must start with /", rt.Name, rt.Path)
 	case rt.Method == "":
 		return fmt.Errorf("server: route %s has no method", rt.Name)
-	case rt.Access == feature.Public && (len(rt.Roles) > 0 || rt.Scope != ""):
-		return fmt.Errorf("server: route %s is public but names roles or a scope", rt.Name)
+	case rt.Access == feature.Public && len(rt.Roles) > 0:
+		return fmt.Errorf("server: route %s is public but names roles", rt.Name)
+	case rt.Access == feature.Internal && (len(rt.Roles) > 0 || rt.Scope != ""):
+		return fmt.Errorf("server: route %s is internal but names roles or a scope", rt.Name)
 	}
 	return nil
 }
@@ -114,6 +116,19 @@ func guard(rt feature.Route, opts Options) http.Handler {
 	info := middleware.RouteInfo{Name: rt.Name, Access: rt.Access}
 	return feature.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
 		switch rt.Access {
+		case feature.Public:
+			// A public route with a scope (reading reviews) needs no credentials, but an API key that
+			// is presented must have the scope: a key scoped to other things reads nothing with it.
+			if rt.Scope != "" && opts.Auth != nil && r.Header.Get("Authorization") != "" {
+				p, err := opts.Auth.Authenticate(r)
+				switch {
+				case errors.Is(err, authn.ErrNoCredentials):
+				case err != nil:
+					return err
+				case !p.HasScope(rt.Scope):
+					return apierror.Forbidden("the API key lacks the scope " + rt.Scope)
+				}
+			}
 		case feature.Internal:
 			got := r.Header.Get(wire.Internal)
 			if opts.InternalToken == "" || subtle.ConstantTimeCompare([]byte(got), []byte(opts.InternalToken)) != 1 {

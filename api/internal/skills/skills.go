@@ -6,6 +6,8 @@ import (
 	"strings"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/8thdegree/meridian/api/internal/richtext"
 )
 
 // Limits of a skill list. The schema bounds the number of skills (docs/schema.md: core.profiles and
@@ -46,6 +48,9 @@ func Normalize(in []string, field string) ([]string, map[string]string) {
 			continue
 		case strings.Contains(s, ","):
 			bad[name] = "must not contain a comma"
+			continue
+		case richtext.HasMarkup(s):
+			bad[name] = richtext.PlainTextProblem
 			continue
 		}
 		if _, dup := seen[s]; dup {

@@ -4,16 +4,13 @@
 -- read needs an index on revoked_at; only revoked families are in it.
 
 --
--- An API key records the session it was created in (family_id, no foreign key: the family may be
--- cleaned up before the key): a stolen session detected by refresh-token reuse also loses the keys
--- minted with it. Keys created before this column have none.
+-- Refresh-token reuse also revokes the API keys created in the reused session
+-- (api_keys.created_by_family, 00005): a stolen session's keys are as likely the thief's.
 
 -- +goose Up
 CREATE INDEX refresh_token_families_revoked_idx ON auth.refresh_token_families (revoked_at) WHERE revoked_at IS NOT NULL;
-ALTER TABLE auth.api_keys ADD COLUMN family_id bytea CHECK (octet_length(family_id) = 20);
-CREATE INDEX api_keys_family_idx ON auth.api_keys (ksid, family_id) WHERE family_id IS NOT NULL;
+CREATE INDEX api_keys_created_by_family_idx ON auth.api_keys (ksid, created_by_family) WHERE created_by_family IS NOT NULL;
 
 -- +goose Down
-DROP INDEX auth.api_keys_family_idx;
-ALTER TABLE auth.api_keys DROP COLUMN family_id;
+DROP INDEX auth.api_keys_created_by_family_idx;
 DROP INDEX auth.refresh_token_families_revoked_idx;
