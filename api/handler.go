@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"maps"
 	"net/netip"
@@ -30,6 +31,7 @@ import (
 	"github.com/8thdegree/meridian/api/internal/server"
 	"github.com/8thdegree/meridian/internal/accesstoken"
 	"github.com/8thdegree/meridian/internal/breaker"
+	"github.com/8thdegree/meridian/internal/mtls"
 	"github.com/8thdegree/meridian/internal/ratelimit"
 	"github.com/8thdegree/meridian/internal/ratelimit/admission"
 	"github.com/8thdegree/meridian/internal/tokenissue"
@@ -194,7 +196,11 @@ func (n *Node) buildHandler() (*assembly, error) {
 	if err != nil {
 		return nil, err
 	}
-	n.deps.Peers = peers.New(n.regions, string(n.cfg.InternalToken),
+	var peerTLS *tls.Config
+	if n.tls != nil {
+		peerTLS = n.tls.ClientConfig(mtls.NodesOnly)
+	}
+	n.deps.Peers = peers.New(n.regions, peerTLS,
 		peers.Options{WrapTransport: tracing.Transport, Breakers: peers.NewBreakers(n.log, bm)})
 	oauth, err := n.cfg.oauthProviders()
 	if err != nil {
@@ -220,7 +226,6 @@ func (n *Node) buildHandler() (*assembly, error) {
 		Region:          n.cfg.Region,
 		Log:             n.log,
 		Auth:            asm.authenticator(n.verifier, n.cfg.FeatureAPIKeys),
-		InternalToken:   string(n.cfg.InternalToken),
 		Middleware:      global,
 		RouteMiddleware: route,
 		Ops:             n.opsHandlers(),

@@ -3,6 +3,7 @@ package api
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"flag"
 	"net"
@@ -24,6 +25,7 @@ import (
 	"github.com/8thdegree/meridian/api/internal/openapi/openapitest"
 	"github.com/8thdegree/meridian/deploy/local/fixture"
 	"github.com/8thdegree/meridian/deploy/local/testenv"
+	"github.com/8thdegree/meridian/internal/mtls"
 	"github.com/8thdegree/meridian/internal/ratelimit"
 	"github.com/8thdegree/meridian/internal/tokenissue"
 	"github.com/8thdegree/meridian/internal/wire"
@@ -221,11 +223,16 @@ func TestNodeRun(t *testing.T) {
 	for k, v := range map[string]string{
 		"MERIDIAN_REGION": "ap-south", "CONSUL_HTTP_ADDR": fx.ConsulAddr, "MERIDIAN_TOPOLOGY_KEY": key,
 		"MERIDIAN_TOPOLOGY_CACHE": filepath.Join(t.TempDir(), "topology.json"), "MERIDIAN_SIGNING_KEY_DIR": keyDir,
-		"MERIDIAN_INTERNAL_TOKEN": "internal-token-0123456789", "MERIDIAN_EMAIL_PEPPER": "pepper-0123456789abc",
+		"MERIDIAN_EMAIL_PEPPER":    "pepper-0123456789abc",
 		"MERIDIAN_OAUTH_STATE_KEY": "state-key-0123456789", "MERIDIAN_LISTEN": ln.Addr().String(),
 		"MERIDIAN_OTLP_ENDPOINT": collector.URL, "MERIDIAN_TRACE_SAMPLE_RATIO": "1",
 	} {
 		t.Setenv(k, v)
+	}
+	tlsEnv(t, fx, mtls.Node("ap-south", "ap-south-1"))
+	ops, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
 	}
 	cfg, err := FromEnv()
 	if err != nil {
@@ -237,8 +244,10 @@ func TestNodeRun(t *testing.T) {
 	}
 	runCtx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)
-	go func() { done <- node.Serve(runCtx, ln) }()
-	base := "http://" + ln.Addr().String()
+	go func() { done <- node.ServeListeners(runCtx, ln, ops) }()
+	// The operations endpoints answer plain HTTP on their own listener, where Consul's check goes; the
+	// API answers mutual TLS only.
+	base, apiURL := "http://"+ops.Addr().String(), "https://"+ln.Addr().String()
 	service := topo.Regions[2].APIService
 	var passing int
 	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline) && passing == 0; time.Sleep(100 * time.Millisecond) {
@@ -263,11 +272,29 @@ func TestNodeRun(t *testing.T) {
 	if ready["redis"] != "ok" || ready["status"] != "ready" {
 		t.Fatalf("readyz: %v", ready)
 	}
-	resp, err = http.Get(base + "/api/v1/auth/jwks.json")
+	resp, err = routerClient(t, fx).Get(apiURL + "/api/v1/auth/jwks.json")
 	if err != nil || resp.StatusCode != 200 {
 		t.Fatalf("jwks: %v %v", resp, err)
 	}
 	resp.Body.Close()
+	// Without a client certificate (or without TLS) the node serves nothing.
+	noCert := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}} //nolint:gosec // the server is what is tested
+	if resp, err := noCert.Get(apiURL + "/api/v1/auth/jwks.json"); err == nil {
+		resp.Body.Close()
+		t.Fatalf("the API answered a client without a certificate: %d", resp.StatusCode)
+	}
+	if resp, err := http.Get("http://" + ln.Addr().String() + "/api/v1/auth/jwks.json"); err == nil {
+		resp.Body.Close()
+		if resp.StatusCode == 200 {
+			t.Fatal("the API answered plain HTTP")
+		}
+	}
+	if resp, err := http.Get(base + "/api/v1/auth/jwks.json"); err == nil {
+		resp.Body.Close()
+		if resp.StatusCode != 404 {
+			t.Fatalf("the operations listener serves the API: %d", resp.StatusCode)
+		}
+	}
 	resp, err = http.Get(base + "/metrics")
 	if err != nil || resp.StatusCode != 200 {
 		t.Fatalf("metrics: %v %v", resp, err)

@@ -19,6 +19,9 @@ func TestBadFlags(t *testing.T) {
 		{[]string{"-region", "eu-west", "-max-attempts", "0"}, "MaxAttempts"},
 		{[]string{"-region", "eu-west", "-token-issuer", ""}, "TokenIssuer"},
 		{[]string{"-no-such-flag"}, "no-such-flag"},
+		{[]string{"-region", "eu-west", "-tls", "maybe"}, "-tls"},
+		{[]string{"-region", "eu-west"}, "Config.TLS"},
+		{[]string{"-region", "eu-west", "-tls-ca", "/nonexistent/ca.pem", "-tls-cert", "/nonexistent/r.pem", "-tls-key", "/nonexistent/r-key.pem"}, "Config.TLS"},
 	}
 	for _, c := range cases {
 		err := run(c.args)

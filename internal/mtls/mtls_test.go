@@ -237,4 +237,3 @@ func bumpMtime(t *testing.T, paths ...string) {
 		}
 	}
 }
-

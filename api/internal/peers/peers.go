@@ -1,11 +1,12 @@
 // Package peers lets an API node call the API nodes of other regions (global search, the email
 // directory): it picks a healthy node of the region among those internal/discovery follows in Consul,
-// authenticates with the node-to-node secret, and turns the answer into a value or an *apierror.Error.
+// calls it over mutual TLS with the node's certificate (internal/mtls), and turns the answer into a value or an *apierror.Error.
 package peers
 
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -27,8 +28,9 @@ import (
 // maxAnswer bounds a peer's answer.
 const maxAnswer = 8 << 20
 
-// Call sends one request to baseURL+path with the internal secret and decodes a 2xx JSON answer into out.
-func Call(ctx context.Context, client *http.Client, baseURL, internalToken, method, path string, body, out any) error {
+// Call sends one request to baseURL+path and decodes a 2xx JSON answer into out. The caller's identity
+// is the client certificate of client's transport.
+func Call(ctx context.Context, client *http.Client, baseURL, method, path string, body, out any) error {
 	var rd io.Reader
 	if body != nil {
 		b, err := json.Marshal(body)
@@ -44,7 +46,6 @@ func Call(ctx context.Context, client *http.Client, baseURL, internalToken, meth
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	req.Header.Set(wire.Internal, internalToken)
 	if rid := requestid.From(ctx); rid != "" {
 		req.Header.Set(wire.RequestID, rid)
 	}
@@ -94,7 +95,7 @@ var _ Nodes = (*discovery.Watcher)(nil)
 type Client struct {
 	nodes    Nodes
 	http     *http.Client
-	secret   string
+	scheme   string
 	breakers *breaker.Set
 }
 
@@ -109,19 +110,29 @@ type Options struct {
 	Breakers *breaker.Set
 }
 
-// New returns a Client that picks among nodes' healthy nodes of a region and authenticates with secret.
-func New(nodes Nodes, secret string, opts Options) *Client {
-	var rt http.RoundTripper = &http.Transport{
+// New returns a Client that picks among nodes' healthy nodes of a region and calls them over TLS with
+// tlsConfig: the node's mtls client configuration, which presents its certificate and accepts only
+// nodes. A nil tlsConfig calls over plain HTTP (MERIDIAN_TLS=off, where no node accepts internal
+// calls; single-node tests only).
+func New(nodes Nodes, tlsConfig *tls.Config, opts Options) *Client {
+	tr := &http.Transport{
 		MaxIdleConnsPerHost: 16,
 		IdleConnTimeout:     90 * time.Second,
 		DialContext:         (&net.Dialer{Timeout: 2 * time.Second}).DialContext,
+		TLSClientConfig:     tlsConfig,
+		TLSHandshakeTimeout: 2 * time.Second,
 	}
+	scheme := "http"
+	if tlsConfig != nil {
+		scheme = "https"
+	}
+	var rt http.RoundTripper = tr
 	if opts.WrapTransport != nil {
 		rt = opts.WrapTransport(rt)
 	}
 	return &Client{
 		nodes:    nodes,
-		secret:   secret,
+		scheme:   scheme,
 		breakers: opts.Breakers,
 		http:     &http.Client{Transport: rt},
 	}
@@ -146,15 +157,15 @@ func (c *Client) Call(ctx context.Context, region, method, path string, body, ou
 		return err
 	}
 	addr := addrs[rand.IntN(len(addrs))]
-	return c.callNode(ctx, region, "http://"+addr.Addr, method, path, body, out)
+	return c.callNode(ctx, region, c.scheme+"://"+addr.Addr, method, path, body, out)
 }
 
 func (c *Client) callNode(ctx context.Context, region, baseURL, method, path string, body, out any) error {
 	if c.breakers == nil {
-		return Call(ctx, c.http, baseURL, c.secret, method, path, body, out)
+		return Call(ctx, c.http, baseURL, method, path, body, out)
 	}
 	err := c.breakers.Get(region).Do(ctx, func(ctx context.Context) error {
-		return Call(ctx, c.http, baseURL, c.secret, method, path, body, out)
+		return Call(ctx, c.http, baseURL, method, path, body, out)
 	})
 	if errors.Is(err, breaker.ErrOpen) {
 		return apierror.RegionUnavailable(region, time.Second).WithCause(err)

@@ -12,6 +12,8 @@ import (
 	"github.com/8thdegree/meridian/internal/apierror"
 	"github.com/8thdegree/meridian/internal/breaker"
 	"github.com/8thdegree/meridian/internal/discovery"
+	"github.com/8thdegree/meridian/internal/mtls"
+	"github.com/8thdegree/meridian/internal/mtls/mtlstest"
 )
 
 type countingTransport struct {
@@ -28,9 +30,10 @@ func (c *countingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 func TestBreakerPerRegion(t *testing.T) {
 	var status atomic.Int64
 	status.Store(500)
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Header.Get("X-Meridian-Internal") != "s3cret" {
-			t.Error("no internal secret")
+	pki := mtlstest.New(t)
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if id, ok := mtls.FromRequest(r); !ok || id != mtls.Node("us-east", "n1") {
+			t.Errorf("the caller's identity: %v %v", id, ok)
 		}
 		if code := int(status.Load()); code != 200 {
 			rest.WriteError(w, r, &apierror.Error{Status: code, Code: "x", Message: "x"})
@@ -38,9 +41,11 @@ func TestBreakerPerRegion(t *testing.T) {
 		}
 		rest.WriteJSON(w, 200, map[string]string{"ok": "yes"})
 	}))
+	srv.TLS = pki.Source(t, mtls.Node("eu-west", "n2")).ServerConfig(nil)
+	srv.StartTLS()
 	defer srv.Close()
 	var ct *countingTransport
-	c := New(nil, "s3cret", Options{
+	c := New(nil, pki.Source(t, mtls.Node("us-east", "n1")).ClientConfig(mtls.NodesOnly), Options{
 		WrapTransport: func(rt http.RoundTripper) http.RoundTripper { ct = &countingTransport{base: rt}; return ct },
 		Breakers:      NewBreakers(nil, nil),
 	})
@@ -95,7 +100,7 @@ func TestCallPicksAHealthyNode(t *testing.T) {
 		"us-east":  {Region: discovery.Region{Name: "us-east"}, Known: true},
 		"ap-south": {Region: discovery.Region{Name: "ap-south"}},
 	}
-	c := New(nodes, "s3cret", Options{})
+	c := New(nodes, nil, Options{})
 	var out map[string]string
 	if err := c.Call(context.Background(), "eu-west", "GET", "/x", nil, &out); err != nil || out["ok"] != "yes" {
 		t.Fatalf("eu-west: %v %v", out, err)
