@@ -14,8 +14,6 @@ const (
 	// Replayed marks a request the router replays in the region a node named: the loop guard. Its
 	// value is the region that sent the hint.
 	Replayed = "X-Meridian-Replayed-From"
-	// Internal carries the secret of node-to-node calls.
-	Internal = "X-Meridian-Internal"
 	// InternalPrefix starts every internal header; none may come from a client.
 	InternalPrefix = "X-Meridian-"
 
