@@ -2,7 +2,6 @@ package api
 
 import (
 	"context"
-	"crypto/tls"
 	"fmt"
 	"maps"
 	"net/netip"
@@ -31,7 +30,6 @@ import (
 	"github.com/8thdegree/meridian/api/internal/server"
 	"github.com/8thdegree/meridian/internal/accesstoken"
 	"github.com/8thdegree/meridian/internal/breaker"
-	"github.com/8thdegree/meridian/internal/mtls"
 	"github.com/8thdegree/meridian/internal/ratelimit"
 	"github.com/8thdegree/meridian/internal/ratelimit/admission"
 	"github.com/8thdegree/meridian/internal/tokenissue"
@@ -196,11 +194,7 @@ func (n *Node) buildHandler() (*assembly, error) {
 	if err != nil {
 		return nil, err
 	}
-	var peerTLS *tls.Config
-	if n.tls != nil {
-		peerTLS = n.tls.ClientConfig(mtls.NodesOnly)
-	}
-	n.deps.Peers = peers.New(n.regions, peerTLS,
+	n.deps.Peers = peers.New(n.regions, n.tls,
 		peers.Options{WrapTransport: tracing.Transport, Breakers: peers.NewBreakers(n.log, bm)})
 	oauth, err := n.cfg.oauthProviders()
 	if err != nil {

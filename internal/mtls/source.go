@@ -206,6 +206,17 @@ func NodesOnly(id Identity) error {
 	return nil
 }
 
+// NodeOf accepts the API nodes of region only: the server a call to region's nodes reaches must be
+// one, whatever address Consul gave.
+func NodeOf(region string) Accept {
+	return func(id Identity) error {
+		if !id.IsNode() || id.Region != region {
+			return fmt.Errorf("mtls: %s is not an API node of %s", id, region)
+		}
+		return nil
+	}
+}
+
 // ServerConfig is the configuration of a listener that requires a client certificate chaining to the
 // CA bundle in force and carrying an identity that accept takes. Session tickets are off, so a
 // reloaded bundle or certificate applies to every new connection.

@@ -6,7 +6,6 @@ package peers
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -15,12 +14,14 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/8thdegree/meridian/api/internal/feature"
 	"github.com/8thdegree/meridian/internal/apierror"
 	"github.com/8thdegree/meridian/internal/breaker"
 	"github.com/8thdegree/meridian/internal/discovery"
+	"github.com/8thdegree/meridian/internal/mtls"
 	"github.com/8thdegree/meridian/internal/requestid"
 	"github.com/8thdegree/meridian/internal/wire"
 )
@@ -94,9 +95,13 @@ var _ Nodes = (*discovery.Watcher)(nil)
 // Client calls the healthy API nodes of other regions, as internal/discovery follows them in Consul.
 type Client struct {
 	nodes    Nodes
-	http     *http.Client
+	tls      *mtls.Source
+	wrap     func(http.RoundTripper) http.RoundTripper
 	scheme   string
 	breakers *breaker.Set
+
+	mu      sync.Mutex
+	clients map[string]*http.Client // per region
 }
 
 var _ feature.Peers = (*Client)(nil)
@@ -110,32 +115,41 @@ type Options struct {
 	Breakers *breaker.Set
 }
 
-// New returns a Client that picks among nodes' healthy nodes of a region and calls them over TLS with
-// tlsConfig: the node's mtls client configuration, which presents its certificate and accepts only
-// nodes. A nil tlsConfig calls over plain HTTP (MERIDIAN_TLS=off, where no node accepts internal
-// calls; single-node tests only).
-func New(nodes Nodes, tlsConfig *tls.Config, opts Options) *Client {
+// New returns a Client that picks among nodes' healthy nodes of a region and calls them over mutual
+// TLS with the node's certificate (src), accepting as the server only an API node of that region
+// (mtls.NodeOf): a password forwarded to a region reaches that region's node or nobody. A nil src calls
+// over plain HTTP (MERIDIAN_TLS=off, where no node accepts internal calls; single-node tests only).
+func New(nodes Nodes, src *mtls.Source, opts Options) *Client {
+	scheme := "http"
+	if src != nil {
+		scheme = "https"
+	}
+	return &Client{nodes: nodes, tls: src, wrap: opts.WrapTransport, scheme: scheme, breakers: opts.Breakers, clients: map[string]*http.Client{}}
+}
+
+// client is the HTTP client of calls to region, made on first use.
+func (c *Client) client(region string) *http.Client {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if hc, ok := c.clients[region]; ok {
+		return hc
+	}
 	tr := &http.Transport{
 		MaxIdleConnsPerHost: 16,
 		IdleConnTimeout:     90 * time.Second,
 		DialContext:         (&net.Dialer{Timeout: 2 * time.Second}).DialContext,
-		TLSClientConfig:     tlsConfig,
 		TLSHandshakeTimeout: 2 * time.Second,
 	}
-	scheme := "http"
-	if tlsConfig != nil {
-		scheme = "https"
+	if c.tls != nil {
+		tr.TLSClientConfig = c.tls.ClientConfig(mtls.NodeOf(region))
 	}
 	var rt http.RoundTripper = tr
-	if opts.WrapTransport != nil {
-		rt = opts.WrapTransport(rt)
+	if c.wrap != nil {
+		rt = c.wrap(rt)
 	}
-	return &Client{
-		nodes:    nodes,
-		scheme:   scheme,
-		breakers: opts.Breakers,
-		http:     &http.Client{Transport: rt},
-	}
+	hc := &http.Client{Transport: rt}
+	c.clients[region] = hc
+	return hc
 }
 
 // NewBreakers returns the per-region breakers for Options.Breakers: breaker.DefaultConfig named
@@ -161,11 +175,12 @@ func (c *Client) Call(ctx context.Context, region, method, path string, body, ou
 }
 
 func (c *Client) callNode(ctx context.Context, region, baseURL, method, path string, body, out any) error {
+	hc := c.client(region)
 	if c.breakers == nil {
-		return Call(ctx, c.http, baseURL, method, path, body, out)
+		return Call(ctx, hc, baseURL, method, path, body, out)
 	}
 	err := c.breakers.Get(region).Do(ctx, func(ctx context.Context) error {
-		return Call(ctx, c.http, baseURL, method, path, body, out)
+		return Call(ctx, hc, baseURL, method, path, body, out)
 	})
 	if errors.Is(err, breaker.ErrOpen) {
 		return apierror.RegionUnavailable(region, time.Second).WithCause(err)

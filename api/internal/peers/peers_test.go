@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync/atomic"
 	"testing"
 
@@ -31,7 +32,7 @@ func TestBreakerPerRegion(t *testing.T) {
 	var status atomic.Int64
 	status.Store(500)
 	pki := mtlstest.New(t)
-	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if id, ok := mtls.FromRequest(r); !ok || id != mtls.Node("us-east", "n1") {
 			t.Errorf("the caller's identity: %v %v", id, ok)
 		}
@@ -40,12 +41,17 @@ func TestBreakerPerRegion(t *testing.T) {
 			return
 		}
 		rest.WriteJSON(w, 200, map[string]string{"ok": "yes"})
-	}))
+	})
+	srv := httptest.NewUnstartedServer(h)
 	srv.TLS = pki.Source(t, mtls.Node("eu-west", "n2")).ServerConfig(nil)
 	srv.StartTLS()
 	defer srv.Close()
+	apSouth := httptest.NewUnstartedServer(h)
+	apSouth.TLS = pki.Source(t, mtls.Node("ap-south", "n3")).ServerConfig(nil)
+	apSouth.StartTLS()
+	defer apSouth.Close()
 	var ct *countingTransport
-	c := New(nil, pki.Source(t, mtls.Node("us-east", "n1")).ClientConfig(mtls.NodesOnly), Options{
+	c := New(nil, pki.Source(t, mtls.Node("us-east", "n1")), Options{
 		WrapTransport: func(rt http.RoundTripper) http.RoundTripper { ct = &countingTransport{base: rt}; return ct },
 		Breakers:      NewBreakers(nil, nil),
 	})
@@ -77,8 +83,13 @@ func TestBreakerPerRegion(t *testing.T) {
 	// Another region has its own breaker.
 	status.Store(200)
 	var out map[string]string
-	if err := c.callNode(ctx, "ap-south", srv.URL, "GET", "/x", nil, &out); err != nil || out["ok"] != "yes" {
+	if err := c.callNode(ctx, "ap-south", apSouth.URL, "GET", "/x", nil, &out); err != nil || out["ok"] != "yes" {
 		t.Fatalf("ap-south: %v %v", out, err)
+	}
+	// A call to a region is sent only to a node of that region, whatever address it was given: a node
+	// of eu-west behind an ap-south address is refused at the handshake, before the request is sent.
+	if err := c.callNode(ctx, "ap-south", srv.URL, "GET", "/x", nil, nil); err == nil || !strings.Contains(err.Error(), "not an API node of ap-south") {
+		t.Fatalf("ap-south call answered by an eu-west node: %v", err)
 	}
 }
 
