@@ -295,6 +295,34 @@ func TestNodeRun(t *testing.T) {
 			t.Fatalf("the operations listener serves the API: %d", resp.StatusCode)
 		}
 	}
+	// The node's certificate is renewed on disk (another node ID, so the change shows): new
+	// connections are served with it, without a restart.
+	tf := fx.PKI.Dir.Files("node-ap-south-ap-south-1")
+	if err := fx.PKI.CA.IssueFiles(mtls.Node("ap-south", "ap-south-renewed"), time.Hour, tf.Cert, tf.Key); err != nil {
+		t.Fatal(err)
+	}
+	later := time.Now().Add(2 * time.Second)
+	for _, p := range []string{tf.Cert, tf.Key} {
+		if err := os.Chtimes(p, later, later); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fresh := routerClient(t, fx)
+	fresh.Transport.(*http.Transport).DisableKeepAlives = true
+	var served mtls.Identity
+	for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		resp, err := fresh.Get(apiURL + "/healthz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if served, err = mtls.IdentityOf(resp.TLS.PeerCertificates[0]); err == nil && served.ID == "ap-south-renewed" {
+			break
+		}
+	}
+	if served.ID != "ap-south-renewed" {
+		t.Fatalf("after the renewal the node still presents %v", served)
+	}
 	resp, err = http.Get(base + "/metrics")
 	if err != nil || resp.StatusCode != 200 {
 		t.Fatalf("metrics: %v %v", resp, err)
