@@ -62,8 +62,19 @@ type Config struct {
 	SessionMaxAge time.Duration `env:"MERIDIAN_SESSION_MAX_AGE" envDefault:"2160h"`
 	// SigningKeyDir holds the Ed25519 signing keys (*.pem); the newest file name signs.
 	SigningKeyDir string `env:"MERIDIAN_SIGNING_KEY_DIR"`
-	// InternalToken authenticates node-to-node calls.
-	InternalToken Secret `env:"MERIDIAN_INTERNAL_TOKEN"`
+	// TLS is "on" (the default): the node serves its API over mutual TLS only, with the certificate
+	// of TLSCertFile and TLSKeyFile, to clients whose certificate chains to TLSCAFile (edge routers and
+	// other nodes); it calls other regions' nodes so too. The files are reloaded when they change.
+	// "off" serves plain HTTP, where internal routes do not exist and calls to other regions fail: for
+	// tests of a single node only; the local cluster and the test harnesses run with TLS on.
+	TLS         string `env:"MERIDIAN_TLS" envDefault:"on"`
+	TLSCAFile   string `env:"MERIDIAN_TLS_CA_FILE"`
+	TLSCertFile string `env:"MERIDIAN_TLS_CERT_FILE"`
+	TLSKeyFile  string `env:"MERIDIAN_TLS_KEY_FILE"`
+	// OpsListen, when set, serves /healthz, /readyz and /metrics over plain HTTP on their own address,
+	// where Consul's health check goes; it is required with TLS on and RegisterService, since the check
+	// has no client certificate.
+	OpsListen string `env:"MERIDIAN_OPS_LISTEN"`
 	// EmailPepper keys the email hashes of the cross-region email directory.
 	EmailPepper Secret `env:"MERIDIAN_EMAIL_PEPPER"`
 	// StateKey signs OAuth state cookies.
@@ -139,7 +150,7 @@ type Config struct {
 }
 
 // DefaultConfig returns the defaults of every setting (the envDefault of each field); the required
-// ones (region, keys, secrets) are empty.
+// ones (region, keys, secrets, TLS files) are empty.
 func DefaultConfig() Config {
 	var c Config
 	if err := env.ParseWithOptions(&c, env.Options{Environment: map[string]string{}, FuncMap: envParsers}); err != nil {
@@ -186,7 +197,6 @@ func FromEnv() (Config, error) {
 		dst  *Secret
 	}{
 		{"CONSUL_HTTP_TOKEN", &c.ConsulToken},
-		{"MERIDIAN_INTERNAL_TOKEN", &c.InternalToken},
 		{"MERIDIAN_EMAIL_PEPPER", &c.EmailPepper},
 		{"MERIDIAN_OAUTH_STATE_KEY", &c.StateKey},
 		{"MERIDIAN_OAUTH_GOOGLE_CLIENT_SECRET", &c.GoogleClientSecret},
@@ -234,7 +244,11 @@ func (c Config) Validate() error {
 		check(c.RefreshTTL >= time.Hour, "MERIDIAN_REFRESH_TTL", "must be at least 1h"),
 		check(c.SessionMaxAge >= c.RefreshTTL, "MERIDIAN_SESSION_MAX_AGE", "must be at least MERIDIAN_REFRESH_TTL"),
 		check(c.SigningKeyDir != "", "MERIDIAN_SIGNING_KEY_DIR", "is required (a folder of Ed25519 *.pem keys)"),
-		check(len(c.InternalToken) >= 16, "MERIDIAN_INTERNAL_TOKEN", "must be at least 16 characters"),
+		check(c.TLS == "on" || c.TLS == "off", "MERIDIAN_TLS", "must be on or off"),
+		check(c.TLS != "on" || c.TLSCAFile != "", "MERIDIAN_TLS_CA_FILE", "is required with MERIDIAN_TLS=on (the CA bundle of routers' and nodes' certificates)"),
+		check(c.TLS != "on" || c.TLSCertFile != "", "MERIDIAN_TLS_CERT_FILE", "is required with MERIDIAN_TLS=on (the node's certificate)"),
+		check(c.TLS != "on" || c.TLSKeyFile != "", "MERIDIAN_TLS_KEY_FILE", "is required with MERIDIAN_TLS=on (the node's key)"),
+		check(c.OpsListen == "" || hostPort(c.OpsListen), "MERIDIAN_OPS_LISTEN", fmt.Sprintf("%q is not host:port", c.OpsListen)),
 		check(len(c.EmailPepper) >= 16, "MERIDIAN_EMAIL_PEPPER", "must be at least 16 characters"),
 		check(len(c.StateKey) >= 16, "MERIDIAN_OAUTH_STATE_KEY", "must be at least 16 characters"),
 		check(strings.HasPrefix(c.PublicURL, "http://") || strings.HasPrefix(c.PublicURL, "https://"), "MERIDIAN_PUBLIC_URL", "must be an http(s) URL"),

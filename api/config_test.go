@@ -10,15 +10,21 @@ import (
 	"testing"
 	"time"
 
+	"github.com/8thdegree/meridian/internal/mtls"
+	"github.com/8thdegree/meridian/internal/mtls/mtlstest"
 	"github.com/8thdegree/meridian/internal/tokenissue"
 )
 
 func validConfig(t *testing.T) Config {
 	t.Helper()
+	tf := mtlstest.New(t).Files(t, mtls.Node("eu-west", "eu-west-1"))
 	for k, v := range map[string]string{
 		"MERIDIAN_REGION":          "eu-west",
 		"MERIDIAN_SIGNING_KEY_DIR": t.TempDir(),
-		"MERIDIAN_INTERNAL_TOKEN":  "0123456789abcdef-internal",
+		"MERIDIAN_TLS_CA_FILE":     tf.CA,
+		"MERIDIAN_TLS_CERT_FILE":   tf.Cert,
+		"MERIDIAN_TLS_KEY_FILE":    tf.Key,
+		"MERIDIAN_OPS_LISTEN":      "127.0.0.1:0",
 		"MERIDIAN_EMAIL_PEPPER":    "0123456789abcdef-pepper",
 		"MERIDIAN_OAUTH_STATE_KEY": "0123456789abcdef-state",
 		"MERIDIAN_SMTP_ADDR":       "smtp.example.com:587",
@@ -44,7 +50,9 @@ func TestConfigValidateNamesTheField(t *testing.T) {
 		"MERIDIAN_ACCESS_TTL":       func(c *Config) { c.AccessTTL = time.Second },
 		"MERIDIAN_REFRESH_TTL":      func(c *Config) { c.RefreshTTL = time.Minute },
 		"MERIDIAN_SIGNING_KEY_DIR":  func(c *Config) { c.SigningKeyDir = "" },
-		"MERIDIAN_INTERNAL_TOKEN":   func(c *Config) { c.InternalToken = "short" },
+		"MERIDIAN_TLS":              func(c *Config) { c.TLS = "maybe" },
+		"MERIDIAN_TLS_CERT_FILE":    func(c *Config) { c.TLSCertFile = "" },
+		"MERIDIAN_OPS_LISTEN":       func(c *Config) { c.OpsListen = "9090" },
 		"MERIDIAN_EMAIL_PEPPER":     func(c *Config) { c.EmailPepper = "" },
 		"MERIDIAN_OAUTH_STATE_KEY":  func(c *Config) { c.StateKey = "x" },
 		"MERIDIAN_PUBLIC_URL":       func(c *Config) { c.PublicURL = "ftp://x" },
@@ -125,10 +133,14 @@ func TestDefaultConfig(t *testing.T) {
 	}
 	// The defaults and the required settings make a valid configuration.
 	d.Region, d.SigningKeyDir = "eu-west", t.TempDir()
-	d.InternalToken, d.EmailPepper, d.StateKey = "0123456789abcdef-internal", "0123456789abcdef-pepper", "0123456789abcdef-state"
+	d.EmailPepper, d.StateKey = "0123456789abcdef-pepper", "0123456789abcdef-state"
+	d.TLSCAFile, d.TLSCertFile, d.TLSKeyFile = "ca.pem", "node.pem", "node-key.pem"
 	d.SMTPAddr = "smtp.example.com:587"
 	if err := d.Validate(); err != nil {
 		t.Fatal(err)
+	}
+	if d.TLS != "on" {
+		t.Errorf("TLS defaults to %q, want on", d.TLS)
 	}
 	if e := validConfig(t); e.Listen != d.Listen || e.RefreshTTL != d.RefreshTTL || e.RateLimitIPBurst != d.RateLimitIPBurst {
 		t.Errorf("FromEnv with nothing set differs from DefaultConfig: %+v vs %+v", e, d)
@@ -150,7 +162,7 @@ func TestConfigSecretsFromFiles(t *testing.T) {
 	if c.EmailPepper != "pepper-from-a-file-0123456789" {
 		t.Fatalf("pepper = %q", string(c.EmailPepper))
 	}
-	if s := fmt.Sprintf("%v %s", c.EmailPepper, c.InternalToken); strings.Contains(s, "pepper") || strings.Contains(s, "internal") {
+	if s := fmt.Sprintf("%v %s", c.EmailPepper, c.StateKey); strings.Contains(s, "pepper") || strings.Contains(s, "state") {
 		t.Fatalf("a secret printed in clear: %s", s)
 	}
 	t.Setenv("MERIDIAN_EMAIL_PEPPER", "also-set-in-env-0123456789")

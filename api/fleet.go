@@ -23,6 +23,10 @@ import (
 // version (a move's cutover waits so for its freeze); the two must agree on the name.
 const TopologyVersionMeta = "topology_version"
 
+// OpsAddrMeta is the key of the service metadata naming the node's operations listener (host:port),
+// where shardmgr/load scrapes /metrics; shardmgr/fleet.OpsAddrMeta reads it.
+const OpsAddrMeta = "ops_addr"
+
 // A node publishes its topology version by re-registering its service with new metadata. Consul's
 // agent (1.16 here) keeps the status of a check it already runs across the re-registration (the
 // snapshot in agent.addServiceInternal), so the node stays passing and routers keep sending to it;
@@ -31,8 +35,10 @@ const TopologyVersionMeta = "topology_version"
 // with the node and a second watch to join with the health checks, and setting the check's Status on
 // every update would hide a failing check for a moment.
 
-// registration is the node's service registration, without the version: publishVersion adds it.
-func (n *Node) registration(service string, addr net.Addr) (*consul.AgentServiceRegistration, error) {
+// registration is the node's service registration, without the version: publishVersion adds it. The
+// service's address is the one routers and peers dial (addr, or MERIDIAN_ADVERTISE_ADDR); the health
+// check goes to checkAddr over plain HTTP, the operations listener when there is one.
+func (n *Node) registration(service string, addr, checkAddr net.Addr) (*consul.AgentServiceRegistration, error) {
 	adv := n.cfg.AdvertiseAddr
 	if adv == "" {
 		adv = addr.String()
@@ -42,6 +48,19 @@ func (n *Node) registration(service string, addr net.Addr) (*consul.AgentService
 		return nil, err
 	}
 	port, _ := strconv.Atoi(portStr)
+	checkHost, checkPort, err := net.SplitHostPort(checkAddr.String())
+	if err != nil {
+		return nil, err
+	}
+	if checkAddr.String() == addr.String() {
+		checkHost, checkPort = host, portStr
+	} else if ip := net.ParseIP(checkHost); ip != nil && ip.IsUnspecified() {
+		checkHost = host
+	}
+	meta := map[string]string{"region": n.cfg.Region}
+	if checkAddr.String() != addr.String() {
+		meta[OpsAddrMeta] = net.JoinHostPort(checkHost, checkPort)
+	}
 	id := n.cfg.NodeID
 	if id == "" {
 		hn, _ := os.Hostname()
@@ -53,9 +72,9 @@ func (n *Node) registration(service string, addr net.Addr) (*consul.AgentService
 		Address: host,
 		Port:    port,
 		Tags:    []string{"region=" + n.cfg.Region},
-		Meta:    map[string]string{"region": n.cfg.Region},
+		Meta:    meta,
 		Check: &consul.AgentServiceCheck{
-			HTTP:                           "http://" + net.JoinHostPort(host, portStr) + "/readyz",
+			HTTP:                           "http://" + net.JoinHostPort(checkHost, checkPort) + "/readyz",
 			Interval:                       "1s",
 			Timeout:                        "1s",
 			DeregisterCriticalServiceAfter: "1m",
@@ -69,9 +88,9 @@ const registerTimeout = 5 * time.Second
 // joinCatalog registers the node in Consul under its region's API service and starts publishVersion,
 // which registers again with every topology version the pools apply (and retries a failed first
 // registration). It returns the service ID and a stop that returns once publishVersion has returned.
-func (n *Node) joinCatalog(ctx context.Context, addr net.Addr) (string, func()) {
+func (n *Node) joinCatalog(ctx context.Context, addr, checkAddr net.Addr) (string, func()) {
 	region, _ := n.pools.Table().Topology().Region(n.cfg.Region)
-	reg, err := n.registration(region.APIService, addr)
+	reg, err := n.registration(region.APIService, addr, checkAddr)
 	if err != nil {
 		n.log.Error("cannot register in Consul; routers will not find this node", "err", err)
 		return "", func() {}

@@ -18,6 +18,7 @@ import (
 
 	"github.com/8thdegree/meridian/deploy/local"
 	"github.com/8thdegree/meridian/deploy/local/fixture"
+	"github.com/8thdegree/meridian/internal/mtls"
 	"github.com/8thdegree/meridian/pkg/shardkey"
 	"github.com/8thdegree/meridian/shardmgr/fleet"
 	"github.com/8thdegree/meridian/shardmgr/load"
@@ -32,11 +33,15 @@ func TestTopologyVersionMetaMatchesFleet(t *testing.T) {
 	if TopologyPath != fleet.VersionPath {
 		t.Fatalf("api answers on %q, fleet asks %q", TopologyPath, fleet.VersionPath)
 	}
+	if OpsAddrMeta != fleet.OpsAddrMeta {
+		t.Fatalf("api publishes %q, fleet reads %q", OpsAddrMeta, fleet.OpsAddrMeta)
+	}
 }
 
-// serveNode runs a real node of region ap-south (as cmd/api runs it) on the fixture, and returns its
-// base URL and a stop that waits for Serve to return.
-func serveNode(t *testing.T, fx *fixture.Fixture) (*Node, string, func()) {
+// serveNode runs a real node of region ap-south (as cmd/api runs it, with mutual TLS) on the fixture,
+// and returns the base URLs of its operations listener and its API, and a stop that waits for Serve to
+// return.
+func serveNode(t *testing.T, fx *fixture.Fixture) (*Node, string, string, func()) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -45,10 +50,15 @@ func serveNode(t *testing.T, fx *fixture.Fixture) (*Node, string, func()) {
 	for k, v := range map[string]string{
 		"MERIDIAN_REGION": "ap-south", "CONSUL_HTTP_ADDR": fx.ConsulAddr, "CONSUL_HTTP_TOKEN_FILE": fx.ConsulAgent.TokenFile(local.RoleNode), "MERIDIAN_TOPOLOGY_KEY": fx.Key,
 		"MERIDIAN_TOPOLOGY_CACHE": filepath.Join(t.TempDir(), "topology.json"), "MERIDIAN_SIGNING_KEY_DIR": fx.KeyDir(t),
-		"MERIDIAN_INTERNAL_TOKEN": "internal-token-0123456789", "MERIDIAN_EMAIL_PEPPER": "pepper-0123456789abc", "MERIDIAN_MAIL_DIR": t.TempDir(),
+		"MERIDIAN_EMAIL_PEPPER": "pepper-0123456789abc", "MERIDIAN_MAIL_DIR": t.TempDir(),
 		"MERIDIAN_OAUTH_STATE_KEY": "state-key-0123456789", "MERIDIAN_LISTEN": ln.Addr().String(),
 	} {
 		t.Setenv(k, v)
+	}
+	tlsEnv(t, fx, mtls.Node("ap-south", "ap-south-1"))
+	ops, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
 	}
 	cfg, err := FromEnv()
 	if err != nil {
@@ -60,7 +70,7 @@ func serveNode(t *testing.T, fx *fixture.Fixture) (*Node, string, func()) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- node.Serve(ctx, ln) }()
+	go func() { done <- node.ServeListeners(ctx, ln, ops) }()
 	stopped := false
 	stop := func() {
 		if stopped {
@@ -73,7 +83,24 @@ func serveNode(t *testing.T, fx *fixture.Fixture) (*Node, string, func()) {
 		}
 	}
 	t.Cleanup(stop)
-	return node, "http://" + ln.Addr().String(), stop
+	return node, "http://" + ops.Addr().String(), "https://" + ln.Addr().String(), stop
+}
+
+// tlsEnv sets the node's TLS files, issued for id by the fixture's CA.
+func tlsEnv(t *testing.T, fx *fixture.Fixture, id mtls.Identity) {
+	t.Helper()
+	f := fx.PKI.Files(t, id)
+	t.Setenv("MERIDIAN_TLS_CA_FILE", f.CA)
+	t.Setenv("MERIDIAN_TLS_CERT_FILE", f.Cert)
+	t.Setenv("MERIDIAN_TLS_KEY_FILE", f.Key)
+}
+
+// routerClient calls nodes with the certificate of an edge router, as routers do.
+func routerClient(t *testing.T, fx *fixture.Fixture) *http.Client {
+	t.Helper()
+	tr := &http.Transport{TLSClientConfig: fx.PKI.Source(t, mtls.Router("ap-south")).ClientConfig(mtls.NodesOnly)}
+	t.Cleanup(tr.CloseIdleConnections)
+	return &http.Client{Transport: tr, Timeout: 10 * time.Second}
 }
 
 // A node answers the version its pools hold on /topologyz: at once without min, as soon as it holds
@@ -81,7 +108,7 @@ func serveNode(t *testing.T, fx *fixture.Fixture) (*Node, string, func()) {
 func TestNodeAnswersTopologyVersion(t *testing.T) {
 	ctx := context.Background()
 	fx := fixture.New(t, fixture.Options{Shards: true, Consul: true})
-	node, base, _ := serveNode(t, fx)
+	node, base, _, _ := serveNode(t, fx)
 	for deadline := time.Now().Add(30 * time.Second); node.pools.Table() == nil; time.Sleep(20 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatal("no topology applied")
@@ -145,7 +172,8 @@ func TestNodePublishesTopologyVersion(t *testing.T) {
 	ctx := context.Background()
 	fx := fixture.New(t, fixture.Options{Shards: true, Consul: true})
 	service := fx.Topology.Regions[2].APIService
-	node, base, stop := serveNode(t, fx)
+	node, base, apiURL, stop := serveNode(t, fx)
+	client := routerClient(t, fx)
 
 	var nodes []fleet.Node
 	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
@@ -254,7 +282,7 @@ func TestNodePublishesTopologyVersion(t *testing.T) {
 
 	// Three reads of the user's public profile (404: no such user, but routed to its keyrange).
 	for range 3 {
-		resp, err := http.Get(base + "/api/v1/users/" + user.String() + "/profile")
+		resp, err := client.Get(apiURL + "/api/v1/users/" + user.String() + "/profile")
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -213,7 +213,7 @@ func (n *Node) buildHandler() (*assembly, error) {
 	if err != nil {
 		return nil, err
 	}
-	n.deps.Peers = peers.New(n.regions, string(n.cfg.InternalToken),
+	n.deps.Peers = peers.New(n.regions, n.tls,
 		peers.Options{WrapTransport: tracing.Transport, Breakers: peers.NewBreakers(n.log, bm)})
 	oauth, err := n.cfg.oauthProviders()
 	if err != nil {
@@ -239,7 +239,6 @@ func (n *Node) buildHandler() (*assembly, error) {
 		Region:          n.cfg.Region,
 		Log:             n.log,
 		Auth:            asm.authenticator(n.verifier, n.cfg.FeatureAPIKeys),
-		InternalToken:   string(n.cfg.InternalToken),
 		Middleware:      global,
 		RouteMiddleware: route,
 		Ops:             n.opsHandlers(),

@@ -8,6 +8,7 @@ package api
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -27,6 +28,7 @@ import (
 	"github.com/8thdegree/meridian/api/internal/feature"
 	"github.com/8thdegree/meridian/internal/accesstoken"
 	"github.com/8thdegree/meridian/internal/discovery"
+	"github.com/8thdegree/meridian/internal/mtls"
 	"github.com/8thdegree/meridian/internal/ratelimit/admission"
 	"github.com/8thdegree/meridian/internal/tokenissue"
 	"github.com/8thdegree/meridian/pkg/shardkey"
@@ -50,6 +52,9 @@ type Node struct {
 	deps     *feature.Deps
 	registry *prometheus.Registry
 	handler  http.Handler
+	// tls is the node's certificate and CA bundle (nil with MERIDIAN_TLS=off): its API listener
+	// requires client certificates, and its calls to other nodes present it.
+	tls *mtls.Source
 	// admission holds the node's shares of the per-user and per-IP rate-limit budgets.
 	admission *admission.Limiter
 	// shutdownTracing flushes and stops the span exporter, if one is configured.
@@ -108,6 +113,15 @@ func New(cfg Config, log *slog.Logger) (*Node, error) {
 	}
 	if n.verifier, err = accesstoken.NewVerifier(accesstoken.Config{Issuer: cfg.TokenIssuer, Audience: cfg.TokenAudience, Leeway: verifierLeeway, CacheSize: 10000}, keys.Public(), nil); err != nil {
 		return nil, err
+	}
+	if cfg.TLS == "on" {
+		files := mtls.Files{CA: cfg.TLSCAFile, Cert: cfg.TLSCertFile, Key: cfg.TLSKeyFile}
+		if n.tls, err = mtls.Load(files, mtls.Options{Log: log}); err != nil {
+			return nil, fmt.Errorf("config: MERIDIAN_TLS_*_FILE: %w", err)
+		}
+		if id := n.tls.Identity(); !id.IsNode() || id.Region != cfg.Region {
+			return nil, fmt.Errorf("config: MERIDIAN_TLS_CERT_FILE is the certificate of %s, not of an API node of %s", id, cfg.Region)
+		}
 	}
 	ccfg := consul.DefaultConfig()
 	ccfg.Address, ccfg.Token = cfg.ConsulAddr, string(cfg.ConsulToken)
@@ -293,9 +307,28 @@ func (n *Node) checkRegion(t *topology.Topology) (topology.Region, error) {
 }
 
 // Serve runs the node (Run) and, once its first topology is applied (within StartTimeout), answers
-// HTTP on ln and registers in Consul. When ctx is done it leaves Consul, drains the requests in
+// on ln (mutual TLS, unless MERIDIAN_TLS=off), serves the operations endpoints on MERIDIAN_OPS_LISTEN
+// when it is set, and registers in Consul. When ctx is done it leaves Consul, drains the requests in
 // flight (up to ShutdownGrace), stops Run and flushes traces.
 func (n *Node) Serve(ctx context.Context, ln net.Listener) error {
+	var ops net.Listener
+	if n.cfg.OpsListen != "" {
+		var err error
+		if ops, err = net.Listen("tcp", n.cfg.OpsListen); err != nil {
+			return fmt.Errorf("MERIDIAN_OPS_LISTEN: %w", err)
+		}
+	}
+	return n.ServeListeners(ctx, ln, ops)
+}
+
+// ServeListeners is Serve with the operations listener given: ops (plain HTTP, nil for none) serves
+// /healthz, /readyz and /metrics, and Consul's health check goes there. Without it the check goes to
+// ln, which with TLS on asks for a certificate Consul does not have: registering so is refused.
+func (n *Node) ServeListeners(ctx context.Context, ln, ops net.Listener) error {
+	if n.tls != nil && ops == nil && n.cfg.RegisterService {
+		ln.Close()
+		return errors.New("config: with MERIDIAN_TLS=on, Consul's health check needs MERIDIAN_OPS_LISTEN")
+	}
 	// Run outlives ctx by the drain: requests in flight still need the pools.
 	runCtx, stopRun := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopRun()
@@ -331,13 +364,24 @@ func (n *Node) Serve(ctx context.Context, ln net.Listener) error {
 		IdleTimeout:       120 * time.Second,
 		ErrorLog:          slog.NewLogLogger(n.log.Handler(), slog.LevelWarn),
 	}
-	serveErr := make(chan error, 1)
+	if n.tls != nil {
+		ln = tls.NewListener(ln, n.tls.ServerConfig(mtls.AnyIdentity))
+	}
+	serveErr := make(chan error, 2)
 	go func() { serveErr <- srv.Serve(ln) }()
-	n.log.Info("api node serving", "addr", ln.Addr().String(), "tasks", n.Tasks())
+	checkAddr := ln.Addr()
+	var opsSrv *http.Server
+	if ops != nil {
+		opsSrv = &http.Server{Handler: n.OpsHandler(), ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second,
+			WriteTimeout: 10 * time.Second, ErrorLog: srv.ErrorLog}
+		go func() { serveErr <- opsSrv.Serve(ops) }()
+		checkAddr = ops.Addr()
+	}
+	n.log.Info("api node serving", "addr", ln.Addr().String(), "tls", n.tls != nil, "ops_addr", addrString(ops), "tasks", n.Tasks())
 
 	serviceID, stopPublishing := "", func() {}
 	if n.cfg.RegisterService {
-		serviceID, stopPublishing = n.joinCatalog(ctx, ln.Addr())
+		serviceID, stopPublishing = n.joinCatalog(ctx, ln.Addr(), checkAddr)
 	}
 
 	var err error
@@ -361,6 +405,11 @@ func (n *Node) Serve(ctx context.Context, ln net.Listener) error {
 	if serr := srv.Shutdown(sctx); serr != nil && err == nil {
 		err = serr
 	}
+	if opsSrv != nil {
+		if serr := opsSrv.Shutdown(sctx); serr != nil && err == nil {
+			err = serr
+		}
+	}
 	if errors.Is(err, http.ErrServerClosed) {
 		err = nil
 	}
@@ -375,6 +424,22 @@ func (n *Node) Serve(ctx context.Context, ln net.Listener) error {
 
 // Handler returns the node's HTTP handler, for tests and embedding; it needs Run to be running.
 func (n *Node) Handler() http.Handler { return n.handler }
+
+// OpsHandler serves /healthz, /readyz and /metrics alone, for the operations listener.
+func (n *Node) OpsHandler() http.Handler {
+	mux := http.NewServeMux()
+	for path, h := range n.opsHandlers() {
+		mux.Handle(path, h)
+	}
+	return mux
+}
+
+func addrString(l net.Listener) string {
+	if l == nil {
+		return ""
+	}
+	return l.Addr().String()
+}
 
 func (n *Node) opsHandlers() map[string]http.Handler {
 	return map[string]http.Handler{

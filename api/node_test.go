@@ -3,6 +3,7 @@ package api
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -30,6 +31,7 @@ import (
 	"github.com/8thdegree/meridian/deploy/local"
 	"github.com/8thdegree/meridian/deploy/local/fixture"
 	"github.com/8thdegree/meridian/deploy/local/testenv"
+	"github.com/8thdegree/meridian/internal/mtls"
 	"github.com/8thdegree/meridian/internal/ratelimit"
 	"github.com/8thdegree/meridian/internal/tokenissue"
 	"github.com/8thdegree/meridian/internal/wire"
@@ -267,11 +269,16 @@ func TestNodeRun(t *testing.T) {
 	for k, v := range map[string]string{
 		"MERIDIAN_REGION": "ap-south", "CONSUL_HTTP_ADDR": fx.ConsulAddr, "CONSUL_HTTP_TOKEN_FILE": fx.ConsulAgent.TokenFile(local.RoleNode), "MERIDIAN_TOPOLOGY_KEY": key,
 		"MERIDIAN_TOPOLOGY_CACHE": filepath.Join(t.TempDir(), "topology.json"), "MERIDIAN_SIGNING_KEY_DIR": keyDir,
-		"MERIDIAN_INTERNAL_TOKEN": "internal-token-0123456789", "MERIDIAN_EMAIL_PEPPER": "pepper-0123456789abc", "MERIDIAN_MAIL_DIR": t.TempDir(),
+		"MERIDIAN_EMAIL_PEPPER": "pepper-0123456789abc", "MERIDIAN_MAIL_DIR": t.TempDir(),
 		"MERIDIAN_OAUTH_STATE_KEY": "state-key-0123456789", "MERIDIAN_LISTEN": ln.Addr().String(),
 		"MERIDIAN_OTLP_ENDPOINT": collector.URL, "MERIDIAN_TRACE_SAMPLE_RATIO": "1",
 	} {
 		t.Setenv(k, v)
+	}
+	tlsEnv(t, fx, mtls.Node("ap-south", "ap-south-1"))
+	ops, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
 	}
 	cfg, err := FromEnv()
 	if err != nil {
@@ -283,8 +290,10 @@ func TestNodeRun(t *testing.T) {
 	}
 	runCtx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)
-	go func() { done <- node.Serve(runCtx, ln) }()
-	base := "http://" + ln.Addr().String()
+	go func() { done <- node.ServeListeners(runCtx, ln, ops) }()
+	// The operations endpoints answer plain HTTP on their own listener, where Consul's check goes; the
+	// API answers mutual TLS only.
+	base, apiURL := "http://"+ops.Addr().String(), "https://"+ln.Addr().String()
 	service := topo.Regions[2].APIService
 	var passing int
 	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline) && passing == 0; time.Sleep(100 * time.Millisecond) {
@@ -309,7 +318,7 @@ func TestNodeRun(t *testing.T) {
 	if ready["redis"] != "ok" || ready["status"] != "ready" {
 		t.Fatalf("readyz: %v", ready)
 	}
-	resp, err = http.Get(base + "/api/v1/auth/jwks.json")
+	resp, err = routerClient(t, fx).Get(apiURL + "/api/v1/auth/jwks.json")
 	if err != nil || resp.StatusCode != 200 {
 		t.Fatalf("jwks: %v %v", resp, err)
 	}
@@ -325,10 +334,10 @@ func TestNodeRun(t *testing.T) {
 		}
 	}
 	body := strings.NewReader(`{"email":"` + email + `","password":"a long enough password","name":"Xff","role":"client"}`)
-	req, _ := http.NewRequest(http.MethodPost, base+"/api/v1/auth/register", body)
+	req, _ := http.NewRequest(http.MethodPost, apiURL+"/api/v1/auth/register", body)
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("X-Forwarded-For", "198.51.100.7")
-	resp, err = http.DefaultClient.Do(req)
+	resp, err = routerClient(t, fx).Do(req)
 	if err != nil || resp.StatusCode != http.StatusCreated {
 		t.Fatalf("register: %v %v", resp, err)
 	}
@@ -352,6 +361,52 @@ func TestNodeRun(t *testing.T) {
 	}
 	if !slices.Equal(ips, []string{"127.0.0.1"}) {
 		t.Errorf("registration audited from %v, want only 127.0.0.1 (the forged X-Forwarded-For was believed)", ips)
+	}
+	// Without a client certificate (or without TLS) the node serves nothing.
+	noCert := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}} //nolint:gosec // the server is what is tested
+	if resp, err := noCert.Get(apiURL + "/api/v1/auth/jwks.json"); err == nil {
+		resp.Body.Close()
+		t.Fatalf("the API answered a client without a certificate: %d", resp.StatusCode)
+	}
+	if resp, err := http.Get("http://" + ln.Addr().String() + "/api/v1/auth/jwks.json"); err == nil {
+		resp.Body.Close()
+		if resp.StatusCode == 200 {
+			t.Fatal("the API answered plain HTTP")
+		}
+	}
+	if resp, err := http.Get(base + "/api/v1/auth/jwks.json"); err == nil {
+		resp.Body.Close()
+		if resp.StatusCode != 404 {
+			t.Fatalf("the operations listener serves the API: %d", resp.StatusCode)
+		}
+	}
+	// The node's certificate is renewed on disk (another node ID, so the change shows): new
+	// connections are served with it, without a restart.
+	tf := fx.PKI.Dir.Files("node-ap-south-ap-south-1")
+	if err := fx.PKI.CA.IssueFiles(mtls.Node("ap-south", "ap-south-renewed"), time.Hour, tf.Cert, tf.Key); err != nil {
+		t.Fatal(err)
+	}
+	later := time.Now().Add(2 * time.Second)
+	for _, p := range []string{tf.Cert, tf.Key} {
+		if err := os.Chtimes(p, later, later); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fresh := routerClient(t, fx)
+	fresh.Transport.(*http.Transport).DisableKeepAlives = true
+	var served mtls.Identity
+	for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		resp, err := fresh.Get(apiURL + "/healthz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if served, err = mtls.IdentityOf(resp.TLS.PeerCertificates[0]); err == nil && served.ID == "ap-south-renewed" {
+			break
+		}
+	}
+	if served.ID != "ap-south-renewed" {
+		t.Fatalf("after the renewal the node still presents %v", served)
 	}
 	resp, err = http.Get(base + "/metrics")
 	if err != nil || resp.StatusCode != 200 {

@@ -21,7 +21,7 @@ func TestE2EResidencyAuditOfWhatTheNodesWrote(t *testing.T) {
 	const perRegion = 8
 	for _, r := range c.Topology.Regions {
 		for i := range perRegion {
-			if _, err := cluster.Register(cluster.Client(), c.Nodes[r.Name], fmt.Sprintf("audit-%d@%s.example.test", i, r.Name), "freelancer", r.Name); err != nil {
+			if _, err := cluster.Register(c.NodeClient(t, r.Name), c.Nodes[r.Name], fmt.Sprintf("audit-%d@%s.example.test", i, r.Name), "freelancer", r.Name); err != nil {
 				t.Fatalf("register in %s: %v", r.Name, err)
 			}
 		}

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/8thdegree/meridian/internal/mtls"
 	"github.com/8thdegree/meridian/internal/ratelimit"
 	"github.com/8thdegree/meridian/shardmgr/topostore"
 )
@@ -65,6 +66,14 @@ type Config struct {
 	// A key not known to be verified (a first request, or a made-up secret with someone's key ID) is
 	// charged to the client's IP only, and to the key once a node says it verified the secret.
 	APIKeyVerifiedFor time.Duration
+
+	// TLS names the router's certificate (an identity spiffe://meridian/router/<Region>), its key, and
+	// the CA bundle that nodes' certificates chain to: the router calls nodes over mutual TLS only, and
+	// accepts only a node's certificate from them. The files are reloaded when they change.
+	TLS mtls.Files
+	// PlaintextUpstream calls nodes over plain HTTP instead, without TLS (nodes run with
+	// MERIDIAN_TLS=off): for tests only; the local cluster and the test harnesses never set it.
+	PlaintextUpstream bool
 
 	// UpstreamTimeout bounds the wait for a node's response headers (504 after it); DialTimeout a
 	// connection to a node.
@@ -175,6 +184,8 @@ func (c Config) Validate() error {
 		return errors.New("router: Config.RegionRetryAfter must be at least 1s")
 	case c.MaxHeaderBytes < 4096:
 		return errors.New("router: Config.MaxHeaderBytes must be at least 4096")
+	case !c.PlaintextUpstream && c.TLS.Validate() != nil:
+		return fmt.Errorf("router: Config.TLS: %w (or set PlaintextUpstream, for tests only)", c.TLS.Validate())
 	}
 	for _, p := range positive {
 		if p.d <= 0 {

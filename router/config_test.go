@@ -6,12 +6,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/8thdegree/meridian/internal/mtls"
 	"github.com/8thdegree/meridian/internal/ratelimit"
 )
 
 func validConfig() Config {
 	c := DefaultConfig()
 	c.Region, c.ConsulAddr, c.TokenIssuer, c.TokenAudience = "eu-west", "127.0.0.1:8500", "iss", "aud"
+	c.TLS = mtls.Files{CA: "ca.pem", Cert: "router.pem", Key: "router-key.pem"}
 	return c
 }
 
@@ -24,6 +26,7 @@ func TestValidateNamesTheField(t *testing.T) {
 		edit  func(*Config)
 	}{
 		{"Region", func(c *Config) { c.Region = "" }},
+		{"TLS", func(c *Config) { c.TLS.Key = "" }},
 		{"ConsulAddr", func(c *Config) { c.ConsulAddr = "" }},
 		{"TopologyKey", func(c *Config) { c.TopologyKey = "" }},
 		{"TokenIssuer", func(c *Config) { c.TokenIssuer = "" }},

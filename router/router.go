@@ -2,6 +2,7 @@ package router
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -14,6 +15,7 @@ import (
 	consul "github.com/hashicorp/consul/api"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/8thdegree/meridian/internal/mtls"
 	"github.com/8thdegree/meridian/internal/ratelimit/admission"
 	"github.com/8thdegree/meridian/router/internal/accesslog"
 	"github.com/8thdegree/meridian/router/internal/gateway"
@@ -40,6 +42,8 @@ type Router struct {
 	metrics   *metrics.Metrics
 	gw        *gateway.Gateway
 	transport *http.Transport
+	// tls is the router's certificate for its calls to nodes (nil with PlaintextUpstream).
+	tls *mtls.Source
 
 	running atomic.Bool
 
@@ -82,7 +86,20 @@ func New(cfg Config, log *slog.Logger) (*Router, error) {
 	if cfg.RedisAddr != "" {
 		r.useRedis(cfg.RedisAddr)
 	}
+	scheme := "http"
+	var tlsConfig *tls.Config
+	if !cfg.PlaintextUpstream {
+		if r.tls, err = mtls.Load(cfg.TLS, mtls.Options{Log: log}); err != nil {
+			return nil, fmt.Errorf("router: Config.TLS: %w", err)
+		}
+		if id := r.tls.Identity(); id != mtls.Router(cfg.Region) {
+			return nil, fmt.Errorf("router: Config.TLS: the certificate is of %s, not of %s", id, mtls.Router(cfg.Region))
+		}
+		scheme, tlsConfig = "https", r.tls.ClientConfig(mtls.NodesOnly)
+	}
 	r.transport = &http.Transport{
+		TLSClientConfig:       tlsConfig,
+		TLSHandshakeTimeout:   cfg.DialTimeout,
 		DialContext:           (&net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: 30 * time.Second}).DialContext,
 		MaxIdleConnsPerHost:   cfg.MaxIdleConnsPerNode,
 		IdleConnTimeout:       90 * time.Second,
@@ -102,6 +119,7 @@ func New(cfg Config, log *slog.Logger) (*Router, error) {
 		JWKSPath:       cfg.JWKSPath,
 		VerifiedKeys:   1 << 16,
 		VerifiedKeyTTL: cfg.APIKeyVerifiedFor,
+		UpstreamScheme: scheme,
 	}
 	// The verifier fetches keys through the gateway (a node of the region), and the gateway verifies
 	// tokens with the verifier: the source is bound after both exist.

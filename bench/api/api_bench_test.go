@@ -111,7 +111,7 @@ func shardPool(b *testing.B, c *cluster.Cluster, k shardkey.KeyspaceID) *pgxpool
 // database query, and the whole request.
 func BenchmarkUsersMe(b *testing.B) {
 	c := cluster.Start(b) // every region: the email directory of a new user may be in any of them
-	client := cluster.Client()
+	client := c.NodeClient(b, "eu-west")
 	base := c.Nodes["eu-west"]
 	u, err := cluster.Register(client, base, fmt.Sprintf("me-%d@bench.test", time.Now().UnixNano()), "freelancer", "eu-west")
 	if err != nil {
@@ -170,7 +170,7 @@ func BenchmarkUsersMe(b *testing.B) {
 // the same ranked query on both shards straight with pgx (run concurrently and merged, as the node does).
 func BenchmarkJobSearch(b *testing.B) {
 	c := cluster.Start(b) // every region: the email directory of a new user may be in any of them
-	client := cluster.Client()
+	client := c.NodeClient(b, "eu-west")
 	base := c.Nodes["eu-west"]
 	// Jobs of 40 clients land on both shards of the region.
 	for i := range 40 {

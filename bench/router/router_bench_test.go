@@ -14,12 +14,17 @@
 // The router writes its JSON access log (its own encoder, as cmd/router runs it) to io.Discard: the
 // formatting is paid, the I/O is not.
 //
+// The hop behind the router is mutual TLS, as in production: the router and the bare proxy call the
+// upstream with a router's certificate, and the direct way presents one too. The Plaintext variants
+// run the same stand-in and router over plain HTTP, so one run shows what TLS costs.
+//
 //	go test ./bench/router -run '^$' -bench . -benchtime 20000x    # full size
 //	go test ./bench/router -run '^$' -bench . -benchtime 1x        # smoke, as in the normal test run
 package routerbench
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"log/slog"
@@ -36,6 +41,7 @@ import (
 
 	"github.com/8thdegree/meridian/deploy/local/testenv"
 	"github.com/8thdegree/meridian/e2e/cluster"
+	"github.com/8thdegree/meridian/internal/mtls"
 	"github.com/8thdegree/meridian/internal/ratelimit"
 	"github.com/8thdegree/meridian/router"
 	"github.com/8thdegree/meridian/router/routertest"
@@ -59,8 +65,10 @@ var wayNames = [ways]string{"direct", "router", "bare"}
 
 // rig is the three ways to the same upstream.
 type rig struct {
-	urls  [ways]string
-	token string
+	urls [ways]string
+	// upstreamTLS is the direct way's TLS (a router's certificate; nil over plain HTTP).
+	upstreamTLS *tls.Config
+	token       string
 	// bodyLen is the length of the upstream's answer, when it is fixed (the stand-in); 0 skips the check.
 	bodyLen int
 }
@@ -69,10 +77,11 @@ type rig struct {
 // not connection churn (the default transport keeps only 2 idle connections per host).
 const idleConns = 256
 
-func setup(b *testing.B) *rig {
+func setup(b *testing.B, plaintext bool) *rig {
 	b.Helper()
 	env := routertest.New(b, routertest.Options{
 		NodesPerRegion: -1,
+		Plaintext:      plaintext,
 		Handler: func(*routertest.Node) http.Handler {
 			return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 				h := w.Header()
@@ -94,12 +103,13 @@ func setup(b *testing.B) *rig {
 		c.AccessLog = io.Discard
 	}, slog.New(slog.DiscardHandler))
 
-	return &rig{urls: [ways]string{node.URL(), rt.URL, bareProxy(b, node.URL())}, token: user.Token, bodyLen: len(userBody)}
+	up := env.ClientTLS(b, mtls.Router("us-east"))
+	return &rig{urls: [ways]string{node.URL(), rt.URL, bareProxy(b, node.URL(), up)}, upstreamTLS: up, token: user.Token, bodyLen: len(userBody)}
 }
 
 // bareProxy serves Go's bare httputil.ReverseProxy in front of upstream, with the same keep-alive pool
-// the router gets, and returns its URL.
-func bareProxy(b *testing.B, upstream string) string {
+// and upstream TLS the router gets, and returns its URL.
+func bareProxy(b *testing.B, upstream string, upstreamTLS *tls.Config) string {
 	b.Helper()
 	target, err := url.Parse(upstream)
 	if err != nil {
@@ -108,6 +118,7 @@ func bareProxy(b *testing.B, upstream string) string {
 	bare := httputil.NewSingleHostReverseProxy(target)
 	bt := http.DefaultTransport.(*http.Transport).Clone()
 	bt.MaxIdleConnsPerHost = idleConns
+	bt.TLSClientConfig = upstreamTLS
 	bare.Transport = bt
 	srv := httptest.NewServer(bare)
 	b.Cleanup(srv.Close)
@@ -120,7 +131,7 @@ func bareProxy(b *testing.B, upstream string) string {
 func setupRealNode(b *testing.B) *rig {
 	b.Helper()
 	c := cluster.Start(b)
-	client := cluster.Client()
+	client := c.NodeClient(b, "us-east")
 	u, err := cluster.Register(client, c.Nodes["eu-west"], fmt.Sprintf("bench-%d@bench.test", time.Now().UnixNano()), "freelancer", "eu-west")
 	if err != nil {
 		b.Fatal(err)
@@ -130,7 +141,19 @@ func setupRealNode(b *testing.B) *rig {
 		cfg.PrincipalLimit = cfg.IPLimit
 		cfg.MaxIdleConnsPerNode = idleConns
 	})
-	return &rig{urls: [ways]string{c.Nodes["eu-west"], routerURL, bareProxy(b, c.Nodes["eu-west"])}, token: u.AccessToken}
+	up := client.Transport.(*http.Transport).TLSClientConfig
+	return &rig{urls: [ways]string{c.Nodes["eu-west"], routerURL, bareProxy(b, c.Nodes["eu-west"], up)}, upstreamTLS: up, token: u.AccessToken}
+}
+
+// clients returns a client per way with conns connections; the direct way's presents a router's
+// certificate.
+func (rg *rig) clients(conns int) [ways]*http.Client {
+	var cs [ways]*http.Client
+	for w := range ways {
+		cs[w] = newClient(conns)
+	}
+	cs[direct].Transport.(*http.Transport).TLSClientConfig = rg.upstreamTLS
+	return cs
 }
 
 func newClient(conns int) *http.Client {
@@ -179,16 +202,16 @@ func (rg *rig) warm(b *testing.B, clients [ways]*http.Client, n int) {
 
 // BenchmarkAddedLatency: one connection per way; each iteration sends one request each way, in a
 // rotating order so that no way always goes first.
-func BenchmarkAddedLatency(b *testing.B) { addedLatency(b, setup(b)) }
+func BenchmarkAddedLatency(b *testing.B) { addedLatency(b, setup(b, false)) }
+
+// BenchmarkAddedLatencyPlaintext is BenchmarkAddedLatency with plain HTTP behind the router.
+func BenchmarkAddedLatencyPlaintext(b *testing.B) { addedLatency(b, setup(b, true)) }
 
 // BenchmarkAddedLatencyRealNode is BenchmarkAddedLatency in front of a real API node.
 func BenchmarkAddedLatencyRealNode(b *testing.B) { addedLatency(b, setupRealNode(b)) }
 
 func addedLatency(b *testing.B, rg *rig) {
-	var clients [ways]*http.Client
-	for w := range ways {
-		clients[w] = newClient(1)
-	}
+	clients := rg.clients(1)
 	rg.warm(b, clients, 200)
 	var samples [ways][]time.Duration
 	b.ReportAllocs()
@@ -232,16 +255,16 @@ const parallelism = 32
 
 // BenchmarkThroughput: b.N requests each way, sent by parallelism clients at once, in rounds that
 // alternate the ways; reports requests per second each way and the ratios.
-func BenchmarkThroughput(b *testing.B) { throughput(b, setup(b)) }
+func BenchmarkThroughput(b *testing.B) { throughput(b, setup(b, false)) }
+
+// BenchmarkThroughputPlaintext is BenchmarkThroughput with plain HTTP behind the router.
+func BenchmarkThroughputPlaintext(b *testing.B) { throughput(b, setup(b, true)) }
 
 // BenchmarkThroughputRealNode is BenchmarkThroughput in front of a real API node.
 func BenchmarkThroughputRealNode(b *testing.B) { throughput(b, setupRealNode(b)) }
 
 func throughput(b *testing.B, rg *rig) {
-	var clients [ways]*http.Client
-	for w := range ways {
-		clients[w] = newClient(parallelism)
-	}
+	clients := rg.clients(parallelism)
 	rg.warm(b, clients, parallelism)
 	const rounds = 5
 	perRound := max(b.N/rounds, parallelism)

@@ -4,7 +4,10 @@
 //	router -region eu-west -listen :8000 -consul 127.0.0.1:8500
 //
 // Secrets come from the environment only: CONSUL_HTTP_TOKEN (or, better, a file named by
-// CONSUL_HTTP_TOKEN_FILE or -consul-token-file), MERIDIAN_REDIS_PASSWORD.
+// CONSUL_HTTP_TOKEN_FILE or -consul-token-file), MERIDIAN_REDIS_PASSWORD. Calls to API nodes
+// are mutual TLS with the certificate of -tls-cert and -tls-key (an identity
+// spiffe://meridian/router/<region>) and the CA bundle -tls-ca; -tls off calls them over plain HTTP
+// (nodes with MERIDIAN_TLS=off, tests only).
 package main
 
 import (
@@ -38,6 +41,7 @@ type options struct {
 	ipLimit, principalLimit  string
 	trustedProxies, logLevel string
 	accessLog                string
+	tls                      string
 }
 
 func run(args []string) error {
@@ -74,6 +78,10 @@ func run(args []string) error {
 	str(&o.ipLimit, "ip-limit", "MERIDIAN_ROUTER_IP_LIMIT", formatLimit(cfg.IPLimit.Rate, cfg.IPLimit.Period, cfg.IPLimit.Burst), "per client IP: RATE/PERIOD,BURST or off")
 	str(&o.principalLimit, "principal-limit", "MERIDIAN_ROUTER_PRINCIPAL_LIMIT", formatLimit(cfg.PrincipalLimit.Rate, cfg.PrincipalLimit.Period, cfg.PrincipalLimit.Burst), "per user or API key: RATE/PERIOD,BURST or off")
 	str(&o.trustedProxies, "trusted-proxies", "MERIDIAN_ROUTER_TRUSTED_PROXIES", "", "comma-separated CIDRs of load balancers whose X-Forwarded-For is believed")
+	str(&o.tls, "tls", "MERIDIAN_TLS", "on", "on: call API nodes over mutual TLS; off: plain HTTP (tests only)")
+	str(&cfg.TLS.CA, "tls-ca", "MERIDIAN_TLS_CA_FILE", "", "CA bundle that API nodes' certificates chain to (PEM)")
+	str(&cfg.TLS.Cert, "tls-cert", "MERIDIAN_TLS_CERT_FILE", "", "the router's certificate (PEM), reloaded when it changes")
+	str(&cfg.TLS.Key, "tls-key", "MERIDIAN_TLS_KEY_FILE", "", "the router's key (PEM), reloaded when it changes")
 	str(&o.logLevel, "log-level", "MERIDIAN_LOG_LEVEL", "info", "debug, info, warn or error (events on stderr)")
 	str(&o.accessLog, "access-log", "MERIDIAN_ROUTER_ACCESS_LOG", "stdout", "stdout, stderr, off, or a file path (JSON lines)")
 	dur(&cfg.UpstreamTimeout, "upstream-timeout", "MERIDIAN_ROUTER_UPSTREAM_TIMEOUT", cfg.UpstreamTimeout, "wait for a node's response headers (504 after)")
@@ -96,6 +104,13 @@ func run(args []string) error {
 	cfg.ConsulToken = os.Getenv("CONSUL_HTTP_TOKEN")
 	cfg.RedisPassword = os.Getenv("MERIDIAN_REDIS_PASSWORD")
 
+	switch o.tls {
+	case "on":
+	case "off":
+		cfg.PlaintextUpstream = true
+	default:
+		return fmt.Errorf("-tls: %q is neither on nor off", o.tls)
+	}
 	var err error
 	if cfg.IPLimit, err = router.ParseLimit(o.ipLimit); err != nil {
 		return fmt.Errorf("-ip-limit: %w", err)

@@ -24,6 +24,9 @@ func TestBadFlags(t *testing.T) {
 		{[]string{"-no-such-flag"}, "no-such-flag"},
 		// The ops endpoints are on the ops listener only: there is no switch to put them on the public one.
 		{[]string{"-region", "eu-west", "-ops-on-public"}, "ops-on-public"},
+		{[]string{"-region", "eu-west", "-tls", "maybe"}, "-tls"},
+		{[]string{"-region", "eu-west"}, "Config.TLS"},
+		{[]string{"-region", "eu-west", "-tls-ca", "/nonexistent/ca.pem", "-tls-cert", "/nonexistent/r.pem", "-tls-key", "/nonexistent/r-key.pem"}, "Config.TLS"},
 	}
 	for _, c := range cases {
 		err := run(c.args)

@@ -261,6 +261,10 @@ func Up(ctx context.Context, cfg Config, log *slog.Logger, out io.Writer) error 
 	if err := ensureSecrets(cfg.Dir); err != nil {
 		return err
 	}
+	if err := ensurePKI(cfg, inForce); err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "mutual TLS between routers and nodes: CA and certificates in %s\n", cfg.pki())
 	fmt.Fprintln(out, "building the API node and the edge router...")
 	if err := buildBinaries(ctx, cfg, out, "api", "router"); err != nil {
 		return err

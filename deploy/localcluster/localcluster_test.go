@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/8thdegree/meridian/internal/mtls"
+
 	consul "github.com/hashicorp/consul/api"
 
 	"github.com/8thdegree/meridian/deploy/local"
@@ -126,9 +128,10 @@ func TestUpDown(t *testing.T) {
 	if len(got.Regions) != 3 || len(got.Shards) != 6 {
 		t.Fatalf("topology in Consul: %d regions, %d shards", len(got.Regions), len(got.Shards))
 	}
-	// Every API node answers, and is registered and passing in Consul.
+	// Every API node answers on its operations listener, and is registered and passing in Consul; its
+	// API answers only mutual TLS with a certificate of the cluster's CA.
 	for i, r := range topo.Regions {
-		url := fmt.Sprintf("http://127.0.0.1:%d/readyz", cfg.PortBase+100*(i+1)+1)
+		url := fmt.Sprintf("http://127.0.0.1:%d/readyz", cfg.PortBase+100*(i+1)+opsPortOffset+1)
 		resp, err := http.Get(url)
 		if err != nil || resp.StatusCode != 200 {
 			t.Fatalf("%s: %v %v", url, resp, err)
@@ -143,6 +146,23 @@ func TestUpDown(t *testing.T) {
 		}
 		if len(entries) != 1 {
 			t.Errorf("%s in Consul: %d passing, %v", r.APIService, len(entries), err)
+		}
+		api := fmt.Sprintf("https://127.0.0.1:%d/api/v1/auth/jwks.json", cfg.PortBase+100*(i+1)+1)
+		src, err := mtls.Load(cfg.pki().Files(routerName(r.Name)), mtls.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		mc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: src.ClientConfig(mtls.NodesOnly)}}
+		if resp, err := mc.Get(api); err != nil || resp.StatusCode != 200 {
+			t.Errorf("%s with the router's certificate: %v %v", api, resp, err)
+		} else {
+			resp.Body.Close()
+		}
+		if resp, err := http.Get(strings.Replace(api, "https", "http", 1)); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				t.Errorf("%s answered plain HTTP", api)
+			}
 		}
 	}
 
@@ -207,7 +227,7 @@ func TestUpDown(t *testing.T) {
 	if _, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/v1/status/leader", cfg.ConsulHTTPPort)); err == nil {
 		t.Error("Consul still answers after down")
 	}
-	if _, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/readyz", cfg.PortBase+101)); err == nil {
+	if _, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/readyz", cfg.PortBase+100+opsPortOffset+1)); err == nil {
 		t.Error("an API node still answers after down")
 	}
 	if err := Down(ctx, cfg, nil, &out); err != nil {

@@ -2,7 +2,9 @@
 // e2e/ and the benchmarks in bench/ that measure through real nodes: shards, topology and signing key
 // from deploy/local/fixture (databases on the test PostgreSQL, the topology in the test Consul under a
 // key of the cluster's own, the test Redis), then api.Node and router.Router serving on loopback
-// exactly as cmd/api and cmd/router run them.
+// exactly as cmd/api and cmd/router run them: with mutual TLS between routers and nodes and between
+// nodes (certificates from the fixture's CA; each node has a plain-HTTP operations listener for its
+// Consul check).
 //
 // It is the one package that links api and router together; tests of either side use their own
 // harness (api/internal/apitest, router/routertest) and never this one.
@@ -14,6 +16,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -24,6 +27,8 @@ import (
 	"github.com/8thdegree/meridian/api"
 	"github.com/8thdegree/meridian/deploy/local"
 	"github.com/8thdegree/meridian/deploy/local/fixture"
+	"github.com/8thdegree/meridian/internal/mtls"
+	"github.com/8thdegree/meridian/internal/mtls/mtlstest"
 	"github.com/8thdegree/meridian/internal/ratelimit"
 	"github.com/8thdegree/meridian/router"
 	"github.com/8thdegree/meridian/shardmgr/topology"
@@ -38,7 +43,7 @@ type Cluster struct {
 	// ConsulAgent.TokenFile(local.RoleShardmgr).
 	ConsulAgent *local.Consul
 	Key         string
-	// Nodes maps a region to its node's base URL.
+	// Nodes maps a region to its node's base URL (https: call it with NodeClient).
 	Nodes map[string]string
 	// DSN maps a shard to a connection string for direct queries (the baseline).
 	DSN map[string]string
@@ -51,6 +56,7 @@ type Cluster struct {
 
 	fx    *fixture.Fixture
 	stops map[string][]func()
+	seq   map[string]int
 }
 
 // PublicURL is the nodes' public base URL: OAuth callbacks and verification links name it.
@@ -68,7 +74,7 @@ func Start(tb testing.TB, regions ...string) *Cluster {
 	tb.Helper()
 	fx := fixture.New(tb, fixture.Options{Shards: true, MaxConns: 32, Consul: true})
 	c := &Cluster{Topology: fx.Topology, ConsulAddr: fx.ConsulAddr, ConsulAgent: fx.ConsulAgent, Key: fx.Key, Nodes: map[string]string{}, DSN: fx.DSN, KeyDir: fx.KeyDir(tb), fx: fx, stops: map[string][]func(){},
-		MailDir: tb.TempDir(), Google: startOIDCProvider(tb)}
+		MailDir: tb.TempDir(), Google: startOIDCProvider(tb), seq: map[string]int{}}
 	if len(regions) == 0 {
 		for _, r := range c.Topology.Regions {
 			regions = append(regions, r.Name)
@@ -126,11 +132,19 @@ func (c *Cluster) StartNode(tb testing.TB, region string) string {
 	if err != nil {
 		tb.Fatal(err)
 	}
+	ops, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	c.seq[region]++
+	nodeID := fmt.Sprintf("%s-%d", region, c.seq[region])
+	tf := c.fx.PKI.Files(tb, mtls.Node(region, nodeID))
 	cfg := api.Config{
 		Region: region, Listen: ln.Addr().String(), RegisterService: true,
+		TLS: "on", TLSCAFile: tf.CA, TLSCertFile: tf.Cert, TLSKeyFile: tf.Key,
 		ConsulAddr: c.ConsulAddr, ConsulToken: api.Secret(token), TopologyKey: c.Key, TopologyCache: filepath.Join(tb.TempDir(), "topology.json"),
 		TokenIssuer: TokenIssuer, TokenAudience: TokenAudience, AccessTTL: 15 * time.Minute, RefreshTTL: 24 * time.Hour, SessionMaxAge: 48 * time.Hour,
-		SigningKeyDir: c.KeyDir, InternalToken: "bench-internal-token-0123", EmailPepper: "bench-pepper-0123456789",
+		SigningKeyDir: c.KeyDir, EmailPepper: "bench-pepper-0123456789",
 		StateKey: "bench-state-key-0123456789", PublicURL: PublicURL, FreezeWait: 2 * time.Second,
 		MailDir: c.MailDir, SMTPTLS: "starttls", SMTPTimeout: 10 * time.Second, MailFrom: "8thDegree <no-reply@e2e.test>",
 		GoogleClientID: OIDCClientID, GoogleClientSecret: OIDCClientSecret, GoogleAuthURL: c.Google.URL + "/authorize",
@@ -150,7 +164,7 @@ func (c *Cluster) StartNode(tb testing.TB, region string) string {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		err := node.Serve(ctx, ln)
+		err := node.ServeListeners(ctx, ln, ops)
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "cluster: node %s: %v\n", region, err)
 		}
@@ -160,12 +174,12 @@ func (c *Cluster) StartNode(tb testing.TB, region string) string {
 	stop := func() { once.Do(func() { cancel(); _ = <-done }) } // Run's error was printed above
 	tb.Cleanup(stop)
 	c.stops[region] = append(c.stops[region], stop)
-	base := "http://" + ln.Addr().String()
+	opsBase := "http://" + ops.Addr().String()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		resp, err := httpGet(base + "/readyz")
+		resp, err := httpGet(opsBase + "/readyz")
 		if err == nil && resp == 200 {
-			return base
+			return "https://" + ln.Addr().String()
 		}
 		if time.Now().After(deadline) {
 			tb.Fatalf("node %s not ready: %v %d", region, err, resp)
@@ -187,6 +201,7 @@ func (c *Cluster) StartRouter(tb testing.TB, region string, mutate func(*router.
 	cfg.IPLimit = ratelimit.Limit{Rate: 1_000_000, Period: time.Second, Burst: 1_000_000}
 	cfg.PrincipalLimit = cfg.IPLimit
 	cfg.AccessLog = io.Discard
+	cfg.TLS = c.fx.PKI.Files(tb, mtls.Router(region))
 	if mutate != nil {
 		mutate(&cfg)
 	}
@@ -213,3 +228,17 @@ func (c *Cluster) StartRouter(tb testing.TB, region string, mutate func(*router.
 	}
 	return "http://" + ln.Addr().String(), rt
 }
+
+// NodeClient is Client with the certificate of an edge router (of region): the client to call the
+// cluster's nodes directly, as a router does.
+func (c *Cluster) NodeClient(tb testing.TB, region string) *http.Client {
+	tb.Helper()
+	hc := Client()
+	tr := hc.Transport.(*http.Transport)
+	tr.TLSClientConfig = c.fx.PKI.Source(tb, mtls.Router(region)).ClientConfig(mtls.NodesOnly)
+	tb.Cleanup(tr.CloseIdleConnections)
+	return hc
+}
+
+// PKI is the CA of the cluster's certificates.
+func (c *Cluster) PKI() *mtlstest.PKI { return c.fx.PKI }

@@ -21,8 +21,6 @@ const (
 	// matched, the key is live); its value is the key's ID. The router charges the key's rate-limit
 	// budget only then, and drops the header.
 	KeyVerified = "X-Meridian-Key-Verified"
-	// Internal carries the secret of node-to-node calls.
-	Internal = "X-Meridian-Internal"
 	// InternalPrefix starts every internal header; none may come from a client.
 	InternalPrefix = "X-Meridian-"
 

@@ -9,6 +9,10 @@
 // region it is. Given a topology of its own (SetTable), it answers 421 wrong_region with a replay hint
 // for data it does not hold, as a real node does, so a router with an older topology can be tested.
 //
+// Stand-in nodes serve mutual TLS with node certificates of the fixture's CA, and routers call them
+// with a router certificate, as in production (Options.Plaintext serves and calls plain HTTP instead,
+// for benchmarks that measure what TLS costs).
+//
 // The package needs the real servers of deploy/local/testenv: call it from tests whose TestMain is
 // testenv.Main.
 package routertest
@@ -16,6 +20,7 @@ package routertest
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -35,6 +40,8 @@ import (
 	"github.com/8thdegree/meridian/deploy/local/fixture"
 	"github.com/8thdegree/meridian/deploy/local/testenv"
 	"github.com/8thdegree/meridian/internal/accesstoken"
+	"github.com/8thdegree/meridian/internal/mtls"
+	"github.com/8thdegree/meridian/internal/mtls/mtlstest"
 	"github.com/8thdegree/meridian/internal/ratelimit"
 	"github.com/8thdegree/meridian/internal/tokenissue"
 	"github.com/8thdegree/meridian/internal/wire"
@@ -60,6 +67,8 @@ type Options struct {
 	NodesPerRegion int
 	// Handler, if set, replaces the stand-in nodes' echo handler (the JWKS is still served).
 	Handler func(n *Node) http.Handler
+	// Plaintext runs the stand-ins on plain HTTP and the routers with PlaintextUpstream.
+	Plaintext bool
 }
 
 // Env is one test's world: Consul, Redis, topology, keys and nodes.
@@ -77,9 +86,12 @@ type Env struct {
 	Keys   *tokenissue.SigningKeys
 	Tokens *tokenissue.Issuer
 	IDs    *shardkey.Generator
+	// PKI is the CA of the routers' and stand-ins' certificates.
+	PKI *mtlstest.PKI
 
-	opts  Options
-	store *topostore.Store
+	opts      Options
+	routerTLS map[string]mtls.Files
+	store     *topostore.Store
 	// verifier checks tokens for the fake nodes, as a node's own verifier does.
 	verifier *accesstoken.Verifier
 	jwks     atomic.Pointer[[]byte]
@@ -100,11 +112,15 @@ func New(t testing.TB, opts Options) *Env {
 	e := &Env{
 		Consul: testenv.ConsulClient(t, fx.ConsulAgent, local.RoleNode), ConsulAgent: fx.ConsulAgent, ConsulAddr: fx.ConsulAddr, RedisAddr: fx.RedisAddr,
 		Key: fx.Key, Prefix: fx.Prefix,
-		Keys: fx.Keys, Tokens: fx.Tokens(t, tokenissue.Config{TTL: time.Hour}, nil), IDs: shardkey.NewGenerator(nil, nil),
+		Keys: fx.Keys, Tokens: fx.Tokens(t, tokenissue.Config{TTL: time.Hour}, nil), IDs: shardkey.NewGenerator(nil, nil), PKI: fx.PKI,
 		verifier: fx.Verifier(t, accesstoken.Config{}, nil),
 		opts:     opts, store: fx.Store, topo: fx.Topology, nodes: map[string][]*Node{},
 	}
 	e.SetJWKS(fx.Keys.JWKS())
+	e.routerTLS = map[string]mtls.Files{}
+	for _, r := range Regions {
+		e.routerTLS[r] = e.PKI.Files(t, mtls.Router(r))
+	}
 	if opts.NodesPerRegion > 0 {
 		for _, r := range Regions {
 			for range opts.NodesPerRegion {
@@ -257,7 +273,13 @@ func (e *Env) StartNode(t testing.TB, region string) *Node {
 		h = e.opts.Handler(n)
 	}
 	n.h.Store(&h)
-	n.srv = httptest.NewServer(http.HandlerFunc(n.serve))
+	n.srv = httptest.NewUnstartedServer(http.HandlerFunc(n.serve))
+	if e.opts.Plaintext {
+		n.srv.Start()
+	} else {
+		n.srv.TLS = e.PKI.Source(t, mtls.Node(region, id)).ServerConfig(mtls.AnyIdentity)
+		n.srv.StartTLS()
+	}
 	n.Addr = n.srv.Listener.Addr().String()
 	t.Cleanup(n.srv.Close)
 	host, port := splitHostPort(t, n.Addr)
@@ -289,8 +311,18 @@ func splitHostPort(t testing.TB, addr string) (string, int) {
 	return host, port
 }
 
-// URL is the node's base URL.
+// URL is the node's base URL (https, unless Options.Plaintext): call it with Env.NodeClient.
 func (n *Node) URL() string { return n.srv.URL }
+
+// ClientTLS is the TLS configuration of a caller with the certificate of id that accepts nodes only
+// (nil with Options.Plaintext).
+func (e *Env) ClientTLS(t testing.TB, id mtls.Identity) *tls.Config {
+	t.Helper()
+	if e.opts.Plaintext {
+		return nil
+	}
+	return e.PKI.Source(t, id).ClientConfig(mtls.NodesOnly)
+}
 
 // Hits is the number of API requests the node received (the JWKS not counted).
 func (n *Node) Hits() int { return int(n.hits.Load()) }
@@ -427,6 +459,11 @@ func (e *Env) DefaultRouterConfig(region string) router.Config {
 	cfg.IPLimit = ratelimit.Limit{Rate: 1_000_000, Period: time.Second, Burst: 1_000_000}
 	cfg.PrincipalLimit = ratelimit.Limit{Rate: 1_000_000, Period: time.Second, Burst: 1_000_000}
 	cfg.ShutdownTimeout = 5 * time.Second
+	if e.opts.Plaintext {
+		cfg.PlaintextUpstream = true
+	} else {
+		cfg.TLS = e.routerTLS[region]
+	}
 	return cfg
 }
 

@@ -22,6 +22,11 @@ import (
 // shard pools route with (api.TopologyVersionMeta writes it; this package must not import api).
 const VersionMeta = "topology_version"
 
+// OpsAddrMeta is the key of the service metadata that holds the host:port of a node's operations
+// listener (plain HTTP /metrics and /readyz), when it has one apart from its API address, which
+// serves mutual TLS (api.OpsAddrMeta writes it).
+const OpsAddrMeta = "ops_addr"
+
 // Node is one instance of a region's API service.
 type Node struct {
 	// ID is "<consul node>/<service ID>", as internal/discovery names nodes.
@@ -33,6 +38,8 @@ type Node struct {
 	Passing bool
 	// Version is the topology version the node holds; 0 when it publishes none (unknown).
 	Version uint64
+	// OpsAddress is host:port of the node's /metrics and /readyz: its OpsAddrMeta, else Address.
+	OpsAddress string
 }
 
 // ErrNotApplied is wrapped by the *NotAppliedError of WaitApplied.
@@ -301,11 +308,17 @@ func query(ctx context.Context, c *consul.Client, dc, service string, index uint
 		if err != nil {
 			v = 0 // none published, or not a version: unknown
 		}
+		addr := net.JoinHostPort(host, strconv.Itoa(e.Service.Port))
+		ops := e.Service.Meta[OpsAddrMeta]
+		if _, _, err := net.SplitHostPort(ops); err != nil {
+			ops = addr
+		}
 		nodes = append(nodes, Node{
-			ID:      e.Node.Node + "/" + e.Service.ID,
-			Address: net.JoinHostPort(host, strconv.Itoa(e.Service.Port)),
-			Passing: e.Checks.AggregatedStatus() == consul.HealthPassing,
-			Version: v,
+			ID:         e.Node.Node + "/" + e.Service.ID,
+			Address:    addr,
+			Passing:    e.Checks.AggregatedStatus() == consul.HealthPassing,
+			Version:    v,
+			OpsAddress: ops,
 		})
 	}
 	slices.SortFunc(nodes, func(a, b Node) int { return strings.Compare(a.ID, b.ID) })

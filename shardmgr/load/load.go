@@ -126,9 +126,9 @@ func CollectWith(ctx context.Context, c *consul.Client, topo *topology.Topology,
 		go func(n *Node) {
 			defer wg.Done()
 			defer func() { <-sem }()
-			n.KeyRanges, n.Err = scrape(ctx, opts, n.Address)
+			n.KeyRanges, n.Err = scrape(ctx, opts, n.OpsAddress)
 			if n.Err != nil {
-				n.Err = fmt.Errorf("%w %s (%s): %w", ErrScrape, n.ID, n.Address, n.Err)
+				n.Err = fmt.Errorf("%w %s (%s): %w", ErrScrape, n.ID, n.OpsAddress, n.Err)
 			}
 		}(&nodes[i])
 	}

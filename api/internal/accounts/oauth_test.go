@@ -16,10 +16,9 @@ import (
 	"github.com/8thdegree/meridian/api/internal/authn"
 )
 
-// noRedirect is a browser that shows us each redirect instead of following it.
-var noRedirect = &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-
-func get(t *testing.T, u string, cookie *http.Cookie) *apitest.Response {
+// get is a browser that shows us each redirect instead of following it (reaching the nodes, as
+// browsers do, through an edge router: with a router's certificate).
+func (e *env) get(t *testing.T, u string, cookie *http.Cookie) *apitest.Response {
 	t.Helper()
 	req, err := http.NewRequest(http.MethodGet, u, nil)
 	if err != nil {
@@ -28,7 +27,7 @@ func get(t *testing.T, u string, cookie *http.Cookie) *apitest.Response {
 	if cookie != nil {
 		req.AddCookie(cookie)
 	}
-	resp, err := noRedirect.Do(req)
+	resp, err := e.Browser(t).Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -40,7 +39,7 @@ func get(t *testing.T, u string, cookie *http.Cookie) *apitest.Response {
 // oauthStart begins a sign-in at region's node and returns the state cookie and the provider URL.
 func (e *env) oauthStart(t *testing.T, region, provider, query string) (*http.Cookie, *url.URL) {
 	t.Helper()
-	r := get(t, e.Nodes[region].Server.URL+"/api/v1/auth/oauth/"+provider+query, nil)
+	r := e.get(t, e.Nodes[region].Server.URL+"/api/v1/auth/oauth/"+provider+query, nil)
 	if r.Status != http.StatusFound {
 		t.Fatalf("start: %d %s", r.Status, r.Body)
 	}
@@ -65,7 +64,7 @@ func (e *env) oauthStart(t *testing.T, region, provider, query string) (*http.Co
 func (e *env) oauthConsent(t *testing.T, authURL *url.URL, who stubIdentity) *url.URL {
 	t.Helper()
 	e.stub.Next(who)
-	r := get(t, authURL.String(), nil)
+	r := e.get(t, authURL.String(), nil)
 	if r.Status != http.StatusFound {
 		t.Fatalf("provider: %d %s", r.Status, r.Body)
 	}
@@ -79,7 +78,7 @@ func (e *env) oauthConsent(t *testing.T, authURL *url.URL, who stubIdentity) *ur
 // oauthCallback delivers the callback to region's node (the browser reaches whichever region is near).
 func (e *env) oauthCallback(t *testing.T, region string, cb *url.URL, cookie *http.Cookie) *apitest.Response {
 	t.Helper()
-	return get(t, e.Nodes[region].Server.URL+cb.Path+"?"+cb.RawQuery, cookie)
+	return e.get(t, e.Nodes[region].Server.URL+cb.Path+"?"+cb.RawQuery, cookie)
 }
 
 func (e *env) oauth(t *testing.T, startRegion, callbackRegion, provider, query string, who stubIdentity) *apitest.Response {
@@ -338,11 +337,11 @@ func TestOAuth(t *testing.T) {
 			"unknown provider":          "/api/v1/auth/oauth/myspace",
 			"unknown provider callback": "/api/v1/auth/oauth/myspace/callback?code=x&state=y",
 		} {
-			if r := get(t, e.Nodes["us-east"].Server.URL+path, nil); r.Status != 404 {
+			if r := e.get(t, e.Nodes["us-east"].Server.URL+path, nil); r.Status != 404 {
 				t.Errorf("%s: %d", name, r.Status)
 			}
 		}
-		if r := get(t, e.Nodes["us-east"].Server.URL+"/api/v1/auth/oauth/google?role=admin", nil); r.Status != 400 {
+		if r := e.get(t, e.Nodes["us-east"].Server.URL+"/api/v1/auth/oauth/google?role=admin", nil); r.Status != 400 {
 			t.Errorf("admin role: %d", r.Status)
 		}
 	})

@@ -132,14 +132,14 @@ func TestEndedSessionsEndTheirAccessTokens(t *testing.T) {
 		var out struct {
 			Families []struct{ ID string } `json:"families"`
 		}
-		r := e.Do(t, "us-east", apitest.Request{Method: "GET", Path: "/api/v1" + revocation.InternalPath + "?since=0", Header: http.Header{wire.Internal: {apitest.InternalToken}}})
+		r := e.Do(t, "us-east", apitest.Request{Method: "GET", Path: "/api/v1" + revocation.InternalPath + "?since=0", AsNode: "ap-south"})
 		r.JSON(t, &out)
 		for _, f := range out.Families {
 			if f.ID == fam.String() {
 				t.Error("us-east lists eu-west's revocation as its own")
 			}
 		}
-		if r := e.Do(t, "eu-west", apitest.Request{Method: "GET", Path: "/api/v1" + revocation.InternalPath + "?since=x", Header: http.Header{wire.Internal: {apitest.InternalToken}}}); r.Status != http.StatusBadRequest {
+		if r := e.Do(t, "eu-west", apitest.Request{Method: "GET", Path: "/api/v1" + revocation.InternalPath + "?since=x", AsNode: "ap-south"}); r.Status != http.StatusBadRequest {
 			t.Errorf("bad since: %d %s", r.Status, r.Body)
 		}
 	})

@@ -221,15 +221,15 @@ func TestAccessTokens(t *testing.T) {
 
 	t.Run("internal routes are not for clients", func(t *testing.T) {
 		for _, path := range []string{"/api/v1/internal/login", "/api/v1/internal/email-claims", "/api/v1/internal/oauth-login"} {
-			if r := e.Do(t, "eu-west", apitest.Request{Method: "POST", Path: path, Token: b.AccessToken, Body: map[string]string{}}); r.Status != 404 {
-				t.Errorf("%s without the internal secret: %d", path, r.Status)
+			if r := e.Do(t, "eu-west", apitest.Request{Method: "POST", Path: path, Token: b.AccessToken, Body: map[string]string{}}); r.Status != 403 {
+				t.Errorf("%s with a router's certificate: %d", path, r.Status)
 			}
-			r := e.Do(t, "eu-west", apitest.Request{Method: "POST", Path: path, Body: `{"nope": 1}`, Header: http.Header{wire.Internal: {apitest.InternalToken}}})
+			r := e.Do(t, "eu-west", apitest.Request{Method: "POST", Path: path, Body: `{"nope": 1}`, AsNode: "us-east"})
 			if r.Status != 400 {
-				t.Errorf("%s with the secret and a bad body: %d %s", path, r.Status, r.Body)
+				t.Errorf("%s from a node with a bad body: %d %s", path, r.Status, r.Body)
 			}
 		}
-		if r := e.Do(t, "eu-west", apitest.Request{Method: "GET", Path: "/api/v1/internal/email-claims/xyz", Header: http.Header{wire.Internal: {apitest.InternalToken}}}); r.Status != 400 {
+		if r := e.Do(t, "eu-west", apitest.Request{Method: "GET", Path: "/api/v1/internal/email-claims/xyz", AsNode: "us-east"}); r.Status != 400 {
 			t.Errorf("lookup of a malformed hash: %d", r.Status)
 		}
 	})

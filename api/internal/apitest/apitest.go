@@ -4,6 +4,10 @@
 // production handler assembly. Users can be created straight in their home shard, with a real access
 // token, so a feature's tests do not depend on the registration endpoint. Shards, topology and keys
 // come from deploy/local/fixture, which the other node harnesses share.
+//
+// The nodes serve mutual TLS, as production nodes do: each has a certificate of its region from the
+// harness's private CA, requests go with an edge router's certificate (Request.AsNode sends one with
+// a node's instead, for internal routes), and calls between the nodes present the caller's.
 package apitest
 
 import (
@@ -16,6 +20,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -30,6 +35,8 @@ import (
 	"github.com/8thdegree/meridian/deploy/local/fixture"
 	"github.com/8thdegree/meridian/deploy/local/testenv"
 	"github.com/8thdegree/meridian/internal/accesstoken"
+	"github.com/8thdegree/meridian/internal/mtls"
+	"github.com/8thdegree/meridian/internal/mtls/mtlstest"
 	"github.com/8thdegree/meridian/internal/tokenissue"
 	"github.com/8thdegree/meridian/pkg/shardkey"
 	"github.com/8thdegree/meridian/shardmgr/shardpool"
@@ -43,8 +50,6 @@ var Regions = []string{"us-east", "eu-west", "ap-south"}
 const (
 	Issuer   = fixture.Issuer
 	Audience = fixture.Audience
-	// InternalToken is the node-to-node secret of test nodes.
-	InternalToken = "test-internal-secret"
 )
 
 // Options say what the nodes serve.
@@ -79,7 +84,12 @@ type Harness struct {
 	Redis    *redis.Client
 	Nodes    map[string]*Node
 	IDs      *shardkey.Generator
-	seq      atomic.Int64
+	// PKI is the CA of the nodes' and clients' certificates.
+	PKI *mtlstest.PKI
+	seq atomic.Int64
+
+	clientMu sync.Mutex
+	clients  map[mtls.Identity]*http.Client
 }
 
 // New starts the harness; everything stops in t.Cleanup.
@@ -104,10 +114,11 @@ func New(t *testing.T, opts Options) *Harness {
 	}
 	tokens := fx.Tokens(t, tokenissue.Config{TTL: 15 * time.Minute}, now)
 	verifier := fx.Verifier(t, accesstoken.Config{Leeway: 5 * time.Second}, now)
-	h := &Harness{T: t, Topology: topo, Pools: pools, Tokens: tokens, Redis: rdb, Nodes: map[string]*Node{}, IDs: shardkey.NewGenerator(now, nil)}
+	h := &Harness{T: t, Topology: topo, Pools: pools, Tokens: tokens, Redis: rdb, Nodes: map[string]*Node{}, IDs: shardkey.NewGenerator(now, nil),
+		PKI: mtlstest.New(t), clients: map[mtls.Identity]*http.Client{}}
 	for _, region := range Regions {
 		a := &feature.Deps{Region: region, Pools: pools, Redis: rdb, IDs: h.IDs, Log: testLogger(t), Now: now, FreezeWait: 2 * time.Second}
-		a.Peers = &testPeers{h: h}
+		a.Peers = &testPeers{h: h, from: region}
 		var routes []feature.Route
 		if opts.Routes != nil {
 			routes = opts.Routes(a, tokens)
@@ -119,7 +130,7 @@ func New(t *testing.T, opts Options) *Harness {
 		if opts.Revoked != nil {
 			auth.Revoked = opts.Revoked(a)
 		}
-		so := server.Options{Region: region, Log: a.Log, Auth: auth, InternalToken: InternalToken}
+		so := server.Options{Region: region, Log: a.Log, Auth: auth}
 		if opts.Middleware != nil {
 			so.Middleware = opts.Middleware(a)
 		}
@@ -130,9 +141,16 @@ func New(t *testing.T, opts Options) *Harness {
 		if err != nil {
 			t.Fatal(err)
 		}
-		srv := httptest.NewServer(handler)
+		srv := httptest.NewUnstartedServer(handler)
+		srv.TLS = h.PKI.Source(t, NodeIdentity(region)).ServerConfig(mtls.AnyIdentity)
+		srv.StartTLS()
 		t.Cleanup(srv.Close)
 		h.Nodes[region] = &Node{Region: region, App: a, Server: srv}
+	}
+	// The clients are made now, not by a node's handler on a goroutine of its own.
+	for _, region := range Regions {
+		h.Client(t, NodeIdentity(region))
+		h.Client(t, mtls.Router(region))
 	}
 	return h
 }
@@ -244,6 +262,37 @@ type Request struct {
 	Auth   string
 	Body   any // encoded as JSON unless it is a string or []byte (sent raw)
 	Header http.Header
+	// AsNode, when set, sends the request with the certificate of that region's node (internal routes
+	// accept nodes only); otherwise it goes with the certificate of the edge router of the region the
+	// request is sent to.
+	AsNode string
+}
+
+// Browser is a client that reaches the nodes as a browser does through an edge router (with the
+// router's certificate) and shows each redirect instead of following it.
+func (h *Harness) Browser(t testing.TB) *http.Client {
+	t.Helper()
+	c := *h.Client(t, mtls.Router(Regions[0]))
+	c.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	return &c
+}
+
+// NodeIdentity is the identity of the harness's node of region.
+func NodeIdentity(region string) mtls.Identity { return mtls.Node(region, region+"-1") }
+
+// Client returns an HTTP client that presents the certificate of id and accepts the harness's nodes.
+func (h *Harness) Client(t testing.TB, id mtls.Identity) *http.Client {
+	t.Helper()
+	h.clientMu.Lock()
+	defer h.clientMu.Unlock()
+	if c, ok := h.clients[id]; ok {
+		return c
+	}
+	tr := &http.Transport{TLSClientConfig: h.PKI.Source(t, id).ClientConfig(mtls.NodesOnly), MaxIdleConnsPerHost: 16}
+	c := &http.Client{Transport: tr, Timeout: 30 * time.Second}
+	t.Cleanup(tr.CloseIdleConnections)
+	h.clients[id] = c
+	return c
 }
 
 // Do sends req to the node of region.
@@ -283,7 +332,11 @@ func (h *Harness) Do(t *testing.T, region string, req Request) *Response {
 	for k, vs := range req.Header {
 		hr.Header[k] = vs
 	}
-	resp, err := node.Server.Client().Do(hr)
+	id := mtls.Router(region)
+	if req.AsNode != "" {
+		id = NodeIdentity(req.AsNode)
+	}
+	resp, err := h.Client(t, id).Do(hr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -296,7 +349,10 @@ func (h *Harness) Do(t *testing.T, region string, req Request) *Response {
 }
 
 // testPeers lets test nodes call each other in-process over HTTP, as production nodes do through Consul.
-type testPeers struct{ h *Harness }
+type testPeers struct {
+	h    *Harness
+	from string
+}
 
 var _ feature.Peers = (*testPeers)(nil)
 
@@ -305,7 +361,7 @@ func (p *testPeers) Call(ctx context.Context, region, method, path string, body,
 	if !ok {
 		return fmt.Errorf("apitest: no node for region %s", region)
 	}
-	return peers.Call(ctx, node.Server.Client(), node.Server.URL, InternalToken, method, path, body, out)
+	return peers.Call(ctx, p.h.Client(p.h.T, NodeIdentity(p.from)), node.Server.URL, method, path, body, out)
 }
 
 // testLogger sends node logs to the test log, shown only when a test fails.

@@ -1,6 +1,7 @@
 package apitest
 
 import (
+	"crypto/tls"
 	"net/http"
 	"strings"
 	"testing"
@@ -9,6 +10,8 @@ import (
 	"github.com/8thdegree/meridian/api/internal/feature"
 	"github.com/8thdegree/meridian/api/internal/rest"
 	"github.com/8thdegree/meridian/deploy/local/testenv"
+	"github.com/8thdegree/meridian/internal/mtls"
+	"github.com/8thdegree/meridian/internal/mtls/mtlstest"
 	"github.com/8thdegree/meridian/internal/tokenissue"
 	"github.com/8thdegree/meridian/internal/wire"
 )
@@ -94,11 +97,60 @@ func TestHarnessServesRoutesWithAccessRules(t *testing.T) {
 	if r := h.Do(t, "eu-west", Request{Method: "DELETE", Path: "/api/v1/whoami", Token: u.Token}); r.Status != 405 {
 		t.Errorf("wrong method: %d %s", r.Status, r.Body)
 	}
-	if r := h.Do(t, "eu-west", Request{Method: "GET", Path: "/api/v1/internal/ping"}); r.Status != 404 {
-		t.Errorf("internal route without the secret: %d", r.Status)
+	// Internal routes take the caller's identity from its certificate: a router's is refused, a node's
+	// of any region is served.
+	if r := h.Do(t, "eu-west", Request{Method: "GET", Path: "/api/v1/internal/ping"}); r.Status != 403 || r.ErrorCode() != "forbidden" {
+		t.Errorf("internal route with a router's certificate: %d %s", r.Status, r.Body)
+	}
+	if r := h.Do(t, "eu-west", Request{Method: "GET", Path: "/api/v1/internal/ping", Header: http.Header{"X-Meridian-Internal": {"any secret"}}}); r.Status != 403 {
+		t.Errorf("internal route with a router's certificate and a header secret: %d %s", r.Status, r.Body)
+	}
+	for _, from := range []string{"eu-west", "us-east"} {
+		if r := h.Do(t, "eu-west", Request{Method: "GET", Path: "/api/v1/internal/ping", AsNode: from}); r.Status != 200 {
+			t.Errorf("internal route with the certificate of the node of %s: %d %s", from, r.Status, r.Body)
+		}
 	}
 	var got map[string]string
 	if err := h.Nodes["eu-west"].App.Peers.Call(t.Context(), "ap-south", "GET", "/api/v1/internal/ping", nil, &got); err != nil || got["region"] != "ap-south" {
 		t.Errorf("peer call: %v %v", got, err)
+	}
+}
+
+// A node serves nobody without a client certificate of the CA: no TLS, TLS without a certificate, or a
+// certificate of another CA with the same identity.
+func TestNodesRequireClientCertificates(t *testing.T) {
+	h := New(t, Options{Routes: func(a *feature.Deps, _ *tokenissue.Issuer) []feature.Route {
+		return []feature.Route{{Name: "hello", Method: http.MethodGet, Path: "/hello", Access: feature.Public, Handler: func(w http.ResponseWriter, r *http.Request) error {
+			rest.WriteJSON(w, http.StatusOK, map[string]string{"hello": "world"})
+			return nil
+		}}}
+	}})
+	url := h.Nodes["eu-west"].Server.URL + "/api/v1/hello"
+	if resp, err := h.Client(t, mtls.Router("eu-west")).Get(url); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("with a router's certificate: %v %v", resp, err)
+	} else {
+		resp.Body.Close()
+	}
+	noCert := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}} //nolint:gosec // the server is not what is tested
+	if resp, err := noCert.Get(url); err == nil {
+		resp.Body.Close()
+		t.Fatalf("served without a client certificate: %d", resp.StatusCode)
+	}
+	plain := "http://" + strings.TrimPrefix(url, "https://")
+	if resp, err := http.Get(plain); err == nil {
+		resp.Body.Close()
+		if resp.StatusCode == 200 {
+			t.Fatal("served over plain HTTP")
+		}
+	}
+	of := mtlstest.New(t).Files(t, NodeIdentity("eu-west"))
+	cert, err := tls.LoadX509KeyPair(of.Cert, of.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	foreign := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true, Certificates: []tls.Certificate{cert}}}} //nolint:gosec // the server is what is tested
+	if resp, err := foreign.Get(url); err == nil {
+		resp.Body.Close()
+		t.Fatalf("served a certificate of another CA: %d", resp.StatusCode)
 	}
 }

@@ -115,8 +115,8 @@ func TestSearch(t *testing.T) {
 				t.Errorf("%s: %d %s", name, r.Status, r.Body)
 			}
 		}
-		if r := h.Do(t, "eu-west", apitest.Request{Method: "GET", Path: "/api/v1/internal/jobs/search?q=golang"}); r.Status != 404 {
-			t.Errorf("internal route without the node secret: %d", r.Status)
+		if r := h.Do(t, "eu-west", apitest.Request{Method: "GET", Path: "/api/v1/internal/jobs/search?q=golang"}); r.Status != 403 {
+			t.Errorf("internal route with a router's certificate: %d", r.Status)
 		}
 		if r := h.Do(t, "eu-west", apitest.Request{Method: "POST", Path: "/api/v1/jobs/search?q=golang", Body: "{}"}); r.Status != 405 {
 			t.Errorf("POST to search: %d", r.Status)

@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/8thdegree/meridian/internal/mtls"
+
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/redis/go-redis/v9"
@@ -28,7 +30,6 @@ import (
 	"github.com/8thdegree/meridian/deploy/local/testenv"
 	"github.com/8thdegree/meridian/internal/ratelimit"
 	"github.com/8thdegree/meridian/internal/tokenissue"
-	"github.com/8thdegree/meridian/internal/wire"
 )
 
 func TestMain(m *testing.M) { testenv.Main(m) }
@@ -204,7 +205,7 @@ func TestMiddlewareInANode(t *testing.T) {
 
 	t.Run("internal routes are not limited", func(t *testing.T) {
 		for range 5 {
-			r := h.Do(t, "eu-west", apitest.Request{Method: "GET", Path: "/api/v1/internal/ping", Header: http.Header{wire.Internal: {apitest.InternalToken}}})
+			r := h.Do(t, "eu-west", apitest.Request{Method: "GET", Path: "/api/v1/internal/ping", AsNode: "us-east"})
 			if r.Status != 200 || r.Header.Get("RateLimit-Limit") != "" {
 				t.Fatalf("internal: %d %v", r.Status, r.Header)
 			}
@@ -232,7 +233,7 @@ func TestMiddlewareInANode(t *testing.T) {
 		// Chunked, with no declared length: the limit trips while reading.
 		req, _ := http.NewRequest("POST", h.Nodes["eu-west"].Server.URL+"/api/v1/upload", &chunked{s: big})
 		req.Header.Set("Content-Type", "application/json")
-		resp, err := http.DefaultClient.Do(req)
+		resp, err := h.Client(t, mtls.Router("eu-west")).Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}

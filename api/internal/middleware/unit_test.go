@@ -219,7 +219,7 @@ func TestTracePropagatesToPeers(t *testing.T) {
 			defer peer.Close()
 			client := &http.Client{Transport: tr.Transport(nil)}
 			node := httptest.NewServer(tr.Middleware(feature.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
-				if err := peers.Call(r.Context(), client, peer.URL, "secret", "GET", "/api/v1/internal/x", nil, nil); err != nil {
+				if err := peers.Call(r.Context(), client, peer.URL, "GET", "/api/v1/internal/x", nil, nil); err != nil {
 					return err
 				}
 				w.WriteHeader(204)

@@ -1,6 +1,6 @@
 // Package peers lets an API node call the API nodes of other regions (global search, the email
 // directory): it picks a healthy node of the region among those internal/discovery follows in Consul,
-// authenticates with the node-to-node secret, and turns the answer into a value or an *apierror.Error.
+// calls it over mutual TLS with the node's certificate (internal/mtls), and turns the answer into a value or an *apierror.Error.
 package peers
 
 import (
@@ -14,12 +14,14 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/8thdegree/meridian/api/internal/feature"
 	"github.com/8thdegree/meridian/internal/apierror"
 	"github.com/8thdegree/meridian/internal/breaker"
 	"github.com/8thdegree/meridian/internal/discovery"
+	"github.com/8thdegree/meridian/internal/mtls"
 	"github.com/8thdegree/meridian/internal/requestid"
 	"github.com/8thdegree/meridian/internal/wire"
 )
@@ -27,8 +29,9 @@ import (
 // maxAnswer bounds a peer's answer.
 const maxAnswer = 8 << 20
 
-// Call sends one request to baseURL+path with the internal secret and decodes a 2xx JSON answer into out.
-func Call(ctx context.Context, client *http.Client, baseURL, internalToken, method, path string, body, out any) error {
+// Call sends one request to baseURL+path and decodes a 2xx JSON answer into out. The caller's identity
+// is the client certificate of client's transport.
+func Call(ctx context.Context, client *http.Client, baseURL, method, path string, body, out any) error {
 	var rd io.Reader
 	if body != nil {
 		b, err := json.Marshal(body)
@@ -44,7 +47,6 @@ func Call(ctx context.Context, client *http.Client, baseURL, internalToken, meth
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	req.Header.Set(wire.Internal, internalToken)
 	if rid := requestid.From(ctx); rid != "" {
 		req.Header.Set(wire.RequestID, rid)
 	}
@@ -93,9 +95,13 @@ var _ Nodes = (*discovery.Watcher)(nil)
 // Client calls the healthy API nodes of other regions, as internal/discovery follows them in Consul.
 type Client struct {
 	nodes    Nodes
-	http     *http.Client
-	secret   string
+	tls      *mtls.Source
+	wrap     func(http.RoundTripper) http.RoundTripper
+	scheme   string
 	breakers *breaker.Set
+
+	mu      sync.Mutex
+	clients map[string]*http.Client // per region
 }
 
 var _ feature.Peers = (*Client)(nil)
@@ -109,22 +115,41 @@ type Options struct {
 	Breakers *breaker.Set
 }
 
-// New returns a Client that picks among nodes' healthy nodes of a region and authenticates with secret.
-func New(nodes Nodes, secret string, opts Options) *Client {
-	var rt http.RoundTripper = &http.Transport{
+// New returns a Client that picks among nodes' healthy nodes of a region and calls them over mutual
+// TLS with the node's certificate (src), accepting as the server only an API node of that region
+// (mtls.NodeOf): a password forwarded to a region reaches that region's node or nobody. A nil src calls
+// over plain HTTP (MERIDIAN_TLS=off, where no node accepts internal calls; single-node tests only).
+func New(nodes Nodes, src *mtls.Source, opts Options) *Client {
+	scheme := "http"
+	if src != nil {
+		scheme = "https"
+	}
+	return &Client{nodes: nodes, tls: src, wrap: opts.WrapTransport, scheme: scheme, breakers: opts.Breakers, clients: map[string]*http.Client{}}
+}
+
+// client is the HTTP client of calls to region, made on first use.
+func (c *Client) client(region string) *http.Client {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if hc, ok := c.clients[region]; ok {
+		return hc
+	}
+	tr := &http.Transport{
 		MaxIdleConnsPerHost: 16,
 		IdleConnTimeout:     90 * time.Second,
 		DialContext:         (&net.Dialer{Timeout: 2 * time.Second}).DialContext,
+		TLSHandshakeTimeout: 2 * time.Second,
 	}
-	if opts.WrapTransport != nil {
-		rt = opts.WrapTransport(rt)
+	if c.tls != nil {
+		tr.TLSClientConfig = c.tls.ClientConfig(mtls.NodeOf(region))
 	}
-	return &Client{
-		nodes:    nodes,
-		secret:   secret,
-		breakers: opts.Breakers,
-		http:     &http.Client{Transport: rt},
+	var rt http.RoundTripper = tr
+	if c.wrap != nil {
+		rt = c.wrap(rt)
 	}
+	hc := &http.Client{Transport: rt}
+	c.clients[region] = hc
+	return hc
 }
 
 // NewBreakers returns the per-region breakers for Options.Breakers: breaker.DefaultConfig named
@@ -146,15 +171,16 @@ func (c *Client) Call(ctx context.Context, region, method, path string, body, ou
 		return err
 	}
 	addr := addrs[rand.IntN(len(addrs))]
-	return c.callNode(ctx, region, "http://"+addr.Addr, method, path, body, out)
+	return c.callNode(ctx, region, c.scheme+"://"+addr.Addr, method, path, body, out)
 }
 
 func (c *Client) callNode(ctx context.Context, region, baseURL, method, path string, body, out any) error {
+	hc := c.client(region)
 	if c.breakers == nil {
-		return Call(ctx, c.http, baseURL, c.secret, method, path, body, out)
+		return Call(ctx, hc, baseURL, method, path, body, out)
 	}
 	err := c.breakers.Get(region).Do(ctx, func(ctx context.Context) error {
-		return Call(ctx, c.http, baseURL, c.secret, method, path, body, out)
+		return Call(ctx, hc, baseURL, method, path, body, out)
 	})
 	if errors.Is(err, breaker.ErrOpen) {
 		return apierror.RegionUnavailable(region, time.Second).WithCause(err)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync/atomic"
 	"testing"
 
@@ -12,6 +13,8 @@ import (
 	"github.com/8thdegree/meridian/internal/apierror"
 	"github.com/8thdegree/meridian/internal/breaker"
 	"github.com/8thdegree/meridian/internal/discovery"
+	"github.com/8thdegree/meridian/internal/mtls"
+	"github.com/8thdegree/meridian/internal/mtls/mtlstest"
 )
 
 type countingTransport struct {
@@ -28,19 +31,27 @@ func (c *countingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 func TestBreakerPerRegion(t *testing.T) {
 	var status atomic.Int64
 	status.Store(500)
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Header.Get("X-Meridian-Internal") != "s3cret" {
-			t.Error("no internal secret")
+	pki := mtlstest.New(t)
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if id, ok := mtls.FromRequest(r); !ok || id != mtls.Node("us-east", "n1") {
+			t.Errorf("the caller's identity: %v %v", id, ok)
 		}
 		if code := int(status.Load()); code != 200 {
 			rest.WriteError(w, r, &apierror.Error{Status: code, Code: "x", Message: "x"})
 			return
 		}
 		rest.WriteJSON(w, 200, map[string]string{"ok": "yes"})
-	}))
+	})
+	srv := httptest.NewUnstartedServer(h)
+	srv.TLS = pki.Source(t, mtls.Node("eu-west", "n2")).ServerConfig(nil)
+	srv.StartTLS()
 	defer srv.Close()
+	apSouth := httptest.NewUnstartedServer(h)
+	apSouth.TLS = pki.Source(t, mtls.Node("ap-south", "n3")).ServerConfig(nil)
+	apSouth.StartTLS()
+	defer apSouth.Close()
 	var ct *countingTransport
-	c := New(nil, "s3cret", Options{
+	c := New(nil, pki.Source(t, mtls.Node("us-east", "n1")), Options{
 		WrapTransport: func(rt http.RoundTripper) http.RoundTripper { ct = &countingTransport{base: rt}; return ct },
 		Breakers:      NewBreakers(nil, nil),
 	})
@@ -72,8 +83,13 @@ func TestBreakerPerRegion(t *testing.T) {
 	// Another region has its own breaker.
 	status.Store(200)
 	var out map[string]string
-	if err := c.callNode(ctx, "ap-south", srv.URL, "GET", "/x", nil, &out); err != nil || out["ok"] != "yes" {
+	if err := c.callNode(ctx, "ap-south", apSouth.URL, "GET", "/x", nil, &out); err != nil || out["ok"] != "yes" {
 		t.Fatalf("ap-south: %v %v", out, err)
+	}
+	// A call to a region is sent only to a node of that region, whatever address it was given: a node
+	// of eu-west behind an ap-south address is refused at the handshake, before the request is sent.
+	if err := c.callNode(ctx, "ap-south", srv.URL, "GET", "/x", nil, nil); err == nil || !strings.Contains(err.Error(), "not an API node of ap-south") {
+		t.Fatalf("ap-south call answered by an eu-west node: %v", err)
 	}
 }
 
@@ -95,7 +111,7 @@ func TestCallPicksAHealthyNode(t *testing.T) {
 		"us-east":  {Region: discovery.Region{Name: "us-east"}, Known: true},
 		"ap-south": {Region: discovery.Region{Name: "ap-south"}},
 	}
-	c := New(nodes, "s3cret", Options{})
+	c := New(nodes, nil, Options{})
 	var out map[string]string
 	if err := c.Call(context.Background(), "eu-west", "GET", "/x", nil, &out); err != nil || out["ok"] != "yes" {
 		t.Fatalf("eu-west: %v %v", out, err)

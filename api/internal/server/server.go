@@ -1,10 +1,9 @@
 // Package server assembles the API node's HTTP handler from the routes feature packages declare: it
 // mounts each under /api/v1 and the /api alias, enforces each route's access rule (authentication,
-// roles, API-key scopes, node-to-node secret) in one place, and wraps everything in the middleware chain.
+// roles, API-key scopes, the caller's certificate identity for internal routes) in one place, and wraps everything in the middleware chain.
 package server
 
 import (
-	"crypto/subtle"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -18,6 +17,7 @@ import (
 	"github.com/8thdegree/meridian/api/internal/feature"
 	"github.com/8thdegree/meridian/api/internal/middleware"
 	"github.com/8thdegree/meridian/internal/apierror"
+	"github.com/8thdegree/meridian/internal/mtls"
 	"github.com/8thdegree/meridian/internal/wire"
 )
 
@@ -29,8 +29,6 @@ type Options struct {
 	Region string
 	Log    *slog.Logger
 	Auth   authn.Authenticator
-	// InternalToken is the shared secret of node-to-node calls; Internal routes are refused without it.
-	InternalToken string
 	// Middleware runs inside request-ID, region, logging and recovery, outside routing (tracing, metrics,
 	// CORS, the body limit). The router records the matched route's template for it (middleware.RecordRoute).
 	Middleware []middleware.Middleware
@@ -130,9 +128,15 @@ func guard(rt feature.Route, opts Options) http.Handler {
 				}
 			}
 		case feature.Internal:
-			got := r.Header.Get(wire.Internal)
-			if opts.InternalToken == "" || subtle.ConstantTimeCompare([]byte(got), []byte(opts.InternalToken)) != 1 {
+			// Internal routes are for API nodes: the caller's identity is its verified client
+			// certificate (internal/mtls). Without mutual TLS there is none, and the route is not
+			// there; a router (or any other identity) is refused.
+			id, ok := mtls.FromRequest(r)
+			if !ok {
 				return apierror.NotFound("route")
+			}
+			if !id.IsNode() {
+				return apierror.Forbidden("internal routes are for API nodes; the caller is " + id.String())
 			}
 		case feature.Authenticated:
 			if opts.Auth == nil {

@@ -64,6 +64,9 @@ type Config struct {
 	// VerifiedKeys bounds the API keys remembered as verified by a node, each for VerifiedKeyTTL.
 	VerifiedKeys   int
 	VerifiedKeyTTL time.Duration
+	// UpstreamScheme is how nodes are called: "https" (mutual TLS, the transport presents the
+	// router's certificate) or "http" (plain, tests only). Empty is "https".
+	UpstreamScheme string
 }
 
 // Deps are the parts the gateway uses.
@@ -571,10 +574,10 @@ func idempotent(m string) bool {
 
 // outbound builds the request to a node from the client's (already cleaned) request. The Request is a
 // shallow copy, so it keeps r's context: a client that leaves cancels the upstream call.
-func outbound(r *http.Request, node *upstream.Node, h http.Header, body []byte) *http.Request {
+func outbound(r *http.Request, scheme string, node *upstream.Node, h http.Header, body []byte) *http.Request {
 	out := new(http.Request)
 	*out = *r
-	out.URL = &url.URL{Scheme: "http", Host: node.Addr, Path: r.URL.Path, RawPath: r.URL.RawPath, RawQuery: r.URL.RawQuery}
+	out.URL = &url.URL{Scheme: scheme, Host: node.Addr, Path: r.URL.Path, RawPath: r.URL.RawPath, RawQuery: r.URL.RawQuery}
 	out.Host = ""
 	out.RequestURI = ""
 	out.Proto, out.ProtoMajor, out.ProtoMinor = "HTTP/1.1", 1, 1

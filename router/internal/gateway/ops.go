@@ -93,7 +93,7 @@ func (g *Gateway) JWKS(ctx context.Context) ([]byte, error) {
 func (g *Gateway) fetchJWKS(ctx context.Context, node *upstream.Node) ([]byte, error) {
 	release := node.Acquire()
 	defer release()
-	u := &url.URL{Scheme: "http", Host: node.Addr, Path: g.cfg.JWKSPath}
+	u := &url.URL{Scheme: g.scheme(), Host: node.Addr, Path: g.cfg.JWKSPath}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
 	if err != nil {
 		return nil, err
@@ -115,4 +115,12 @@ func (g *Gateway) fetchJWKS(ctx context.Context, node *upstream.Node) ([]byte, e
 		return nil, fmt.Errorf("GET %s: the key set is larger than %d bytes", g.cfg.JWKSPath, maxJWKS)
 	}
 	return b, nil
+}
+
+// scheme is the scheme of calls to nodes.
+func (g *Gateway) scheme() string {
+	if g.cfg.UpstreamScheme == "" {
+		return "https"
+	}
+	return g.cfg.UpstreamScheme
 }
