@@ -13,10 +13,10 @@ import (
 	"testing"
 	"time"
 
-	consul "github.com/hashicorp/consul/api"
 	"github.com/jackc/pgx/v5"
 
 	"github.com/8thdegree/meridian/deploy/local"
+	"github.com/8thdegree/meridian/deploy/local/testenv"
 	"github.com/8thdegree/meridian/e2e/cluster"
 	"github.com/8thdegree/meridian/shardmgr/migrate"
 	"github.com/8thdegree/meridian/shardmgr/topology"
@@ -66,10 +66,7 @@ func TestE2EShardDownUnderLoadIs503(t *testing.T) {
 	if _, err := migrate.Up(ctx, targets, migrate.Options{Concurrency: len(targets)}); err != nil {
 		t.Fatal(err)
 	}
-	cc, err := consul.NewClient(&consul.Config{Address: c.ConsulAddr})
-	if err != nil {
-		t.Fatal(err)
-	}
+	cc := testenv.ConsulClient(t, c.ConsulAgent, local.RoleShardmgr)
 	written, err := topostore.NewStore(cc, c.Key).Modify(ctx, func(tp *topology.Topology) error {
 		for i := range tp.Shards {
 			if conn, ok := conns[tp.Shards[i].Name]; ok {

@@ -18,9 +18,9 @@ func TestBadFlags(t *testing.T) {
 		{[]string{"-region", "eu-west", "-log-level", "loud"}, "-log-level"},
 		{[]string{"-region", "eu-west", "-max-attempts", "0"}, "MaxAttempts"},
 		{[]string{"-region", "eu-west", "-token-issuer", ""}, "TokenIssuer"},
-		{[]string{"-region", "eu-west", "-max-buffered", "1024"}, "MaxBufferedBytes"},
-		{[]string{"-region", "eu-west", "-body-timeout", "0s"}, "BodyReadTimeout"},
-		{[]string{"-region", "eu-west", "-header-timeout", "0s"}, "ReadHeaderTimeout"},
+		{[]string{"-region", "eu-west", "-tls", "off", "-max-buffered", "1024"}, "MaxBufferedBytes"},
+		{[]string{"-region", "eu-west", "-tls", "off", "-body-timeout", "0s"}, "BodyReadTimeout"},
+		{[]string{"-region", "eu-west", "-tls", "off", "-header-timeout", "0s"}, "ReadHeaderTimeout"},
 		{[]string{"-no-such-flag"}, "no-such-flag"},
 		// The ops endpoints are on the ops listener only: there is no switch to put them on the public one.
 		{[]string{"-region", "eu-west", "-ops-on-public"}, "ops-on-public"},

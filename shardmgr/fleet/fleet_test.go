@@ -327,10 +327,10 @@ func (e *env) registerAt(id, version, status, addr string) {
 	p, _ := strconv.Atoi(port)
 	reg := &consul.AgentServiceRegistration{ID: e.service + "-" + id, Name: e.service, Address: host, Port: p,
 		Meta: map[string]string{VersionMeta: version}, Check: &consul.AgentServiceCheck{CheckID: e.service + "-" + id + "-ttl", TTL: "1h", Status: status}}
-	if err := e.c.Agent().ServiceRegister(reg); err != nil {
+	if err := e.node.Agent().ServiceRegister(reg); err != nil {
 		e.t.Fatal(err)
 	}
-	e.t.Cleanup(func() { _ = e.c.Agent().ServiceDeregister(reg.ID) })
+	e.t.Cleanup(func() { _ = e.node.Agent().ServiceDeregister(reg.ID) })
 }
 
 // versionServer is a node's VersionPath: it answers the version in have, long-polled (it looks
