@@ -123,6 +123,24 @@ func fullNodesWithMail(t *testing.T) (*apitest.Harness, map[string]*assembly, st
 	return h, asms, mailDir
 }
 
+// verifiedSession follows the verification link mailed to email at registration and returns the
+// access token of the session refreshed after it (it carries email_verified).
+func verifiedSession(t *testing.T, h *apitest.Harness, mailDir, region, email, refresh string) string {
+	t.Helper()
+	if r := h.Do(t, region, apitest.Request{Method: "POST", Path: "/api/v1/auth/verify-email", Body: map[string]any{"token": verificationToken(t, mailDir, email)}}); r.Status != http.StatusNoContent {
+		t.Fatalf("verify %s: %d %s", email, r.Status, r.Body)
+	}
+	r := h.Do(t, region, apitest.Request{Method: "POST", Path: "/api/v1/auth/refresh", Body: map[string]any{"refresh_token": refresh}})
+	var b struct {
+		AccessToken string `json:"access_token"`
+	}
+	r.JSON(t, &b)
+	if r.Status != http.StatusOK || b.AccessToken == "" {
+		t.Fatalf("refresh after verifying %s: %d %s", email, r.Status, r.Body)
+	}
+	return b.AccessToken
+}
+
 // verificationToken reads the newest verification link mailed to addr from the mail folder.
 func verificationToken(t *testing.T, dir, addr string) string {
 	t.Helper()
@@ -432,19 +450,21 @@ func TestNodeRun(t *testing.T) {
 // Every scope an API key can carry is checked on its routes: matching:read on /jobs/matching (not
 // jobs:read), reviews:read on the review reads, which stay open to callers without credentials.
 func TestAPIKeyScopesAreChecked(t *testing.T) {
-	h, _ := fullNodes(t)
+	h, _, mailDir := fullNodesWithMail(t)
 	reg := h.Do(t, "us-east", apitest.Request{Method: "POST", Path: "/api/v1/auth/register",
 		Body: map[string]any{"email": "scopes@example.test", "password": "a long enough password", "name": "Sco", "role": "freelancer"}})
 	if reg.Status != http.StatusCreated {
 		t.Fatalf("register: %d %s", reg.Status, reg.Body)
 	}
 	var b struct {
-		AccessToken string `json:"access_token"`
-		User        struct {
+		AccessToken  string `json:"access_token"`
+		RefreshToken string `json:"refresh_token"`
+		User         struct {
 			ID string `json:"id"`
 		} `json:"user"`
 	}
 	reg.JSON(t, &b)
+	b.AccessToken = verifiedSession(t, h, mailDir, "us-east", "scopes@example.test", b.RefreshToken)
 	key := func(scopes ...string) http.Header {
 		t.Helper()
 		r := h.Do(t, "us-east", apitest.Request{Method: "POST", Path: "/api/v1/auth/api-keys", Token: b.AccessToken,
@@ -488,7 +508,7 @@ func TestAPIKeyScopesAreChecked(t *testing.T) {
 
 // Plain-text fields take no markup (400 naming the field, nothing stored); rich text keeps no images.
 func TestPlainTextFieldsRefuseMarkup(t *testing.T) {
-	h, _ := fullNodes(t)
+	h, _, mailDir := fullNodesWithMail(t)
 	const xss = `<img src=x onerror=alert(1)>`
 	bad := func(r *apitest.Response, field, what string) {
 		t.Helper()
@@ -511,10 +531,11 @@ func TestPlainTextFieldsRefuseMarkup(t *testing.T) {
 		t.Fatalf("register: %d %s", reg.Status, reg.Body)
 	}
 	var b struct {
-		AccessToken string `json:"access_token"`
+		AccessToken  string `json:"access_token"`
+		RefreshToken string `json:"refresh_token"`
 	}
 	reg.JSON(t, &b)
-	tok := b.AccessToken
+	tok := verifiedSession(t, h, mailDir, "us-east", "markup@example.test", b.RefreshToken)
 	profile := map[string]any{"headline": "Go engineer", "bio": "ok", "skills": []string{"go"}, "hourly_rate": 80, "country": "PT", "available": true}
 	with := func(m map[string]any, k string, v any) map[string]any {
 		c := map[string]any{}
