@@ -78,14 +78,14 @@ func TestE2EShardDownUnderLoadIs503(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitTopology(t, c.Nodes[region], written.Version)
+	waitTopology(t, c.OpsURL(c.Nodes[region]), written.Version)
 
 	// Users homed on those shards, one per load worker.
 	hc := cluster.Client()
 	const workers = 8
 	tokens := make([]string, workers)
 	for i := range tokens {
-		r, err := cluster.Register(hc, via, fmt.Sprintf("outage-%d-%d@example.com", i, time.Now().UnixNano()), "client", region)
+		r, err := c.RegisterVerified(hc, via, fmt.Sprintf("outage-%d-%d@example.com", i, time.Now().UnixNano()), "client", region)
 		if err != nil {
 			t.Fatal(err)
 		}

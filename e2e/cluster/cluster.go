@@ -53,8 +53,9 @@ type Cluster struct {
 	MailDir string
 	// Google is the stand-in OpenID Connect provider every node signs "google" users in with.
 	Google *OIDCProvider
-
 	fx    *fixture.Fixture
+	mu    sync.Mutex
+	ops   map[string]string // a node's API base URL → its operations listener's
 	stops map[string][]func()
 	seq   map[string]int
 }
@@ -74,7 +75,7 @@ func Start(tb testing.TB, regions ...string) *Cluster {
 	tb.Helper()
 	fx := fixture.New(tb, fixture.Options{Shards: true, MaxConns: 32, Consul: true})
 	c := &Cluster{Topology: fx.Topology, ConsulAddr: fx.ConsulAddr, ConsulAgent: fx.ConsulAgent, Key: fx.Key, Nodes: map[string]string{}, DSN: fx.DSN, KeyDir: fx.KeyDir(tb), fx: fx, stops: map[string][]func(){},
-		MailDir: tb.TempDir(), Google: startOIDCProvider(tb), seq: map[string]int{}}
+		MailDir: tb.TempDir(), Google: startOIDCProvider(tb), seq: map[string]int{}, ops: map[string]string{}}
 	if len(regions) == 0 {
 		for _, r := range c.Topology.Regions {
 			regions = append(regions, r.Name)
@@ -106,6 +107,14 @@ func (c *Cluster) WaitPassing(tb testing.TB, region string, n int) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// OpsURL is the base URL of the operations listener (plain HTTP: /readyz, /metrics) of the node
+// StartNode returned api for.
+func (c *Cluster) OpsURL(api string) string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.ops[api]
 }
 
 // StopRegion stops every node of region (each leaves Consul first, as on SIGTERM).
@@ -179,7 +188,11 @@ func (c *Cluster) StartNode(tb testing.TB, region string) string {
 	for {
 		resp, err := httpGet(opsBase + "/readyz")
 		if err == nil && resp == 200 {
-			return "https://" + ln.Addr().String()
+			api := "https://" + ln.Addr().String()
+			c.mu.Lock()
+			c.ops[api] = opsBase
+			c.mu.Unlock()
+			return api
 		}
 		if time.Now().After(deadline) {
 			tb.Fatalf("node %s not ready: %v %d", region, err, resp)
