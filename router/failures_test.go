@@ -327,3 +327,45 @@ func grep(s, substr string) string {
 	}
 	return strings.Join(out, "\n")
 }
+
+// A node certificate of another region at an address Consul lists for a region (a wrong
+// registration, or an impostor holding some node's key) is refused at the handshake: the router tries
+// the region's real nodes, and with none left answers as for a region whose nodes fail, never sending
+// the request to the impostor.
+func TestNodeOfAnotherRegionIsRefused(t *testing.T) {
+	env := routertest.New(t, routertest.Options{NodesPerRegion: 1})
+	impostor := env.StartNodeAs(t, "eu-west", "us-east")
+	r := env.StartRouter(t, "us-east", nil)
+	euUser, usUser := env.User(t, "eu-west"), env.User(t, "us-east")
+	waitFor(t, "the router to see both eu-west nodes", func() bool { return len(r.Nodes("eu-west")) == 2 })
+
+	for range 10 {
+		s := mustEcho(t, do(t, r, call{path: "/api/v1/users/me", token: euUser.Token}), "eu-west")
+		if s.Node == impostor.ID {
+			t.Fatal("the router sent a request to a us-east node at an eu-west address")
+		}
+		mustEcho(t, do(t, r, call{path: "/api/v1/users/me", token: usUser.Token}), "us-east")
+	}
+
+	// Only the impostor left in eu-west: the request fails, the router's way, and is not delivered.
+	for _, n := range env.Nodes("eu-west") {
+		if n.ID != impostor.ID {
+			n.Fail(t)
+		}
+	}
+	waitFor(t, "the router to see eu-west's real node fail", func() bool { return len(r.Nodes("eu-west")) == 1 })
+	for _, c := range []call{
+		{path: "/api/v1/users/me", token: euUser.Token},
+		{method: http.MethodPost, path: "/api/v1/jobs/", token: euUser.Token, body: `{}`},
+	} {
+		a := do(t, r, c)
+		if a.status != http.StatusBadGateway && a.status != http.StatusServiceUnavailable {
+			t.Errorf("%s %s with only an impostor in eu-west: %d %s, want 502 or 503", c.method, c.path, a.status, a.body)
+		}
+	}
+	if impostor.Hits() != 0 {
+		t.Errorf("the impostor received %d requests", impostor.Hits())
+	}
+	// us-east's own node still serves.
+	mustEcho(t, do(t, r, call{path: "/api/v1/users/me", token: usUser.Token}), "us-east")
+}

@@ -35,13 +35,15 @@ type Router struct {
 	cfg Config
 	log *slog.Logger
 
-	watcher   *topostore.Watcher
-	pools     *upstream.Regions
-	verifier  *tokenkeys.Verifier
-	limiter   *admission.Limiter
-	metrics   *metrics.Metrics
-	gw        *gateway.Gateway
-	transport *http.Transport
+	watcher  *topostore.Watcher
+	pools    *upstream.Regions
+	verifier *tokenkeys.Verifier
+	limiter  *admission.Limiter
+	metrics  *metrics.Metrics
+	gw       *gateway.Gateway
+	// transports holds a transport per region (region → *http.Transport), made at the first call to
+	// the region: each accepts only a node certificate of its region (mtls.NodeOf).
+	transports sync.Map
 	// tls is the router's certificate for its calls to nodes (nil with PlaintextUpstream).
 	tls *mtls.Source
 
@@ -87,7 +89,6 @@ func New(cfg Config, log *slog.Logger) (*Router, error) {
 		r.useRedis(cfg.RedisAddr)
 	}
 	scheme := "http"
-	var tlsConfig *tls.Config
 	if !cfg.PlaintextUpstream {
 		if r.tls, err = mtls.Load(cfg.TLS, mtls.Options{Log: log}); err != nil {
 			return nil, fmt.Errorf("router: Config.TLS: %w", err)
@@ -95,17 +96,7 @@ func New(cfg Config, log *slog.Logger) (*Router, error) {
 		if id := r.tls.Identity(); id != mtls.Router(cfg.Region) {
 			return nil, fmt.Errorf("router: Config.TLS: the certificate is of %s, not of %s", id, mtls.Router(cfg.Region))
 		}
-		scheme, tlsConfig = "https", r.tls.ClientConfig(mtls.NodesOnly)
-	}
-	r.transport = &http.Transport{
-		TLSClientConfig:       tlsConfig,
-		TLSHandshakeTimeout:   cfg.DialTimeout,
-		DialContext:           (&net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: 30 * time.Second}).DialContext,
-		MaxIdleConnsPerHost:   cfg.MaxIdleConnsPerNode,
-		IdleConnTimeout:       90 * time.Second,
-		ResponseHeaderTimeout: cfg.UpstreamTimeout,
-		// Bodies pass through as the node encoded them; the client asked for what it accepts.
-		DisableCompression: true,
+		scheme = "https"
 	}
 	gwc := gateway.Config{
 		Region:         cfg.Region,
@@ -131,7 +122,7 @@ func New(cfg Config, log *slog.Logger) (*Router, error) {
 	}
 	deps := gateway.Deps{
 		Log: log, Metrics: r.metrics, Pools: r.pools, Verifier: r.verifier, Limiter: r.limiter,
-		Transport: r.transport, Ready: r.Ready,
+		Transports: r.transportTo, Ready: r.Ready,
 	}
 	if cfg.AccessLog != nil {
 		deps.AccessLog = accesslog.New(cfg.AccessLog, "component", "router", "router_region", cfg.Region)
@@ -143,6 +134,32 @@ func New(cfg Config, log *slog.Logger) (*Router, error) {
 	src.gw = r.gw
 	r.registerGauges()
 	return r, nil
+}
+
+// transportTo is the transport of calls to region's nodes. With TLS it accepts only a server whose
+// certificate names an API node of region: a node of another region at an address Consul lists for
+// region (a wrong registration, or an impostor) fails the handshake, which the gateway handles as any
+// connection failure (another node, then 502/503), and is never sent the request. Each region has its
+// own connection pool, so a connection verified for one region never carries another's requests.
+func (r *Router) transportTo(region string) http.RoundTripper {
+	if t, ok := r.transports.Load(region); ok {
+		return t.(*http.Transport)
+	}
+	var tlsConfig *tls.Config
+	if r.tls != nil {
+		tlsConfig = r.tls.ClientConfig(mtls.NodeOf(region))
+	}
+	t, _ := r.transports.LoadOrStore(region, &http.Transport{
+		TLSClientConfig:       tlsConfig,
+		TLSHandshakeTimeout:   r.cfg.DialTimeout,
+		DialContext:           (&net.Dialer{Timeout: r.cfg.DialTimeout, KeepAlive: 30 * time.Second}).DialContext,
+		MaxIdleConnsPerHost:   r.cfg.MaxIdleConnsPerNode,
+		IdleConnTimeout:       90 * time.Second,
+		ResponseHeaderTimeout: r.cfg.UpstreamTimeout,
+		// Bodies pass through as the node encoded them; the client asked for what it accepts.
+		DisableCompression: true,
+	})
+	return t.(*http.Transport)
 }
 
 // lateSource lets the verifier fetch keys through the gateway built after it.
@@ -240,7 +257,10 @@ func (r *Router) Run(ctx context.Context) error {
 	run("access_log", r.gw.RunAccessLog)
 	wg.Wait()
 
-	r.transport.CloseIdleConnections()
+	r.transports.Range(func(_, t any) bool {
+		t.(*http.Transport).CloseIdleConnections()
+		return true
+	})
 	r.redisMu.Lock()
 	if r.redis != nil {
 		_ = r.redis.Close()

@@ -263,6 +263,13 @@ type Seen struct {
 // StartNode starts a stand-in node of region and registers it in Consul, passing.
 func (e *Env) StartNode(t testing.TB, region string) *Node {
 	t.Helper()
+	return e.StartNodeAs(t, region, region)
+}
+
+// StartNodeAs starts a stand-in node registered in Consul as one of region's, passing, that presents
+// the certificate of a node of certRegion (an impostor, or a wrong registration, when they differ).
+func (e *Env) StartNodeAs(t testing.TB, region, certRegion string) *Node {
+	t.Helper()
 	e.mu.Lock()
 	e.seq++
 	id := fmt.Sprintf("%s-%s-%d", e.Prefix, region, e.seq)
@@ -277,7 +284,7 @@ func (e *Env) StartNode(t testing.TB, region string) *Node {
 	if e.opts.Plaintext {
 		n.srv.Start()
 	} else {
-		n.srv.TLS = e.PKI.Source(t, mtls.Node(region, id)).ServerConfig(mtls.AnyIdentity)
+		n.srv.TLS = e.PKI.Source(t, mtls.Node(certRegion, id)).ServerConfig(mtls.AnyIdentity)
 		n.srv.StartTLS()
 	}
 	n.Addr = n.srv.Listener.Addr().String()

@@ -2,6 +2,8 @@ package accounts
 
 import (
 	"context"
+	"crypto/rand"
+	"crypto/rsa"
 	"io"
 	"net/http"
 	"net/url"
@@ -9,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/8thdegree/meridian/api/internal/accounts/oauth"
 	"github.com/8thdegree/meridian/api/internal/apitest"
@@ -263,6 +267,110 @@ func TestOAuth(t *testing.T) {
 		r = e.oauth(t, "ap-south", "ap-south", oauth.ProviderGoogle, "", stubIdentity{Subject: "g-other-" + email, Email: email, Verified: true})
 		if r.Status != http.StatusConflict {
 			t.Errorf("another subject with the address: %d %s", r.Status, r.Body)
+		}
+	})
+
+	t.Run("a forwarded sign-in needs the provider's proof", func(t *testing.T) {
+		// A Google user and a GitHub user, both homed in eu-west.
+		gEmail := uniqueEmail(t, "proof-google")
+		gWho := stubIdentity{Subject: "g-proof-" + gEmail, Email: gEmail, Verified: true}
+		var gb, hb tokenBundle
+		if r := e.oauth(t, "eu-west", "eu-west", oauth.ProviderGoogle, "", gWho); r.Status != http.StatusCreated {
+			t.Fatalf("create google user: %d %s", r.Status, r.Body)
+		} else {
+			r.JSON(t, &gb)
+		}
+		hEmail := uniqueEmail(t, "proof-github")
+		hWho := stubIdentity{GitHubID: 88_000_000 + seq.Add(1), Login: "proof", Email: hEmail, Verified: true}
+		if r := e.oauth(t, "eu-west", "eu-west", oauth.ProviderGitHub, "", hWho); r.Status != http.StatusCreated {
+			t.Fatalf("create github user: %d %s", r.Status, r.Body)
+		} else {
+			r.JSON(t, &hb)
+		}
+		// An ID token of the right claims signed by a key that is not the provider's.
+		otherKey, err := rsa.GenerateKey(rand.Reader, 2048)
+		if err != nil {
+			t.Fatal(err)
+		}
+		forged := jwt.NewWithClaims(jwt.SigningMethodRS256, jwt.MapClaims{
+			"iss": e.stub.srv.URL + "/google", "aud": stubClientID, "sub": gWho.Subject, "email": gEmail, "email_verified": true,
+			"iat": time.Now().Unix(), "exp": time.Now().Add(time.Hour).Unix(),
+		})
+		forged.Header["kid"] = "stub-1"
+		forgedText, err := forged.SignedString(otherKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		someoneElse := stubIdentity{Subject: "g-someone-else", Email: uniqueEmail(t, "someone-else"), Verified: true}
+		ghSomeoneElse := stubIdentity{GitHubID: 99_000_000 + seq.Add(1), Login: "other", Email: uniqueEmail(t, "gh-else"), Verified: true}
+		ghUnverified := hWho
+		ghUnverified.Verified = false
+
+		google := func(proof map[string]string) map[string]string {
+			b := map[string]string{"user_id": gb.User.ID.String(), "provider": "google", "subject": gWho.Subject, "email": gEmail}
+			for k, v := range proof {
+				b[k] = v
+			}
+			return b
+		}
+		github := func(proof map[string]string) map[string]string {
+			b := map[string]string{"user_id": hb.User.ID.String(), "provider": "github", "subject": strconvI(hWho.GitHubID), "email": hEmail}
+			for k, v := range proof {
+				b[k] = v
+			}
+			return b
+		}
+		for name, body := range map[string]map[string]string{
+			"google, no proof":                   google(nil),
+			"google, a made-up ID token":         google(map[string]string{"id_token": "not.a.token"}),
+			"google, an ID token of another key": google(map[string]string{"id_token": forgedText}),
+			"google, another subject's token":    google(map[string]string{"id_token": e.stub.IDToken(someoneElse, "", nil)}),
+			"google, another email":              google(map[string]string{"id_token": e.stub.IDToken(gWho, "", jwt.MapClaims{"email": someoneElse.Email})}),
+			"google, another audience":           google(map[string]string{"id_token": e.stub.IDToken(gWho, "", jwt.MapClaims{"aud": "another-client"})}),
+			"google, another issuer":             google(map[string]string{"id_token": e.stub.IDToken(gWho, "", jwt.MapClaims{"iss": "https://issuer.example"})}),
+			"google, expired":                    google(map[string]string{"id_token": e.stub.IDToken(gWho, "", jwt.MapClaims{"exp": time.Now().Add(-time.Hour).Unix()})}),
+			"google, email not verified":         google(map[string]string{"id_token": e.stub.IDToken(gWho, "", jwt.MapClaims{"email_verified": false})}),
+			"google, an access token instead":    google(map[string]string{"access_token": e.stub.AccessToken(gWho)}),
+			"github, no proof":                   github(nil),
+			"github, a made-up access token":     github(map[string]string{"access_token": "gho_madeup"}),
+			"github, another user's token":       github(map[string]string{"access_token": e.stub.AccessToken(ghSomeoneElse)}),
+			"github, email not verified":         github(map[string]string{"access_token": e.stub.AccessToken(ghUnverified)}),
+			"github, an ID token instead":        github(map[string]string{"id_token": e.stub.IDToken(gWho, "", nil)}),
+		} {
+			r := e.Do(t, "eu-west", apitest.Request{Method: "POST", Path: "/api/v1/internal/oauth-login", Body: body, AsNode: "us-east"})
+			if r.Status != http.StatusUnauthorized || strings.Contains(string(r.Body), "access_token\"") {
+				t.Errorf("%s: %d %s", name, r.Status, r.Body)
+			}
+		}
+		for _, b := range []tokenBundle{gb, hb} {
+			if got := e.actions(t, b.User.ID.KeyspaceID()); count(got, audit.ActionOAuthLogin) != 1 {
+				t.Errorf("sessions opened by refused sign-ins: %v", got)
+			}
+		}
+		// The provider's own proof signs in through the internal route (what a node does for its callback).
+		for name, body := range map[string]map[string]string{
+			"google": google(map[string]string{"id_token": e.stub.IDToken(gWho, "any-nonce", nil)}),
+			"github": github(map[string]string{"access_token": e.stub.AccessToken(hWho)}),
+		} {
+			r := e.Do(t, "eu-west", apitest.Request{Method: "POST", Path: "/api/v1/internal/oauth-login", Body: body, AsNode: "us-east"})
+			var b tokenBundle
+			r.JSON(t, &b)
+			if r.Status != http.StatusOK || b.AccessToken == "" || (b.User.ID != gb.User.ID && b.User.ID != hb.User.ID) {
+				t.Errorf("%s with its proof: %d %s", name, r.Status, r.Body)
+			}
+		}
+		// And the whole flow, finished in another region than home, still signs in.
+		for _, tc := range []struct {
+			provider string
+			who      stubIdentity
+			user     tokenBundle
+		}{{oauth.ProviderGoogle, gWho, gb}, {oauth.ProviderGitHub, hWho, hb}} {
+			r := e.oauth(t, "us-east", "ap-south", tc.provider, "", tc.who)
+			var b tokenBundle
+			r.JSON(t, &b)
+			if r.Status != http.StatusOK || b.User.ID != tc.user.User.ID {
+				t.Errorf("%s sign-in forwarded home: %d %s", tc.provider, r.Status, r.Body)
+			}
 		}
 	})
 

@@ -88,6 +88,8 @@ func Schemas() map[string]any {
 		"InternalOAuthRequest": obj([]string{"user_id", "provider", "subject", "email"}, map[string]any{
 			"user_id": id("usr"), "provider": map[string]any{"type": "string", "enum": []string{oauth.ProviderGoogle, oauth.ProviderGitHub}},
 			"subject": str("provider's subject"), "email": str("verified email"), "ip": str("client address"), "user_agent": str("client user agent"),
+			"id_token":     str("google: the provider's ID token, which the home region verifies (issuer, audience, signature, expiry, email_verified, subject and email)"),
+			"access_token": str("github: the provider's access token, which the home region spends on GitHub's /user and /user/emails to confirm the subject and email"),
 		}),
 	}
 }
@@ -132,7 +134,7 @@ var errorText = map[string]string{
 	"401": "Missing or invalid credentials (`invalid_credentials` for a wrong email or password).",
 	"403": "Not allowed for this caller, role or API-key scope, or `email_unverified`: the account has not verified its email.",
 	"404": "Not found.",
-	"409": "Conflict (`email_taken`, `too_many_api_keys`, `account_exists`, `identity_taken`, `email_already_verified`).",
+	"409": "Conflict (`email_taken`, `too_many_api_keys`, `account_exists`, `identity_taken`, `email_already_verified`, `not_linked`).",
 	"413": "Body over 1 MiB.",
 	"415": "Body is not JSON.",
 	"421": "The data is homed in another region (`X-Meridian-Replay-Region`); the router replays the request there.",

@@ -15,8 +15,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/8thdegree/meridian/api/internal/accounts/oauth"
 	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/8thdegree/meridian/api/internal/accounts/oauth"
 )
 
 // stubProvider is a local stand-in for Google (OIDC) and GitHub (OAuth2 + REST API): it issues
@@ -173,21 +174,44 @@ func (p *stubProvider) token(w http.ResponseWriter, r *http.Request, oidc bool) 
 		if g.who.BadNonce {
 			nonce = "not-" + nonce
 		}
-		now := time.Now()
-		tok := jwt.NewWithClaims(jwt.SigningMethodRS256, jwt.MapClaims{
-			"iss": p.srv.URL + "/google", "aud": stubClientID, "sub": g.who.Subject, "email": g.who.Email,
-			"email_verified": g.who.Verified, "name": g.who.Name, "nonce": nonce,
-			"iat": now.Unix(), "exp": now.Add(time.Hour).Unix(),
-		})
-		tok.Header["kid"] = "stub-1"
-		signed, err := tok.SignedString(p.key)
-		if err != nil {
-			p.t.Errorf("stub provider: signing: %v", err)
-		}
-		out["id_token"] = signed
+		out["id_token"] = p.IDToken(g.who, nonce, nil)
 	}
 	w.Header().Set("Content-Type", "application/json")
 	_ = json.NewEncoder(w).Encode(out)
+}
+
+// IDToken is an ID token the provider signs for who (as its token endpoint issues them, valid for
+// an hour); change overrides or, with a nil value, removes claims.
+func (p *stubProvider) IDToken(who stubIdentity, nonce string, change jwt.MapClaims) string {
+	now := time.Now()
+	claims := jwt.MapClaims{
+		"iss": p.srv.URL + "/google", "aud": stubClientID, "sub": who.Subject, "email": who.Email,
+		"email_verified": who.Verified, "name": who.Name, "nonce": nonce,
+		"iat": now.Unix(), "exp": now.Add(time.Hour).Unix(),
+	}
+	for k, v := range change {
+		if v == nil {
+			delete(claims, k)
+		} else {
+			claims[k] = v
+		}
+	}
+	tok := jwt.NewWithClaims(jwt.SigningMethodRS256, claims)
+	tok.Header["kid"] = "stub-1"
+	signed, err := tok.SignedString(p.key)
+	if err != nil {
+		p.t.Errorf("stub provider: signing: %v", err)
+	}
+	return signed
+}
+
+// AccessToken is a GitHub access token the provider answers /user and /user/emails for, as who.
+func (p *stubProvider) AccessToken(who stubIdentity) string {
+	access := randomString()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.tokens[access] = who
+	return access
 }
 
 func (p *stubProvider) jwks(w http.ResponseWriter, r *http.Request) {

@@ -166,6 +166,6 @@ func (s *Service) routes() []feature.Route {
 		{Name: "internalLogin", Method: http.MethodPost, Path: "/internal/login", Access: feature.Internal, Handler: s.handleInternalLogin, Doc: internalOp(
 			"Check a password in the user's home region", openapi.JSONBody("InternalLoginRequest"), resp("200", "The outcome (ok, invalid_credentials, rate_limited) and, if ok, the bundle.", ""), errs("400", "503"))},
 		{Name: "internalOAuthLogin", Method: http.MethodPost, Path: "/internal/oauth-login", Access: feature.Internal, Handler: s.oauth.HandleInternalLogin, Doc: internalOp(
-			"Sign in an OAuth identity in the user's home region", openapi.JSONBody("InternalOAuthRequest"), resp("200", "The bundle.", "TokenBundle"), errs("400", "404", "503"))},
+			"Sign in an OAuth identity in the user's home region, which verifies the provider's proof itself", openapi.JSONBody("InternalOAuthRequest"), resp("200", "The bundle.", "TokenBundle"), errs("400", "401", "403", "404", "409", "502", "503"))},
 	}
 }

@@ -143,7 +143,7 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, x *exchange, r
 
 // attempt sends one request to node and classifies what happened.
 func (g *Gateway) attempt(r *http.Request, node *upstream.Node, h http.Header, body []byte) (attemptResult, upstream.Outcome, error) {
-	resp, err := g.deps.Transport.RoundTrip(outbound(r, g.scheme(), node, h, body)) //nolint:bodyclose // the caller closes it: respond, or the retry loop
+	resp, err := g.deps.Transports(node.Region).RoundTrip(outbound(r, g.scheme(), node, h, body)) //nolint:bodyclose // the caller closes it: respond, or the retry loop
 	if err != nil {
 		res := attemptResult{err: err}
 		var ne net.Error

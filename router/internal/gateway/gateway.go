@@ -71,12 +71,14 @@ type Config struct {
 
 // Deps are the parts the gateway uses.
 type Deps struct {
-	Log       *slog.Logger
-	Metrics   *metrics.Metrics
-	Pools     *upstream.Regions
-	Verifier  *tokenkeys.Verifier
-	Limiter   *admission.Limiter
-	Transport http.RoundTripper
+	Log      *slog.Logger
+	Metrics  *metrics.Metrics
+	Pools    *upstream.Regions
+	Verifier *tokenkeys.Verifier
+	Limiter  *admission.Limiter
+	// Transports is the transport of calls to region's nodes. Each region has its own, so that a
+	// connection made to (and verified as) one region's node never carries another region's requests.
+	Transports func(region string) http.RoundTripper
 	// Ready reports whether the router may take traffic, and if not, what it waits for.
 	Ready func() (bool, []string)
 	// AccessLog, if set, writes the access log; else its lines go through Log.
@@ -116,7 +118,7 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 		return nil, errors.New("gateway: MaxAttempts must be at least 1")
 	case cfg.VerifiedKeys < 1 || cfg.VerifiedKeyTTL <= 0:
 		return nil, errors.New("gateway: VerifiedKeys and VerifiedKeyTTL must be positive")
-	case deps.Metrics == nil || deps.Pools == nil || deps.Verifier == nil || deps.Limiter == nil || deps.Transport == nil || deps.Ready == nil:
+	case deps.Metrics == nil || deps.Pools == nil || deps.Verifier == nil || deps.Limiter == nil || deps.Transports == nil || deps.Ready == nil:
 		return nil, errors.New("gateway: every dependency is required")
 	}
 	if deps.Log == nil {

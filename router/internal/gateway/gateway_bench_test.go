@@ -90,7 +90,7 @@ func testGateway(tb testing.TB, rt http.RoundTripper, log *slog.Logger) (*Gatewa
 		Region: "us-east", MaxBody: 1 << 20, MaxBuffered: 64 << 20, MaxAttempts: 3, VerifiedKeys: 1024, VerifiedKeyTTL: time.Minute, JWKSPath: "/api/v1/auth/jwks.json",
 		IPLimit:        ratelimit.Limit{Rate: 1_000_000, Period: time.Second, Burst: 1 << 30},
 		PrincipalLimit: ratelimit.Limit{Rate: 1_000_000, Period: time.Second, Burst: 1 << 30},
-	}, Deps{Log: log, Metrics: metrics.New(), Pools: pools, Verifier: v, Limiter: lim, Transport: rt,
+	}, Deps{Log: log, Metrics: metrics.New(), Pools: pools, Verifier: v, Limiter: lim, Transports: func(string) http.RoundTripper { return rt },
 		Ready: func() (bool, []string) { return true, nil }, AccessLog: accesslog.New(io.Discard)})
 	if err != nil {
 		tb.Fatal(err)

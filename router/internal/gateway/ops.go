@@ -99,7 +99,7 @@ func (g *Gateway) fetchJWKS(ctx context.Context, node *upstream.Node) ([]byte, e
 		return nil, err
 	}
 	req.Header.Set("Accept", "application/json")
-	resp, err := g.deps.Transport.RoundTrip(req)
+	resp, err := g.deps.Transports(node.Region).RoundTrip(req)
 	if err != nil {
 		return nil, err
 	}

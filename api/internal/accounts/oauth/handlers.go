@@ -138,11 +138,12 @@ func (s *Service) HandleCallback(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return errProviderDown.WithCause(err)
 	}
-	id, err := p.identify(ctx, tok, st.Nonce)
+	proof := p.proofOf(tok)
+	id, err := p.identify(ctx, proof, st.Nonce, true)
 	if err != nil {
 		return err
 	}
-	b, created, err := s.signIn(r.Context(), id, st.Role, s.metaOf(r))
+	b, created, err := s.signIn(r.Context(), id, proof, st.Role, s.metaOf(r))
 	if err != nil {
 		return err
 	}
@@ -155,14 +156,14 @@ func (s *Service) HandleCallback(w http.ResponseWriter, r *http.Request) error {
 }
 
 // signIn signs the identity in, wherever its user lives, or creates a user for it in this region.
-// created says which. The identity, (provider, subject), decides who signs in, never the email alone:
+// created says which. proof goes with a sign-in forwarded to another region, which checks it itself. The identity, (provider, subject), decides who signs in, never the email alone:
 //
 //  1. the user the identity is linked to (the directory's identity claim) is signed in;
 //  2. else, if an account holds the email: it is signed in if the identity is linked to it (links made
 //     before identities had directory claims), and otherwise the answer is 409 account_exists with a
 //     link token (link.go): nothing is linked and nobody is signed in;
 //  3. else a user is created, verified, with the identity linked.
-func (s *Service) signIn(ctx context.Context, id Identity, role authn.Role, m Meta) (any, bool, error) {
+func (s *Service) signIn(ctx context.Context, id Identity, proof Proof, role authn.Role, m Meta) (any, bool, error) {
 	var err error
 	// Twice: a registration of the same email may win the race between our lookup and our claim.
 	for range 2 {
@@ -176,7 +177,7 @@ func (s *Service) signIn(ctx context.Context, id Identity, role authn.Role, m Me
 			return nil, false, err
 		}
 		if found {
-			b, err = s.login(ctx, home, user, id, m)
+			b, err = s.login(ctx, home, user, id, proof, m)
 			if err == nil || (!errors.Is(err, ErrNoUser) && !errors.Is(err, ErrNotLinked)) {
 				return b, false, err
 			}
@@ -186,7 +187,7 @@ func (s *Service) signIn(ctx context.Context, id Identity, role authn.Role, m Me
 			return nil, false, err
 		}
 		if found {
-			b, err = s.login(ctx, home, user, id, m)
+			b, err = s.login(ctx, home, user, id, proof, m)
 			switch {
 			case errors.Is(err, ErrNotLinked):
 				return nil, false, s.accountExists(id)
@@ -211,8 +212,9 @@ func isEmailTaken(err error) bool {
 	return errors.As(err, &e) && e.Code == directory.ErrTaken.Code
 }
 
-// login signs in an existing user in its home region (here or through the Internal route).
-func (s *Service) login(ctx context.Context, home string, user shardkey.ID, id Identity, m Meta) (any, error) {
+// login signs in an existing user in its home region (here or through the Internal route, with the
+// provider's proof, which the home region verifies again before it opens a session).
+func (s *Service) login(ctx context.Context, home string, user shardkey.ID, id Identity, proof Proof, m Meta) (any, error) {
 	if home == s.a.Region {
 		return s.accounts.SignIn(ctx, user, id, m)
 	}
@@ -220,6 +222,7 @@ func (s *Service) login(ctx context.Context, home string, user shardkey.ID, id I
 	var b json.RawMessage
 	err := s.a.Peers.Call(ctx, home, http.MethodPost, feature.InternalPath("/internal/oauth-login"), internalLoginRequest{
 		UserID: user, Provider: id.Provider, Subject: id.Subject, Email: id.Email, IP: m.IP, UserAgent: m.UserAgent,
+		IDToken: proof.IDToken, AccessToken: proof.AccessToken,
 	}, &b)
 	var e *apierror.Error
 	if errors.As(err, &e) && e.Status == http.StatusNotFound {
@@ -227,6 +230,10 @@ func (s *Service) login(ctx context.Context, home string, user shardkey.ID, id I
 	}
 	if errors.As(err, &e) && e.Code == codeNotLinked {
 		return nil, ErrNotLinked
+	}
+	if errors.As(err, &e) && e.Code == errProviderDown.Code {
+		// The home region could not reach the provider to check the proof.
+		return nil, errProviderDown.WithCause(err)
 	}
 	if err != nil {
 		return nil, feature.PeerError(ctx, home, err)
@@ -238,10 +245,21 @@ func (s *Service) login(ctx context.Context, home string, user shardkey.ID, id I
 const codeNotLinked = "not_linked"
 
 // HandleInternalLogin serves POST /internal/oauth-login: a sign-in another region's node forwarded
-// to the user's home region. It signs in only an identity already linked to the user.
+// to the user's home region. The calling node's word is not enough: the provider's proof (Google's ID
+// token, GitHub's access token) must vouch, as this node checks it itself, for the subject and email
+// being signed in (401 otherwise, and nothing happens). It signs in only an identity already linked
+// to the user.
 func (s *Service) HandleInternalLogin(w http.ResponseWriter, r *http.Request) error {
 	var req internalLoginRequest
 	if err := rest.Decode(w, r, &req); err != nil {
+		return err
+	}
+	p, ok := s.providers[req.Provider]
+	if !ok {
+		return apierror.Forbidden("this region has no " + req.Provider + " sign-in configured, so it cannot check the proof")
+	}
+	if err := p.confirm(r.Context(), Proof{IDToken: req.IDToken, AccessToken: req.AccessToken},
+		Identity{Provider: req.Provider, Subject: req.Subject, Email: req.Email}); err != nil {
 		return err
 	}
 	b, err := s.accounts.SignIn(r.Context(), req.UserID, Identity{Provider: req.Provider, Subject: req.Subject, Email: req.Email},

@@ -23,7 +23,16 @@ type internalLoginRequest struct {
 	Email     string      `json:"email"`
 	IP        netip.Addr  `json:"ip,omitzero"`
 	UserAgent string      `json:"user_agent,omitempty"`
+	// The provider's proof (Proof): the ID token for google, the access token for github.
+	IDToken     string `json:"id_token,omitempty"`
+	AccessToken string `json:"access_token,omitempty"`
 }
+
+// Bounds of the proof's fields (an ID token is a few KiB at most; GitHub's tokens are under 256 bytes).
+const (
+	maxIDToken     = 16 << 10
+	maxAccessToken = 4 << 10
+)
 
 func (r *internalLoginRequest) Validate() map[string]string {
 	f := map[string]string{}
@@ -39,6 +48,12 @@ func (r *internalLoginRequest) Validate() map[string]string {
 	r.Email = directory.NormalizeEmail(r.Email)
 	if p := directory.EmailProblem(r.Email); p != "" {
 		f["email"] = p
+	}
+	if len(r.IDToken) > maxIDToken {
+		f["id_token"] = "is too long"
+	}
+	if len(r.AccessToken) > maxAccessToken {
+		f["access_token"] = "is too long"
 	}
 	return f
 }

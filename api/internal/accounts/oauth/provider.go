@@ -142,19 +142,39 @@ func newProvider(name string, pc ProviderConfig, base string, client *http.Clien
 	return p
 }
 
-// identify asks the provider who signed in.
-func (p *provider) identify(ctx context.Context, tok *oauth2.Token, nonce string) (Identity, error) {
-	id := Identity{Provider: p.name}
+// Proof is what the provider's code exchange produced and the user's home region checks again
+// itself before it signs anyone in through /internal/oauth-login: Google's ID token (signed by Google)
+// or GitHub's access token (which the home region spends on GitHub's /user and /user/emails). Neither
+// is ever stored or logged.
+type Proof struct {
+	IDToken     string
+	AccessToken string
+}
+
+// proofOf keeps what the home region needs from the token answer: the ID token for OIDC, else the
+// access token.
+func (p *provider) proofOf(tok *oauth2.Token) Proof {
 	if p.verifier != nil {
 		raw, _ := tok.Extra("id_token").(string)
-		if raw == "" {
+		return Proof{IDToken: raw}
+	}
+	return Proof{AccessToken: tok.AccessToken}
+}
+
+// identify asks the provider who signed in. nonce is the OIDC nonce the sign-in sent; empty skips
+// its check, which only the home region's re-check of a proof does (the region that finished the
+// callback checked it, and the home region never saw it).
+func (p *provider) identify(ctx context.Context, proof Proof, nonce string, checkNonce bool) (Identity, error) {
+	id := Identity{Provider: p.name}
+	if p.verifier != nil {
+		if proof.IDToken == "" {
 			return id, errProviderDown.WithCause(errors.New("no id_token in the token answer"))
 		}
-		idt, err := p.verifier.Verify(ctx, raw)
+		idt, err := p.verifier.Verify(ctx, proof.IDToken)
 		if err != nil {
 			return id, apierror.Unauthenticated("the provider's ID token did not verify").WithCause(err)
 		}
-		if subtle.ConstantTimeCompare([]byte(idt.Nonce), []byte(nonce)) != 1 {
+		if checkNonce && subtle.ConstantTimeCompare([]byte(idt.Nonce), []byte(nonce)) != 1 {
 			return id, apierror.Unauthenticated("the provider's ID token was not issued for this sign-in")
 		}
 		var c struct {
@@ -171,12 +191,15 @@ func (p *provider) identify(ctx context.Context, tok *oauth2.Token, nonce string
 		}
 		id.Subject, id.Email, id.Name = idt.Subject, c.Email, c.Name
 	} else {
+		if proof.AccessToken == "" {
+			return id, errProviderDown.WithCause(errors.New("no access_token in the token answer"))
+		}
 		var u struct {
 			ID    int64  `json:"id"`
 			Login string `json:"login"`
 			Name  string `json:"name"`
 		}
-		if err := p.getJSON(ctx, tok, "/user", &u); err != nil {
+		if err := p.getJSON(ctx, proof.AccessToken, "/user", &u); err != nil {
 			return id, err
 		}
 		var emails []struct {
@@ -184,7 +207,7 @@ func (p *provider) identify(ctx context.Context, tok *oauth2.Token, nonce string
 			Primary  bool   `json:"primary"`
 			Verified bool   `json:"verified"`
 		}
-		if err := p.getJSON(ctx, tok, "/user/emails", &emails); err != nil {
+		if err := p.getJSON(ctx, proof.AccessToken, "/user/emails", &emails); err != nil {
 			return id, err
 		}
 		for _, e := range emails {
@@ -213,12 +236,48 @@ func (p *provider) identify(ctx context.Context, tok *oauth2.Token, nonce string
 	return id, nil
 }
 
-func (p *provider) getJSON(ctx context.Context, tok *oauth2.Token, path string, out any) error {
+// errProofRefused is the home region's answer to a forwarded sign-in whose proof does not show the
+// provider vouching for that identity now.
+var errProofRefused = apierror.Unauthenticated("the provider's proof does not vouch for this sign-in")
+
+// confirm is the home region's own check of a forwarded sign-in: the proof must verify with the
+// provider as this node is configured for it (Google: issuer, audience = our client ID, signature
+// through the JWKS, expiry, email_verified; GitHub: /user and /user/emails answer for the token), and
+// name the very subject and email being signed in.
+func (p *provider) confirm(ctx context.Context, proof Proof, want Identity) error {
+	if (p.verifier != nil && proof.IDToken == "") || (p.verifier == nil && proof.AccessToken == "") {
+		return errProofRefused.WithCause(errors.New("the forwarded sign-in carries no proof for " + p.name))
+	}
+	got, err := p.identify(ctx, proof, "", false)
+	if err != nil {
+		var e *apierror.Error
+		var se statusError
+		if p.verifier == nil && errors.As(err, &e) && e.Status == http.StatusBadGateway && (!errors.As(err, &se) || se.status >= 500) {
+			return err // GitHub did not answer properly: the provider is down, not the proof bad
+		}
+		// A made-up, expired or foreign ID token; a token GitHub refuses (401); an unverified email.
+		return errProofRefused.WithCause(err)
+	}
+	if subtle.ConstantTimeCompare([]byte(got.Subject), []byte(want.Subject)) != 1 || got.Email != want.Email {
+		return errProofRefused.WithCause(fmt.Errorf("the proof is of subject %q, email %q", got.Subject, got.Email))
+	}
+	return nil
+}
+
+// statusError is a provider API answer other than 200.
+type statusError struct {
+	path   string
+	status int
+}
+
+func (e statusError) Error() string { return fmt.Sprintf("%s: status %d", e.path, e.status) }
+
+func (p *provider) getJSON(ctx context.Context, accessToken, path string, out any) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(p.cfg.APIBaseURL, "/")+path, nil)
 	if err != nil {
 		return err
 	}
-	req.Header.Set("Authorization", "Bearer "+tok.AccessToken)
+	req.Header.Set("Authorization", "Bearer "+accessToken)
 	req.Header.Set("Accept", "application/vnd.github+json")
 	req.Header.Set("X-GitHub-Api-Version", "2022-11-28")
 	resp, err := p.client.Do(req)
@@ -227,7 +286,7 @@ func (p *provider) getJSON(ctx context.Context, tok *oauth2.Token, path string, 
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return errProviderDown.WithCause(fmt.Errorf("%s: status %d", path, resp.StatusCode))
+		return errProviderDown.WithCause(statusError{path: path, status: resp.StatusCode})
 	}
 	if err := json.NewDecoder(io.LimitReader(resp.Body, maxProviderAnswer)).Decode(out); err != nil {
 		return errProviderDown.WithCause(fmt.Errorf("%s: %w", path, err))
