@@ -53,11 +53,11 @@ type Cluster struct {
 	MailDir string
 	// Google is the stand-in OpenID Connect provider every node signs "google" users in with.
 	Google *OIDCProvider
-	fx    *fixture.Fixture
-	mu    sync.Mutex
-	ops   map[string]string // a node's API base URL → its operations listener's
-	stops map[string][]func()
-	seq   map[string]int
+	fx     *fixture.Fixture
+	mu     sync.Mutex
+	ops    map[string]string // a node's API base URL → its operations listener's
+	stops  map[string][]func()
+	seq    map[string]int
 }
 
 // PublicURL is the nodes' public base URL: OAuth callbacks and verification links name it.
