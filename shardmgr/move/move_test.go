@@ -202,7 +202,7 @@ func counts(t *testing.T, db *pgxpool.Pool, kr shardkey.KeyRange) map[string]int
 	lo := binary.BigEndian.AppendUint64(nil, kr.Start)
 	hi := binary.BigEndian.AppendUint64(nil, kr.End)
 	for _, tab := range []string{"auth.users", "auth.credentials", "auth.refresh_token_families", "auth.refresh_tokens", "auth.api_keys",
-		"auth.oauth_identities", "auth.email_claims", "auth.email_verifications", "core.profiles", "core.settings", "core.jobs", "core.reviews", "core.audit_log", "ai.embeddings"} {
+		"auth.oauth_identities", "auth.email_claims", "auth.email_verifications", "core.profiles", "core.settings", "core.jobs", "core.reviews", "core.audit_log", "core.outbox", "core.inbox", "ai.embeddings"} {
 		var n int64
 		if err := db.QueryRow(context.Background(), "SELECT count(*) FROM "+tab+" WHERE ksid >= $1 AND ksid < $2", lo, hi).Scan(&n); err != nil {
 			t.Fatal(err)
