@@ -192,6 +192,15 @@ func (e *env) seed(users int) {
 				e.t.Fatal(err)
 			}
 		}
+		// A pending outbox message and an applied inbox key: both follow the owner's ksid.
+		if _, err := e.src.Exec(ctx, `INSERT INTO core.outbox (ksid, destination, target_ksid, kind, idempotency_key, payload)
+			VALUES ($1, 'eu-west', $2, 'test.note', $3, '{"n": 1}')`, k, ksidIn(stays).Bytes(), fmt.Sprintf("note-%d", i)); err != nil {
+			e.t.Fatal(err)
+		}
+		if _, err := e.src.Exec(ctx, `INSERT INTO core.inbox (ksid, idempotency_key, kind, source) VALUES ($1, $2, 'test.note', 'eu-west')`,
+			k, fmt.Sprintf("note-%d", i)); err != nil {
+			e.t.Fatal(err)
+		}
 	}
 }
 

@@ -54,6 +54,8 @@ type claimed struct {
 	dest     string
 	attempts int
 	d        Delivery
+	// leased is when the claim was sent: the lease ends no earlier than leased+Lease.
+	leased time.Time
 }
 
 // Pass claims the due messages of every shard of the region once, attempts each, and returns how many
@@ -88,6 +90,7 @@ func (o *Outbox) Pass(ctx context.Context) int {
 // are locked with SKIP LOCKED (a row another node is claiming is left to it) and their next attempt is
 // pushed past the lease (so no other node claims them while this one sends).
 func (o *Outbox) claim(ctx context.Context, t shardpool.Target) ([]claimed, error) {
+	leased := time.Now()
 	rows, err := t.Pool.Query(ctx, `
 		UPDATE core.outbox o SET attempts = o.attempts + 1, next_attempt_at = now() + $2 * interval '1 millisecond'
 		FROM (SELECT ksid, id FROM core.outbox WHERE delivered_at IS NULL AND next_attempt_at <= now()
@@ -100,7 +103,7 @@ func (o *Outbox) claim(ctx context.Context, t shardpool.Target) ([]claimed, erro
 	}
 	var out []claimed
 	for rows.Next() {
-		c := claimed{shard: t.Shard, pool: t.Pool}
+		c := claimed{shard: t.Shard, pool: t.Pool, leased: leased}
 		var to []byte
 		if err := rows.Scan(&c.ksid, &c.id, &c.dest, &to, &c.d.Kind, &c.d.Key, &c.d.Payload, &c.attempts); err != nil {
 			rows.Close()
@@ -118,6 +121,15 @@ func (o *Outbox) claim(ctx context.Context, t shardpool.Target) ([]claimed, erro
 
 // attempt sends one claimed message and records the outcome on its shard.
 func (o *Outbox) attempt(ctx context.Context, c claimed) {
+	if time.Since(c.leased)+o.cfg.SendTimeout >= o.cfg.Lease {
+		// The attempt could outlast the lease (the batch waited behind slow attempts), when another
+		// node may claim the message: hand it back instead of risking two sends at once.
+		if _, err := c.pool.Exec(ctx, `UPDATE core.outbox SET next_attempt_at = now() WHERE ksid = $1 AND id = $2 AND delivered_at IS NULL`,
+			c.ksid, c.id); err != nil && ctx.Err() == nil {
+			o.a.Log.Warn("outbox: handing back a claim failed; it is retried after its lease", "shard", c.shard, "err", err)
+		}
+		return
+	}
 	sctx, cancel := context.WithTimeout(ctx, o.cfg.SendTimeout)
 	err := o.send(sctx, c)
 	cancel()

@@ -448,3 +448,46 @@ func value(t *testing.T, c prometheus.Counter) float64 {
 	}
 	return m.GetCounter().GetValue()
 }
+
+// Attempts queued behind slow ones are handed back before they could outlast their claim's lease,
+// when another node could claim them too; each message is still applied once.
+func TestSlowAttemptsHandClaimsBack(t *testing.T) {
+	e := newEnv(t)
+	cfg := testConfig()
+	cfg.Lease, cfg.SendTimeout, cfg.Concurrency = time.Second, 500*time.Millisecond, 1
+	sender, err := New(e.obs["us-east"].a, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	slow := newRecorder()
+	if err := e.obs["eu-west"].Handle("test.slow", func(ctx context.Context, tx pgx.Tx, d Delivery) error {
+		time.Sleep(300 * time.Millisecond)
+		return slow.handle(ctx, tx, d)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	owner := e.ksid(t, "us-east", "owner")
+	var msgs []Message
+	for i := range 5 {
+		m := Message{KSID: owner, To: e.ksid(t, "eu-west", fmt.Sprint("to", i)), Kind: "test.slow", Key: fmt.Sprint("slow", i)}
+		e.enqueue(t, "us-east", m)
+		msgs = append(msgs, m)
+	}
+	run(t, sender)
+	reclaimed := 0
+	for _, m := range msgs {
+		eventually(t, "delivery of "+m.Key, func() bool { r, _ := e.row(t, m); return r.delivered })
+		if r, _ := e.row(t, m); r.attempts > 1 {
+			reclaimed++
+		}
+		if n := slow.count(m.Key); n != 1 {
+			t.Errorf("%s applied %d times", m.Key, n)
+		}
+	}
+	if reclaimed == 0 {
+		t.Error("no claim was handed back, though the fifth attempt waited for four slow ones")
+	}
+	if d := value(t, e.obs["eu-west"].metrics.duplicates.WithLabelValues("test.slow")); d != 0 {
+		t.Fatalf("%v messages arrived twice", d)
+	}
+}
