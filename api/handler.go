@@ -24,6 +24,7 @@ import (
 	"github.com/8thdegree/meridian/api/internal/jobs"
 	"github.com/8thdegree/meridian/api/internal/middleware"
 	"github.com/8thdegree/meridian/api/internal/openapi"
+	"github.com/8thdegree/meridian/api/internal/outbox"
 	"github.com/8thdegree/meridian/api/internal/peers"
 	"github.com/8thdegree/meridian/api/internal/profiles"
 	"github.com/8thdegree/meridian/api/internal/rest"
@@ -51,6 +52,8 @@ type assembly struct {
 	spec        *openapi.Spec
 	// tasks are the features' background work, run by Node.Run beside the node's own.
 	tasks []feature.Task
+	// outbox carries the features' messages to other owners (docs/outbox.md).
+	outbox *outbox.Outbox
 }
 
 // featureSettings is what the feature packages take from the node: its Config, read where it is
@@ -97,8 +100,13 @@ func assemble(a *feature.Deps, fs featureSettings) (*assembly, error) {
 	if err != nil {
 		return nil, err
 	}
+	ob, err := outbox.New(a, outbox.DefaultConfig())
+	if err != nil {
+		return nil, err
+	}
 	routes := acc.Routes()
 	routes = append(routes, rvk.Routes()...)
+	routes = append(routes, ob.Routes()...)
 	// Order matters within each package (/jobs/search before /jobs/{id}); keep each package's own order.
 	routes = append(routes, pf.Routes()...)
 	routes = append(routes, rv.Routes()...)
@@ -116,8 +124,8 @@ func assemble(a *feature.Deps, fs featureSettings) (*assembly, error) {
 	}, routes, schemas); err != nil {
 		return nil, fmt.Errorf("openapi: %w", err)
 	}
-	return &assembly{routes: routes, schemas: schemas, accounts: acc, revocations: rvk, spec: spec,
-		tasks: []feature.Task{rvk.Task()}}, nil
+	return &assembly{routes: routes, schemas: schemas, accounts: acc, revocations: rvk, spec: spec, outbox: ob,
+		tasks: []feature.Task{rvk.Task(), ob.Task()}}, nil
 }
 
 // authenticator verifies bearer tokens and, when enabled, API keys.
@@ -222,6 +230,11 @@ func (n *Node) buildHandler() (*assembly, error) {
 	asm, err := assemble(n.deps, featureSettings{cfg: n.cfg, tokens: n.tokens, limiter: lim, oauth: oauth})
 	if err != nil {
 		return nil, err
+	}
+	for _, c := range asm.outbox.Collectors() {
+		if err := n.registry.Register(c); err != nil {
+			return nil, fmt.Errorf("outbox metrics: %w", err)
+		}
 	}
 	// Per-user and per-IP limits are admitted from a locally held share of each budget and settled with
 	// Redis in batches (as the edge router does), so a request does not wait on a Redis round trip.

@@ -25,6 +25,8 @@ var tableOwners = map[string]string{
 	"core.jobs":                   "jobs",
 	"core.reviews":                "reviews",
 	"core.audit_log":              "audit",
+	"core.outbox":                 "outbox",
+	"core.inbox":                  "outbox",
 	"ai.embeddings":               "jobs",
 }
 

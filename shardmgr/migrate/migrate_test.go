@@ -392,7 +392,7 @@ ORDER BY 1`)
 		"ai.embeddings",
 		"auth.api_keys", "auth.credentials", "auth.email_claims", "auth.email_verifications", "auth.oauth_identities",
 		"auth.refresh_token_families", "auth.refresh_tokens", "auth.users",
-		"core.audit_log", "core.jobs", "core.profiles", "core.reviews", "core.settings",
+		"core.audit_log", "core.inbox", "core.jobs", "core.outbox", "core.profiles", "core.reviews", "core.settings",
 	}
 	if !slices.Equal(tables, want) {
 		t.Errorf("sharded tables = %v, want %v", tables, want)

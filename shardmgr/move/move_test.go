@@ -192,6 +192,15 @@ func (e *env) seed(users int) {
 				e.t.Fatal(err)
 			}
 		}
+		// A pending outbox message and an applied inbox key: both follow the owner's ksid.
+		if _, err := e.src.Exec(ctx, `INSERT INTO core.outbox (ksid, destination, target_ksid, kind, idempotency_key, payload)
+			VALUES ($1, 'eu-west', $2, 'test.note', $3, '{"n": 1}')`, k, ksidIn(stays).Bytes(), fmt.Sprintf("note-%d", i)); err != nil {
+			e.t.Fatal(err)
+		}
+		if _, err := e.src.Exec(ctx, `INSERT INTO core.inbox (ksid, idempotency_key, kind, source) VALUES ($1, $2, 'test.note', 'eu-west')`,
+			k, fmt.Sprintf("note-%d", i)); err != nil {
+			e.t.Fatal(err)
+		}
 	}
 }
 
@@ -202,7 +211,7 @@ func counts(t *testing.T, db *pgxpool.Pool, kr shardkey.KeyRange) map[string]int
 	lo := binary.BigEndian.AppendUint64(nil, kr.Start)
 	hi := binary.BigEndian.AppendUint64(nil, kr.End)
 	for _, tab := range []string{"auth.users", "auth.credentials", "auth.refresh_token_families", "auth.refresh_tokens", "auth.api_keys",
-		"auth.oauth_identities", "auth.email_claims", "auth.email_verifications", "core.profiles", "core.settings", "core.jobs", "core.reviews", "core.audit_log", "ai.embeddings"} {
+		"auth.oauth_identities", "auth.email_claims", "auth.email_verifications", "core.profiles", "core.settings", "core.jobs", "core.reviews", "core.audit_log", "core.outbox", "core.inbox", "ai.embeddings"} {
 		var n int64
 		if err := db.QueryRow(context.Background(), "SELECT count(*) FROM "+tab+" WHERE ksid >= $1 AND ksid < $2", lo, hi).Scan(&n); err != nil {
 			t.Fatal(err)

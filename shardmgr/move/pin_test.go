@@ -122,6 +122,8 @@ func (e *pinEnv) seedUser(name string) pinUser {
 		{`INSERT INTO core.reviews (ksid, id, reviewer_id, reviewee_id, job_id, rating, comment) VALUES ($1, $2, $3, $4, $5, 5, 'great')`, []any{kb, rnd(20), other, ib, rnd(20)}},
 		{`INSERT INTO core.audit_log (ksid, id, actor_id, action, target, ip, user_agent, details) VALUES ($1, $2, $3, 'auth.login', 'session', '203.0.113.5', 'curl/8', '{"method": "password"}')`, []any{kb, rnd(20), ib}},
 		{`INSERT INTO ai.embeddings (ksid, entity_id, kind, model, dims, vector, content_hash) VALUES ($1, $2, 'profile', 'local-hash-v1', 3, '{0.1,-2.5e-7,3.4028235e38}', $3)`, []any{kb, ib, rnd(32)}},
+		{`INSERT INTO core.outbox (ksid, destination, target_ksid, kind, idempotency_key, payload, attempts, last_error) VALUES ($1, 'ap-south', $2, 'test.note', $3, '{"contract": "c1"}', 2, 'region ap-south: unavailable')`, []any{kb, rnd(8), name + ":note"}},
+		{`INSERT INTO core.inbox (ksid, idempotency_key, kind, source) VALUES ($1, $2, 'test.note', 'eu-west')`, []any{kb, name + ":received"}},
 	}
 	for _, s := range stmts {
 		if _, err := db.Exec(ctx, s.q, s.args...); err != nil {
