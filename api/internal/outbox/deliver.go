@@ -162,7 +162,12 @@ func (o *Outbox) attempt(ctx context.Context, c claimed) {
 }
 
 // send delivers to this node's handler for this region, and to a node of the destination otherwise.
+// The destination is looked up again in the topology in force: a receiver pinned to another region
+// since the enqueue is reached where it lives now.
 func (o *Outbox) send(ctx context.Context, c claimed) error {
+	if dest, err := o.regionOf(c.d.To); err == nil {
+		c.dest = dest
+	}
 	if c.dest == o.a.Region {
 		_, err := o.Receive(ctx, c.d)
 		return err

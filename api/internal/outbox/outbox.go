@@ -216,13 +216,15 @@ func (o *Outbox) Wake() {
 	}
 }
 
-// regionOf names the home region of k in the topology in force.
+// regionOf names the region that holds k's data in the topology in force: the relocation map first
+// (a user pinned to another region keeps the IDs, and so the ksid, others address them by), then the
+// region its code names.
 func (o *Outbox) regionOf(k shardkey.KeyspaceID) (string, error) {
 	tab := o.a.Topology()
 	if tab == nil {
 		return "", apierror.Unavailable("the topology is not loaded yet", time.Second)
 	}
-	r, ok := tab.Topology().RegionByCode(k.Region())
+	r, ok := tab.Topology().RegionByCode(tab.Resolve(k).Region())
 	if !ok {
 		return "", fmt.Errorf("outbox: ksid %s is in no region of the topology", k)
 	}
@@ -240,6 +242,9 @@ func (o *Outbox) Receive(ctx context.Context, d Delivery) (duplicate bool, err e
 	if err != nil {
 		return false, err
 	}
+	// The receiver's ksid now (after a pin): the inbox row and the handler's writes go under it, as
+	// every row of the owner on this shard does.
+	d.To = routed.Route.KeyspaceID
 	err = pgx.BeginFunc(ctx, routed.Pool, func(tx pgx.Tx) error {
 		tag, err := tx.Exec(ctx, `INSERT INTO core.inbox (ksid, idempotency_key, kind, source) VALUES ($1, $2, $3, $4)
 			ON CONFLICT (ksid, idempotency_key) DO NOTHING`, d.To.Bytes(), d.Key, d.Kind, d.From)

@@ -20,6 +20,7 @@ import (
 	"github.com/8thdegree/meridian/deploy/local/testenv"
 	"github.com/8thdegree/meridian/internal/tokenissue"
 	"github.com/8thdegree/meridian/pkg/shardkey"
+	"github.com/8thdegree/meridian/shardmgr/topology"
 )
 
 func TestMain(m *testing.M) { testenv.Main(m) }
@@ -489,5 +490,60 @@ func TestSlowAttemptsHandClaimsBack(t *testing.T) {
 	}
 	if d := value(t, e.obs["eu-west"].metrics.duplicates.WithLabelValues("test.slow")); d != 0 {
 		t.Fatalf("%v messages arrived twice", d)
+	}
+}
+
+// A receiver pinned to another region after the message was enqueued is reached where it lives now:
+// the destination is looked up again at delivery, and the inbox row goes under the receiver's new
+// ksid on its new shard (where every row of the owner lives).
+func TestDeliveredWhereAPinnedReceiverLivesNow(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	old := e.ksid(t, "eu-west", "pinned")
+	ap, _ := e.h.Topology.Region("ap-south")
+	moved := old.WithRegion(ap.Code)
+	m := Message{KSID: e.ksid(t, "us-east", "owner"), To: old, Kind: kind, Key: "to-a-pinned-user"}
+	e.enqueue(t, "us-east", m) // addressed to eu-west, where the receiver lives at enqueue
+
+	pinned := e.h.Topology.Clone()
+	pinned.Version++
+	pinned.Relocations = append(pinned.Relocations, topology.Relocation{From: old, To: moved})
+	if err := e.h.Pools.Apply(ctx, pinned); err != nil {
+		t.Fatal(err)
+	}
+	run(t, e.obs["us-east"])
+	eventually(t, "delivery to ap-south", func() bool { r, _ := e.row(t, m); return r.delivered })
+	if n := e.rec["ap-south"].count(m.Key); n != 1 {
+		t.Fatalf("ap-south applied the message %d times, want 1", n)
+	}
+	if n := e.rec["eu-west"].count(m.Key); n != 0 {
+		t.Fatalf("eu-west, where the receiver lived, applied it %d times", n)
+	}
+	if d := e.rec["ap-south"].got[m.Key][0]; d.To != moved {
+		t.Fatalf("the handler got To %s, want the receiver's ksid now, %s", d.To, moved)
+	}
+	// Inbox rows under the new ksid only (the old one has no shard any more: it routes to the new).
+	sh, err := e.h.Pools.Route(moved)
+	if err != nil {
+		t.Fatal(err)
+	}
+	under := map[string]int{}
+	rows, err := sh.Pool.Query(ctx, `SELECT encode(ksid, 'hex'), count(*) FROM core.inbox WHERE idempotency_key = $1 GROUP BY 1`, m.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rows.Next() {
+		var k string
+		var n int
+		if err := rows.Scan(&k, &n); err != nil {
+			t.Fatal(err)
+		}
+		under[k] = n
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if len(under) != 1 || under[moved.String()] != 1 {
+		t.Fatalf("inbox rows by ksid %v, want one under %s", under, moved)
 	}
 }
