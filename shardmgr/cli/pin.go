@@ -13,7 +13,6 @@ import (
 
 	"github.com/8thdegree/meridian/pkg/shardkey"
 	"github.com/8thdegree/meridian/shardmgr/move"
-	"github.com/8thdegree/meridian/shardmgr/shardlock"
 )
 
 func newPinCmd(o *options, env Env) *cobra.Command {
@@ -133,19 +132,12 @@ write an audit record. The pin's ID is printed first; an interrupted pin continu
 }
 
 // pinError turns the runner's errors into the command's: what happened and what to do next.
+// An unknown region is a usage error; the rest is a move's.
 func pinError(err error) error {
-	var held *shardlock.HeldError
-	switch {
-	case err == nil:
-		return nil
-	case errors.Is(err, move.ErrUnknownRegion):
+	if errors.Is(err, move.ErrUnknownRegion) {
 		return usageError{fmt.Errorf("%w (nothing was changed)", err)}
-	case errors.Is(err, move.ErrRefused):
-		return fmt.Errorf("%w (nothing was changed)", err)
-	case errors.As(err, &held):
-		return fmt.Errorf("%w: another operation on the shards is running (nothing was changed)", err)
 	}
-	return err
+	return moveError(err)
 }
 
 type pinRow struct {

@@ -16,11 +16,18 @@ import (
 // be worth a Consul write each inside the write pause, and a resume re-reads the topology anyway
 // (a frozen keyrange found there is unfrozen and the cutover redone).
 func (s *session) cutover(ctx context.Context) error {
-	m := s.m
+	return s.boundedCutover(ctx, s.m.ID, &s.m.FreezeAttempts, "each rolled back to moving", s.tryCutover, s.catchup)
+}
+
+// boundedCutover runs try (a move's or a pin's cutover) until it completes, at most FreezeAttempts
+// times. A try that would overrun MaxPause has rolled itself back; before the next one it waits
+// (FreezeBackoff, doubling) and runs again, to bring the target close behind once more.
+func (s *session) boundedCutover(ctx context.Context, id string, attempts *int, rolledBack string,
+	try func(context.Context) (bool, error), again func(context.Context) error) error {
 	backoff := s.r.cfg.FreezeBackoff
 	for attempt := 1; ; attempt++ {
-		m.FreezeAttempts++
-		done, err := s.tryCutover(ctx)
+		*attempts++
+		done, err := try(ctx)
 		if err != nil {
 			return err
 		}
@@ -28,14 +35,14 @@ func (s *session) cutover(ctx context.Context) error {
 			return nil
 		}
 		if attempt >= s.r.cfg.FreezeAttempts {
-			return fmt.Errorf("%w (%s, %d attempts, each rolled back to moving)", ErrFreezeBudget, s.r.cfg.MaxPause, attempt)
+			return fmt.Errorf("%w (%s, %d attempts, %s)", ErrFreezeBudget, s.r.cfg.MaxPause, attempt, rolledBack)
 		}
-		s.r.cfg.Progress(Progress{Move: m.ID, Step: StepFreeze, Message: fmt.Sprintf("cutover attempt %d would overrun %s: rolled back, retrying in %s", attempt, s.r.cfg.MaxPause, backoff)})
+		s.r.cfg.Progress(Progress{Move: id, Step: StepFreeze, Message: fmt.Sprintf("cutover attempt %d would overrun %s: rolled back, retrying in %s", attempt, s.r.cfg.MaxPause, backoff)})
 		if err := sleep(ctx, backoff); err != nil {
 			return err
 		}
 		backoff *= 2
-		if err := s.catchup(ctx); err != nil {
+		if err := again(ctx); err != nil {
 			return err
 		}
 	}

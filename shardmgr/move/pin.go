@@ -85,8 +85,8 @@ type Pin struct {
 	Target       string              `json:"target"`
 	Status       Status              `json:"status"`
 	// Step is the last step completed ("" before prepare completes).
-	Step  Step         `json:"step"`
-	Steps []StepTiming `json:"steps"`
+	Step  Step        `json:"step"`
+	Steps StepTimings `json:"steps"`
 	// WritePauseMillis is the user's write pause: from the frozen relocation written to the flip
 	// written, in milliseconds; 0 before the flip.
 	WritePauseMillis float64 `json:"write_pause_ms,omitempty"`
@@ -107,33 +107,11 @@ type Pin struct {
 }
 
 // Timing returns the timing of step s, if it ran.
-func (p *Pin) Timing(s Step) (StepTiming, bool) {
-	for _, t := range p.Steps {
-		if t.Step == s {
-			return t, true
-		}
-	}
-	return StepTiming{}, false
-}
+func (p *Pin) Timing(s Step) (StepTiming, bool) { return p.Steps.Timing(s) }
 
-func (p *Pin) startStep(s Step, now time.Time) {
-	for i := range p.Steps {
-		if p.Steps[i].Step == s {
-			p.Steps[i] = StepTiming{Step: s, Started: now}
-			return
-		}
-	}
-	p.Steps = append(p.Steps, StepTiming{Step: s, Started: now})
-}
+func (p *Pin) startStep(s Step, now time.Time) { p.Steps.start(s, now) }
 
-func (p *Pin) endStep(s Step, now time.Time) {
-	for i := range p.Steps {
-		if p.Steps[i].Step == s {
-			p.Steps[i].Finished = now
-			p.Steps[i].Millis = float64(now.Sub(p.Steps[i].Started).Microseconds()) / 1000
-		}
-	}
-}
+func (p *Pin) endStep(s Step, now time.Time) { p.Steps.end(s, now) }
 
 func (p *Pin) finishStep(s Step, now time.Time) {
 	p.endStep(s, now)

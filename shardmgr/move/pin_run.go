@@ -446,33 +446,13 @@ func (p *Pin) flipEdit(t *topology.Topology) error {
 // pinCutover runs freeze, drain and flip within Config.MaxPause, rolling back and retrying a try
 // that would overrun it, like a move's cutover.
 func (s *session) pinCutover(ctx context.Context) error {
-	p := s.p
-	backoff := s.r.cfg.FreezeBackoff
-	for attempt := 1; ; attempt++ {
-		p.FreezeAttempts++
-		done, err := s.tryPinCutover(ctx)
-		if err != nil {
-			return err
-		}
-		if done {
-			return nil
-		}
-		if attempt >= s.r.cfg.FreezeAttempts {
-			return fmt.Errorf("%w (%s, %d attempts, each rolled back)", ErrFreezeBudget, s.r.cfg.MaxPause, attempt)
-		}
-		s.r.cfg.Progress(Progress{Move: p.ID, Step: StepFreeze, Message: fmt.Sprintf("cutover attempt %d would overrun %s: rolled back, retrying in %s", attempt, s.r.cfg.MaxPause, backoff)})
-		if err := sleep(ctx, backoff); err != nil {
-			return err
-		}
-		backoff *= 2
+	return s.boundedCutover(ctx, s.p.ID, &s.p.FreezeAttempts, "each rolled back", s.tryPinCutover, func(ctx context.Context) error {
 		tables, err := s.pinTables(ctx)
 		if err != nil {
 			return err
 		}
-		if err := s.syncDiffering(ctx, tables); err != nil {
-			return err
-		}
-	}
+		return s.syncDiffering(ctx, tables)
+	})
 }
 
 // waitRegions waits until every API node of the pin's two regions holds version.

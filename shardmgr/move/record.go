@@ -103,8 +103,8 @@ type Move struct {
 	Region   string            `json:"region"`
 	Status   Status            `json:"status"`
 	// Step is the last step completed ("" before prepare completes).
-	Step  Step         `json:"step"`
-	Steps []StepTiming `json:"steps"`
+	Step  Step        `json:"step"`
+	Steps StepTimings `json:"steps"`
 	// WritePauseMillis is the write pause of the cutover: from the freeze applied by every node of
 	// the region to the flip written, in milliseconds; 0 before the flip.
 	WritePauseMillis float64 `json:"write_pause_ms,omitempty"`
@@ -160,9 +160,13 @@ func unsettledRows(tables []verify.TableReport) int64 {
 	return n
 }
 
+// StepTimings are a record's steps in the order they first ran; a step run again (a resume) keeps
+// its place and restarts its timing. Moves and pins share them.
+type StepTimings []StepTiming
+
 // Timing returns the timing of step s, if it ran.
-func (m *Move) Timing(s Step) (StepTiming, bool) {
-	for _, t := range m.Steps {
+func (ts StepTimings) Timing(s Step) (StepTiming, bool) {
+	for _, t := range ts {
 		if t.Step == s {
 			return t, true
 		}
@@ -170,23 +174,34 @@ func (m *Move) Timing(s Step) (StepTiming, bool) {
 	return StepTiming{}, false
 }
 
-func (m *Move) startStep(s Step, now time.Time) {
-	for i := range m.Steps {
-		if m.Steps[i].Step == s {
-			m.Steps[i] = StepTiming{Step: s, Started: now}
+// start records that step s starts now.
+func (ts *StepTimings) start(s Step, now time.Time) {
+	for i := range *ts {
+		if (*ts)[i].Step == s {
+			(*ts)[i] = StepTiming{Step: s, Started: now}
 			return
 		}
 	}
-	m.Steps = append(m.Steps, StepTiming{Step: s, Started: now})
+	*ts = append(*ts, StepTiming{Step: s, Started: now})
 }
 
-func (m *Move) finishStep(s Step, now time.Time) {
-	for i := range m.Steps {
-		if m.Steps[i].Step == s {
-			m.Steps[i].Finished = now
-			m.Steps[i].Millis = float64(now.Sub(m.Steps[i].Started).Microseconds()) / 1000
+// end records that step s ended now.
+func (ts StepTimings) end(s Step, now time.Time) {
+	for i := range ts {
+		if ts[i].Step == s {
+			ts[i].Finished = now
+			ts[i].Millis = millis(now.Sub(ts[i].Started))
 		}
 	}
+}
+
+// Timing returns the timing of step s, if it ran.
+func (m *Move) Timing(s Step) (StepTiming, bool) { return m.Steps.Timing(s) }
+
+func (m *Move) startStep(s Step, now time.Time) { m.Steps.start(s, now) }
+
+func (m *Move) finishStep(s Step, now time.Time) {
+	m.Steps.end(s, now)
 	m.Step = s
 }
 

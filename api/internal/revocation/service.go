@@ -166,20 +166,12 @@ func (s *Service) PollRedis(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	entries := make([]Entry, 0, len(zs))
-	newest := time.Time{}
-	for _, z := range zs {
+	raw := make([]answerEntry, len(zs))
+	for i, z := range zs {
 		m, _ := z.Member.(string)
-		fam, err := shardkey.ParseIDOfKind(m, shardkey.KindTokenFamily)
-		if err != nil {
-			continue
-		}
-		at := time.UnixMilli(int64(z.Score))
-		entries = append(entries, Entry{Family: fam, At: at})
-		if at.After(newest) {
-			newest = at
-		}
+		raw[i] = answerEntry{ID: m, At: int64(z.Score)}
 	}
+	entries, newest := parseEntries(raw)
 	s.set.Add(true, entries...)
 	s.mu.Lock()
 	if newest.After(s.redisAt) {
@@ -249,9 +241,20 @@ func (s *Service) pollPeer(ctx context.Context, region string) {
 		}
 		return
 	}
-	entries := make([]Entry, 0, len(out.Families))
-	newest := time.Time{}
-	for _, e := range out.Families {
+	entries, newest := parseEntries(out.Families)
+	s.set.Add(false, entries...)
+	s.mu.Lock()
+	if newest.After(s.peerAt[region]) {
+		s.peerAt[region] = newest
+	}
+	s.mu.Unlock()
+}
+
+// parseEntries reads families by ID and Unix milliseconds (from Redis or another region), skipping
+// any that is not a family ID, and returns the newest time among them.
+func parseEntries(raw []answerEntry) (entries []Entry, newest time.Time) {
+	entries = make([]Entry, 0, len(raw))
+	for _, e := range raw {
 		fam, err := shardkey.ParseIDOfKind(e.ID, shardkey.KindTokenFamily)
 		if err != nil {
 			continue
@@ -262,12 +265,7 @@ func (s *Service) pollPeer(ctx context.Context, region string) {
 			newest = at
 		}
 	}
-	s.set.Add(false, entries...)
-	s.mu.Lock()
-	if newest.After(s.peerAt[region]) {
-		s.peerAt[region] = newest
-	}
-	s.mu.Unlock()
+	return entries, newest
 }
 
 // Routes is the internal route other regions read from.
