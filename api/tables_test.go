@@ -28,6 +28,11 @@ var tableOwners = map[string]string{
 	"core.outbox":                 "outbox",
 	"core.inbox":                  "outbox",
 	"ai.embeddings":               "jobs",
+	"core.proposals":              "hiring",
+	"core.job_proposals":          "hiring",
+	"core.contracts":              "hiring",
+	"core.contract_refs":          "hiring",
+	"ai.outcomes":                 "outcomes",
 }
 
 // crossReads are the statements that name another package's table today, each with its reason

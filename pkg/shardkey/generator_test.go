@@ -128,7 +128,7 @@ func (r failingReader) Read([]byte) (int, error) { return 0, r.err }
 func TestGeneratorErrors(t *testing.T) {
 	clock := newFakeClock()
 	g := NewGenerator(clock.Now, nil)
-	for _, k := range []Kind{0, 7, 255} {
+	for _, k := range []Kind{0, 9, 255} {
 		if _, err := g.New(k, 1); !errors.Is(err, ErrInvalidID) {
 			t.Errorf("New(kind %d) err = %v, want ErrInvalidID", k, err)
 		}

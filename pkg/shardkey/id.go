@@ -18,14 +18,16 @@ const (
 	KindAPIKey      Kind = 4
 	KindTokenFamily Kind = 5
 	KindAudit       Kind = 6
+	KindProposal    Kind = 7
+	KindContract    Kind = 8
 
-	maxKind = KindAudit
+	maxKind = KindContract
 )
 
 // kindPrefixes holds the 3-letter prefixes indexed by Kind (slot 0 is unused);
 // a constant, so no package-level mutable state is involved.
 const (
-	kindPrefixes = "???usrjobrevkeytfmaud"
+	kindPrefixes = "???usrjobrevkeytfmaudprpctr"
 	prefixLen    = 3
 )
 
@@ -33,7 +35,7 @@ const (
 func (k Kind) Valid() bool { return k >= KindUser && k <= maxKind }
 
 // Prefix returns the three-letter text prefix ("usr", "job", "rev", "key",
-// "tfm", "aud"), or "" for an unknown kind.
+// "tfm", "aud", "prp", "ctr"), or "" for an unknown kind.
 func (k Kind) Prefix() string {
 	if !k.Valid() {
 		return ""
@@ -57,6 +59,10 @@ func (k Kind) String() string {
 		return "token_family"
 	case KindAudit:
 		return "audit"
+	case KindProposal:
+		return "proposal"
+	case KindContract:
+		return "contract"
 	}
 	return fmt.Sprintf("Kind(%d)", uint8(k))
 }
@@ -76,6 +82,10 @@ func kindFromPrefix(p string) (Kind, bool) {
 		return KindTokenFamily, true
 	case "aud":
 		return KindAudit, true
+	case "prp":
+		return KindProposal, true
+	case "ctr":
+		return KindContract, true
 	}
 	return 0, false
 }

@@ -30,7 +30,9 @@ func TestKind(t *testing.T) {
 		{KindAPIKey, true, "key", "api_key"},
 		{KindTokenFamily, true, "tfm", "token_family"},
 		{KindAudit, true, "aud", "audit"},
-		{7, false, "", "Kind(7)"},
+		{KindProposal, true, "prp", "proposal"},
+		{KindContract, true, "ctr", "contract"},
+		{9, false, "", "Kind(9)"},
 		{255, false, "", "Kind(255)"},
 	}
 	for _, tt := range tests {
@@ -50,7 +52,7 @@ func TestKind(t *testing.T) {
 		}
 	}
 	// Kind values are stored in IDs: pin them.
-	if KindUser != 1 || KindJob != 2 || KindReview != 3 || KindAPIKey != 4 || KindTokenFamily != 5 || KindAudit != 6 {
+	if KindUser != 1 || KindJob != 2 || KindReview != 3 || KindAPIKey != 4 || KindTokenFamily != 5 || KindAudit != 6 || KindProposal != 7 || KindContract != 8 {
 		t.Error("kind values changed; they are stored in every ID")
 	}
 }
@@ -86,8 +88,8 @@ func TestIDLayout(t *testing.T) {
 	if id.IsZero() || !(ID{}).IsZero() {
 		t.Error("IsZero wrong")
 	}
-	max := makeID(maxIDMillis, KeyspaceID(^uint64(0)), KindAudit, entropyMax)
-	if max.Time().UnixMilli() != maxIDMillis || max[15] != 0xff || max[19] != 0xff || max.Kind() != KindAudit {
+	max := makeID(maxIDMillis, KeyspaceID(^uint64(0)), KindContract, entropyMax)
+	if max.Time().UnixMilli() != maxIDMillis || max[15] != 0xff || max[19] != 0xff || max.Kind() != KindContract {
 		t.Errorf("max ID = %x", max[:])
 	}
 }
@@ -225,7 +227,7 @@ func TestIDFromBytes(t *testing.T) {
 		{name: "19 bytes", in: good[:19], wantErr: true},
 		{name: "21 bytes", in: append(good.Bytes(), 0), wantErr: true},
 		{name: "zero", in: make([]byte, 20), wantErr: true},
-		{name: "kind 7", in: func() []byte { b := good.Bytes(); b[14] = 7; return b }(), wantErr: true},
+		{name: "kind 9", in: func() []byte { b := good.Bytes(); b[14] = 9; return b }(), wantErr: true},
 		{name: "kind 255", in: func() []byte { b := good.Bytes(); b[14] = 255; return b }(), wantErr: true},
 	}
 	for _, tt := range tests {
