@@ -21,6 +21,7 @@ import (
 	"github.com/8thdegree/meridian/api/internal/accounts/oauth"
 	"github.com/8thdegree/meridian/api/internal/authn"
 	"github.com/8thdegree/meridian/api/internal/feature"
+	"github.com/8thdegree/meridian/api/internal/hiring"
 	"github.com/8thdegree/meridian/api/internal/jobs"
 	"github.com/8thdegree/meridian/api/internal/middleware"
 	"github.com/8thdegree/meridian/api/internal/openapi"
@@ -96,11 +97,15 @@ func assemble(a *feature.Deps, fs featureSettings) (*assembly, error) {
 	if err != nil {
 		return nil, err
 	}
-	jb, err := jobs.New(a, jobs.DefaultConfig(), pf)
+	ob, err := outbox.New(a, outbox.DefaultConfig())
 	if err != nil {
 		return nil, err
 	}
-	ob, err := outbox.New(a, outbox.DefaultConfig())
+	hr, err := hiring.New(a, ob, pf, rv)
+	if err != nil {
+		return nil, err
+	}
+	jb, err := jobs.New(a, jobs.DefaultConfig(), pf, hr)
 	if err != nil {
 		return nil, err
 	}
@@ -111,8 +116,9 @@ func assemble(a *feature.Deps, fs featureSettings) (*assembly, error) {
 	routes = append(routes, pf.Routes()...)
 	routes = append(routes, rv.Routes()...)
 	routes = append(routes, jb.Routes()...)
+	routes = append(routes, hr.Routes()...)
 	schemas := map[string]any{}
-	for _, s := range []map[string]any{accounts.Schemas(), profiles.Schemas(), reviews.Schemas(), jobs.Schemas()} {
+	for _, s := range []map[string]any{accounts.Schemas(), profiles.Schemas(), reviews.Schemas(), jobs.Schemas(), hiring.Schemas()} {
 		maps.Copy(schemas, s)
 	}
 	spec := openapi.NewSpec()

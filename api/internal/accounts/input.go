@@ -35,12 +35,15 @@ const (
 	ScopeReviewsRead   = "reviews:read"
 	ScopeReviewsWrite  = "reviews:write"
 	ScopeMatchingRead  = "matching:read"
-	scopeListForErrors = "profile:read, profile:write, jobs:read, jobs:write, reviews:read, reviews:write, matching:read"
+	ScopeHiringRead    = "hiring:read"
+	ScopeHiringWrite   = "hiring:write"
+	scopeListForErrors = "profile:read, profile:write, jobs:read, jobs:write, reviews:read, reviews:write, matching:read, hiring:read, hiring:write"
 )
 
 // Scopes returns every API-key scope, in a stable order.
 func Scopes() []string {
-	return []string{ScopeProfileRead, ScopeProfileWrite, ScopeJobsRead, ScopeJobsWrite, ScopeReviewsRead, ScopeReviewsWrite, ScopeMatchingRead}
+	return []string{ScopeProfileRead, ScopeProfileWrite, ScopeJobsRead, ScopeJobsWrite, ScopeReviewsRead, ScopeReviewsWrite, ScopeMatchingRead,
+		ScopeHiringRead, ScopeHiringWrite}
 }
 
 // The request bodies check themselves when rest decodes them: a Validate method that stopped matching

@@ -67,7 +67,7 @@ func BenchmarkRegionSearch(b *testing.B) {
 	}
 	log := slog.New(slog.DiscardHandler)
 	a := &feature.Deps{Region: "eu-west", Pools: pools, IDs: shardkey.NewGenerator(nil, nil), Log: log, Now: time.Now, FreezeWait: time.Second}
-	svc, err := New(a, DefaultConfig(), freelancersOf(b, a))
+	svc, err := New(a, DefaultConfig(), freelancersOf(b, a), nil)
 	if err != nil {
 		b.Fatal(err)
 	}

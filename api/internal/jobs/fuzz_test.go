@@ -54,7 +54,7 @@ func checkInput(t *testing.T, in jobInput) {
 	if in.Currency != nil && !isCurrency(*in.Currency) {
 		t.Fatalf("accepted currency %q", *in.Currency)
 	}
-	if in.Status != nil && *in.Status != StatusOpen && *in.Status != StatusClosed && *in.Status != StatusFilled {
+	if in.Status != nil && *in.Status != StatusOpen && *in.Status != StatusClosed && *in.Status != StatusCompleted {
 		t.Fatalf("accepted status %q", *in.Status)
 	}
 }

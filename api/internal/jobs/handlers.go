@@ -1,6 +1,7 @@
 package jobs
 
 import (
+	"bytes"
 	"errors"
 	"hash/fnv"
 	"net/http"
@@ -111,23 +112,57 @@ func (s *Service) update(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	ksid := shard.Route.KeyspaceID.Bytes()
-	var row pgx.Row
+	ksid := shard.Route.KeyspaceID
 	if in.empty() {
 		// Nothing to change: answer like a read, but only to the owner.
-		row = shard.Pool.QueryRow(r.Context(), ownJobSQL, ksid, id.Bytes(), caller.UserID.Bytes())
-	} else {
-		row = shard.Pool.QueryRow(r.Context(), updateJobSQL, ksid, id.Bytes(), caller.UserID.Bytes(),
+		job, err := scanJob(shard.Pool.QueryRow(r.Context(), ownJobSQL, ksid.Bytes(), id.Bytes(), caller.UserID.Bytes()))
+		if errors.Is(err, pgx.ErrNoRows) {
+			return apierror.NotFound("job")
+		}
+		if err != nil {
+			return err
+		}
+		rest.WriteJSON(w, http.StatusOK, job)
+		return nil
+	}
+	var job Job
+	err = pgx.BeginFunc(r.Context(), shard.Pool, func(tx pgx.Tx) error {
+		status := in.Status
+		var closed bool
+		if status != nil {
+			// The status moves by the lifecycle's rules, from the status the row holds now.
+			var owner []byte
+			var cur string
+			err := tx.QueryRow(r.Context(), lockJobSQL, ksid.Bytes(), id.Bytes()).Scan(&owner, &cur)
+			if errors.Is(err, pgx.ErrNoRows) || (err == nil && !bytes.Equal(owner, caller.UserID.Bytes())) {
+				// Unknown, or someone else's: the same answer, so existence is not disclosed.
+				return apierror.NotFound("job")
+			}
+			if err != nil {
+				return err
+			}
+			next, err := nextStatus(cur, *status)
+			if err != nil {
+				return err
+			}
+			status, closed = &next, (cur == StatusOpen || cur == StatusInProgress) && next != cur
+		}
+		job, err = scanJob(tx.QueryRow(r.Context(), updateJobSQL, ksid.Bytes(), id.Bytes(), caller.UserID.Bytes(),
 			in.Title, in.Description, in.Skills, in.BudgetMinSet, in.BudgetMin, in.BudgetMaxSet, in.BudgetMax,
-			in.Currency, in.Remote, in.Status)
-	}
-	job, err := scanJob(row)
-	if errors.Is(err, pgx.ErrNoRows) {
-		// Unknown, or someone else's: the same answer, so existence is not disclosed.
-		return apierror.NotFound("job")
-	}
+			in.Currency, in.Remote, status))
+		if errors.Is(err, pgx.ErrNoRows) {
+			return apierror.NotFound("job")
+		}
+		if err != nil {
+			return writeFailure(err)
+		}
+		if closed && s.closer != nil {
+			return s.closer.JobClosed(r.Context(), tx, ksid, id)
+		}
+		return nil
+	})
 	if err != nil {
-		return writeFailure(err)
+		return err
 	}
 	rest.WriteJSON(w, http.StatusOK, job)
 	return nil
@@ -143,12 +178,37 @@ func (s *Service) remove(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	tag, err := shard.Pool.Exec(r.Context(), deleteJobSQL, shard.Route.KeyspaceID.Bytes(), id.Bytes(), caller.UserID.Bytes())
+	ksid := shard.Route.KeyspaceID
+	err = pgx.BeginFunc(r.Context(), shard.Pool, func(tx pgx.Tx) error {
+		var owner []byte
+		var cur string
+		err := tx.QueryRow(r.Context(), lockJobSQL, ksid.Bytes(), id.Bytes()).Scan(&owner, &cur)
+		if errors.Is(err, pgx.ErrNoRows) || (err == nil && !bytes.Equal(owner, caller.UserID.Bytes())) {
+			return apierror.NotFound("job")
+		}
+		if err != nil {
+			return err
+		}
+		// Its pending proposals are closed first (their reference rows go with the job).
+		if s.closer != nil && (cur == StatusOpen || cur == StatusInProgress) {
+			if err := s.closer.JobClosed(r.Context(), tx, ksid, id); err != nil {
+				return err
+			}
+		}
+		tag, err := tx.Exec(r.Context(), deleteJobSQL, ksid.Bytes(), id.Bytes(), caller.UserID.Bytes())
+		if code, _ := constraintError(err); code == "23503" {
+			return apierror.Conflict("job_has_contracts", "a job with contracts is kept as their record; close it instead").WithCause(err)
+		}
+		if err != nil {
+			return err
+		}
+		if tag.RowsAffected() == 0 {
+			return apierror.NotFound("job")
+		}
+		return nil
+	})
 	if err != nil {
 		return err
-	}
-	if tag.RowsAffected() == 0 {
-		return apierror.NotFound("job")
 	}
 	w.WriteHeader(http.StatusNoContent)
 	return nil

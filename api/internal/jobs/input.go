@@ -218,10 +218,10 @@ func (r *patchRequest) normalize(san sanitizer) (jobInput, map[string]string) {
 	in := r.fields().normalize(san, bad)
 	if r.Status.Set && !r.Status.Null {
 		switch s := r.Status.V; s {
-		case StatusOpen, StatusClosed, StatusFilled:
+		case StatusOpen, StatusClosed, StatusCompleted:
 			in.Status = &s
 		default:
-			bad["status"] = "must be one of open, closed, filled"
+			bad["status"] = "must be one of open, closed, completed (in_progress comes with a job's first contract)"
 		}
 	}
 	if in.BudgetMinSet && in.BudgetMaxSet && in.BudgetMin != nil && in.BudgetMax != nil && *in.BudgetMin > *in.BudgetMax {

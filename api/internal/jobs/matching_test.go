@@ -120,7 +120,7 @@ func TestMatching(t *testing.T) {
 		near := postJob(t, h, otherClient, map[string]any{"title": "Go and SQL", "skills": []string{"go", "sql"}})
 		far := postJob(t, h, otherClient, map[string]any{"title": "Designer", "skills": []string{"design"}})
 		shut := postJob(t, h, otherClient, map[string]any{"title": "Closed", "skills": []string{"go", "postgresql", "kubernetes"}})
-		if r := h.Do(t, "eu-west", apitest.Request{Method: "PATCH", Path: "/api/v1/jobs/" + shut.ID.String(), Token: otherClient.Token, Body: `{"status": "filled"}`}); r.Status != 200 {
+		if r := h.Do(t, "eu-west", apitest.Request{Method: "PATCH", Path: "/api/v1/jobs/" + shut.ID.String(), Token: otherClient.Token, Body: `{"status": "closed"}`}); r.Status != 200 {
 			t.Fatal(r.Status)
 		}
 		postJob(t, h, farClient, map[string]any{"title": "Elsewhere", "skills": []string{"go", "postgresql", "kubernetes"}})

@@ -74,11 +74,13 @@ func Schemas() map[string]any {
 			"remote":      map[string]any{"type": "boolean", "description": "Default true."},
 		}
 		if patch {
-			p["status"] = map[string]any{"type": "string", "enum": []string{StatusOpen, StatusClosed, StatusFilled}}
+			p["status"] = map[string]any{"type": "string", "enum": []string{StatusOpen, StatusClosed, StatusCompleted}}
 		}
 		return p
 	}
 	job := fields(true)
+	job["status"] = map[string]any{"type": "string", "enum": []string{StatusOpen, StatusInProgress, StatusCompleted, StatusClosed},
+		"description": "open takes proposals; in_progress came with the job's first contract; completed when its owner closed it after that; closed without one."}
 	job["id"] = map[string]any{"type": "string", "pattern": "^job_[0-9a-z]{32}$"}
 	job["owner_id"] = map[string]any{"type": "string", "pattern": "^usr_[0-9a-z]{32}$"}
 	job["created_at"] = map[string]any{"type": "string", "format": "date-time"}

@@ -67,13 +67,17 @@ type Service struct {
 	cfg         Config
 	san         *richtext.Sanitizer
 	freelancers Freelancers
+	// closer is told when a job stops taking proposals (nil: no hiring feature on this node).
+	closer Closer
 }
 
 var _ sanitizer = (*richtext.Sanitizer)(nil)
 
-// New returns the service; freelancers serves matching's reads of profiles. a.Peers may be nil (a node
-// alone): a global search then reports the other regions as failed.
-func New(a *feature.Deps, cfg Config, freelancers Freelancers) (*Service, error) {
+// New returns the service; freelancers serves matching's reads of profiles; closer (the hiring
+// feature; nil on a node without it) is told, in the same transaction, when a job is closed, completed
+// or deleted. a.Peers may be nil (a node alone): a global search then reports the other regions as
+// failed.
+func New(a *feature.Deps, cfg Config, freelancers Freelancers, closer Closer) (*Service, error) {
 	switch {
 	case a == nil || a.Pools == nil || a.IDs == nil:
 		return nil, errors.New("jobs: the app needs Pools and IDs")
@@ -83,7 +87,7 @@ func New(a *feature.Deps, cfg Config, freelancers Freelancers) (*Service, error)
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	return &Service{a: a, cfg: cfg, san: richtext.New(), freelancers: freelancers}, nil
+	return &Service{a: a, cfg: cfg, san: richtext.New(), freelancers: freelancers, closer: closer}, nil
 }
 
 // OwnerLookup answers who owns a job of this node's region, for features that need a job's owner

@@ -47,6 +47,11 @@ RETURNING ` + jobCols
 
 	deleteJobSQL = `DELETE FROM core.jobs WHERE ksid = $1 AND id = $2 AND owner_id = $3`
 
+	// lockJobSQL reads a job's owner and status and holds the row for the transaction's status change.
+	lockJobSQL = `SELECT owner_id, status FROM core.jobs WHERE ksid = $1 AND id = $2 FOR UPDATE`
+
+	setStatusSQL = `UPDATE core.jobs SET status = $3 WHERE ksid = $1 AND id = $2`
+
 	// Newest first, keyset-paginated on (created_at, id); the first page passes a key after every row.
 	// Served by the (ksid, owner_id, created_at DESC) index.
 	listJobsSQL = `
@@ -193,11 +198,13 @@ ORDER BY m.rank DESC, m.id DESC
 LIMIT $6`
 )
 
-// Job statuses.
+// Job statuses: open → in_progress with its first contract (hiring) → completed when its owner closes
+// it; closed when closed without a contract. Only an open job takes proposals.
 const (
-	StatusOpen   = "open"
-	StatusClosed = "closed"
-	StatusFilled = "filled"
+	StatusOpen       = "open"
+	StatusInProgress = "in_progress"
+	StatusCompleted  = "completed"
+	StatusClosed     = "closed"
 )
 
 // Job is a job as the API shows it.
