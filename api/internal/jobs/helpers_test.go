@@ -17,7 +17,7 @@ import (
 func newHarness(t *testing.T) *apitest.Harness {
 	t.Helper()
 	return apitest.New(t, apitest.Options{Routes: func(a *feature.Deps, _ *tokenissue.Issuer) []feature.Route {
-		s, err := New(a, DefaultConfig(), freelancersOf(t, a))
+		s, err := New(a, DefaultConfig(), freelancersOf(t, a), nil)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -21,7 +21,7 @@ func TestRoutesAreDocumented(t *testing.T) {
 		t.Fatal(err)
 	}
 	a := &feature.Deps{Region: "eu-west", Pools: pools, IDs: shardkey.NewGenerator(nil, nil)}
-	s, err := New(a, DefaultConfig(), freelancersOf(t, a))
+	s, err := New(a, DefaultConfig(), freelancersOf(t, a), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -72,10 +72,10 @@ func TestRoutesAreDocumented(t *testing.T) {
 	if searchAt > idAt {
 		t.Error("/jobs/search must come before /jobs/{id}")
 	}
-	if _, err := New(&feature.Deps{}, DefaultConfig(), noFreelancers{}); err == nil {
+	if _, err := New(&feature.Deps{}, DefaultConfig(), noFreelancers{}, nil); err == nil {
 		t.Error("New accepted an app without pools")
 	}
-	if _, err := New(&feature.Deps{Pools: pools, IDs: shardkey.NewGenerator(nil, nil)}, Config{}, noFreelancers{}); err == nil {
+	if _, err := New(&feature.Deps{Pools: pools, IDs: shardkey.NewGenerator(nil, nil)}, Config{}, noFreelancers{}, nil); err == nil {
 		t.Error("New accepted a zero config")
 	}
 }
@@ -96,7 +96,7 @@ func TestNewNeedsFreelancers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := New(&feature.Deps{Pools: pools, IDs: shardkey.NewGenerator(nil, nil)}, DefaultConfig(), nil); err == nil {
+	if _, err := New(&feature.Deps{Pools: pools, IDs: shardkey.NewGenerator(nil, nil)}, DefaultConfig(), nil, nil); err == nil {
 		t.Error("New accepted no source of freelancers")
 	}
 }

@@ -67,6 +67,8 @@ func Templates() []string {
 		"/users/me", "/users/profile", "/users/settings", "/users/{id}/profile",
 		"/jobs", "/jobs/search", "/jobs/matching", "/jobs/{id}",
 		"/reviews", "/reviews/stats", "/reviews/{id}", "/openapi.json",
+		"/jobs/{id}/proposals", "/proposals", "/proposals/{id}", "/proposals/{id}/accept",
+		"/contracts", "/contracts/{id}", "/contracts/{id}/complete", "/contracts/{id}/cancel",
 		OtherTemplate,
 	}
 }
@@ -116,6 +118,10 @@ func match(s []string) Info {
 			return Info{Template: "/jobs"}
 		case "reviews":
 			return Info{Template: "/reviews"}
+		case "proposals":
+			return Info{Template: "/proposals"}
+		case "contracts":
+			return Info{Template: "/contracts"}
 		case "openapi.json":
 			return Info{Template: "/openapi.json"}
 		}
@@ -161,6 +167,12 @@ func match(s []string) Info {
 				return Info{Template: "/reviews/stats"}
 			}
 			return Info{Template: "/reviews/{id}", ID: s[1]}
+		case "proposals":
+			// Its author's region, where the proposal and its cover letter live.
+			return Info{Template: "/proposals/{id}", ID: s[1]}
+		case "contracts":
+			// Its client's region, where the contract lives.
+			return Info{Template: "/contracts/{id}", ID: s[1]}
 		}
 	case 3:
 		switch {
@@ -172,6 +184,15 @@ func match(s []string) Info {
 			return Info{Template: "/auth/verify-email/resend"}
 		case s[0] == "users" && s[2] == "profile":
 			return Info{Template: "/users/{id}/profile", ID: s[1]}
+		case s[0] == "jobs" && s[2] == "proposals":
+			// Not the job's region: the caller's. A freelancer's proposal is written on their own shard,
+			// and the job's owner lists the reference rows on theirs.
+			return Info{Template: "/jobs/{id}/proposals"}
+		case s[0] == "proposals" && s[2] == "accept":
+			// The job's owner accepts on their own shard, which holds the proposal's reference row.
+			return Info{Template: "/proposals/{id}/accept"}
+		case s[0] == "contracts" && (s[2] == "complete" || s[2] == "cancel"):
+			return Info{Template: "/contracts/{id}/" + s[2], ID: s[1]}
 		}
 	case 4:
 		if s[0] == "auth" && s[1] == "oauth" && s[3] == "callback" {

@@ -13,7 +13,9 @@
 //     c. POST /auth/refresh and /auth/logout with a refresh token in the body: the token family's
 //     region; a refresh without one the router's own, a logout without one by its caller (rule 5).
 //  2. GET /jobs/search?scope=global: the router's own region; its node fans out to the others.
-//  3. An object ID in the path (/jobs/{id}, /reviews/{id}, /users/{id}/profile, /auth/api-keys/{id}):
+//  3. An object ID in the path (/jobs/{id}, /reviews/{id}, /users/{id}/profile, /auth/api-keys/{id},
+//     /proposals/{id}, /contracts/{id} and its actions; not /jobs/{id}/proposals nor
+//     /proposals/{id}/accept, which act on the caller's own shard):
 //     the object's owner's region. Reading someone else's public object goes where it lives.
 //  4. An owner in the query (owner_id, user_id, job_id): that owner's region.
 //  5. The caller: the region of the verified access token's ksid, or of the API key's owner.
