@@ -18,7 +18,7 @@ const (
 	CapPostJob Capability = "post_job"
 	// CapPostReview: POST /reviews.
 	CapPostReview Capability = "post_review"
-	// CapApply: applying to a job (hiring, not built yet).
+	// CapApply: POST /jobs/{id}/proposals.
 	CapApply Capability = "apply"
 	// CapLinkIdentity: POST /auth/oauth/{provider}/link.
 	CapLinkIdentity Capability = "link_identity"

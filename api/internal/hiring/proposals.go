@@ -289,7 +289,8 @@ func (s *Service) listJobProposals(w http.ResponseWriter, r *http.Request) error
 	// Only the job's owner lists its proposals, from the owner's shard: this node's when the caller is
 	// the owner (the router sends the caller's requests to the caller's region).
 	rt, err := s.a.Pools.Route(jobID.KeyspaceID())
-	if err != nil || rt.Region != s.a.Region || rt.Route.KeyspaceID != caller.KSID {
+	me, merr := s.a.Pools.Route(caller.KSID)
+	if err != nil || merr != nil || rt.Region != s.a.Region || rt.Route.KeyspaceID != me.Route.KeyspaceID {
 		return apierror.NotFound("job")
 	}
 	shard, err := s.a.ReadShard(ctx, caller.KSID)
