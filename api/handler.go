@@ -21,6 +21,7 @@ import (
 	"github.com/8thdegree/meridian/api/internal/accounts/oauth"
 	"github.com/8thdegree/meridian/api/internal/authn"
 	"github.com/8thdegree/meridian/api/internal/feature"
+	"github.com/8thdegree/meridian/api/internal/hiring"
 	"github.com/8thdegree/meridian/api/internal/jobs"
 	"github.com/8thdegree/meridian/api/internal/middleware"
 	"github.com/8thdegree/meridian/api/internal/openapi"
@@ -88,7 +89,7 @@ func assemble(a *feature.Deps, fs featureSettings) (*assembly, error) {
 	if err != nil {
 		return nil, err
 	}
-	rv, err := reviews.New(a, reviews.DefaultConfig(), jobs.NewOwnerLookup(a))
+	rv, err := reviews.New(a, reviews.DefaultConfig(), hiring.NewSides(a))
 	if err != nil {
 		return nil, err
 	}
