@@ -167,7 +167,7 @@ func (s *Service) insert(ctx context.Context, side hiring.Side, reviewer, review
 	switch {
 	case errors.Is(err, pgx.ErrNoRows), pgCode(err) == "23503":
 		return Review{}, revieweeGone()
-	case pgCode(err) == "23505":
+	case pgCode(err) == "23505" && pgConstraint(err) == oneReviewPerContract:
 		return Review{}, alreadyReviewed(err)
 	case err != nil:
 		return Review{}, fmt.Errorf("reviews: insert: %w", err)

@@ -1172,3 +1172,35 @@ func TestUnverifiedCannotReview(t *testing.T) {
 		t.Errorf("the refused review counts: %+v", st)
 	}
 }
+
+// Concurrent reviews of one contract by one party: one is written, the others are 409 already_reviewed.
+func TestConcurrentSecondReview(t *testing.T) {
+	e := start(t, envOptions{})
+	client := e.h.CreateUser(t, authn.Client, "eu-west")
+	free := e.h.CreateUser(t, authn.Freelancer, "eu-west")
+	d := e.completed(t, client, free)
+	const n = 6
+	results := make(chan *apitest.Response, n)
+	for i := range n {
+		go func() {
+			results <- e.h.Do(t, "eu-west", apitest.Request{Method: "POST", Path: "/api/v1/reviews/", Token: client.Token,
+				Body: map[string]any{"contract_id": d.id, "rating": i%5 + 1}})
+		}()
+	}
+	created := 0
+	for range n {
+		r := <-results
+		switch {
+		case r.Status == http.StatusCreated:
+			created++
+		case r.Status != http.StatusConflict || r.ErrorCode() != "already_reviewed":
+			t.Errorf("concurrent review: %d %s", r.Status, r.Body)
+		}
+	}
+	if created != 1 {
+		t.Fatalf("%d reviews created, want 1", created)
+	}
+	if c := e.count(t, free.KSID, `SELECT count(*) FROM ai.outcomes WHERE ksid = $1 AND kind = 'review_posted'`, free.KSID.Bytes()); c != 1 {
+		t.Fatalf("%d review_posted outcomes, want 1", c)
+	}
+}

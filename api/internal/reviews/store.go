@@ -111,6 +111,18 @@ func scanReview(row pgx.Row) (Review, error) {
 	return rv, nil
 }
 
+// oneReviewPerContract is the constraint that allows one review per party per contract (00009).
+const oneReviewPerContract = "reviews_one_per_contract"
+
+// pgConstraint returns the constraint a PostgreSQL error names ("" for none or any other error).
+func pgConstraint(err error) string {
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		return pe.ConstraintName
+	}
+	return ""
+}
+
 // pgCode returns the SQLSTATE of a PostgreSQL error ("" for any other error).
 func pgCode(err error) string {
 	var pe *pgconn.PgError
