@@ -89,7 +89,7 @@ func assemble(a *feature.Deps, fs featureSettings) (*assembly, error) {
 	if err != nil {
 		return nil, err
 	}
-	rv, err := reviews.New(a, reviews.DefaultConfig(), jobs.NewOwnerLookup(a))
+	rv, err := reviews.New(a, reviews.DefaultConfig(), hiring.NewSides(a))
 	if err != nil {
 		return nil, err
 	}

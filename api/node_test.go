@@ -35,6 +35,7 @@ import (
 	"github.com/8thdegree/meridian/internal/ratelimit"
 	"github.com/8thdegree/meridian/internal/tokenissue"
 	"github.com/8thdegree/meridian/internal/wire"
+	"github.com/8thdegree/meridian/pkg/shardkey"
 )
 
 func TestMain(m *testing.M) { testenv.Main(m) }
@@ -234,12 +235,14 @@ func TestWalkthrough(t *testing.T) {
 	if items := found["items"].([]any); len(items) == 0 || !strings.Contains(string(mustJSON(t, items)), jobID) || found["partial"] != false {
 		t.Fatalf("global search from eu-west: %v", found)
 	}
-	// Alice reviews Bruno: the review lives in Bruno's region, so it is written there.
-	r := h.Do(t, "us-east", apitest.Request{Method: "POST", Path: "/api/v1/reviews/", Token: aliceTok, Body: map[string]any{"job_id": jobID, "reviewee_id": brunoID, "rating": 5, "comment": "Great"}})
-	if r.Status != http.StatusMisdirectedRequest || r.Header.Get(wire.ReplayRegion) != "eu-west" {
-		t.Fatalf("review sent to the reviewer's region: %d %s", r.Status, r.Body)
+	// Alice hired Bruno for the job, and the contract is completed: written straight into their shards.
+	contractID := completedContract(t, h, jobID, job["owner_id"].(string), brunoID)
+	// Alice reviews Bruno: her home region (us-east) answers; the review lives in Bruno's (eu-west).
+	r := h.Do(t, "eu-west", apitest.Request{Method: "POST", Path: "/api/v1/reviews/", Token: aliceTok, Body: map[string]any{"contract_id": contractID, "rating": 5, "comment": "Great"}})
+	if r.Status != http.StatusMisdirectedRequest || r.Header.Get(wire.ReplayRegion) != "us-east" {
+		t.Fatalf("review sent outside the reviewer's region: %d %s", r.Status, r.Body)
 	}
-	do("eu-west", "POST", "/api/v1/reviews/", aliceTok, map[string]any{"job_id": jobID, "reviewee_id": brunoID, "rating": 5, "comment": "Great"})
+	do("us-east", "POST", "/api/v1/reviews/", aliceTok, map[string]any{"contract_id": contractID, "rating": 5, "comment": "Great"})
 	stats := do("eu-west", "GET", "/api/v1/reviews/stats?user_id="+brunoID, "", nil)
 	if stats["count"].(float64) != 1 || stats["average"].(float64) != 5 {
 		t.Fatalf("stats: %v", stats)
@@ -252,6 +255,45 @@ func TestWalkthrough(t *testing.T) {
 	if got := do("eu-west", "GET", "/api/users/me", bruno, nil); got["id"] != brunoID {
 		t.Fatalf("/api alias: %v", got)
 	}
+}
+
+// completedContract writes a completed contract of the job's owner and a freelancer as the hiring
+// feature keeps it: the contract on the client's shard, its reference row on the freelancer's.
+func completedContract(t *testing.T, h *apitest.Harness, job, client, freelancer string) string {
+	t.Helper()
+	ids := map[string]shardkey.ID{}
+	for name, s := range map[string]string{"job": job, "client": client, "freelancer": freelancer} {
+		id, err := shardkey.ParseID(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids[name] = id
+	}
+	c, f := ids["client"].KeyspaceID(), ids["freelancer"].KeyspaceID()
+	contract, err := h.IDs.New(shardkey.KindContract, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	proposal, err := h.IDs.New(shardkey.KindProposal, f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, sql := range map[shardkey.KeyspaceID]string{
+		c: `INSERT INTO core.contracts (ksid, id, job_id, proposal_id, client_id, freelancer_id, rate, currency, status, completed_at)
+			VALUES ($1, $2, $3, $4, $5, $6, 80, 'USD', 'completed', now())`,
+		f: `INSERT INTO core.contract_refs (ksid, contract_id, job_id, proposal_id, client_id, freelancer_id, rate, currency, status, started_at, completed_at)
+			VALUES ($1, $2, $3, $4, $5, $6, 80, 'USD', 'completed', now(), now())`,
+	} {
+		rt, err := h.Pools.Route(k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := rt.Pool.Exec(context.Background(), sql, k.Bytes(), contract.Bytes(), ids["job"].Bytes(), proposal.Bytes(),
+			ids["client"].Bytes(), ids["freelancer"].Bytes()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return contract.String()
 }
 
 func mustJSON(t *testing.T, v any) []byte {

@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-
 	"github.com/8thdegree/meridian/api/internal/feature"
 	"github.com/8thdegree/meridian/api/internal/profiles"
 	"github.com/8thdegree/meridian/api/internal/richtext"
@@ -88,33 +86,4 @@ func New(a *feature.Deps, cfg Config, freelancers Freelancers, closer Closer) (*
 		return nil, err
 	}
 	return &Service{a: a, cfg: cfg, san: richtext.New(), freelancers: freelancers, closer: closer}, nil
-}
-
-// OwnerLookup answers who owns a job of this node's region, for features that need a job's owner
-// without the rest of the jobs service (reviews checks that a reviewer worked with the reviewee).
-type OwnerLookup struct{ a *feature.Deps }
-
-// NewOwnerLookup returns the lookup on a's shards.
-func NewOwnerLookup(a *feature.Deps) *OwnerLookup { return &OwnerLookup{a: a} }
-
-// JobOwner returns the owner of job, which must be homed in this node's region; ok is false when
-// there is no such job.
-func (l *OwnerLookup) JobOwner(ctx context.Context, job shardkey.ID) (owner shardkey.ID, ok bool, err error) {
-	shard, err := l.a.ReadShard(ctx, job.KeyspaceID())
-	if err != nil {
-		return owner, false, err
-	}
-	var raw []byte
-	err = shard.Pool.QueryRow(ctx, jobOwnerSQL, shard.Route.KeyspaceID.Bytes(), job.Bytes()).Scan(&raw)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return owner, false, nil
-	}
-	if err != nil {
-		return owner, false, fmt.Errorf("jobs: reading the owner of %s: %w", job, err)
-	}
-	owner, err = shardkey.IDFromBytes(raw)
-	if err != nil {
-		return owner, false, fmt.Errorf("jobs: stored owner of %s: %w", job, err)
-	}
-	return owner, true, nil
 }

@@ -157,9 +157,6 @@ LIMIT $4`
 SELECT count(*) FROM core.jobs AS j
 WHERE j.status = 'open'
   AND EXISTS (SELECT 1 FROM unnest($1::bytea[], $2::bytea[]) AS r(lo, hi) WHERE j.ksid >= r.lo AND j.ksid < r.hi)`
-
-	// jobOwnerSQL serves OwnerLookup: the owner of a job, whatever its status.
-	jobOwnerSQL = `SELECT owner_id FROM core.jobs WHERE ksid = $1 AND id = $2`
 )
 
 // Each shard ranks its matches and returns the best limit+1 after the cursor. The rank is computed in a

@@ -3,18 +3,16 @@ package profiles
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-
 	"github.com/8thdegree/meridian/api/internal/apitest"
 	"github.com/8thdegree/meridian/api/internal/authn"
 	"github.com/8thdegree/meridian/api/internal/feature"
+	"github.com/8thdegree/meridian/api/internal/hiring"
 	"github.com/8thdegree/meridian/api/internal/rest"
 	"github.com/8thdegree/meridian/api/internal/reviews"
 	"github.com/8thdegree/meridian/api/internal/skills"
@@ -31,7 +29,7 @@ func TestMain(m *testing.M) { testenv.Main(m) }
 func start(t *testing.T) *apitest.Harness {
 	t.Helper()
 	return apitest.New(t, apitest.Options{Routes: func(a *feature.Deps, _ *tokenissue.Issuer) []feature.Route {
-		rv, err := reviews.New(a, reviews.DefaultConfig(), jobOwners{a})
+		rv, err := reviews.New(a, reviews.DefaultConfig(), hiring.NewSides(a))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -244,9 +242,9 @@ func TestPublicProfile(t *testing.T) {
 		if i > 0 {
 			author = h.CreateUser(t, authn.Client, "eu-west")
 		}
-		job := insertJob(t, h, author)
+		contract := insertCompletedContract(t, h, author, free)
 		rr := h.Do(t, "eu-west", apitest.Request{Method: "POST", Path: "/api/v1/reviews/", Token: author.Token,
-			Body: map[string]any{"job_id": job, "reviewee_id": free.ID, "rating": rating}})
+			Body: map[string]any{"contract_id": contract, "rating": rating}})
 		if rr.Status != 201 {
 			t.Fatalf("review: %d %s", rr.Status, rr.Body)
 		}
@@ -284,27 +282,6 @@ func TestPublicProfile(t *testing.T) {
 }
 
 // insertJob writes a job straight into the owner's shard (the jobs package is written elsewhere).
-// jobOwners stands in for the jobs feature (which imports this package, so its tests cannot import
-// it): it reads the rows insertJob writes.
-type jobOwners struct{ a *feature.Deps }
-
-func (j jobOwners) JobOwner(ctx context.Context, job shardkey.ID) (shardkey.ID, bool, error) {
-	shard, err := j.a.ReadShard(ctx, job.KeyspaceID())
-	if err != nil {
-		return shardkey.ID{}, false, err
-	}
-	var raw []byte
-	err = shard.Pool.QueryRow(ctx, `SELECT owner_id FROM core.jobs WHERE ksid = $1 AND id = $2`, shard.Route.KeyspaceID.Bytes(), job.Bytes()).Scan(&raw)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return shardkey.ID{}, false, nil
-	}
-	if err != nil {
-		return shardkey.ID{}, false, err
-	}
-	owner, err := shardkey.IDFromBytes(raw)
-	return owner, err == nil, err
-}
-
 func insertJob(t *testing.T, h *apitest.Harness, owner apitest.User) shardkey.ID {
 	t.Helper()
 	id := newID(t, h, shardkey.KindJob, owner.KSID)
@@ -315,6 +292,34 @@ func insertJob(t *testing.T, h *apitest.Harness, owner apitest.User) shardkey.ID
 	if _, err := rt.Pool.Exec(context.Background(), `INSERT INTO core.jobs (ksid, id, owner_id, title) VALUES ($1, $2, $3, 'A job')`,
 		owner.KSID.Bytes(), id.Bytes(), owner.ID.Bytes()); err != nil {
 		t.Fatal(err)
+	}
+	return id
+}
+
+// insertCompletedContract writes a completed contract of client and free straight into their shards,
+// as the hiring feature keeps it: the contract on the client's, the reference row on the freelancer's.
+func insertCompletedContract(t *testing.T, h *apitest.Harness, client, free apitest.User) shardkey.ID {
+	t.Helper()
+	job := insertJob(t, h, client)
+	id := newID(t, h, shardkey.KindContract, client.KSID)
+	proposal := newID(t, h, shardkey.KindProposal, free.KSID)
+	for _, w := range []struct {
+		k   shardkey.KeyspaceID
+		sql string
+	}{
+		{client.KSID, `INSERT INTO core.contracts (ksid, id, job_id, proposal_id, client_id, freelancer_id, rate, currency, status, completed_at)
+			VALUES ($1, $2, $3, $4, $5, $6, 50, 'EUR', 'completed', now())`},
+		{free.KSID, `INSERT INTO core.contract_refs (ksid, contract_id, job_id, proposal_id, client_id, freelancer_id, rate, currency, status, started_at, completed_at)
+			VALUES ($1, $2, $3, $4, $5, $6, 50, 'EUR', 'completed', now(), now())`},
+	} {
+		rt, err := h.Pools.Route(w.k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := rt.Pool.Exec(context.Background(), w.sql, w.k.Bytes(), id.Bytes(), job.Bytes(), proposal.Bytes(),
+			client.ID.Bytes(), free.ID.Bytes()); err != nil {
+			t.Fatal(err)
+		}
 	}
 	return id
 }

@@ -1,7 +1,6 @@
 package reviews
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -10,117 +9,15 @@ import (
 	"github.com/gorilla/mux"
 	"github.com/jackc/pgx/v5"
 
-	"github.com/8thdegree/meridian/api/internal/authn"
 	"github.com/8thdegree/meridian/api/internal/feature"
 	"github.com/8thdegree/meridian/api/internal/rest"
 	"github.com/8thdegree/meridian/internal/apierror"
 	"github.com/8thdegree/meridian/pkg/shardkey"
-	"github.com/8thdegree/meridian/shardmgr/shardpool"
 	"github.com/8thdegree/meridian/shardmgr/topology"
 )
 
 func invalid(field, problem string) error {
 	return apierror.Invalid(map[string]string{field: problem})
-}
-
-func (s *Service) create(w http.ResponseWriter, r *http.Request) error {
-	ctx := r.Context()
-	caller := feature.Caller(r)
-	if err := caller.Can(authn.CapPostReview); err != nil {
-		return err
-	}
-	var req createRequest
-	if err := rest.Decode(w, r, &req); err != nil {
-		return err
-	}
-	in, bad := req.normalize(s.san)
-	if len(bad) > 0 {
-		return apierror.Invalid(bad)
-	}
-	if in.revieweeID == caller.UserID {
-		return invalid("reviewee_id", "you cannot review yourself")
-	}
-	// The review is written where the reviewee lives. Asking first, before the job lookup, means a
-	// node of the wrong region answers 421 at once and the work is done once, in the right region.
-	if _, err := s.a.ReadShard(ctx, in.revieweeID.KeyspaceID()); err != nil {
-		if errors.Is(err, topology.ErrNoShard) {
-			return invalid("reviewee_id", "no such user")
-		}
-		return err
-	}
-	owner, err := s.jobOwner(ctx, in.jobID)
-	if err != nil {
-		return err
-	}
-	if owner != caller.UserID && owner != in.revieweeID {
-		return invalid("job_id", "a review must be about a job that you or the reviewee posted")
-	}
-	shard, err := s.a.WriteShard(ctx, in.revieweeID.KeyspaceID())
-	if err != nil {
-		return err
-	}
-	ksid := shard.Route.KeyspaceID
-	id, err := s.a.IDs.New(shardkey.KindReview, ksid)
-	if err != nil {
-		return fmt.Errorf("reviews: new ID: %w", err)
-	}
-	rv, err := scanReview(shard.Pool.QueryRow(ctx, insertReviewSQL,
-		ksid.Bytes(), id.Bytes(), caller.UserID.Bytes(), in.revieweeID.Bytes(), in.jobID.Bytes(), int16(in.rating), in.comment))
-	switch {
-	case errors.Is(err, pgx.ErrNoRows), pgCode(err) == "23503":
-		return invalid("reviewee_id", "no such user")
-	case pgCode(err) == "23505":
-		return apierror.Conflict("conflict", "you have already reviewed this user for this job").WithCause(err)
-	case err != nil:
-		return fmt.Errorf("reviews: insert: %w", err)
-	}
-	s.cache.invalidate(ctx, rv.RevieweeID)
-	w.Header().Set("Location", "/api/v1/reviews/"+rv.ID.String())
-	rest.WriteJSON(w, http.StatusCreated, rv)
-	return nil
-}
-
-// jobOwner returns the owner of a job: from the owner's shard when it is in this region, else from
-// the owner's region's node. A job that does not exist is a field error of the request.
-func (s *Service) jobOwner(ctx context.Context, job shardkey.ID) (shardkey.ID, error) {
-	rt, err := s.a.Pools.Route(job.KeyspaceID())
-	switch {
-	case errors.Is(err, topology.ErrNoShard):
-		return shardkey.ID{}, invalid("job_id", "no such job")
-	case errors.Is(err, shardpool.ErrNoTopology):
-		return shardkey.ID{}, apierror.Unavailable("the node has no topology yet", time.Second).WithCause(err)
-	case err != nil:
-		return shardkey.ID{}, err
-	}
-	if rt.Region == s.a.Region {
-		owner, ok, err := s.jobs.JobOwner(ctx, job)
-		if err != nil {
-			return shardkey.ID{}, fmt.Errorf("reviews: %w", err)
-		}
-		if !ok {
-			return shardkey.ID{}, invalid("job_id", "no such job")
-		}
-		return owner, nil
-	}
-	if s.a.Peers == nil {
-		return shardkey.ID{}, apierror.RegionUnavailable(rt.Region, 5*time.Second)
-	}
-	var remote struct {
-		OwnerID string `json:"owner_id"`
-	}
-	err = s.a.Peers.Call(ctx, rt.Region, http.MethodGet, "/api/v1/jobs/"+job.String(), nil, &remote)
-	var he *apierror.Error
-	switch {
-	case errors.As(err, &he) && he.Status == http.StatusNotFound:
-		return shardkey.ID{}, invalid("job_id", "no such job")
-	case err != nil:
-		return shardkey.ID{}, apierror.RegionUnavailable(rt.Region, 5*time.Second).WithCause(err)
-	}
-	owner, err := shardkey.ParseIDOfKind(remote.OwnerID, shardkey.KindUser)
-	if err != nil {
-		return shardkey.ID{}, fmt.Errorf("reviews: job %s from region %s: bad owner_id: %w", job, rt.Region, err)
-	}
-	return owner, nil
 }
 
 // reviewID reads the {id} path variable. A malformed ID names no review: 404, like an unknown one.

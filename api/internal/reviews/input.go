@@ -16,18 +16,16 @@ const (
 	MaxComment = 5000
 )
 
-// createRequest is the body of POST /reviews/. IDs are strings so that a malformed one is a field
-// error, not a decoding failure.
+// createRequest is the body of POST /reviews/. The ID is a string so that a malformed one is a field
+// error, not a decoding failure. The reviewee is not named: it is the other party of the contract.
 type createRequest struct {
-	JobID      string `json:"job_id"`
-	RevieweeID string `json:"reviewee_id"`
+	ContractID string `json:"contract_id"`
 	Rating     *int   `json:"rating"`
 	Comment    string `json:"comment"`
 }
 
 type createInput struct {
-	jobID      shardkey.ID
-	revieweeID shardkey.ID
+	contractID shardkey.ID
 	rating     int
 	comment    string
 }
@@ -36,23 +34,61 @@ func (c *createRequest) normalize(san *richtext.Sanitizer) (createInput, map[str
 	bad := map[string]string{}
 	var in createInput
 	var err error
-	if in.jobID, err = parseIDField(c.JobID, shardkey.KindJob); err != nil {
-		bad["job_id"] = err.Error()
+	if in.contractID, err = parseIDField(c.ContractID, shardkey.KindContract); err != nil {
+		bad["contract_id"] = err.Error()
+	}
+	in.rating, in.comment = checkRatingAndComment(c.Rating, c.Comment, san, bad)
+	return in, bad
+}
+
+// checkRatingAndComment validates a required rating and a comment into bad, returning them as stored.
+func checkRatingAndComment(rating *int, comment string, san *richtext.Sanitizer, bad map[string]string) (int, string) {
+	r := 0
+	if rating == nil {
+		bad["rating"] = "is required"
+	} else if problem := checkRating(*rating); problem != "" {
+		bad["rating"] = problem
+	} else {
+		r = *rating
+	}
+	c, err := sanitizeComment(comment, san)
+	if err != nil {
+		bad["comment"] = err.Error()
+	}
+	return r, c
+}
+
+// internalCreateRequest is the body of the node-to-node route on which the reviewee's region writes a
+// review that the reviewer's region accepted: the reviewer's region has checked its side of the
+// contract, the reviewee's region checks its own.
+type internalCreateRequest struct {
+	ContractID string `json:"contract_id"`
+	ReviewerID string `json:"reviewer_id"`
+	RevieweeID string `json:"reviewee_id"`
+	Rating     *int   `json:"rating"`
+	Comment    string `json:"comment"`
+}
+
+type internalCreateInput struct {
+	contractID, reviewerID, revieweeID shardkey.ID
+	rating                             int
+	comment                            string
+}
+
+func (c *internalCreateRequest) normalize(san *richtext.Sanitizer) (internalCreateInput, map[string]string) {
+	bad := map[string]string{}
+	var in internalCreateInput
+	var err error
+	if in.contractID, err = parseIDField(c.ContractID, shardkey.KindContract); err != nil {
+		bad["contract_id"] = err.Error()
+	}
+	if in.reviewerID, err = parseIDField(c.ReviewerID, shardkey.KindUser); err != nil {
+		bad["reviewer_id"] = err.Error()
 	}
 	if in.revieweeID, err = parseIDField(c.RevieweeID, shardkey.KindUser); err != nil {
 		bad["reviewee_id"] = err.Error()
 	}
-	if c.Rating == nil {
-		bad["rating"] = "is required"
-	} else if problem := checkRating(*c.Rating); problem != "" {
-		bad["rating"] = problem
-	} else {
-		in.rating = *c.Rating
-	}
-	in.comment, err = sanitizeComment(c.Comment, san)
-	if err != nil {
-		bad["comment"] = err.Error()
-	}
+	in.rating, in.comment = checkRatingAndComment(c.Rating, c.Comment, san, bad)
 	return in, bad
 }
 

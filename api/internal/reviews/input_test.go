@@ -61,13 +61,15 @@ func checkComment(t *testing.T, c string) {
 const (
 	seedUser = "usr_065wzsb800g370x3nmh42kr104106105"
 	seedJob  = "job_06h1fegj00g370x3nmh42kr2frcerdn9"
+	seedCtr  = "ctr_06h367dbvrg370x3nmh42kr8s2r1a4jd"
 )
 
 func FuzzCreateDecoder(f *testing.F) {
 	for _, s := range []string{
-		`{"job_id":"` + seedJob + `","reviewee_id":"` + seedUser + `","rating":5,"comment":"<b>good</b>"}`,
-		`{"job_id":"` + seedJob + `","reviewee_id":"` + seedUser + `","rating":0}`,
-		`{"job_id":"job_x","reviewee_id":"` + seedJob + `","rating":"5","comment":null}`,
+		`{"contract_id":"` + seedCtr + `","rating":5,"comment":"<b>good</b>"}`,
+		`{"contract_id":"` + seedCtr + `","rating":0}`,
+		`{"contract_id":"ctr_x","rating":"5","comment":null}`,
+		`{"contract_id":"` + seedJob + `","reviewee_id":"` + seedUser + `","rating":5}`,
 		`{"rating":1e400}`, `{"comment":"\u0000<script>x</script>"}`, `[]`, `{}`, `null`, `{"a":1}`, `{"rating":5} {}`,
 	} {
 		f.Add([]byte(s))
@@ -82,8 +84,8 @@ func FuzzCreateDecoder(f *testing.F) {
 		if in.rating < MinRating || in.rating > MaxRating {
 			t.Fatalf("rating %d accepted", in.rating)
 		}
-		if in.jobID.Kind() != shardkey.KindJob || in.revieweeID.Kind() != shardkey.KindUser {
-			t.Fatalf("wrong kinds accepted: %s %s", in.jobID, in.revieweeID)
+		if in.contractID.Kind() != shardkey.KindContract {
+			t.Fatalf("wrong kind accepted: %s", in.contractID)
 		}
 		checkComment(t, in.comment)
 	})
@@ -115,9 +117,10 @@ func TestCreateValidation(t *testing.T) {
 		body   string
 		fields []string
 	}{
-		{`{}`, []string{"job_id", "reviewee_id", "rating"}},
-		{`{"job_id":"` + seedUser + `","reviewee_id":"` + seedJob + `","rating":7}`, []string{"job_id", "reviewee_id", "rating"}},
-		{`{"job_id":"` + seedJob + `","reviewee_id":"` + seedUser + `","rating":3,"comment":"` + strings.Repeat("x", MaxComment+1) + `"}`, []string{"comment"}},
+		{`{}`, []string{"contract_id", "rating"}},
+		{`{"contract_id":"` + seedJob + `","rating":7}`, []string{"contract_id", "rating"}},
+		{`{"contract_id":"` + seedCtr + `","rating":3,"comment":"` + strings.Repeat("x", MaxComment+1) + `"}`, []string{"comment"}},
+		{`{"job_id":"` + seedJob + `","reviewee_id":"` + seedUser + `","rating":3}`, []string{"job_id"}},
 	} {
 		_, err := decodeCreate([]byte(c.body), san)
 		var he *apierror.Error
@@ -131,8 +134,8 @@ func TestCreateValidation(t *testing.T) {
 			}
 		}
 	}
-	in, err := decodeCreate([]byte(`{"job_id":"`+seedJob+`","reviewee_id":"`+seedUser+`","rating":3,"comment":"  <a href=\"javascript:x\">hi</a> "}`), san)
-	if err != nil || in.comment != "hi" || in.rating != 3 {
+	in, err := decodeCreate([]byte(`{"contract_id":"`+seedCtr+`","rating":3,"comment":"  <a href=\"javascript:x\">hi</a> "}`), san)
+	if err != nil || in.comment != "hi" || in.rating != 3 || in.contractID.String() != seedCtr {
 		t.Errorf("valid body: %+v %v", in, err)
 	}
 }
@@ -187,7 +190,7 @@ func jsonString(t *testing.T, v any) string {
 
 func BenchmarkDecodeCreate(b *testing.B) {
 	san := richtext.New()
-	body := []byte(`{"job_id":"` + seedJob + `","reviewee_id":"` + seedUser + `","rating":5,"comment":"<p>Great <b>work</b>, on time.</p>"}`)
+	body := []byte(`{"contract_id":"` + seedCtr + `","rating":5,"comment":"<p>Great <b>work</b>, on time.</p>"}`)
 	b.ReportAllocs()
 	for b.Loop() {
 		if _, err := decodeCreate(body, san); err != nil {

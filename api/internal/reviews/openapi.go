@@ -23,17 +23,25 @@ func Schemas() map[string]any {
 		"Review": map[string]any{
 			"type": "object",
 			"properties": map[string]any{
-				"id": id("rev"), "job_id": id("job"), "reviewer_id": id("usr"), "reviewee_id": id("usr"),
+				"id": id("rev"),
+				"contract_id": map[string]any{"type": []string{"string", "null"}, "pattern": "^ctr_[0-9a-z]{32}$",
+					"description": "The completed contract the review is about; null for an unverified review."},
+				"status": map[string]any{"type": "string", "enum": []string{StatusVerified, StatusUnverified},
+					"description": "verified: bound to a completed contract, counted in stats; unverified: written before reviews needed a contract, listed but not counted."},
+				"job_id": id("job"), "reviewer_id": id("usr"), "reviewee_id": id("usr"),
 				"rating": rating, "comment": comment,
 				"created_at": map[string]any{"type": "string", "format": "date-time"},
 				"updated_at": map[string]any{"type": "string", "format": "date-time"},
 			},
-			"required": []string{"id", "job_id", "reviewer_id", "reviewee_id", "rating", "comment", "created_at", "updated_at"},
+			"required": []string{"id", "contract_id", "status", "job_id", "reviewer_id", "reviewee_id", "rating", "comment", "created_at", "updated_at"},
 		},
 		"ReviewInput": map[string]any{
 			"type": "object", "additionalProperties": false,
-			"properties": map[string]any{"job_id": id("job"), "reviewee_id": id("usr"), "rating": rating, "comment": comment},
-			"required":   []string{"job_id", "reviewee_id", "rating"},
+			"properties": map[string]any{
+				"contract_id": map[string]any{"type": "string", "pattern": "^ctr_[0-9a-z]{32}$",
+					"description": "A completed contract of which the caller is the client or the freelancer; the reviewee is the other party."},
+				"rating": rating, "comment": comment},
+			"required": []string{"contract_id", "rating"},
 		},
 		"ReviewPatch": map[string]any{
 			"type": "object", "additionalProperties": false,
@@ -51,7 +59,7 @@ func Schemas() map[string]any {
 			"required": []string{"items"},
 		},
 		"ReviewStats": map[string]any{
-			"type": "object",
+			"type": "object", "description": "Over verified reviews only.",
 			"properties": map[string]any{
 				"user_id": id("usr"),
 				"count":   map[string]any{"type": "integer", "minimum": 0},
@@ -87,11 +95,11 @@ func errorText(code int) string {
 	case http.StatusUnauthorized:
 		return "Missing or invalid credentials."
 	case http.StatusForbidden:
-		return "The API key lacks the scope."
+		return "The API key lacks the scope; for a new review, also email_unverified, or not_a_party (the caller is not a party of the contract)."
 	case http.StatusNotFound:
 		return "No such review or user (another user's review, for changes)."
 	case http.StatusConflict:
-		return "The caller already reviewed this user for this job."
+		return "contract_not_completed: the contract is not completed yet; already_reviewed: the caller already reviewed this contract; reviewee_deleted: the other party deleted their account."
 	case http.StatusMisdirectedRequest:
 		return "The data is homed in another region; replay in the region named by X-Meridian-Replay-Region."
 	case http.StatusRequestEntityTooLarge:
@@ -99,7 +107,7 @@ func errorText(code int) string {
 	case http.StatusUnsupportedMediaType:
 		return "The body is not JSON."
 	case http.StatusServiceUnavailable:
-		return "The data is being moved, or the job's region cannot be reached; retry after Retry-After."
+		return "The data is being moved, or the reviewee's region cannot be reached (region_unavailable); retry after Retry-After."
 	}
 	return http.StatusText(code)
 }

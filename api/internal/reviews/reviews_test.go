@@ -12,14 +12,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gorilla/mux"
-	"github.com/jackc/pgx/v5"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/8thdegree/meridian/api/internal/apitest"
 	"github.com/8thdegree/meridian/api/internal/authn"
 	"github.com/8thdegree/meridian/api/internal/feature"
-	"github.com/8thdegree/meridian/api/internal/jobs"
+	"github.com/8thdegree/meridian/api/internal/hiring"
 	"github.com/8thdegree/meridian/api/internal/rest"
 	"github.com/8thdegree/meridian/deploy/local/testenv"
 	"github.com/8thdegree/meridian/internal/apierror"
@@ -30,8 +28,8 @@ import (
 
 func TestMain(m *testing.M) { testenv.Main(m) }
 
-// env is a three-region deployment serving the reviews routes, plus a stand-in for the jobs
-// package's GET /jobs/{id} (reviews read remote jobs through it).
+// env is a three-region deployment serving the reviews routes, with the hiring feature's contract
+// reader; the tests write contracts straight into the parties' shards.
 type env struct {
 	h   *apitest.Harness
 	svc map[string]*Service
@@ -57,64 +55,90 @@ func start(t *testing.T, opts envOptions) *env {
 		if opts.cfg != nil {
 			cfg = *opts.cfg
 		}
-		svc, err := New(sa, cfg, jobs.NewOwnerLookup(sa))
+		svc, err := New(sa, cfg, hiring.NewSides(sa))
 		if err != nil {
 			t.Fatal(err)
 		}
 		e.svc[a.Region] = svc
-		return append(svc.Routes(), jobStandIn(a))
+		return svc.Routes()
 	}})
 	return e
 }
 
-// jobStandIn answers GET /jobs/{id} with {id, owner_id} from the owner's shard, as the jobs package
-// does; the reviews service calls it in the job's region.
-func jobStandIn(a *feature.Deps) feature.Route {
-	return feature.Route{Name: "testGetJob", Method: http.MethodGet, Path: "/jobs/{id}", Access: feature.Public,
-		Handler: func(w http.ResponseWriter, r *http.Request) error {
-			id, err := shardkey.ParseIDOfKind(mux.Vars(r)["id"], shardkey.KindJob)
-			if err != nil {
-				return apierror.NotFound("job")
-			}
-			shard, err := a.ReadShard(r.Context(), id.KeyspaceID())
-			if err != nil {
-				return err
-			}
-			var owner []byte
-			err = shard.Pool.QueryRow(r.Context(), `SELECT owner_id FROM core.jobs WHERE ksid = $1 AND id = $2`,
-				shard.Route.KeyspaceID.Bytes(), id.Bytes()).Scan(&owner)
-			if errors.Is(err, pgx.ErrNoRows) {
-				return apierror.NotFound("job")
-			}
-			if err != nil {
-				return err
-			}
-			oid, err := shardkey.IDFromBytes(owner)
-			if err != nil {
-				return err
-			}
-			rest.WriteJSON(w, http.StatusOK, map[string]any{"id": id, "owner_id": oid, "status": "open"})
-			return nil
-		}}
+// exec runs a statement on the shard of k.
+func (e *env) exec(t *testing.T, k shardkey.KeyspaceID, sql string, args ...any) {
+	t.Helper()
+	rt, err := e.h.Pools.Route(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := rt.Pool.Exec(context.Background(), sql, args...); err != nil {
+		t.Fatal(err)
+	}
 }
 
-// job inserts a job owned by owner on the owner's shard (the jobs package is written elsewhere).
+// count runs a count(*) query on the shard of k.
+func (e *env) count(t *testing.T, k shardkey.KeyspaceID, sql string, args ...any) int {
+	t.Helper()
+	rt, err := e.h.Pools.Route(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	if err := rt.Pool.QueryRow(context.Background(), sql, args...).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// job inserts a job owned by owner on the owner's shard.
 func (e *env) job(t *testing.T, owner apitest.User) shardkey.ID {
 	t.Helper()
-	id, err := e.h.IDs.New(shardkey.KindJob, owner.KSID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rt, err := e.h.Pools.Route(owner.KSID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := rt.Pool.Exec(context.Background(),
-		`INSERT INTO core.jobs (ksid, id, owner_id, title, description) VALUES ($1, $2, $3, $4, $5)`,
-		owner.KSID.Bytes(), id.Bytes(), owner.ID.Bytes(), "Build a thing", "Details"); err != nil {
-		t.Fatal(err)
-	}
+	id := mustID(t, e, shardkey.KindJob, owner.KSID)
+	e.exec(t, owner.KSID, `INSERT INTO core.jobs (ksid, id, owner_id, title, description) VALUES ($1, $2, $3, $4, $5)`,
+		owner.KSID.Bytes(), id.Bytes(), owner.ID.Bytes(), "Build a thing", "Details")
 	return id
+}
+
+// deal is a contract the tests wrote.
+type deal struct {
+	id, job      shardkey.ID
+	client, free apitest.User
+}
+
+// contract writes a contract of client (its job's owner) and free, as the hiring feature keeps it: the
+// contract on the client's shard, its reference row on the freelancer's, both with status.
+func (e *env) contract(t *testing.T, client, free apitest.User, status string) deal {
+	t.Helper()
+	d := deal{id: mustID(t, e, shardkey.KindContract, client.KSID), job: e.job(t, client), client: client, free: free}
+	proposal := mustID(t, e, shardkey.KindProposal, free.KSID)
+	e.exec(t, client.KSID, `INSERT INTO core.contracts (ksid, id, job_id, proposal_id, client_id, freelancer_id, rate, currency, status, completed_at)
+		VALUES ($1, $2, $3, $4, $5, $6, 50, 'EUR', $7::text, CASE WHEN $7::text = 'completed' THEN now() END)`,
+		client.KSID.Bytes(), d.id.Bytes(), d.job.Bytes(), proposal.Bytes(), client.ID.Bytes(), free.ID.Bytes(), status)
+	e.exec(t, free.KSID, `INSERT INTO core.contract_refs (ksid, contract_id, job_id, proposal_id, client_id, freelancer_id, rate, currency, status, started_at, completed_at)
+		VALUES ($1, $2, $3, $4, $5, $6, 50, 'EUR', $7::text, now(), CASE WHEN $7::text = 'completed' THEN now() END)`,
+		free.KSID.Bytes(), d.id.Bytes(), d.job.Bytes(), proposal.Bytes(), client.ID.Bytes(), free.ID.Bytes(), status)
+	return d
+}
+
+// completed is a completed contract of client and free.
+func (e *env) completed(t *testing.T, client, free apitest.User) deal {
+	t.Helper()
+	return e.contract(t, client, free, hiring.ContractCompleted)
+}
+
+// setClientSide and setFreelancerSide change one side's status, as completion and its outbox
+// delivery do, one after the other.
+func (e *env) setClientSide(t *testing.T, d deal, status string) {
+	t.Helper()
+	e.exec(t, d.client.KSID, `UPDATE core.contracts SET status = $3::text, completed_at = CASE WHEN $3::text = 'completed' THEN now() END
+		WHERE ksid = $1 AND id = $2`, d.client.KSID.Bytes(), d.id.Bytes(), status)
+}
+
+func (e *env) setFreelancerSide(t *testing.T, d deal, status string) {
+	t.Helper()
+	e.exec(t, d.free.KSID, `UPDATE core.contract_refs SET status = $3::text, completed_at = CASE WHEN $3::text = 'completed' THEN now() END
+		WHERE ksid = $1 AND contract_id = $2`, d.free.KSID.Bytes(), d.id.Bytes(), status)
 }
 
 // userOnOtherShard creates a user of region whose shard differs from other's.
@@ -149,16 +173,28 @@ func (e *env) unknownUser(t *testing.T, region string) shardkey.ID {
 	return id
 }
 
-func (e *env) review(t *testing.T, region string, by apitest.User, of shardkey.ID, job shardkey.ID, rating int) Review {
+// review posts by's review of contract d in region and returns it.
+func (e *env) review(t *testing.T, region string, by apitest.User, d deal, rating int) Review {
 	t.Helper()
-	r := e.h.Do(t, region, apitest.Request{Method: "POST", Path: "/api/v1/reviews/", Token: by.Token,
-		Body: map[string]any{"job_id": job, "reviewee_id": of, "rating": rating, "comment": "ok"}})
+	r := e.post(t, region, by.Token, map[string]any{"contract_id": d.id, "rating": rating, "comment": "ok"})
 	if r.Status != http.StatusCreated {
 		t.Fatalf("create review: %d %s", r.Status, r.Body)
 	}
 	var rv Review
 	r.JSON(t, &rv)
 	return rv
+}
+
+func (e *env) post(t *testing.T, region, token string, body any) *apitest.Response {
+	t.Helper()
+	return e.h.Do(t, region, apitest.Request{Method: "POST", Path: "/api/v1/reviews/", Token: token, Body: body})
+}
+
+// sameReview compares reviews field by field (the contract ID is a pointer).
+func sameReview(a, b Review) bool {
+	ac, bc := a.ContractID, b.ContractID
+	a.ContractID, b.ContractID = nil, nil
+	return a == b && (ac == nil) == (bc == nil) && (ac == nil || *ac == *bc)
 }
 
 func (e *env) stats(t *testing.T, region string, user shardkey.ID) Stats {
@@ -199,10 +235,10 @@ func TestCreateAndRead(t *testing.T) {
 	client := e.h.CreateUser(t, authn.Client, "eu-west")
 	free := e.userOnOtherShard(t, authn.Freelancer, "eu-west", client)
 	stranger := e.h.CreateUser(t, authn.Client, "eu-west")
-	job := e.job(t, client)
+	d := e.completed(t, client, free)
 
-	r := e.h.Do(t, "eu-west", apitest.Request{Method: "POST", Path: "/api/v1/reviews/", Token: client.Token, Body: map[string]any{
-		"job_id": job, "reviewee_id": free.ID, "rating": 5, "comment": `<p>Great <b>work</b></p><script>alert(1)</script>`}})
+	r := e.post(t, "eu-west", client.Token, map[string]any{
+		"contract_id": d.id, "rating": 5, "comment": `<p>Great <b>work</b></p><script>alert(1)</script>`})
 	if r.Status != http.StatusCreated {
 		t.Fatalf("create: %d %s", r.Status, r.Body)
 	}
@@ -211,8 +247,12 @@ func TestCreateAndRead(t *testing.T) {
 	if rv.ID.Kind() != shardkey.KindReview || rv.ID.KeyspaceID() != free.KSID {
 		t.Errorf("the review ID %s must carry the reviewee's ksid %s", rv.ID, free.KSID)
 	}
-	if rv.JobID != job || rv.ReviewerID != client.ID || rv.RevieweeID != free.ID || rv.Rating != 5 {
+	if rv.ContractID == nil || *rv.ContractID != d.id || rv.Status != StatusVerified || rv.JobID != d.job ||
+		rv.ReviewerID != client.ID || rv.RevieweeID != free.ID || rv.Rating != 5 {
 		t.Errorf("review fields: %+v", rv)
+	}
+	if !strings.Contains(string(r.Body), `"contract_id":"`+d.id.String()+`"`) || !strings.Contains(string(r.Body), `"status":"verified"`) {
+		t.Errorf("review JSON: %s", r.Body)
 	}
 	if rv.Comment != "<p>Great <b>work</b></p>" {
 		t.Errorf("comment not sanitised: %q", rv.Comment)
@@ -223,72 +263,98 @@ func TestCreateAndRead(t *testing.T) {
 	if loc := r.Header.Get("Location"); loc != "/api/v1/reviews/"+rv.ID.String() {
 		t.Errorf("Location %q", loc)
 	}
-	// Stored on the reviewee's shard, not the reviewer's.
-	rt, _ := e.h.Pools.Route(free.KSID)
-	var n int
-	if err := rt.Pool.QueryRow(context.Background(), `SELECT count(*) FROM core.reviews WHERE ksid = $1 AND id = $2`, free.KSID.Bytes(), rv.ID.Bytes()).Scan(&n); err != nil || n != 1 {
-		t.Fatalf("review on the reviewee's shard: %d %v", n, err)
+	// Stored on the reviewee's shard, not the reviewer's, with its outcome.
+	if n := e.count(t, free.KSID, `SELECT count(*) FROM core.reviews WHERE ksid = $1 AND id = $2 AND status = 'verified' AND contract_id = $3`,
+		free.KSID.Bytes(), rv.ID.Bytes(), d.id.Bytes()); n != 1 {
+		t.Fatalf("review on the reviewee's shard: %d", n)
 	}
+	wantOutcome(t, e, free.KSID, rv, d)
 
 	// Anyone may read it, without credentials.
 	got := e.h.Do(t, "eu-west", apitest.Request{Method: "GET", Path: "/api/v1/reviews/" + rv.ID.String()})
 	var back Review
 	got.JSON(t, &back)
-	if got.Status != 200 || back != rv {
+	if got.Status != 200 || !sameReview(back, rv) {
 		t.Errorf("read back: %d %+v, want %+v", got.Status, back, rv)
 	}
-	// The reviewee may review the owner for the same job.
-	e.review(t, "eu-west", free, client.ID, job, 4)
-
-	post := func(tok string, body any) *apitest.Response {
-		return e.h.Do(t, "eu-west", apitest.Request{Method: "POST", Path: "/api/v1/reviews/", Token: tok, Body: body})
+	// The freelancer reviews the client for the same contract.
+	rb := e.review(t, "eu-west", free, d, 4)
+	if rb.RevieweeID != client.ID || rb.ID.KeyspaceID() != client.KSID || *rb.ContractID != d.id {
+		t.Errorf("the freelancer's review: %+v", rb)
 	}
+	wantOutcome(t, e, client.KSID, rb, d)
+
+	// One review per party per contract.
+	again := map[string]any{"contract_id": d.id, "rating": 3, "comment": "fine"}
+	expect(t, "second review by the client", e.post(t, "eu-west", client.Token, again), 409, "already_reviewed")
+	expect(t, "second review by the freelancer", e.post(t, "eu-west", free.Token, again), 409, "already_reviewed")
+	// Only the parties.
+	expect(t, "a stranger", e.post(t, "eu-west", stranger.Token, again), 403, "not_a_party")
+	expect(t, "an unknown contract", e.post(t, "eu-west", client.Token,
+		map[string]any{"contract_id": mustID(t, e, shardkey.KindContract, client.KSID), "rating": 3}), 403, "not_a_party")
+	expect(t, "a contract of another region", e.post(t, "eu-west", client.Token,
+		map[string]any{"contract_id": mustID(t, e, shardkey.KindContract, unknownRegionKSID(t)), "rating": 3}), 403, "not_a_party")
+	// Only after completion; the completion reaches the freelancer's side later.
+	active := e.contract(t, client, free, hiring.ContractActive)
+	body := map[string]any{"contract_id": active.id, "rating": 2}
+	expect(t, "client, active contract", e.post(t, "eu-west", client.Token, body), 409, "contract_not_completed")
+	expect(t, "freelancer, active contract", e.post(t, "eu-west", free.Token, body), 409, "contract_not_completed")
+	e.setClientSide(t, active, hiring.ContractCompleted)
+	expect(t, "freelancer, completion not delivered yet", e.post(t, "eu-west", free.Token, body), 409, "contract_not_completed")
+	e.review(t, "eu-west", client, active, 2)
+	e.setFreelancerSide(t, active, hiring.ContractCompleted)
+	e.review(t, "eu-west", free, active, 5)
+	cancelled := e.contract(t, client, free, hiring.ContractActive)
+	e.exec(t, client.KSID, `UPDATE core.contracts SET status = 'cancelled', cancelled_at = now(), cancelled_by = $3 WHERE ksid = $1 AND id = $2`,
+		client.KSID.Bytes(), cancelled.id.Bytes(), client.ID.Bytes())
+	expect(t, "cancelled contract", e.post(t, "eu-west", client.Token, map[string]any{"contract_id": cancelled.id, "rating": 1}), 409, "contract_not_completed")
+
+	// Bad input is a 400 and writes nothing.
+	fresh := e.completed(t, client, free)
 	ok := func(mod func(m map[string]any)) map[string]any {
-		m := map[string]any{"job_id": job.String(), "reviewee_id": free.ID.String(), "rating": 3, "comment": "fine"}
+		m := map[string]any{"contract_id": fresh.id.String(), "rating": 3, "comment": "fine"}
 		mod(m)
 		return m
 	}
-	expect(t, "duplicate", post(client.Token, ok(func(map[string]any) {})), 409, "conflict")
 	for name, c := range map[string]struct {
 		body  any
 		field string
 	}{
-		"self review":           {ok(func(m map[string]any) { m["reviewee_id"] = client.ID }), "reviewee_id"},
-		"rating 0":              {ok(func(m map[string]any) { m["rating"] = 0 }), "rating"},
-		"rating 6":              {ok(func(m map[string]any) { m["rating"] = 6 }), "rating"},
-		"rating 4.5":            {ok(func(m map[string]any) { m["rating"] = 4.5 }), "rating"},
-		"rating as a string":    {ok(func(m map[string]any) { m["rating"] = "5" }), "rating"},
-		"rating missing":        {ok(func(m map[string]any) { delete(m, "rating") }), "rating"},
-		"job missing":           {ok(func(m map[string]any) { delete(m, "job_id") }), "job_id"},
-		"job malformed":         {ok(func(m map[string]any) { m["job_id"] = "job_nope" }), "job_id"},
-		"job is a user ID":      {ok(func(m map[string]any) { m["job_id"] = free.ID }), "job_id"},
-		"job unknown":           {ok(func(m map[string]any) { m["job_id"] = mustID(t, e, shardkey.KindJob, client.KSID) }), "job_id"},
-		"job of someone else":   {ok(func(m map[string]any) { m["job_id"] = e.job(t, stranger) }), "job_id"},
-		"job of unknown region": {ok(func(m map[string]any) { m["job_id"] = mustID(t, e, shardkey.KindJob, unknownRegionKSID(t)) }), "job_id"},
-		"reviewee malformed":    {ok(func(m map[string]any) { m["reviewee_id"] = "usr_x" }), "reviewee_id"},
-		"reviewee unknown":      {ok(func(m map[string]any) { m["reviewee_id"] = e.unknownUser(t, "eu-west") }), "reviewee_id"},
-		"reviewee of unknown region": {ok(func(m map[string]any) {
-			m["reviewee_id"] = mustID(t, e, shardkey.KindUser, unknownRegionKSID(t))
-		}), "reviewee_id"},
+		"rating 0":                      {ok(func(m map[string]any) { m["rating"] = 0 }), "rating"},
+		"rating 6":                      {ok(func(m map[string]any) { m["rating"] = 6 }), "rating"},
+		"rating 4.5":                    {ok(func(m map[string]any) { m["rating"] = 4.5 }), "rating"},
+		"rating as a string":            {ok(func(m map[string]any) { m["rating"] = "5" }), "rating"},
+		"rating missing":                {ok(func(m map[string]any) { delete(m, "rating") }), "rating"},
+		"contract missing":              {ok(func(m map[string]any) { delete(m, "contract_id") }), "contract_id"},
+		"contract malformed":            {ok(func(m map[string]any) { m["contract_id"] = "ctr_nope" }), "contract_id"},
+		"contract is a job ID":          {ok(func(m map[string]any) { m["contract_id"] = fresh.job }), "contract_id"},
 		"comment too long":              {ok(func(m map[string]any) { m["comment"] = strings.Repeat("é", MaxComment+1) }), "comment"},
 		"comment too long once escaped": {ok(func(m map[string]any) { m["comment"] = strings.Repeat("&", MaxComment) }), "comment"},
 		"unknown field":                 {ok(func(m map[string]any) { m["stars"] = 5 }), "stars"},
+		"the former job_id":             {ok(func(m map[string]any) { m["job_id"] = fresh.job }), "job_id"},
+		"the former reviewee_id":        {ok(func(m map[string]any) { m["reviewee_id"] = free.ID }), "reviewee_id"},
 	} {
-		r := post(client.Token, c.body)
+		r := e.post(t, "eu-west", client.Token, c.body)
 		if r.Status != 400 || r.ErrorCode() != "invalid_request" || !strings.Contains(string(r.Body), `"`+c.field+`":`) {
 			t.Errorf("%s: %d %s, want 400 naming %s", name, r.Status, r.Body, c.field)
 		}
 	}
-	expect(t, "bad JSON", post(client.Token, `{"job_id": `), 400, "invalid_request")
+	post := func(tok string, body any) *apitest.Response { return e.post(t, "eu-west", tok, body) }
+	expect(t, "bad JSON", post(client.Token, `{"contract_id": `), 400, "invalid_request")
 	expect(t, "not an object", post(client.Token, `[1,2]`), 400, "invalid_request")
 	expect(t, "two values", post(client.Token, `{} {}`), 400, "invalid_request")
 	expect(t, "empty body", post(client.Token, ``), 400, "invalid_request")
 	expect(t, "missing token", post("", ok(func(map[string]any) {})), 401, "unauthenticated")
 	expect(t, "invalid token", post("not.a.token", ok(func(map[string]any) {})), 401, "unauthenticated")
-	big := `{"job_id": "` + strings.Repeat("a", rest.MaxBodyBytes) + `"}`
+	big := `{"contract_id": "` + strings.Repeat("a", rest.MaxBodyBytes) + `"}`
 	expect(t, "oversized body", post(client.Token, big), 413, "")
 	expect(t, "not JSON", e.h.Do(t, "eu-west", apitest.Request{Method: "POST", Path: "/api/v1/reviews/", Token: client.Token,
 		Body: "rating=5", Header: http.Header{"Content-Type": {"application/x-www-form-urlencoded"}}}), 415, "")
+	if n := e.count(t, free.KSID, `SELECT count(*) FROM core.reviews WHERE ksid = $1 AND contract_id = $2`, free.KSID.Bytes(), fresh.id.Bytes()); n != 0 {
+		t.Errorf("refused requests wrote %d reviews", n)
+	}
+	// The requests above changed nothing: the contract can still be reviewed.
+	e.review(t, "eu-west", client, fresh, 3)
 
 	for name, path := range map[string]string{
 		"malformed ID":     "/api/v1/reviews/rev_nope",
@@ -299,6 +365,73 @@ func TestCreateAndRead(t *testing.T) {
 	} {
 		expect(t, name, e.h.Do(t, "eu-west", apitest.Request{Method: "GET", Path: path}), 404, "not_found")
 	}
+}
+
+// wantOutcome checks the review_posted outcome of rv on the reviewee's shard.
+func wantOutcome(t *testing.T, e *env, k shardkey.KeyspaceID, rv Review, d deal) {
+	t.Helper()
+	rt, err := e.h.Pools.Route(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var (
+		job, free, client []byte
+		rating            int
+		reviewer          string
+	)
+	err = rt.Pool.QueryRow(context.Background(), `SELECT job_id, freelancer_id, client_id, (details->>'rating')::int, details->>'reviewer_id'
+		FROM ai.outcomes WHERE ksid = $1 AND kind = 'review_posted' AND subject_id = $2`, k.Bytes(), rv.ID.Bytes()).
+		Scan(&job, &free, &client, &rating, &reviewer)
+	if err != nil {
+		t.Fatalf("outcome of review %s: %v", rv.ID, err)
+	}
+	if string(job) != string(d.job.Bytes()) || string(free) != string(d.free.ID.Bytes()) || string(client) != string(d.client.ID.Bytes()) ||
+		rating != rv.Rating || reviewer != rv.ReviewerID.String() {
+		t.Errorf("outcome of review %s: job %x freelancer %x client %x rating %d reviewer %s", rv.ID, job, free, client, rating, reviewer)
+	}
+}
+
+// Reviews of other status than verified are listed, with their status, but never counted.
+func TestUnverifiedListedNotCounted(t *testing.T) {
+	e := start(t, envOptions{})
+	client := e.h.CreateUser(t, authn.Client, "eu-west")
+	free := e.h.CreateUser(t, authn.Freelancer, "eu-west")
+	old := mustID(t, e, shardkey.KindReview, free.KSID)
+	// A review from before contracts: no contract, unverified.
+	e.exec(t, free.KSID, `INSERT INTO core.reviews (ksid, id, reviewer_id, reviewee_id, job_id, rating, comment, created_at)
+		VALUES ($1, $2, $3, $4, $5, 1, 'old', now() - interval '1 day')`,
+		free.KSID.Bytes(), old.Bytes(), client.ID.Bytes(), free.ID.Bytes(), e.job(t, client).Bytes())
+	rv := e.review(t, "eu-west", client, e.completed(t, client, free), 5)
+
+	r := e.h.Do(t, "eu-west", apitest.Request{Method: "GET", Path: "/api/v1/reviews/?user_id=" + free.ID.String()})
+	var page rest.Page[Review]
+	r.JSON(t, &page)
+	if r.Status != 200 || len(page.Items) != 2 {
+		t.Fatalf("list: %d %s", r.Status, r.Body)
+	}
+	if page.Items[0].ID != rv.ID || page.Items[0].Status != StatusVerified || page.Items[1].ID != old ||
+		page.Items[1].Status != StatusUnverified || page.Items[1].ContractID != nil {
+		t.Errorf("list: %s", r.Body)
+	}
+	if !strings.Contains(string(r.Body), `"contract_id":null,"status":"unverified"`) {
+		t.Errorf("an unverified review must show a null contract_id: %s", r.Body)
+	}
+	g := e.h.Do(t, "eu-west", apitest.Request{Method: "GET", Path: "/api/v1/reviews/" + old.String()})
+	var one Review
+	g.JSON(t, &one)
+	if g.Status != 200 || one.Status != StatusUnverified || one.ContractID != nil {
+		t.Errorf("get unverified: %d %s", g.Status, g.Body)
+	}
+	wantStats(t, e.stats(t, "eu-west", free.ID), 1, 5, [5]int{0, 0, 0, 0, 1})
+	if n, avg, err := e.svc["eu-west"].Rating(context.Background(), free.ID); err != nil || n != 1 || avg != 5 {
+		t.Errorf("Rating: %d %v %v", n, avg, err)
+	}
+	// Its author may still change it; it stays uncounted.
+	if r := e.h.Do(t, "eu-west", apitest.Request{Method: "PATCH", Path: "/api/v1/reviews/" + old.String(), Token: client.Token,
+		Body: map[string]any{"rating": 2}}); r.Status != 200 {
+		t.Fatalf("patch unverified: %d %s", r.Status, r.Body)
+	}
+	wantStats(t, e.stats(t, "eu-west", free.ID), 1, 5, [5]int{0, 0, 0, 0, 1})
 }
 
 func mustID(t *testing.T, e *env, kind shardkey.Kind, k shardkey.KeyspaceID) shardkey.ID {
@@ -319,50 +452,48 @@ func unknownRegionKSID(t *testing.T) shardkey.KeyspaceID {
 	return k
 }
 
-// A review is written in the reviewee's region; the job may be in any region.
+// A review is posted in the reviewer's region and written in the reviewee's, which checks the
+// contract again from its side.
 func TestCrossRegion(t *testing.T) {
 	e := start(t, envOptions{})
 	client := e.h.CreateUser(t, authn.Client, "us-east")
 	free := e.h.CreateUser(t, authn.Freelancer, "ap-south")
-	job := e.job(t, client)
-	body := map[string]any{"job_id": job, "reviewee_id": free.ID, "rating": 4, "comment": "good"}
+	d := e.completed(t, client, free)
+	body := map[string]any{"contract_id": d.id, "rating": 4, "comment": "good"}
 
-	// Asked in the client's region, the node points at the reviewee's.
-	r := e.h.Do(t, "us-east", apitest.Request{Method: "POST", Path: "/api/v1/reviews/", Token: client.Token, Body: body})
-	if r.Status != http.StatusMisdirectedRequest || r.Header.Get(wire.ReplayRegion) != "ap-south" || r.ErrorCode() != "wrong_region" {
+	// Asked outside the caller's region, the node points at the caller's.
+	r := e.post(t, "ap-south", client.Token, body)
+	if r.Status != http.StatusMisdirectedRequest || r.Header.Get(wire.ReplayRegion) != "us-east" || r.ErrorCode() != "wrong_region" {
 		t.Fatalf("create in the wrong region: %d %s %v", r.Status, r.Body, r.Header)
 	}
-	// The replay lands in ap-south, which reads the job from us-east through a peer call.
-	r = e.h.Do(t, "ap-south", apitest.Request{Method: "POST", Path: "/api/v1/reviews/", Token: client.Token, Body: body})
-	if r.Status != http.StatusCreated {
-		t.Fatalf("create in the reviewee's region: %d %s", r.Status, r.Body)
+	// In the caller's region, the review is written in the reviewee's through the internal route.
+	rv := e.review(t, "us-east", client, d, 4)
+	if rv.ID.KeyspaceID() != free.KSID || rv.RevieweeID != free.ID || *rv.ContractID != d.id || rv.Status != StatusVerified {
+		t.Errorf("review %+v not the freelancer's", rv)
 	}
-	var rv Review
-	r.JSON(t, &rv)
-	if rv.ID.KeyspaceID().Region() != free.KSID.Region() {
-		t.Errorf("review %s not in the reviewee's region", rv.ID)
+	if n := e.count(t, free.KSID, `SELECT count(*) FROM core.reviews WHERE ksid = $1 AND id = $2`, free.KSID.Bytes(), rv.ID.Bytes()); n != 1 {
+		t.Fatalf("review on the reviewee's shard: %d", n)
 	}
-	// A remote job that does not exist, or that neither party posted.
-	other := e.h.CreateUser(t, authn.Client, "eu-west")
-	for name, jid := range map[string]shardkey.ID{
-		"unknown remote job":       mustID(t, e, shardkey.KindJob, client.KSID),
-		"remote job of a stranger": e.job(t, other),
-	} {
-		r := e.h.Do(t, "ap-south", apitest.Request{Method: "POST", Path: "/api/v1/reviews/", Token: client.Token,
-			Body: map[string]any{"job_id": jid, "reviewee_id": free.ID, "rating": 4}})
-		if r.Status != 400 || !strings.Contains(string(r.Body), `"job_id"`) {
-			t.Errorf("%s: %d %s", name, r.Status, r.Body)
-		}
+	wantOutcome(t, e, free.KSID, rv, d)
+	// The peer's answers pass through.
+	expect(t, "second review across regions", e.post(t, "us-east", client.Token, body), 409, "already_reviewed")
+	// The freelancer (ap-south) reviews the client back: written in us-east.
+	back := e.review(t, "ap-south", free, d, 5)
+	if back.ID.KeyspaceID() != client.KSID {
+		t.Errorf("review %s not in the client's keyspace", back.ID)
 	}
-	// The freelancer (ap-south) reviews the client back: written in us-east; the job is local there.
-	r = e.h.Do(t, "ap-south", apitest.Request{Method: "POST", Path: "/api/v1/reviews/", Token: free.Token,
-		Body: map[string]any{"job_id": job, "reviewee_id": client.ID, "rating": 5}})
-	if r.Status != http.StatusMisdirectedRequest || r.Header.Get(wire.ReplayRegion) != "us-east" {
-		t.Fatalf("review back, wrong region: %d %s", r.Status, r.Body)
-	}
-	back := e.review(t, "us-east", free, client.ID, job, 5)
+	// Completed on the client's side, not yet on the freelancer's: the reviewee's side refuses.
+	lag := e.contract(t, client, free, hiring.ContractActive)
+	e.setClientSide(t, lag, hiring.ContractCompleted)
+	expect(t, "client, completion not delivered to the reviewee", e.post(t, "us-east", client.Token,
+		map[string]any{"contract_id": lag.id, "rating": 3}), 409, "contract_not_completed")
+	expect(t, "freelancer, completion not delivered", e.post(t, "ap-south", free.Token,
+		map[string]any{"contract_id": lag.id, "rating": 3}), 409, "contract_not_completed")
+	e.setFreelancerSide(t, lag, hiring.ContractCompleted)
+	e.review(t, "us-east", client, lag, 3)
 
 	// Every read and write of a review or a user's reviews in another region gets the replay hint.
+	other := e.h.CreateUser(t, authn.Client, "eu-west")
 	for name, req := range map[string]apitest.Request{
 		"get":    {Method: "GET", Path: "/api/v1/reviews/" + rv.ID.String()},
 		"list":   {Method: "GET", Path: "/api/v1/reviews/?user_id=" + free.ID.String()},
@@ -384,23 +515,79 @@ func TestCrossRegion(t *testing.T) {
 		Path: "/api/v1/reviews/" + back.ID.String(), Token: client.Token}), 404, "not_found")
 	expect(t, "patch by the author", e.h.Do(t, "ap-south", apitest.Request{Method: "PATCH",
 		Path: "/api/v1/reviews/" + rv.ID.String(), Token: client.Token, Body: map[string]any{"rating": 2}}), 200, "")
-	wantStats(t, e.stats(t, "ap-south", free.ID), 1, 2, [5]int{0, 1, 0, 0, 0})
+	wantStats(t, e.stats(t, "ap-south", free.ID), 2, 2.5, [5]int{0, 1, 1, 0, 0})
 	wantStats(t, e.stats(t, "us-east", client.ID), 1, 5, [5]int{0, 0, 0, 0, 1})
 }
 
-// The peer call fails: the job's region is unreachable. The request fails with 503, changes nothing.
-func TestJobRegionUnavailable(t *testing.T) {
+// The internal route checks the contract from the reviewee's side, whatever the calling node says.
+func TestInternalRecheck(t *testing.T) {
 	e := start(t, envOptions{})
 	client := e.h.CreateUser(t, authn.Client, "us-east")
 	free := e.h.CreateUser(t, authn.Freelancer, "ap-south")
-	job := e.job(t, client)
-	e.h.Nodes["us-east"].Server.Close() // fault point: the us-east node is gone
-	r := e.h.Do(t, "ap-south", apitest.Request{Method: "POST", Path: "/api/v1/reviews/", Token: client.Token,
-		Body: map[string]any{"job_id": job, "reviewee_id": free.ID, "rating": 4}})
-	if r.Status != http.StatusServiceUnavailable || r.ErrorCode() != "region_unavailable" || r.Header.Get("Retry-After") == "" {
-		t.Fatalf("job region down: %d %s", r.Status, r.Body)
+	stranger := e.h.CreateUser(t, authn.Client, "us-east")
+	localStranger := e.h.CreateUser(t, authn.Freelancer, "ap-south")
+	d := e.completed(t, client, free)
+	peers := e.h.Nodes["us-east"].App.Peers
+	call := func(body map[string]any) error {
+		var out Review
+		return peers.Call(context.Background(), "ap-south", http.MethodPost, feature.InternalPath(internalCreatePath), body, &out)
 	}
-	wantStats(t, e.stats(t, "ap-south", free.ID), 0, 0, [5]int{})
+	req := func(mod func(m map[string]any)) map[string]any {
+		m := map[string]any{"contract_id": d.id.String(), "reviewer_id": client.ID.String(), "reviewee_id": free.ID.String(),
+			"rating": 4, "comment": "ok"}
+		mod(m)
+		return m
+	}
+	wantErr := func(name string, err error, status int, code string) {
+		t.Helper()
+		var he *apierror.Error
+		if !errors.As(err, &he) || he.Status != status || he.Code != code {
+			t.Errorf("%s: %v, want %d %s", name, err, status, code)
+		}
+	}
+	wantErr("a reviewer who is not the other party", call(req(func(m map[string]any) { m["reviewer_id"] = stranger.ID.String() })), 403, "not_a_party")
+	wantErr("the reviewee as its own reviewer", call(req(func(m map[string]any) { m["reviewer_id"] = free.ID.String() })), 403, "not_a_party")
+	wantErr("a reviewee who is not a party", call(req(func(m map[string]any) { m["reviewee_id"] = localStranger.ID.String() })), 403, "not_a_party")
+	wantErr("an unknown contract", call(req(func(m map[string]any) {
+		m["contract_id"] = mustID(t, e, shardkey.KindContract, client.KSID).String()
+	})), 403, "not_a_party")
+	wantErr("bad rating", call(req(func(m map[string]any) { m["rating"] = 9 })), 400, "invalid_request")
+	wantErr("bad reviewer ID", call(req(func(m map[string]any) { m["reviewer_id"] = "usr_x" })), 400, "invalid_request")
+	wantErr("a reviewee of another region", call(req(func(m map[string]any) {
+		m["reviewee_id"], m["reviewer_id"] = client.ID.String(), free.ID.String()
+	})), 421, "wrong_region")
+	e.setFreelancerSide(t, d, hiring.ContractActive)
+	wantErr("not completed on the reviewee's side", call(req(func(map[string]any) {})), 409, "contract_not_completed")
+	if n := e.count(t, free.KSID, `SELECT count(*) FROM core.reviews WHERE ksid = $1`, free.KSID.Bytes()); n != 0 {
+		t.Fatalf("refused calls wrote %d reviews", n)
+	}
+	e.setFreelancerSide(t, d, hiring.ContractCompleted)
+	if err := call(req(func(map[string]any) {})); err != nil {
+		t.Fatalf("a valid call: %v", err)
+	}
+	wantErr("twice", call(req(func(map[string]any) {})), 409, "already_reviewed")
+	// Users cannot reach the route, not even with a token.
+	r := e.h.Do(t, "ap-south", apitest.Request{Method: "POST", Path: feature.InternalPath(internalCreatePath), Token: client.Token, Body: req(func(map[string]any) {})})
+	if r.Status/100 != 4 {
+		t.Errorf("the internal route served a user: %d %s", r.Status, r.Body)
+	}
+	wantStats(t, e.stats(t, "ap-south", free.ID), 1, 4, [5]int{0, 0, 0, 1, 0})
+}
+
+// The reviewee's region is unreachable: 503 region_unavailable with Retry-After, nothing written.
+func TestRevieweeRegionUnavailable(t *testing.T) {
+	e := start(t, envOptions{})
+	client := e.h.CreateUser(t, authn.Client, "us-east")
+	free := e.h.CreateUser(t, authn.Freelancer, "ap-south")
+	d := e.completed(t, client, free)
+	e.h.Nodes["ap-south"].Server.Close() // fault point: the ap-south node is gone
+	r := e.post(t, "us-east", client.Token, map[string]any{"contract_id": d.id, "rating": 4})
+	if r.Status != http.StatusServiceUnavailable || r.ErrorCode() != "region_unavailable" || r.Header.Get("Retry-After") == "" {
+		t.Fatalf("reviewee's region down: %d %s", r.Status, r.Body)
+	}
+	if n := e.count(t, free.KSID, `SELECT count(*) FROM core.reviews WHERE ksid = $1`, free.KSID.Bytes()); n != 0 {
+		t.Fatalf("%d reviews written", n)
+	}
 }
 
 func TestPatchAndDelete(t *testing.T) {
@@ -409,8 +596,9 @@ func TestPatchAndDelete(t *testing.T) {
 	free := e.h.CreateUser(t, authn.Freelancer, "eu-west")
 	sameShard := e.h.CreateUser(t, authn.Client, "eu-west")
 	otherShard := e.userOnOtherShard(t, authn.Client, "eu-west", client)
-	job := e.job(t, client)
-	rv := e.review(t, "eu-west", client, free.ID, job, 3)
+	d := e.completed(t, client, free)
+	job := d.job
+	rv := e.review(t, "eu-west", client, d, 3)
 	path := "/api/v1/reviews/" + rv.ID.String()
 	patch := func(tok string, body any) *apitest.Response {
 		return e.h.Do(t, "eu-west", apitest.Request{Method: "PATCH", Path: path, Token: tok, Body: body})
@@ -440,13 +628,13 @@ func TestPatchAndDelete(t *testing.T) {
 	// Nothing changed so far.
 	var cur Review
 	e.h.Do(t, "eu-west", apitest.Request{Method: "GET", Path: path}).JSON(t, &cur)
-	if cur != rv {
+	if !sameReview(cur, rv) {
 		t.Fatalf("failed requests changed the review: %+v, was %+v", cur, rv)
 	}
 	// The empty patch changes nothing, not even updated_at.
 	r := patch(client.Token, map[string]any{})
 	r.JSON(t, &cur)
-	if r.Status != 200 || cur != rv {
+	if r.Status != 200 || !sameReview(cur, rv) {
 		t.Fatalf("empty patch: %d %s", r.Status, r.Body)
 	}
 	r = patch(client.Token, map[string]any{"comment": "<i>better</i><img src=x onerror=alert(1)>"})
@@ -469,7 +657,7 @@ func TestPatchAndDelete(t *testing.T) {
 	expect(t, "delete twice", e.h.Do(t, "eu-west", apitest.Request{Method: "DELETE", Path: path, Token: client.Token}), 404, "not_found")
 	wantStats(t, e.stats(t, "eu-west", free.ID), 0, 0, [5]int{})
 	// After a delete the same review may be written again.
-	e.review(t, "eu-west", client, free.ID, job, 2)
+	e.review(t, "eu-west", client, d, 2)
 }
 
 func TestListPagination(t *testing.T) {
@@ -480,10 +668,10 @@ func TestListPagination(t *testing.T) {
 	const total = 45
 	want := map[shardkey.ID]bool{}
 	for i := range total {
-		rv := e.review(t, "eu-west", client, free.ID, e.job(t, client), i%5+1)
+		rv := e.review(t, "eu-west", client, e.completed(t, client, free), i%5+1)
 		want[rv.ID] = true
 	}
-	e.review(t, "eu-west", client, other.ID, e.job(t, client), 1) // someone else's review: not listed
+	e.review(t, "eu-west", client, e.completed(t, client, other), 1) // someone else's review: not listed
 
 	var (
 		seen   = map[shardkey.ID]bool{}
@@ -577,13 +765,13 @@ func TestStatsWithCache(t *testing.T) {
 	if !cached() {
 		t.Fatal("stats were not cached")
 	}
-	r1 := e.review(t, "eu-west", a, free.ID, e.job(t, a), 5)
+	r1 := e.review(t, "eu-west", a, e.completed(t, a, free), 5)
 	if cached() {
 		t.Fatal("create did not invalidate the cached stats")
 	}
 	wantStats(t, e.stats(t, "eu-west", free.ID), 1, 5, [5]int{0, 0, 0, 0, 1})
-	r2 := e.review(t, "eu-west", b, free.ID, e.job(t, b), 4)
-	e.review(t, "eu-west", b, free.ID, e.job(t, b), 4)
+	r2 := e.review(t, "eu-west", b, e.completed(t, b, free), 4)
+	e.review(t, "eu-west", b, e.completed(t, b, free), 4)
 	wantStats(t, e.stats(t, "eu-west", free.ID), 3, 4.33, [5]int{0, 0, 0, 2, 1})
 	// Served from the cache: a row changed behind the API's back is not seen...
 	rt, _ := e.h.Pools.Route(free.KSID)
@@ -634,10 +822,10 @@ func TestStatsConcurrentChanges(t *testing.T) {
 	free := e.h.CreateUser(t, authn.Freelancer, "eu-west")
 	const writers = 8
 	authors := make([]apitest.User, writers)
-	jobs := make([]shardkey.ID, writers)
+	deals := make([]deal, writers)
 	for i := range authors {
 		authors[i] = e.h.CreateUser(t, authn.Client, "eu-west")
-		jobs[i] = e.job(t, authors[i])
+		deals[i] = e.completed(t, authors[i], free)
 	}
 	ctx := context.Background()
 	svc := e.svc["eu-west"]
@@ -661,7 +849,7 @@ func TestStatsConcurrentChanges(t *testing.T) {
 	for i := range authors {
 		go func() {
 			r := e.h.Do(t, "eu-west", apitest.Request{Method: "POST", Path: "/api/v1/reviews/", Token: authors[i].Token,
-				Body: map[string]any{"job_id": jobs[i], "reviewee_id": free.ID, "rating": i%5 + 1}})
+				Body: map[string]any{"contract_id": deals[i].id, "rating": i%5 + 1}})
 			results <- r.Status
 		}()
 	}
@@ -713,9 +901,9 @@ func TestStatsWithRedisDown(t *testing.T) {
 	a := e.h.CreateUser(t, authn.Client, "us-east")
 	b := e.h.CreateUser(t, authn.Client, "us-east")
 	wantStats(t, e.stats(t, "us-east", free.ID), 0, 0, [5]int{})
-	r1 := e.review(t, "us-east", a, free.ID, e.job(t, a), 1)
+	r1 := e.review(t, "us-east", a, e.completed(t, a, free), 1)
 	wantStats(t, e.stats(t, "us-east", free.ID), 1, 1, [5]int{1, 0, 0, 0, 0})
-	r2 := e.review(t, "us-east", b, free.ID, e.job(t, b), 4)
+	r2 := e.review(t, "us-east", b, e.completed(t, b, free), 4)
 	wantStats(t, e.stats(t, "us-east", free.ID), 2, 2.5, [5]int{1, 0, 0, 1, 0})
 	if r := e.h.Do(t, "us-east", apitest.Request{Method: "PATCH", Path: "/api/v1/reviews/" + r1.ID.String(), Token: a.Token,
 		Body: map[string]any{"rating": 5}}); r.Status != 200 {
@@ -782,11 +970,11 @@ func TestStatsRedisOutageThenRecovery(t *testing.T) {
 	ctx := context.Background()
 	free := e.h.CreateUser(t, authn.Freelancer, "eu-west")
 	a := e.h.CreateUser(t, authn.Client, "eu-west")
-	e.review(t, "eu-west", a, free.ID, e.job(t, a), 5)
+	e.review(t, "eu-west", a, e.completed(t, a, free), 5)
 	wantStats(t, e.stats(t, "eu-west", free.ID), 1, 5, [5]int{0, 0, 0, 0, 1}) // cached now
 
 	hook.down.Store(true)
-	e.review(t, "eu-west", a, free.ID, e.job(t, a), 1) // the invalidation fails; the write succeeds
+	e.review(t, "eu-west", a, e.completed(t, a, free), 1) // the invalidation fails; the write succeeds
 	wantStats(t, e.stats(t, "eu-west", free.ID), 2, 3, [5]int{1, 0, 0, 0, 1})
 	// The stale entry is really there: this is the hazard.
 	if v, _ := e.h.Redis.Get(ctx, statsKey(free.ID)).Result(); v != "[0,0,0,0,1]" {
@@ -977,11 +1165,42 @@ func TestUnverifiedCannotReview(t *testing.T) {
 	e := start(t, envOptions{})
 	client := e.h.CreateUnverifiedUser(t, authn.Client, "eu-west")
 	free := e.h.CreateUser(t, authn.Freelancer, "eu-west")
-	job := e.job(t, client)
-	r := e.h.Do(t, "eu-west", apitest.Request{Method: "POST", Path: "/api/v1/reviews/", Token: client.Token,
-		Body: map[string]any{"job_id": job, "reviewee_id": free.ID, "rating": 1, "comment": "fake"}})
+	d := e.completed(t, client, free)
+	r := e.post(t, "eu-west", client.Token, map[string]any{"contract_id": d.id, "rating": 1, "comment": "fake"})
 	expect(t, "unverified review", r, http.StatusForbidden, "email_unverified")
 	if st := e.stats(t, "eu-west", free.ID); st.Count != 0 {
 		t.Errorf("the refused review counts: %+v", st)
+	}
+}
+
+// Concurrent reviews of one contract by one party: one is written, the others are 409 already_reviewed.
+func TestConcurrentSecondReview(t *testing.T) {
+	e := start(t, envOptions{})
+	client := e.h.CreateUser(t, authn.Client, "eu-west")
+	free := e.h.CreateUser(t, authn.Freelancer, "eu-west")
+	d := e.completed(t, client, free)
+	const n = 6
+	results := make(chan *apitest.Response, n)
+	for i := range n {
+		go func() {
+			results <- e.h.Do(t, "eu-west", apitest.Request{Method: "POST", Path: "/api/v1/reviews/", Token: client.Token,
+				Body: map[string]any{"contract_id": d.id, "rating": i%5 + 1}})
+		}()
+	}
+	created := 0
+	for range n {
+		r := <-results
+		switch {
+		case r.Status == http.StatusCreated:
+			created++
+		case r.Status != http.StatusConflict || r.ErrorCode() != "already_reviewed":
+			t.Errorf("concurrent review: %d %s", r.Status, r.Body)
+		}
+	}
+	if created != 1 {
+		t.Fatalf("%d reviews created, want 1", created)
+	}
+	if c := e.count(t, free.KSID, `SELECT count(*) FROM ai.outcomes WHERE ksid = $1 AND kind = 'review_posted'`, free.KSID.Bytes()); c != 1 {
+		t.Fatalf("%d review_posted outcomes, want 1", c)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/8thdegree/meridian/api/internal/feature"
+	"github.com/8thdegree/meridian/api/internal/hiring"
 	"github.com/8thdegree/meridian/api/internal/richtext"
 	"github.com/8thdegree/meridian/internal/apierror"
 	"github.com/8thdegree/meridian/pkg/shardkey"
@@ -61,28 +62,29 @@ func (c Config) Validate() error {
 // longer than the entries it guards.
 func (c Config) generationTTL() time.Duration { return max(2*c.StatsTTL, time.Hour) }
 
-// JobOwners tells who owns a job homed in this node's region. The jobs feature owns jobs and
-// implements it (jobs.OwnerLookup); a job of another region is asked of that region's node.
-type JobOwners interface {
-	JobOwner(ctx context.Context, job shardkey.ID) (owner shardkey.ID, ok bool, err error)
+// Contracts reads a party's side of a contract on that party's home shard, which must be in this
+// node's region; ok is false when user is not a party of the contract or there is no such contract.
+// The hiring feature owns contracts and implements it (hiring.Sides).
+type Contracts interface {
+	Side(ctx context.Context, user, contract shardkey.ID) (side hiring.Side, ok bool, err error)
 }
 
 // Service serves reviews and review stats.
 type Service struct {
-	a     *feature.Deps
-	san   *richtext.Sanitizer
-	cache *statsCache
-	jobs  JobOwners
+	a         *feature.Deps
+	san       *richtext.Sanitizer
+	cache     *statsCache
+	contracts Contracts
 }
 
-// New returns the reviews service; jobs answers who owns a job. Stats are cached in a.Redis (nil
-// disables the cache).
-func New(a *feature.Deps, cfg Config, jobs JobOwners) (*Service, error) {
+// New returns the reviews service; contracts binds a review to the contract it is about. Stats are
+// cached in a.Redis (nil disables the cache).
+func New(a *feature.Deps, cfg Config, contracts Contracts) (*Service, error) {
 	switch {
 	case a == nil || a.Pools == nil || a.IDs == nil:
 		return nil, errors.New("reviews: app with shard pools and an ID generator required")
-	case jobs == nil:
-		return nil, errors.New("reviews: a job owner lookup is required")
+	case contracts == nil:
+		return nil, errors.New("reviews: a contract reader is required")
 	}
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -94,10 +96,10 @@ func New(a *feature.Deps, cfg Config, jobs JobOwners) (*Service, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Service{a: a, san: richtext.New(), cache: newStatsCache(a.Redis, cfg, now, log), jobs: jobs}, nil
+	return &Service{a: a, san: richtext.New(), cache: newStatsCache(a.Redis, cfg, now, log), contracts: contracts}, nil
 }
 
-// Rating returns the number of reviews user received and their average rating, from the same
+// Rating returns the number of verified reviews user received and their average rating, from the same
 // cached stats as GET /reviews/stats. The public profile shows it.
 func (s *Service) Rating(ctx context.Context, user shardkey.ID) (int, float64, error) {
 	st, err := s.stats(ctx, user)

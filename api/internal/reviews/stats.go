@@ -109,8 +109,9 @@ func newStatsCache(rdb redis.UniversalClient, cfg Config, now func() time.Time, 
 	}
 }
 
-// Keys share the hash tag {user ID}, so the script and the MULTI touch one slot in Redis Cluster.
-func statsKey(user shardkey.ID) string { return "meridian:reviews:{" + user.String() + "}:stats:v1" }
+// Keys share the hash tag {user ID}, so the script and the MULTI touch one slot in Redis Cluster. v2:
+// verified reviews only (v1 entries, which counted every review, are left to expire).
+func statsKey(user shardkey.ID) string { return "meridian:reviews:{" + user.String() + "}:stats:v2" }
 func genKey(user shardkey.ID) string   { return "meridian:reviews:{" + user.String() + "}:gen" }
 
 // lookup is the outcome of reading the cache.

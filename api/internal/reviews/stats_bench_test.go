@@ -43,8 +43,9 @@ func BenchmarkStats(b *testing.B) {
 		id, _ := ids.New(shardkey.KindReview, k)
 		job, _ := ids.New(shardkey.KindJob, k)
 		from, _ := ids.New(shardkey.KindUser, shardkey.NewKeyspaceID(0x20, fmt.Appendf(nil, "r%d", i)))
-		if _, err := pool.Exec(ctx, `INSERT INTO core.reviews (ksid, id, reviewer_id, reviewee_id, job_id, rating, comment)
-			VALUES ($1, $2, $3, $4, $5, $6, 'ok')`, k.Bytes(), id.Bytes(), from.Bytes(), user.Bytes(), job.Bytes(), i%5+1); err != nil {
+		contract, _ := ids.New(shardkey.KindContract, k)
+		if _, err := pool.Exec(ctx, `INSERT INTO core.reviews (ksid, id, reviewer_id, reviewee_id, job_id, contract_id, status, rating, comment)
+			VALUES ($1, $2, $3, $4, $5, $6, 'verified', $7, 'ok')`, k.Bytes(), id.Bytes(), from.Bytes(), user.Bytes(), job.Bytes(), contract.Bytes(), i%5+1); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -15,10 +15,11 @@ import (
 // The statements of the review routes and the stats. A review lives on the reviewee's shard, so every
 // one is keyed by the reviewee's ksid.
 const (
-	// The EXISTS makes "the reviewee exists and is not deleted" part of the insert itself.
+	// A review written through the API is bound to a completed contract: verified. The EXISTS makes
+	// "the reviewee exists and is not deleted" part of the insert itself.
 	insertReviewSQL = `
-		INSERT INTO core.reviews (ksid, id, reviewer_id, reviewee_id, job_id, rating, comment)
-		SELECT $1, $2, $3, $4, $5, $6, $7
+		INSERT INTO core.reviews (ksid, id, reviewer_id, reviewee_id, job_id, contract_id, status, rating, comment)
+		SELECT $1, $2, $3, $4, $5, $6, 'verified', $7, $8
 		WHERE EXISTS (SELECT 1 FROM auth.users WHERE ksid = $1 AND id = $4 AND deleted_at IS NULL)
 		RETURNING ` + reviewColumns
 
@@ -44,40 +45,59 @@ const (
 			WHERE ksid = $1 AND reviewee_id = $2 AND (created_at, id) < ($3, $4)
 			ORDER BY created_at DESC, id DESC LIMIT $5`
 
-	// The join answers "does the user exist" in the same round trip (see countRatings).
+	// The join answers "does the user exist" in the same round trip (see countRatings). Only verified
+	// reviews (of completed contracts) count; reviews_verified_reviewee_idx serves it.
 	countRatingsSQL = `
 		SELECT r.rating, count(r.id)
 		FROM auth.users u
-		LEFT JOIN core.reviews r ON r.ksid = u.ksid AND r.reviewee_id = u.id
+		LEFT JOIN core.reviews r ON r.ksid = u.ksid AND r.reviewee_id = u.id AND r.status = 'verified'
 		WHERE u.ksid = $1 AND u.id = $2 AND u.deleted_at IS NULL
 		GROUP BY r.rating`
 )
 
+// Review statuses (core.reviews.status).
+const (
+	// StatusVerified: bound to a completed contract; counted in stats.
+	StatusVerified = "verified"
+	// StatusUnverified: written before reviews needed a contract; listed, never counted.
+	StatusUnverified = "unverified"
+)
+
 // Review is a review as the API shows it.
 type Review struct {
-	ID         shardkey.ID `json:"id"`
-	JobID      shardkey.ID `json:"job_id"`
-	ReviewerID shardkey.ID `json:"reviewer_id"`
-	RevieweeID shardkey.ID `json:"reviewee_id"`
-	Rating     int         `json:"rating"`
-	Comment    string      `json:"comment"`
-	CreatedAt  time.Time   `json:"created_at"`
-	UpdatedAt  time.Time   `json:"updated_at"`
+	ID shardkey.ID `json:"id"`
+	// ContractID is the contract the review is about; nil (null) for an unverified review.
+	ContractID *shardkey.ID `json:"contract_id"`
+	Status     string       `json:"status"`
+	JobID      shardkey.ID  `json:"job_id"`
+	ReviewerID shardkey.ID  `json:"reviewer_id"`
+	RevieweeID shardkey.ID  `json:"reviewee_id"`
+	Rating     int          `json:"rating"`
+	Comment    string       `json:"comment"`
+	CreatedAt  time.Time    `json:"created_at"`
+	UpdatedAt  time.Time    `json:"updated_at"`
 }
 
-const reviewColumns = `id, job_id, reviewer_id, reviewee_id, rating, comment, created_at, updated_at`
+const reviewColumns = `id, contract_id, status, job_id, reviewer_id, reviewee_id, rating, comment, created_at, updated_at`
 
 func scanReview(row pgx.Row) (Review, error) {
 	var (
-		rv                Review
-		id, job, from, to []byte
-		rating            int16
-		created, updated  time.Time
+		rv                          Review
+		id, contract, job, from, to []byte
+		rating                      int16
+		created, updated            time.Time
 	)
-	if err := row.Scan(&id, &job, &from, &to, &rating, &rv.Comment, &created, &updated); err != nil {
+	if err := row.Scan(&id, &contract, &rv.Status, &job, &from, &to, &rating, &rv.Comment, &created, &updated); err != nil {
 		return Review{}, err
 	}
 	var err error
+	if contract != nil {
+		c, err := shardkey.IDFromBytes(contract)
+		if err != nil {
+			return Review{}, fmt.Errorf("reviews: stored contract ID: %w", err)
+		}
+		rv.ContractID = &c
+	}
 	for _, f := range []struct {
 		dst *shardkey.ID
 		b   []byte
@@ -89,6 +109,18 @@ func scanReview(row pgx.Row) (Review, error) {
 	rv.Rating = int(rating)
 	rv.CreatedAt, rv.UpdatedAt = created.UTC(), updated.UTC()
 	return rv, nil
+}
+
+// oneReviewPerContract is the constraint that allows one review per party per contract (00009).
+const oneReviewPerContract = "reviews_one_per_contract"
+
+// pgConstraint returns the constraint a PostgreSQL error names ("" for none or any other error).
+func pgConstraint(err error) string {
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		return pe.ConstraintName
+	}
+	return ""
 }
 
 // pgCode returns the SQLSTATE of a PostgreSQL error ("" for any other error).
