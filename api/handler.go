@@ -22,6 +22,7 @@ import (
 	"github.com/8thdegree/meridian/api/internal/authn"
 	"github.com/8thdegree/meridian/api/internal/feature"
 	"github.com/8thdegree/meridian/api/internal/hiring"
+	"github.com/8thdegree/meridian/api/internal/hiring/side"
 	"github.com/8thdegree/meridian/api/internal/jobs"
 	"github.com/8thdegree/meridian/api/internal/middleware"
 	"github.com/8thdegree/meridian/api/internal/openapi"
@@ -89,7 +90,7 @@ func assemble(a *feature.Deps, fs featureSettings) (*assembly, error) {
 	if err != nil {
 		return nil, err
 	}
-	rv, err := reviews.New(a, reviews.DefaultConfig(), hiring.NewSides(a))
+	rv, err := reviews.New(a, reviews.DefaultConfig(), side.NewSides(a))
 	if err != nil {
 		return nil, err
 	}

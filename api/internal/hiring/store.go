@@ -8,9 +8,20 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/8thdegree/meridian/api/internal/hiring/side"
 	"github.com/8thdegree/meridian/api/internal/jobs"
 	"github.com/8thdegree/meridian/pkg/shardkey"
 )
+
+// Contract statuses.
+const (
+	ContractActive    = side.Active
+	ContractCompleted = side.Completed
+	ContractCancelled = side.Cancelled
+)
+
+// parseIDs decodes stored IDs into their destinations.
+var parseIDs = side.ParseIDs
 
 // Proposal statuses. pending is the only one that changes: to withdrawn (its author), accepted (the
 // job's owner, with a contract) or closed (the job stopped taking proposals).

@@ -12,7 +12,7 @@ import (
 	"github.com/8thdegree/meridian/api/internal/apitest"
 	"github.com/8thdegree/meridian/api/internal/authn"
 	"github.com/8thdegree/meridian/api/internal/feature"
-	"github.com/8thdegree/meridian/api/internal/hiring"
+	"github.com/8thdegree/meridian/api/internal/hiring/side"
 	"github.com/8thdegree/meridian/api/internal/rest"
 	"github.com/8thdegree/meridian/api/internal/reviews"
 	"github.com/8thdegree/meridian/api/internal/skills"
@@ -29,7 +29,7 @@ func TestMain(m *testing.M) { testenv.Main(m) }
 func start(t *testing.T) *apitest.Harness {
 	t.Helper()
 	return apitest.New(t, apitest.Options{Routes: func(a *feature.Deps, _ *tokenissue.Issuer) []feature.Route {
-		rv, err := reviews.New(a, reviews.DefaultConfig(), hiring.NewSides(a))
+		rv, err := reviews.New(a, reviews.DefaultConfig(), side.NewSides(a))
 		if err != nil {
 			t.Fatal(err)
 		}

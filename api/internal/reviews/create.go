@@ -11,7 +11,7 @@ import (
 
 	"github.com/8thdegree/meridian/api/internal/authn"
 	"github.com/8thdegree/meridian/api/internal/feature"
-	"github.com/8thdegree/meridian/api/internal/hiring"
+	"github.com/8thdegree/meridian/api/internal/hiring/side"
 	"github.com/8thdegree/meridian/api/internal/outcomes"
 	"github.com/8thdegree/meridian/api/internal/rest"
 	"github.com/8thdegree/meridian/internal/apierror"
@@ -60,17 +60,17 @@ func (s *Service) create(w http.ResponseWriter, r *http.Request) error {
 		return apierror.Invalid(bad)
 	}
 	// A caller homed in another region gets 421 naming it: the edge replays the request there.
-	side, ok, err := s.contracts.Side(ctx, caller.UserID, in.contractID)
+	cs, ok, err := s.contracts.Side(ctx, caller.UserID, in.contractID)
 	if err != nil {
 		return err
 	}
 	if !ok {
 		return notAParty()
 	}
-	if side.Status != hiring.ContractCompleted {
+	if cs.Status != side.Completed {
 		return notCompleted()
 	}
-	reviewee, ok := side.Other(caller.UserID)
+	reviewee, ok := cs.Other(caller.UserID)
 	if !ok {
 		return notAParty()
 	}
@@ -80,20 +80,20 @@ func (s *Service) create(w http.ResponseWriter, r *http.Request) error {
 		return apierror.Unavailable("the node has no topology yet", time.Second).WithCause(err)
 	case errors.Is(err, topology.ErrNoShard):
 		// The contract names a party whose keyrange no region serves: the data is inconsistent.
-		return fmt.Errorf("reviews: contract %s: reviewee %s has no shard: %w", side.ID, reviewee, err)
+		return fmt.Errorf("reviews: contract %s: reviewee %s has no shard: %w", cs.ID, reviewee, err)
 	case err != nil:
 		return err
 	}
 	var rv Review
 	if rt.Region == s.a.Region {
-		if rv, err = s.insert(ctx, side, caller.UserID, reviewee, in.rating, in.comment); err != nil {
+		if rv, err = s.insert(ctx, cs, caller.UserID, reviewee, in.rating, in.comment); err != nil {
 			return err
 		}
 	} else {
 		if s.a.Peers == nil {
 			return apierror.RegionUnavailable(rt.Region, 5*time.Second)
 		}
-		body := internalCreateRequest{ContractID: side.ID.String(), ReviewerID: caller.UserID.String(),
+		body := internalCreateRequest{ContractID: cs.ID.String(), ReviewerID: caller.UserID.String(),
 			RevieweeID: reviewee.String(), Rating: &in.rating, Comment: in.comment}
 		if err := s.a.Peers.Call(ctx, rt.Region, http.MethodPost, feature.InternalPath(internalCreatePath), body, &rv); err != nil {
 			return feature.PeerError(ctx, rt.Region, err)
@@ -117,22 +117,22 @@ func (s *Service) createInternal(w http.ResponseWriter, r *http.Request) error {
 	if len(bad) > 0 {
 		return apierror.Invalid(bad)
 	}
-	side, ok, err := s.contracts.Side(ctx, in.revieweeID, in.contractID)
+	cs, ok, err := s.contracts.Side(ctx, in.revieweeID, in.contractID)
 	if err != nil {
 		return err
 	}
 	if !ok {
 		return notAParty()
 	}
-	if other, ok := side.Other(in.revieweeID); !ok || other != in.reviewerID {
+	if other, ok := cs.Other(in.revieweeID); !ok || other != in.reviewerID {
 		return notAParty()
 	}
-	if side.Status != hiring.ContractCompleted {
+	if cs.Status != side.Completed {
 		// The reviewee's reference row may lag the contract by an outbox delivery: a retry succeeds
 		// once it has arrived.
 		return notCompleted()
 	}
-	rv, err := s.insert(ctx, side, in.reviewerID, in.revieweeID, in.rating, in.comment)
+	rv, err := s.insert(ctx, cs, in.reviewerID, in.revieweeID, in.rating, in.comment)
 	if err != nil {
 		return err
 	}
@@ -142,7 +142,7 @@ func (s *Service) createInternal(w http.ResponseWriter, r *http.Request) error {
 
 // insert writes a verified review of the contract side on the reviewee's shard, with its
 // review_posted outcome in the same transaction, and invalidates the reviewee's stats after the commit.
-func (s *Service) insert(ctx context.Context, side hiring.Side, reviewer, reviewee shardkey.ID, rating int, comment string) (Review, error) {
+func (s *Service) insert(ctx context.Context, cs side.Side, reviewer, reviewee shardkey.ID, rating int, comment string) (Review, error) {
 	shard, err := s.a.WriteShard(ctx, reviewee.KeyspaceID())
 	if err != nil {
 		return Review{}, err
@@ -156,12 +156,12 @@ func (s *Service) insert(ctx context.Context, side hiring.Side, reviewer, review
 	err = pgx.BeginFunc(ctx, shard.Pool, func(tx pgx.Tx) error {
 		var err error
 		rv, err = scanReview(tx.QueryRow(ctx, insertReviewSQL, ksid.Bytes(), id.Bytes(), reviewer.Bytes(), reviewee.Bytes(),
-			side.JobID.Bytes(), side.ID.Bytes(), int16(rating), comment))
+			cs.JobID.Bytes(), cs.ID.Bytes(), int16(rating), comment))
 		if err != nil {
 			return err
 		}
-		return outcomes.Record(ctx, tx, outcomes.Event{KSID: ksid, Kind: outcomes.ReviewPosted, JobID: side.JobID,
-			FreelancerID: side.FreelancerID, ClientID: side.ClientID, SubjectID: rv.ID,
+		return outcomes.Record(ctx, tx, outcomes.Event{KSID: ksid, Kind: outcomes.ReviewPosted, JobID: cs.JobID,
+			FreelancerID: cs.FreelancerID, ClientID: cs.ClientID, SubjectID: rv.ID,
 			Details: map[string]any{"rating": rating, "reviewer_id": reviewer.String()}})
 	})
 	switch {

@@ -17,7 +17,7 @@ import (
 	"github.com/8thdegree/meridian/api/internal/apitest"
 	"github.com/8thdegree/meridian/api/internal/authn"
 	"github.com/8thdegree/meridian/api/internal/feature"
-	"github.com/8thdegree/meridian/api/internal/hiring"
+	"github.com/8thdegree/meridian/api/internal/hiring/side"
 	"github.com/8thdegree/meridian/api/internal/rest"
 	"github.com/8thdegree/meridian/deploy/local/testenv"
 	"github.com/8thdegree/meridian/internal/apierror"
@@ -55,7 +55,7 @@ func start(t *testing.T, opts envOptions) *env {
 		if opts.cfg != nil {
 			cfg = *opts.cfg
 		}
-		svc, err := New(sa, cfg, hiring.NewSides(sa))
+		svc, err := New(sa, cfg, side.NewSides(sa))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -124,7 +124,7 @@ func (e *env) contract(t *testing.T, client, free apitest.User, status string) d
 // completed is a completed contract of client and free.
 func (e *env) completed(t *testing.T, client, free apitest.User) deal {
 	t.Helper()
-	return e.contract(t, client, free, hiring.ContractCompleted)
+	return e.contract(t, client, free, side.Completed)
 }
 
 // setClientSide and setFreelancerSide change one side's status, as completion and its outbox
@@ -295,16 +295,16 @@ func TestCreateAndRead(t *testing.T) {
 	expect(t, "a contract of another region", e.post(t, "eu-west", client.Token,
 		map[string]any{"contract_id": mustID(t, e, shardkey.KindContract, unknownRegionKSID(t)), "rating": 3}), 403, "not_a_party")
 	// Only after completion; the completion reaches the freelancer's side later.
-	active := e.contract(t, client, free, hiring.ContractActive)
+	active := e.contract(t, client, free, side.Active)
 	body := map[string]any{"contract_id": active.id, "rating": 2}
 	expect(t, "client, active contract", e.post(t, "eu-west", client.Token, body), 409, "contract_not_completed")
 	expect(t, "freelancer, active contract", e.post(t, "eu-west", free.Token, body), 409, "contract_not_completed")
-	e.setClientSide(t, active, hiring.ContractCompleted)
+	e.setClientSide(t, active, side.Completed)
 	expect(t, "freelancer, completion not delivered yet", e.post(t, "eu-west", free.Token, body), 409, "contract_not_completed")
 	e.review(t, "eu-west", client, active, 2)
-	e.setFreelancerSide(t, active, hiring.ContractCompleted)
+	e.setFreelancerSide(t, active, side.Completed)
 	e.review(t, "eu-west", free, active, 5)
-	cancelled := e.contract(t, client, free, hiring.ContractActive)
+	cancelled := e.contract(t, client, free, side.Active)
 	e.exec(t, client.KSID, `UPDATE core.contracts SET status = 'cancelled', cancelled_at = now(), cancelled_by = $3 WHERE ksid = $1 AND id = $2`,
 		client.KSID.Bytes(), cancelled.id.Bytes(), client.ID.Bytes())
 	expect(t, "cancelled contract", e.post(t, "eu-west", client.Token, map[string]any{"contract_id": cancelled.id, "rating": 1}), 409, "contract_not_completed")
@@ -483,13 +483,13 @@ func TestCrossRegion(t *testing.T) {
 		t.Errorf("review %s not in the client's keyspace", back.ID)
 	}
 	// Completed on the client's side, not yet on the freelancer's: the reviewee's side refuses.
-	lag := e.contract(t, client, free, hiring.ContractActive)
-	e.setClientSide(t, lag, hiring.ContractCompleted)
+	lag := e.contract(t, client, free, side.Active)
+	e.setClientSide(t, lag, side.Completed)
 	expect(t, "client, completion not delivered to the reviewee", e.post(t, "us-east", client.Token,
 		map[string]any{"contract_id": lag.id, "rating": 3}), 409, "contract_not_completed")
 	expect(t, "freelancer, completion not delivered", e.post(t, "ap-south", free.Token,
 		map[string]any{"contract_id": lag.id, "rating": 3}), 409, "contract_not_completed")
-	e.setFreelancerSide(t, lag, hiring.ContractCompleted)
+	e.setFreelancerSide(t, lag, side.Completed)
 	e.review(t, "us-east", client, lag, 3)
 
 	// Every read and write of a review or a user's reviews in another region gets the replay hint.
@@ -556,12 +556,12 @@ func TestInternalRecheck(t *testing.T) {
 	wantErr("a reviewee of another region", call(req(func(m map[string]any) {
 		m["reviewee_id"], m["reviewer_id"] = client.ID.String(), free.ID.String()
 	})), 421, "wrong_region")
-	e.setFreelancerSide(t, d, hiring.ContractActive)
+	e.setFreelancerSide(t, d, side.Active)
 	wantErr("not completed on the reviewee's side", call(req(func(map[string]any) {})), 409, "contract_not_completed")
 	if n := e.count(t, free.KSID, `SELECT count(*) FROM core.reviews WHERE ksid = $1`, free.KSID.Bytes()); n != 0 {
 		t.Fatalf("refused calls wrote %d reviews", n)
 	}
-	e.setFreelancerSide(t, d, hiring.ContractCompleted)
+	e.setFreelancerSide(t, d, side.Completed)
 	if err := call(req(func(map[string]any) {})); err != nil {
 		t.Fatalf("a valid call: %v", err)
 	}

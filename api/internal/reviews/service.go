@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/8thdegree/meridian/api/internal/feature"
-	"github.com/8thdegree/meridian/api/internal/hiring"
+	"github.com/8thdegree/meridian/api/internal/hiring/side"
 	"github.com/8thdegree/meridian/api/internal/richtext"
 	"github.com/8thdegree/meridian/internal/apierror"
 	"github.com/8thdegree/meridian/pkg/shardkey"
@@ -64,9 +64,9 @@ func (c Config) generationTTL() time.Duration { return max(2*c.StatsTTL, time.Ho
 
 // Contracts reads a party's side of a contract on that party's home shard, which must be in this
 // node's region; ok is false when user is not a party of the contract or there is no such contract.
-// The hiring feature owns contracts and implements it (hiring.Sides).
+// The hiring feature owns contracts and implements it (side.Sides).
 type Contracts interface {
-	Side(ctx context.Context, user, contract shardkey.ID) (side hiring.Side, ok bool, err error)
+	Side(ctx context.Context, user, contract shardkey.ID) (side side.Side, ok bool, err error)
 }
 
 // Service serves reviews and review stats.

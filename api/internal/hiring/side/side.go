@@ -1,4 +1,7 @@
-package hiring
+// Package side reads a party's side of a contract on that party's home shard: the contract itself on
+// the client's, the reference row on the freelancer's. It is the hiring feature's (which writes both)
+// and stands apart so that readers such as the reviews feature need none of the rest of it.
+package side
 
 import (
 	"context"
@@ -14,9 +17,9 @@ import (
 
 // Contract statuses.
 const (
-	ContractActive    = "active"
-	ContractCompleted = "completed"
-	ContractCancelled = "cancelled"
+	Active    = "active"
+	Completed = "completed"
+	Cancelled = "cancelled"
 )
 
 // Side is a contract as one of its parties' home shard holds it: the contract itself on the client's
@@ -76,7 +79,7 @@ func (s *Sides) Side(ctx context.Context, user, contract shardkey.ID) (Side, boo
 		return Side{}, false, nil
 	}
 	if err != nil {
-		return Side{}, false, fmt.Errorf("hiring: reading contract %s for %s: %w", contract, user, err)
+		return Side{}, false, fmt.Errorf("hiring/side: reading contract %s for %s: %w", contract, user, err)
 	}
 	return side, true, nil
 }
@@ -89,7 +92,7 @@ func scanSide(row pgx.Row) (Side, error) {
 	if err := row.Scan(&id, &job, &proposal, &client, &freelancer, &s.Status, &s.StartedAt, &s.CompletedAt, &s.CancelledAt); err != nil {
 		return Side{}, err
 	}
-	if err := parseIDs(map[*shardkey.ID][]byte{&s.ID: id, &s.JobID: job, &s.ProposalID: proposal, &s.ClientID: client,
+	if err := ParseIDs(map[*shardkey.ID][]byte{&s.ID: id, &s.JobID: job, &s.ProposalID: proposal, &s.ClientID: client,
 		&s.FreelancerID: freelancer}); err != nil {
 		return Side{}, err
 	}
@@ -97,12 +100,12 @@ func scanSide(row pgx.Row) (Side, error) {
 	return s, nil
 }
 
-// parseIDs decodes stored IDs into their destinations.
-func parseIDs(m map[*shardkey.ID][]byte) error {
+// ParseIDs decodes stored IDs into their destinations.
+func ParseIDs(m map[*shardkey.ID][]byte) error {
 	for dst, b := range m {
 		id, err := shardkey.IDFromBytes(b)
 		if err != nil {
-			return fmt.Errorf("hiring: stored ID: %w", err)
+			return fmt.Errorf("hiring/side: stored ID: %w", err)
 		}
 		*dst = id
 	}
