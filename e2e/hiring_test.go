@@ -91,7 +91,7 @@ func TestE2EHiringAcrossRegions(t *testing.T) {
 	free, freeID := e.verifiedUser(t, "us-east", "freelancer", "eu-west")
 	stranger, _ := e.verifiedUser(t, "eu-west", "freelancer", "ap-south")
 	otherClient, _ := e.verifiedUser(t, "us-east", "client", "ap-south")
-	if r := e.do(t, "eu-west", "PATCH", "/api/v1/users/profile", free, map[string]any{"skills": []string{"go", "postgresql"}, "hourly_rate": 90, "available": true}); r.status != http.StatusOK {
+	if r := e.do(t, "eu-west", "PUT", "/api/v1/users/profile", free, map[string]any{"skills": []string{"go", "postgresql"}, "hourly_rate": 90, "available": true}); r.status != http.StatusOK {
 		t.Fatalf("profile: %d %v", r.status, r.body)
 	}
 
