@@ -213,6 +213,14 @@ func TestE2EHiringAcrossRegions(t *testing.T) {
 		map[string]any{"cover_letter": "late", "rate": 50}), http.StatusConflict, "job_not_open")
 	expect(t, "delete a job with a contract", e.do(t, "us-east", "DELETE", "/api/v1/jobs/"+jobID, client1, nil), http.StatusConflict, "job_has_contracts")
 
+	closed := e.do(t, "us-east", "POST", "/api/v1/jobs/", client1, map[string]any{"title": "Closed early", "description": "x"})
+	expect(t, "post a second job", closed, http.StatusCreated, "")
+	if r := e.do(t, "ap-south", "PATCH", "/api/v1/jobs/"+closed.body["id"].(string), client1, map[string]any{"status": "closed"}); r.status != http.StatusOK || r.body["status"] != "closed" {
+		t.Fatalf("close without a contract: %d %v", r.status, r.body)
+	}
+	expect(t, "apply to a closed job", e.do(t, "eu-west", "POST", "/api/v1/jobs/"+closed.body["id"].(string)+"/proposals", free,
+		map[string]any{"cover_letter": "late", "rate": 50}), http.StatusConflict, "job_not_open")
+
 	// The outcomes the matching engine learns from, each on its owner's shard.
 	for _, o := range []struct {
 		region, kind string
