@@ -394,9 +394,10 @@ func demoAccept(ctx context.Context, c *demoClient, token, proposal string) (dem
 
 // demoReview posts a review (body: contract_id, rating, comment) in its author's region; ok is false
 // when the author had reviewed the contract already (409 already_reviewed). The freelancer's side of
-// the contract is a reference row that the outbox brings from the client's shard: until the contract
-// reaches it, the review answers 403 not_a_party, and until its completion does, 409
-// contract_not_completed; both are tried again for a bounded time.
+// the contract is a reference row that the outbox brings from the client's shard, and a review reads
+// it whichever party writes it (the freelancer's own side, or the reviewee's side re-checked in the
+// freelancer's region): until the contract reaches it the review answers 403 not_a_party, and until
+// its completion does, 409 contract_not_completed. Both are tried again for a bounded time.
 func demoReview(ctx context.Context, c *demoClient, region, token string, body map[string]any) (ok bool, err error) {
 	deadline := time.Now().Add(demoOutboxWait)
 	for {
