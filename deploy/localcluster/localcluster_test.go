@@ -62,8 +62,10 @@ func testConfig(t *testing.T) (Config, *topology.Topology) {
 	cfg.RepoDir = filepath.Join("..", "..")
 	cfg.ConsulHTTPPort, cfg.ConsulServerPort, cfg.ConsulSerfPort = freePort(t), freePort(t), freePort(t)
 	cfg.NodesPerRegion = 1
-	// Three regions' routers and API nodes sit at PortBase+100, +101, +200, ...: a base of the process's own.
-	cfg.PortBase = 20000 + (os.Getpid()%200)*100
+	// Three regions' routers and API nodes sit at PortBase+100, +101, +200, ... (below PortBase+400): a
+	// base of the process's own, kept under 32768, where Linux's default range of ephemeral ports (the
+	// free ports above, and every outgoing connection's) begins, so that no other socket holds one.
+	cfg.PortBase = 20000 + (os.Getpid()%120)*100
 	return cfg, topo
 }
 
