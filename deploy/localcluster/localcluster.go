@@ -285,11 +285,12 @@ func Up(ctx context.Context, cfg Config, log *slog.Logger, out io.Writer) error 
 	for i, r := range inForce.Regions {
 		demo.base[r.Name] = fmt.Sprintf("http://127.0.0.1:%d", cfg.RouterPort(i))
 	}
-	if err := seedDemo(ctx, demo, out); err != nil {
+	seed, err := seedDemo(ctx, demo, out)
+	if err != nil {
 		return fmt.Errorf("demo data: %w", err)
 	}
 	fmt.Fprintln(out)
-	printSummary(out, cfg, inForce, agent.HTTPAddr())
+	printSummary(out, cfg, inForce, agent.HTTPAddr(), seed)
 	return nil
 }
 
@@ -329,7 +330,7 @@ func sameLayout(a, b *topology.Topology) bool {
 	return string(ea) == string(eb)
 }
 
-func printSummary(out io.Writer, cfg Config, t *topology.Topology, consulAddr string) {
+func printSummary(out io.Writer, cfg Config, t *topology.Topology, consulAddr string, seed demoSeed) {
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "REGION\tCODE\tEDGE ROUTER\tROUTER OPS\tAPI NODES\tPOSTGRESQL\tSHARDS\tREDIS")
 	nodes := cfg.apiNodes(t)
@@ -367,6 +368,16 @@ Use it through any edge router (each sends every request to the caller's home re
   curl -s "$R/api/v1/jobs/search?q=postgresql&scope=global"             # every region's jobs
   curl -s $R/api/v1/openapi.json                                        # the API reference
 
+Hiring (docs/hiring.md): Alice (us-east) hired Bruno (eu-west) and both reviewed each other;
+Chitra's (ap-south) proposal to Alice's React job is pending:
+  ALICE=$(curl -s $R/api/v1/auth/login -H 'Content-Type: application/json' \
+    -d '{"email":"alice@demo.8thdegree.test","password":"%[5]s"}' | sed 's/.*"access_token":"\([^"]*\)".*/\1/')
+  curl -s $R/api/v1/contracts/ -H "Authorization: Bearer $ALICE"                  # Alice's contracts, from her home shard
+  curl -s $R/api/v1/contracts/%[9]s -H "Authorization: Bearer $TOKEN"             # the contract, read by Bruno in Alice's region
+  curl -s $R/api/v1/proposals/%[10]s -H "Authorization: Bearer $ALICE"            # Bruno's proposal and cover letter, read in eu-west
+  curl -s "$R/api/v1/jobs/%[11]s/proposals?sort=best" -H "Authorization: Bearer $ALICE"   # the React job's proposals (no cover letters)
+  curl -s "$R/api/v1/reviews/stats?user_id=%[12]s"                                # Bruno's rating, from verified reviews only
+
 Mail (verification links) is delivered to %[3]s/mail, one .eml file per message:
   curl -s $R/api/v1/auth/register -H 'Content-Type: application/json' \
     -d '{"email":"you@example.test","password":"a long password","name":"You","role":"client"}'
@@ -386,7 +397,8 @@ Operate it:
   psql "postgres://meridian@127.0.0.1:15432/meridian_us_east_1"   # a shard, by hand
   # adding a shard, splitting, moving and rebalancing online: docs/rebalancing.md and docs/moves.md
 Stop everything with: ./scripts/down.sh
-`, consulAddr, cfg.TopologyKey, cfg.Dir, cfg.RouterPort(0), DemoPassword, filepath.Join(cfg.consulDir(), "tokens"), cfg.consulTokenFile(local.RoleShardmgr), cfg.RouterOpsPort(0))
+`, consulAddr, cfg.TopologyKey, cfg.Dir, cfg.RouterPort(0), DemoPassword, filepath.Join(cfg.consulDir(), "tokens"), cfg.consulTokenFile(local.RoleShardmgr), cfg.RouterOpsPort(0),
+		seed.Contract, seed.BrunoProposal, seed.ReactJob, seed.BrunoID)
 }
 
 // Down stops every server of the cluster in cfg.Dir. Data stays on disk; the next Up reuses it.

@@ -62,8 +62,10 @@ func testConfig(t *testing.T) (Config, *topology.Topology) {
 	cfg.RepoDir = filepath.Join("..", "..")
 	cfg.ConsulHTTPPort, cfg.ConsulServerPort, cfg.ConsulSerfPort = freePort(t), freePort(t), freePort(t)
 	cfg.NodesPerRegion = 1
-	// Three regions' routers and API nodes sit at PortBase+100, +101, +200, ...: a base of the process's own.
-	cfg.PortBase = 20000 + (os.Getpid()%200)*100
+	// Three regions' routers and API nodes sit at PortBase+100, +101, +200, ... (below PortBase+400): a
+	// base of the process's own, kept under 32768, where Linux's default range of ephemeral ports (the
+	// free ports above, and every outgoing connection's) begins, so that no other socket holds one.
+	cfg.PortBase = 20000 + (os.Getpid()%120)*100
 	return cfg, topo
 }
 
@@ -193,6 +195,7 @@ func TestUpDown(t *testing.T) {
 	if tok, err := newestVerifyToken(cfg.MailDir(), "bruno@demo.8thdegree.test"); err != nil || !strings.HasPrefix(tok, "mev_usr_") {
 		t.Errorf("bruno's verification mail: %q %v", tok, err)
 	}
+	checkDemoHiring(t, cfg, &out)
 	// The routers' ops endpoints are on their ops listener, never on the one clients reach.
 	for i := range topo.Regions {
 		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/readyz", cfg.RouterOpsPort(i)))
@@ -216,7 +219,8 @@ func TestUpDown(t *testing.T) {
 	if err := Up(ctx, cfg, nil, &out); err != nil {
 		t.Fatalf("second up: %v\n%s", err, out.String())
 	}
-	if !strings.Contains(out.String(), "topology already in Consul (version 1)") || !strings.Contains(out.String(), "0 applied now") || !strings.Contains(out.String(), "0 users created now") {
+	if !strings.Contains(out.String(), "topology already in Consul (version 1)") || !strings.Contains(out.String(), "0 applied now") || !strings.Contains(out.String(), "0 users created now") ||
+		!strings.Contains(out.String(), "kept from an earlier run, completed; reviews posted now: 0 of 2") {
 		t.Errorf("second up did not reuse the cluster:\n%s", out.String())
 	}
 
@@ -285,5 +289,137 @@ func TestResolvedMakesDirAbsolute(t *testing.T) {
 	}
 	if p := got.apiProcess(apiNode{region: "us-east", index: 1, port: 1}, "c").Bin; !filepath.IsAbs(p) {
 		t.Fatalf("API node binary %s is relative", p)
+	}
+}
+
+// demoGet GETs path through router i of cfg as token's owner ("" for none) into out; it returns the status.
+func demoGet(t *testing.T, cfg Config, i int, path, token string, out any) int {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, fmt.Sprintf("http://127.0.0.1:%d%s", cfg.RouterPort(i), path), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("GET %s: %v", path, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode == http.StatusOK && out != nil {
+		if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+			t.Fatalf("GET %s: %v", path, err)
+		}
+	}
+	return resp.StatusCode
+}
+
+// demoLogin logs email in through router i and returns the access token and the user's ID.
+func demoLogin(t *testing.T, cfg Config, i int, email string) (token, id string) {
+	t.Helper()
+	resp, err := http.Post(fmt.Sprintf("http://127.0.0.1:%d/api/v1/auth/login", cfg.RouterPort(i)), "application/json",
+		strings.NewReader(`{"email":"`+email+`","password":"`+DemoPassword+`"}`))
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("login %s: %v %v", email, resp, err)
+	}
+	defer resp.Body.Close()
+	var b demoBundle
+	if err := json.NewDecoder(resp.Body).Decode(&b); err != nil || b.AccessToken == "" {
+		t.Fatalf("login %s: %+v %v", email, b, err)
+	}
+	return b.AccessToken, b.User.ID
+}
+
+// checkDemoHiring checks the demo's hiring through the routers: Alice's completed contract with Bruno,
+// seen from both sides, the two verified reviews bound to it, and Chitra's pending proposal.
+func checkDemoHiring(t *testing.T, cfg Config, out *bytes.Buffer) {
+	t.Helper()
+	if !strings.Contains(out.String(), "created now, completed; reviews posted now: 2 of 2") {
+		t.Errorf("no demo hiring in the output:\n%s", out.String())
+	}
+	alice, aliceID := demoLogin(t, cfg, 0, "alice@demo.8thdegree.test")
+	bruno, brunoID := demoLogin(t, cfg, 1, "bruno@demo.8thdegree.test")
+	_, chitraID := demoLogin(t, cfg, 2, "chitra@demo.8thdegree.test")
+	var contracts struct {
+		Items []demoContract `json:"items"`
+	}
+	// Alice's contracts through the ap-south router: the router sends her requests to us-east.
+	if code := demoGet(t, cfg, 2, "/api/v1/contracts/?status=completed", alice, &contracts); code != http.StatusOK || len(contracts.Items) != 1 {
+		t.Fatalf("alice's completed contracts: %d %+v", code, contracts)
+	}
+	ct := contracts.Items[0]
+	if ct.FreelancerID != brunoID || ct.Status != "completed" || !strings.Contains(out.String(), "demo hiring: contract "+ct.ID) {
+		t.Errorf("alice's contract %+v (bruno is %s)", ct, brunoID)
+	}
+	// Bruno's side: the reference row on his shard, and the contract itself read in Alice's region.
+	var mine struct {
+		Items []demoContract `json:"items"`
+	}
+	if code := demoGet(t, cfg, 0, "/api/v1/contracts/", bruno, &mine); code != http.StatusOK || len(mine.Items) != 1 || mine.Items[0].ID != ct.ID || mine.Items[0].Status != "completed" {
+		t.Errorf("bruno's contracts: %d %+v, want %s completed", code, mine, ct.ID)
+	}
+	var read demoContract
+	if code := demoGet(t, cfg, 1, "/api/v1/contracts/"+ct.ID, bruno, &read); code != http.StatusOK || read.ID != ct.ID || read.Status != "completed" {
+		t.Errorf("bruno reads %s: %d %+v", ct.ID, code, read)
+	}
+	// Bruno's proposal, read by Alice with its cover letter (in eu-west), is accepted.
+	var p struct {
+		demoProposal
+		CoverLetter string `json:"cover_letter"`
+	}
+	if code := demoGet(t, cfg, 0, "/api/v1/proposals/"+ct.ProposalID, alice, &p); code != http.StatusOK || p.Status != "accepted" || p.CoverLetter == "" {
+		t.Errorf("alice reads bruno's proposal %s: %d %+v", ct.ProposalID, code, p)
+	}
+	// The two reviews, one on each party's shard, bound to the contract and counted in the stats.
+	for _, who := range []struct{ name, id, reviewer string }{{"bruno", brunoID, aliceID}, {"alice", aliceID, brunoID}} {
+		var stats struct {
+			Count   int     `json:"count"`
+			Average float64 `json:"average"`
+		}
+		if code := demoGet(t, cfg, 0, "/api/v1/reviews/stats?user_id="+who.id, "", &stats); code != http.StatusOK || stats.Count != 1 || stats.Average != 5 {
+			t.Errorf("%s's review stats: %d %+v, want one verified 5", who.name, code, stats)
+		}
+		var reviews struct {
+			Items []struct {
+				ContractID string `json:"contract_id"`
+				ReviewerID string `json:"reviewer_id"`
+			} `json:"items"`
+		}
+		if code := demoGet(t, cfg, 0, "/api/v1/reviews/?user_id="+who.id, "", &reviews); code != http.StatusOK || len(reviews.Items) != 1 ||
+			reviews.Items[0].ContractID != ct.ID || reviews.Items[0].ReviewerID != who.reviewer {
+			t.Errorf("%s's reviews: %d %+v, want one by %s on %s", who.name, code, reviews, who.reviewer, ct.ID)
+		}
+	}
+	// Chitra's proposal reaches the React job's owner through the outbox, and stays pending.
+	var jobs struct {
+		Items []struct{ ID, Title string } `json:"items"`
+	}
+	if code := demoGet(t, cfg, 0, "/api/v1/jobs/", alice, &jobs); code != http.StatusOK {
+		t.Fatalf("alice's jobs: %d", code)
+	}
+	react := ""
+	for _, j := range jobs.Items {
+		if j.Title == demoReactJob {
+			react = j.ID
+		}
+	}
+	var refs struct {
+		Items []struct {
+			FreelancerID string `json:"freelancer_id"`
+			Status       string `json:"status"`
+		} `json:"items"`
+	}
+	for deadline := time.Now().Add(demoOutboxWait); ; time.Sleep(demoOutboxPoll) {
+		code := demoGet(t, cfg, 0, "/api/v1/jobs/"+react+"/proposals", alice, &refs)
+		if code == http.StatusOK && len(refs.Items) == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the React job's proposals: %d %+v", code, refs)
+		}
+	}
+	if refs.Items[0].FreelancerID != chitraID || refs.Items[0].Status != "pending" {
+		t.Errorf("the React job's proposal: %+v, want chitra's (%s) pending", refs.Items[0], chitraID)
 	}
 }
