@@ -149,7 +149,7 @@ func (s *Service) matchFreelancers(w http.ResponseWriter, r *http.Request, calle
 	res := shardpool.Scatter(ctx, view.Targets, s.scatterOpts(),
 		func(ctx context.Context, t shardpool.Target) (shardMatches[MatchedFreelancer], error) {
 			ra := ranges[t.Shard]
-			page, err := s.freelancers.Candidates(ctx, t, want, id.Bytes(), ra.lo, ra.hi, limit)
+			page, err := s.freelancers.Candidates(ctx, t, want, id.Bytes(), ra.Lo, ra.Hi, limit)
 			out := shardMatches[MatchedFreelancer]{considered: page.Considered, overlapping: page.Overlapping}
 			for _, c := range page.Items {
 				out.items = append(out.items, MatchedFreelancer{FreelancerID: c.UserID, Score: c.Score, tie: c.Tie,
@@ -216,8 +216,8 @@ func (s *Service) matchJobs(w http.ResponseWriter, r *http.Request, caller authn
 	res := shardpool.Scatter(ctx, view.Targets, s.scatterOpts(),
 		func(ctx context.Context, t shardpool.Target) (shardMatches[MatchedJob], error) {
 			ra := ranges[t.Shard]
-			return batch(ctx, t, countOpenJobsSQL, []any{ra.lo, ra.hi},
-				matchJobsSQL, []any{have, ra.lo, ra.hi, limit},
+			return batch(ctx, t, countOpenJobsSQL, []any{ra.Lo, ra.Hi},
+				matchJobsSQL, []any{have, ra.Lo, ra.Hi, limit},
 				func(row pgx.CollectableRow) (MatchedJob, int64, error) {
 					var (
 						m MatchedJob

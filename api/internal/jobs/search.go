@@ -106,9 +106,9 @@ func (s *Service) searchShard(ctx context.Context, t shardpool.Target, ra rangeA
 		if len(p.Skills) > 0 {
 			skills = p.Skills
 		}
-		rows, err = t.Pool.Query(ctx, searchTextSQL, p.Q, skills, ra.lo, ra.hi, afterRank, afterID, p.Limit+1)
+		rows, err = t.Pool.Query(ctx, searchTextSQL, p.Q, skills, ra.Lo, ra.Hi, afterRank, afterID, p.Limit+1)
 	} else {
-		rows, err = t.Pool.Query(ctx, searchSkillsSQL, p.Skills, ra.lo, ra.hi, afterRank, afterID, p.Limit+1)
+		rows, err = t.Pool.Query(ctx, searchSkillsSQL, p.Skills, ra.Lo, ra.Hi, afterRank, afterID, p.Limit+1)
 	}
 	if err != nil {
 		return nil, err

@@ -1,7 +1,6 @@
 package jobs
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"strconv"
@@ -11,6 +10,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/8thdegree/meridian/pkg/shardkey"
+	"github.com/8thdegree/meridian/shardmgr/shardpool"
 	"github.com/8thdegree/meridian/shardmgr/topology"
 )
 
@@ -97,30 +97,13 @@ func scanJob(row pgx.Row, extra ...any) (Job, error) {
 }
 
 // rangeArgs are one shard's keyranges as the lo/hi arrays of the ownedBy filter.
-type rangeArgs struct{ lo, hi [][]byte }
+type rangeArgs = shardpool.Bounds
 
 // unbounded sorts after every 8-byte ksid under bytea ordering: it stands for a keyrange's open end.
-const unbounded = "\xff\xff\xff\xff\xff\xff\xff\xff\xff"
+const unbounded = shardpool.Unbounded
 
-// ownedRanges returns every shard's keyranges in tab: the table of the fan-out's RegionView, so that
-// each shard is queried for the keyranges it owns in the version its targets come from.
-func ownedRanges(tab *topology.Table) map[string]rangeArgs {
-	if tab == nil {
-		return nil
-	}
-	out := map[string]rangeArgs{}
-	for _, as := range tab.Topology().KeyRanges {
-		ra := out[as.Shard]
-		ra.lo = append(ra.lo, binary.BigEndian.AppendUint64(nil, as.Range.Start))
-		if as.Range.End == 0 {
-			ra.hi = append(ra.hi, []byte(unbounded))
-		} else {
-			ra.hi = append(ra.hi, binary.BigEndian.AppendUint64(nil, as.Range.End))
-		}
-		out[as.Shard] = ra
-	}
-	return out
-}
+// ownedRanges returns every shard's keyranges in tab (shardpool.OwnedBounds).
+func ownedRanges(tab *topology.Table) map[string]rangeArgs { return shardpool.OwnedBounds(tab) }
 
 // constraintError returns the PostgreSQL error's SQLSTATE and constraint, if err is one.
 func constraintError(err error) (code, constraint string) {
