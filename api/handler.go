@@ -106,7 +106,7 @@ func assemble(a *feature.Deps, fs featureSettings) (*assembly, error) {
 	if err != nil {
 		return nil, err
 	}
-	jb, err := jobs.New(a, jobs.DefaultConfig(), pf, hr)
+	jb, err := jobs.New(a, jobs.DefaultConfig(), jobs.Hooks{Closer: hr})
 	if err != nil {
 		return nil, err
 	}

@@ -52,7 +52,7 @@ func start(t *testing.T) *env {
 		if err != nil {
 			t.Fatal(err)
 		}
-		js, err := jobs.New(a, jobs.DefaultConfig(), pf, hs)
+		js, err := jobs.New(a, jobs.DefaultConfig(), jobs.Hooks{Closer: hs})
 		if err != nil {
 			t.Fatal(err)
 		}

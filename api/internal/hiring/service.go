@@ -14,7 +14,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"time"
 
 	"github.com/8thdegree/meridian/api/internal/feature"
 	"github.com/8thdegree/meridian/api/internal/outbox"
@@ -82,12 +81,4 @@ func New(a *feature.Deps, out *outbox.Outbox, profiles Profiles, ratings Ratings
 		}
 	}
 	return s, nil
-}
-
-// now is the service's clock.
-func (s *Service) now() time.Time {
-	if s.a.Now != nil {
-		return s.a.Now()
-	}
-	return time.Now()
 }

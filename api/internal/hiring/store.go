@@ -164,8 +164,6 @@ ON CONFLICT (ksid, contract_id) DO UPDATE SET status = EXCLUDED.status, complete
 WHERE r.status = 'active' AND EXCLUDED.status <> 'active'
 RETURNING (xmax = 0) AS inserted`
 
-	getContractRefSQL = `SELECT ` + contractRefCols + ` FROM core.contract_refs WHERE ksid = $1 AND contract_id = $2`
-
 	// The caller's contracts, as client (the contracts) and as freelancer (the reference rows), newest
 	// first, keyset-paginated on (started_at, id); $3 filters on status when not NULL.
 	listContractsSQL = `

@@ -67,7 +67,7 @@ func BenchmarkRegionSearch(b *testing.B) {
 	}
 	log := slog.New(slog.DiscardHandler)
 	a := &feature.Deps{Region: "eu-west", Pools: pools, IDs: shardkey.NewGenerator(nil, nil), Log: log, Now: time.Now, FreezeWait: time.Second}
-	svc, err := New(a, DefaultConfig(), freelancersOf(b, a), nil)
+	svc, err := New(a, DefaultConfig(), Hooks{})
 	if err != nil {
 		b.Fatal(err)
 	}

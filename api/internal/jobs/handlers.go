@@ -2,6 +2,7 @@ package jobs
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"hash/fnv"
 	"net/http"
@@ -55,14 +56,30 @@ func (s *Service) create(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	job, err := scanJob(shard.Pool.QueryRow(r.Context(), insertJobSQL, ksid.Bytes(), id.Bytes(), caller.UserID.Bytes(),
-		*in.Title, *in.Description, in.Skills, in.BudgetMin, in.BudgetMax, *in.Currency, *in.Remote))
+	var job Job
+	err = pgx.BeginFunc(r.Context(), shard.Pool, func(tx pgx.Tx) error {
+		var err error
+		job, err = scanJob(tx.QueryRow(r.Context(), insertJobSQL, ksid.Bytes(), id.Bytes(), caller.UserID.Bytes(),
+			*in.Title, *in.Description, in.Skills, in.BudgetMin, in.BudgetMax, *in.Currency, *in.Remote))
+		if err != nil {
+			return writeFailure(err)
+		}
+		return s.changed(r.Context(), tx, ksid, id)
+	})
 	if err != nil {
-		return writeFailure(err)
+		return err
 	}
 	w.Header().Set("Location", "/api/v1/jobs/"+job.ID.String())
 	rest.WriteJSON(w, http.StatusCreated, job)
 	return nil
+}
+
+// changed tells the watcher, in tx, that job changed.
+func (s *Service) changed(ctx context.Context, tx pgx.Tx, owner shardkey.KeyspaceID, job shardkey.ID) error {
+	if s.hooks.Watcher == nil {
+		return nil
+	}
+	return s.hooks.Watcher.JobChanged(ctx, tx, owner, job)
 }
 
 // pathJobID reads {id}. A malformed ID, or another kind's, names no job: 404, like an unknown one.
@@ -156,10 +173,12 @@ func (s *Service) update(w http.ResponseWriter, r *http.Request) error {
 		if err != nil {
 			return writeFailure(err)
 		}
-		if closed && s.closer != nil {
-			return s.closer.JobClosed(r.Context(), tx, ksid, id)
+		if closed && s.hooks.Closer != nil {
+			if err := s.hooks.Closer.JobClosed(r.Context(), tx, ksid, id); err != nil {
+				return err
+			}
 		}
-		return nil
+		return s.changed(r.Context(), tx, ksid, id)
 	})
 	if err != nil {
 		return err
@@ -190,10 +209,13 @@ func (s *Service) remove(w http.ResponseWriter, r *http.Request) error {
 			return err
 		}
 		// Its pending proposals are closed first (their reference rows go with the job).
-		if s.closer != nil && (cur == StatusOpen || cur == StatusInProgress) {
-			if err := s.closer.JobClosed(r.Context(), tx, ksid, id); err != nil {
+		if s.hooks.Closer != nil && (cur == StatusOpen || cur == StatusInProgress) {
+			if err := s.hooks.Closer.JobClosed(r.Context(), tx, ksid, id); err != nil {
 				return err
 			}
+		}
+		if err := s.changed(r.Context(), tx, ksid, id); err != nil {
+			return err
 		}
 		tag, err := tx.Exec(r.Context(), deleteJobSQL, ksid.Bytes(), id.Bytes(), caller.UserID.Bytes())
 		if code, _ := constraintError(err); code == "23503" {
@@ -294,25 +316,6 @@ func (s *Service) list(w http.ResponseWriter, r *http.Request) error {
 	}
 	rest.WriteJSON(w, http.StatusOK, page)
 	return nil
-}
-
-func (s *Service) matching(w http.ResponseWriter, r *http.Request) error {
-	caller := feature.Caller(r)
-	limit, err := rest.Limit(r)
-	if err != nil {
-		return err
-	}
-	if v := r.URL.Query().Get("job_id"); v != "" {
-		id, err := shardkey.ParseIDOfKind(v, shardkey.KindJob)
-		if err != nil {
-			return apierror.Invalid(map[string]string{"job_id": "is not a job ID"}).WithCause(err)
-		}
-		return s.matchFreelancers(w, r, caller, id, limit)
-	}
-	if caller.Role != authn.Freelancer {
-		return apierror.Invalid(map[string]string{"job_id": "is required (only a freelancer may omit it, to get jobs for themselves)"})
-	}
-	return s.matchJobs(w, r, caller, limit)
 }
 
 func (s *Service) search(w http.ResponseWriter, r *http.Request) error {

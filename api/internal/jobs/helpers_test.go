@@ -8,7 +8,6 @@ import (
 	"github.com/8thdegree/meridian/api/internal/apitest"
 	"github.com/8thdegree/meridian/api/internal/authn"
 	"github.com/8thdegree/meridian/api/internal/feature"
-	"github.com/8thdegree/meridian/api/internal/profiles"
 	"github.com/8thdegree/meridian/internal/tokenissue"
 	"github.com/8thdegree/meridian/pkg/shardkey"
 )
@@ -17,22 +16,12 @@ import (
 func newHarness(t *testing.T) *apitest.Harness {
 	t.Helper()
 	return apitest.New(t, apitest.Options{Routes: func(a *feature.Deps, _ *tokenissue.Issuer) []feature.Route {
-		s, err := New(a, DefaultConfig(), freelancersOf(t, a), nil)
+		s, err := New(a, DefaultConfig(), Hooks{})
 		if err != nil {
 			t.Fatal(err)
 		}
 		return s.Routes()
 	}})
-}
-
-// freelancersOf returns the profiles feature on a's shards, which matching reads freelancers from.
-func freelancersOf(tb testing.TB, a *feature.Deps) *profiles.Service {
-	tb.Helper()
-	pf, err := profiles.New(a, noRatings{})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return pf
 }
 
 // noRatings stands in for the reviews feature: matching does not read ratings.

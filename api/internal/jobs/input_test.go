@@ -346,16 +346,6 @@ func TestSearchCursorIsBoundToItsQuery(t *testing.T) {
 	}
 }
 
-func TestReasons(t *testing.T) {
-	got := reasons([]string{"go", "postgresql", "kubernetes"}, []string{"PostgreSQL", "go", "design"}, "missing skills")
-	if strings.Join(got, "; ") != "shared skills: go, postgresql; missing skills: kubernetes" {
-		t.Fatalf("%q", got)
-	}
-	if got := reasons([]string{"go"}, []string{"go"}, "x"); len(got) != 1 {
-		t.Fatalf("%q", got)
-	}
-}
-
 func TestConfigValidate(t *testing.T) {
 	if err := DefaultConfig().Validate(); err != nil {
 		t.Fatal(err)

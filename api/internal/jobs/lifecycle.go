@@ -19,6 +19,18 @@ type Closer interface {
 	JobClosed(ctx context.Context, tx pgx.Tx, owner shardkey.KeyspaceID, job shardkey.ID) error
 }
 
+// Watcher is told, inside the transaction that makes the change, that a job was created, changed or
+// deleted. The matching engine implements it (it recomputes the job's vector through the outbox).
+type Watcher interface {
+	JobChanged(ctx context.Context, tx pgx.Tx, owner shardkey.KeyspaceID, job shardkey.ID) error
+}
+
+// Hooks are the features the jobs feature tells about its changes; a nil one is not told.
+type Hooks struct {
+	Closer  Closer
+	Watcher Watcher
+}
+
 // ErrNotOpen is returned by StartWork for a job that takes no more contracts (closed or completed).
 var ErrNotOpen = errors.New("jobs: the job is not open")
 

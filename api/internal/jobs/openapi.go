@@ -93,30 +93,6 @@ func Schemas() map[string]any {
 		"properties": map[string]any{"rank": map[string]any{"type": "number", "minimum": 0,
 			"description": "Relevance (ts_rank, or the number of wanted skills listed); comparable within one search only."}},
 	}}}
-	fairness := map[string]any{
-		"type": "object",
-		"properties": map[string]any{
-			"method":                  map[string]any{"type": "string", "enum": []string{"skill_overlap"}},
-			"engine":                  map[string]any{"type": "string"},
-			"score":                   map[string]any{"type": "string", "description": "How the score is computed."},
-			"signals_used":            map[string]any{"type": "array", "items": map[string]any{"type": "string"}},
-			"signals_not_used":        map[string]any{"type": "array", "items": map[string]any{"type": "string"}},
-			"eligible":                map[string]any{"type": "string", "description": "Who could be ranked at all."},
-			"region":                  map[string]any{"type": "string"},
-			"candidates_considered":   map[string]any{"type": "integer", "minimum": 0},
-			"candidates_with_overlap": map[string]any{"type": "integer", "minimum": 0},
-			"returned":                map[string]any{"type": "integer", "minimum": 0},
-			"tie_break":               map[string]any{"type": "string"},
-			"partial":                 map[string]any{"type": "boolean"},
-			"shards_failed":           map[string]any{"type": "array", "items": map[string]any{"type": "string"}},
-			"notes":                   map[string]any{"type": "array", "items": map[string]any{"type": "string"}},
-		},
-		"required": []string{"method", "engine", "score", "signals_used", "signals_not_used", "eligible", "region",
-			"candidates_considered", "candidates_with_overlap", "returned", "tie_break", "partial", "shards_failed"},
-	}
-	score := map[string]any{"type": "number", "minimum": 0, "maximum": 1, "description": "Jaccard index of the skill sets, rounded to 4 places."}
-	reasons := map[string]any{"type": "array", "items": map[string]any{"type": "string"},
-		"description": `E.g. "shared skills: go, postgresql", "missing skills: kubernetes".`}
 	return map[string]any{
 		"Job": map[string]any{"type": "object", "properties": job, "required": jobRequired},
 		"JobCreate": map[string]any{"type": "object", "properties": fields(false), "required": []string{"title"},
@@ -135,27 +111,6 @@ func Schemas() map[string]any {
 				"next_cursor":   map[string]any{"type": "string", "description": "Absent on the last page."},
 				"partial":       map[string]any{"type": "boolean", "description": "Some shard or region did not answer."},
 				"failed_shards": map[string]any{"type": "array", "items": map[string]any{"type": "string"}, "description": `Shard names, or "<region>/*".`},
-			}},
-		"JobMatchFairness": fairness,
-		"JobMatchFreelancers": map[string]any{"type": "object", "required": []string{"items", "fairness"},
-			"properties": map[string]any{
-				"items": map[string]any{"type": "array", "items": map[string]any{
-					"type": "object", "required": []string{"freelancer_id", "score", "reasons"},
-					"properties": map[string]any{
-						"freelancer_id": map[string]any{"type": "string", "pattern": "^usr_[0-9a-z]{32}$"},
-						"score":         score, "reasons": reasons,
-					}}},
-				"fairness": openapi.Ref("JobMatchFairness"),
-			}},
-		"JobMatchJobs": map[string]any{"type": "object", "required": []string{"items", "fairness"},
-			"properties": map[string]any{
-				"items": map[string]any{"type": "array", "items": map[string]any{
-					"type": "object", "required": []string{"job_id", "score", "reasons", "job"},
-					"properties": map[string]any{
-						"job_id": map[string]any{"type": "string", "pattern": "^job_[0-9a-z]{32}$"},
-						"score":  score, "reasons": reasons, "job": openapi.Ref("Job"),
-					}}},
-				"fairness": openapi.Ref("JobMatchFairness"),
 			}},
 	}
 }

@@ -1,14 +1,12 @@
 package jobs
 
 import (
-	"context"
 	"encoding/json"
 	"regexp"
 	"strings"
 	"testing"
 
 	"github.com/8thdegree/meridian/api/internal/feature"
-	"github.com/8thdegree/meridian/api/internal/profiles"
 	"github.com/8thdegree/meridian/pkg/shardkey"
 	"github.com/8thdegree/meridian/shardmgr/shardpool"
 )
@@ -21,7 +19,7 @@ func TestRoutesAreDocumented(t *testing.T) {
 		t.Fatal(err)
 	}
 	a := &feature.Deps{Region: "eu-west", Pools: pools, IDs: shardkey.NewGenerator(nil, nil)}
-	s, err := New(a, DefaultConfig(), freelancersOf(t, a), nil)
+	s, err := New(a, DefaultConfig(), Hooks{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -72,31 +70,10 @@ func TestRoutesAreDocumented(t *testing.T) {
 	if searchAt > idAt {
 		t.Error("/jobs/search must come before /jobs/{id}")
 	}
-	if _, err := New(&feature.Deps{}, DefaultConfig(), noFreelancers{}, nil); err == nil {
+	if _, err := New(&feature.Deps{}, DefaultConfig(), Hooks{}); err == nil {
 		t.Error("New accepted an app without pools")
 	}
-	if _, err := New(&feature.Deps{Pools: pools, IDs: shardkey.NewGenerator(nil, nil)}, Config{}, noFreelancers{}, nil); err == nil {
+	if _, err := New(&feature.Deps{Pools: pools, IDs: shardkey.NewGenerator(nil, nil)}, Config{}, Hooks{}); err == nil {
 		t.Error("New accepted a zero config")
-	}
-}
-
-// noFreelancers is a Freelancers for tests that never match.
-type noFreelancers struct{}
-
-func (noFreelancers) Candidates(context.Context, shardpool.Target, []string, []byte, [][]byte, [][]byte, int) (profiles.CandidatePage, error) {
-	return profiles.CandidatePage{}, nil
-}
-
-func (noFreelancers) Skills(context.Context, shardpool.Routed, shardkey.ID) ([]string, error) {
-	return nil, nil
-}
-
-func TestNewNeedsFreelancers(t *testing.T) {
-	pools, err := shardpool.New(shardpool.DefaultConfig(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := New(&feature.Deps{Pools: pools, IDs: shardkey.NewGenerator(nil, nil)}, DefaultConfig(), nil, nil); err == nil {
-		t.Error("New accepted no source of freelancers")
 	}
 }

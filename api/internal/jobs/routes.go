@@ -10,7 +10,7 @@ import (
 	"github.com/8thdegree/meridian/api/internal/feature"
 )
 
-// Routes returns the endpoints of the service. /jobs/search and /jobs/matching come before /jobs/{id}
+// Routes returns the endpoints of the service. /jobs/search comes before /jobs/{id}
 // (gorilla/mux tries routes in order); even out of order, "search" would not parse as a job ID and the
 // {id} route would answer 404, never serve the wrong thing.
 func (s *Service) Routes() []feature.Route {
@@ -33,28 +33,6 @@ func (s *Service) Routes() []feature.Route {
 					queryParam("scope", "region (this region's shards) or global (every region).", map[string]any{"type": "string", "enum": []string{"region", "global"}, "default": "region"}),
 				}, nil,
 				responses(http.StatusOK, "Ranked open jobs.", "JobSearchPage", http.StatusBadRequest, http.StatusServiceUnavailable)),
-		},
-		{
-			Name: "matchJobs", Method: http.MethodGet, Path: "/jobs/matching", Access: feature.Authenticated,
-			Roles: []authn.Role{authn.Client, authn.Freelancer}, Scope: ScopeMatching, Handler: s.matching,
-			Doc: op("Match freelancers to a job, or jobs to a freelancer",
-				"Until the matching engine ships, a simple skill-overlap ranking (Jaccard index of the normalised "+
-					"skill sets) over this region's shards. With job_id (the caller's own job; anyone else's is "+
-					"a 404): the best available freelancers of the region. Without job_id (freelancers only): "+
-					"the open jobs of the region that best fit the caller's profile skills. fairness says how "+
-					"the ranking was made, over how many candidates, how ties were broken and which shards "+
-					"did not answer.",
-				[]any{
-					queryParam("job_id", "The caller's job to match freelancers to.", map[string]any{"type": "string", "pattern": "^job_[0-9a-z]{32}$"}),
-					limitParam(),
-				}, nil,
-				map[string]any{
-					"200": map[string]any{"description": "Ranked freelancers (with job_id) or jobs (without).",
-						"content": jsonContent(map[string]any{"oneOf": []any{openapi.Ref("JobMatchFreelancers"), openapi.Ref("JobMatchJobs")}})},
-					"400": errResponse(http.StatusBadRequest), "401": errResponse(http.StatusUnauthorized),
-					"403": errResponse(http.StatusForbidden), "404": errResponse(http.StatusNotFound),
-					"421": errResponse(http.StatusMisdirectedRequest), "503": errResponse(http.StatusServiceUnavailable),
-				}),
 		},
 		{
 			Name: "createJob", Method: http.MethodPost, Path: "/jobs/", Access: feature.Authenticated,

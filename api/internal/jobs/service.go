@@ -1,24 +1,18 @@
 package jobs
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"time"
 
 	"github.com/8thdegree/meridian/api/internal/feature"
-	"github.com/8thdegree/meridian/api/internal/profiles"
 	"github.com/8thdegree/meridian/api/internal/richtext"
-	"github.com/8thdegree/meridian/pkg/shardkey"
-	"github.com/8thdegree/meridian/shardmgr/shardpool"
 )
 
 // API-key scopes of the jobs endpoints (access tokens have every scope).
 const (
 	ScopeRead  = "jobs:read"
 	ScopeWrite = "jobs:write"
-	// ScopeMatching is the API-key scope of /jobs/matching.
-	ScopeMatching = "matching:read"
 )
 
 // Config bounds the cross-shard reads.
@@ -50,40 +44,27 @@ func (c Config) Validate() error {
 	return nil
 }
 
-// Freelancers is what matching reads of freelancers' profiles. The profiles feature owns them and
-// implements it (profiles.Service); the node wires it in.
-type Freelancers interface {
-	// Candidates ranks one shard's available freelancers by skill overlap with want.
-	Candidates(ctx context.Context, t shardpool.Target, want []string, salt []byte, lo, hi [][]byte, limit int) (profiles.CandidatePage, error)
-	// Skills returns user's profile skills (nil without a profile).
-	Skills(ctx context.Context, shard shardpool.Routed, user shardkey.ID) ([]string, error)
-}
-
 // Service serves the jobs endpoints of one regional node.
 type Service struct {
-	a           *feature.Deps
-	cfg         Config
-	san         *richtext.Sanitizer
-	freelancers Freelancers
-	// closer is told when a job stops taking proposals (nil: no hiring feature on this node).
-	closer Closer
+	a     *feature.Deps
+	cfg   Config
+	san   *richtext.Sanitizer
+	hooks Hooks
 }
 
 var _ sanitizer = (*richtext.Sanitizer)(nil)
 
-// New returns the service; freelancers serves matching's reads of profiles; closer (the hiring
-// feature; nil on a node without it) is told, in the same transaction, when a job is closed, completed
-// or deleted. a.Peers may be nil (a node alone): a global search then reports the other regions as
-// failed.
-func New(a *feature.Deps, cfg Config, freelancers Freelancers, closer Closer) (*Service, error) {
+// New returns the service; hooks are told, in
+// the same transaction, when a job stops taking proposals (hiring) and when it changes at all (the
+// matching engine). a.Peers may be nil (a node alone): a global search then reports the other regions
+// as failed.
+func New(a *feature.Deps, cfg Config, hooks Hooks) (*Service, error) {
 	switch {
 	case a == nil || a.Pools == nil || a.IDs == nil:
 		return nil, errors.New("jobs: the app needs Pools and IDs")
-	case freelancers == nil:
-		return nil, errors.New("jobs: a source of freelancers' profiles is required")
 	}
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	return &Service{a: a, cfg: cfg, san: richtext.New(), freelancers: freelancers, closer: closer}, nil
+	return &Service{a: a, cfg: cfg, san: richtext.New(), hooks: hooks}, nil
 }

@@ -114,34 +114,6 @@ func constraintError(err error) (code, constraint string) {
 	return "", ""
 }
 
-// Matching is the honest fallback until the matching engine ships: the Jaccard index of two normalised
-// skill sets, |shared| / |union|, from 0 (nothing shared) to 1 (the same skills). Each shard scores its
-// open jobs that share at least one skill (the GIN index on skills finds them), returns its best `limit`
-// and, in the same round trip (a pgx batch), how many candidates it has in all, so the answer can say
-// how many were considered. Freelancers are ranked the same way by the profiles feature, which owns
-// their table (profiles.Service.Candidates).
-const (
-	// $1 the freelancer's skills, $2/$3 the shard's keyranges, $4 the limit. Ties go to the newer job.
-	matchJobsSQL = `
-SELECT ` + jobCols + `, m.score, count(*) OVER () AS overlapping
-FROM core.jobs AS j
-CROSS JOIN LATERAL (
-	SELECT count(*) FILTER (WHERE d.s = ANY($1::text[]))::float8
-	     / (count(*) + cardinality($1::text[]) - count(*) FILTER (WHERE d.s = ANY($1::text[])))::float8 AS score
-	FROM (SELECT DISTINCT lower(btrim(s)) AS s FROM unnest(j.skills) AS s) AS d
-) AS m
-WHERE j.status = 'open'
-  AND j.skills && $1::text[]
-  AND EXISTS (SELECT 1 FROM unnest($2::bytea[], $3::bytea[]) AS r(lo, hi) WHERE j.ksid >= r.lo AND j.ksid < r.hi)
-ORDER BY m.score DESC, j.id DESC
-LIMIT $4`
-
-	countOpenJobsSQL = `
-SELECT count(*) FROM core.jobs AS j
-WHERE j.status = 'open'
-  AND EXISTS (SELECT 1 FROM unnest($1::bytea[], $2::bytea[]) AS r(lo, hi) WHERE j.ksid >= r.lo AND j.ksid < r.hi)`
-)
-
 // Each shard ranks its matches and returns the best limit+1 after the cursor. The rank is computed in a
 // subquery so that the keyset condition can compare it. Title words weigh A, description words B and
 // skills C in the generated search column, so with ts_rank a title match outranks a description match.

@@ -6,13 +6,14 @@ import (
 	"fmt"
 	"net/http"
 
+	"github.com/gorilla/mux"
+	"github.com/jackc/pgx/v5"
+
 	"github.com/8thdegree/meridian/api/internal/feature"
 	"github.com/8thdegree/meridian/api/internal/rest"
 	"github.com/8thdegree/meridian/internal/apierror"
 	"github.com/8thdegree/meridian/pkg/shardkey"
 	"github.com/8thdegree/meridian/shardmgr/topology"
-	"github.com/gorilla/mux"
-	"github.com/jackc/pgx/v5"
 )
 
 func (s *Service) getOwnProfile(w http.ResponseWriter, r *http.Request) error {
@@ -53,10 +54,23 @@ func (s *Service) putOwnProfile(w http.ResponseWriter, r *http.Request) error {
 		v := in.HourlyRate.String()
 		rate = &v
 	}
-	p, err := scanProfile(shard.Pool.QueryRow(r.Context(), putProfileSQL,
-		shard.Route.KeyspaceID.Bytes(), caller.UserID.Bytes(), in.Headline, in.Bio, in.Skills, rate, in.Country, in.Available))
+	var p Profile
+	err = pgx.BeginFunc(r.Context(), shard.Pool, func(tx pgx.Tx) error {
+		var err error
+		p, err = scanProfile(tx.QueryRow(r.Context(), putProfileSQL,
+			shard.Route.KeyspaceID.Bytes(), caller.UserID.Bytes(), in.Headline, in.Bio, in.Skills, rate, in.Country, in.Available))
+		if err != nil {
+			return ownerMissing(err, "profiles: writing profile")
+		}
+		for _, w := range s.watchers {
+			if err := w.ProfileChanged(r.Context(), tx, shard.Route.KeyspaceID, caller.UserID); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 	if err != nil {
-		return ownerMissing(err, "profiles: writing profile")
+		return err
 	}
 	rest.WriteJSON(w, http.StatusOK, p)
 	return nil

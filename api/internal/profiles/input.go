@@ -12,9 +12,10 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"golang.org/x/text/language"
+
 	"github.com/8thdegree/meridian/api/internal/richtext"
 	"github.com/8thdegree/meridian/api/internal/skills"
-	"golang.org/x/text/language"
 )
 
 // Limits of core.profiles (docs/schema.md). Lengths are in characters, as char_length counts them.

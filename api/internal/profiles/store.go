@@ -6,10 +6,11 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/8thdegree/meridian/internal/apierror"
-	"github.com/8thdegree/meridian/pkg/shardkey"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/8thdegree/meridian/internal/apierror"
+	"github.com/8thdegree/meridian/pkg/shardkey"
 )
 
 // The statements of the profile and settings routes. Every one is keyed by (ksid, user_id), the
@@ -147,33 +148,7 @@ func scanSettings(row pgx.Row) (Settings, error) {
 	return st, nil
 }
 
-// The statements that matching reads freelancers with (Candidates, Skills): the jobs feature ranks
-// its jobs' candidates through them, so core.profiles is only ever read here.
+// profileSkillsSQL serves Skills: the hiring feature scores a proposal with its author's skills.
 const (
-	// $1 the job's skills (normalised, distinct), $2 the job's ID (salt of the tie-break), $3/$4 the
-	// shard's keyranges, $5 the limit. Profile skills are folded again (lower, trim) in case a profile was
-	// written by something that did not normalise them.
-	matchFreelancersSQL = `
-SELECT p.user_id, p.skills, m.score, sha256(p.user_id || $2::bytea) AS tie, count(*) OVER () AS overlapping
-FROM core.profiles AS p
-JOIN auth.users AS u ON u.ksid = p.ksid AND u.id = p.user_id
-CROSS JOIN LATERAL (
-	SELECT count(*) FILTER (WHERE d.s = ANY($1::text[]))::float8
-	     / (count(*) + cardinality($1::text[]) - count(*) FILTER (WHERE d.s = ANY($1::text[])))::float8 AS score
-	FROM (SELECT DISTINCT lower(btrim(s)) AS s FROM unnest(p.skills) AS s) AS d
-) AS m
-WHERE p.available AND u.role = 'freelancer' AND u.deleted_at IS NULL
-  AND p.skills && $1::text[]
-  AND EXISTS (SELECT 1 FROM unnest($3::bytea[], $4::bytea[]) AS r(lo, hi) WHERE p.ksid >= r.lo AND p.ksid < r.hi)
-ORDER BY m.score DESC, tie DESC
-LIMIT $5`
-
-	countFreelancersSQL = `
-SELECT count(*)
-FROM core.profiles AS p
-JOIN auth.users AS u ON u.ksid = p.ksid AND u.id = p.user_id
-WHERE p.available AND u.role = 'freelancer' AND u.deleted_at IS NULL
-  AND EXISTS (SELECT 1 FROM unnest($1::bytea[], $2::bytea[]) AS r(lo, hi) WHERE p.ksid >= r.lo AND p.ksid < r.hi)`
-
 	profileSkillsSQL = `SELECT skills FROM core.profiles WHERE ksid = $1 AND user_id = $2`
 )
