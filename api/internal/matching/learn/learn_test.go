@@ -250,10 +250,6 @@ func TestTrainCorrectsPositionBias(t *testing.T) {
 	}
 }
 
-func fmtF(x float64) string {
-	return strings.TrimRight(strings.TrimRight(time.Duration(x*1e9).String(), "s"), "0")
-}
-
 func TestTrainRefusesBadInput(t *testing.T) {
 	good := ranked(3, 5, 5, []float64{0.5, 0.5})
 	mismatched := append(slices.Clone(good), Example{ListID: "x", Features: []float64{1}, Label: 1})
