@@ -21,9 +21,13 @@ const (
 	LabelOpened    = 1 // the item was opened
 	LabelApplied   = 2 // a proposal was made
 	LabelHired     = 3 // a contract was made
-	LabelCompleted = 4 // the contract was completed and rated well
+	LabelCompleted = 4 // the contract was completed and rated well (at least GoodRating)
 	MaxLabel       = LabelCompleted
 )
+
+// GoodRating is the lowest rating (of 5) of a completed contract that earns LabelCompleted; a
+// completed contract rated lower stays at LabelHired.
+const GoodRating = 4
 
 // Example is one item of one shown list.
 type Example struct {

@@ -71,6 +71,11 @@ func TestTrainedModelBeatsHandSetWeights(t *testing.T) {
 		t.Errorf("the trained model is not promoted over the hand-set weights: %+v", c)
 	}
 
+	// The gate sees the holdout's items and can look up their groups.
+	if i, ok := m.FreelancerIndex(holdout[0].ItemID); !ok || m.Freelancers[i].ID != holdout[0].ItemID {
+		t.Errorf("FreelancerIndex(%q) = %d, %v", holdout[0].ItemID, i, ok)
+	}
+
 	negated := make([]float64, len(handSet))
 	for i, w := range handSet {
 		negated[i] = -w
@@ -79,5 +84,25 @@ func TestTrainedModelBeatsHandSetWeights(t *testing.T) {
 	t.Logf("negated against trained: %s", worse.Reason)
 	if worse.Better || worse.Promote || !(worse.CandidateNDCG < jaccard) {
 		t.Errorf("a model with negated weights is not refused: %+v", worse)
+	}
+}
+
+// TestTrainedModelBeatsHandSetWeightsOnOtherMarkets: the result above is not one seed's luck.
+func TestTrainedModelBeatsHandSetWeightsOnOtherMarkets(t *testing.T) {
+	for seed := int64(1); seed <= 3; seed++ {
+		m := synth.Generate(seed, synth.DefaultOptions())
+		sim := synth.DefaultSimOptions()
+		sim.Seed = seed
+		train, _, cut := learn.SplitByTime(m.Examples(synth.Simulate(m, m.Ranker(handSet), sim)), 0.7)
+		weights, _, err := learn.Train(train, learn.DefaultTrainOptions())
+		if err != nil {
+			t.Fatal(err)
+		}
+		holdout := m.UtilityLists(m.JobsPostedFrom(cut))
+		c := learn.Evaluate(learn.Model{Weights: weights}, learn.Model{Weights: handSet}, holdout, nil)
+		t.Logf("seed %d: weights %.3f; %s", seed, weights, c.Reason)
+		if !c.Promote {
+			t.Errorf("seed %d: the trained model is not promoted: %s", seed, c.Reason)
+		}
 	}
 }

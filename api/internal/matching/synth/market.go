@@ -134,6 +134,7 @@ type Market struct {
 
 	seed      int64
 	bias      Bias
+	byID      map[string]int
 	clusterOf map[string]int
 	neighbour []int
 	idf       map[string]float64
@@ -183,8 +184,10 @@ func Generate(seed int64, opts Options) *Market {
 	}
 	m.embedSkills(seed, opts.Dims)
 
+	m.byID = map[string]int{}
 	for i := range opts.Freelancers {
 		m.Freelancers = append(m.Freelancers, m.freelancer(stream(seed, streamFreelancer, uint64(i)), i, opts.Dims))
+		m.byID[m.Freelancers[i].ID] = i
 	}
 	for i := range opts.Jobs {
 		m.Jobs = append(m.Jobs, m.job(stream(seed, streamJob, uint64(i)), opts))
@@ -335,6 +338,13 @@ func (m *Market) job(rng *rand.Rand, opts Options) Job {
 	}
 	j.Description = fmt.Sprintf("We are looking for a %s. Wanted: %s. %s", c.role, joinAnd(j.Skills), where)
 	return j
+}
+
+// FreelancerIndex finds a freelancer by ID (an Example's ItemID), for a fairness gate that needs
+// the groups of what a model ranks.
+func (m *Market) FreelancerIndex(id string) (int, bool) {
+	i, ok := m.byID[id]
+	return i, ok
 }
 
 // biased reports whether the market's bias is against f.

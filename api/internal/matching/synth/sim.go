@@ -70,7 +70,7 @@ type Shown struct {
 // Label is how far the item got, on learn's scale.
 func (s Shown) Label() int {
 	switch {
-	case s.Completed && s.Rating >= 4:
+	case s.Completed && s.Rating >= learn.GoodRating:
 		return learn.LabelCompleted
 	case s.Hired:
 		return learn.LabelHired
