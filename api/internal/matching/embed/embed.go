@@ -9,22 +9,23 @@ import (
 	"strings"
 )
 
-// Errors an Embedder returns, wrapped with the detail; test them with errors.Is.
+// Errors an Embedder or a Budget returns, always wrapped with the detail (and an "embed:" prefix);
+// test them with errors.Is.
 var (
 	// ErrEmptyText: a text or document has nothing to embed (no words once normalised, or only white
 	// space). No vector is made for it; the caller stores none. The error names the input's index.
-	ErrEmptyText = errors.New("embed: nothing to embed")
+	ErrEmptyText = errors.New("nothing to embed")
 	// ErrBudgetExhausted: the region's daily token budget would be exceeded; no request was sent.
 	// Try again after 00:00 UTC, or embed locally in the meantime (in another space).
-	ErrBudgetExhausted = errors.New("embed: daily embedding budget exhausted")
+	ErrBudgetExhausted = errors.New("daily embedding budget exhausted")
 	// ErrUnavailable: the provider could not be reached or kept failing (retries spent, circuit
 	// open, a timeout), or the budget could not be checked. Try later: nothing about the input was
 	// wrong. When the circuit is open the error also wraps breaker.ErrOpen.
-	ErrUnavailable = errors.New("embed: embedding provider unavailable")
+	ErrUnavailable = errors.New("embedding unavailable, try later")
 	// ErrRejected: the provider refused the request itself (a 4xx other than 408, 409 and 429: a bad
 	// key, a model it does not serve, an input too long) or answered with vectors that do not fit
 	// the space. The same request will fail again; it needs a change of config or input.
-	ErrRejected = errors.New("embed: request rejected by the embedding provider")
+	ErrRejected = errors.New("embedding request cannot succeed as it is")
 )
 
 // Space names the vector space an embedding belongs to. Vectors of different spaces are never

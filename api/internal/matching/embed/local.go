@@ -235,12 +235,17 @@ func hasAlnum(w string) bool {
 	return false
 }
 
-// stem folds the commonest English plurals ("companies", "apis", "developers") onto the singular.
+// stem folds the commonest English plurals ("companies", "classes", "developers") onto the singular.
 // Both sides of every comparison go through it, so a wrong cut ("kubernetes" to "kubernete") is
 // harmless; a missed one costs a little similarity.
 func stem(w string) string {
+	if strings.ContainsAny(w, ".+#0123456789") {
+		return w // a name ("node.js", "k8s"), not an English word
+	}
 	n := len(w)
 	switch {
+	case n > 4 && strings.HasSuffix(w, "sses"):
+		return w[:n-2]
 	case n > 4 && strings.HasSuffix(w, "ies"):
 		return w[:n-3] + "y"
 	case n > 3 && w[n-1] == 's' && !strings.HasSuffix(w, "ss") && !strings.HasSuffix(w, "us") && !strings.HasSuffix(w, "is"):

@@ -193,6 +193,7 @@ func (o *OpenAI) Embed(ctx context.Context, texts []string) ([][]float32, error)
 	for i, t := range texts {
 		t = strings.TrimSpace(t)
 		if t == "" {
+			o.stats.failures.Add(1)
 			return nil, fmt.Errorf("embed: text %d: %w", i, ErrEmptyText)
 		}
 		in[i] = truncate(t, maxInputBytes)
@@ -252,11 +253,11 @@ func (o *OpenAI) batch(ctx context.Context, texts []string) ([][]float32, error)
 			return nil, err
 		}
 		if attempt >= o.cfg.MaxRetries {
-			return nil, fmt.Errorf("%w after %d attempts: %w", ErrUnavailable, attempt+1, err)
+			return nil, fmt.Errorf("gave up after %d attempts (%w): %w", attempt+1, ErrUnavailable, err)
 		}
 		wait := o.backoff(attempt)
 		if hint > o.cfg.MaxBackoff {
-			return nil, fmt.Errorf("%w: the server asks to wait %s: %w", ErrUnavailable, hint, err)
+			return nil, fmt.Errorf("the server asks to wait %s (%w): %w", hint, ErrUnavailable, err)
 		}
 		wait = max(wait, hint)
 		o.stats.retries.Add(1)
@@ -317,19 +318,19 @@ func (o *OpenAI) attempt(ctx context.Context, texts []string) (vecs [][]float32,
 // order of the texts, normalised (OpenAI's are already; not every compatible server's are).
 func (o *OpenAI) vectors(resp openai.EmbeddingResponse, n int) ([][]float32, error) {
 	if len(resp.Data) != n {
-		return nil, fmt.Errorf("%w: %d vectors for %d texts", ErrRejected, len(resp.Data), n)
+		return nil, fmt.Errorf("%w: the answer has %d vectors for %d texts", ErrRejected, len(resp.Data), n)
 	}
 	out := make([][]float32, n)
 	for _, e := range resp.Data {
 		if e.Index < 0 || e.Index >= n || out[e.Index] != nil {
-			return nil, fmt.Errorf("%w: bad or repeated index %d in the response", ErrRejected, e.Index)
+			return nil, fmt.Errorf("%w: the answer has a bad or repeated index %d", ErrRejected, e.Index)
 		}
 		if len(e.Embedding) != o.space.Dims {
-			return nil, fmt.Errorf("%w: a vector of %d dimensions, the space has %d", ErrRejected, len(e.Embedding), o.space.Dims)
+			return nil, fmt.Errorf("%w: the answer has a vector of %d dimensions, the space %d", ErrRejected, len(e.Embedding), o.space.Dims)
 		}
 		v, ok := normalize(e.Embedding)
 		if !ok {
-			return nil, fmt.Errorf("%w: vector %d is zero or not finite", ErrRejected, e.Index)
+			return nil, fmt.Errorf("%w: the answer's vector %d is zero or not finite", ErrRejected, e.Index)
 		}
 		out[e.Index] = v
 	}
