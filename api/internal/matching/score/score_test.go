@@ -202,7 +202,11 @@ func TestEligible(t *testing.T) {
 	open := JobFacts{Open: true, Remote: true, BudgetMax: ptr(50), Currency: "USD"}
 	free := FreelancerFacts{Available: true, HourlyRate: ptr(60), Country: "DE"}
 	onsite := func(country string) JobFacts { j := open; j.Remote = false; j.Country = country; return j }
-	rate := func(f FreelancerFacts, r *float64, cur string) FreelancerFacts { f.HourlyRate = r; f.Currency = cur; return f }
+	rate := func(f FreelancerFacts, r *float64, cur string) FreelancerFacts {
+		f.HourlyRate = r
+		f.Currency = cur
+		return f
+	}
 	for _, c := range []struct {
 		name   string
 		job    JobFacts
