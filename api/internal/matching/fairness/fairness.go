@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"math/bits"
 	"slices"
 	"sort"
 	"strings"
@@ -202,7 +203,7 @@ func (c Config) ImpactRatio(selected, pool map[string]int) (map[string]float64, 
 	}
 	for g := range n {
 		ratios[g] = rate(g) / ref
-		fair := S * n[g] / N // floor(S·pool_g/N): the whole people a list could have given g
+		fair := mulDiv(S, n[g], N) // floor(S·pool_g/N): the whole people a list could have given g
 		if judged && n[g] >= c.MinPool && ratios[g] < c.Threshold && s[g] < fair {
 			flagged = append(flagged, g)
 		}
@@ -247,6 +248,14 @@ func skew(shown, pool map[string]int, alpha float64) map[string]float64 {
 		out[g] = math.Log(listShare / poolShare)
 	}
 	return out
+}
+
+// mulDiv is floor(a·b/c) for 0 ≤ a, 0 ≤ b ≤ c, c > 0, exact even where a·b overflows: a region's
+// day sums pools over every list served.
+func mulDiv(a, b, c int) int {
+	hi, lo := bits.Mul64(uint64(a), uint64(b))
+	q, _ := bits.Div64(hi, lo, uint64(c)) // q ≤ a since b ≤ c: no overflow
+	return int(q)
 }
 
 func clampK(k, n int) int {

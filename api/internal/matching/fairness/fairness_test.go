@@ -126,6 +126,7 @@ func TestImpactRatio(t *testing.T) {
 		{"selected but not in the pool", Config{}, m{"A": 5, "X": 2}, m{"A": 50}, f{"A": 1, "X": 10}, nil},
 		{"no group large enough to judge", Config{}, m{"A": 1}, m{"A": 3, "B": 3}, f{"A": 1, "B": 0}, nil},
 		{"negative counts count as none", Config{}, m{"A": 5, "B": -4}, m{"A": 50, "B": 50, "C": -3}, f{"A": 1, "B": 0}, []string{"B"}},
+		{"counts whose product overflows", Config{}, m{"A": 3e9, "B": 2e9}, m{"A": 4e9, "B": 4e9}, f{"A": 1, "B": 2.0 / 3}, []string{"B"}},
 		{"empty pool group left out", Config{}, m{"A": 5, "B": 5}, m{"A": 50, "B": 50, "Z": 0}, f{"A": 1, "B": 1}, nil},
 	} {
 		t.Run(c.name, func(t *testing.T) {

@@ -48,7 +48,7 @@ func Rerank(list []Entry, attr string, pool map[string]int, k int) ([]Entry, flo
 		if total == 0 {
 			return 0
 		}
-		return owed[g] * j / total
+		return mulDiv(j, owed[g], total)
 	}
 
 	head := make([]int, len(queues)) // entries of each group placed so far
