@@ -47,9 +47,10 @@
 //
 // The skew of a group in the top k is ln(list share / pool share), with both shares smoothed by
 // Smoothing α (1 by default, Laplace) over the G groups seen in either: list share (c_g + α) /
-// (k + α·G), pool share (n_g + α) / (N + α·G). It is 0 for a group shown in proportion, negative
-// for one shown less (ln 0.5 ≈ −0.69 for half its share) and positive for one shown more; the
-// smoothing keeps it finite for a group with nobody shown.
+// (k + α·G), pool share (n_g + α) / (N + α·G). It is about 0 for a group shown in proportion
+// (exactly 0 when the smoothing does not tip it), negative for one shown less (about ln 0.5 ≈
+// −0.69 for half its share) and positive for one shown more; the smoothing keeps it finite for a
+// group with nobody shown.
 //
 // # Re-ranking
 //
@@ -60,16 +61,18 @@
 // which floor(p_g·j) reaches i, and a group's entries are placed in its own order of relevance.
 // DetConstSort inserts the entry each rising minimum demands and lets it climb above less relevant
 // entries as long as no entry is pushed past its deadline. This implementation reaches the same kind
-// of order from the other end: position by position, it places the most relevant remaining entry
-// whose placement still leaves every later deadline of every group reachable (a look-ahead over the
-// remaining prefix lengths), and otherwise the most relevant entry that does. Unlike DetConstSort,
-// which fills the top k only with the entries the minimums demand (so each group gets exactly its
-// floor), the slots no minimum claims go to the most relevant entries of any group: every floor is
-// still met and less relevance is lost. A group with fewer entries in the list than it is owed gets
-// all it has, and the others fill its slots. Entries after the top k follow in order of relevance,
-// so the output is a permutation of the input. The tests compare it with every permutation of
-// small lists: none that meets the same floors has a higher DCG@k. It costs O(k²·G²) for G groups,
-// nothing next to scoring the candidates at the k of a response.
+// of order from the other end, position by position. Before position j, it looks at every prefix
+// length t from j to k: the entries the groups still owe by t must fit in the t − j + 1 positions
+// left up to t. Where they fill them exactly, t is tight, and position j goes to the most relevant
+// next entry of a group that owes one by the earliest tight t (which serves every later tight t as
+// well, since what a group owes never falls as t grows); when no t is tight, to the most relevant
+// remaining entry of any group. Unlike DetConstSort, which fills the top k only with the entries
+// the minimums demand (so each group gets exactly its floor), the slots no minimum claims go to the
+// most relevant entries of any group: every floor is still met and less relevance is lost. A group
+// with fewer entries in the list than it is owed gets all it has, and the others fill its slots.
+// Entries after the top k follow in order of relevance, so the output is a permutation of the
+// input. The tests compare it with every permutation of small lists: none that meets the same
+// floors has a higher DCG@k. It costs O(k²·G) for G groups.
 //
 // The relevance cost is 1 − DCG@k(output)/DCG@k(input), with DCG@k = Σ_{r≤k} relevance_r/log2(1+r):
 // 0 when re-ranking changed nothing, and the fraction of the list's discounted relevance given up

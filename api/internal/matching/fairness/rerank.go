@@ -52,53 +52,45 @@ func Rerank(list []Entry, attr string, pool map[string]int, k int) ([]Entry, flo
 	}
 
 	head := make([]int, len(queues)) // entries of each group placed so far
-	// reachable says whether, with filled positions taken, every group can still meet its floor
-	// at every prefix length up to k: the entries still owed by length t (capped by what the group
-	// has left) must fit in the t − filled positions before it.
-	reachable := func(filled int) bool {
-		for t := filled; t <= k; t++ {
-			var due int
-			for g, q := range queues {
-				if d := min(floor(g, t), len(q)) - head[g]; d > 0 {
-					due += d
-				}
-			}
-			if due > t-filled {
-				return false
-			}
+	// owedBy is how many more entries g needs by prefix length t: its floor there, capped by the
+	// entries it has, less those placed. It never falls as t grows.
+	owedBy := func(g, t int) int { return max(0, min(floor(g, t), len(queues[g]))-head[g]) }
+	before := func(a, b int) bool { // a's next entry ranks before b's
+		ia, ib := queues[a][head[a]], queues[b][head[b]]
+		if c := byRelevance(list[ia], list[ib]); c != 0 {
+			return c < 0
 		}
-		return true
+		return ia < ib
 	}
 
 	out := make([]Entry, 0, n)
 	placed := make([]bool, n)
-	cands := make([]int, 0, len(queues))
 	for j := 1; j <= k; j++ {
-		cands = cands[:0]
+		// With j−1 positions filled, what is owed by each length t fits in the t−(j−1) positions
+		// up to it (true at the start, since the floors of one length sum to at most the length,
+		// and kept below). Where it fills them exactly, position j must serve a group owed an entry
+		// there; as owedBy never falls, serving one owed by the earliest such t serves every later
+		// one too, and every other t has a position to spare. So: the most relevant entry of any
+		// group owed by that t, or of any group at all when no t is tight.
+		tight := 0
+		for t := j; t <= k && tight == 0; t++ {
+			var due int
+			for g := range queues {
+				due += owedBy(g, t)
+			}
+			if due >= t-(j-1) {
+				tight = t
+			}
+		}
+		pick := -1
 		for g, q := range queues {
-			if head[g] < len(q) {
-				cands = append(cands, g)
+			if head[g] == len(q) || tight > 0 && owedBy(g, tight) == 0 {
+				continue
 			}
-		}
-		slices.SortFunc(cands, func(a, b int) int {
-			ia, ib := queues[a][head[a]], queues[b][head[b]]
-			if c := byRelevance(list[ia], list[ib]); c != 0 {
-				return c
-			}
-			return cmp.Compare(ia, ib)
-		})
-		pick := cands[0] // the most relevant entry left, unless a deadline needs another
-		for _, g := range cands {
-			head[g]++
-			ok := reachable(j)
-			head[g]--
-			if ok {
+			if pick < 0 || before(g, pick) {
 				pick = g
-				break
 			}
 		}
-		// Some candidate always keeps the floors reachable: the group owed an entry at the earliest
-		// prefix length where the remaining positions are exactly spoken for (package doc).
 		i := queues[pick][head[pick]]
 		head[pick]++
 		placed[i] = true
