@@ -338,3 +338,38 @@ func BenchmarkRerank(b *testing.B) {
 		Rerank(list, "g", pool, 50)
 	}
 }
+
+// FuzzRerank builds a list, a pool and k from arbitrary bytes (two bytes an entry: its group and its
+// relevance) and checks that the output is a permutation meeting every floor.
+func FuzzRerank(f *testing.F) {
+	f.Add([]byte{0, 9, 0, 8, 1, 7, 0, 6, 1, 5}, []byte{3, 2}, 4)
+	f.Add([]byte{0, 1}, []byte{}, 0)
+	f.Add([]byte{2, 200, 2, 100, 0, 0, 1, 255, 1, 3, 2, 4}, []byte{0, 5, 5, 9}, -3)
+	f.Fuzz(func(t *testing.T, entries, poolBytes []byte, k int) {
+		if len(entries) > 400 {
+			entries = entries[:400]
+		}
+		list := make([]Entry, len(entries)/2)
+		for i := range list {
+			list[i] = Entry{ID: fmt.Sprint(i), Groups: map[string]string{"g": fmt.Sprint(entries[2*i] % 8)},
+				Relevance: float64(entries[2*i+1])}
+		}
+		slices.SortStableFunc(list, byRelevance)
+		pool := map[string]int{}
+		for i, b := range poolBytes {
+			pool[fmt.Sprint(i%8)] += int(b)
+		}
+		out, cost := Rerank(list, "g", pool, k)
+		checkPermutation(t, list, out)
+		var total int
+		for _, v := range pool {
+			total += v
+		}
+		if total > 0 {
+			checkFloors(t, out, pool, clampK(k, len(list)))
+		}
+		if cost < 0 || cost > 1 || math.IsNaN(cost) {
+			t.Fatalf("cost %v", cost)
+		}
+	})
+}
