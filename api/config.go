@@ -10,6 +10,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/8thdegree/meridian/api/internal/feature"
+	"github.com/8thdegree/meridian/api/internal/matching/embed"
+	"github.com/8thdegree/meridian/internal/breaker"
+
 	"github.com/caarlos0/env/v11"
 
 	"github.com/8thdegree/meridian/api/internal/accounts/oauth"
@@ -132,6 +136,18 @@ type Config struct {
 	GitHubTokenURL     string `env:"MERIDIAN_OAUTH_GITHUB_TOKEN_URL"`
 	GitHubAPIBaseURL   string `env:"MERIDIAN_OAUTH_GITHUB_API_URL"`
 
+	// The matching engine's embeddings: with an OpenAI key (any OpenAI-compatible server, through
+	// MERIDIAN_OPENAI_BASE_URL), that model; without one, the local embedder (no network).
+	OpenAIAPIKey     Secret `env:"MERIDIAN_OPENAI_API_KEY"`
+	OpenAIBaseURL    string `env:"MERIDIAN_OPENAI_BASE_URL" envDefault:"https://api.openai.com/v1"`
+	OpenAIModel      string `env:"MERIDIAN_OPENAI_MODEL" envDefault:"text-embedding-3-small"`
+	OpenAIDims       int    `env:"MERIDIAN_OPENAI_DIMS"`
+	OpenAIProvider   string `env:"MERIDIAN_OPENAI_PROVIDER" envDefault:"openai"`
+	EmbedDims        int    `env:"MERIDIAN_EMBED_DIMS" envDefault:"384"`
+	EmbedDailyTokens int    `env:"MERIDIAN_EMBED_DAILY_TOKENS" envDefault:"2000000"`
+	// MatchingRerank turns on the fairness re-ranking of this region's matching lists.
+	MatchingRerank bool `env:"MERIDIAN_MATCHING_RERANK" envDefault:"false"`
+
 	// OTLPEndpoint, when set, exports traces over OTLP/HTTP (e.g. http://otel-collector:4318); without
 	// it the node only passes the incoming traceparent on to its peer calls.
 	OTLPEndpoint string `env:"MERIDIAN_OTLP_ENDPOINT"`
@@ -237,6 +253,9 @@ func (c Config) Validate() error {
 		check(c.TopologyKey != "", "MERIDIAN_TOPOLOGY_KEY", "is required"),
 		check(c.RedisAddr == "" || hostPort(c.RedisAddr), "MERIDIAN_REDIS_ADDR", fmt.Sprintf("%q is not host:port", c.RedisAddr)),
 		check(c.TokenIssuer != "", "MERIDIAN_TOKEN_ISSUER", "is required"),
+		check(c.EmbedDims >= 16 && c.EmbedDims <= 4096, "MERIDIAN_EMBED_DIMS", fmt.Sprintf("%d is not from 16 to 4096", c.EmbedDims)),
+		check(c.EmbedDailyTokens >= 1, "MERIDIAN_EMBED_DAILY_TOKENS", "must be at least 1"),
+		check(c.OpenAIDims >= 0, "MERIDIAN_OPENAI_DIMS", "must not be negative"),
 		check(c.TokenAudience != "", "MERIDIAN_TOKEN_AUDIENCE", "is required"),
 		// At most an hour: a stolen token is bounded by it even where revocation cannot reach (a
 		// region that cannot be asked).
@@ -361,3 +380,19 @@ func namedEnvError(err error) error {
 const verifierLeeway = 30 * time.Second
 
 var errNoTopology = errors.New("no topology: neither Consul nor the disk copy had one")
+
+// embedder returns the matching engine's embedder: OpenAI's (or a compatible server's) when a key is
+// configured, with the shared circuit breaker and the region's daily token budget in Redis; the local
+// embedder otherwise.
+func (c Config) embedder(a *feature.Deps, bm *breaker.Metrics) (embed.Embedder, error) {
+	if c.OpenAIAPIKey == "" {
+		return embed.NewLocal(c.EmbedDims), nil
+	}
+	oc := embed.DefaultOpenAIConfig()
+	oc.APIKey, oc.BaseURL, oc.Model, oc.Dims, oc.Provider = string(c.OpenAIAPIKey), c.OpenAIBaseURL, c.OpenAIModel, c.OpenAIDims, c.OpenAIProvider
+	br, err := breaker.New(breaker.DefaultConfig("embeddings"), a.Log, bm)
+	if err != nil {
+		return nil, err
+	}
+	return embed.NewOpenAI(oc, br, embed.NewRedisBudget(a.Redis, c.Region, c.EmbedDailyTokens, time.Now))
+}

@@ -24,6 +24,7 @@ import (
 	"github.com/8thdegree/meridian/api/internal/hiring"
 	"github.com/8thdegree/meridian/api/internal/hiring/side"
 	"github.com/8thdegree/meridian/api/internal/jobs"
+	"github.com/8thdegree/meridian/api/internal/matching"
 	"github.com/8thdegree/meridian/api/internal/middleware"
 	"github.com/8thdegree/meridian/api/internal/openapi"
 	"github.com/8thdegree/meridian/api/internal/outbox"
@@ -56,15 +57,18 @@ type assembly struct {
 	tasks []feature.Task
 	// outbox carries the features' messages to other owners (docs/outbox.md).
 	outbox *outbox.Outbox
+	// matching is the matching engine (docs/matching.md).
+	matching *matching.Service
 }
 
 // featureSettings is what the feature packages take from the node: its Config, read where it is
 // needed rather than copied field by field into another struct, and the parts New built.
 type featureSettings struct {
-	cfg     Config
-	tokens  *tokenissue.Issuer
-	limiter *ratelimit.Limiter
-	oauth   map[string]oauth.ProviderConfig
+	cfg      Config
+	breakers *breaker.Metrics
+	tokens   *tokenissue.Issuer
+	limiter  *ratelimit.Limiter
+	oauth    map[string]oauth.ProviderConfig
 }
 
 // assemble builds the feature packages on a and the OpenAPI document of their routes.
@@ -94,11 +98,21 @@ func assemble(a *feature.Deps, fs featureSettings) (*assembly, error) {
 	if err != nil {
 		return nil, err
 	}
-	pf, err := profiles.New(a, rv)
+	ob, err := outbox.New(a, outbox.DefaultConfig())
 	if err != nil {
 		return nil, err
 	}
-	ob, err := outbox.New(a, outbox.DefaultConfig())
+	emb, err := fs.cfg.embedder(a, fs.breakers)
+	if err != nil {
+		return nil, fmt.Errorf("embeddings: %w", err)
+	}
+	mcfg := matching.DefaultConfig()
+	mcfg.Rerank = fs.cfg.MatchingRerank
+	mt, err := matching.New(a, mcfg, ob, emb)
+	if err != nil {
+		return nil, err
+	}
+	pf, err := profiles.New(a, rv, mt)
 	if err != nil {
 		return nil, err
 	}
@@ -106,7 +120,7 @@ func assemble(a *feature.Deps, fs featureSettings) (*assembly, error) {
 	if err != nil {
 		return nil, err
 	}
-	jb, err := jobs.New(a, jobs.DefaultConfig(), jobs.Hooks{Closer: hr})
+	jb, err := jobs.New(a, jobs.DefaultConfig(), jobs.Hooks{Closer: hr, Watcher: mt})
 	if err != nil {
 		return nil, err
 	}
@@ -116,10 +130,12 @@ func assemble(a *feature.Deps, fs featureSettings) (*assembly, error) {
 	// Order matters within each package (/jobs/search before /jobs/{id}); keep each package's own order.
 	routes = append(routes, pf.Routes()...)
 	routes = append(routes, rv.Routes()...)
+	// The engine's /jobs/matching before the jobs feature's /jobs/{id}.
+	routes = append(routes, mt.Routes()...)
 	routes = append(routes, jb.Routes()...)
 	routes = append(routes, hr.Routes()...)
 	schemas := map[string]any{}
-	for _, s := range []map[string]any{accounts.Schemas(), profiles.Schemas(), reviews.Schemas(), jobs.Schemas(), hiring.Schemas()} {
+	for _, s := range []map[string]any{accounts.Schemas(), profiles.Schemas(), reviews.Schemas(), jobs.Schemas(), hiring.Schemas(), matching.Schemas()} {
 		maps.Copy(schemas, s)
 	}
 	spec := openapi.NewSpec()
@@ -131,8 +147,8 @@ func assemble(a *feature.Deps, fs featureSettings) (*assembly, error) {
 	}, routes, schemas); err != nil {
 		return nil, fmt.Errorf("openapi: %w", err)
 	}
-	return &assembly{routes: routes, schemas: schemas, accounts: acc, revocations: rvk, spec: spec, outbox: ob,
-		tasks: []feature.Task{rvk.Task(), ob.Task()}}, nil
+	return &assembly{routes: routes, schemas: schemas, accounts: acc, revocations: rvk, spec: spec, outbox: ob, matching: mt,
+		tasks: append([]feature.Task{rvk.Task(), ob.Task()}, mt.Tasks()...)}, nil
 }
 
 // authenticator verifies bearer tokens and, when enabled, API keys.
@@ -234,13 +250,13 @@ func (n *Node) buildHandler() (*assembly, error) {
 	if err != nil {
 		return nil, err
 	}
-	asm, err := assemble(n.deps, featureSettings{cfg: n.cfg, tokens: n.tokens, limiter: lim, oauth: oauth})
+	asm, err := assemble(n.deps, featureSettings{cfg: n.cfg, breakers: bm, tokens: n.tokens, limiter: lim, oauth: oauth})
 	if err != nil {
 		return nil, err
 	}
-	for _, c := range asm.outbox.Collectors() {
+	for _, c := range append(asm.outbox.Collectors(), asm.matching.Collectors()...) {
 		if err := n.registry.Register(c); err != nil {
-			return nil, fmt.Errorf("outbox metrics: %w", err)
+			return nil, fmt.Errorf("feature metrics: %w", err)
 		}
 	}
 	// Per-user and per-IP limits are admitted from a locally held share of each budget and settled with

@@ -27,7 +27,10 @@ var tableOwners = map[string]string{
 	"core.audit_log":              "audit",
 	"core.outbox":                 "outbox",
 	"core.inbox":                  "outbox",
-	"ai.embeddings":               "jobs",
+	"ai.embeddings":               "matching",
+	"ai.match_lists":              "matching",
+	"ai.match_events":             "matching",
+	"ai.models":                   "matching",
 	"core.proposals":              "hiring",
 	"core.job_proposals":          "hiring",
 	"core.contracts":              "hiring",
@@ -46,6 +49,13 @@ var crossReads = map[string]string{
 	// existence and data in one round trip). They read only id, ksid, name, role and deleted_at.
 	"profiles auth.users": "public profile joins name, role and deletion; matching candidates join role and deletion",
 	"reviews auth.users":  "insert-if-reviewee-exists, user exists, ratings with existence",
+	// The matching engine embeds and indexes profiles and jobs: it reads their text and facts (and the
+	// verified ratings, and the hiring outcomes it learns from) in the same scan as the vectors.
+	"matching core.jobs":     "text to embed, facts of the index joined with the vectors",
+	"matching core.profiles": "text to embed, facts of the index joined with the vectors",
+	"matching auth.users":    "only freelancers with live accounts are embedded and indexed",
+	"matching core.reviews":  "verified ratings, the rating signal",
+	"matching ai.outcomes":   "hiring outcomes, the labels the trainer learns from",
 }
 
 var tableName = regexp.MustCompile(`\b(auth|core|ai)\.[a-z_]+\b`)

@@ -165,6 +165,8 @@ func (c *Cluster) StartNode(tb testing.TB, region string) string {
 		LoginAccountFreeFailures: 5, LoginIPFreeFailures: 100_000,
 		// The cluster's routers connect from 127.0.0.1: their X-Forwarded-For names the client.
 		TrustedProxies: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")},
+		// The local embedder: no network.
+		EmbedDims: 384, EmbedDailyTokens: 1_000_000,
 	}
 	node, err := api.New(cfg, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
 	if err != nil {
