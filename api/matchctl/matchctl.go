@@ -34,9 +34,9 @@ type Env struct {
 
 type options struct {
 	consulAddr, tokenFile, key, region, output, note string
-	timeout                                           time.Duration
-	eta, holdout                                      float64
-	since                                             time.Duration
+	timeout                                          time.Duration
+	eta, holdout                                     float64
+	since                                            time.Duration
 }
 
 // Run runs the command with args and returns its exit code: 0 done, 1 failed, 2 bad usage, 3 a model

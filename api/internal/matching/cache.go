@@ -12,8 +12,8 @@ import (
 
 // cached is a ranked list as the cache keeps it (without the list ID, which each serving gets anew).
 type cached struct {
-	Page   Page                      `json:"page"`
-	Ranked []Ranked                  `json:"ranked"`
+	Page   Page           `json:"page"`
+	Ranked []Ranked       `json:"ranked"`
 	Pool   map[string]int `json:"pool"`
 }
 
