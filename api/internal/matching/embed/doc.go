@@ -18,7 +18,8 @@
 //
 // Local needs no model, no vocabulary and no corpus statistics, and gives the same vector for the
 // same document on every machine and every run (the hash is FNV-1a, fixed by its specification,
-// and features are summed in a fixed order), so it can be recomputed anywhere and tested exactly.
+// finished with splitmix64's mixer, and features are summed in the order the text gives them), so
+// it can be recomputed anywhere and tested exactly.
 // Feature hashing maps an unbounded vocabulary into a fixed number of dimensions with no table to
 // ship or grow: each feature is hashed to a dimension and a sign, and added there. The sign
 // (Weinberger et al., 2009) makes collisions cancel in expectation instead of inflating every

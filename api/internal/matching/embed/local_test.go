@@ -252,3 +252,18 @@ func FuzzLocal(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkLocal is the cost of one profile-sized document: re-embedding a region's 100,000
+// profiles after a change of the recipe costs 100,000 times this on one core.
+func BenchmarkLocal(b *testing.B) {
+	l := NewLocal(LocalDims)
+	d := Doc{Title: goBackend.Title, Body: strings.Repeat(goBackend.Body+" ", 8), Skills: goBackend.Skills}
+	docs := []Doc{d}
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := l.EmbedDocs(ctx, docs); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
