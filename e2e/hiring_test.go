@@ -155,7 +155,6 @@ func TestE2EHiringAcrossRegions(t *testing.T) {
 	if j := e.do(t, "eu-west", "GET", "/api/v1/jobs/"+jobID, "", nil); j.body["status"] != "in_progress" {
 		t.Fatalf("job after accept: %v", j.body)
 	}
-	expect(t, "withdraw an accepted proposal", e.do(t, "us-east", "DELETE", "/api/v1/proposals/"+propID, free, nil), http.StatusConflict, "proposal_not_pending")
 
 	// Either party reads the contract in the client's region; a stranger does not.
 	for _, tok := range []string{client1, free} {
@@ -174,6 +173,7 @@ func TestE2EHiringAcrossRegions(t *testing.T) {
 	if p := e.do(t, "us-east", "GET", "/api/v1/proposals/"+propID, free, nil); p.body["status"] != "accepted" {
 		t.Fatalf("proposal after accept: %v", p.body)
 	}
+	expect(t, "withdraw an accepted proposal", e.do(t, "us-east", "DELETE", "/api/v1/proposals/"+propID, free, nil), http.StatusConflict, "proposal_not_pending")
 
 	// No review before completion, and only the client completes.
 	expect(t, "review before completion", e.do(t, "us-east", "POST", "/api/v1/reviews/", client1,

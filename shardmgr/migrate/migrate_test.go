@@ -389,10 +389,11 @@ ORDER BY 1`)
 	}
 	// The documented tables, so that a table cannot silently disappear from the check.
 	want := []string{
-		"ai.embeddings",
+		"ai.embeddings", "ai.match_events", "ai.match_lists", "ai.models", "ai.outcomes",
 		"auth.api_keys", "auth.credentials", "auth.email_claims", "auth.email_verifications", "auth.oauth_identities",
 		"auth.refresh_token_families", "auth.refresh_tokens", "auth.users",
-		"core.audit_log", "core.inbox", "core.jobs", "core.outbox", "core.profiles", "core.reviews", "core.settings",
+		"core.audit_log", "core.contract_refs", "core.contracts", "core.inbox", "core.job_proposals", "core.jobs", "core.outbox",
+		"core.profiles", "core.proposals", "core.reviews", "core.settings",
 	}
 	if !slices.Equal(tables, want) {
 		t.Errorf("sharded tables = %v, want %v", tables, want)

@@ -102,6 +102,7 @@ func (e *pinEnv) seedUser(name string) pinUser {
 	}
 	kb, ib := k.Bytes(), id.Bytes()
 	fam, other := rnd(20), rnd(20)
+	job, prop, ctr, list := rnd(20), rnd(20), rnd(20), "6c1e6452-056a-411a-bd4a-fc2934e0b359"
 	db := e.pools[source]
 	email := name + "@example.com"
 	stmts := []struct {
@@ -117,7 +118,16 @@ func (e *pinEnv) seedUser(name string) pinUser {
 		{`INSERT INTO auth.email_verifications (ksid, token_hash, user_id, email, expires_at) VALUES ($1, $2, $3, $4, now() + interval '1 day')`, []any{kb, rnd(32), ib, email}},
 		{`INSERT INTO core.profiles (ksid, user_id, headline, bio, skills, hourly_rate, country, available) VALUES ($1, $2, 'Go and SQL', 'bio', '{go,sql}', 42.50, 'DE', true)`, []any{kb, ib}},
 		{`INSERT INTO core.settings (ksid, user_id, locale, timezone, notifications) VALUES ($1, $2, 'de-DE', 'Europe/Berlin', '{"email": true, "digest": {"day": "mon"}}')`, []any{kb, ib}},
-		{`INSERT INTO core.jobs (ksid, id, owner_id, title, description, skills, budget_min, budget_max, currency) VALUES ($1, $2, $3, 'Build a thing', 'with care', '{go}', 100.25, 2000, 'EUR')`, []any{kb, rnd(20), ib}},
+		{`INSERT INTO core.jobs (ksid, id, owner_id, title, description, skills, budget_min, budget_max, currency) VALUES ($1, $2, $3, 'Build a thing', 'with care', '{go}', 100.25, 2000, 'EUR')`, []any{kb, job, ib}},
+		// Hiring: the user's own proposal to another's job, a reference row and a contract on their own
+		// job, and the reference row of a contract they work on.
+		{`INSERT INTO core.proposals (ksid, id, freelancer_id, job_id, client_id, cover_letter, rate, currency, score) VALUES ($1, $2, $3, $4, $5, 'Hire me', 55.5, 'EUR', 0.75)`, []any{kb, prop, ib, rnd(20), other}},
+		{`INSERT INTO core.job_proposals (ksid, proposal_id, job_id, freelancer_id, client_id, rate, currency, score, status, created_at) VALUES ($1, $2, $3, $4, $5, 40, 'EUR', 0.5, 'accepted', now())`, []any{kb, rnd(20), job, other, ib}},
+		{`INSERT INTO core.contracts (ksid, id, job_id, proposal_id, client_id, freelancer_id, rate, currency) VALUES ($1, $2, $3, $4, $5, $6, 40, 'EUR')`, []any{kb, ctr, job, rnd(20), ib, other}},
+		{`INSERT INTO core.contract_refs (ksid, contract_id, job_id, proposal_id, client_id, freelancer_id, rate, currency, status, started_at, completed_at) VALUES ($1, $2, $3, $4, $5, $6, 55.5, 'EUR', 'completed', now(), now())`, []any{kb, rnd(20), rnd(20), prop, other, ib}},
+		{`INSERT INTO ai.outcomes (ksid, kind, job_id, freelancer_id, client_id, subject_id, details) VALUES ($1, 'contract_started', $2, $3, $4, $5, '{"rate": 40}')`, []any{kb, job, other, ib, ctr}},
+		{`INSERT INTO ai.match_lists (ksid, id, region, direction, subject_id, scope, model_version, items) VALUES ($1, $2, 'us-east', 'jobs', $3, 'region', 0, '[{"id": "x", "position": 1}]')`, []any{kb, list, ib}},
+		{`INSERT INTO ai.match_events (ksid, list_id, item_id, type, position) VALUES ($1, $2, $3, 'opened', 1)`, []any{kb, list, job}},
 		{`INSERT INTO core.jobs (ksid, id, owner_id, title) VALUES ($1, $2, $3, 'Another thing')`, []any{kb, rnd(20), ib}},
 		{`INSERT INTO core.reviews (ksid, id, reviewer_id, reviewee_id, job_id, rating, comment) VALUES ($1, $2, $3, $4, $5, 5, 'great')`, []any{kb, rnd(20), other, ib, rnd(20)}},
 		{`INSERT INTO core.audit_log (ksid, id, actor_id, action, target, ip, user_agent, details) VALUES ($1, $2, $3, 'auth.login', 'session', '203.0.113.5', 'curl/8', '{"method": "password"}')`, []any{kb, rnd(20), ib}},
@@ -151,7 +161,8 @@ func (e *pinEnv) seedUser(name string) pinUser {
 func userTables(t *testing.T, db *pgxpool.Pool) []string {
 	t.Helper()
 	rows, err := db.Query(context.Background(), `SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE n.nspname IN ('auth', 'core', 'ai') AND c.relkind = 'r' AND NOT (n.nspname = 'auth' AND c.relname = 'email_claims') ORDER BY 1`)
+WHERE n.nspname IN ('auth', 'core', 'ai') AND c.relkind = 'r' AND NOT (n.nspname = 'auth' AND c.relname = 'email_claims')
+  AND NOT (n.nspname = 'ai' AND c.relname = 'models') ORDER BY 1`)
 	if err != nil {
 		t.Fatal(err)
 	}

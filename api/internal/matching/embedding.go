@@ -93,6 +93,14 @@ func (s *Service) embedOne(ctx context.Context, tx pgx.Tx, owner shardkey.Keyspa
 	case err == nil || errors.Is(err, pgx.ErrNoRows):
 		var vecs [][]float32
 		vecs, err = s.emb.EmbedDocs(ctx, []embed.Doc{doc})
+		if errors.Is(err, embed.ErrEmptyText) {
+			// Nothing to embed (an empty profile): no vector, and none left from an earlier text.
+			if _, err := tx.Exec(ctx, deleteEmbeddingsSQL, owner.Bytes(), id.Bytes()); err != nil {
+				return err
+			}
+			_, err = tx.Exec(ctx, notifySQL, kind)
+			return err
+		}
 		if err != nil {
 			s.metrics.embedFailures.Inc()
 			return fmt.Errorf("matching: embedding %s %s: %w", kind, id, err)
@@ -113,24 +121,29 @@ func (s *Service) embedOne(ctx context.Context, tx pgx.Tx, owner shardkey.Keyspa
 // to. It runs until ctx is done.
 func (s *Service) runBackfill(ctx context.Context) error {
 	for sleep(ctx, 2*s.cfg.Refresh) {
-		view, err := s.a.ReadRegion(ctx)
-		if err != nil {
+		s.backfillOnce(ctx)
+	}
+	return nil
+}
+
+// backfillOnce makes one pass of the backfill over the region's shards.
+func (s *Service) backfillOnce(ctx context.Context) {
+	view, err := s.a.ReadRegion(ctx)
+	if err != nil {
+		return
+	}
+	bounds := shardpool.OwnedBounds(view.Table)
+	for _, t := range view.Targets {
+		b, ok := bounds[t.Shard]
+		if !ok {
 			continue
 		}
-		bounds := shardpool.OwnedBounds(view.Table)
-		for _, t := range view.Targets {
-			b, ok := bounds[t.Shard]
-			if !ok {
-				continue
-			}
-			for _, kind := range []string{kindProfile, kindJob} {
-				if err := s.backfillShard(ctx, t, b, kind); err != nil && ctx.Err() == nil {
-					s.log.Warn("matching: backfill", "shard", t.Shard, "kind", kind, "err", err)
-				}
+		for _, kind := range []string{kindProfile, kindJob} {
+			if err := s.backfillShard(ctx, t, b, kind); err != nil && ctx.Err() == nil {
+				s.log.Warn("matching: backfill", "shard", t.Shard, "kind", kind, "err", err)
 			}
 		}
 	}
-	return nil
 }
 
 func (s *Service) backfillShard(ctx context.Context, t shardpool.Target, b shardpool.Bounds, kind string) error {

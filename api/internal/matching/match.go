@@ -184,7 +184,8 @@ func (s *Service) answer(ctx context.Context, sub subject, scope string) (Page, 
 		more, bad := s.rankElsewhere(ctx, sub)
 		parts, failed = append(parts, more...), bad
 	}
-	ranked, pool := merge(parts, sub.Limit)
+	rerank := s.cfg.Rerank && sub.Direction == dirFreelancers
+	ranked, pool := merge(parts, depth(sub, rerank))
 	page := Page{Items: make([]Item, 0, len(ranked)), Partial: len(failed) > 0, FailedShards: failed}
 	if page.FailedShards == nil {
 		page.FailedShards = []string{}
@@ -195,7 +196,7 @@ func (s *Service) answer(ctx context.Context, sub subject, scope string) (Page, 
 	}
 	attrs := groupAttrs(pool)
 	report := fairness.Evaluate(entries, pool, attrs, sub.Limit)
-	if s.cfg.Rerank && sub.Direction == dirFreelancers {
+	if rerank {
 		out, cost := fairness.Rerank(entries, rerankAttr, fairness.PoolFor(pool, rerankAttr), sub.Limit)
 		byID := map[string]Ranked{}
 		for _, it := range ranked {
@@ -208,6 +209,9 @@ func (s *Service) answer(ctx context.Context, sub subject, scope string) (Page, 
 		ranked = reordered
 		report = fairness.Evaluate(out, pool, attrs, sub.Limit)
 		report.Reranked, report.RelevanceCost = true, cost
+	}
+	if len(ranked) > sub.Limit {
+		ranked = ranked[:sub.Limit]
 	}
 	for _, it := range ranked {
 		id := it.ID
@@ -228,6 +232,18 @@ func (s *Service) answer(ctx context.Context, sub subject, scope string) (Page, 
 		s.cache.put(ctx, key, cached{Page: page, Ranked: ranked, Pool: pool})
 	}
 	return page, ranked, pool, nil
+}
+
+// rerankDepth is how many times the list's length the re-ranking chooses from: it can only bring up
+// people who are on the longer list.
+const rerankDepth = 4
+
+// depth is how many items the regions rank for sub: the list's length, or more to re-rank from.
+func depth(sub subject, rerank bool) int {
+	if rerank {
+		return sub.Limit * rerankDepth
+	}
+	return sub.Limit
 }
 
 // rerankAttr is the attribute the optional re-ranking restores the pool's proportions of.
@@ -301,8 +317,8 @@ func (s *Service) rankLocal(ctx context.Context, sub subject) (regionAnswer, err
 		}
 		return bytes.Compare(a.ID[:], b.ID[:])
 	})
-	if len(out) > sub.Limit {
-		out = out[:sub.Limit]
+	if n := depth(sub, s.cfg.Rerank && sub.Direction == dirFreelancers); len(out) > n {
+		out = out[:n]
 	}
 	pool := snap.pool
 	if sub.Direction == dirJobs {

@@ -1,0 +1,341 @@
+package matching
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"math"
+	"net/http"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/8thdegree/meridian/api/internal/apitest"
+	"github.com/8thdegree/meridian/api/internal/authn"
+	"github.com/8thdegree/meridian/api/internal/feature"
+	"github.com/8thdegree/meridian/api/internal/jobs"
+	"github.com/8thdegree/meridian/api/internal/matching/embed"
+	"github.com/8thdegree/meridian/api/internal/matching/synth"
+	"github.com/8thdegree/meridian/api/internal/outbox"
+	"github.com/8thdegree/meridian/api/internal/profiles"
+	"github.com/8thdegree/meridian/deploy/local/testenv"
+	"github.com/8thdegree/meridian/internal/tokenissue"
+	"github.com/8thdegree/meridian/pkg/shardkey"
+)
+
+func TestMain(m *testing.M) { testenv.Main(m) }
+
+type noRatings struct{}
+
+func (noRatings) Rating(context.Context, shardkey.ID) (int, float64, error) { return 0, 0, nil }
+
+// env is three regions serving profiles, jobs and the engine. No task runs: the tests embed, deliver
+// and refresh themselves, so that what they check does not depend on timing.
+type env struct {
+	h   *apitest.Harness
+	mu  sync.Mutex
+	svc map[string]*Service
+	obs map[string]*outbox.Outbox
+}
+
+func start(t *testing.T, mutate func(*Config)) *env {
+	t.Helper()
+	e := &env{svc: map[string]*Service{}, obs: map[string]*outbox.Outbox{}}
+	e.h = apitest.New(t, apitest.Options{Routes: func(a *feature.Deps, _ *tokenissue.Issuer) []feature.Route {
+		ob, err := outbox.New(a, outbox.DefaultConfig())
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg := DefaultConfig()
+		cfg.ShadowRate = 0
+		if mutate != nil {
+			mutate(&cfg)
+		}
+		mt, err := New(a, cfg, ob, embed.NewLocal(256))
+		if err != nil {
+			t.Fatal(err)
+		}
+		pf, err := profiles.New(a, noRatings{}, mt)
+		if err != nil {
+			t.Fatal(err)
+		}
+		js, err := jobs.New(a, jobs.DefaultConfig(), jobs.Hooks{Watcher: mt})
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.mu.Lock()
+		e.svc[a.Region], e.obs[a.Region] = mt, ob
+		e.mu.Unlock()
+		return append(append(mt.Routes(), pf.Routes()...), js.Routes()...)
+	}})
+	return e
+}
+
+// settle embeds whatever is missing and loads every region's index.
+func (e *env) settle(t *testing.T) {
+	t.Helper()
+	ctx := context.Background()
+	for _, s := range e.svc {
+		e.obs[s.a.Region].Pass(ctx)
+		s.backfillOnce(ctx)
+		if err := s.refresh(ctx, true); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.refreshRatings(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func (e *env) get(t *testing.T, region, path string, u apitest.User) (int, Page) {
+	t.Helper()
+	r := e.h.Do(t, region, apitest.Request{Method: "GET", Path: path, Token: u.Token})
+	var p Page
+	if r.Status == http.StatusOK {
+		if err := json.Unmarshal(r.Body, &p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return r.Status, p
+}
+
+// ndcg is NDCG@k of the ranked freelancers for a job, graded by the hidden utility (gain 2^u − 1),
+// against the ideal order of every eligible candidate.
+func ndcg(m *synth.Market, job int, ranked []int, k int) float64 {
+	dcg := func(grades []int) float64 {
+		s := 0.0
+		for i, g := range grades {
+			if i == k {
+				break
+			}
+			s += (math.Pow(2, float64(g)) - 1) / math.Log2(float64(i+2))
+		}
+		return s
+	}
+	var got, ideal []int
+	for _, f := range ranked {
+		got = append(got, m.Utility(job, f))
+	}
+	for _, f := range m.Candidates(job) {
+		ideal = append(ideal, m.Utility(job, f))
+	}
+	slices.Sort(ideal)
+	slices.Reverse(ideal)
+	if dcg(ideal) == 0 {
+		return math.NaN()
+	}
+	return dcg(got) / dcg(ideal)
+}
+
+// On a generated marketplace loaded into the real shards, the engine's lists rank the freelancers the
+// hidden utility prefers well above the skill-overlap (Jaccard) baseline; both figures are logged.
+func TestEngineBeatsJaccardOnAGeneratedMarket(t *testing.T) {
+	e := start(t, nil)
+	opts := synth.DefaultOptions()
+	opts.Freelancers, opts.Jobs = 450, 45
+	m := synth.Generate(7, opts)
+	ctx := context.Background()
+	byID := map[shardkey.ID]int{}
+	rid := func(kind shardkey.Kind) []byte {
+		id, err := e.h.IDs.New(kind, shardkey.KeyspaceID(uint64(len(byID)+1)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return id.Bytes()
+	}
+	for i, f := range m.Freelancers {
+		u := e.h.CreateUser(t, authn.Freelancer, f.Region)
+		byID[u.ID] = i
+		rt, err := e.h.Pools.Route(u.KSID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		attrs := []byte("{}")
+		if len(f.Declared) > 0 {
+			attrs, _ = json.Marshal(f.Declared)
+		}
+		if _, err := rt.Pool.Exec(ctx, `INSERT INTO core.profiles (ksid, user_id, headline, bio, skills, hourly_rate, country, available, attributes)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`, u.KSID.Bytes(), u.ID.Bytes(), f.Headline, f.Bio, f.Skills, f.HourlyRate, f.Country, f.Available, attrs); err != nil {
+			t.Fatal(err)
+		}
+		// The reviews the market observed (their quality shows only through them), bound to contracts.
+		for r := range f.Reviews {
+			rating := int(math.Round(f.AvgRating))
+			if r%2 == 1 && f.AvgRating > float64(rating) {
+				rating++
+			}
+			id, _ := e.h.IDs.New(shardkey.KindReview, u.KSID)
+			if _, err := rt.Pool.Exec(ctx, `INSERT INTO core.reviews (ksid, id, reviewer_id, reviewee_id, job_id, contract_id, status, rating)
+				VALUES ($1, $2, $3, $4, $5, $6, 'verified', $7)`, u.KSID.Bytes(), id.Bytes(), rid(shardkey.KindUser), u.ID.Bytes(),
+				rid(shardkey.KindJob), rid(shardkey.KindContract), max(1, min(5, rating))); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	type posted struct {
+		owner apitest.User
+		id    string
+	}
+	var posts []posted
+	for _, j := range m.Jobs {
+		owner := e.h.CreateUser(t, authn.Client, j.Region)
+		body := map[string]any{"title": j.Title, "description": j.Description, "skills": j.Skills, "currency": "USD", "remote": j.Remote}
+		if j.BudgetMax > 0 {
+			body["budget_min"], body["budget_max"] = math.Round(j.BudgetMin), math.Round(j.BudgetMax)
+		}
+		r := e.h.Do(t, j.Region, apitest.Request{Method: "POST", Path: "/api/v1/jobs/", Token: owner.Token, Body: body})
+		if r.Status != http.StatusCreated {
+			t.Fatalf("job: %d %s", r.Status, r.Body)
+		}
+		var job struct{ ID string }
+		_ = json.Unmarshal(r.Body, &job)
+		posts = append(posts, posted{owner, job.ID})
+	}
+	e.settle(t)
+	var engine, jaccard float64
+	n := 0
+	for i, p := range posts {
+		if !m.Jobs[i].Remote {
+			continue // jobs carry no country, so the engine cannot tell who is on site
+		}
+		st, page := e.get(t, m.Jobs[i].Region, "/api/v1/jobs/matching?limit=10&job_id="+p.id, p.owner)
+		if st != http.StatusOK {
+			t.Fatalf("matching: %d", st)
+		}
+		var ranked []int
+		for _, it := range page.Items {
+			ranked = append(ranked, byID[*it.FreelancerID])
+		}
+		a, b := ndcg(m, i, ranked, 10), ndcg(m, i, synth.BaselineJaccard(m, i), 10)
+		if math.IsNaN(a) || math.IsNaN(b) {
+			continue
+		}
+		engine, jaccard, n = engine+a, jaccard+b, n+1
+	}
+	engine, jaccard = engine/float64(n), jaccard/float64(n)
+	t.Logf("NDCG@10 over %d jobs: engine %.4f, Jaccard baseline %.4f", n, engine, jaccard)
+	if n < 15 || engine < jaccard+0.03 {
+		t.Fatalf("engine NDCG@10 %.4f is not well above the Jaccard baseline %.4f (%d jobs)", engine, jaccard, n)
+	}
+}
+
+// A cached list is served until a profile changes: the change's recomputation makes a new index
+// generation, and the next list is computed afresh and shows the change.
+func TestCacheInvalidatedByAChange(t *testing.T) {
+	e := start(t, nil)
+	client := e.h.CreateUser(t, authn.Client, "eu-west")
+	var free []apitest.User
+	for i, skills := range [][]string{{"go", "postgresql"}, {"go"}, {"react"}} {
+		u := e.h.CreateUser(t, authn.Freelancer, "eu-west")
+		r := e.h.Do(t, "eu-west", apitest.Request{Method: "PUT", Path: "/api/v1/users/profile", Token: u.Token,
+			Body: map[string]any{"headline": fmt.Sprintf("Engineer %d", i), "bio": "Databases and services.", "skills": skills, "available": true}})
+		if r.Status != http.StatusOK {
+			t.Fatalf("profile: %d %s", r.Status, r.Body)
+		}
+		free = append(free, u)
+	}
+	r := e.h.Do(t, "eu-west", apitest.Request{Method: "POST", Path: "/api/v1/jobs/", Token: client.Token,
+		Body: map[string]any{"title": "Go and PostgreSQL", "description": "Services on PostgreSQL.", "skills": []string{"go", "postgresql"}}})
+	var job struct{ ID string }
+	_ = json.Unmarshal(r.Body, &job)
+	e.settle(t)
+	s := e.svc["eu-west"]
+	hits := func() float64 { return testutil.ToFloat64(s.metrics.cache.WithLabelValues("hit")) }
+	path := "/api/v1/jobs/matching?job_id=" + job.ID
+	_, first := e.get(t, "eu-west", path, client)
+	before := hits()
+	_, second := e.get(t, "eu-west", path, client)
+	if hits() != before+1 || len(first.Items) != 3 || first.ListID == second.ListID {
+		t.Fatalf("second list: hit %v → %v, %d items, list IDs %s %s", before, hits(), len(first.Items), first.ListID, second.ListID)
+	}
+	// The third freelancer becomes unavailable: they leave the list.
+	r = e.h.Do(t, "eu-west", apitest.Request{Method: "PUT", Path: "/api/v1/users/profile", Token: free[2].Token,
+		Body: map[string]any{"headline": "Engineer 2", "bio": "Databases and services.", "skills": []string{"react"}, "available": false}})
+	if r.Status != http.StatusOK {
+		t.Fatal(r.Status)
+	}
+	if n := e.obs["eu-west"].Pass(context.Background()); n < 1 {
+		t.Fatalf("%d outbox messages delivered, want the recomputation", n)
+	}
+	if err := s.refresh(context.Background(), false); err != nil {
+		t.Fatal(err)
+	}
+	before = hits()
+	_, third := e.get(t, "eu-west", path, client)
+	if hits() != before || len(third.Items) != 2 {
+		t.Fatalf("after the change: hit %v → %v, items %v", before, hits(), third.Items)
+	}
+	// With Redis down the engine still answers, without a cache.
+	live := s.cache
+	s.cache = newCache(redis.NewClient(&redis.Options{Addr: "127.0.0.1:1", DialTimeout: 50 * time.Millisecond}), time.Minute, s.log)
+	defer func() { s.cache = live }()
+	sub, err := s.jobSubject(context.Background(), authn.Principal{UserID: client.ID, KSID: client.KSID, Role: authn.Client}, mustID(t, job.ID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sub.Limit = 10
+	page, _, _, err := s.answer(context.Background(), sub, "region")
+	if err != nil || len(page.Items) != 2 {
+		t.Fatalf("with Redis down: %v, %d items", err, len(page.Items))
+	}
+}
+
+func mustID(t *testing.T, s string) shardkey.ID {
+	t.Helper()
+	id, err := shardkey.ParseID(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+// With the re-ranking on, a list drawn from a pool where one country's freelancers score lower still
+// gives that country its share of the top of the list, and says what that cost.
+func TestRerankRestoresThePoolsProportions(t *testing.T) {
+	e := start(t, func(c *Config) { c.Rerank = true })
+	client := e.h.CreateUser(t, authn.Client, "us-east")
+	ctx := context.Background()
+	for i := range 20 {
+		u := e.h.CreateUser(t, authn.Freelancer, "us-east")
+		country, skills := "US", []string{"go", "postgresql", "kubernetes"}
+		if i%2 == 1 {
+			country, skills = "CA", []string{"go"} // fewer of the job's skills: lower scores
+		}
+		rt, _ := e.h.Pools.Route(u.KSID)
+		if _, err := rt.Pool.Exec(ctx, `INSERT INTO core.profiles (ksid, user_id, headline, bio, skills, country, available)
+			VALUES ($1, $2, 'Go engineer', 'Services', $3, $4, true)`, u.KSID.Bytes(), u.ID.Bytes(), skills, country); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := e.h.Do(t, "us-east", apitest.Request{Method: "POST", Path: "/api/v1/jobs/", Token: client.Token,
+		Body: map[string]any{"title": "Go on Kubernetes", "description": "PostgreSQL services on Kubernetes.", "skills": []string{"go", "postgresql", "kubernetes"}}})
+	var job struct{ ID string }
+	_ = json.Unmarshal(r.Body, &job)
+	e.settle(t)
+	st, page := e.get(t, "us-east", "/api/v1/jobs/matching?limit=10&job_id="+job.ID, client)
+	if st != http.StatusOK || !page.Fairness.Reranked || len(page.Fairness.Flagged) != 0 {
+		t.Fatalf("re-ranked list: %d %+v", st, page.Fairness)
+	}
+	if ir := page.Fairness.ImpactRatio["country"]["CA"]; ir < 0.8 || page.Fairness.RelevanceCost <= 0 {
+		t.Fatalf("impact ratio of CA %.2f, relevance cost %.4f", ir, page.Fairness.RelevanceCost)
+	}
+	// The same list without the re-ranking flags the country.
+	s := e.svc["us-east"]
+	s.cfg.Rerank = false
+	defer func() { s.cfg.Rerank = true }()
+	sub, err := s.jobSubject(ctx, authn.Principal{UserID: client.ID, KSID: client.KSID, Role: authn.Client}, mustID(t, job.ID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sub.Limit, sub.Model = 10, -1 // another cache key
+	unranked, _, _, err := s.answer(ctx, sub, "region")
+	if err != nil || !slices.Contains(unranked.Fairness.Flagged, "country=CA") {
+		t.Fatalf("without the re-ranking: %v %+v", err, unranked.Fairness)
+	}
+	t.Logf("impact ratio of CA: %.2f without, %.2f with the re-ranking (relevance cost %.4f)",
+		unranked.Fairness.ImpactRatio["country"]["CA"], page.Fairness.ImpactRatio["country"]["CA"], page.Fairness.RelevanceCost)
+}
