@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"time"
 
@@ -190,10 +191,22 @@ func (t *Trainer) Examples(ctx context.Context) ([]learn.Example, map[string]map
 	return out, groups, nil
 }
 
-// fairnessGate refuses a candidate whose top 10 of the holdout lists flags a group (the four-fifths
-// rule, by country and by self-declared attribute) that the serving model's does not.
+// gateTolerance is how much lower than the serving model's a group's impact ratio may be under a
+// candidate, when it is below the four-fifths threshold: differences smaller than this are the noise
+// of a holdout, not a change of policy.
+const gateTolerance = 0.02
+
+// fairnessGate refuses a candidate under which some group's impact ratio over the holdout lists (its
+// share of the top 10 against its share of the lists, by country and by self-declared attribute) is
+// below the four-fifths threshold and lower than under the serving model by more than gateTolerance:
+// a new model may not make a group worse off where it is already under the threshold, nor bring it
+// there.
 func fairnessGate(serving learn.Model, groups map[string]map[string]string) learn.Gate {
-	flags := func(m learn.Model, holdout []learn.Example) map[string]bool {
+	type judged struct {
+		ratio   map[string]float64
+		flagged map[string]bool
+	}
+	judge := func(m learn.Model, holdout []learn.Example) judged {
 		selected, pool := map[string]map[string]int{}, map[string]map[string]int{}
 		for _, l := range learn.Group(holdout) {
 			ranked := append([]learn.Example(nil), l...)
@@ -207,26 +220,30 @@ func fairnessGate(serving learn.Model, groups map[string]map[string]string) lear
 				}
 			}
 		}
-		out := map[string]bool{}
+		out := judged{ratio: map[string]float64{}, flagged: map[string]bool{}}
 		for a, p := range pool {
 			if a == "region" {
 				continue // every candidate of a region's list is of that region
 			}
-			_, flagged := fairness.ImpactRatio(selected[a], p)
+			// ImpactRatio flags only groups with pools large enough to judge (fairness.Config.MinPool).
+			r, flagged := fairness.ImpactRatio(selected[a], p)
+			for g, v := range r {
+				out.ratio[fairness.Key(a, g)] = v
+			}
 			for _, g := range flagged {
-				out[fairness.Key(a, g)] = true
+				out.flagged[fairness.Key(a, g)] = true
 			}
 		}
 		return out
 	}
 	return func(candidate learn.Model, holdout []learn.Example) (bool, string) {
-		was := flags(serving, holdout)
-		for k := range flags(candidate, holdout) {
-			if !was[k] {
-				return false, "the candidate's lists would fall below the four-fifths rule for " + k
+		was, now := judge(serving, holdout), judge(candidate, holdout)
+		for _, k := range slices.Sorted(maps.Keys(now.flagged)) {
+			if !was.flagged[k] || now.ratio[k] < was.ratio[k]-gateTolerance {
+				return false, fmt.Sprintf("the impact ratio of %s would fall to %.3f from %.3f, below the four-fifths threshold", k, now.ratio[k], was.ratio[k])
 			}
 		}
-		return true, "no group falls below the four-fifths rule that did not under the serving model"
+		return true, "no group falls below the four-fifths threshold, or further below it, than under the serving model"
 	}
 }
 
