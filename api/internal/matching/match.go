@@ -290,6 +290,9 @@ func (s *Service) rankLocal(ctx context.Context, sub subject) (regionAnswer, err
 		c = s.jobs
 	}
 	snap := c.load()
+	if len(sub.Vector) == 0 {
+		return regionAnswer{Items: []Ranked{}, Pool: map[string]int{}}, nil
+	}
 	if len(sub.Vector) != c.dims {
 		return regionAnswer{}, apierror.Unavailable("the subject's vector is of another embedding space; it is being recomputed", 5*time.Second)
 	}
@@ -401,6 +404,9 @@ func (s *Service) vectorOf(ctx context.Context, q interface {
 		return nil, err
 	}
 	vecs, err := s.emb.EmbedDocs(ctx, []embed.Doc{doc})
+	if errors.Is(err, embed.ErrEmptyText) {
+		return nil, nil // an empty profile: nothing to match on, an empty list
+	}
 	if err != nil {
 		return nil, apierror.Unavailable("the embedding service is unavailable", 10*time.Second).WithCause(err)
 	}

@@ -58,7 +58,7 @@ func (s *Service) putOwnProfile(w http.ResponseWriter, r *http.Request) error {
 	err = pgx.BeginFunc(r.Context(), shard.Pool, func(tx pgx.Tx) error {
 		var err error
 		p, err = scanProfile(tx.QueryRow(r.Context(), putProfileSQL,
-			shard.Route.KeyspaceID.Bytes(), caller.UserID.Bytes(), in.Headline, in.Bio, in.Skills, rate, in.Country, in.Available))
+			shard.Route.KeyspaceID.Bytes(), caller.UserID.Bytes(), in.Headline, in.Bio, in.Skills, rate, in.Country, in.Available, in.Attributes))
 		if err != nil {
 			return ownerMissing(err, "profiles: writing profile")
 		}

@@ -36,17 +36,21 @@ type Profile struct {
 	HourlyRate *json.Number `json:"hourly_rate"`
 	Country    *string      `json:"country"`
 	Available  bool         `json:"available"`
+	// Attributes are what the freelancer declares about themselves (e.g. {"gender": "woman"}), only
+	// for the matching engine's fairness report; never public, never inferred.
+	Attributes map[string]string `json:"attributes,omitempty"`
 }
 
 // profileRequest is the body of PUT /users/profile. PUT replaces the whole profile, so an absent
 // field takes its empty value (no skills, no rate, no country, not available).
 type profileRequest struct {
-	Headline   string         `json:"headline"`
-	Bio        string         `json:"bio"`
-	Skills     []string       `json:"skills"`
-	HourlyRate *numberLiteral `json:"hourly_rate"`
-	Country    *string        `json:"country"`
-	Available  bool           `json:"available"`
+	Headline   string            `json:"headline"`
+	Bio        string            `json:"bio"`
+	Skills     []string          `json:"skills"`
+	HourlyRate *numberLiteral    `json:"hourly_rate"`
+	Country    *string           `json:"country"`
+	Available  bool              `json:"available"`
+	Attributes map[string]string `json:"attributes"`
 }
 
 // numberLiteral keeps a JSON value as written so that a decimal is checked exactly (0.1 is not a
@@ -114,6 +118,15 @@ func (p *profileRequest) normalize(san *richtext.Sanitizer) (Profile, map[string
 		out.Bio = san.Sanitize(strings.ReplaceAll(p.Bio, "\x00", ""))
 		if utf8.RuneCountInString(out.Bio) > MaxBio {
 			bad["bio"] = fmt.Sprintf("must be at most %d characters once its markup is made safe", MaxBio)
+		}
+	}
+
+	if problem := checkAttributes(p.Attributes); problem != "" {
+		bad["attributes"] = problem
+	} else {
+		out.Attributes = map[string]string{}
+		for k, v := range p.Attributes {
+			out.Attributes[k] = strings.TrimSpace(v)
 		}
 	}
 
@@ -318,4 +331,34 @@ func effectiveNotifications(stored map[string]bool) map[string]bool {
 		}
 	}
 	return out
+}
+
+// Limits of self-declared attributes.
+const (
+	MaxAttributes     = 8
+	MaxAttributeValue = 64
+)
+
+var attributeKey = regexp.MustCompile(`^[a-z][a-z0-9_]{0,31}$`)
+
+// checkAttributes returns what is wrong with self-declared attributes, or "". Keys name the
+// attribute (lower case); country and region are the profile's own groups already.
+func checkAttributes(attrs map[string]string) string {
+	if len(attrs) > MaxAttributes {
+		return fmt.Sprintf("must have at most %d attributes", MaxAttributes)
+	}
+	for k, v := range attrs {
+		v = strings.TrimSpace(v)
+		switch {
+		case !attributeKey.MatchString(k):
+			return fmt.Sprintf("%q: names must be lower case letters, digits and underscores, 1 to 32, starting with a letter", k)
+		case k == "country" || k == "region":
+			return fmt.Sprintf("%q: the profile's own field, not a declared attribute", k)
+		case v == "" || utf8.RuneCountInString(v) > MaxAttributeValue:
+			return fmt.Sprintf("%q: values must be 1 to %d characters", k, MaxAttributeValue)
+		case hasControl(v) || richtext.HasMarkup(v):
+			return fmt.Sprintf("%q: values must be plain text", k)
+		}
+	}
+	return ""
 }

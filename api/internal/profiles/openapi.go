@@ -24,6 +24,13 @@ func Schemas() map[string]any {
 	}
 	profileRequired := []string{"headline", "bio", "skills", "hourly_rate", "country", "available"}
 
+	own := profileProps()
+	own["attributes"] = map[string]any{"type": "object", "maxProperties": MaxAttributes,
+		"propertyNames":        map[string]any{"pattern": "^[a-z][a-z0-9_]{0,31}$"},
+		"additionalProperties": map[string]any{"type": "string", "minLength": 1, "maxLength": MaxAttributeValue},
+		"description": "Attributes the freelancer declares about themselves (e.g. gender), used only to report the fairness of " +
+			"matching; the owner sees them, nobody else. Not country or region, which the profile has already."}
+
 	public := profileProps()
 	public["id"] = map[string]any{"type": "string", "pattern": "^usr_[0-9a-z]{32}$"}
 	public["name"] = map[string]any{"type": "string"}
@@ -41,10 +48,10 @@ func Schemas() map[string]any {
 
 	return map[string]any{
 		"Profile": map[string]any{
-			"type": "object", "properties": profileProps(), "required": profileRequired,
+			"type": "object", "properties": own, "required": profileRequired,
 		},
 		"ProfileInput": map[string]any{
-			"type": "object", "properties": profileProps(), "additionalProperties": false,
+			"type": "object", "properties": own, "additionalProperties": false,
 			"description": "PUT replaces the profile: absent fields take their empty value.",
 		},
 		"PublicProfile": map[string]any{

@@ -19,15 +19,17 @@ const (
 	ownProfileSQL = `SELECT ` + profileColumns + ` FROM core.profiles WHERE ksid = $1 AND user_id = $2`
 
 	putProfileSQL = `
-		INSERT INTO core.profiles AS p (ksid, user_id, headline, bio, skills, hourly_rate, country, available)
-		VALUES ($1, $2, $3, $4, $5, $6::numeric, $7, $8)
+		INSERT INTO core.profiles AS p (ksid, user_id, headline, bio, skills, hourly_rate, country, available, attributes)
+		VALUES ($1, $2, $3, $4, $5, $6::numeric, $7, $8, $9)
 		ON CONFLICT (ksid, user_id) DO UPDATE SET
 			headline = EXCLUDED.headline, bio = EXCLUDED.bio, skills = EXCLUDED.skills,
-			hourly_rate = EXCLUDED.hourly_rate, country = EXCLUDED.country, available = EXCLUDED.available
+			hourly_rate = EXCLUDED.hourly_rate, country = EXCLUDED.country, available = EXCLUDED.available,
+			attributes = EXCLUDED.attributes
 		RETURNING ` + profileColumns
 
 	publicProfileSQL = `
-		SELECT u.name, u.role, p.headline, p.bio, COALESCE(p.skills, '{}'), p.hourly_rate::text, p.country, p.available
+		SELECT u.name, u.role, p.headline, p.bio, COALESCE(p.skills, '{}'), p.hourly_rate::text, p.country, p.available,
+			'{}'::jsonb -- self-declared attributes are the owner's to see, never public
 		FROM auth.users u
 		LEFT JOIN core.profiles p ON p.ksid = u.ksid AND p.user_id = u.id
 		WHERE u.ksid = $1 AND u.id = $2 AND u.deleted_at IS NULL`
@@ -61,7 +63,7 @@ type PublicProfile struct {
 	Rating Rating `json:"rating"`
 }
 
-const profileColumns = `headline, bio, skills, hourly_rate::text, country, available`
+const profileColumns = `headline, bio, skills, hourly_rate::text, country, available, attributes`
 
 // scanProfile reads profileColumns; NULL columns (a LEFT JOIN without a profile row) read as the
 // defaults.
@@ -73,7 +75,7 @@ func scanProfile(row pgx.Row, extra ...any) (Profile, error) {
 		rate     *string
 		avail    *bool
 	)
-	dest := append(extra, &headline, &bio, &p.Skills, &rate, &p.Country, &avail)
+	dest := append(extra, &headline, &bio, &p.Skills, &rate, &p.Country, &avail, &p.Attributes)
 	if err := row.Scan(dest...); err != nil {
 		return Profile{}, err
 	}
