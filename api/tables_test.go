@@ -47,7 +47,7 @@ var crossReads = map[string]string{
 	"accounts core.settings": "starting row, written in the registration transaction",
 	// Same-shard joins with the user row, which must stay one statement (atomic insert-if-exists,
 	// existence and data in one round trip). They read only id, ksid, name, role and deleted_at.
-	"profiles auth.users": "public profile joins name, role and deletion; matching candidates join role and deletion",
+	"profiles auth.users": "public profile joins name, role and deletion",
 	"reviews auth.users":  "insert-if-reviewee-exists, user exists, ratings with existence",
 	// The matching engine embeds and indexes profiles and jobs: it reads their text and facts (and the
 	// verified ratings, and the hiring outcomes it learns from) in the same scan as the vectors.

@@ -6,7 +6,7 @@
 
 -- ai.embeddings.model now names an embedding space: provider/model/dims/vN (vectors of different spaces
 -- never compare).
-COMMENT ON COLUMN ai.embeddings.model IS 'The embedding space: provider/model/dims/vN, e.g. local/hash/384/v1.';
+COMMENT ON COLUMN ai.embeddings.model IS 'The embedding space: provider/model/dims/vN, e.g. local/fhash/384/v1.';
 CREATE INDEX embeddings_model_updated_idx ON ai.embeddings (model, updated_at);
 
 -- Attributes a freelancer declares about themselves (never inferred), e.g. {"gender": "woman"}: the
@@ -64,7 +64,7 @@ CREATE TABLE ai.models (
     note        text        NOT NULL DEFAULT '' CHECK (char_length(note) <= 500),
     PRIMARY KEY (ksid, version)
 );
-COMMENT ON TABLE ai.models IS 'Ranking models of a region, versioned and kept; exactly one serves (none: the hand-set weights).';
+COMMENT ON TABLE ai.models IS 'Ranking models of a region, versioned and kept; at most one serves (none: the hand-set weights).';
 CREATE UNIQUE INDEX models_one_serving_idx ON ai.models (ksid) WHERE serving;
 
 -- +goose Down

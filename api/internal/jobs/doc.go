@@ -4,7 +4,7 @@
 // Reads and writes of one job go to the owner's shard, found from the keyspace ID inside the job's ID
 // (or the caller's): no lookup, and a job homed in another region is answered with the replay hint.
 //
-// Search and matching are the node's cross-shard reads. Each fans out to every shard of the region with
+// Search is the feature's cross-shard read. It fans out to every shard of the region with
 // shardpool.Scatter (bounded concurrency, a deadline per shard, one query per shard), restricts every
 // shard to the keyranges the topology gives it (so a keyrange being moved is never counted twice),
 // merges the answers by (rank, id) and says honestly when a shard did not answer: partial results
@@ -12,7 +12,7 @@
 // through an internal route and merges again by the same key, so one opaque cursor pages consistently
 // across shards and regions. docs/search.md tells the whole story.
 //
-// Matching is, until the matching engine ships, a plain skill-overlap ranking (Jaccard index of
-// normalised skill sets) that reports how it ranked: method, candidates considered, tie-break and the
-// shards that failed.
+// A job's lifecycle (open → in_progress with its first contract → completed; closed) is in
+// lifecycle.go; the hiring feature and the matching engine hear of changes through Hooks. Matching
+// jobs and freelancers is the matching engine's (api/internal/matching).
 package jobs

@@ -248,7 +248,7 @@ func (s *Service) FairnessOf(ctx context.Context, from, to time.Time) (FairnessR
 				}
 			}
 			for _, g := range flagged {
-				dr.Flagged = append(dr.Flagged, a+":"+g)
+				dr.Flagged = append(dr.Flagged, fairness.Key(a, g))
 			}
 		}
 		slices.Sort(dr.Flagged)

@@ -74,11 +74,7 @@ func (s *Service) embedOne(ctx context.Context, tx pgx.Tx, owner shardkey.Keyspa
 	var doc embed.Doc
 	err := tx.QueryRow(ctx, q, owner.Bytes(), id.Bytes()).Scan(&doc.Title, &doc.Body, &doc.Skills)
 	if errors.Is(err, pgx.ErrNoRows) {
-		if _, err := tx.Exec(ctx, deleteEmbeddingsSQL, owner.Bytes(), id.Bytes()); err != nil {
-			return err
-		}
-		_, err = tx.Exec(ctx, notifySQL, kind)
-		return err
+		return s.unembed(ctx, tx, owner, kind, id)
 	}
 	if err != nil {
 		return fmt.Errorf("matching: reading %s %s: %w", kind, id, err)
@@ -95,11 +91,7 @@ func (s *Service) embedOne(ctx context.Context, tx pgx.Tx, owner shardkey.Keyspa
 		vecs, err = s.emb.EmbedDocs(ctx, []embed.Doc{doc})
 		if errors.Is(err, embed.ErrEmptyText) {
 			// Nothing to embed (an empty profile): no vector, and none left from an earlier text.
-			if _, err := tx.Exec(ctx, deleteEmbeddingsSQL, owner.Bytes(), id.Bytes()); err != nil {
-				return err
-			}
-			_, err = tx.Exec(ctx, notifySQL, kind)
-			return err
+			return s.unembed(ctx, tx, owner, kind, id)
 		}
 		if err != nil {
 			s.metrics.embedFailures.Inc()
@@ -114,6 +106,19 @@ func (s *Service) embedOne(ctx context.Context, tx pgx.Tx, owner shardkey.Keyspa
 	_, err = tx.Exec(ctx, notifySQL, kind)
 	return err
 }
+
+// unembed removes the entity's vectors (it is gone, or has no text) and tells the region's nodes at
+// commit which one went, so that their indexes drop it at once.
+func (s *Service) unembed(ctx context.Context, tx pgx.Tx, owner shardkey.KeyspaceID, kind string, id shardkey.ID) error {
+	if _, err := tx.Exec(ctx, deleteEmbeddingsSQL, owner.Bytes(), id.Bytes()); err != nil {
+		return err
+	}
+	_, err := tx.Exec(ctx, notifySQL, goneNotice+kind+":"+id.String())
+	return err
+}
+
+// goneNotice prefixes the notification of an entity whose vector was removed.
+const goneNotice = "gone:"
 
 // runBackfill embeds, shard by shard, the entities without an up-to-date vector in the current space:
 // those whose message was lost to nothing (there is none: it commits with the change) but that

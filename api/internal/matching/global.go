@@ -69,6 +69,8 @@ func (s *Service) rankInternal(w http.ResponseWriter, r *http.Request) error {
 		return apierror.Invalid(map[string]string{"direction": "must be freelancers or jobs"})
 	case sub.Limit < 1 || sub.Limit > MaxLimit:
 		return apierror.Invalid(map[string]string{"limit": fmt.Sprintf("must be from 1 to %d", MaxLimit)})
+	case sub.Depth < 0 || sub.Depth > MaxLimit*rerankDepth:
+		return apierror.Invalid(map[string]string{"depth": fmt.Sprintf("must be from 0 to %d", MaxLimit*rerankDepth)})
 	case sub.Space != s.emb.Space().ID():
 		// Vectors of different spaces never compare: this region ranks in another space.
 		return apierror.Conflict("embedding_space_mismatch", "this region embeds in "+s.emb.Space().ID()+", not "+sub.Space)

@@ -2,6 +2,7 @@ package matching
 
 import (
 	"context"
+	"strings"
 	"time"
 
 	"github.com/8thdegree/meridian/api/internal/matching/index"
@@ -24,6 +25,7 @@ type ratings = map[shardkey.ID]rating
 func (s *Service) runLoader(ctx context.Context) error {
 	wake := make(chan struct{}, 1)
 	go s.listen(ctx, wake)
+	go s.dropGone(ctx)
 	var lastFull, lastRatings time.Time
 	for {
 		full := time.Since(lastFull) >= s.cfg.FullReload
@@ -48,6 +50,48 @@ func (s *Service) runLoader(ctx context.Context) error {
 }
 
 // listen waits for the region's shards' notifications and wakes the loader.
+// dropGone removes from the indexes the entities whose vectors were removed, as the notifications
+// name them (a notification missed while a node was away is caught by the next full reload).
+func (s *Service) dropGone(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case g := <-s.gone:
+			c := s.profiles
+			if g.kind == kindJob {
+				c = s.jobs
+			}
+			if err := c.apply(nil, nil, []shardkey.ID{g.id}); err != nil {
+				s.log.Warn("matching: dropping a removed vector", "id", g.id, "err", err)
+			}
+		}
+	}
+}
+
+// goneEntity is an entity whose vector was removed.
+type goneEntity struct {
+	kind string
+	id   shardkey.ID
+}
+
+// parseGone reads a gone notification's payload ("gone:job:job_…").
+func parseGone(payload string) (goneEntity, bool) {
+	rest, ok := strings.CutPrefix(payload, goneNotice)
+	if !ok {
+		return goneEntity{}, false
+	}
+	kind, raw, ok := strings.Cut(rest, ":")
+	if !ok || (kind != kindJob && kind != kindProfile) {
+		return goneEntity{}, false
+	}
+	id, err := shardkey.ParseID(raw)
+	if err != nil {
+		return goneEntity{}, false
+	}
+	return goneEntity{kind: kind, id: id}, true
+}
+
 func (s *Service) listen(ctx context.Context, wake chan<- struct{}) {
 	started := map[string]bool{}
 	for {
@@ -77,8 +121,17 @@ func (s *Service) listenShard(ctx context.Context, shard string, wake chan<- str
 					return err
 				}
 				for {
-					if _, err := conn.Conn().WaitForNotification(ctx); err != nil {
+					n, err := conn.Conn().WaitForNotification(ctx)
+					if err != nil {
 						return err
+					}
+					if g, ok := parseGone(n.Payload); ok {
+						select {
+						case s.gone <- g:
+						case <-ctx.Done():
+							return ctx.Err()
+						}
+						continue
 					}
 					select {
 					case wake <- struct{}{}:

@@ -100,7 +100,9 @@ type subject struct {
 	Remote    bool   `json:"remote"`
 	Country   string `json:"country,omitempty"`
 	Limit     int    `json:"limit"`
-	Model     int    `json:"model"`
+	// Depth is how many items each region ranks (more than Limit when the list is re-ranked).
+	Depth int `json:"depth,omitempty"`
+	Model int `json:"model"`
 }
 
 func (s *Service) match(w http.ResponseWriter, r *http.Request) error {
@@ -167,6 +169,7 @@ func (s *Service) answer(ctx context.Context, sub subject, scope string) (Page, 
 			s.profiles.load().gen, s.jobs.load().gen)
 		if c, ok := s.cache.get(ctx, key); ok {
 			s.metrics.cache.WithLabelValues("hit").Inc()
+			s.countList(sub, scope, c.Page.Fairness)
 			return c.Page, c.Ranked, c.Pool, nil
 		}
 		s.metrics.cache.WithLabelValues("miss").Inc()
@@ -175,6 +178,8 @@ func (s *Service) answer(ctx context.Context, sub subject, scope string) (Page, 
 		parts  []regionAnswer
 		failed []string
 	)
+	rerank := s.cfg.Rerank && sub.Direction == dirFreelancers
+	sub.Depth = depth(sub, rerank)
 	local, err := s.rankLocal(ctx, sub)
 	if err != nil {
 		return Page{}, nil, nil, err
@@ -184,8 +189,7 @@ func (s *Service) answer(ctx context.Context, sub subject, scope string) (Page, 
 		more, bad := s.rankElsewhere(ctx, sub)
 		parts, failed = append(parts, more...), bad
 	}
-	rerank := s.cfg.Rerank && sub.Direction == dirFreelancers
-	ranked, pool := merge(parts, depth(sub, rerank))
+	ranked, pool := merge(parts, sub.Depth)
 	page := Page{Items: make([]Item, 0, len(ranked)), Partial: len(failed) > 0, FailedShards: failed}
 	if page.FailedShards == nil {
 		page.FailedShards = []string{}
@@ -224,14 +228,19 @@ func (s *Service) answer(ctx context.Context, sub subject, scope string) (Page, 
 		page.Items = append(page.Items, item)
 	}
 	page.Fairness = report
-	if len(report.Flagged) > 0 {
-		s.metrics.flagged.WithLabelValues(sub.Direction).Inc()
-	}
-	s.metrics.lists.WithLabelValues(sub.Direction, "region").Inc()
+	s.countList(sub, scope, report)
 	if key != "" {
 		s.cache.put(ctx, key, cached{Page: page, Ranked: ranked, Pool: pool})
 	}
 	return page, ranked, pool, nil
+}
+
+// countList counts a list served, and whether it was flagged.
+func (s *Service) countList(sub subject, scope string, report fairness.Report) {
+	if len(report.Flagged) > 0 {
+		s.metrics.flagged.WithLabelValues(sub.Direction).Inc()
+	}
+	s.metrics.lists.WithLabelValues(sub.Direction, scope).Inc()
 }
 
 // rerankDepth is how many times the list's length the re-ranking chooses from: it can only bring up
@@ -239,7 +248,11 @@ func (s *Service) answer(ctx context.Context, sub subject, scope string) (Page, 
 const rerankDepth = 4
 
 // depth is how many items the regions rank for sub: the list's length, or more to re-rank from.
+// Another region's node ranks as deep as the asking node says (sub.Depth).
 func depth(sub subject, rerank bool) int {
+	if sub.Depth > 0 {
+		return sub.Depth
+	}
 	if rerank {
 		return sub.Limit * rerankDepth
 	}

@@ -126,7 +126,7 @@ func Schemas() map[string]any {
 						"score":         map[string]any{"type": "number"},
 						"reasons":       map[string]any{"type": "array", "items": reason},
 						"region":        map[string]any{"type": "string"}}}},
-				"fairness": map[string]any{"type": "object", "description": "Exposure and impact ratio per group attribute and group, the flagged groups (attribute:group), whether the list was re-ranked and what that cost in relevance."},
+				"fairness": map[string]any{"type": "object", "description": "Exposure and impact ratio per group attribute and group, the flagged groups (attribute=group), whether the list was re-ranked and what that cost in relevance."},
 				"model": map[string]any{"type": "object", "required": []string{"id", "version"}, "properties": map[string]any{
 					"id": map[string]any{"type": "string"}, "version": map[string]any{"type": "integer", "minimum": 0}}},
 				"partial":       map[string]any{"type": "boolean"},

@@ -85,6 +85,7 @@ type Service struct {
 	jobs     *corpus
 	model    atomic.Pointer[Model]
 	ratings  atomic.Pointer[ratings]
+	gone     chan goneEntity
 	cache    *cache
 }
 
@@ -114,7 +115,7 @@ func New(a *feature.Deps, cfg Config, out *outbox.Outbox, emb embed.Embedder) (*
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &Service{a: a, cfg: cfg, out: out, emb: emb, log: log, metrics: newMetrics()}
+	s := &Service{a: a, cfg: cfg, out: out, emb: emb, log: log, metrics: newMetrics(), gone: make(chan goneEntity, 1024)}
 	s.profiles = newCorpus(kindProfile, emb.Space().Dims)
 	s.jobs = newCorpus(kindJob, emb.Space().Dims)
 	s.cache = newCache(a.Redis, cfg.CacheTTL, log)
