@@ -185,6 +185,7 @@ func seedDemo(ctx context.Context, c *demoClient, out io.Writer) (demoSeed, erro
 	tokens := map[string]demoBundle{}
 	created := 0
 	users := demoAllUsers()
+	began := time.Now()
 	for _, u := range users {
 		var b demoBundle
 		status, err := c.do(ctx, u.Region, "POST", "/api/v1/auth/register", "", map[string]any{"email": u.Email, "password": DemoPassword, "name": u.Name, "role": u.Role, "region": u.Region}, &b)
@@ -230,7 +231,7 @@ func seedDemo(ctx context.Context, c *demoClient, out io.Writer) (demoSeed, erro
 			}
 		}
 	}
-	fmt.Fprintf(out, "demo data: %d users created now (%d in all), password %q\n", created, len(users), DemoPassword)
+	fmt.Fprintf(out, "demo data: %d users created now (%d in all), password %q, in %s\n", created, len(users), DemoPassword, time.Since(began).Round(100*time.Millisecond))
 	freelancers, jobs := demoMarketCounts()
 	fmt.Fprintf(out, "demo market: %d freelancers with profiles and %d jobs, %d and %d in each region (generated from seed %d; emails @%s)\n",
 		freelancers, jobs, freelancers/len(demoMarketRegions), jobs/len(demoMarketRegions), demoMarketSeed, demoMarketDomain)
