@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
@@ -80,31 +81,54 @@ func (c *demoClient) do(ctx context.Context, region, method, path, token string,
 // call sends one request to region's base URL and decodes a 2xx answer into out. It also returns the
 // error code of a 409 answer ("" otherwise), which it does not treat as an error: an existing object
 // is how a second run of the seeding finds what the first made. Any other non-2xx answer is an error.
+//
+// A 429 is waited out (its Retry-After, for at most demoRateLimitWait in all) and the request sent
+// again: the seeding registers dozens of users from one address, more than a node's budget for
+// anonymous requests lets through at once.
 func (c *demoClient) call(ctx context.Context, region, method, path, token string, body, out any) (int, string, error) {
-	var rd io.Reader
+	var payload []byte
 	if body != nil {
 		b, err := json.Marshal(body)
 		if err != nil {
 			return 0, "", err
 		}
-		rd = bytes.NewReader(b)
+		payload = b
 	}
-	req, err := http.NewRequestWithContext(ctx, method, c.base[region]+path, rd)
-	if err != nil {
-		return 0, "", err
+	deadline := time.Now().Add(demoRateLimitWait)
+	var (
+		resp *http.Response
+		data []byte
+	)
+	for {
+		var rd io.Reader
+		if payload != nil {
+			rd = bytes.NewReader(payload)
+		}
+		req, err := http.NewRequestWithContext(ctx, method, c.base[region]+path, rd)
+		if err != nil {
+			return 0, "", err
+		}
+		if body != nil {
+			req.Header.Set("Content-Type", "application/json")
+		}
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		if resp, err = c.http.Do(req); err != nil {
+			return 0, "", err
+		}
+		data, _ = io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusTooManyRequests || time.Now().After(deadline) {
+			break
+		}
+		wait := retryAfter(resp.Header.Get("Retry-After"))
+		select {
+		case <-ctx.Done():
+			return 0, "", ctx.Err()
+		case <-time.After(wait):
+		}
 	}
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return 0, "", err
-	}
-	defer resp.Body.Close()
-	data, _ := io.ReadAll(resp.Body)
 	if out != nil && resp.StatusCode/100 == 2 {
 		if err := json.Unmarshal(data, out); err != nil {
 			return resp.StatusCode, "", err
@@ -118,6 +142,19 @@ func (c *demoClient) call(ctx context.Context, region, method, path, token strin
 			status: resp.StatusCode, code: errorCode(data), body: string(bytes.TrimSpace(data))}
 	}
 	return resp.StatusCode, "", nil
+}
+
+// demoRateLimitWait bounds how long one demo request waits out 429 answers.
+const demoRateLimitWait = 2 * time.Minute
+
+// retryAfter is the wait a Retry-After header (in seconds) asks for, from 100 ms to 10 s; one second
+// when it is missing or not a number.
+func retryAfter(h string) time.Duration {
+	s, err := strconv.Atoi(strings.TrimSpace(h))
+	if err != nil {
+		return time.Second
+	}
+	return min(max(time.Duration(s)*time.Second, 100*time.Millisecond), 10*time.Second)
 }
 
 // demoError is a non-2xx answer (other than 409) to a demo request.
@@ -141,13 +178,15 @@ func errorCode(body []byte) string {
 	return e.Error.Code
 }
 
-// seedDemo creates the demo users, their profiles and jobs through the API, then the hiring of the demo
-// (seedHiring). Users, jobs, proposals, contracts and reviews that exist already are kept, so running it
+// seedDemo creates the demo users (the named ones and the generated market's), their profiles and jobs
+// through the API, then the hiring of the demo (seedHiring). Users, jobs, proposals, contracts and reviews that exist already are kept, so running it
 // again changes nothing. It returns the IDs the summary's examples name.
 func seedDemo(ctx context.Context, c *demoClient, out io.Writer) (demoSeed, error) {
 	tokens := map[string]demoBundle{}
 	created := 0
-	for _, u := range demoUsers {
+	users := demoAllUsers()
+	began := time.Now()
+	for _, u := range users {
 		var b demoBundle
 		status, err := c.do(ctx, u.Region, "POST", "/api/v1/auth/register", "", map[string]any{"email": u.Email, "password": DemoPassword, "name": u.Name, "role": u.Role, "region": u.Region}, &b)
 		if err != nil {
@@ -192,7 +231,10 @@ func seedDemo(ctx context.Context, c *demoClient, out io.Writer) (demoSeed, erro
 			}
 		}
 	}
-	fmt.Fprintf(out, "demo data: %d users created now (%d in all), password %q\n", created, len(demoUsers), DemoPassword)
+	fmt.Fprintf(out, "demo data: %d users created now (%d in all), password %q, in %s\n", created, len(users), DemoPassword, time.Since(began).Round(100*time.Millisecond))
+	freelancers, jobs := demoMarketCounts()
+	fmt.Fprintf(out, "demo market: %d freelancers with profiles and %d jobs, %d and %d in each region (generated from seed %d; emails @%s)\n",
+		freelancers, jobs, freelancers/len(demoMarketRegions), jobs/len(demoMarketRegions), demoMarketSeed, demoMarketDomain)
 	return seedHiring(ctx, c, tokens, out)
 }
 

@@ -331,6 +331,7 @@ func sameLayout(a, b *topology.Topology) bool {
 }
 
 func printSummary(out io.Writer, cfg Config, t *topology.Topology, consulAddr string, seed demoSeed) {
+	freelancers, jobs := demoMarketCounts()
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "REGION\tCODE\tEDGE ROUTER\tROUTER OPS\tAPI NODES\tPOSTGRESQL\tSHARDS\tREDIS")
 	nodes := cfg.apiNodes(t)
@@ -378,6 +379,13 @@ Chitra's (ap-south) proposal to Alice's React job is pending:
   curl -s "$R/api/v1/jobs/%[11]s/proposals?sort=best" -H "Authorization: Bearer $ALICE"   # the React job's proposals (no cover letters)
   curl -s "$R/api/v1/reviews/stats?user_id=%[12]s"                                # Bruno's rating, from verified reviews only
 
+Matching: %[13]d generated freelancers and %[14]d jobs besides the users above, in every region (emails @%[15]s, same password).
+Each list explains every score signal by signal (reasons) and reports how exposure is spread over countries and regions (fairness):
+  curl -s "$R/api/v1/jobs/matching?job_id=%[16]s" -H "Authorization: Bearer $ALICE"                # us-east's best freelancers for Alice's sharding job
+  curl -s "$R/api/v1/jobs/matching?job_id=%[16]s&scope=global" -H "Authorization: Bearer $ALICE"   # every region ranks its own (Bruno among them), merged
+  curl -s "$R/api/v1/jobs/matching" -H "Authorization: Bearer $TOKEN"                               # the best open jobs in eu-west for Bruno
+  curl -s "$R/api/v1/jobs/matching?scope=global" -H "Authorization: Bearer $TOKEN"                  # ... and in every region
+
 Mail (verification links) is delivered to %[3]s/mail, one .eml file per message:
   curl -s $R/api/v1/auth/register -H 'Content-Type: application/json' \
     -d '{"email":"you@example.test","password":"a long password","name":"You","role":"client"}'
@@ -398,7 +406,7 @@ Operate it:
   # adding a shard, splitting, moving and rebalancing online: docs/rebalancing.md and docs/moves.md
 Stop everything with: ./scripts/down.sh
 `, consulAddr, cfg.TopologyKey, cfg.Dir, cfg.RouterPort(0), DemoPassword, filepath.Join(cfg.consulDir(), "tokens"), cfg.consulTokenFile(local.RoleShardmgr), cfg.RouterOpsPort(0),
-		seed.Contract, seed.BrunoProposal, seed.ReactJob, seed.BrunoID)
+		seed.Contract, seed.BrunoProposal, seed.ReactJob, seed.BrunoID, freelancers, jobs, demoMarketDomain, seed.ShardingJob)
 }
 
 // Down stops every server of the cluster in cfg.Dir. Data stays on disk; the next Up reuses it.

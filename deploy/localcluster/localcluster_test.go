@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io/fs"
+	"math"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -80,9 +81,11 @@ func TestUpDown(t *testing.T) {
 	t.Cleanup(func() { _ = Down(context.Background(), cfg, nil, &bytes.Buffer{}) })
 
 	var out bytes.Buffer
+	began := time.Now()
 	if err := Up(ctx, cfg, nil, &out); err != nil {
 		t.Fatalf("up: %v\n%s", err, out.String())
 	}
+	t.Logf("up took %s", time.Since(began).Round(time.Second))
 	files, err := fs.Glob(migrations.Files(), "*.sql")
 	if err != nil {
 		t.Fatal(err)
@@ -170,11 +173,19 @@ func TestUpDown(t *testing.T) {
 
 	// The demo data went in through the routers; a demo user of eu-west logs in through the us-east
 	// router and is served by eu-west.
-	if !strings.Contains(out.String(), "demo data: 4 users created now") {
+	users := len(demoAllUsers())
+	if !strings.Contains(out.String(), fmt.Sprintf("demo data: %d users created now", users)) ||
+		!strings.Contains(out.String(), "demo market: 36 freelancers with profiles and 15 jobs, 12 and 5 in each region") {
 		t.Errorf("no demo data:\n%s", out.String())
 	}
 	login := fmt.Sprintf("http://127.0.0.1:%d/api/v1/auth/login", cfg.RouterPort(0))
-	resp, err := http.Post(login, "application/json", strings.NewReader(`{"email":"bruno@demo.8thdegree.test","password":"`+DemoPassword+`"}`))
+	resp, err := demoSend(t, func() (*http.Request, error) {
+		req, err := http.NewRequest(http.MethodPost, login, strings.NewReader(`{"email":"bruno@demo.8thdegree.test","password":"`+DemoPassword+`"}`))
+		if err == nil {
+			req.Header.Set("Content-Type", "application/json")
+		}
+		return req, err
+	})
 	if err != nil || resp.StatusCode != 200 {
 		t.Fatalf("login through the us-east router: %v %v", resp, err)
 	}
@@ -189,13 +200,14 @@ func TestUpDown(t *testing.T) {
 	resp.Body.Close()
 	// Each demo user was verified through the link mailed to them, one .eml file each.
 	mails, err := filepath.Glob(filepath.Join(cfg.MailDir(), "*.eml"))
-	if err != nil || len(mails) != 4 {
+	if err != nil || len(mails) != users {
 		t.Errorf("%d mails in %s, want one per demo user: %v", len(mails), cfg.MailDir(), err)
 	}
 	if tok, err := newestVerifyToken(cfg.MailDir(), "bruno@demo.8thdegree.test"); err != nil || !strings.HasPrefix(tok, "mev_usr_") {
 		t.Errorf("bruno's verification mail: %q %v", tok, err)
 	}
 	checkDemoHiring(t, cfg, &out)
+	checkDemoMatching(t, cfg, &out)
 	// The routers' ops endpoints are on their ops listener, never on the one clients reach.
 	for i := range topo.Regions {
 		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/readyz", cfg.RouterOpsPort(i)))
@@ -292,17 +304,35 @@ func TestResolvedMakesDirAbsolute(t *testing.T) {
 	}
 }
 
+// demoSend sends the request newReq makes, again after each 429 for up to a minute (waiting its
+// Retry-After): the seeding has just spent most of the nodes' budget for anonymous requests from this
+// address, which refills within seconds.
+func demoSend(t *testing.T, newReq func() (*http.Request, error)) (*http.Response, error) {
+	t.Helper()
+	for deadline := time.Now().Add(time.Minute); ; {
+		req, err := newReq()
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil || resp.StatusCode != http.StatusTooManyRequests || time.Now().After(deadline) {
+			return resp, err
+		}
+		resp.Body.Close()
+		time.Sleep(retryAfter(resp.Header.Get("Retry-After")))
+	}
+}
+
 // demoGet GETs path through router i of cfg as token's owner ("" for none) into out; it returns the status.
 func demoGet(t *testing.T, cfg Config, i int, path, token string, out any) int {
 	t.Helper()
-	req, err := http.NewRequest(http.MethodGet, fmt.Sprintf("http://127.0.0.1:%d%s", cfg.RouterPort(i), path), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := demoSend(t, func() (*http.Request, error) {
+		req, err := http.NewRequest(http.MethodGet, fmt.Sprintf("http://127.0.0.1:%d%s", cfg.RouterPort(i), path), nil)
+		if err == nil && token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		return req, err
+	})
 	if err != nil {
 		t.Fatalf("GET %s: %v", path, err)
 	}
@@ -318,8 +348,14 @@ func demoGet(t *testing.T, cfg Config, i int, path, token string, out any) int {
 // demoLogin logs email in through router i and returns the access token and the user's ID.
 func demoLogin(t *testing.T, cfg Config, i int, email string) (token, id string) {
 	t.Helper()
-	resp, err := http.Post(fmt.Sprintf("http://127.0.0.1:%d/api/v1/auth/login", cfg.RouterPort(i)), "application/json",
-		strings.NewReader(`{"email":"`+email+`","password":"`+DemoPassword+`"}`))
+	resp, err := demoSend(t, func() (*http.Request, error) {
+		req, err := http.NewRequest(http.MethodPost, fmt.Sprintf("http://127.0.0.1:%d/api/v1/auth/login", cfg.RouterPort(i)),
+			strings.NewReader(`{"email":"`+email+`","password":"`+DemoPassword+`"}`))
+		if err == nil {
+			req.Header.Set("Content-Type", "application/json")
+		}
+		return req, err
+	})
 	if err != nil || resp.StatusCode != http.StatusOK {
 		t.Fatalf("login %s: %v %v", email, resp, err)
 	}
@@ -422,4 +458,99 @@ func checkDemoHiring(t *testing.T, cfg Config, out *bytes.Buffer) {
 	if refs.Items[0].FreelancerID != chitraID || refs.Items[0].Status != "pending" {
 		t.Errorf("the React job's proposal: %+v, want chitra's (%s) pending", refs.Items[0], chitraID)
 	}
+}
+
+// demoMatch is the part of a matching list the test reads.
+type demoMatch struct {
+	ListID string `json:"list_id"`
+	Items  []struct {
+		FreelancerID string  `json:"freelancer_id"`
+		JobID        string  `json:"job_id"`
+		Region       string  `json:"region"`
+		Score        float64 `json:"score"`
+		Reasons      []struct {
+			Signal       string  `json:"signal"`
+			Contribution float64 `json:"contribution"`
+			Text         string  `json:"text"`
+		} `json:"reasons"`
+	} `json:"items"`
+	Fairness map[string]any `json:"fairness"`
+}
+
+// demoMatching polls path through router i as token's owner until the list satisfies ok, for at most
+// 30 s: the demo's profiles and jobs are embedded through the outbox and indexed moments after seeding.
+func demoMatching(t *testing.T, cfg Config, i int, path, token, what string, ok func(demoMatch) bool) demoMatch {
+	t.Helper()
+	var m demoMatch
+	code := 0
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(500 * time.Millisecond) {
+		m = demoMatch{}
+		if code = demoGet(t, cfg, i, path, token, &m); code == http.StatusOK && ok(m) {
+			return m
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: %d %+v", what, code, m)
+		}
+	}
+}
+
+// checkDemoMatching checks that the demo data gives the matching engine something to rank, through
+// the routers: explained lists of freelancers for Alice's sharding job, in her region and across
+// regions (where Bruno, of eu-west, shows up), and of open jobs for Bruno; and that the summary shows
+// how to ask for them.
+func checkDemoMatching(t *testing.T, cfg Config, out *bytes.Buffer) {
+	t.Helper()
+	alice, _ := demoLogin(t, cfg, 0, "alice@demo.8thdegree.test")
+	bruno, brunoID := demoLogin(t, cfg, 1, "bruno@demo.8thdegree.test")
+	var jobs struct {
+		Items []struct{ ID, Title string } `json:"items"`
+	}
+	if code := demoGet(t, cfg, 0, "/api/v1/jobs/", alice, &jobs); code != http.StatusOK {
+		t.Fatalf("alice's jobs: %d", code)
+	}
+	sharding := ""
+	for _, j := range jobs.Items {
+		if j.Title == demoShardingJob {
+			sharding = j.ID
+		}
+	}
+	for _, want := range []string{"/api/v1/jobs/matching?job_id=" + sharding + `" -H`, "/api/v1/jobs/matching?job_id=" + sharding + "&scope=global",
+		`"$R/api/v1/jobs/matching" -H "Authorization: Bearer $TOKEN"`} {
+		if sharding == "" || !strings.Contains(out.String(), want) {
+			t.Errorf("the summary does not show %q:\n%s", want, out.String())
+		}
+	}
+	// Alice's region's freelancers, asked through the eu-west router: several, each score explained
+	// by its signals' contributions.
+	local := demoMatching(t, cfg, 1, "/api/v1/jobs/matching?job_id="+sharding, alice, "freelancers for alice's sharding job",
+		func(m demoMatch) bool { return len(m.Items) >= 3 })
+	if local.ListID == "" || local.Fairness["exposure"] == nil {
+		t.Errorf("the list has no list_id or fairness: %+v", local)
+	}
+	for _, it := range local.Items {
+		sum := 0.0
+		for _, r := range it.Reasons {
+			sum += r.Contribution
+			if r.Signal == "" || r.Text == "" {
+				t.Errorf("a reason without signal or text: %+v", it)
+			}
+		}
+		if it.FreelancerID == "" || it.Region != "us-east" || len(it.Reasons) == 0 || math.Abs(sum-it.Score) > 1e-9 {
+			t.Errorf("freelancer for a us-east job in its region: %+v (contributions add up to %v)", it, sum)
+		}
+	}
+	// Across regions every region ranks its own: Bruno, whose skills are the job's, is among them.
+	demoMatching(t, cfg, 2, "/api/v1/jobs/matching?scope=global&limit=50&job_id="+sharding, alice, "a global list with bruno",
+		func(m demoMatch) bool {
+			for _, it := range m.Items {
+				if it.FreelancerID == brunoID && it.Region == "eu-west" && len(it.Reasons) > 0 {
+					return true
+				}
+			}
+			return false
+		})
+	// The other direction: open jobs of eu-west for Bruno.
+	demoMatching(t, cfg, 0, "/api/v1/jobs/matching", bruno, "jobs for bruno", func(m demoMatch) bool {
+		return len(m.Items) > 0 && m.Items[0].JobID != "" && m.Items[0].Region == "eu-west" && len(m.Items[0].Reasons) > 0
+	})
 }
