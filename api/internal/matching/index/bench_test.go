@@ -62,9 +62,9 @@ func quantile(sorted []time.Duration, p float64) time.Duration {
 func ms(d time.Duration) float64 { return float64(d.Nanoseconds()) / 1e6 }
 
 // BenchmarkIndex: top-10 from the serving configuration (sign-bit scan, 400 candidates, int8
-// re-score, the scan on the caller's goroutine) against an exact float32 scan of the same vectors. Reported:
+// re-score, the default scan split) against an exact float32 scan of the same vectors. Reported:
 // p50_ms and p99_ms of the index, exact_p50_ms, speedup (exact p50 / index p50), recall@10 (mean
-// over the queries, against the exact scan), p50_2w_ms (the scan split over 2 goroutines), recall@10 at 100,
+// over the queries, against the exact scan), p50_1w_ms and p50_2w_ms (the scan on one goroutine and split over 2), recall@10 at 100,
 // 200 and 800 candidates, build_s (Build from the vectors, the load time less reading the shards),
 // MB/100k (Bytes per 100,000 items).
 func BenchmarkIndex(b *testing.B) {
@@ -82,15 +82,18 @@ func BenchmarkIndex(b *testing.B) {
 				return func(q []float32) { ix.Search(q, benchK, opt) }
 			}
 			latencies(cp.queries[:10], 1, search(index.SearchOptions{})) // warm up
-			// The exact scan once per query, interleaved with the index's first round.
+			// The default and both scan splits are measured; p50_ms and p99_ms are the default's.
 			want := make([][]index.Hit, len(cp.queries))
 			next := 0
 			exact := func(q []float32) { want[next] = cp.exactScan(q, benchK); next++ }
-			first := latencies(cp.queries, 1, exact, search(index.SearchOptions{}), search(index.SearchOptions{Workers: 2}))
+			configs := []func(q []float32){search(index.SearchOptions{}), search(index.SearchOptions{Workers: 1}), search(index.SearchOptions{Workers: 2})}
+			// The exact scan once per query, interleaved with the index's first round.
+			first := latencies(cp.queries, 1, append([]func(q []float32){exact}, configs...)...)
 			exactLat := first[0]
-			more := latencies(cp.queries, max(4, b.N), search(index.SearchOptions{}), search(index.SearchOptions{Workers: 2}))
+			more := latencies(cp.queries, max(4, b.N), configs...)
 			lat := slices.Sorted(slices.Values(slices.Concat(first[1], more[0])))
-			lat2 := slices.Sorted(slices.Values(slices.Concat(first[2], more[1])))
+			lat1 := slices.Sorted(slices.Values(slices.Concat(first[2], more[1])))
+			lat2 := slices.Sorted(slices.Values(slices.Concat(first[3], more[2])))
 			recall := func(candidates int) float64 {
 				sum := 0.0
 				for i, q := range cp.queries {
@@ -102,6 +105,7 @@ func BenchmarkIndex(b *testing.B) {
 			p50, exactP50 := quantile(lat, 0.5), quantile(exactLat, 0.5)
 			b.ReportMetric(ms(p50), "p50_ms")
 			b.ReportMetric(ms(quantile(lat, 0.99)), "p99_ms")
+			b.ReportMetric(ms(quantile(lat1, 0.5)), "p50_1w_ms")
 			b.ReportMetric(ms(quantile(lat2, 0.5)), "p50_2w_ms")
 			b.ReportMetric(ms(exactP50), "exact_p50_ms")
 			b.ReportMetric(float64(exactP50)/float64(p50), "speedup")
@@ -118,7 +122,8 @@ func BenchmarkIndex(b *testing.B) {
 
 // BenchmarkRescore: the choice of re-score vectors at 100k × 1,536, 400 candidates. One index keeps
 // float32 copies; the same candidates are re-scored with the int8 codes and with float32, and both
-// compared with the index's own Exact (float32), which must agree with the plain scan. Reported:
+// compared with the index's own Exact (float32; TestRecallClustered checks it against a plain scan).
+// Reported:
 // recall@10 of each, p50 of each, and the memory of each layout per 100k items.
 func BenchmarkRescore(b *testing.B) {
 	const n = 100_000
@@ -127,17 +132,13 @@ func BenchmarkRescore(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	var r8, r32, agree float64
+	var r8, r32 float64
 	for _, q := range cp.queries {
 		want := ix.Exact(q, benchK, nil)
-		agree += index.Recall(want, cp.exactScan(q, benchK), benchK)
 		r8 += index.Recall(ix.Search(q, benchK, index.SearchOptions{Rescore: index.RescoreInt8}), want, benchK)
 		r32 += index.Recall(ix.Search(q, benchK, index.SearchOptions{Rescore: index.RescoreFloat32}), want, benchK)
 	}
 	nq := float64(len(cp.queries))
-	if agree != nq {
-		b.Fatalf("Exact disagrees with the plain float32 scan: %.3f", agree/nq)
-	}
 	lat := latencies(cp.queries, max(3, b.N),
 		func(q []float32) { ix.Search(q, benchK, index.SearchOptions{Rescore: index.RescoreInt8}) },
 		func(q []float32) { ix.Search(q, benchK, index.SearchOptions{Rescore: index.RescoreFloat32}) })

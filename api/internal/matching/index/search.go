@@ -16,6 +16,10 @@ import (
 // SearchOptions.Candidates is zero.
 const DefaultCandidates = 400
 
+// splitMin is the number of positions from which Search splits the scan over two goroutines by
+// default.
+const splitMin = 64 * 1024
+
 // Rescore says which vectors re-score the candidates.
 type Rescore uint8
 
@@ -37,8 +41,9 @@ type SearchOptions struct {
 	Allow *bitset.BitSet
 	// Rescore picks the re-score vectors.
 	Rescore Rescore
-	// Workers is the number of goroutines the scan is split over; 0 or 1 scans on the caller's
-	// goroutine, which is the default because splitting did not pay on 2 shared cores (package doc).
+	// Workers is the number of goroutines the scan is split over. 0 picks 2 for indexes of splitMin
+	// positions or more and 1 below (the package doc has the measurement). A node whose cores are
+	// all busy with concurrent queries gains nothing from a split and may set 1.
 	Workers int
 }
 
@@ -89,7 +94,14 @@ func (ix *Index) Search(q []float32, k int, opt SearchOptions) []Hit {
 		c = DefaultCandidates
 	}
 	c = max(c, k)
-	workers := min(max(opt.Workers, 1), len(ix.chunks))
+	workers := opt.Workers
+	if workers <= 0 {
+		workers = 1
+		if ix.slots >= splitMin {
+			workers = 2
+		}
+	}
+	workers = min(workers, len(ix.chunks))
 	var cand []uint64
 	if workers <= 1 {
 		cand = ix.scan(qq.code, opt.Allow, c, 0, len(ix.chunks), make([]uint64, 0, c))
