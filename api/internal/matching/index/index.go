@@ -297,7 +297,7 @@ func (ix *Index) Bitmap(keep func(id shardkey.ID) bool) *bitset.BitSet {
 // Bytes estimates the memory the snapshot holds: its chunks (capacity, not only the used part), the
 // alive bitmap and the ID map. Chunks shared with other snapshots count in each.
 func (ix *Index) Bytes() int64 {
-	if ix == nil {
+	if ix == nil || ix.alive == nil {
 		return 0
 	}
 	per := int64(len(shardkey.ID{})) + int64(ix.words)*8 + int64(ix.dims) + 4
@@ -314,7 +314,7 @@ func (ix *Index) Bytes() int64 {
 // for an invalid vector, an ID upserted twice, or one both upserted and deleted.
 func (ix *Index) With(upserts []Item, deletes []shardkey.ID) (*Index, error) {
 	if ix == nil || ix.dims == 0 {
-		return nil, fmt.Errorf("%w: With on an empty index; Build one first", ErrDims)
+		return nil, fmt.Errorf("%w: With needs an index made by Build, which knows its dimensions", ErrDims)
 	}
 	seen := make(map[shardkey.ID]struct{}, len(upserts))
 	for i, it := range upserts {
@@ -380,8 +380,8 @@ func (ix *Index) With(upserts []Item, deletes []shardkey.ID) (*Index, error) {
 // Compact returns a snapshot of the same items without empty positions, in position order: every
 // position after the first deleted one changes, so filter bitmaps must be rebuilt for it.
 func (ix *Index) Compact() *Index {
-	if ix == nil {
-		return nil
+	if ix == nil || ix.alive == nil {
+		return ix
 	}
 	nx := &Index{
 		dims:      ix.dims,

@@ -392,8 +392,12 @@ func TestWith(t *testing.T) {
 	if got := grown.Search(items[999].Vec, 1, index.SearchOptions{}); got[0].ID != items[999].ID {
 		t.Fatalf("grown index: %v", got)
 	}
-	if _, err := (&index.Index{}).With(items[:1], nil); err == nil {
-		t.Fatal("With on a zero Index accepted")
+	var unbuilt index.Index
+	if _, err := unbuilt.With(items[:1], nil); !errors.Is(err, index.ErrDims) {
+		t.Fatalf("With on a zero Index: %v", err)
+	}
+	if unbuilt.Len() != 0 || unbuilt.Bytes() != 0 || unbuilt.Compact().Len() != 0 || unbuilt.Search(items[0].Vec, 1, index.SearchOptions{}) != nil {
+		t.Fatal("zero Index not empty")
 	}
 }
 
