@@ -41,7 +41,7 @@ type SearchOptions struct {
 	Allow *bitset.BitSet
 	// Rescore picks the re-score vectors.
 	Rescore Rescore
-	// Workers is the number of goroutines the scan is split over. 0 picks 2 for indexes of splitMin
+	// Workers is the number of goroutines the scan is split over. 0 picks 2 for indexes of 65,536
 	// positions or more and 1 below (the package doc has the measurement). A node whose cores are
 	// all busy with concurrent queries gains nothing from a split and may set 1.
 	Workers int
