@@ -173,13 +173,13 @@ func (o *options) with(cmd *cobra.Command, env Env, fn func(ctx context.Context,
 	cfg.Address = o.consulAddr
 	if o.tokenFile != "" {
 		if _, err := os.ReadFile(o.tokenFile); err != nil {
-			return usageError{fmt.Errorf("--consul-token-file: %v", err)}
+			return usageError{fmt.Errorf("--consul-token-file: %w", err)}
 		}
 		cfg.TokenFile = o.tokenFile
 	}
 	client, err := consul.NewClient(cfg)
 	if err != nil {
-		return usageError{fmt.Errorf("--consul %q: %v", o.consulAddr, err)}
+		return usageError{fmt.Errorf("--consul %q: %w", o.consulAddr, err)}
 	}
 	topo, _, err := topostore.NewStore(client, o.key).Load(ctx)
 	if err != nil {

@@ -24,11 +24,6 @@ func newHarness(t *testing.T) *apitest.Harness {
 	}})
 }
 
-// noRatings stands in for the reviews feature: matching does not read ratings.
-type noRatings struct{}
-
-func (noRatings) Rating(context.Context, shardkey.ID) (int, float64, error) { return 0, 0, nil }
-
 // shardOf names the shard that holds k.
 func shardOf(t *testing.T, h *apitest.Harness, k shardkey.KeyspaceID) string {
 	t.Helper()

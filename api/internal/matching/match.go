@@ -50,8 +50,6 @@ type Ranked struct {
 	Reasons []score.Reason    `json:"reasons"`
 	Signals []float64         `json:"signals"`
 	Groups  map[string]string `json:"groups"`
-	Job     *jobs.Job         `json:"-"`
-	tie     uint64
 }
 
 // Item is one entry of the public list.
