@@ -19,6 +19,7 @@ import (
 	"github.com/8thdegree/meridian/api/internal/feature"
 	"github.com/8thdegree/meridian/api/internal/jobs"
 	"github.com/8thdegree/meridian/api/internal/matching/embed"
+	"github.com/8thdegree/meridian/api/internal/matching/index"
 	"github.com/8thdegree/meridian/api/internal/matching/synth"
 	"github.com/8thdegree/meridian/api/internal/outbox"
 	"github.com/8thdegree/meridian/api/internal/profiles"
@@ -338,4 +339,142 @@ func TestRerankRestoresThePoolsProportions(t *testing.T) {
 	}
 	t.Logf("impact ratio of CA: %.2f without, %.2f with the re-ranking (relevance cost %.4f)",
 		unranked.Fairness.ImpactRatio["country"]["CA"], page.Fairness.ImpactRatio["country"]["CA"], page.Fairness.RelevanceCost)
+}
+
+// The index's recall on real embeddings: the local embedder's vectors of a generated market's profiles
+// (text, not synthetic clusters), queried with its jobs' vectors, against an exact scan.
+func TestIndexRecallOnEmbeddedText(t *testing.T) {
+	opts := synth.DefaultOptions()
+	opts.Freelancers, opts.Jobs = 3000, 200
+	m := synth.Generate(5, opts)
+	emb := embed.NewLocal(384)
+	ctx := context.Background()
+	docs := make([]embed.Doc, len(m.Freelancers))
+	for i, f := range m.Freelancers {
+		docs[i] = embed.Doc{Title: f.Headline, Body: f.Bio, Skills: f.Skills}
+	}
+	vecs, err := emb.EmbedDocs(ctx, docs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	items := make([]index.Item, len(vecs))
+	gen := shardkey.NewGenerator(nil, nil)
+	for i, v := range vecs {
+		id, _ := gen.New(shardkey.KindUser, shardkey.KeyspaceID(i+1))
+		items[i] = index.Item{ID: id, Vec: v}
+	}
+	ix, err := index.BuildWithOptions(384, items, index.BuildOptions{KeepFloat: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	total := 0.0
+	for _, j := range m.Jobs {
+		q, err := emb.EmbedDocs(ctx, []embed.Doc{{Title: j.Title, Body: j.Description, Skills: j.Skills}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := ix.Search(q[0], 10, index.SearchOptions{Candidates: DefaultConfig().Candidates})
+		total += index.Recall(got, ix.Exact(q[0], 10, nil), 10)
+	}
+	recall := total / float64(len(m.Jobs))
+	t.Logf("recall@10 of the index on %d embedded profiles, %d job queries: %.4f", len(items), len(m.Jobs), recall)
+	if recall < 0.97 {
+		t.Fatalf("recall@10 %.4f on embedded text, want at least 0.97", recall)
+	}
+}
+
+// Switching embedding spaces (a new model, or new dimensions) re-embeds everything in the background;
+// the vectors of the old space stay apart and are never compared with the new ones.
+func TestSwitchingSpacesReembeds(t *testing.T) {
+	e := start(t, nil)
+	ctx := context.Background()
+	client := e.h.CreateUser(t, authn.Client, "ap-south")
+	u := e.h.CreateUser(t, authn.Freelancer, "ap-south")
+	r := e.h.Do(t, "ap-south", apitest.Request{Method: "PUT", Path: "/api/v1/users/profile", Token: u.Token,
+		Body: map[string]any{"headline": "Go engineer", "bio": "Services", "skills": []string{"go"}, "available": true}})
+	if r.Status != http.StatusOK {
+		t.Fatal(r.Status)
+	}
+	r = e.h.Do(t, "ap-south", apitest.Request{Method: "POST", Path: "/api/v1/jobs/", Token: client.Token,
+		Body: map[string]any{"title": "Go services", "skills": []string{"go"}}})
+	var job struct{ ID string }
+	_ = json.Unmarshal(r.Body, &job)
+	e.settle(t)
+	old := e.svc["ap-south"]
+	next, err := New(old.a, old.cfg, outboxFor(t, old), embed.NewLocal(128))
+	if err != nil {
+		t.Fatal(err)
+	}
+	next.backfillOnce(ctx)
+	if err := next.refresh(ctx, true); err != nil {
+		t.Fatal(err)
+	}
+	rt, _ := e.h.Pools.Route(u.KSID)
+	var spaces []string
+	rows, err := rt.Pool.Query(ctx, `SELECT model FROM ai.embeddings WHERE ksid = $1 AND entity_id = $2 ORDER BY model`, u.KSID.Bytes(), u.ID.Bytes())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rows.Next() {
+		var s string
+		_ = rows.Scan(&s)
+		spaces = append(spaces, s)
+	}
+	rows.Close()
+	if len(spaces) != 2 || next.profiles.load().ix.Len() != 1 || next.profiles.load().ix.Dims() != 128 {
+		t.Fatalf("spaces %v, new index %d × %d", spaces, next.profiles.load().ix.Len(), next.profiles.load().ix.Dims())
+	}
+	sub, err := next.jobSubject(ctx, authn.Principal{UserID: client.ID, KSID: client.KSID, Role: authn.Client}, mustID(t, job.ID))
+	if err != nil || len(sub.Vector) != 128 {
+		t.Fatalf("the job's vector in the new space: %v, %d dims", err, len(sub.Vector))
+	}
+	sub.Limit = 5
+	page, _, _, err := next.answer(ctx, sub, "region")
+	if err != nil || len(page.Items) != 1 || *page.Items[0].FreelancerID != u.ID {
+		t.Fatalf("a list in the new space: %v %+v", err, page.Items)
+	}
+}
+
+// outboxFor is another outbox on s's node, for a second engine in a test (each engine registers its
+// kind once per outbox).
+func outboxFor(t *testing.T, s *Service) *outbox.Outbox {
+	t.Helper()
+	ob, err := outbox.New(s.a, outbox.DefaultConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ob
+}
+
+// The shadow check measures the index's recall on live queries.
+func TestShadowRecall(t *testing.T) {
+	e := start(t, func(c *Config) { c.ShadowRate = 1 })
+	client := e.h.CreateUser(t, authn.Client, "us-east")
+	for i := range 12 {
+		u := e.h.CreateUser(t, authn.Freelancer, "us-east")
+		r := e.h.Do(t, "us-east", apitest.Request{Method: "PUT", Path: "/api/v1/users/profile", Token: u.Token,
+			Body: map[string]any{"headline": fmt.Sprintf("Engineer %d", i), "bio": "Go and SQL", "skills": []string{"go", "sql"}, "available": true}})
+		if r.Status != http.StatusOK {
+			t.Fatal(r.Status)
+		}
+	}
+	r := e.h.Do(t, "us-east", apitest.Request{Method: "POST", Path: "/api/v1/jobs/", Token: client.Token,
+		Body: map[string]any{"title": "Go and SQL", "skills": []string{"go", "sql"}}})
+	var job struct{ ID string }
+	_ = json.Unmarshal(r.Body, &job)
+	e.settle(t)
+	s := e.svc["us-east"]
+	if st, _ := e.get(t, "us-east", "/api/v1/jobs/matching?job_id="+job.ID, client); st != http.StatusOK {
+		t.Fatal(st)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for testutil.ToFloat64(s.metrics.recall) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the shadow check set no recall")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if got := testutil.ToFloat64(s.metrics.recall); got != 1 {
+		t.Fatalf("recall@10 on 12 profiles: %v, want 1", got)
+	}
 }

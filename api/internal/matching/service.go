@@ -51,7 +51,7 @@ type Config struct {
 
 // DefaultConfig returns the production settings.
 func DefaultConfig() Config {
-	return Config{Candidates: 400, Refresh: time.Second, FullReload: 5 * time.Minute, CacheTTL: time.Minute,
+	return Config{Candidates: 800, Refresh: time.Second, FullReload: 5 * time.Minute, CacheTTL: time.Minute,
 		ShadowRate: 0.02, ModelPoll: 10 * time.Second, PeerTimeout: 3 * time.Second, EmbedBatch: 200}
 }
 
