@@ -69,6 +69,7 @@ func Templates() []string {
 		"/reviews", "/reviews/stats", "/reviews/{id}", "/openapi.json",
 		"/jobs/{id}/proposals", "/proposals", "/proposals/{id}", "/proposals/{id}/accept",
 		"/contracts", "/contracts/{id}", "/contracts/{id}/complete", "/contracts/{id}/cancel",
+		"/matching/events", "/admin/fairness", "/admin/matching/models",
 		OtherTemplate,
 	}
 }
@@ -173,6 +174,16 @@ func match(s []string) Info {
 		case "contracts":
 			// Its client's region, where the contract lives.
 			return Info{Template: "/contracts/{id}", ID: s[1]}
+		case "matching":
+			if s[1] == "events" {
+				// The list lives on the caller's shard.
+				return Info{Template: "/matching/events"}
+			}
+		case "admin":
+			if s[1] == "fairness" {
+				// The caller's region answers, asking the region named in the query itself.
+				return Info{Template: "/admin/fairness"}
+			}
 		}
 	case 3:
 		switch {
@@ -193,6 +204,8 @@ func match(s []string) Info {
 			return Info{Template: "/proposals/{id}/accept"}
 		case s[0] == "contracts" && (s[2] == "complete" || s[2] == "cancel"):
 			return Info{Template: "/contracts/{id}/" + s[2], ID: s[1]}
+		case s[0] == "admin" && s[1] == "matching" && s[2] == "models":
+			return Info{Template: "/admin/matching/models"}
 		}
 	case 4:
 		if s[0] == "auth" && s[1] == "oauth" && s[3] == "callback" {
