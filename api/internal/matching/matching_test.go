@@ -19,7 +19,9 @@ import (
 	"github.com/8thdegree/meridian/api/internal/feature"
 	"github.com/8thdegree/meridian/api/internal/jobs"
 	"github.com/8thdegree/meridian/api/internal/matching/embed"
+	"github.com/8thdegree/meridian/api/internal/matching/fairness"
 	"github.com/8thdegree/meridian/api/internal/matching/index"
+	"github.com/8thdegree/meridian/api/internal/matching/score"
 	"github.com/8thdegree/meridian/api/internal/matching/synth"
 	"github.com/8thdegree/meridian/api/internal/outbox"
 	"github.com/8thdegree/meridian/api/internal/profiles"
@@ -476,5 +478,37 @@ func TestShadowRecall(t *testing.T) {
 	}
 	if got := testutil.ToFloat64(s.metrics.recall); got != 1 {
 		t.Fatalf("recall@10 on 12 profiles: %v, want 1", got)
+	}
+}
+
+// The generator's injected bias against one group (fewer opens and hires for women, whatever their
+// hidden utility) is what the detector sees: the impact ratio of hires over the lists shown flags the
+// group in the biased market and not in the fair one.
+func TestDetectorSeesAnInjectedBias(t *testing.T) {
+	hires := func(bias synth.Bias) (map[string]float64, []string) {
+		opts := synth.DefaultOptions()
+		opts.Bias = bias
+		m := synth.Generate(8, opts)
+		imps := synth.Simulate(m, m.Ranker(score.Default().Vector()), synth.DefaultSimOptions())
+		selected, pool := map[string]int{}, map[string]int{}
+		for _, imp := range imps {
+			for _, s := range imp.Items {
+				g := m.Freelancers[s.Freelancer].Groups()["gender"]
+				if g != "man" && g != "woman" {
+					continue // women against men (the other declared groups are small)
+				}
+				pool[g]++
+				if s.Hired {
+					selected[g]++
+				}
+			}
+		}
+		return fairness.ImpactRatio(selected, pool)
+	}
+	fairRatios, fairFlags := hires(synth.Bias{})
+	biasedRatios, biasedFlags := hires(synth.Bias{Attr: "gender", Value: "woman", Strength: 0.5})
+	t.Logf("impact ratio of hires, women against men: %.2f without the bias, %.2f with it (flagged %v)", fairRatios["woman"], biasedRatios["woman"], biasedFlags)
+	if len(fairFlags) != 0 || !slices.Equal(biasedFlags, []string{"woman"}) {
+		t.Fatalf("flags without the bias %v, with it %v", fairFlags, biasedFlags)
 	}
 }
