@@ -302,6 +302,10 @@ func (t *Trainer) Train(ctx context.Context, opts learn.TrainOptions, note strin
 		opts.Init = serving.Weights
 	}
 	w, stats, err := learn.Train(train, opts)
+	if errors.Is(err, learn.ErrNoPairs) {
+		return Evaluation{}, fmt.Errorf("matching: nothing to learn from yet in %s: %d examples, and no list in which one item fared better than another (opened, applied to, hired): %w",
+			t.region, len(train), err)
+	}
 	if err != nil {
 		return Evaluation{}, fmt.Errorf("matching: training on %d examples: %w", len(train), err)
 	}
