@@ -8,6 +8,10 @@
 -- never compare).
 COMMENT ON COLUMN ai.embeddings.model IS 'The embedding space: provider/model/dims/vN, e.g. local/fhash/384/v1.';
 CREATE INDEX embeddings_model_updated_idx ON ai.embeddings (model, updated_at);
+-- The index loader follows updated_at as a watermark, so it must be close to the commit: the time of
+-- the statement (clock_timestamp(), set by the engine), not of the transaction's start (now(), which
+-- the trigger would set), since a vector is computed inside the transaction and may take seconds.
+DROP TRIGGER embeddings_set_updated_at ON ai.embeddings;
 
 -- Attributes a freelancer declares about themselves (never inferred), e.g. {"gender": "woman"}: the
 -- fairness report groups by them as it does by country and region.
@@ -68,6 +72,8 @@ COMMENT ON TABLE ai.models IS 'Ranking models of a region, versioned and kept; a
 CREATE UNIQUE INDEX models_one_serving_idx ON ai.models (ksid) WHERE serving;
 
 -- +goose Down
+CREATE TRIGGER embeddings_set_updated_at BEFORE UPDATE ON ai.embeddings
+    FOR EACH ROW EXECUTE FUNCTION core.set_updated_at();
 DROP TABLE ai.models;
 DROP TABLE ai.match_events;
 DROP TABLE ai.match_lists;

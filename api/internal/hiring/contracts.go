@@ -35,15 +35,14 @@ func (s *Service) accept(w http.ResponseWriter, r *http.Request) error {
 	ksid := shard.Route.KeyspaceID
 	var c Contract
 	err = pgx.BeginFunc(ctx, shard.Pool, func(tx pgx.Tx) error {
-		ref, err := scanRef(tx.QueryRow(ctx, lockRefSQL, ksid.Bytes(), proposalID.Bytes()))
+		// The job's row first, then the reference row, in the order a close of the job takes them.
+		ref, err := scanRef(tx.QueryRow(ctx, getRefSQL, ksid.Bytes(), proposalID.Bytes()))
 		switch {
 		case errors.Is(err, pgx.ErrNoRows), err == nil && ref.ClientID != caller.UserID:
 			// Not a proposal to one of the caller's jobs (or not arrived yet): nothing to accept.
 			return apierror.NotFound("proposal")
 		case err != nil:
 			return err
-		case ref.Status != ProposalPending:
-			return apierror.Conflict("proposal_not_pending", "the proposal is "+ref.Status+"; only a pending one can be accepted")
 		}
 		before, err := jobs.StartWork(ctx, tx, ksid, ref.JobID)
 		switch {
@@ -53,6 +52,16 @@ func (s *Service) accept(w http.ResponseWriter, r *http.Request) error {
 			return apierror.NotFound("proposal")
 		case err != nil:
 			return err
+		}
+		ref, err = scanRef(tx.QueryRow(ctx, lockRefSQL, ksid.Bytes(), proposalID.Bytes()))
+		if errors.Is(err, pgx.ErrNoRows) {
+			return apierror.NotFound("proposal")
+		}
+		if err != nil {
+			return err
+		}
+		if ref.Status != ProposalPending {
+			return apierror.Conflict("proposal_not_pending", "the proposal is "+ref.Status+"; only a pending one can be accepted")
 		}
 		id, err := s.a.IDs.New(shardkey.KindContract, ksid)
 		if err != nil {

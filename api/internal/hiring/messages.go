@@ -80,7 +80,9 @@ func (s *Service) applyProposalSync(ctx context.Context, tx pgx.Tx, d outbox.Del
 	if err := decodePayload(d, &p); err != nil {
 		return err
 	}
-	job, err := jobs.Read(ctx, tx, d.To, p.JobID)
+	// The job's row is held until the reference row is in: a concurrent close either ran before (and
+	// this sees it closed) or waits, and then closes this row too.
+	jobOwner, jobStatus, err := jobs.Lock(ctx, tx, d.To, p.JobID)
 	if errors.Is(err, jobs.ErrNoJob) {
 		if p.Status == ProposalPending {
 			return s.closeProposal(ctx, tx, d.To, p.ID, p.FreelancerID)
@@ -92,7 +94,7 @@ func (s *Service) applyProposalSync(ctx context.Context, tx pgx.Tx, d outbox.Del
 	}
 	switch p.Status {
 	case ProposalPending:
-		if job.Status != jobs.StatusOpen || job.OwnerID != p.ClientID {
+		if jobStatus != jobs.StatusOpen || jobOwner != p.ClientID {
 			return s.closeProposal(ctx, tx, d.To, p.ID, p.FreelancerID)
 		}
 	case ProposalWithdrawn:
@@ -132,17 +134,27 @@ func (s *Service) applyContractSync(ctx context.Context, tx pgx.Tx, d outbox.Del
 	if c.CancelledBy != nil {
 		by = c.CancelledBy.Bytes()
 	}
+	// Under a savepoint: a freelancer whose account is gone fails the foreign key, and the message must
+	// then be taken (recorded in the inbox) rather than retried for ever.
+	sp, err := tx.Begin(ctx)
+	if err != nil {
+		return err
+	}
 	var inserted bool
-	err := tx.QueryRow(ctx, upsertContractRefSQL, d.To.Bytes(), c.ID.Bytes(), c.JobID.Bytes(), c.ProposalID.Bytes(),
+	err = sp.QueryRow(ctx, upsertContractRefSQL, d.To.Bytes(), c.ID.Bytes(), c.JobID.Bytes(), c.ProposalID.Bytes(),
 		c.ClientID.Bytes(), c.FreelancerID.Bytes(), int64(c.Rate), c.Currency, c.Status, c.StartedAt, c.CompletedAt,
 		c.CancelledAt, by).Scan(&inserted)
 	switch code, _ := pgCode(err); {
 	case errors.Is(err, pgx.ErrNoRows):
-		return nil // the reference row already holds a final state
+		return sp.Commit(ctx) // the reference row already holds a final state
 	case code == "23503":
 		s.log.Warn("hiring: contract for a freelancer who no longer exists", "contract", c.ID, "freelancer", c.FreelancerID)
-		return nil
+		return sp.Rollback(ctx)
 	case err != nil:
+		_ = sp.Rollback(ctx)
+		return err
+	}
+	if err := sp.Commit(ctx); err != nil {
 		return err
 	}
 	p, err := scanProposal(tx.QueryRow(ctx, lockProposalSQL, d.To.Bytes(), c.ProposalID.Bytes()))

@@ -119,7 +119,8 @@ SELECT ` + refCols + ` FROM core.job_proposals
 WHERE ksid = $1 AND job_id = $2 AND (score, created_at, proposal_id) < ($3::real, $4::timestamptz, $5::bytea)
 ORDER BY score DESC, created_at DESC, proposal_id DESC LIMIT $6`
 
-	lockRefSQL = `SELECT ` + refCols + ` FROM core.job_proposals WHERE ksid = $1 AND proposal_id = $2 FOR UPDATE`
+	getRefSQL  = `SELECT ` + refCols + ` FROM core.job_proposals WHERE ksid = $1 AND proposal_id = $2`
+	lockRefSQL = getRefSQL + ` FOR UPDATE`
 
 	// A reference row arrives once (ON CONFLICT: a later status it already has stays).
 	insertRefSQL = `

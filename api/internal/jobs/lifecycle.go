@@ -85,6 +85,25 @@ func StartWork(ctx context.Context, tx pgx.Tx, owner shardkey.KeyspaceID, job sh
 	return status, nil
 }
 
+// Lock holds job's row, on the owner's shard of tx, for the rest of tx and returns its owner and
+// status: a change that depends on the job staying as it is (a proposal's reference row arriving)
+// then serialises with the job's own changes. ErrNoJob for none.
+func Lock(ctx context.Context, tx pgx.Tx, owner shardkey.KeyspaceID, job shardkey.ID) (shardkey.ID, string, error) {
+	var (
+		raw    []byte
+		status string
+	)
+	err := tx.QueryRow(ctx, lockJobSQL, owner.Bytes(), job.Bytes()).Scan(&raw, &status)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return shardkey.ID{}, "", ErrNoJob
+	}
+	if err != nil {
+		return shardkey.ID{}, "", fmt.Errorf("jobs: locking %s: %w", job, err)
+	}
+	id, err := shardkey.IDFromBytes(raw)
+	return id, status, err
+}
+
 // Querier is a pool or a transaction of a shard.
 type Querier interface {
 	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row

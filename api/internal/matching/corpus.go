@@ -73,7 +73,10 @@ type corpus struct {
 	snap atomic.Pointer[snapshot]
 	gen  atomic.Uint64
 
-	mu         sync.Mutex // the loader's
+	// applyMu serialises the making of snapshots (the loader's refresh and the removals it is told of).
+	applyMu sync.Mutex
+	// mu guards watermarks: per shard, the newest change already in a stored snapshot.
+	mu         sync.Mutex
 	watermarks map[string]time.Time
 }
 
@@ -92,6 +95,8 @@ func (c *corpus) apply(changed []index.Item, changedFacts []*facts, gone []shard
 	if len(changed) == 0 && len(gone) == 0 {
 		return nil
 	}
+	c.applyMu.Lock()
+	defer c.applyMu.Unlock()
 	cur := c.load()
 	ix, err := cur.ix.With(changed, gone)
 	if err != nil {
@@ -137,8 +142,9 @@ func (c *corpus) apply(changed []index.Item, changedFacts []*facts, gone []shard
 	return nil
 }
 
-// loadShard reads the shard's vectors of the corpus changed after its watermark, with their facts.
-func (c *corpus) loadShard(ctx context.Context, t shardpool.Target, b shardpool.Bounds, space string) ([]index.Item, []*facts, error) {
+// loadShard reads the shard's vectors of the corpus changed after its watermark, with their facts, and
+// the watermark to record once they are in a stored snapshot (advance).
+func (c *corpus) loadShard(ctx context.Context, t shardpool.Target, b shardpool.Bounds, space string) ([]index.Item, []*facts, time.Time, error) {
 	c.mu.Lock()
 	wm := c.watermarks[t.Shard]
 	c.mu.Unlock()
@@ -148,7 +154,7 @@ func (c *corpus) loadShard(ctx context.Context, t shardpool.Target, b shardpool.
 	}
 	rows, err := t.Pool.Query(ctx, q, space, wm, b.Lo, b.Hi)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, wm, err
 	}
 	defer rows.Close()
 	var (
@@ -166,7 +172,7 @@ func (c *corpus) loadShard(ctx context.Context, t shardpool.Target, b shardpool.
 		if c.kind == kindJob {
 			var owner []byte
 			if err := rows.Scan(&id, &vec, &updated, &f.Eligible, &f.BudgetMin, &f.BudgetMax, &f.Currency, &f.Remote, &f.Skills, &owner); err != nil {
-				return nil, nil, err
+				return nil, nil, wm, err
 			}
 			if f.Owner, err = shardkey.IDFromBytes(owner); err != nil {
 				continue
@@ -175,7 +181,7 @@ func (c *corpus) loadShard(ctx context.Context, t shardpool.Target, b shardpool.
 			var gone bool
 			var attrs map[string]any
 			if err := rows.Scan(&id, &vec, &updated, &f.Eligible, &f.Rate, &f.Country, &f.Skills, &attrs, &f.Region, &gone); err != nil {
-				return nil, nil, err
+				return nil, nil, wm, err
 			}
 			f.Eligible = f.Eligible && !gone
 			f.Attributes = map[string]string{}
@@ -195,16 +201,25 @@ func (c *corpus) loadShard(ctx context.Context, t shardpool.Target, b shardpool.
 		}
 	}
 	if err := rows.Err(); err != nil {
-		return nil, nil, err
+		return nil, nil, wm, err
 	}
+	// A row committed later with an earlier updated_at (a statement that ran before another's but
+	// committed after it) would be missed: the watermark stays a little behind the newest row seen, and
+	// re-reading a row is harmless.
+	next := wm
+	if lag := last.Add(-5 * time.Second); lag.After(wm) {
+		next = lag
+	}
+	return items, fs, next, nil
+}
+
+// advance records a shard's watermark once what was read up to it is in a stored snapshot.
+func (c *corpus) advance(shard string, wm time.Time) {
 	c.mu.Lock()
-	// A row committed later with an earlier updated_at (a long transaction) would be missed: the
-	// watermark stays a little behind the newest row seen, and re-reading a row is harmless.
-	if lag := last.Add(-5 * time.Second); lag.After(c.watermarks[t.Shard]) {
-		c.watermarks[t.Shard] = lag
+	defer c.mu.Unlock()
+	if wm.After(c.watermarks[shard]) {
+		c.watermarks[shard] = wm
 	}
-	c.mu.Unlock()
-	return items, fs, nil
 }
 
 // liveIDs lists the shard's IDs of the corpus that have a vector in the space.

@@ -110,10 +110,11 @@ func (s *Service) embedOne(ctx context.Context, tx pgx.Tx, owner shardkey.Keyspa
 // unembed removes the entity's vectors (it is gone, or has no text) and tells the region's nodes at
 // commit which one went, so that their indexes drop it at once.
 func (s *Service) unembed(ctx context.Context, tx pgx.Tx, owner shardkey.KeyspaceID, kind string, id shardkey.ID) error {
-	if _, err := tx.Exec(ctx, deleteEmbeddingsSQL, owner.Bytes(), id.Bytes()); err != nil {
-		return err
+	tag, err := tx.Exec(ctx, deleteEmbeddingsSQL, owner.Bytes(), id.Bytes())
+	if err != nil || tag.RowsAffected() == 0 {
+		return err // nothing was indexed: nobody to tell
 	}
-	_, err := tx.Exec(ctx, notifySQL, goneNotice+kind+":"+id.String())
+	_, err = tx.Exec(ctx, notifySQL, goneNotice+kind+":"+id.String())
 	return err
 }
 

@@ -79,6 +79,7 @@ func (s *Service) rankInternal(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	rest.WriteJSON(w, http.StatusOK, ans)
+	// Self-declared attributes do not leave their region.
+	rest.WriteJSON(w, http.StatusOK, publicAnswer(ans))
 	return nil
 }

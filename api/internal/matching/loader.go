@@ -168,12 +168,13 @@ func (s *Service) refresh(ctx context.Context, full bool) error {
 			live = map[shardkey.ID]bool{}
 		}
 		complete := true
+		marks := map[string]time.Time{}
 		for _, t := range view.Targets {
 			b, ok := bounds[t.Shard]
 			if !ok {
 				continue
 			}
-			it, f, err := c.loadShard(ctx, t, b, space)
+			it, f, wm, err := c.loadShard(ctx, t, b, space)
 			if err != nil {
 				complete = false
 				if firstErr == nil {
@@ -181,7 +182,7 @@ func (s *Service) refresh(ctx context.Context, full bool) error {
 				}
 				continue
 			}
-			items, fs = append(items, it...), append(fs, f...)
+			items, fs, marks[t.Shard] = append(items, it...), append(fs, f...), wm
 			if full {
 				if err := c.liveIDs(ctx, t, b, space, live); err != nil {
 					complete = false
@@ -196,8 +197,14 @@ func (s *Service) refresh(ctx context.Context, full bool) error {
 				}
 			}
 		}
-		if err := c.apply(items, fs, gone); err != nil && firstErr == nil {
-			firstErr = err
+		if err := c.apply(items, fs, gone); err != nil {
+			if firstErr == nil {
+				firstErr = err
+			}
+			continue // the watermarks stay: the next refresh reads the same rows again
+		}
+		for shard, wm := range marks {
+			c.advance(shard, wm)
 		}
 		s.metrics.indexed.WithLabelValues(c.kind).Set(float64(c.load().ix.Len()))
 	}

@@ -155,15 +155,71 @@ func (s *Service) match(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	page.ListID = listID
+	// The list as recorded keeps every group for the compliance report; the client sees only the public
+	// groups (country and region, which profiles show anyway): a declared attribute of someone on a
+	// short list would otherwise be as good as named.
+	page.Fairness = publicReport(page.Fairness)
 	rest.WriteJSON(w, http.StatusOK, page)
 	return nil
+}
+
+// publicGroups are the group attributes a client may see in a list's fairness report.
+var publicGroups = map[string]bool{"country": true, "region": true}
+
+// publicReport is r without the groups of self-declared attributes.
+func publicReport(r fairness.Report) fairness.Report {
+	keep := func(m map[string]map[string]float64) map[string]map[string]float64 {
+		out := map[string]map[string]float64{}
+		for a, v := range m {
+			if publicGroups[a] {
+				out[a] = v
+			}
+		}
+		return out
+	}
+	groups := map[string]map[string]int{}
+	for a, v := range r.Groups {
+		if publicGroups[a] {
+			groups[a] = v
+		}
+	}
+	flagged := []string{}
+	for _, k := range r.Flagged {
+		if a, _, ok := fairness.SplitKey(k); ok && publicGroups[a] {
+			flagged = append(flagged, k)
+		}
+	}
+	r.Groups, r.Exposure, r.ImpactRatio, r.Skew, r.Flagged = groups, keep(r.Exposure), keep(r.ImpactRatio), keep(r.Skew), flagged
+	return r
+}
+
+// publicAnswer is a region's answer as it may leave the region: no self-declared attributes, of the
+// items or of the pool.
+func publicAnswer(a regionAnswer) regionAnswer {
+	out := regionAnswer{Items: make([]Ranked, len(a.Items)), Pool: map[string]int{}}
+	for i, it := range a.Items {
+		g := map[string]string{}
+		for k, v := range it.Groups {
+			if publicGroups[k] {
+				g[k] = v
+			}
+		}
+		it.Groups = g
+		out.Items[i] = it
+	}
+	for k, n := range a.Pool {
+		if attr, _, ok := fairness.SplitKey(k); ok && publicGroups[attr] {
+			out.Pool[k] = n
+		}
+	}
+	return out
 }
 
 // answer ranks the list of sub in scope, from the cache when it can.
 func (s *Service) answer(ctx context.Context, sub subject, scope string) (Page, []Ranked, map[string]int, error) {
 	key := ""
 	if scope == "region" {
-		key = fmt.Sprintf("matching:v1:%s:%s:%s:%d:%d:%d:%d", s.a.Region, sub.Direction, sub.ID, sub.Limit, sub.Model,
+		key = fmt.Sprintf("matching:v1:%s:%s:%s:%s:%d:%d:%d:%d", s.a.Region, s.epoch, sub.Direction, sub.ID, sub.Limit, sub.Model,
 			s.profiles.load().gen, s.jobs.load().gen)
 		if c, ok := s.cache.get(ctx, key); ok {
 			s.metrics.cache.WithLabelValues("hit").Inc()

@@ -209,6 +209,9 @@ func TestEngineBeatsJaccardOnAGeneratedMarket(t *testing.T) {
 		if st != http.StatusOK {
 			t.Fatalf("matching: %d", st)
 		}
+		if _, ok := page.Fairness.Groups["gender"]; ok || page.Fairness.Groups["country"] == nil {
+			t.Fatalf("a client's list must report public groups only: %+v", page.Fairness.Groups)
+		}
 		var ranked []int
 		for _, it := range page.Items {
 			ranked = append(ranked, byID[*it.FreelancerID])
@@ -218,6 +221,18 @@ func TestEngineBeatsJaccardOnAGeneratedMarket(t *testing.T) {
 			continue
 		}
 		engine, jaccard, n = engine+a, jaccard+b, n+1
+	}
+	// The recorded lists keep the declared groups, for the compliance report.
+	declared := 0
+	for _, tgt := range e.h.Pools.Targets("") {
+		var c int
+		if err := tgt.Pool.QueryRow(ctx, `SELECT count(*) FROM ai.match_lists WHERE fairness->'groups' ? 'gender'`).Scan(&c); err != nil {
+			t.Fatal(err)
+		}
+		declared += c
+	}
+	if declared == 0 {
+		t.Fatal("no recorded list keeps the declared groups")
 	}
 	engine, jaccard = engine/float64(n), jaccard/float64(n)
 	t.Logf("NDCG@10 over %d jobs: engine %.4f, Jaccard baseline %.4f", n, engine, jaccard)

@@ -10,6 +10,8 @@ package matching
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -87,6 +89,9 @@ type Service struct {
 	ratings  atomic.Pointer[ratings]
 	gone     chan goneEntity
 	cache    *cache
+	// epoch is random per process: generations are counted per process, and cached answers live in
+	// the region's Redis, shared by every node.
+	epoch string
 }
 
 // Model is the ranking model in service: version 0 is the hand-set weights.
@@ -115,7 +120,12 @@ func New(a *feature.Deps, cfg Config, out *outbox.Outbox, emb embed.Embedder) (*
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &Service{a: a, cfg: cfg, out: out, emb: emb, log: log, metrics: newMetrics(), gone: make(chan goneEntity, 1024)}
+	var e [6]byte
+	if _, err := rand.Read(e[:]); err != nil {
+		return nil, err
+	}
+	s := &Service{a: a, cfg: cfg, out: out, emb: emb, log: log, metrics: newMetrics(), gone: make(chan goneEntity, 1024),
+		epoch: hex.EncodeToString(e[:])}
 	s.profiles = newCorpus(kindProfile, emb.Space().Dims)
 	s.jobs = newCorpus(kindJob, emb.Space().Dims)
 	s.cache = newCache(a.Redis, cfg.CacheTTL, log)

@@ -12,13 +12,13 @@ const (
 	embeddingHashSQL = `SELECT content_hash FROM ai.embeddings WHERE ksid = $1 AND entity_id = $2 AND model = $3`
 
 	upsertEmbeddingSQL = `
-INSERT INTO ai.embeddings AS e (ksid, entity_id, kind, model, dims, vector, content_hash)
-VALUES ($1, $2, $3, $4, $5, $6, $7)
+INSERT INTO ai.embeddings AS e (ksid, entity_id, kind, model, dims, vector, content_hash, updated_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, clock_timestamp())
 ON CONFLICT (ksid, entity_id, model) DO UPDATE SET vector = EXCLUDED.vector, content_hash = EXCLUDED.content_hash,
-	dims = EXCLUDED.dims, kind = EXCLUDED.kind`
+	dims = EXCLUDED.dims, kind = EXCLUDED.kind, updated_at = clock_timestamp()`
 
 	// The facts changed but the text did not: the row is touched so that the index reloads the facts.
-	touchEmbeddingSQL = `UPDATE ai.embeddings SET updated_at = now() WHERE ksid = $1 AND entity_id = $2 AND model = $3`
+	touchEmbeddingSQL = `UPDATE ai.embeddings SET updated_at = clock_timestamp() WHERE ksid = $1 AND entity_id = $2 AND model = $3`
 
 	deleteEmbeddingsSQL = `DELETE FROM ai.embeddings WHERE ksid = $1 AND entity_id = $2`
 
@@ -31,6 +31,7 @@ SELECT p.ksid, p.user_id FROM core.profiles p
 JOIN auth.users u ON u.ksid = p.ksid AND u.id = p.user_id AND u.role = 'freelancer' AND u.deleted_at IS NULL
 LEFT JOIN ai.embeddings e ON e.ksid = p.ksid AND e.entity_id = p.user_id AND e.model = $1
 WHERE (e.entity_id IS NULL OR e.updated_at < p.updated_at)
+  AND (btrim(p.headline) <> '' OR btrim(p.bio) <> '' OR cardinality(p.skills) > 0)
   AND EXISTS (SELECT 1 FROM unnest($2::bytea[], $3::bytea[]) AS r(lo, hi) WHERE p.ksid >= r.lo AND p.ksid < r.hi)
 LIMIT $4`
 	staleJobsSQL = `
