@@ -4,7 +4,7 @@
 // pkg/shardkey imports vitess.io/vitess/go/vt/key, which pulls in github.com/golang/glog, whose
 // init registers -v, -vmodule, -log_dir, -logtostderr and more on the global flag.CommandLine.
 // Our commands never parse flag.CommandLine (router uses a FlagSet of its own, shardmgr and
-// meridian-local their own flag sets, api reads only its environment), so those flags stay
+// meridian-local and matchctl their own flag sets, api reads only its environment), so those flags stay
 // inert. This test builds the real binaries and holds them to that.
 package cmd_test
 
@@ -40,6 +40,7 @@ var commands = []struct {
 	{"api", []string{"-help", "-logtostderr"}, nil},
 	{"shardmgr", []string{"--help"}, []string{"--logtostderr", "status"}},
 	{"meridian-local", []string{"--help"}, []string{"--log_dir=/nonexistent", "down"}},
+	{"matchctl", []string{"--help"}, []string{"--logtostderr", "models", "--region", "us-east"}},
 }
 
 func TestNoGlogFlags(t *testing.T) {
