@@ -60,7 +60,7 @@ func (s *Service) create(w http.ResponseWriter, r *http.Request) error {
 	err = pgx.BeginFunc(r.Context(), shard.Pool, func(tx pgx.Tx) error {
 		var err error
 		job, err = scanJob(tx.QueryRow(r.Context(), insertJobSQL, ksid.Bytes(), id.Bytes(), caller.UserID.Bytes(),
-			*in.Title, *in.Description, in.Skills, in.BudgetMin, in.BudgetMax, *in.Currency, *in.Remote))
+			*in.Title, *in.Description, in.Skills, in.BudgetMin, in.BudgetMax, *in.Currency, *in.Remote, in.Country))
 		if err != nil {
 			return writeFailure(err)
 		}
@@ -166,7 +166,7 @@ func (s *Service) update(w http.ResponseWriter, r *http.Request) error {
 		}
 		job, err = scanJob(tx.QueryRow(r.Context(), updateJobSQL, ksid.Bytes(), id.Bytes(), caller.UserID.Bytes(),
 			in.Title, in.Description, in.Skills, in.BudgetMinSet, in.BudgetMin, in.BudgetMaxSet, in.BudgetMax,
-			in.Currency, in.Remote, status))
+			in.Currency, in.Remote, status, in.CountrySet, in.Country))
 		if errors.Is(err, pgx.ErrNoRows) {
 			return apierror.NotFound("job")
 		}

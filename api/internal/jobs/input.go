@@ -12,6 +12,8 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/8thdegree/meridian/api/internal/geo"
+
 	"github.com/8thdegree/meridian/api/internal/richtext"
 
 	"github.com/8thdegree/meridian/api/internal/rest"
@@ -130,6 +132,7 @@ type jobFields struct {
 	BudgetMax   opt[amount]   `json:"budget_max"`
 	Currency    opt[string]   `json:"currency"`
 	Remote      opt[bool]     `json:"remote"`
+	Country     opt[string]   `json:"country"`
 }
 
 // createRequest is the body of POST /jobs/. (Not an embedding of jobFields: the decoder would name
@@ -145,12 +148,13 @@ type patchRequest struct {
 	BudgetMax   opt[amount]   `json:"budget_max"`
 	Currency    opt[string]   `json:"currency"`
 	Remote      opt[bool]     `json:"remote"`
+	Country     opt[string]   `json:"country"`
 	Status      opt[string]   `json:"status"`
 }
 
 func (r *patchRequest) fields() *jobFields {
 	return &jobFields{Title: r.Title, Description: r.Description, Skills: r.Skills, BudgetMin: r.BudgetMin,
-		BudgetMax: r.BudgetMax, Currency: r.Currency, Remote: r.Remote}
+		BudgetMax: r.BudgetMax, Currency: r.Currency, Remote: r.Remote, Country: r.Country}
 }
 
 // sanitizer is what normalisation needs from richtext.
@@ -168,12 +172,14 @@ type jobInput struct {
 	BudgetMax    *int64
 	Currency     *string
 	Remote       *bool
+	CountrySet   bool
+	Country      *string // nil: NULL (unknown)
 	Status       *string
 }
 
 func (in jobInput) empty() bool {
 	return in.Title == nil && in.Description == nil && in.Skills == nil && !in.BudgetMinSet && !in.BudgetMaxSet &&
-		in.Currency == nil && in.Remote == nil && in.Status == nil
+		in.Currency == nil && in.Remote == nil && !in.CountrySet && in.Status == nil
 }
 
 // normalize validates a create body and fills the defaults (no skills, open budget, USD, remote).
@@ -304,6 +310,17 @@ func (f *jobFields) normalize(san sanitizer, bad map[string]string) jobInput {
 	if f.Remote.Set && !f.Remote.Null {
 		v := f.Remote.V
 		in.Remote = &v
+	}
+	if f.Country.Set {
+		in.CountrySet = true
+		if !f.Country.Null {
+			c := strings.ToUpper(strings.TrimSpace(f.Country.V))
+			if !geo.IsCountry(c) {
+				bad["country"] = "must be an ISO 3166-1 alpha-2 country code, such as DE or US"
+			} else {
+				in.Country = &c
+			}
+		}
 	}
 	return in
 }

@@ -158,6 +158,7 @@ func TestCreateDecodeErrors(t *testing.T) {
 		{`{"title": "x", "budget_min": true}`, "budget_min"},
 		{`{"title": "x", "skills": "go"}`, "skills"},
 		{`{"title": "x", "remote": "yes"}`, "remote"},
+		{`{"title": "x", "country": 5}`, "country"},
 		{`{"title": "x", "status": "open"}`, "status"}, // not a create field
 		{`{"title": "x", "owner_id": "usr_x"}`, "owner_id"},
 	} {
@@ -360,5 +361,26 @@ func TestConfigValidate(t *testing.T) {
 		if c.Validate() == nil {
 			t.Errorf("%+v accepted", c)
 		}
+	}
+}
+
+func TestCountryOfAnOnSiteJob(t *testing.T) {
+	in, bad, err := decodeCreate(t, `{"title": "On site", "remote": false, "country": " de "}`)
+	if err != nil || len(bad) != 0 || in.Country == nil || *in.Country != "DE" || !in.CountrySet {
+		t.Fatalf("country de: %v %v %+v", err, bad, in)
+	}
+	for _, c := range []string{`"XX"`, `"DEU"`, `"UK"`, `""`} {
+		if _, bad, err := decodeCreate(t, `{"title": "On site", "country": `+c+`}`); err != nil || bad["country"] == "" {
+			t.Errorf("country %s: %v %v", c, err, bad)
+		}
+	}
+	// A patch may clear it: null is unknown.
+	var req patchRequest
+	if err := rest.DecodeBytes(strings.NewReader(`{"country": null}`), &req); err != nil {
+		t.Fatal(err)
+	}
+	in, bad = req.normalize(richtext.New())
+	if len(bad) != 0 || !in.CountrySet || in.Country != nil || in.empty() {
+		t.Fatalf("country null: %v %+v", bad, in)
 	}
 }

@@ -72,6 +72,8 @@ func Schemas() map[string]any {
 			"budget_max":  money("Upper bound; null for none."),
 			"currency":    map[string]any{"type": "string", "pattern": "^[A-Za-z]{3}$", "description": "ISO 4217 code, stored upper case; default USD."},
 			"remote":      map[string]any{"type": "boolean", "description": "Default true."},
+			"country": map[string]any{"type": []string{"string", "null"}, "pattern": "^[A-Za-z]{2}$",
+				"description": "Where an on-site job is done: ISO 3166-1 alpha-2, stored upper case; null when unknown. Matching keeps an on-site job's list to freelancers of that country."},
 		}
 		if patch {
 			p["status"] = map[string]any{"type": "string", "enum": []string{StatusOpen, StatusClosed, StatusCompleted}}
@@ -86,7 +88,7 @@ func Schemas() map[string]any {
 	job["created_at"] = map[string]any{"type": "string", "format": "date-time"}
 	job["updated_at"] = map[string]any{"type": "string", "format": "date-time"}
 	jobRequired := []string{"id", "owner_id", "title", "description", "skills", "budget_min", "budget_max", "currency",
-		"remote", "status", "created_at", "updated_at"}
+		"remote", "country", "status", "created_at", "updated_at"}
 
 	searchItem := map[string]any{"allOf": []any{openapi.Ref("Job"), map[string]any{
 		"type": "object", "required": []string{"rank"},
@@ -98,7 +100,7 @@ func Schemas() map[string]any {
 		"JobCreate": map[string]any{"type": "object", "properties": fields(false), "required": []string{"title"},
 			"additionalProperties": false},
 		"JobUpdate": map[string]any{"type": "object", "properties": fields(true), "additionalProperties": false,
-			"description": "Any subset of the fields; null only for budget_min and budget_max."},
+			"description": "Any subset of the fields; null only for budget_min, budget_max and country."},
 		"JobPage": map[string]any{"type": "object", "required": []string{"items"},
 			"properties": map[string]any{
 				"items":       map[string]any{"type": "array", "items": openapi.Ref("Job")},

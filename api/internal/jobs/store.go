@@ -18,12 +18,12 @@ import (
 // read in cents so that no float ever holds money.
 const jobCols = `j.id, j.owner_id, j.title, j.description, j.skills,
 	(j.budget_min * 100)::bigint AS budget_min_cents, (j.budget_max * 100)::bigint AS budget_max_cents,
-	j.currency, j.remote, j.status, j.created_at, j.updated_at`
+	j.currency, j.remote, j.status, j.created_at, j.updated_at, j.country`
 
 const (
 	insertJobSQL = `
-INSERT INTO core.jobs AS j (ksid, id, owner_id, title, description, skills, budget_min, budget_max, currency, remote)
-VALUES ($1, $2, $3, $4, $5, $6, $7::bigint / 100.0, $8::bigint / 100.0, $9, $10)
+INSERT INTO core.jobs AS j (ksid, id, owner_id, title, description, skills, budget_min, budget_max, currency, remote, country)
+VALUES ($1, $2, $3, $4, $5, $6, $7::bigint / 100.0, $8::bigint / 100.0, $9, $10, $11)
 RETURNING ` + jobCols
 
 	getJobSQL = `SELECT ` + jobCols + ` FROM core.jobs AS j WHERE j.ksid = $1 AND j.id = $2`
@@ -39,7 +39,8 @@ UPDATE core.jobs AS j SET
 	budget_max  = CASE WHEN $9 THEN $10::bigint / 100.0 ELSE j.budget_max END,
 	currency    = COALESCE($11, j.currency),
 	remote      = COALESCE($12, j.remote),
-	status      = COALESCE($13, j.status)
+	status      = COALESCE($13, j.status),
+	country     = CASE WHEN $14 THEN $15 ELSE j.country END
 WHERE j.ksid = $1 AND j.id = $2 AND j.owner_id = $3
 RETURNING ` + jobCols
 
@@ -70,7 +71,7 @@ func scanJob(row pgx.Row, extra ...any) (Job, error) {
 		bmin, bmax *int64
 	)
 	dest := append([]any{&id, &owner, &j.Title, &j.Description, &j.Skills, &bmin, &bmax, &j.Currency, &j.Remote,
-		&j.Status, &j.CreatedAt, &j.UpdatedAt}, extra...)
+		&j.Status, &j.CreatedAt, &j.UpdatedAt, &j.Country}, extra...)
 	if err := row.Scan(dest...); err != nil {
 		return Job{}, err
 	}
@@ -167,10 +168,12 @@ type Job struct {
 	Description string      `json:"description"`
 	Skills      []string    `json:"skills"`
 	// BudgetMin and BudgetMax are null when that side of the budget is open.
-	BudgetMin *Money    `json:"budget_min"`
-	BudgetMax *Money    `json:"budget_max"`
-	Currency  string    `json:"currency"`
-	Remote    bool      `json:"remote"`
+	BudgetMin *Money `json:"budget_min"`
+	BudgetMax *Money `json:"budget_max"`
+	Currency  string `json:"currency"`
+	Remote    bool   `json:"remote"`
+	// Country is where an on-site job is done (ISO 3166-1 alpha-2), null when unknown.
+	Country   *string   `json:"country"`
 	Status    string    `json:"status"`
 	CreatedAt time.Time `json:"created_at"`
 	UpdatedAt time.Time `json:"updated_at"`

@@ -26,9 +26,10 @@ type facts struct {
 	// Eligible: an available freelancer with a live account, or an open job.
 	Eligible bool
 	Skills   []string
+	// Country: a freelancer's, or where an on-site job is done ("" unknown).
+	Country string
 	// Freelancers.
 	Rate       *int64 // cents per hour
-	Country    string
 	Region     string
 	Attributes map[string]string
 	// Jobs.
@@ -41,6 +42,9 @@ type facts struct {
 // groups are the entity's fairness groups: country, region and its self-declared attributes.
 func (f *facts) groups() map[string]string {
 	g := map[string]string{}
+	if !f.Owner.IsZero() {
+		return g // a job: jobs carry no groups
+	}
 	if f.Country != "" {
 		g["country"] = f.Country
 	}
@@ -171,7 +175,7 @@ func (c *corpus) loadShard(ctx context.Context, t shardpool.Target, b shardpool.
 		)
 		if c.kind == kindJob {
 			var owner []byte
-			if err := rows.Scan(&id, &vec, &updated, &f.Eligible, &f.BudgetMin, &f.BudgetMax, &f.Currency, &f.Remote, &f.Skills, &owner); err != nil {
+			if err := rows.Scan(&id, &vec, &updated, &f.Eligible, &f.BudgetMin, &f.BudgetMax, &f.Currency, &f.Remote, &f.Skills, &owner, &f.Country); err != nil {
 				return nil, nil, wm, err
 			}
 			if f.Owner, err = shardkey.IDFromBytes(owner); err != nil {

@@ -422,6 +422,9 @@ func (s *Service) jobSubject(ctx context.Context, caller authn.Principal, id sha
 		return subject{}, err
 	}
 	sub := subject{Direction: dirFreelancers, ID: id, Skills: job.Skills, Currency: job.Currency, Remote: job.Remote, Space: s.emb.Space().ID()}
+	if job.Country != nil {
+		sub.Country = *job.Country
+	}
 	if job.BudgetMin != nil {
 		v := int64(*job.BudgetMin)
 		sub.BudgetMin = &v

@@ -190,6 +190,9 @@ func TestEngineBeatsJaccardOnAGeneratedMarket(t *testing.T) {
 		if j.BudgetMax > 0 {
 			body["budget_min"], body["budget_max"] = math.Round(j.BudgetMin), math.Round(j.BudgetMax)
 		}
+		if !j.Remote {
+			body["country"] = j.Country // an on-site job: its list keeps to that country
+		}
 		r := e.h.Do(t, j.Region, apitest.Request{Method: "POST", Path: "/api/v1/jobs/", Token: owner.Token, Body: body})
 		if r.Status != http.StatusCreated {
 			t.Fatalf("job: %d %s", r.Status, r.Body)
@@ -202,9 +205,6 @@ func TestEngineBeatsJaccardOnAGeneratedMarket(t *testing.T) {
 	var engine, jaccard float64
 	n := 0
 	for i, p := range posts {
-		if !m.Jobs[i].Remote {
-			continue // jobs carry no country, so the engine cannot tell who is on site
-		}
 		st, page := e.get(t, m.Jobs[i].Region, "/api/v1/jobs/matching?limit=10&job_id="+p.id, p.owner)
 		if st != http.StatusOK {
 			t.Fatalf("matching: %d", st)

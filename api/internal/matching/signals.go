@@ -23,14 +23,14 @@ func (s *Service) signals(sub subject, f *facts, cosine float32, snap *snapshot)
 		dir = score.FreelancersForJob
 		r := s.ratingOf(f.ID)
 		job = score.JobFacts{Skills: sub.Skills, BudgetMin: units(sub.BudgetMin), BudgetMax: units(sub.BudgetMax),
-			Currency: sub.Currency, Remote: sub.Remote, Open: true}
+			Currency: sub.Currency, Remote: sub.Remote, Country: sub.Country, Open: true}
 		fr = score.FreelancerFacts{Skills: f.Skills, HourlyRate: units(f.Rate), Country: f.Country, Available: f.Eligible,
 			Reviews: r.n, Rating: r.avg}
 	} else {
 		dir = score.JobsForFreelancer
 		r := s.ratingOf(f.Owner)
 		job = score.JobFacts{Skills: f.Skills, BudgetMin: units(f.BudgetMin), BudgetMax: units(f.BudgetMax),
-			Currency: f.Currency, Remote: f.Remote, Open: f.Eligible, OwnerReviews: r.n, OwnerRating: r.avg}
+			Currency: f.Currency, Remote: f.Remote, Country: f.Country, Open: f.Eligible, OwnerReviews: r.n, OwnerRating: r.avg}
 		fr = score.FreelancerFacts{Skills: sub.Skills, HourlyRate: units(sub.Rate), Country: sub.Country, Available: true}
 	}
 	if ok, _ := score.Eligible(job, fr); !ok {

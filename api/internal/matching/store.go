@@ -52,7 +52,7 @@ WHERE e.model = $1 AND e.kind = 'profile' AND e.updated_at > $2
   AND EXISTS (SELECT 1 FROM unnest($3::bytea[], $4::bytea[]) AS r(lo, hi) WHERE e.ksid >= r.lo AND e.ksid < r.hi)`
 	loadJobsSQL = `
 SELECT e.entity_id, e.vector, e.updated_at, j.status = 'open', (j.budget_min * 100)::bigint, (j.budget_max * 100)::bigint,
-	j.currency, j.remote, j.skills, j.owner_id
+	j.currency, j.remote, j.skills, j.owner_id, COALESCE(j.country, '')
 FROM ai.embeddings e
 JOIN core.jobs j ON j.ksid = e.ksid AND j.id = e.entity_id
 WHERE e.model = $1 AND e.kind = 'job' AND e.updated_at > $2

@@ -12,6 +12,8 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/8thdegree/meridian/api/internal/geo"
+
 	"golang.org/x/text/language"
 
 	"github.com/8thdegree/meridian/api/internal/richtext"
@@ -148,7 +150,7 @@ func (p *profileRequest) normalize(san *richtext.Sanitizer) (Profile, map[string
 
 	if p.Country != nil {
 		c := strings.ToUpper(strings.TrimSpace(*p.Country))
-		if !isCountry(c) {
+		if !geo.IsCountry(c) {
 			bad["country"] = "must be an ISO 3166-1 alpha-2 country code, such as DE or US"
 		} else {
 			out.Country = &c
@@ -159,49 +161,6 @@ func (p *profileRequest) normalize(san *richtext.Sanitizer) (Profile, map[string
 
 func hasControl(s string) bool {
 	return strings.IndexFunc(s, unicode.IsControl) >= 0
-}
-
-// isoCountries holds the 249 officially assigned ISO 3166-1 alpha-2 codes, concatenated in order. A
-// pattern such as ^[A-Z]{2}$ (the database's CHECK) would also let through user-assigned codes
-// (AA, QM–QZ, XA–XZ, ZZ) and reserved ones (EU, UK), which no address uses.
-const isoCountries = "" +
-	"ADAEAFAGAIALAMAOAQARASATAUAWAXAZ" +
-	"BABBBDBEBFBGBHBIBJBLBMBNBOBQBRBSBTBVBWBYBZ" +
-	"CACCCDCFCGCHCICKCLCMCNCOCRCUCVCWCXCYCZ" +
-	"DEDJDKDMDODZ" +
-	"ECEEEGEHERESET" +
-	"FIFJFKFMFOFR" +
-	"GAGBGDGEGFGGGHGIGLGMGNGPGQGRGSGTGUGWGY" +
-	"HKHMHNHRHTHU" +
-	"IDIEILIMINIOIQIRISIT" +
-	"JEJMJOJP" +
-	"KEKGKHKIKMKNKPKRKWKYKZ" +
-	"LALBLCLILKLRLSLTLULVLY" +
-	"MAMCMDMEMFMGMHMKMLMMMNMOMPMQMRMSMTMUMVMWMXMYMZ" +
-	"NANCNENFNGNINLNONPNRNUNZ" +
-	"OM" +
-	"PAPEPFPGPHPKPLPMPNPRPSPTPWPY" +
-	"QA" +
-	"RERORSRURW" +
-	"SASBSCSDSESGSHSISJSKSLSMSNSOSRSSSTSVSXSYSZ" +
-	"TCTDTFTGTHTJTKTLTMTNTOTRTTTVTWTZ" +
-	"UAUGUMUSUYUZ" +
-	"VAVCVEVGVIVNVU" +
-	"WFWS" +
-	"YEYT" +
-	"ZAZMZW"
-
-// isCountry reports whether code is an assigned ISO 3166-1 alpha-2 code (upper case).
-func isCountry(code string) bool {
-	if len(code) != 2 {
-		return false
-	}
-	for i := 0; i+1 < len(isoCountries); i += 2 {
-		if isoCountries[i] == code[0] && isoCountries[i+1] == code[1] {
-			return true
-		}
-	}
-	return false
 }
 
 // Defaults of core.settings; a user without a settings row has these.

@@ -12,7 +12,7 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"golang.org/x/text/language"
+	"github.com/8thdegree/meridian/api/internal/geo"
 
 	"github.com/8thdegree/meridian/api/internal/feature"
 	"github.com/8thdegree/meridian/api/internal/rest"
@@ -94,7 +94,7 @@ func FuzzProfileDecoder(f *testing.F) {
 				t.Fatalf("hourly rate %s", *p.HourlyRate)
 			}
 		}
-		if p.Country != nil && (!countryRe.MatchString(*p.Country) || !isCountry(*p.Country)) {
+		if p.Country != nil && (!countryRe.MatchString(*p.Country) || !geo.IsCountry(*p.Country)) {
 			t.Fatalf("country %q", *p.Country)
 		}
 		// What the decoder accepts encodes as valid JSON (json.Number would refuse a bad number).
@@ -145,30 +145,6 @@ func TestParseHourlyRate(t *testing.T) {
 		got, problem := parseHourlyRate(&numberLiteral{raw: in, isNumber: in != "" && (in[0] == '-' || in[0] >= '0' && in[0] <= '9')})
 		if got != want || (want == "") != (problem != "") {
 			t.Errorf("parseHourlyRate(%s) = %q %q, want %q", in, got, problem, want)
-		}
-	}
-}
-
-func TestCountries(t *testing.T) {
-	if n := len(isoCountries) / 2; n != 249 || len(isoCountries)%2 != 0 {
-		t.Fatalf("%d codes, want the 249 of ISO 3166-1", n)
-	}
-	for i := 0; i+3 < len(isoCountries); i += 2 {
-		if isoCountries[i:i+2] >= isoCountries[i+2:i+4] {
-			t.Fatalf("codes out of order at %s", isoCountries[i:i+4])
-		}
-	}
-	// Every code is a country for CLDR too (a typo would not be).
-	for i := 0; i < len(isoCountries); i += 2 {
-		code := isoCountries[i : i+2]
-		r, err := language.ParseRegion(code)
-		if err != nil || !r.IsCountry() || r.String() != code {
-			t.Errorf("%s is not a country for x/text: %v", code, err)
-		}
-	}
-	for code, want := range map[string]bool{"DE": true, "US": true, "GB": true, "UK": false, "EU": false, "ZZ": false, "XK": false, "de": false, "D": false, "DEU": false, "": false} {
-		if isCountry(code) != want {
-			t.Errorf("isCountry(%q) = %v", code, !want)
 		}
 	}
 }
