@@ -21,6 +21,7 @@ import (
 	"github.com/8thdegree/meridian/api/internal/skills"
 	"github.com/8thdegree/meridian/internal/apierror"
 	"github.com/8thdegree/meridian/pkg/shardkey"
+	"github.com/8thdegree/meridian/shardmgr/shardpool"
 	"github.com/8thdegree/meridian/shardmgr/topology"
 )
 
@@ -34,7 +35,7 @@ type proposalRequest struct {
 type proposalInput struct {
 	coverLetter string
 	rate        jobs.Money
-	currency    string // "" for the job's
+	currency    string // upper case; "" for the job's
 }
 
 func (s *Service) normalizeProposal(req proposalRequest) (proposalInput, map[string]string) {
@@ -47,13 +48,9 @@ func (s *Service) normalizeProposal(req proposalRequest) (proposalInput, map[str
 	} else {
 		in.rate = m
 	}
-	if c := strings.TrimSpace(req.Currency); c != "" {
-		if len(c) != 3 || strings.ToUpper(c) != strings.Map(upperASCII, c) {
-			bad["currency"] = "must be an ISO 4217 code (three letters)"
-		} else {
-			in.currency = strings.ToUpper(c)
-		}
-	}
+	// The job's currency is the only one accepted (checked against the job); the job's own validation
+	// made it an ISO 4217 code.
+	in.currency = strings.ToUpper(strings.TrimSpace(req.Currency))
 	if !utf8.ValidString(req.CoverLetter) {
 		bad["cover_letter"] = "must be valid UTF-8"
 	} else {
@@ -66,17 +63,6 @@ func (s *Service) normalizeProposal(req proposalRequest) (proposalInput, map[str
 		}
 	}
 	return in, bad
-}
-
-// upperASCII maps ASCII letters to upper case and everything else to a rune no code contains.
-func upperASCII(r rune) rune {
-	switch {
-	case r >= 'a' && r <= 'z':
-		return r - 'a' + 'A'
-	case r >= 'A' && r <= 'Z':
-		return r
-	}
-	return '\uFFFD'
 }
 
 // pathID reads {id} as an ID of kind; a malformed one names nothing: 404.
@@ -216,7 +202,7 @@ func (s *Service) apply(w http.ResponseWriter, r *http.Request) error {
 			Details: map[string]any{"rate": p.Rate, "currency": p.Currency, "score": p.Score}}); err != nil {
 			return err
 		}
-		return s.syncProposal(ctx, tx, ksid, p.ref())
+		return s.syncProposal(ctx, tx, ksid, p.ProposalRef)
 	})
 	if err != nil {
 		return err
@@ -224,12 +210,6 @@ func (s *Service) apply(w http.ResponseWriter, r *http.Request) error {
 	w.Header().Set("Location", "/api/v1/proposals/"+p.ID.String())
 	rest.WriteJSON(w, http.StatusCreated, p)
 	return nil
-}
-
-// ref is the proposal's reference fields.
-func (p Proposal) ref() ProposalRef {
-	return ProposalRef{ID: p.ID, JobID: p.JobID, FreelancerID: p.FreelancerID, ClientID: p.ClientID, Status: p.Status,
-		Rate: p.Rate, Currency: p.Currency, Score: p.Score, CreatedAt: p.CreatedAt, UpdatedAt: p.UpdatedAt}
 }
 
 // proposalCursor is the position after the last item of a proposals page.
@@ -243,9 +223,10 @@ type proposalCursor struct {
 	Of shardkey.ID `json:"of"`
 }
 
-// firstKey sorts after every row: the first page's "after" position.
+// firstKey sorts after every row: the first page's "after" position (IDs start with their time, so
+// none begins with nine 0xff bytes).
 func firstKey() (time.Time, []byte) {
-	return time.Date(9999, 12, 31, 0, 0, 0, 0, time.UTC), []byte("\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff")
+	return time.Date(9999, 12, 31, 0, 0, 0, 0, time.UTC), []byte(shardpool.Unbounded)
 }
 
 func decodeCursor(r *http.Request, sort string, of shardkey.ID, kind shardkey.Kind) (*proposalCursor, error) {
@@ -435,7 +416,7 @@ func (s *Service) withdraw(w http.ResponseWriter, r *http.Request) error {
 		if p, err = scanProposal(tx.QueryRow(ctx, setProposalStatusSQL, ksid.Bytes(), id.Bytes(), ProposalWithdrawn)); err != nil {
 			return err
 		}
-		return s.syncProposal(ctx, tx, ksid, p.ref())
+		return s.syncProposal(ctx, tx, ksid, p.ProposalRef)
 	})
 	if err != nil {
 		return err

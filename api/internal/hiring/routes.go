@@ -25,7 +25,7 @@ func (s *Service) Routes() []feature.Route {
 		{
 			Name: "createProposal", Method: http.MethodPost, Path: "/jobs/{id}/proposals", Access: feature.Authenticated,
 			Roles: []authn.Role{authn.Freelancer}, Scope: ScopeWrite, Handler: s.apply,
-			Doc: op("Apply to a job",
+			Doc: openapi.Operation("hiring", "Apply to a job",
 				"Freelancers with a verified email (403 email_unverified), on an open job (409 job_not_open otherwise). "+
 					"The proposal is stored on the author's shard with status pending; the job's owner gets a reference "+
 					"row (no text) on their shard through the outbox, within moments, or when their region is back. "+
@@ -34,115 +34,90 @@ func (s *Service) Routes() []feature.Route {
 					" characters). One live (pending or accepted) proposal per freelancer and job: 409 proposal_exists. "+
 					"score is the author's fit to the job (skills covered, verified rating), used by sort=best.",
 				[]any{jobID}, openapi.JSONBody("ProposalCreate"),
-				withLocation(responses(http.StatusCreated, "The new proposal.", "Proposal", 400, 401, 403, 404, 409, 413, 415, 421, 503))),
+				withLocation(openapi.Responses(http.StatusCreated, "The new proposal.", "Proposal", 400, 401, 403, 404, 409, 413, 415, 421, 503))),
 		},
 		{
 			Name: "listJobProposals", Method: http.MethodGet, Path: "/jobs/{id}/proposals", Access: feature.Authenticated,
 			Roles: []authn.Role{authn.Client}, Scope: ScopeRead, Handler: s.listJobProposals,
-			Doc: op("List a job's proposals",
+			Doc: openapi.Operation("hiring", "List a job's proposals",
 				"The job's owner only (anyone else gets 404): the reference rows on the owner's shard, newest first "+
 					"(sort=newest, the default) or best first (sort=best: highest score, then newest). Items carry no "+
 					"cover letter: GET /proposals/{id} reads it in the author's region.",
 				[]any{jobID, map[string]any{"name": "sort", "in": "query", "description": "newest (default) or best.",
 					"schema": map[string]any{"type": "string", "enum": []string{"newest", "best"}, "default": "newest"}}, limit, cursor},
-				nil, responses(http.StatusOK, "One page of proposals.", "ProposalRefPage", 400, 401, 403, 404, 503)),
+				nil, openapi.Responses(http.StatusOK, "One page of proposals.", "ProposalRefPage", 400, 401, 403, 404, 503)),
 		},
 		{
 			Name: "listOwnProposals", Method: http.MethodGet, Path: "/proposals/", Access: feature.Authenticated,
 			Roles: []authn.Role{authn.Freelancer}, Scope: ScopeRead, Handler: s.listOwnProposals,
-			Doc: op("List the caller's proposals",
+			Doc: openapi.Operation("hiring", "List the caller's proposals",
 				"The caller's own proposals, every status, newest first.",
-				[]any{limit, cursor}, nil, responses(http.StatusOK, "One page of proposals.", "ProposalPage", 400, 401, 403, 503)),
+				[]any{limit, cursor}, nil, openapi.Responses(http.StatusOK, "One page of proposals.", "ProposalPage", 400, 401, 403, 503)),
 		},
 		{
 			Name: "getProposal", Method: http.MethodGet, Path: "/proposals/{id}", Access: feature.Authenticated,
 			Scope: ScopeRead, Handler: s.getProposal,
-			Doc: op("Read a proposal",
+			Doc: openapi.Operation("hiring", "Read a proposal",
 				"Its author or the job's owner, with the cover letter, read in the author's region (the router sends "+
 					"the request there); anyone else gets 404.",
-				[]any{proposalID}, nil, responses(http.StatusOK, "The proposal.", "Proposal", 401, 403, 404, 421, 503)),
+				[]any{proposalID}, nil, openapi.Responses(http.StatusOK, "The proposal.", "Proposal", 401, 403, 404, 421, 503)),
 		},
 		{
 			Name: "withdrawProposal", Method: http.MethodDelete, Path: "/proposals/{id}", Access: feature.Authenticated,
 			Roles: []authn.Role{authn.Freelancer}, Scope: ScopeWrite, Handler: s.withdraw,
-			Doc: op("Withdraw a proposal",
+			Doc: openapi.Operation("hiring", "Withdraw a proposal",
 				"Its author, while it is pending (409 proposal_not_pending otherwise): status withdrawn, and the job "+
 					"owner's reference row follows. A withdrawal that crosses the owner's acceptance in flight cancels "+
 					"the contract that acceptance started.",
-				[]any{proposalID}, nil, responses(http.StatusOK, "The withdrawn proposal.", "Proposal", 401, 403, 404, 409, 421, 503)),
+				[]any{proposalID}, nil, openapi.Responses(http.StatusOK, "The withdrawn proposal.", "Proposal", 401, 403, 404, 409, 421, 503)),
 		},
 		{
 			Name: "acceptProposal", Method: http.MethodPost, Path: "/proposals/{id}/accept", Access: feature.Authenticated,
 			Roles: []authn.Role{authn.Client}, Scope: ScopeWrite, Handler: s.accept,
-			Doc: op("Accept a proposal",
+			Doc: openapi.Operation("hiring", "Accept a proposal",
 				"The job's owner, on a pending proposal (409 proposal_not_pending) of a job that is open or in progress "+
 					"(409 job_not_open): starts a contract at the proposal's rate, stored on the owner's shard; the job "+
 					"becomes in_progress and the proposal accepted. The freelancer's reference row and proposal follow "+
 					"through the outbox, so this succeeds while the freelancer's region is down. A proposal to someone "+
 					"else's job is a 404.",
 				[]any{proposalID}, nil,
-				withLocation(responses(http.StatusCreated, "The new contract.", "Contract", 401, 403, 404, 409, 421, 503))),
+				withLocation(openapi.Responses(http.StatusCreated, "The new contract.", "Contract", 401, 403, 404, 409, 421, 503))),
 		},
 		{
 			Name: "listContracts", Method: http.MethodGet, Path: "/contracts/", Access: feature.Authenticated,
 			Roles: both, Scope: ScopeRead, Handler: s.listContracts,
-			Doc: op("List the caller's contracts",
+			Doc: openapi.Operation("hiring", "List the caller's contracts",
 				"As client and as freelancer, from the caller's home shard, newest first; status= filters.",
 				[]any{map[string]any{"name": "status", "in": "query", "description": "active, completed or cancelled.",
 					"schema": map[string]any{"type": "string", "enum": []string{ContractActive, ContractCompleted, ContractCancelled}}},
 					limit, cursor},
-				nil, responses(http.StatusOK, "One page of contracts.", "ContractPage", 400, 401, 403, 503)),
+				nil, openapi.Responses(http.StatusOK, "One page of contracts.", "ContractPage", 400, 401, 403, 503)),
 		},
 		{
 			Name: "getContract", Method: http.MethodGet, Path: "/contracts/{id}", Access: feature.Authenticated,
 			Roles: both, Scope: ScopeRead, Handler: s.getContract,
-			Doc: op("Read a contract",
+			Doc: openapi.Operation("hiring", "Read a contract",
 				"Either party, from the client's shard (the router sends the request to the client's region); anyone "+
 					"else gets 404.",
-				[]any{contractID}, nil, responses(http.StatusOK, "The contract.", "Contract", 401, 403, 404, 421, 503)),
+				[]any{contractID}, nil, openapi.Responses(http.StatusOK, "The contract.", "Contract", 401, 403, 404, 421, 503)),
 		},
 		{
 			Name: "completeContract", Method: http.MethodPost, Path: "/contracts/{id}/complete", Access: feature.Authenticated,
 			Roles: both, Scope: ScopeWrite, Handler: s.complete,
-			Doc: op("Complete a contract",
+			Doc: openapi.Operation("hiring", "Complete a contract",
 				"The client (403 for the freelancer), while it is active (409 contract_not_active): status completed, "+
 					"completed_at set. Both parties may then review each other.",
-				[]any{contractID}, nil, responses(http.StatusOK, "The completed contract.", "Contract", 401, 403, 404, 409, 421, 503)),
+				[]any{contractID}, nil, openapi.Responses(http.StatusOK, "The completed contract.", "Contract", 401, 403, 404, 409, 421, 503)),
 		},
 		{
 			Name: "cancelContract", Method: http.MethodPost, Path: "/contracts/{id}/cancel", Access: feature.Authenticated,
 			Roles: both, Scope: ScopeWrite, Handler: s.cancel,
-			Doc: op("Cancel a contract",
+			Doc: openapi.Operation("hiring", "Cancel a contract",
 				"Either party, while it is active (409 contract_not_active): status cancelled, cancelled_at and "+
 					"cancelled_by set.",
-				[]any{contractID}, nil, responses(http.StatusOK, "The cancelled contract.", "Contract", 401, 403, 404, 409, 421, 503)),
+				[]any{contractID}, nil, openapi.Responses(http.StatusOK, "The cancelled contract.", "Contract", 401, 403, 404, 409, 421, 503)),
 		},
 	}
-}
-
-func op(summary, description string, params []any, body map[string]any, resp map[string]any) map[string]any {
-	o := map[string]any{"summary": summary, "description": description, "tags": []string{"hiring"}, "responses": resp}
-	if len(params) > 0 {
-		o["parameters"] = params
-	}
-	if body != nil {
-		o["requestBody"] = body
-	}
-	return o
-}
-
-func responses(ok int, desc, schema string, errs ...int) map[string]any {
-	r := map[string]any{strconv.Itoa(ok): map[string]any{"description": desc,
-		"content": map[string]any{"application/json": map[string]any{"schema": openapi.Ref(schema)}}}}
-	for _, code := range errs {
-		if code == http.StatusMisdirectedRequest {
-			r["421"] = map[string]any{"description": "The data is homed in another region; replay in the region named by X-Meridian-Replay-Region.",
-				"content": map[string]any{"application/json": map[string]any{"schema": openapi.Ref("Error")}}}
-			continue
-		}
-		r[strconv.Itoa(code)] = openapi.ErrorResponse(code)
-	}
-	return r
 }
 
 func withLocation(r map[string]any) map[string]any {

@@ -32,22 +32,6 @@ const (
 	ProposalClosed    = "closed"
 )
 
-// Proposal is a proposal as its author and the job's owner read it.
-type Proposal struct {
-	ID           shardkey.ID `json:"id"`
-	JobID        shardkey.ID `json:"job_id"`
-	FreelancerID shardkey.ID `json:"freelancer_id"`
-	ClientID     shardkey.ID `json:"client_id"`
-	Status       string      `json:"status"`
-	CoverLetter  string      `json:"cover_letter"`
-	Rate         jobs.Money  `json:"rate"`
-	Currency     string      `json:"currency"`
-	// Score is the author's fit to the job when the proposal was made (0..1): "best first" sorts by it.
-	Score     float64   `json:"score"`
-	CreatedAt time.Time `json:"created_at"`
-	UpdatedAt time.Time `json:"updated_at"`
-}
-
 // ProposalRef is a proposal as the job owner's shard knows it: everything but the cover letter, which
 // is read from the author's region (GET /proposals/{id}).
 type ProposalRef struct {
@@ -58,9 +42,17 @@ type ProposalRef struct {
 	Status       string      `json:"status"`
 	Rate         jobs.Money  `json:"rate"`
 	Currency     string      `json:"currency"`
-	Score        float64     `json:"score"`
-	CreatedAt    time.Time   `json:"created_at"`
-	UpdatedAt    time.Time   `json:"updated_at"`
+	// Score is the author's fit to the job when the proposal was made (0..1): "best first" sorts by it.
+	Score     float64   `json:"score"`
+	CreatedAt time.Time `json:"created_at"`
+	UpdatedAt time.Time `json:"updated_at"`
+}
+
+// Proposal is a proposal as its author and the job's owner read it: the reference fields and the
+// cover letter.
+type Proposal struct {
+	ProposalRef
+	CoverLetter string `json:"cover_letter"`
 }
 
 // Contract is a contract as either party reads it.
@@ -80,9 +72,12 @@ type Contract struct {
 	UpdatedAt    time.Time    `json:"updated_at"`
 }
 
-const proposalCols = `id, job_id, freelancer_id, client_id, status, cover_letter, (rate * 100)::bigint, currency, score, created_at, updated_at`
-
-const refCols = `proposal_id, job_id, freelancer_id, client_id, status, (rate * 100)::bigint, currency, score, created_at, updated_at`
+// refCols are a reference row's columns, in scanRef's order; proposalCols the proposal's, the same
+// fields then the cover letter.
+const (
+	refCols      = `proposal_id, job_id, freelancer_id, client_id, status, (rate * 100)::bigint, currency, score, created_at, updated_at`
+	proposalCols = `id, job_id, freelancer_id, client_id, status, (rate * 100)::bigint, currency, score, created_at, updated_at, cover_letter`
+)
 
 // contractCols are a contract's columns; the reference rows have the same under contract_id.
 const (
@@ -178,32 +173,22 @@ ORDER BY c.started_at DESC, c.id DESC LIMIT $6`
 )
 
 func scanProposal(row pgx.Row) (Proposal, error) {
-	var (
-		p                        Proposal
-		id, job, freelancer, cli []byte
-		rate                     int64
-		score                    float32
-	)
-	if err := row.Scan(&id, &job, &freelancer, &cli, &p.Status, &p.CoverLetter, &rate, &p.Currency, &score,
-		&p.CreatedAt, &p.UpdatedAt); err != nil {
-		return Proposal{}, err
-	}
-	if err := parseIDs(map[*shardkey.ID][]byte{&p.ID: id, &p.JobID: job, &p.FreelancerID: freelancer, &p.ClientID: cli}); err != nil {
-		return Proposal{}, err
-	}
-	p.Rate, p.Score = jobs.Money(rate), roundScore(score)
-	p.CreatedAt, p.UpdatedAt = p.CreatedAt.UTC(), p.UpdatedAt.UTC()
-	return p, nil
+	var p Proposal
+	ref, err := scanRef(row, &p.CoverLetter)
+	p.ProposalRef = ref
+	return p, err
 }
 
-func scanRef(row pgx.Row) (ProposalRef, error) {
+// scanRef reads refCols (or proposalCols' first part), then extra.
+func scanRef(row pgx.Row, extra ...any) (ProposalRef, error) {
 	var (
 		p                        ProposalRef
 		id, job, freelancer, cli []byte
 		rate                     int64
 		score                    float32
 	)
-	if err := row.Scan(&id, &job, &freelancer, &cli, &p.Status, &rate, &p.Currency, &score, &p.CreatedAt, &p.UpdatedAt); err != nil {
+	dest := append([]any{&id, &job, &freelancer, &cli, &p.Status, &rate, &p.Currency, &score, &p.CreatedAt, &p.UpdatedAt}, extra...)
+	if err := row.Scan(dest...); err != nil {
 		return ProposalRef{}, err
 	}
 	if err := parseIDs(map[*shardkey.ID][]byte{&p.ID: id, &p.JobID: job, &p.FreelancerID: freelancer, &p.ClientID: cli}); err != nil {

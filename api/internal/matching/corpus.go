@@ -37,6 +37,8 @@ type facts struct {
 	Currency             string
 	Remote               bool
 	Owner                shardkey.ID
+	// updated is the vector row's updated_at as last read.
+	updated time.Time
 }
 
 // groups are the entity's fairness groups: country, region and its self-declared attributes.
@@ -161,6 +163,7 @@ func (c *corpus) loadShard(ctx context.Context, t shardpool.Target, b shardpool.
 		return nil, nil, wm, err
 	}
 	defer rows.Close()
+	snap := c.load()
 	var (
 		items []index.Item
 		fs    []*facts
@@ -198,11 +201,17 @@ func (c *corpus) loadShard(ctx context.Context, t shardpool.Target, b shardpool.
 		if f.ID, err = shardkey.IDFromBytes(id); err != nil || len(vec) != c.dims {
 			continue
 		}
-		items = append(items, index.Item{ID: f.ID, Vec: vec})
-		fs = append(fs, &f)
 		if updated.After(last) {
 			last = updated
 		}
+		// The watermark's lag reads recent rows again; one the snapshot already holds as it is now
+		// changes nothing, and making a snapshot for it would only churn generations and caches.
+		f.updated = updated
+		if held := snap.facts[f.ID]; held != nil && held.updated.Equal(updated) {
+			continue
+		}
+		items = append(items, index.Item{ID: f.ID, Vec: vec})
+		fs = append(fs, &f)
 	}
 	if err := rows.Err(); err != nil {
 		return nil, nil, wm, err

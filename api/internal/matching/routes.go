@@ -19,7 +19,7 @@ func (s *Service) Routes() []feature.Route {
 		{
 			Name: "matchJobs", Method: http.MethodGet, Path: "/jobs/matching", Access: feature.Authenticated,
 			Roles: []authn.Role{authn.Client, authn.Freelancer}, Scope: ScopeRead, Handler: s.match,
-			Doc: op("Match freelancers to a job, or jobs to a freelancer",
+			Doc: openapi.Operation("matching", "Match freelancers to a job, or jobs to a freelancer",
 				"With job_id (the caller's own job; anyone else's is a 404): the best available freelancers. Without "+
 					"(freelancers only): the best open jobs for the caller's profile. Candidates are the nearest vectors "+
 					"of the region's index, hard-filtered (availability, rate against budget, on-site jobs), then scored "+
@@ -34,12 +34,12 @@ func (s *Service) Routes() []feature.Route {
 					q("limit", "1 to "+strconv.Itoa(MaxLimit)+" (default "+strconv.Itoa(DefaultLimit)+").",
 						map[string]any{"type": "integer", "minimum": 1, "maximum": MaxLimit, "default": DefaultLimit}),
 					q("scope", "region (default) or global.", map[string]any{"type": "string", "enum": []string{"region", "global"}, "default": "region"}),
-				}, nil, responses(http.StatusOK, "The ranked list.", "MatchPage", 400, 401, 403, 404, 409, 503)),
+				}, nil, openapi.Responses(http.StatusOK, "The ranked list.", "MatchPage", 400, 401, 403, 404, 409, 503)),
 		},
 		{
 			Name: "matchingEvent", Method: http.MethodPost, Path: "/matching/events", Access: feature.Authenticated,
 			Roles: []authn.Role{authn.Client, authn.Freelancer}, Scope: ScopeRead, Handler: s.event,
-			Doc: op("Report an opened or dismissed item of a list",
+			Doc: openapi.Operation("matching", "Report an opened or dismissed item of a list",
 				"The item must be the one shown at that position of a list served to the caller. A repeat keeps the first. "+
 					"Applications, hires, completions and ratings are recorded from hiring without a call.",
 				nil, openapi.JSONBody("MatchEvent"),
@@ -50,7 +50,7 @@ func (s *Service) Routes() []feature.Route {
 		{
 			Name: "adminFairness", Method: http.MethodGet, Path: "/admin/fairness", Access: feature.Authenticated,
 			Roles: []authn.Role{authn.Admin, authn.Compliance}, Handler: s.adminFairness,
-			Doc: op("Fairness of a region's matching lists",
+			Doc: openapi.Operation("matching", "Fairness of a region's matching lists",
 				"Day by day (UTC) over [from, to): exposure of each group (position weights 1/log2(1+rank), as shares), "+
 					"the impact ratio of each group (its selection rate over the highest group's; below 0.8 is flagged, "+
 					"the four-fifths rule), and the lists that were flagged. The region's own node answers.",
@@ -58,15 +58,15 @@ func (s *Service) Routes() []feature.Route {
 					q("region", "Default: the caller's region.", map[string]any{"type": "string"}),
 					q("from", "RFC 3339 or a date; default 7 days before to.", map[string]any{"type": "string"}),
 					q("to", "RFC 3339 or a date; default now.", map[string]any{"type": "string"}),
-				}, nil, responses(http.StatusOK, "The report.", "FairnessReport", 400, 401, 403, 503)),
+				}, nil, openapi.Responses(http.StatusOK, "The report.", "FairnessReport", 400, 401, 403, 503)),
 		},
 		{
 			Name: "adminMatchingModels", Method: http.MethodGet, Path: "/admin/matching/models", Access: feature.Authenticated,
 			Roles: []authn.Role{authn.Admin}, Handler: s.adminModels,
-			Doc: op("Ranking models per region",
+			Doc: openapi.Operation("matching", "Ranking models per region",
 				"Every region's models (versioned and kept), which one serves (0: the hand-set weights) and their "+
 					"evaluation figures. Train, evaluate, promote and roll back with the matchctl command.",
-				nil, nil, responses(http.StatusOK, "The models.", "MatchingModels", 401, 403, 503)),
+				nil, nil, openapi.Responses(http.StatusOK, "The models.", "MatchingModels", 401, 403, 503)),
 		},
 		{
 			Name: "internalMatchingRank", Method: http.MethodPost, Path: rankPath, Access: feature.Internal, Handler: s.rankInternal,
@@ -85,26 +85,6 @@ func (s *Service) Routes() []feature.Route {
 
 func internalDoc(summary, desc string) map[string]any {
 	return map[string]any{"summary": summary, "description": "Node-to-node only. " + desc, "tags": []string{"internal"}, "x-internal": true}
-}
-
-func op(summary, description string, params []any, body map[string]any, resp map[string]any) map[string]any {
-	o := map[string]any{"summary": summary, "description": description, "tags": []string{"matching"}, "responses": resp}
-	if len(params) > 0 {
-		o["parameters"] = params
-	}
-	if body != nil {
-		o["requestBody"] = body
-	}
-	return o
-}
-
-func responses(ok int, desc, schema string, errs ...int) map[string]any {
-	r := map[string]any{strconv.Itoa(ok): map[string]any{"description": desc,
-		"content": map[string]any{"application/json": map[string]any{"schema": openapi.Ref(schema)}}}}
-	for _, code := range errs {
-		r[strconv.Itoa(code)] = openapi.ErrorResponse(code)
-	}
-	return r
 }
 
 // Schemas returns the OpenAPI component schemas of the routes.

@@ -585,3 +585,32 @@ func PathParam(name, description string) map[string]any {
 	return map[string]any{"name": name, "in": "path", "required": true, "description": description,
 		"schema": map[string]any{"type": "string"}}
 }
+
+// Operation is the Operation object of a feature's route: its tag, summary and description, its
+// parameters (none: left out), its request body (nil: none) and its responses.
+func Operation(tag, summary, description string, params []any, body, responses map[string]any) map[string]any {
+	o := map[string]any{"summary": summary, "description": description, "tags": []string{tag}, "responses": responses}
+	if len(params) > 0 {
+		o["parameters"] = params
+	}
+	if body != nil {
+		o["requestBody"] = body
+	}
+	return o
+}
+
+// Responses is a success response with a component schema and the document's standard response for
+// each status in errs; 421 is the replay hint of data homed in another region.
+func Responses(ok int, desc, schema string, errs ...int) map[string]any {
+	r := map[string]any{strconv.Itoa(ok): map[string]any{"description": desc,
+		"content": map[string]any{"application/json": map[string]any{"schema": Ref(schema)}}}}
+	for _, code := range errs {
+		if code == http.StatusMisdirectedRequest {
+			r["421"] = map[string]any{"description": "The data is homed in another region; replay in the region named by X-Meridian-Replay-Region.",
+				"content": map[string]any{"application/json": map[string]any{"schema": Ref(ErrorSchema)}}}
+			continue
+		}
+		r[strconv.Itoa(code)] = ErrorResponse(code)
+	}
+	return r
+}
