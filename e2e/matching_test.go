@@ -10,8 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-
 	"github.com/8thdegree/meridian/api/matchctl"
 	"github.com/8thdegree/meridian/deploy/local"
 )
@@ -20,19 +18,9 @@ import (
 // roles) and returns a session that carries it.
 func (e *e2e) makeAdmin(t *testing.T, email, region string) string {
 	t.Helper()
-	for _, s := range e.cluster.Topology.Shards {
-		if s.Region != region {
-			continue
-		}
-		conn, err := pgx.Connect(context.Background(), e.cluster.DSN[s.Name])
-		if err != nil {
-			t.Fatal(err)
-		}
-		_, err = conn.Exec(context.Background(), `UPDATE auth.users SET role = 'admin' WHERE email_normalized = $1`, email)
-		conn.Close(context.Background())
-		if err != nil {
-			t.Fatal(err)
-		}
+	if n := shardQuery(t, e.cluster, region, `WITH u AS (UPDATE auth.users SET role = 'admin' WHERE email_normalized = $1 RETURNING 1)
+		SELECT count(*) FROM u`, email); n != 1 {
+		t.Fatalf("made %d admins of %s", n, email)
 	}
 	r := e.do(t, region, "POST", "/api/v1/auth/login", "", map[string]any{"email": email, "password": "benchmark password 1"})
 	if r.status != http.StatusOK {
